@@ -1,0 +1,142 @@
+"""What every Deep Learning Tools algorithm shares: the common parameters, the
+feedback adapter, and the translation of engine errors into messages for the user."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.backends.base import DeviceRequest
+from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
+
+ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
+MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
+                "All files (*.*)")
+DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
+
+
+class FeedbackProgress:
+    """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`."""
+
+    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
+        self.feedback = feedback or QgsProcessingFeedback()
+
+    def set_progress(self, percent: float) -> None:
+        self.feedback.setProgress(percent)
+
+    def is_canceled(self) -> bool:
+        return self.feedback.isCanceled()
+
+    def info(self, message: str) -> None:
+        self.feedback.pushInfo(message)
+
+    def warning(self, message: str) -> None:
+        self.feedback.reportError(message, fatalError=False)
+
+    def debug(self, message: str) -> None:
+        self.feedback.pushDebugInfo(message)
+
+
+class DLToolsAlgorithm(QgsProcessingAlgorithm):
+    """Small base in the style of QGIS's own Python algorithms."""
+
+    MODEL = "MODEL"
+    ARGUMENTS = "ARGUMENTS"
+    DEVICE = "DEVICE"
+    GPU_ID = "GPU_ID"
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate(type(self).__name__, text)
+
+    def createInstance(self):  # noqa: N802 - QGIS API
+        return type(self)()
+
+    def group(self) -> str:
+        return self.tr("Deep learning")
+
+    def groupId(self) -> str:  # noqa: N802 - QGIS API
+        return "deeplearning"
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def helpUrl(self) -> str:  # noqa: N802 - QGIS API
+        return ""
+
+    # -- common parameters -------------------------------------------------------------------
+    def add_param(self, param: QgsProcessingParameterDefinition, help_text: str, advanced: bool = False) -> None:
+        param.setHelp(self.tr(help_text))
+        if advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(param)
+
+    def add_model_parameters(self, arguments_help: str) -> None:
+        self.add_param(
+            QgsProcessingParameterFile(self.MODEL, self.tr("Model definition"), fileFilter=MODEL_FILTER),
+            "The model: an Esri model definition (.emd), a deep learning package (.dlpk), an .ecd from Deep Learning "
+            "Model To Ecd, a plain .onnx or TorchScript (.pt) file, or the .emd JSON text pasted here.")
+        self.add_param(
+            QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="", optional=True),
+            arguments_help)
+
+    def add_device_parameters(self) -> None:
+        self.add_param(
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Processor type"), options=DEVICE_OPTIONS, defaultValue=0),
+            "Auto uses an NVIDIA GPU when ONNX Runtime or PyTorch can reach one, else the CPU; the log says which "
+            "ran. GPU fails if there is none. (ArcGIS's 'Processor Type' environment.)")
+        self.add_param(
+            QgsProcessingParameterNumber(self.GPU_ID, self.tr("GPU ID"), QgsProcessingParameterNumber.Integer,
+                                         defaultValue=0, minValue=0),
+            "Which GPU to use when several are present, numbered from 0. (ArcGIS's 'GPU ID' environment.)",
+            advanced=True)
+
+    def device_request(self, parameters: dict[str, Any], context, threads: int = 0) -> DeviceRequest:  # noqa: ANN001
+        kind = DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)].lower()
+        return DeviceRequest(kind, self.parameterAsInt(parameters, self.GPU_ID, context), threads)
+
+    def model_text(self, parameters: dict[str, Any], context) -> str:  # noqa: ANN001
+        value = parameters.get(self.MODEL)
+        text = value if isinstance(value, str) and value.strip().startswith("{") else \
+            self.parameterAsFile(parameters, self.MODEL, context)
+        if not text or not str(text).strip():
+            raise QgsProcessingException(self.tr("No model given: choose an .emd, .dlpk, .onnx or .pt file"))
+        return str(text)
+
+    @staticmethod
+    def gdal_source(layer: QgsRasterLayer | None, what: str) -> str:
+        """The GDAL-readable path of a raster layer, or a clear error."""
+        if layer is None or not layer.isValid():
+            raise QgsProcessingException(f"The {what} raster layer could not be loaded")
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                f"Layer '{layer.name()}' comes from the '{layer.providerType()}' provider; these tools read rasters "
+                "through GDAL. Save it as a GeoTIFF first (Raster > Conversion > Translate) and use that")
+        return layer.source()
+
+
+def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
+    """Call into ``core`` and turn its errors into ``QgsProcessingException``."""
+    try:
+        return func(*args, **kwargs)
+    except CancelledError as exc:
+        raise QgsProcessingException(f"{exc} No output was kept.") from exc
+    except DependencyMissingError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except DLToolsError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except MemoryError as exc:
+        raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc

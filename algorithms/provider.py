@@ -1,0 +1,70 @@
+"""The "Deep Learning Tools" Processing provider (id ``dltools``: a public, stable id)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .base import ICON_PATH
+
+
+def _plugin_version() -> str:
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(os.path.dirname(os.path.dirname(__file__)), "metadata.txt"), encoding="utf-8")
+    return parser.get("general", "version", fallback="")
+
+
+def _algorithm_classes() -> list:
+    """Every algorithm class; one that fails to import is logged and skipped, never breaking the others."""
+    import importlib
+
+    names = [
+        ("describe_model", "DescribeModelAlgorithm"),
+        ("classify_pixels", "ClassifyPixelsAlgorithm"),
+        ("classify_objects", "ClassifyObjectsAlgorithm"),
+        ("detect_change", "DetectChangeAlgorithm"),
+        ("model_to_ecd", "ModelToEcdAlgorithm"),
+        ("package_model", "PackageModelAlgorithm"),
+        ("extract_package", "ExtractPackageAlgorithm"),
+    ]
+    classes = []
+    for module, cls in names:
+        try:
+            mod = importlib.import_module(f"{__package__}.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f".{module}"):
+                continue  # this tool is not part of this build
+            QgsMessageLog.logMessage(f"Deep Learning Tools: cannot load {module}: {exc}", "Processing", Qgis.Warning)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one broken tool must not hide the others
+            QgsMessageLog.logMessage(f"Deep Learning Tools: cannot load {module}: {exc}", "Processing", Qgis.Warning)
+            continue
+        classes.append(getattr(mod, cls))
+    return classes
+
+
+class DeepLearningToolsProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "dltools"
+
+    def name(self) -> str:
+        return "Deep Learning Tools"
+
+    def longName(self) -> str:  # noqa: N802 - QGIS API
+        return f"Deep Learning Tools {_plugin_version()}".strip()
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON_PATH)
+
+    def svgIconPath(self) -> str:  # noqa: N802 - QGIS API
+        return ICON_PATH
+
+    def versionInfo(self) -> str:  # noqa: N802 - QGIS API
+        return _plugin_version()
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
+        for cls in _algorithm_classes():
+            self.addAlgorithm(cls())

@@ -1,0 +1,135 @@
+"""The backend interface: load, describe inputs/outputs, run a batch, release."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError
+from ..progress import NullProgress, Progress
+
+
+@dataclass
+class TensorInfo:
+    """A model input or output: its name, shape (None where dynamic) and element type."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+
+@dataclass
+class DeviceRequest:
+    """The ArcGIS "processor type" and "GPU ID" environments: auto, cpu or gpu."""
+
+    kind: str = "auto"  # "auto", "cpu", "gpu"
+    gpu_id: int = 0
+    threads: int = 0  # 0 = all cores
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind.lower()
+        if self.kind not in ("auto", "cpu", "gpu"):
+            raise BackendError(f"Device must be Auto, CPU or GPU, not '{self.kind}'")
+        if self.gpu_id < 0:
+            raise BackendError(f"GPU id must be 0 or more, not {self.gpu_id}")
+
+
+class Backend:
+    """Runs a model on NCHW float32 batches and returns numpy arrays.
+
+    Subclasses implement ``_run`` for a batch whose size the model accepts;
+    :meth:`run` splits or zero-pads batches to respect a fixed batch dimension
+    and accumulates the time spent inside the model in :attr:`model_seconds`.
+    """
+
+    kind = "base"
+
+    def __init__(self) -> None:
+        self.inputs: list[TensorInfo] = []
+        self.outputs: list[TensorInfo] = []
+        self.device = "cpu"
+        self.provider = ""
+        self.model_seconds = 0.0
+        self.calls = 0
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model insists on, or None if it takes any."""
+        if not self.inputs or not self.inputs[0].shape:
+            return None
+        first = self.inputs[0].shape[0]
+        return first if isinstance(first, int) and first > 0 else None
+
+    def describe(self) -> str:
+        return f"{self.kind} on {self.device} ({self.provider})"
+
+    def run(self, batch: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run one batch (or one array per model input); returns every output, batch first."""
+        arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
+        if len(arrays) != len(self.inputs):
+            raise BackendError(f"The model has {len(self.inputs)} inputs but {len(arrays)} arrays were given")
+        n = arrays[0].shape[0]
+        fixed = self.fixed_batch
+        if fixed is None or fixed == n:
+            return self._timed(arrays)
+        pieces: list[list[np.ndarray]] = []
+        for start in range(0, n, fixed):
+            part = [a[start:start + fixed] for a in arrays]
+            got = part[0].shape[0]
+            if got < fixed:
+                part = [np.concatenate([p, np.zeros((fixed - got,) + p.shape[1:], p.dtype)]) for p in part]
+            outs = self._timed(part)
+            pieces.append([o[:got] for o in outs])
+        return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+
+    def _timed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        start = time.perf_counter()
+        try:
+            out = self._run(arrays)
+        except BackendError:
+            raise
+        except Exception as exc:  # the frameworks raise many types; give the user one clear message
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            expected = ", ".join(i.shape_text() for i in self.inputs)
+            raise BackendError(f"The model failed on input of shape {shapes} (it expects {expected}): {exc}") from exc
+        self.model_seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the session/module (and GPU memory)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = None,
+                 progress: Progress | None = None) -> Backend:
+    """Load ``model_file`` with the backend for ``kind`` (onnx, torchscript, torch_export)."""
+    device = device or DeviceRequest()
+    progress = progress or NullProgress()
+    if kind == "onnx":
+        from .onnx_backend import OnnxBackend
+
+        backend: Backend = OnnxBackend(model_file, device)
+    elif kind in ("torchscript", "torch_export"):
+        from .torch_backend import TorchBackend
+
+        backend = TorchBackend(model_file, device, exported=(kind == "torch_export"))
+    else:
+        raise BackendError(f"No backend runs models of kind '{kind}'")
+    progress.info(f"Model runs with {backend.describe()}")
+    return backend

@@ -1,0 +1,82 @@
+"""ONNX Runtime backend: any opset it runs, fixed or dynamic batch, CPU or CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..arguments import thread_count
+from ..errors import BackendError, DependencyMissingError
+from .base import Backend, DeviceRequest, TensorInfo
+
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+def import_onnxruntime():  # noqa: ANN201 - returns the module
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise DependencyMissingError(
+            "ONNX Runtime is not installed in QGIS's Python: install it with "
+            "'python3 -m pip install onnxruntime' (or onnxruntime-gpu for NVIDIA GPUs); see the README") from exc
+    return onnxruntime
+
+
+def _dims(shape: list) -> tuple[int | None, ...]:
+    return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+class OnnxBackend(Backend):
+    kind = "onnxruntime"
+
+    def __init__(self, model_file: Path, device: DeviceRequest) -> None:
+        super().__init__()
+        ort = import_onnxruntime()
+        available = ort.get_available_providers()
+        has_cuda = "CUDAExecutionProvider" in available
+        if device.kind == "gpu" and not has_cuda:
+            raise BackendError(
+                "A GPU was requested but ONNX Runtime has no CUDA provider here (available: "
+                f"{', '.join(available)}): install onnxruntime-gpu with a matching CUDA, or choose CPU/Auto")
+        options = ort.SessionOptions()
+        threads = thread_count(device.threads)
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        providers: list = ["CPUExecutionProvider"]
+        if has_cuda and device.kind in ("gpu", "auto"):
+            providers = [("CUDAExecutionProvider", {"device_id": device.gpu_id}), "CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
+        except Exception as exc:
+            raise BackendError(f"ONNX Runtime cannot load '{Path(model_file).name}': {exc}") from exc
+        used = self.session.get_providers()
+        if device.kind == "gpu" and "CUDAExecutionProvider" not in used:
+            raise BackendError("A GPU was requested but ONNX Runtime could not start its CUDA provider "
+                               "(check the CUDA and cuDNN libraries), or choose CPU/Auto")
+        if "CUDAExecutionProvider" in used:
+            self.device = f"cuda:{device.gpu_id}"
+            self.provider = "ONNX Runtime CUDAExecutionProvider"
+        else:
+            self.device = "cpu"
+            self.provider = f"ONNX Runtime CPUExecutionProvider, {threads} threads"
+        self.inputs = [TensorInfo(i.name, _dims(i.shape), _ORT_TYPES.get(i.type, i.type))
+                       for i in self.session.get_inputs()]
+        self.outputs = [TensorInfo(o.name, _dims(o.shape), _ORT_TYPES.get(o.type, o.type))
+                        for o in self.session.get_outputs()]
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        feed = {}
+        for info, arr in zip(self.inputs, arrays):
+            dtype = np.dtype(info.dtype) if info.dtype in _ORT_TYPES.values() else np.float32
+            feed[info.name] = np.ascontiguousarray(arr, dtype=dtype)
+        return [np.asarray(o) for o in self.session.run(None, feed)]
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

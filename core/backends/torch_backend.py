@@ -1,0 +1,81 @@
+"""PyTorch backend: TorchScript (``torch.jit.load``) and ``torch.export`` programs (``.pt2``).
+
+Never ``torch.load`` of a pickle: that would run arbitrary code from the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..arguments import thread_count
+from ..errors import BackendError, DependencyMissingError
+from .base import Backend, DeviceRequest, TensorInfo
+
+
+def import_torch():  # noqa: ANN201 - returns the module
+    try:
+        import torch
+    except ImportError as exc:
+        raise DependencyMissingError(
+            "PyTorch is not installed in QGIS's Python: install it with 'python3 -m pip install torch' "
+            "(see the README), or export the model to ONNX") from exc
+    return torch
+
+
+class TorchBackend(Backend):
+    kind = "torch"
+
+    def __init__(self, model_file: Path, device: DeviceRequest, exported: bool = False,
+                 input_shape: tuple[int | None, ...] | None = None) -> None:
+        super().__init__()
+        torch = import_torch()
+        self._torch = torch
+        has_cuda = torch.cuda.is_available()
+        if device.kind == "gpu":
+            if not has_cuda:
+                raise BackendError("A GPU was requested but PyTorch sees no CUDA device here: install a CUDA "
+                                   "build of torch, or choose CPU/Auto")
+            if device.gpu_id >= torch.cuda.device_count():
+                raise BackendError(f"GPU id {device.gpu_id} does not exist: PyTorch sees "
+                                   f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+        use_cuda = has_cuda and device.kind in ("gpu", "auto")
+        self.torch_device = torch.device(f"cuda:{device.gpu_id}" if use_cuda else "cpu")
+        threads = thread_count(device.threads)
+        torch.set_num_threads(threads)
+        try:
+            if exported:
+                program = torch.export.load(str(model_file))
+                self.module = program.module()
+            else:
+                self.module = torch.jit.load(str(model_file), map_location=self.torch_device)
+                self.module.eval()
+        except Exception as exc:
+            what = "torch.export program" if exported else "TorchScript archive"
+            raise BackendError(f"'{Path(model_file).name}' could not be loaded as a {what}: {exc}") from exc
+        if exported:
+            self.module.to(self.torch_device)
+        self.device = str(self.torch_device)
+        self.provider = f"PyTorch {torch.__version__}, " + (
+            f"CUDA {torch.cuda.get_device_name(self.torch_device)}" if use_cuda else f"CPU, {threads} threads")
+        shape = input_shape or (None, None, None, None)
+        self.inputs = [TensorInfo("input", tuple(shape), "float32")]
+        self.outputs = [TensorInfo("output", (None,), "float32")]
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.torch_device) for a in arrays]
+        with torch.inference_mode():
+            out = self.module(*tensors)
+        if isinstance(out, dict):
+            out = list(out.values())
+        if isinstance(out, (list, tuple)):
+            return [o.detach().float().cpu().numpy() if o.is_floating_point() else o.detach().cpu().numpy()
+                    for o in out]
+        return [out.detach().float().cpu().numpy() if out.is_floating_point() else out.detach().cpu().numpy()]
+
+    def close(self) -> None:
+        self.module = None
+        if self.torch_device.type == "cuda":
+            self._torch.cuda.empty_cache()

@@ -1,0 +1,42 @@
+"""Exception types raised by the engine.
+
+The algorithms translate every one of them into a ``QgsProcessingException``;
+the message is written for a GIS user, so it names the file, key or layer at
+fault and, where there is one, what to do about it.
+"""
+
+
+class DLToolsError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class ModelDefinitionError(DLToolsError):
+    """The model definition (.emd, JSON text, .dlpk, model file) is unusable."""
+
+
+class PackageError(ModelDefinitionError):
+    """A deep learning package (.dlpk) is malformed or unsafe to extract."""
+
+
+class ArgumentError(DLToolsError):
+    """A model argument has a wrong name or type."""
+
+
+class BackendError(DLToolsError):
+    """The inference backend could not load or run the model."""
+
+
+class DependencyMissingError(BackendError):
+    """A Python package the backend needs (onnxruntime, torch) is not installed."""
+
+
+class InputDataError(DLToolsError):
+    """The input raster or features do not fit the model or the request."""
+
+
+class OutputError(DLToolsError):
+    """An output file cannot be written."""
+
+
+class CancelledError(DLToolsError):
+    """The user cancelled the run; partial outputs have been removed."""

@@ -1,0 +1,266 @@
+"""Model definitions for plain model files that come without an .emd.
+
+* ONNX: the Deepness plugin's metadata keys (``model_type``, ``class_names``,
+  ``resolution``, ``tile_size``/``tiles_size``, ``tiles_overlap``,
+  ``standardization_mean``/``_std``, ``seg_thresh``, ``det_conf``,
+  ``det_iou_thresh``), else the tile size and class count from the graph.
+* TorchScript / torch.export: a JSON model definition stored in the archive as
+  the extra file ``dltools.json`` (``torch.jit.save(m, f, _extra_files=...)``),
+  else a probe run with a few common band counts.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelDefinitionError
+from .model_definition import ClassInfo, ModelDefinition, definition_from_emd_data
+
+DEFAULT_TILE = 512
+_PROBE_BANDS = (3, 4, 1, 6, 8, 12, 13, 2)
+_PROBE_TILE = 256
+
+_DEEPNESS_TYPES = {
+    "segmentor": "ImageClassification",
+    "segmentation": "ImageClassification",
+    "detector": "ObjectDetection",
+    "detection": "ObjectDetection",
+    "regressor": "Regression",
+    "regression": "Regression",
+    "recognition": "ObjectClassification",
+    "classifier": "ObjectClassification",
+    "superresolution": "SuperResolution",
+}
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """Distinct, reproducible colours for classes that come without any."""
+    base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    return [base[i % len(base)] if i < len(base) else
+            ((base[i % len(base)][0] + 67 * (i // len(base))) % 256,
+             (base[i % len(base)][1] + 101 * (i // len(base))) % 256,
+             (base[i % len(base)][2] + 37 * (i // len(base))) % 256) for i in range(n)]
+
+
+def _meta_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+
+
+def _class_names(value: Any) -> list[str] | None:
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        value = value[0]  # multi-output models: the first output's classes
+    if isinstance(value, dict):
+        try:
+            keys = sorted(int(k) for k in value)
+        except (TypeError, ValueError):
+            raise ModelDefinitionError("ONNX metadata 'class_names' must map class numbers to names") from None
+        if keys != list(range(keys[0], keys[0] + len(keys))):
+            raise ModelDefinitionError(f"ONNX metadata 'class_names' keys must be consecutive integers, not {keys}")
+        lookup = {int(k): str(v) for k, v in value.items()}
+        return [lookup[k] for k in keys]
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return None
+
+
+def _number(meta: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        if key in meta and meta[key] not in (None, ""):
+            try:
+                return float(meta[key])
+            except (TypeError, ValueError):
+                raise ModelDefinitionError(f"ONNX metadata '{key}' must be a number, not {meta[key]!r}") from None
+    return None
+
+
+def _classes_for(channels: int | None, names: list[str] | None, model_type: str) -> list[ClassInfo]:
+    if names is None:
+        if channels is None:
+            return []
+        if model_type == "ImageClassification" and channels == 1:
+            names = ["background", "class 1"]
+        else:
+            names = [f"class {i}" for i in range(channels)]
+    colours = palette(len(names))
+    return [ClassInfo(i, n, colours[i]) for i, n in enumerate(names)]
+
+
+def definition_from_onnx(path: Path) -> ModelDefinition:
+    """A definition for a plain .onnx file (Deepness metadata, else the graph's shapes)."""
+    from .backends.base import DeviceRequest
+    from .backends.onnx_backend import OnnxBackend
+
+    backend = OnnxBackend(path, DeviceRequest("cpu", threads=1))
+    try:
+        meta = {k: _meta_value(v) for k, v in backend.metadata.items()}
+        inputs, outputs = backend.inputs, backend.outputs
+    finally:
+        backend.close()
+    if not inputs:
+        raise ModelDefinitionError(f"ONNX model '{path.name}' has no inputs")
+    shape = inputs[0].shape
+    if len(shape) != 4:
+        raise ModelDefinitionError(
+            f"ONNX model '{path.name}' takes an input of shape {inputs[0].shape_text()}, not an image batch "
+            "[batch, bands, height, width]: write an .emd that describes it")
+    model_format = "NCHW"
+    if shape[3] is not None and shape[3] <= 16 and (shape[1] is None or shape[1] > 16):
+        model_format = "NHWC"
+    bands = shape[3] if model_format == "NHWC" else shape[1]
+    h, w = (shape[1], shape[2]) if model_format == "NHWC" else (shape[2], shape[3])
+    warnings: list[str] = []
+
+    tile = _number(meta, "tile_size", "tiles_size")
+    if tile is None:
+        tile = h if h is not None and h == w else None
+    if tile is None:
+        tile = DEFAULT_TILE
+        warnings.append(f"The model takes any tile size and says none: using {DEFAULT_TILE} pixels")
+
+    raw_type = str(meta.get("model_type", "")).strip().lower()
+    if raw_type:
+        if raw_type not in _DEEPNESS_TYPES:
+            raise ModelDefinitionError(f"ONNX metadata model_type '{meta['model_type']}' is unknown; expected one of "
+                                       "Segmentor, Detector, Regressor, Recognition, Superresolution")
+        model_type = _DEEPNESS_TYPES[raw_type]
+    else:
+        out_rank = len(outputs[0].shape) if outputs else 0
+        model_type = "ObjectClassification" if out_rank == 2 else "ImageClassification"
+    out_shape = outputs[0].shape if outputs else ()
+    channels = out_shape[1] if len(out_shape) == 4 else (out_shape[1] if len(out_shape) == 2 else None)
+    if len(out_shape) == 3 and model_type == "ImageClassification":
+        channels = 1  # [B, H, W]: one probability (or class) per pixel
+    names = _class_names(meta.get("class_names", meta.get("names")))
+    classes = _classes_for(channels, names, model_type) if model_type != "Regression" else []
+
+    deepness = bool(meta)
+    mean = meta.get("standardization_mean")
+    std = meta.get("standardization_std")
+    if not deepness:
+        warnings.append("The model carries no normalisation metadata: pixel values are passed unchanged. "
+                        "Write an .emd with DataRange or NormalizationStats if the model expects scaled input")
+    md = ModelDefinition(
+        source=str(path), origin="onnx", raw={}, model_type=model_type,
+        image_height=int(tile), image_width=int(tile),
+        framework="ONNX", model_file=path.resolve(), model_file_text=path.name, model_format_kind="onnx",
+        base_dir=path.parent.resolve(),
+        extract_bands=list(range(bands)) if bands else None,
+        standardization_mean=[float(x) for x in mean] if isinstance(mean, list) else None,
+        standardization_std=[float(x) for x in std] if isinstance(std, list) else None,
+        divide_by_255=deepness,
+        batch_size=shape[0] if isinstance(shape[0], int) else None,
+        threshold=_number(meta, "seg_thresh", "det_conf"),
+        classes=classes,
+        model_format=model_format,
+        tile_overlap_percent=_number(meta, "tiles_overlap"),
+        resolution_cm=_number(meta, "resolution"),
+        deepness_metadata=meta,
+        warnings=warnings,
+        supports_variable_tile_size=h is None,
+    )
+    return md
+
+
+def check_torchscript_archive(path: Path, shown: str | None = None) -> None:
+    """Refuse anything that is not a TorchScript archive before torch ever opens it."""
+    name = shown or path.name
+    if not zipfile.is_zipfile(path):
+        raise ModelDefinitionError(
+            f"ModelFile '{name}' is not a TorchScript archive: save the model with torch.jit.save (or export it to "
+            "ONNX). Pickled PyTorch files are never loaded, since loading them can run arbitrary code")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    if any("/code/" in n for n in names) or any(n.endswith("constants.pkl") for n in names):
+        return
+    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+        return
+    raise ModelDefinitionError(
+        f"ModelFile '{name}' is a PyTorch weights file (state dict or pickled model), not TorchScript: it needs the "
+        "Python code of the network to run. Save it with torch.jit.save(torch.jit.script(model)) or export it to "
+        "ONNX. Pickled files are never loaded, since loading them can run arbitrary code")
+
+
+def _extra_json(path: Path) -> dict[str, Any] | None:
+    with zipfile.ZipFile(path) as zf:
+        for n in zf.namelist():
+            if n.endswith("extra/dltools.json"):
+                try:
+                    data = json.loads(zf.read(n).decode("utf-8-sig"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    raise ModelDefinitionError(f"The dltools.json stored in '{path.name}' is not valid JSON: {exc}") from exc
+                if not isinstance(data, dict):
+                    raise ModelDefinitionError(f"The dltools.json stored in '{path.name}' must be a JSON object")
+                return data
+    return None
+
+
+def definition_from_torch(path: Path) -> ModelDefinition:
+    """A definition for a plain TorchScript/torch.export file."""
+    exported = path.suffix.lower() == ".pt2"
+    if not exported:
+        check_torchscript_archive(path)
+    elif not zipfile.is_zipfile(path):
+        raise ModelDefinitionError(f"'{path.name}' is not a torch.export program (torch.export.save writes a zip)")
+    kind = "torch_export" if exported else "torchscript"
+    declared = _extra_json(path)
+    if declared is not None:
+        data = dict(declared)
+        data.setdefault("Framework", "PyTorch")
+        data["ModelFile"] = str(path.resolve())
+        md = definition_from_emd_data(data, source=str(path), origin="torchscript", base_dir=path.parent.resolve())
+        md.model_format_kind = kind
+        return md
+    return _probe_torch(path, kind)
+
+
+def _probe_torch(path: Path, kind: str) -> ModelDefinition:
+    import numpy as np
+
+    from .backends.base import DeviceRequest
+    from .backends.torch_backend import TorchBackend
+    from .errors import BackendError
+
+    backend = TorchBackend(path, DeviceRequest("cpu", threads=1), exported=(kind == "torch_export"))
+    try:
+        for bands in _PROBE_BANDS:
+            try:
+                out = backend.run(np.zeros((1, bands, _PROBE_TILE, _PROBE_TILE), np.float32))[0]
+            except BackendError:
+                continue
+            break
+        else:
+            raise ModelDefinitionError(
+                f"'{path.name}' declares no input shape and did not run on a {_PROBE_TILE}x{_PROBE_TILE} tile with "
+                f"{', '.join(map(str, _PROBE_BANDS))} bands: write an .emd for it (ImageHeight, ImageWidth, "
+                "ExtractBands, Classes), or store one in the archive as the extra file dltools.json")
+    finally:
+        backend.close()
+    if out.ndim == 4 and out.shape[2] > 1:
+        model_type, channels = "ImageClassification", out.shape[1]
+    elif out.ndim == 3:
+        model_type, channels = "ImageClassification", 1
+    elif out.ndim == 2:
+        model_type, channels = "ObjectClassification", out.shape[1]
+    else:
+        raise ModelDefinitionError(f"'{path.name}' returned an output of shape {list(out.shape)} that matches no "
+                                   "supported model type: write an .emd for it")
+    return ModelDefinition(
+        source=str(path), origin="torchscript", raw={}, model_type=model_type,
+        image_height=_PROBE_TILE, image_width=_PROBE_TILE, framework="PyTorch",
+        model_file=path.resolve(), model_file_text=path.name, model_format_kind=kind, base_dir=path.parent.resolve(),
+        extract_bands=list(range(bands)), classes=_classes_for(channels, None, model_type),
+        supports_variable_tile_size=True,
+        warnings=[f"No input shape declared: a probe found {bands} bands; tiles of {_PROBE_TILE} pixels are used. "
+                  "Pixel values are passed unchanged"],
+    )
