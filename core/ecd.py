@@ -1,0 +1,527 @@
+"""Esri classifier definitions (``.ecd``) for deep learning models: *Deep Learning Model To Ecd*.
+
+ArcGIS's deprecated *Deep Learning Model To Ecd* tool turns a trained model file and an
+"Esri Extra Info" class info JSON into an ``.ecd`` (esri-compat.md section 7)::
+
+    {"ImportDeepLearningModelToEsriExtraInfo": 0, "Version": 1, "Classifier": "CNTK",
+     "NumberRasterBands": 4, "MiniBatchSize": 16,
+     "Classes": [{"Value": 100, "Name": "Impervious", "Color": [204, 204, 204]}, ...]}
+
+No public source shows the deep learning ``.ecd`` Esri writes, so the layout below is
+**plugin-defined**: the verified ``.ecd`` envelope with one definition that follows the
+verified maximum-likelihood class layout (``ClassValue``/``ClassName``/``Red``/``Green``/``Blue``)::
+
+    {"EsriClassifierDefinitionFile": 0, "FileVersion": 3, "NumberDefinitions": 1,
+     "Definitions": [{
+        "Classifier": "ONNX",                  # the class info's Classifier (the framework)
+        "ClassifierType": "DeepLearning",
+        "ModelFile": "model.onnx",             # relative to the .ecd (absolute on another drive)
+        "NumberBands": 4,                      # NumberRasterBands
+        "MiniBatchSize": 16,                   # only when the class info gives it
+        "NumberClasses": 2,
+        "Classes": [{"ClassValue": 100, "ClassName": "Impervious", "Red": 204, "Green": 204, "Blue": 204}, ...],
+        # what a model definition needs on top, with .emd key names (plugin-defined):
+        "ModelType": "ImageClassification",    # class info "ModelType", else ImageClassification
+        "ImageHeight": 256, "ImageWidth": 256, # class info, else read from the model file
+        "ExtractBands": [0, 1, 2, 3],          # range(NumberRasterBands)
+        "ModelFormat": "NHWC",                 # only for a channels-last ONNX model
+        "DataRange": [0, 1], "ModelPadding": 8 # only when the class info gives them
+     }]}
+
+Such an ``.ecd`` is a MODEL for the inference tools: :func:`definition_from_ecd_data` maps
+it to ``.emd`` keys (``Classifier`` -> ``Framework``, ``MiniBatchSize`` -> ``BatchSize``, ...)
+and runs the ``.emd`` validation, so every check and message is the same.  The reader
+also accepts ``.emd``-style ``Classes`` entries (``Value``/``Name``/``Color``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelDefinitionError
+from .model_definition import (
+    KNOWN_MODEL_TYPES,
+    ONNX_SUFFIXES,
+    TORCH_EXPORT_SUFFIXES,
+    TORCHSCRIPT_SUFFIXES,
+    ClassInfo,
+    ModelDefinition,
+    definition_from_emd_data,
+)
+
+EXTRA_INFO_KEY = "ImportDeepLearningModelToEsriExtraInfo"
+ENVELOPE_KEY = "EsriClassifierDefinitionFile"
+FILE_VERSION = 3
+CLASSIFIER_TYPE = "DeepLearning"
+
+#: Keys of an .ecd definition that have no .emd counterpart (or are renamed on reading).
+_ECD_ONLY_KEYS = ("Classifier", "ClassifierType", "NumberBands", "MiniBatchSize", "NumberClasses", "Classes")
+
+
+@dataclass
+class ClassInfoFile:
+    """A validated "Esri Extra Info" class info file."""
+
+    classifier: str
+    number_raster_bands: int
+    classes: list[ClassInfo]
+    mini_batch_size: int | None = None
+    version: int | None = None
+    model_type: str = "ImageClassification"
+    image_height: int | None = None
+    image_width: int | None = None
+    data_range: list[float] | None = None
+    model_padding: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# small validators
+
+
+def _integer(value: Any, what: str, *, minimum: int | None = None) -> int:
+    """An integer (4 or 4.0), never a bool, text or 4.5."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (isinstance(value, float) and not value.is_integer()):
+        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}")
+    result = int(value)
+    if minimum is not None and result < minimum:
+        raise ModelDefinitionError(f"{what} must be at least {minimum}, not {result}")
+    return result
+
+
+def _read_json_file(path: Path, what: str) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelDefinitionError(f"{what} '{path}' does not exist") from None
+    except OSError as exc:
+        raise ModelDefinitionError(f"Cannot read {what} '{path}': {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelDefinitionError(f"{what} '{path.name}' is not UTF-8 text (byte {exc.start}): it must be a JSON file") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelDefinitionError(
+            f"{what} '{path.name}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    if not isinstance(data, dict):
+        raise ModelDefinitionError(f"{what} '{path.name}' must be a JSON object ({{...}}), not {type(data).__name__}")
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# class info (Esri Extra Info)
+
+
+def _class_entry(item: Any, i: int, where: str) -> ClassInfo:
+    if not isinstance(item, dict):
+        raise ModelDefinitionError(f"{where}: Classes[{i}] must be an object with Value, Name and Color")
+    name_raw = item.get("Name")
+    if name_raw is None:
+        raise ModelDefinitionError(f"{where}: Classes[{i}] has no 'Name'")
+    if isinstance(name_raw, bool) or not isinstance(name_raw, (str, int, float)):
+        raise ModelDefinitionError(f"{where}: Classes[{i}] 'Name' must be text, not {json.dumps(name_raw)}")
+    name = str(name_raw)
+    if not name.strip():
+        raise ModelDefinitionError(f"{where}: Classes[{i}] 'Name' is empty")
+    label = f"{where}: Classes[{i}] ('{name}')"
+    if "Value" not in item:
+        raise ModelDefinitionError(f"{label} has no 'Value'")
+    value = _integer(item["Value"], f"{label} 'Value'")
+    if "Color" not in item:
+        raise ModelDefinitionError(f"{label} has no 'Color' ([red, green, blue], each 0-255)")
+    color = item["Color"]
+    if not isinstance(color, list) or len(color) != 3:
+        raise ModelDefinitionError(f"{label} 'Color' must be a list [red, green, blue], not {json.dumps(color)}")
+    rgb = []
+    for channel, c in zip(("red", "green", "blue"), color):
+        level = _integer(c, f"{label} 'Color' {channel}")
+        if not 0 <= level <= 255:
+            raise ModelDefinitionError(f"{label} 'Color' {channel} is {level}: colour values must be 0-255")
+        rgb.append(level)
+    return ClassInfo(value, name, (rgb[0], rgb[1], rgb[2]))
+
+
+def validate_class_info(data: dict[str, Any], *, source: str = "class info") -> ClassInfoFile:
+    """Check an "Esri Extra Info" class info object; every error names the key and the class.
+
+    Besides Esri's keys it takes the plugin's optional ``ModelType``, ``ImageHeight``,
+    ``ImageWidth``, ``DataRange`` and ``ModelPadding`` (copied into the .ecd definition).
+    """
+    where = source
+    if not isinstance(data, dict):
+        raise ModelDefinitionError(f"{where} must be a JSON object ({{...}}), not {type(data).__name__}")
+    if EXTRA_INFO_KEY not in data:
+        raise ModelDefinitionError(
+            f"{where} has no '{EXTRA_INFO_KEY}' key: it is not an Esri Extra Info class info file "
+            f"(expected {{\"{EXTRA_INFO_KEY}\": 0, \"Classifier\": ..., \"NumberRasterBands\": ..., \"Classes\": [...]}})")
+    _integer(data[EXTRA_INFO_KEY], f"{where}: key '{EXTRA_INFO_KEY}'")
+    version = _integer(data["Version"], f"{where}: key 'Version'") if data.get("Version") is not None else None
+
+    classifier = data.get("Classifier")
+    if classifier is None:
+        raise ModelDefinitionError(f"{where}: key 'Classifier' is missing (the model's framework, e.g. \"ONNX\" or \"PyTorch\")")
+    if not isinstance(classifier, str) or not classifier.strip():
+        raise ModelDefinitionError(f"{where}: key 'Classifier' must be a framework name such as \"ONNX\", "
+                                   f"not {json.dumps(classifier)}")
+    if "NumberRasterBands" not in data:
+        raise ModelDefinitionError(f"{where}: key 'NumberRasterBands' is missing (how many raster bands the model takes)")
+    bands = _integer(data["NumberRasterBands"], f"{where}: key 'NumberRasterBands'", minimum=1)
+    batch = (_integer(data["MiniBatchSize"], f"{where}: key 'MiniBatchSize'", minimum=1)
+             if data.get("MiniBatchSize") is not None else None)
+
+    if "Classes" not in data:
+        raise ModelDefinitionError(f"{where}: key 'Classes' is missing (a list of {{Value, Name, Color}})")
+    raw_classes = data["Classes"]
+    if not isinstance(raw_classes, list) or not raw_classes:
+        raise ModelDefinitionError(f"{where}: key 'Classes' must be a non-empty list of {{Value, Name, Color}} objects")
+    classes: list[ClassInfo] = []
+    seen: dict[int, tuple[int, str]] = {}
+    for i, item in enumerate(raw_classes):
+        cls = _class_entry(item, i, where)
+        if cls.value in seen:
+            j, other = seen[cls.value]
+            raise ModelDefinitionError(
+                f"{where}: Classes[{i}] ('{cls.name}') repeats Value {cls.value} of Classes[{j}] ('{other}'): "
+                "class values must be unique")
+        seen[cls.value] = (i, cls.name)
+        classes.append(cls)
+
+    model_type = data.get("ModelType", "ImageClassification")
+    if model_type not in KNOWN_MODEL_TYPES:
+        raise ModelDefinitionError(f"{where}: key 'ModelType' {json.dumps(model_type)} is unknown; known types: "
+                                   f"{', '.join(KNOWN_MODEL_TYPES)}")
+    height = _integer(data["ImageHeight"], f"{where}: key 'ImageHeight'", minimum=1) \
+        if data.get("ImageHeight") is not None else None
+    width = _integer(data["ImageWidth"], f"{where}: key 'ImageWidth'", minimum=1) \
+        if data.get("ImageWidth") is not None else None
+    if (height is None) != (width is None):
+        given, missing = ("ImageHeight", "ImageWidth") if width is None else ("ImageWidth", "ImageHeight")
+        raise ModelDefinitionError(f"{where} gives '{given}' but not '{missing}': give both (the model's tile size in pixels)")
+
+    data_range = None
+    if data.get("DataRange") is not None:
+        dr = data["DataRange"]
+        if (not isinstance(dr, list) or len(dr) != 2
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in dr) or dr[0] >= dr[1]):
+            raise ModelDefinitionError(f"{where}: key 'DataRange' must be [min, max] with min < max, not {json.dumps(dr)}")
+        data_range = list(dr)
+    padding = None
+    if data.get("ModelPadding") is not None:
+        padding = _integer(data["ModelPadding"], f"{where}: key 'ModelPadding'", minimum=0)
+        if height is not None and width is not None and padding * 2 >= min(height, width):
+            raise ModelDefinitionError(f"{where}: key 'ModelPadding' {padding} leaves no centre in a {width}x{height} "
+                                       "tile: it must be less than half the tile")
+
+    known = {EXTRA_INFO_KEY, "Version", "Classifier", "NumberRasterBands", "MiniBatchSize", "Classes", "ModelType",
+             "ImageHeight", "ImageWidth", "DataRange", "ModelPadding"}
+    return ClassInfoFile(
+        classifier=classifier.strip(), number_raster_bands=bands, classes=classes, mini_batch_size=batch,
+        version=version, model_type=model_type, image_height=height, image_width=width, data_range=data_range,
+        model_padding=padding, extra={k: v for k, v in data.items() if k not in known},
+    )
+
+
+def read_class_info(class_info: str | os.PathLike[str] | dict[str, Any]) -> ClassInfoFile:
+    """A class info given as a path to its JSON file, or as the parsed object."""
+    if isinstance(class_info, dict):
+        return validate_class_info(class_info)
+    path = Path(class_info)
+    return validate_class_info(_read_json_file(path, "Class info file"), source=f"Class info '{path.name}'")
+
+
+# ----------------------------------------------------------------------------------------------
+# tile size from the model file
+
+
+def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, str]:
+    """(height, width, layout) of an ONNX model's first input, None where dynamic."""
+    from .backends.onnx_backend import import_onnxruntime
+
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ModelDefinitionError(f"ONNX Runtime cannot read model file '{model_path.name}': {exc}") from exc
+    inputs = session.get_inputs()
+    if not inputs:
+        raise ModelDefinitionError(f"ONNX model '{model_path.name}' has no inputs")
+    shape = [d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape]
+    if len(shape) != 4:
+        raise ModelDefinitionError(
+            f"ONNX model '{model_path.name}' takes an input of rank {len(shape)} ({inputs[0].shape}), not an image batch "
+            "[batch, bands, height, width]")
+    if shape[1] == bands or (shape[1] is None and shape[3] != bands):
+        return shape[2], shape[3], "NCHW"
+    if shape[3] == bands:
+        return shape[1], shape[2], "NHWC"
+    raise ModelDefinitionError(
+        f"ONNX model '{model_path.name}' takes {shape[1]} bands (input shape {inputs[0].shape}) but the class info says "
+        f"NumberRasterBands {bands}")
+
+
+def _torch_declared_size(model_path: Path) -> tuple[int | None, int | None]:
+    """ImageHeight/ImageWidth of the dltools.json a TorchScript archive may carry."""
+    if not zipfile.is_zipfile(model_path):
+        return None, None
+    with zipfile.ZipFile(model_path) as zf:
+        for name in zf.namelist():
+            if name.endswith("extra/dltools.json"):
+                try:
+                    data = json.loads(zf.read(name).decode("utf-8-sig"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    return None, None
+                if isinstance(data, dict):
+                    try:
+                        return (_integer(data.get("ImageHeight"), "ImageHeight", minimum=1),
+                                _integer(data.get("ImageWidth"), "ImageWidth", minimum=1))
+                    except ModelDefinitionError:
+                        return None, None
+    return None, None
+
+
+def probe_tile_size(model_path: Path, bands: int) -> tuple[int, int, str]:
+    """(height, width, layout) read from the model file, or a clear error asking for them."""
+    suffix = model_path.suffix.lower()
+    height = width = None
+    layout = "NCHW"
+    if suffix in ONNX_SUFFIXES:
+        height, width, layout = _onnx_input(model_path, bands)
+    elif suffix in TORCHSCRIPT_SUFFIXES + TORCH_EXPORT_SUFFIXES:
+        height, width = _torch_declared_size(model_path)
+    if height is None or width is None:
+        why = "it takes any tile size" if suffix in ONNX_SUFFIXES else "the plugin cannot read it from this kind of file"
+        raise ModelDefinitionError(
+            f"The tile size of model '{model_path.name}' is unknown ({why}): add \"ImageHeight\" and \"ImageWidth\" "
+            "(the model's input tile size in pixels) to the class info JSON")
+    return height, width, layout
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+
+
+def _relative_model_path(model_path: Path, ecd_dir: Path) -> str:
+    try:
+        rel = os.path.relpath(model_path, ecd_dir)
+    except ValueError:  # Windows: another drive
+        return model_path.as_posix()
+    return Path(rel).as_posix()
+
+
+def ecd_definition(model_file: str | os.PathLike[str], class_info: ClassInfoFile, ecd_dir: Path | None) -> dict[str, Any]:
+    """The single .ecd definition for a model file; ``ModelFile`` relative to ``ecd_dir`` (absolute if None)."""
+    model_path = Path(model_file).expanduser()
+    if not model_path.is_file():
+        what = "is a folder, not a model file" if model_path.is_dir() else "does not exist"
+        raise ModelDefinitionError(f"Model file '{model_path}' {what}")
+    model_path = model_path.resolve()
+    if class_info.image_height is not None and class_info.image_width is not None:
+        height, width, layout = class_info.image_height, class_info.image_width, "NCHW"
+    else:
+        height, width, layout = probe_tile_size(model_path, class_info.number_raster_bands)
+    if class_info.model_padding is not None and class_info.model_padding * 2 >= min(height, width):
+        raise ModelDefinitionError(f"ModelPadding {class_info.model_padding} leaves no centre in the model's "
+                                   f"{width}x{height} tile: it must be less than half the tile")
+
+    definition: dict[str, Any] = {
+        "Classifier": class_info.classifier,
+        "ClassifierType": CLASSIFIER_TYPE,
+        "ModelFile": _relative_model_path(model_path, ecd_dir) if ecd_dir is not None else model_path.as_posix(),
+        "NumberBands": class_info.number_raster_bands,
+    }
+    if class_info.mini_batch_size is not None:
+        definition["MiniBatchSize"] = class_info.mini_batch_size
+    definition["NumberClasses"] = len(class_info.classes)
+    definition["Classes"] = [
+        {"ClassValue": c.value, "ClassName": c.name, "Red": c.color[0], "Green": c.color[1], "Blue": c.color[2]}
+        for c in class_info.classes if c.color is not None
+    ]
+    definition["ModelType"] = class_info.model_type
+    definition["ImageHeight"] = height
+    definition["ImageWidth"] = width
+    definition["ExtractBands"] = list(range(class_info.number_raster_bands))
+    if layout != "NCHW":
+        definition["ModelFormat"] = layout
+    if class_info.data_range is not None:
+        definition["DataRange"] = class_info.data_range
+    if class_info.model_padding is not None:
+        definition["ModelPadding"] = class_info.model_padding
+    return definition
+
+
+def ecd_document(definition: dict[str, Any]) -> dict[str, Any]:
+    """The .ecd envelope around one definition."""
+    return {ENVELOPE_KEY: 0, "FileVersion": FILE_VERSION, "NumberDefinitions": 1, "Definitions": [definition]}
+
+
+def write_json_atomic(data: dict[str, Any], output: Path) -> Path:
+    """Write JSON to a temporary file beside ``output`` and rename it: never a half-written file."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            json.dump(data, fh, indent=4, ensure_ascii=False)
+            fh.write("\n")
+        os.replace(tmp, output)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return output
+
+
+def ecd_output_path(output_path: str | os.PathLike[str]) -> Path:
+    """The output path with an ``.ecd`` extension (appended when missing, as QGIS does)."""
+    out = Path(output_path).expanduser()
+    if out.suffix.lower() != ".ecd":
+        out = out.with_name(out.name + ".ecd")
+    return out
+
+
+def write_ecd(model_file: str | os.PathLike[str], class_info_path_or_dict: str | os.PathLike[str] | dict[str, Any],
+              output_path: str | os.PathLike[str]) -> Path:
+    """*Deep Learning Model To Ecd*: write the .ecd for a model file and its class info; returns its path."""
+    info = read_class_info(class_info_path_or_dict)
+    out = ecd_output_path(output_path)
+    if out.is_dir():
+        raise ModelDefinitionError(f"Output '{out}' is a folder: give an .ecd file name")
+    definition = ecd_definition(model_file, info, out.parent.resolve())
+    return write_json_atomic(ecd_document(definition), out)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+
+
+def _ecd_classes(value: Any, where: str) -> list[dict[str, Any]]:
+    """.ecd classes (ClassValue/ClassName/Red/Green/Blue) or .emd classes (Value/Name/Color) as .emd classes."""
+    if not isinstance(value, list):
+        raise ModelDefinitionError(f"{where}: 'Classes' must be a list of classes")
+    out = []
+    for j, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ModelDefinitionError(f"{where}: Classes[{j}] must be an object")
+        if "ClassValue" in item:
+            entry: dict[str, Any] = {"Value": item["ClassValue"], "Name": item.get("ClassName", item["ClassValue"])}
+            present = [k for k in ("Red", "Green", "Blue") if k in item]
+            if present and len(present) != 3:
+                name = item.get("ClassName", item["ClassValue"])
+                raise ModelDefinitionError(f"{where}: Classes[{j}] ('{name}') needs all of Red, Green and Blue, "
+                                           f"not only {', '.join(present)}")
+            if present:
+                entry["Color"] = [item["Red"], item["Green"], item["Blue"]]
+            out.append(entry)
+        elif "Value" in item:
+            out.append(item)
+        else:
+            raise ModelDefinitionError(
+                f"{where}: Classes[{j}] has neither 'ClassValue' (.ecd classes) nor 'Value' (.emd classes)")
+    return out
+
+
+def emd_data_from_ecd_definition(definition: dict[str, Any], where: str = "the .ecd definition") -> dict[str, Any]:
+    """Map one DeepLearning .ecd definition onto .emd keys (ModelFile is left as written)."""
+    emd = {k: v for k, v in definition.items() if k not in _ECD_ONLY_KEYS}
+    classifier = definition.get("Classifier")
+    if classifier is not None and not isinstance(classifier, str):
+        raise ModelDefinitionError(f"{where}: 'Classifier' must be a framework name, not {json.dumps(classifier)}")
+    if classifier and "Framework" not in emd:
+        emd["Framework"] = classifier
+    emd.setdefault("ModelType", "ImageClassification")
+    if definition.get("NumberBands") is not None:
+        bands = _integer(definition["NumberBands"], f"{where}: 'NumberBands'", minimum=1)
+        if emd.get("ExtractBands") is None:
+            emd["ExtractBands"] = list(range(bands))
+        elif isinstance(emd["ExtractBands"], list) and len(emd["ExtractBands"]) != bands:
+            raise ModelDefinitionError(f"{where}: 'ExtractBands' lists {len(emd['ExtractBands'])} bands but "
+                                       f"'NumberBands' is {bands}")
+    if definition.get("MiniBatchSize") is not None and emd.get("BatchSize") is None:
+        emd["BatchSize"] = _integer(definition["MiniBatchSize"], f"{where}: 'MiniBatchSize'", minimum=1)
+    classes = _ecd_classes(definition.get("Classes", []), where)
+    if definition.get("NumberClasses") is not None:
+        number = _integer(definition["NumberClasses"], f"{where}: 'NumberClasses'", minimum=0)
+        if number != len(classes):
+            raise ModelDefinitionError(f"{where}: 'NumberClasses' is {number} but 'Classes' lists {len(classes)}")
+    emd["Classes"] = classes
+    missing = [k for k in ("ImageHeight", "ImageWidth") if emd.get(k) is None]
+    if missing:
+        raise ModelDefinitionError(
+            f"{where} has no {' or '.join(repr(k) for k in missing)}: the model's tile size is unknown. Recreate the .ecd "
+            "with Deep Learning Model To Ecd from this plugin (add \"ImageHeight\" and \"ImageWidth\" to the class info "
+            "if the model file does not fix them), or add them to the definition")
+    return emd
+
+
+def _deep_learning_definition(data: dict[str, Any], source: str) -> tuple[int, dict[str, Any], list[str]]:
+    if ENVELOPE_KEY not in data:
+        raise ModelDefinitionError(f"'{source}' has no '{ENVELOPE_KEY}' key: it is not an Esri classifier definition (.ecd)")
+    definitions = data.get("Definitions")
+    if not isinstance(definitions, list) or not definitions:
+        raise ModelDefinitionError(f"'{source}': key 'Definitions' must be a non-empty list of classifier definitions")
+    for i, d in enumerate(definitions):
+        if not isinstance(d, dict):
+            raise ModelDefinitionError(f"'{source}': Definitions[{i}] must be an object, not {json.dumps(d)}")
+    if data.get("NumberDefinitions") is not None:
+        number = _integer(data["NumberDefinitions"], f"'{source}': key 'NumberDefinitions'", minimum=1)
+        if number != len(definitions):
+            raise ModelDefinitionError(f"'{source}': 'NumberDefinitions' is {number} but 'Definitions' holds "
+                                       f"{len(definitions)}")
+    deep = [(i, d) for i, d in enumerate(definitions) if str(d.get("ClassifierType", "")).lower() == "deeplearning"]
+    if not deep:
+        kinds = ", ".join(sorted({str(d.get("Classifier", "?")) for d in definitions}))
+        raise ModelDefinitionError(
+            f"'{source}' holds no deep learning definition (ClassifierType \"{CLASSIFIER_TYPE}\"), only {kinds}: it is a "
+            "classifier for Classify Raster, not a deep learning model")
+    warnings = []
+    if len(deep) > 1:
+        warnings.append(f"'{source}' holds {len(deep)} deep learning definitions: using the first (Definitions[{deep[0][0]}])")
+    return deep[0][0], deep[0][1], warnings
+
+
+def definition_from_ecd_data(data: dict[str, Any], *, source: str, base_dir: Path | None,
+                             check_file: bool = True) -> ModelDefinition:
+    """An .ecd (JSON object) as a :class:`ModelDefinition`, validated exactly like an .emd."""
+    index, definition, warnings = _deep_learning_definition(data, source)
+    emd = emd_data_from_ecd_definition(definition, f"'{source}' Definitions[{index}]")
+    try:
+        md = definition_from_emd_data(emd, source=source, origin="ecd", base_dir=base_dir, check_file=check_file)
+    except ModelDefinitionError as exc:
+        message = str(exc)
+        if message.startswith("Framework '"):
+            message += " (in an .ecd the framework is the definition's 'Classifier')"
+            raise ModelDefinitionError(message) from exc
+        raise
+    md.warnings = warnings + md.warnings
+    return md
+
+
+def emd_data_from_ecd_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """An .ecd file as .emd data whose ModelFile is absolute (to package or save it elsewhere)."""
+    ecd = Path(path)
+    data = _read_json_file(ecd, "Classifier definition")
+    index, definition, _ = _deep_learning_definition(data, ecd.name)
+    emd = emd_data_from_ecd_definition(definition, f"'{ecd.name}' Definitions[{index}]")
+    model_file = emd.get("ModelFile")
+    if isinstance(model_file, str) and model_file:
+        candidate = Path(model_file.replace("\\", "/")).expanduser()
+        emd["ModelFile"] = (candidate if candidate.is_absolute() else (ecd.parent / candidate).resolve()).as_posix()
+    return emd
+
+
+def emd_data_from_class_info(model_file: str | os.PathLike[str],
+                             class_info: str | os.PathLike[str] | dict[str, Any]) -> dict[str, Any]:
+    """A model file and its class info as .emd data (absolute ModelFile), through the .ecd mapping."""
+    definition = ecd_definition(model_file, read_class_info(class_info), None)
+    return emd_data_from_ecd_definition(definition)
