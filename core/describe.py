@@ -123,17 +123,18 @@ def normalization(md: ModelDefinition) -> dict[str, str]:
     if md.data_range is not None:
         lo, hi = md.data_range
         return {"rule": "DataRange",
-                "text": f"DataRange: each band is stretched linearly from its minimum and maximum in the raster's "
-                        f"statistics to [{lo:g}, {hi:g}]"}
+                "text": f"DataRange: each band is stretched linearly to [{lo:g}, {hi:g}] from 0..255 on 8-bit rasters, "
+                        "else from the band's minimum..maximum (GDAL statistics, NoData excluded)"}
     if md.divide_by_255 or md.standardization_mean is not None:
-        text = "Deepness: pixel values are divided by 255"
+        text = "Deepness: pixel values are divided by 255" if md.divide_by_255 else "Deepness: pixel values are kept"
         if md.standardization_mean is not None and md.standardization_std is not None:
             text += (f", then standardised with (x - mean) / std using mean {_fmt(md.standardization_mean)} "
                      f"and std {_fmt(md.standardization_std)}")
         return {"rule": "Deepness", "text": text}
-    if md.is_arcgis_learn:
+    n_bands = len(md.extract_band_names or md.extract_bands or [])
+    if md.is_arcgis_learn and n_bands in (0, 3):
         return {"rule": "ImageNet",
-                "text": "ImageNet (arcgis.learn default without NormalizationStats): (x - 255 * mean) / (255 * std) "
+                "text": "ImageNet (arcgis.learn default for 3 bands without NormalizationStats): (x - 255 * mean) / (255 * std) "
                         f"with mean {_fmt(_IMAGENET_MEAN)} and std {_fmt(_IMAGENET_STD)}"}
     return {"rule": "raw", "text": "Raw values: pixel values are passed to the model unchanged"}
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelDefinitionError
+from .errors import ModelDefinitionError, OutputError
 from .model_definition import (
     KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
@@ -368,14 +368,20 @@ def ecd_document(definition: dict[str, Any]) -> dict[str, Any]:
 
 def write_json_atomic(data: dict[str, Any], output: Path) -> Path:
     """Write JSON to a temporary file beside ``output`` and rename it: never a half-written file."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
+    except OSError as exc:
+        raise OutputError(f"Cannot write '{output}': {exc.strerror or exc}") from exc
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             json.dump(data, fh, indent=4, ensure_ascii=False)
             fh.write("\n")
         os.replace(tmp, output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"Cannot write '{output}': {exc.strerror or exc}") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

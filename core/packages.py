@@ -17,6 +17,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import PackageError
@@ -145,13 +146,19 @@ def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLik
                     continue
                 out.parent.mkdir(parents=True, exist_ok=True)
                 written = 0
-                with zf.open(info) as src, out.open("wb") as dst:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        written += len(chunk)
-                        if written > info.file_size or written > MAX_UNCOMPRESSED_BYTES:
-                            raise PackageError(f"Package '{path.name}' member '{info.filename}' is larger than it "
-                                               "declares: refused as a possible zip bomb")
-                        dst.write(chunk)
+                try:
+                    with zf.open(info) as src, out.open("wb") as dst:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            written += len(chunk)
+                            if written > info.file_size or written > MAX_UNCOMPRESSED_BYTES:
+                                raise PackageError(f"Package '{path.name}' member '{info.filename}' is larger than it "
+                                                   "declares: refused as a possible zip bomb")
+                            dst.write(chunk)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                    # zipfile stops at the declared size and then finds the CRC wrong: a member that lies about
+                    # its size (or a damaged archive) ends here
+                    raise PackageError(f"Package '{path.name}' is damaged: member '{info.filename}' does not match "
+                                       f"its declared size and checksum ({exc})") from exc
         (staging / ".complete").write_text(path.name, encoding="utf-8")
         if target.exists():
             if destination is None:

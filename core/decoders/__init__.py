@@ -1,0 +1,1 @@
+"""Turn raw model outputs into what the tools write (class maps, probabilities)."""
