@@ -1,0 +1,172 @@
+"""Classify Pixels Using Deep Learning (``dltools:classifypixels``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from osgeo import gdal
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
+)
+
+from ..core.model_definition import load_model_definition
+from ..core.pipelines.classify_pixels import RasterRequest, classify_pixels
+from ..core.raster_io import remove_raster
+from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+
+ARGUMENTS_HELP = (
+    "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;batch_size 4'. Known: padding "
+    "(context pixels cut from each tile side), batch_size (tiles per model call; not a perfect square -> the largest "
+    "square below), threshold (one-channel models), predict_background, test_time_augmentation, merge_policy "
+    "(mean/max/min), blend (smooth tile blending), tile_size (models that accept any size), threads. Run Describe "
+    "Model to see each one's default for your model.")
+MODES = ["Process as mosaicked image", "Process all raster items separately"]
+
+
+class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Applies the paletted class style (the .qml written next to the raster) when the layer is loaded."""
+
+    instances: list = []  # keep Python references alive while QGIS holds the pointer
+
+    def __init__(self, qml: str) -> None:
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
+        if isinstance(layer, QgsRasterLayer) and os.path.isfile(self.qml):
+            layer.loadNamedStyle(self.qml)
+            layer.triggerRepaint()
+
+    @classmethod
+    def create(cls, qml: str) -> ClassStylePostProcessor:
+        proc = cls(qml)
+        cls.instances.append(proc)
+        return proc
+
+
+def vrt_items(path: str) -> list[str]:
+    """The rasters a VRT mosaic is made of (the analogue of a mosaic dataset's items)."""
+    if not path.lower().endswith(".vrt"):
+        return [path]
+    ds = gdal.Open(path)
+    files = [f for f in (ds.GetFileList() or []) if os.path.abspath(f) != os.path.abspath(path)]
+    ds = None
+    return files or [path]
+
+
+class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
+    INPUT = "INPUT"
+    EXTENT = "EXTENT"
+    CELL_SIZE = "CELL_SIZE"
+    OUTPUT = "OUTPUT"
+    OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
+    PROCESSING_MODE = "PROCESSING_MODE"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    def name(self) -> str:
+        return "classifypixels"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr("Classify Pixels Using Deep Learning")
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr(
+            "Runs a trained pixel classification (segmentation) model over a raster and writes a classified raster: "
+            "one class value per pixel, with the model's class names and colours (colour table, attribute table and "
+            "a QGIS style). The raster is read in tiles of the model's size with 'padding' pixels of context on each "
+            "side; only each tile's centre is kept, so tiles join without seams. NoData pixels stay NoData.\n\n"
+            "The model is an Esri model definition (.emd), a deep learning package (.dlpk), a plain ONNX or "
+            "TorchScript file, or the .emd JSON text. Check a model first with Describe Model.")
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
+        self.add_param(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")),
+                       "The image to classify. Its bands are picked by the model's ExtractBands. A VRT mosaic can be "
+                       "processed as one image or item by item (Processing mode).")
+        self.add_model_parameters(ARGUMENTS_HELP)
+        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
+                       "Only this area is classified (any CRS; it is reprojected to the raster's). Default: all of it.")
+        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
+                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
+                       "Output cell size in the raster's units; the input is resampled on the fly (bilinear). "
+                       "Default: the raster's own cell size.", advanced=True)
+        self.add_device_parameters()
+        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
+                                                  defaultValue=0),
+                       "For a VRT mosaic: classify it as one image (default), or classify each raster it is made of "
+                       "separately into the output folder. A plain raster is always one image.", advanced=True)
+        self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")),
+                       "The classified GeoTIFF: one band of class values, NoData where the input has none.")
+        self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITIES,
+                                                               self.tr("Class probabilities"), optional=True,
+                                                               createByDefault=False),
+                       "Optional float32 GeoTIFF with one band per class: the model's probability for that class.")
+        self.add_param(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder (items)"),
+                                                               optional=True, createByDefault=False),
+                       "With 'Process all raster items separately': where each item's classified raster goes.",
+                       advanced=True)
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        path = self.gdal_source(layer, "input")
+        progress = FeedbackProgress(feedback)
+        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        for w in md.warnings:
+            progress.warning(w)
+        arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
+        extent = None
+        if parameters.get(self.EXTENT) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        cell = parameters.get(self.CELL_SIZE)
+        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
+        request = RasterRequest(extent=extent, cell_size=cell_size or None)
+        device = self.device_request(parameters, context)
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        probs = None
+        if parameters.get(self.OUTPUT_PROBABILITIES):
+            probs = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
+        mode = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context)
+        folder = None
+        items = vrt_items(path) if mode == 1 else [path]
+        if mode == 1:
+            if len(items) == 1:
+                progress.info("The input is a single raster: it is processed as one item")
+            else:
+                folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
+                if not folder:
+                    raise QgsProcessingException(self.tr("Processing items separately needs an output folder"))
+                os.makedirs(folder, exist_ok=True)
+
+        if folder:
+            written: list[str] = []
+            try:
+                for i, item in enumerate(items):
+                    stem = os.path.splitext(os.path.basename(item))[0]
+                    out = os.path.join(folder, f"{stem}_classified.tif")
+                    progress.info(f"Item {i + 1}/{len(items)}: {item}")
+                    written.append(out)
+                    run_engine(classify_pixels, item, md, out, arguments, None, request, device, progress)
+            except QgsProcessingException:
+                for out in written:
+                    remove_raster(out)
+                raise
+            # the first item also fills OUTPUT, so models chaining this tool always get a raster
+            run_engine(classify_pixels, items[0], md, output, arguments, probs, request, device, progress)
+        else:
+            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress)
+
+        qml = os.path.splitext(output)[0] + ".qml"
+        if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(ClassStylePostProcessor.create(qml))
+        return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs, self.OUTPUT_FOLDER: folder}
