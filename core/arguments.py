@@ -117,6 +117,9 @@ def parse_arguments_text(text: str | dict[str, Any] | None) -> dict[str, str]:
             name, _, value = chunk.partition("=")
         else:
             name, _, value = chunk.partition(" ")
+            value = value.strip()
+            if value.startswith("="):  # "name = value"
+                value = value[1:]
         name = name.strip()
         if not name:
             raise ArgumentError(f"Model argument '{chunk}' has no name: write 'name value', separated by ';'")
