@@ -121,9 +121,13 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     h, w = (shape[1], shape[2]) if model_format == "NHWC" else (shape[2], shape[3])
     warnings: list[str] = []
 
-    tile = _number(meta, "tile_size", "tiles_size")
-    if tile is None:
-        tile = h if h is not None and h == w else None
+    declared_tile = _number(meta, "tile_size", "tiles_size")
+    tile = declared_tile
+    if h is not None and h == w:
+        if declared_tile is not None and int(declared_tile) != h:
+            warnings.append(f"The metadata says tiles of {int(declared_tile)} pixels but the model only takes {h}: "
+                            f"using {h}")
+        tile = h
     if tile is None:
         tile = DEFAULT_TILE
         warnings.append(f"The model takes any tile size and says none: using {DEFAULT_TILE} pixels")
