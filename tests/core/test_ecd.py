@@ -17,7 +17,7 @@ from dltools.core.ecd import (
     validate_class_info,
     write_ecd,
 )
-from dltools.core.errors import ModelDefinitionError
+from dltools.core.errors import ModelDefinitionError, OutputError
 from dltools.core.model_definition import ClassInfo, load_model_definition
 
 #: The "Esri Extra Info" example of the ArcGIS documentation (esri-compat.md section 7.1).
@@ -227,7 +227,7 @@ def test_failed_write_leaves_previous_file(tmp_path: Path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("dltools.core.ecd.json.dump", broken_dump)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"^Cannot write '.*m.ecd': disk full$"):
         write_ecd(model, seed(ImageHeight=8, ImageWidth=8), out)
     assert out.read_text(encoding="utf-8") == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ecd", "m.model"]

@@ -1,0 +1,166 @@
+"""dltools:modeltoecd through processing.run (and qgis_process when its helper exists)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import conv_module, export_onnx
+from qgis.core import QgsProcessingFeedback
+
+SEED_CLASSES = [{"Value": 100, "Name": "Impervious", "Color": [204, 204, 204]},
+                {"Value": 200, "Name": " Other (Pervious)", "Color": [56, 168, 0]}]
+
+
+@pytest.fixture
+def qgis_context(qgis_app):
+    """tests/conftest.py's fixture calls setTemporaryFolder, which QGIS 3.22 lacks; drop this once it is fixed there."""
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    ctx = QgsProcessingContext()
+    ctx.setProject(QgsProject.instance())
+    return ctx
+
+
+class RecordingFeedback(QgsProcessingFeedback):
+    """Keeps what the algorithm logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.infos: list[str] = []
+        self.errors: list[str] = []
+
+    def pushInfo(self, info):  # noqa: N802 - QGIS API
+        self.infos.append(info)
+        super().pushInfo(info)
+
+    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
+        self.errors.append(error)
+        super().reportError(error, fatalError)
+
+
+def class_info(path: Path, **changes) -> Path:
+    data = {"ImportDeepLearningModelToEsriExtraInfo": 0, "Version": 1, "Classifier": "ONNX", "NumberRasterBands": 3,
+            "MiniBatchSize": 16, "Classes": SEED_CLASSES}
+    for key, value in changes.items():
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def onnx_model(tmp_path: Path) -> Path:
+    weight = np.zeros((2, 3, 1, 1), np.float32)
+    weight[0, 0, 0, 0] = 1.0
+    weight[1, 1, 0, 0] = 1.0
+    return export_onnx(conv_module(3, 2, 1, weight=weight), tmp_path / "seg.onnx", 3, 16)
+
+
+def test_algorithm_metadata(qgis_app):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("dltools:modeltoecd")
+    assert alg is not None
+    assert alg.displayName() == "Deep Learning Model To Ecd"
+    assert alg.group() == "Deep learning"
+    assert "deprecated" in alg.shortHelpString()
+    params = {p.name(): p for p in alg.parameterDefinitions()}
+    assert list(params) == ["MODEL_FILE", "CLASS_INFO", "OUTPUT"]
+    assert all(p.help() for p in params.values())
+    assert params["OUTPUT"].defaultFileExtension() == "ecd"
+
+
+def test_writes_ecd_and_reports(qgis_context, tmp_path: Path, onnx_model: Path):
+    import processing
+
+    feedback = RecordingFeedback()
+    out = tmp_path / "out" / "seg.ecd"
+    result = processing.run("dltools:modeltoecd", {
+        "MODEL_FILE": str(onnx_model), "CLASS_INFO": str(class_info(tmp_path / "classInfo.json")), "OUTPUT": str(out),
+    }, context=qgis_context, feedback=feedback)
+    assert result == {"OUTPUT": str(out)}
+    assert json.loads(out.read_text(encoding="utf-8")) == {
+        "EsriClassifierDefinitionFile": 0, "FileVersion": 3, "NumberDefinitions": 1,
+        "Definitions": [{
+            "Classifier": "ONNX", "ClassifierType": "DeepLearning", "ModelFile": "../seg.onnx", "NumberBands": 3,
+            "MiniBatchSize": 16, "NumberClasses": 2,
+            "Classes": [{"ClassValue": 100, "ClassName": "Impervious", "Red": 204, "Green": 204, "Blue": 204},
+                        {"ClassValue": 200, "ClassName": " Other (Pervious)", "Red": 56, "Green": 168, "Blue": 0}],
+            "ModelType": "ImageClassification", "ImageHeight": 16, "ImageWidth": 16, "ExtractBands": [0, 1, 2],
+        }],
+    }
+    assert f"Wrote {out}" in feedback.infos
+    assert ("ImageClassification, ONNX model ../seg.onnx, 16x16 tiles, 3 bands, 2 classes: 100 Impervious, "
+            "200 Other (Pervious)") in feedback.infos
+    assert feedback.errors == []
+
+
+def test_ecd_works_as_model(qgis_context, tmp_path: Path, onnx_model: Path):
+    import processing
+
+    ecd = tmp_path / "seg.ecd"
+    processing.run("dltools:modeltoecd", {"MODEL_FILE": str(onnx_model), "CLASS_INFO": str(class_info(tmp_path / "c.json")),
+                                          "OUTPUT": str(ecd)}, context=qgis_context)
+    report_path = tmp_path / "report.json"
+    processing.run("dltools:describemodel", {"MODEL": str(ecd), "OUTPUT_JSON": str(report_path),
+                                             "OUTPUT_HTML": str(tmp_path / "report.html")}, context=qgis_context)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["origin"] == "ecd"
+    assert report["model_file"] == str(onnx_model.resolve())
+    assert report["model_format_kind"] == "onnx"
+    assert (report["tile"]["height"], report["tile"]["width"], report["tile"]["batch_size"]) == (16, 16, 16)
+    assert report["bands"]["indexes"] == [0, 1, 2]
+    assert [(c["value"], c["name"], c["color"]) for c in report["classes"]] == [
+        (100, "Impervious", [204, 204, 204]), (200, "Other (Pervious)", [56, 168, 0])]
+
+
+def test_cntk_model_is_written_with_a_warning(qgis_context, tmp_path: Path):
+    import processing
+
+    model = tmp_path / "cntk.model"
+    model.write_bytes(b"cntk")
+    feedback = RecordingFeedback()
+    out = tmp_path / "cntk.ecd"
+    processing.run("dltools:modeltoecd", {
+        "MODEL_FILE": str(model), "CLASS_INFO": str(class_info(tmp_path / "c.json", Classifier="CNTK", ImageHeight=64,
+                                                                ImageWidth=64)),
+        "OUTPUT": str(out)}, context=qgis_context, feedback=feedback)
+    assert json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]["ModelFile"] == "cntk.model"
+    assert feedback.errors == [
+        "The .ecd was written, but this plugin's inference tools cannot use it as a model: Framework 'CNTK' is not "
+        "supported: export the model to ONNX (CNTK's Function.save with format=C.ModelFormat.ONNX) and set Framework to "
+        "ONNX (in an .ecd the framework is the definition's 'Classifier')"]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"ImportDeepLearningModelToEsriExtraInfo": None},
+     "Class info 'c.json' has no 'ImportDeepLearningModelToEsriExtraInfo' key"),
+    ({"Classes": [SEED_CLASSES[0], dict(SEED_CLASSES[1], Color=[56, 168, 256])]},
+     r"Class info 'c.json': Classes\[1\] \(' Other \(Pervious\)'\) 'Color' blue is 256: colour values must be 0-255"),
+    ({"NumberRasterBands": 4}, r"ONNX model 'seg.onnx' takes 3 bands .* but the class info says NumberRasterBands 4"),
+])
+def test_errors_reach_the_user(qgis_context, tmp_path: Path, onnx_model: Path, changes, message):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "out.ecd"
+    with pytest.raises(QgsProcessingException, match=f"^{message}"):
+        processing.run("dltools:modeltoecd", {"MODEL_FILE": str(onnx_model),
+                                              "CLASS_INFO": str(class_info(tmp_path / "c.json", **changes)),
+                                              "OUTPUT": str(out)}, context=qgis_context)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "seg.onnx"]
+
+
+def test_qgis_process(tmp_path: Path, onnx_model: Path):
+    util = pytest.importorskip("qgis_process_util", reason="tests/qgis/qgis_process_util.py is not there yet")
+    out = tmp_path / "qp.ecd"
+    result = util.run_qgis_process(["dltools:modeltoecd", f"--MODEL_FILE={onnx_model}",
+                                    f"--CLASS_INFO={class_info(tmp_path / 'c.json')}", f"--OUTPUT={out}"], tmp_path)
+    assert result is not None
+    definition = json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]
+    assert (definition["ModelFile"], definition["ImageHeight"], definition["NumberClasses"]) == ("seg.onnx", 16, 2)
