@@ -1,0 +1,91 @@
+"""Detect Change Using Deep Learning (``dltools:detectchange``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..core.model_definition import load_model_definition
+from ..core.pipelines.classify_pixels import RasterRequest
+from ..core.pipelines.detect_change import detect_change
+from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .classify_pixels import ClassStylePostProcessor
+
+ARGUMENTS_HELP = (
+    "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 32;batch_size 4'. Known: padding (context "
+    "pixels cut from each tile side), batch_size (tiles per model call; not a perfect square -> the largest square "
+    "below), tile_size (models that accept any size), threads.")
+
+
+class DetectChangeAlgorithm(DLToolsAlgorithm):
+    FROM_RASTER = "FROM_RASTER"
+    TO_RASTER = "TO_RASTER"
+    EXTENT = "EXTENT"
+    CELL_SIZE = "CELL_SIZE"
+    OUTPUT = "OUTPUT"
+
+    def name(self) -> str:
+        return "detectchange"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr("Detect Change Using Deep Learning")
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr(
+            "Compares an earlier and a later image with a trained change detection model and writes a classified "
+            "change raster: 0 where nothing changed, otherwise the model's class values, styled with its class names "
+            "and colours. Both images are read on the earlier image's grid (the later one is resampled or reprojected "
+            "on the fly if needed) and only where they overlap. The model receives the earlier image's bands followed "
+            "by the later image's (ExtractBands indexes that stack), or one image per input for two-input models.")
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
+        self.add_param(QgsProcessingParameterRasterLayer(self.FROM_RASTER, self.tr("From raster (earlier)")),
+                       "The earlier image. Its grid (cell size, alignment, CRS) is the output's grid.")
+        self.add_param(QgsProcessingParameterRasterLayer(self.TO_RASTER, self.tr("To raster (later)")),
+                       "The later image. It may have another grid or CRS: it is resampled (bilinear) onto the earlier "
+                       "image's grid while reading.")
+        self.add_model_parameters(ARGUMENTS_HELP)
+        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
+                       "Only this area is compared (any CRS). Default: the overlap of the two images.")
+        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
+                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
+                       "Output cell size in the earlier image's units; both images are resampled on the fly. "
+                       "Default: the earlier image's cell size.", advanced=True)
+        self.add_device_parameters()
+        self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Change raster")),
+                       "The classified change GeoTIFF: 0 = no change, otherwise the model's class values; NoData "
+                       "where either image has none.")
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        from_layer = self.parameterAsRasterLayer(parameters, self.FROM_RASTER, context)
+        to_layer = self.parameterAsRasterLayer(parameters, self.TO_RASTER, context)
+        from_path = self.gdal_source(from_layer, "from")
+        to_path = self.gdal_source(to_layer, "to")
+        progress = FeedbackProgress(feedback)
+        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        for w in md.warnings:
+            progress.warning(w)
+        extent = None
+        if parameters.get(self.EXTENT) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, from_layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        cell = parameters.get(self.CELL_SIZE)
+        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        run_engine(detect_change, from_path, to_path, md, output,
+                   self.parameterAsString(parameters, self.ARGUMENTS, context),
+                   RasterRequest(extent=extent, cell_size=cell_size or None),
+                   self.device_request(parameters, context), progress)
+        qml = os.path.splitext(output)[0] + ".qml"
+        if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(ClassStylePostProcessor.create(qml))
+        return {self.OUTPUT: output}

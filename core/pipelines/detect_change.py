@@ -1,0 +1,148 @@
+"""Detect Change Using Deep Learning: two dates in, a styled change raster out.
+
+Both rasters are read on one grid: the from-raster's (or the requested extent
+and cell size), cut to where the two overlap.  The to-raster is resampled or
+reprojected on the fly when its grid differs.  The model sees the from-bands
+then the to-bands stacked (arcgis.learn ``change_detection``; ``ExtractBands``
+indexes that stack), or, for a model with two inputs, one image per input.
+The output follows the Classify Pixels class rules; 0 is "no change".
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from osgeo import osr
+
+from ..arguments import resolve_arguments
+from ..backends.base import DeviceRequest
+from ..errors import InputDataError, OutputError
+from ..model_definition import ModelDefinition
+from ..normalize import build_normaliser
+from ..progress import NullProgress, Progress
+from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, remove_raster, same_crs
+from ..styling import style_class_raster
+from .classify_pixels import RasterRequest, processing_grid, summary_lines
+from .pixel_engine import PixelRunResult, run_pixel_model
+
+
+class StackedSource:
+    """Several rasters on one grid, read as one stack of bands; a pixel is valid where all are."""
+
+    def __init__(self, sources: list[RasterSource], picks: list[int]) -> None:
+        self.sources = sources
+        self.grid = sources[0].grid
+        dtypes = {s.dtype for s in sources}
+        self.dtype = dtypes.pop() if len(dtypes) == 1 else "float32"
+        self.picks = picks
+        self.band_count = len(picks)
+        self.has_mask = any(s.has_mask for s in sources)
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        datas, valid = [], None
+        for s in self.sources:
+            d, v = s.read(x, y, w, h, self.dtype)
+            datas.append(d)
+            valid = v if valid is None else (valid & v)
+        stack = np.concatenate(datas, axis=0)
+        assert valid is not None
+        return stack[self.picks], valid
+
+    def band_range(self, band: int) -> tuple[float, float]:
+        for s in self.sources:
+            if band < len(s.bands):
+                return s.band_range(s.bands[band])
+            band -= len(s.bands)
+        raise IndexError(band)
+
+
+def _bounds_in(grid: RasterGrid, target_wkt: str) -> tuple[float, float, float, float]:
+    """The grid's bounds in another CRS (edges densified, so curved edges are covered)."""
+    if same_crs(grid.crs_wkt, target_wkt):
+        return grid.bounds
+    src, dst = osr.SpatialReference(), osr.SpatialReference()
+    src.ImportFromWkt(grid.crs_wkt)
+    dst.ImportFromWkt(target_wkt)
+    for s in (src, dst):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    tr = osr.CoordinateTransformation(src, dst)
+    xmin, ymin, xmax, ymax = grid.bounds
+    t = np.linspace(0.0, 1.0, 21)
+    xs = np.concatenate([xmin + (xmax - xmin) * t, np.full(21, xmax), xmin + (xmax - xmin) * t, np.full(21, xmin)])
+    ys = np.concatenate([np.full(21, ymin), ymin + (ymax - ymin) * t, np.full(21, ymax), ymin + (ymax - ymin) * t])
+    pts = tr.TransformPoints(list(zip(xs.tolist(), ys.tolist())))
+    px = [p[0] for p in pts]
+    py = [p[1] for p in pts]
+    return min(px), min(py), max(px), max(py)
+
+
+def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output: str,
+                  arguments: str | dict | None = None, request: RasterRequest | None = None,
+                  device: DeviceRequest | None = None, progress: Progress | None = None) -> PixelRunResult:
+    """Compare two dates with a change model and write ``output`` (GeoTIFF, styled)."""
+    progress = progress or NullProgress()
+    if md.model_type not in ("ImageClassification", "Regression"):
+        raise InputDataError(f"ModelType '{md.model_type}' is not a pixel model: a change model is an "
+                             "ImageClassification model (arcgis.learn change_detection)")
+    if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
+        raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
+    args = resolve_arguments(md, "detect_change", arguments, progress)
+    device = device or DeviceRequest()
+    device.threads = int(args.get("threads") or device.threads or 0)
+
+    native_from, grid = processing_grid(from_raster, request)
+    ds_to = open_raster(to_raster)
+    native_to = dataset_grid(ds_to)
+    n_to = ds_to.RasterCount
+    ds_to = None
+    if not native_to.crs_wkt:
+        raise InputDataError(f"Raster '{os.path.basename(to_raster)}' has no coordinate reference system: assign one")
+    # Only the overlap of the two dates is processed.
+    to_bounds = _bounds_in(native_to, grid.crs_wkt)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    ox0, oy0, ox1, oy1 = max(gx0, to_bounds[0]), max(gy0, to_bounds[1]), min(gx1, to_bounds[2]), min(gy1, to_bounds[3])
+    if ox0 >= ox1 or oy0 >= oy1:
+        raise InputDataError(f"Rasters '{os.path.basename(from_raster)}' and '{os.path.basename(to_raster)}' do not "
+                             "overlap: there is nothing to compare")
+    if (ox0, oy0, ox1, oy1) != (gx0, gy0, gx1, gy1):
+        cell = None if grid.cell_size == native_from.cell_size and same_crs(grid.crs_wkt, native_from.crs_wkt) \
+            else grid.cell_size[0]
+        grid = grid_for_request(native_from, (ox0, oy0, ox1, oy1), cell, grid.crs_wkt)
+        progress.info(f"Only the overlap of the two rasters is processed: {grid.width} x {grid.height} cells")
+
+    ds_from = open_raster(from_raster)
+    n_from = ds_from.RasterCount
+    ds_from = None
+    src_from = RasterSource(from_raster, list(range(n_from)), grid)
+    src_to = RasterSource(to_raster, list(range(n_to)), grid)
+    try:
+        if src_to.warped:
+            how = "reprojected" if not same_crs(native_to.crs_wkt, grid.crs_wkt) else "resampled"
+            progress.info(f"The to-raster's grid differs from the processing grid: it is {how} on the fly (bilinear)")
+        total = n_from + n_to
+        if md.extract_band_names:
+            raise InputDataError("ExtractBands by band name is not supported for change detection: use indexes "
+                                 "into the from-bands followed by the to-bands")
+        picks = list(md.extract_bands) if md.extract_bands else list(range(total))
+        if max(picks) >= total:
+            raise InputDataError(
+                f"The model needs band {max(picks) + 1} of the stacked dates (ExtractBands {picks}) but the from-raster "
+                f"has {n_from} and the to-raster {n_to} bands")
+        if n_from != n_to:
+            progress.warning(f"The from-raster has {n_from} bands and the to-raster {n_to}: check ExtractBands {picks}")
+        stacked = StackedSource([src_from, src_to], picks)
+        normaliser = build_normaliser(md, picks, stacked.dtype, stacked.band_range)
+        result = run_pixel_model(stacked, md, args, output, None, device, progress, normaliser)
+    finally:
+        src_from.close()
+        src_to.close()
+    try:
+        if result.nodata is not None:
+            style_class_raster(output, md.classes, result.output_values)
+    except Exception:
+        remove_raster(output)
+        raise
+    for line in summary_lines(result, md, grid):
+        progress.info(line)
+    return result
