@@ -17,7 +17,8 @@ from qgis.core import (
 from ..core.errors import ModelDefinitionError
 from ..core.model_definition import load_model_definition
 from ..core.packages import extract_package, package_properties
-from .base import DLToolsAlgorithm, run_engine
+from ..core.progress import SubProgress
+from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 
 
 class ExtractPackageAlgorithm(DLToolsAlgorithm):
@@ -75,7 +76,8 @@ class ExtractPackageAlgorithm(DLToolsAlgorithm):
         if target.exists() and not target.is_dir():
             raise QgsProcessingException(f"Output folder '{target}' is a file: choose a folder")
         feedback.pushInfo(f"Extracting {package} to {target}")
-        emd = run_engine(extract_package, package, destination=target)
+        emd = run_engine(extract_package, package, destination=target,
+                         progress=SubProgress(FeedbackProgress(feedback), 0, 80))
         feedback.setProgress(80)
 
         try:

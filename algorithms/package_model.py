@@ -22,7 +22,8 @@ from ..core.ecd import emd_data_from_class_info, emd_data_from_ecd_file
 from ..core.errors import ModelDefinitionError, PackageError
 from ..core.model_definition import definition_from_emd_data
 from ..core.packages import create_package
-from .base import DLToolsAlgorithm, run_engine
+from ..core.progress import SubProgress
+from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 from .model_to_ecd import MODEL_FILE_FILTER
 
 
@@ -159,7 +160,7 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
             feedback.pushInfo(f"Packaging {origin}")
             feedback.setProgress(10)
             written = run_engine(create_package, emd, output, extra_files=extra, description=description,
-                                 summary=summary, tags=tags)
+                                 summary=summary, tags=tags, progress=SubProgress(FeedbackProgress(feedback), 10, 90))
             feedback.setProgress(90)
             try:
                 data = json.loads(emd.read_text(encoding="utf-8-sig"))

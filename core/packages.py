@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 from .errors import PackageError
+from .progress import NullProgress, Progress, check_canceled
 
 #: Refuse packages that would unpack to more than this (real .dlpk files are < 2 GB).
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3
@@ -107,12 +108,14 @@ def _choose_emd(names: list[PurePosixPath], package: Path) -> PurePosixPath:
 
 
 def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
-                    destination: str | os.PathLike[str] | None = None) -> Path:
+                    destination: str | os.PathLike[str] | None = None, progress: Progress | None = None) -> Path:
     """Extract a .dlpk safely and return the path of its .emd.
 
     Without ``destination`` the package goes to ``<cache>/<sha256>/`` and is reused
     on later calls; with it, into that folder (which must be empty or absent).
+    ``progress`` gets the share of bytes extracted; a cancel leaves nothing behind.
     """
+    progress = progress or NullProgress()
     path = Path(package)
     if not path.is_file():
         raise PackageError(f"Package '{path}' does not exist")
@@ -131,6 +134,8 @@ def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLik
             raise PackageError(f"Output folder '{target}' is not empty: choose an empty or new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
+    total = max(1, sum(i.file_size for i in infos))
+    done = 0
     try:
         staging_resolved = staging.resolve()
         with zipfile.ZipFile(path) as zf:
@@ -154,6 +159,9 @@ def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLik
                                 raise PackageError(f"Package '{path.name}' member '{info.filename}' is larger than it "
                                                    "declares: refused as a possible zip bomb")
                             dst.write(chunk)
+                            done += len(chunk)
+                            check_canceled(progress)
+                            progress.set_progress(100.0 * done / total)
                 except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
                     # zipfile stops at the declared size and then finds the CRC wrong: a member that lies about
                     # its size (or a damaged archive) ends here
@@ -189,14 +197,16 @@ def package_properties(emd_data: dict) -> dict[str, str]:
 
 def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[str],
                    extra_files: list[str | os.PathLike[str]] | None = None,
-                   description: str = "", summary: str = "", tags: str = "") -> Path:
+                   description: str = "", summary: str = "", tags: str = "",
+                   progress: Progress | None = None) -> Path:
     """Write a .dlpk: the .emd at the root, every file it references, and extra files.
 
     The .emd inside gets relative ModelFile/InferenceFunction paths, so the package
     works wherever it is extracted; description/summary/tags go under ``QGISPlugin``
     (a key ArcGIS ignores).  The archive is written to a temporary name and renamed,
-    so a failure never leaves a half-written package.
+    so a failure or a cancel (through ``progress``) never leaves a half-written package.
     """
+    progress = progress or NullProgress()
     emd = Path(emd_path)
     try:
         data = json.loads(emd.read_text(encoding="utf-8-sig"))
@@ -255,13 +265,22 @@ def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[s
         out = out.with_suffix(".dlpk")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
+    total = max(1, sum(src.stat().st_size for src in members.values()))
+    done = 0
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(f"{out.stem}.emd", json.dumps(data, indent=4))
             for arcname, src in sorted(members.items()):
                 if arcname.lower().endswith(".emd"):
                     raise PackageError(f"Extra file '{src.name}' is a second .emd: a package holds exactly one")
-                zf.write(src, arcname)
+                info = zipfile.ZipInfo.from_file(src, arcname)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with src.open("rb") as fin, zf.open(info, "w") as fout:
+                    for chunk in iter(lambda: fin.read(1 << 20), b""):
+                        fout.write(chunk)
+                        done += len(chunk)
+                        check_canceled(progress)
+                        progress.set_progress(100.0 * done / total)
         tmp.replace(out)
     except BaseException:
         tmp.unlink(missing_ok=True)

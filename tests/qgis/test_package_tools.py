@@ -300,3 +300,36 @@ def test_qgis_process_package_and_extract(tmp_path: Path, model_dir: Path):
     util.run_qgis_process(["dltools:extractpackage", f"--INPUT={dlpk}", f"--OUTPUT_FOLDER={folder}"], tmp_path)
     assert snapshot(folder) == ["TreeClassifier.py", "notes.txt", "qp.emd", "trees.onnx"]
     assert json.loads((folder / "qp.emd").read_text(encoding="utf-8"))["QGISPlugin"] == {"tags": "qp"}
+
+
+# ------------------------------------------------------------------------------------------- cancel
+def test_cancelled_packaging_and_extraction_leave_nothing(qgis_context, tmp_path: Path, model_dir: Path):
+    out = tmp_path / "out"
+    out.mkdir()
+    feedback = RecordingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException) as exc:
+        run("packagemodel", {"MODEL_DEFINITION": str(model_dir / "trees.emd"), "OUTPUT": str(out / "m.dlpk")},
+            qgis_context, feedback)
+    assert str(exc.value) == "The run was cancelled. No output was kept."
+    assert list(out.iterdir()) == []
+
+    dlpk = run("packagemodel", {"MODEL_DEFINITION": str(model_dir / "trees.emd"), "OUTPUT": str(out / "m.dlpk")},
+               qgis_context)["OUTPUT"]
+    feedback = RecordingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException) as exc:
+        run("extractpackage", {"INPUT": dlpk, "OUTPUT_FOLDER": str(out / "folder")}, qgis_context, feedback)
+    assert str(exc.value) == "The run was cancelled. No output was kept."
+    assert snapshot(out) == ["m.dlpk"]
+
+
+def test_progress_reaches_the_feedback(qgis_context, tmp_path: Path, model_dir: Path):
+    seen: list[float] = []
+    feedback = RecordingFeedback()
+    feedback.progressChanged.connect(seen.append)
+    dlpk = tmp_path / "m.dlpk"
+    run("packagemodel", {"MODEL_DEFINITION": str(model_dir / "trees.emd"), "OUTPUT": str(dlpk)}, qgis_context, feedback)
+    assert seen[0] == 10 and seen[-1] == 100
+    assert 90 in seen  # the last byte written maps to 90 (the read-back check follows)
+    assert seen == sorted(seen)
