@@ -1,0 +1,575 @@
+"""Classify Objects Using Deep Learning: one label for each feature (or each image).
+
+For every object a chip is cut from the raster (:mod:`..chips`), NoData pixels are
+zeroed, the chip is normalised exactly as Classify Pixels does (ExtractBands via
+:func:`..normalize.resolve_bands`, :func:`..normalize.build_normaliser`), chips are
+batched (the batch size follows :func:`..arguments.square_batch_size`) and the model's
+``[batch, classes]`` scores are decoded:
+
+* **Probabilities or logits.** A model output whose values all lie in [0, 1] and
+  whose rows each sum to 1 (within 0.001) is taken as probabilities; any other output
+  gets a softmax.  The test is made on every model call.  Multi-label models
+  (``MetaDataMode`` ``MultiLabeled_Tiles``) get a sigmoid instead, unless all values
+  already lie in [0, 1].  A single score per chip (``[batch, 1]``) is a sigmoid
+  probability for the second of exactly two classes.
+* **Label.** Score index ``i`` is ``Classes[i]`` (in the order of the model
+  definition): the label is its ``Name``, the class value its ``Value`` and the
+  confidence the probability x 100 (0-100, as arcgis.learn writes it).  Multi-label
+  models report every class whose probability reaches ``score_threshold``, joined
+  with ``;`` in class order, and their confidences the same way (text, 2 decimals).
+* **Test-time augmentation** averages the class probabilities over the dihedral
+  transforms of the chip: all 8 in map space for square chips, the 4 flips for
+  others, and identity plus a left-right flip when ``ImageSpaceUsed`` is not
+  ``MAP_SPACE`` (as Classify Pixels does).
+
+Objects that get no chip (no geometry, entirely outside the raster, only NoData)
+are returned with no label and a note; nothing is dropped.  Results come back in
+the order the objects went in, one batch at a time, so the caller can write them as
+they come and memory stays bounded by the batch size.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .. import augment
+from ..arguments import resolve_arguments, square_batch_size
+from ..backends.base import Backend, DeviceRequest, open_backend
+from ..chips import (
+    ChipSpec,
+    extract_chip,
+    geometry_from_wkb,
+    is_polygonal,
+    raster_extent_geometry,
+    write_chip_png,
+)
+from ..errors import InputDataError, ModelDefinitionError, OutputError
+from ..model_definition import ModelDefinition
+from ..normalize import Normaliser, build_normaliser, resolve_bands
+from ..progress import NullProgress, Progress, check_canceled
+from ..raster_io import RasterSource, bounded_gdal_cache, open_raster
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+#: Notes logged one by one before only counting them.
+MAX_LOGGED_NOTES = 50
+#: Image files IMAGE_FOLDER looks at (any GDAL can read).
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".bmp", ".gif", ".vrt", ".webp")
+#: Probabilities: every value in [0, 1] and every row summing to 1 within this.
+PROBABILITY_TOLERANCE = 1e-3
+
+
+@dataclass
+class ObjectResult:
+    """The outcome for one object; ``label`` is None when it got none (``note`` says why)."""
+
+    key: Any
+    label: str | None
+    class_value: int | str | None
+    confidence: float | str | None
+    note: str | None = None
+    probabilities: np.ndarray | None = None
+
+
+@dataclass
+class RunSummary:
+    objects: int = 0
+    chips: int = 0
+    per_class: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    batch_size: int = 0
+
+    @property
+    def unlabelled(self) -> int:
+        return sum(self.notes.values())
+
+
+# ------------------------------------------------------------------------------------------------ decoding
+class ScoreDecoder:
+    """From the model's ``[batch, classes]`` output to labels (see the module text)."""
+
+    def __init__(self, md: ModelDefinition, channels: int, score_threshold: float = 0.5,
+                 progress: Progress | None = None) -> None:
+        self.classes = list(md.classes)
+        self.multilabel = md.is_multilabel
+        self.threshold = float(score_threshold)
+        n = len(self.classes)
+        if n == 0:
+            raise ModelDefinitionError("The model definition lists no Classes, so the model's scores cannot be named: "
+                                       "add \"Classes\": [{\"Value\": 1, \"Name\": \"...\"}, ...] in score order")
+        self.binary = channels == 1
+        if self.binary:
+            if n != 2 or self.multilabel:
+                raise InputDataError(
+                    f"The model returns one score per chip, which is read as the probability of the second of two "
+                    f"classes, but the model definition lists {n} Classes: list exactly two")
+        elif channels > n:
+            raise InputDataError(
+                f"The model returns {channels} class scores per chip but the model definition lists only {n} Classes: "
+                f"class index {n} (0-based) has no Classes entry. Add the missing classes, in score order, to the .emd")
+        elif channels < n and progress is not None:
+            progress.warning(f"The model returns {channels} class scores but the model definition lists {n} Classes: "
+                             f"{', '.join(c.name for c in self.classes[channels:])} can never be predicted")
+        self.channels = channels
+        self.decisions: Counter = Counter()
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Scores [B, C] -> probabilities [B, C'] (float64; C' = 2 for a one-score model)."""
+        x = raw.astype(np.float64, copy=False)
+        finite = np.isfinite(x).all(axis=1)
+        safe = np.where(np.isfinite(x), x, 0.0)
+        in_unit = bool(finite.any()) and float(safe[finite].min()) >= 0.0 and float(safe[finite].max()) <= 1.0
+        if self.binary or self.multilabel:
+            if in_unit:
+                probs = safe
+                self.decisions["probabilities"] += 1
+            else:
+                probs = 1.0 / (1.0 + np.exp(-safe))
+                self.decisions["sigmoid"] += 1
+            if self.binary:
+                probs = np.concatenate([1.0 - probs, probs], axis=1)
+        else:
+            sums_one = bool(np.all(np.abs(safe[finite].sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE))
+            if in_unit and sums_one:
+                probs = safe
+                self.decisions["probabilities"] += 1
+            else:
+                shifted = safe - safe.max(axis=1, keepdims=True)
+                e = np.exp(shifted)
+                probs = e / e.sum(axis=1, keepdims=True)
+                self.decisions["softmax"] += 1
+        probs = probs.copy()
+        probs[~finite] = np.nan
+        return probs
+
+    def decide(self, probs: np.ndarray) -> tuple[str | None, int | str | None, float | str | None, str | None]:
+        """One row of probabilities -> (label, class value, confidence, note)."""
+        if not np.isfinite(probs).all():
+            return None, None, None, "the model returned scores that are not numbers (NaN or infinite)"
+        if self.multilabel:
+            picked = [i for i in range(len(probs)) if probs[i] >= self.threshold]
+            if not picked:
+                return None, None, None, f"no class reached score_threshold {self.threshold:g}"
+            return (";".join(self.classes[i].name for i in picked),
+                    ";".join(str(self.classes[i].value) for i in picked),
+                    ";".join(f"{100.0 * probs[i]:.2f}" for i in picked), None)
+        i = int(np.argmax(probs))
+        cls = self.classes[i]
+        return cls.name, cls.value, float(100.0 * probs[i]), None
+
+    def describe(self) -> str:
+        parts = []
+        for key, text in (("probabilities", "taken as probabilities"), ("softmax", "softmax applied"),
+                          ("sigmoid", "sigmoid applied")):
+            if self.decisions[key]:
+                parts.append(f"{text} ({self.decisions[key]} model call(s))")
+        return "; ".join(parts)
+
+
+def scores_2d(out: np.ndarray, n: int) -> np.ndarray:
+    """The model output as [batch, classes], or a clear error."""
+    arr = np.asarray(out)
+    if arr.ndim > 2 and all(d == 1 for d in arr.shape[2:]):
+        arr = arr.reshape(arr.shape[0], arr.shape[1])
+    if arr.ndim != 2 or arr.shape[0] != n:
+        hint = ""
+        if arr.ndim == 4:
+            hint = " It returns an image per chip: this is a pixel classifier (use Classify Pixels Using Deep Learning)."
+        elif arr.ndim == 1:
+            hint = " It returns one number per chip (a class index?): export the model with its class scores."
+        raise InputDataError(
+            f"The model returns an output of shape {list(arr.shape)} for {n} chip(s); an object classifier must "
+            f"return [batch, classes]: one score per class for each chip.{hint}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    return arr
+
+
+# ------------------------------------------------------------------------------------------------ images
+@dataclass
+class ImageInfo:
+    """An image as one object: its extent polygon (in its CRS, or in pixels when not georeferenced)."""
+
+    path: str
+    name: str
+    georeferenced: bool = False
+    crs_wkt: str = ""
+    bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    extent_wkb: bytes | None = None
+    error: str | None = None
+
+
+def image_info(path: str) -> ImageInfo:
+    name = Path(path).name
+    try:
+        ds = open_raster(path)
+    except InputDataError as exc:
+        return ImageInfo(str(path), name, error=str(exc))
+    try:
+        gt = ds.GetGeoTransform(can_return_null=True)
+        if gt is not None and (gt[2] != 0 or gt[4] != 0):
+            return ImageInfo(str(path), name, error=f"Image '{name}' is rotated (sheared geotransform): warp it north-up")
+        georef = gt is not None
+        gt = gt or (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+        x0, y0 = gt[0], gt[3]
+        x1, y1 = x0 + gt[1] * ds.RasterXSize, y0 + gt[5] * ds.RasterYSize
+        bounds = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        ring = ogr.Geometry(ogr.wkbLinearRing)
+        for x, y in ((bounds[0], bounds[1]), (bounds[2], bounds[1]), (bounds[2], bounds[3]), (bounds[0], bounds[3]),
+                     (bounds[0], bounds[1])):
+            ring.AddPoint_2D(x, y)
+        poly = ogr.Geometry(ogr.wkbPolygon)
+        poly.AddGeometry(ring)
+        return ImageInfo(str(path), name, georef, (ds.GetProjection() or "") if georef else "", bounds,
+                         bytes(poly.ExportToWkb()))
+    finally:
+        ds = None
+
+
+def list_images(folder: str) -> list[str]:
+    """The image files directly inside ``folder`` (by extension), sorted by name."""
+    p = Path(folder)
+    if not p.is_dir():
+        raise InputDataError(f"Image folder '{folder}' does not exist or is not a folder")
+    files = sorted(str(f) for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise InputDataError(f"Image folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+_MOSAIC_COUNTER = [0]
+
+
+def build_mosaic(paths: list[str]) -> str:
+    """A virtual mosaic (GDAL VRT in memory) of images sharing one CRS and band count."""
+    infos = []
+    for path in paths:
+        ds = open_raster(path)
+        infos.append((Path(path).name, ds.GetProjection() or "", ds.RasterCount,
+                      ds.GetGeoTransform(can_return_null=True) is not None))
+        ds = None
+    missing = [n for n, _, _, g in infos if not g]
+    if missing:
+        raise InputDataError(f"Images {', '.join(missing)} are not georeferenced, so they cannot be mosaicked: process "
+                             "the images separately")
+    first = infos[0]
+    ref = osr.SpatialReference()
+    if first[1]:
+        ref.ImportFromWkt(first[1])
+    for name, wkt, count, _ in infos[1:]:
+        if count != first[2]:
+            raise InputDataError(f"Image '{name}' has {count} bands but '{first[0]}' has {first[2]}: a mosaic needs the "
+                                 "same bands in every image")
+        other = osr.SpatialReference()
+        if wkt:
+            other.ImportFromWkt(wkt)
+        if bool(wkt) != bool(first[1]) or (wkt and not ref.IsSame(other)):
+            raise InputDataError(f"Image '{name}' is not in the same CRS as '{first[0]}': a mosaic needs one CRS; "
+                                 "reproject the images or process them separately")
+    _MOSAIC_COUNTER[0] += 1
+    target = f"/vsimem/dltools_mosaic_{_MOSAIC_COUNTER[0]}.vrt"
+    try:
+        vrt = gdal.BuildVRT(target, paths)
+    except RuntimeError as exc:
+        raise InputDataError(f"Cannot build a mosaic of the images: {exc}") from exc
+    if vrt is None:
+        raise InputDataError("Cannot build a mosaic of the images")
+    vrt.FlushCache()
+    vrt = None
+    return target
+
+
+def release_mosaic(path: str) -> None:
+    if path.startswith("/vsimem/"):
+        gdal.Unlink(path)
+
+
+# ------------------------------------------------------------------------------------------------ the classifier
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "chip"
+
+
+class _OpenRaster:
+    """A raster opened for chips: the model's bands, its normaliser and extent polygon."""
+
+    def __init__(self, path: str, md: ModelDefinition, model_channels: int | None) -> None:
+        probe = RasterSource(path, [0])
+        try:
+            bands = resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name, model_channels)
+        finally:
+            probe.close()
+        self.path = path
+        self.source = RasterSource(path, bands)
+        self.normaliser: Normaliser = build_normaliser(md, bands, self.source.dtype, self.source.band_range)
+        self.extent = raster_extent_geometry(self.source)
+        self._ranges: list[tuple[float, float]] | None = None
+
+    def band_ranges(self) -> list[tuple[float, float]]:
+        if self._ranges is None:
+            self._ranges = [self.source.band_range(b) for b in self.source.bands[:3]]
+        return self._ranges
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class ObjectClassifier:
+    """Loads the model once; classifies objects from one or several rasters."""
+
+    def __init__(self, md: ModelDefinition, arguments: dict[str, Any] | str | None = None,
+                 device: DeviceRequest | None = None, progress: Progress | None = None,
+                 backend: Backend | None = None) -> None:
+        self.progress = progress or NullProgress()
+        self.md = md
+        if md.model_type == "ImageCaptioner":
+            raise ModelDefinitionError("ModelType 'ImageCaptioner' writes captions with arcgis.learn's own code, which "
+                                       "this plugin does not run; only ObjectClassification models are supported")
+        if md.model_type != "ObjectClassification":
+            other = {"ImageClassification": " (it classifies pixels: use Classify Pixels Using Deep Learning)",
+                     "ObjectDetection": " (it detects objects: use Detect Objects Using Deep Learning)",
+                     "InstanceDetection": " (it detects objects: use Detect Objects Using Deep Learning)"}
+            raise ModelDefinitionError(f"ModelType '{md.model_type}' is not an object classifier"
+                                       f"{other.get(md.model_type, '')}; this tool needs ModelType ObjectClassification")
+        self.args = arguments if isinstance(arguments, dict) else resolve_arguments(md, "classify_objects", arguments,
+                                                                                    self.progress)
+        device = device or DeviceRequest()
+        if self.args.get("threads"):
+            device.threads = int(self.args["threads"])
+        self.spec = ChipSpec(md.image_width, md.image_height,
+                             crop_size_fixed=md.crop_size_fixed is None or bool(md.crop_size_fixed),
+                             blacken=bool(md.blacken_around_feature), padding=int(self.args.get("padding") or 0))
+        self.nhwc = md.model_format == "NHWC"
+        self._own_backend = backend is None
+        self.backend = backend or open_backend(md.require_model_file(), md.model_format_kind or "onnx", device,
+                                               self.progress)
+        try:
+            self._check_model()
+        except BaseException:
+            self.close()
+            raise
+        self.summary = RunSummary(batch_size=self.batch_size)
+        self._warned_unmasked = False
+        self.save_dir: Path | None = None
+        if self.args.get("save_chips"):
+            self.save_dir = Path(str(self.args["save_chips"])).expanduser()
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"Cannot create the save_chips folder '{self.save_dir}': {exc.strerror or exc}") from exc
+        self._log_setup()
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _check_model(self) -> None:
+        md, backend = self.md, self.backend
+        if len(backend.inputs) != 1:
+            raise InputDataError(f"The model has {len(backend.inputs)} inputs; an object classifier takes one image batch")
+        declared = backend.inputs[0].shape
+        self.model_channels: int | None = None
+        if len(declared) == 4:
+            self.model_channels = declared[3] if self.nhwc else declared[1]
+            want_h, want_w = (declared[1], declared[2]) if self.nhwc else (declared[2], declared[3])
+            if want_h is not None and want_w is not None and (want_h, want_w) != (md.image_height, md.image_width):
+                raise InputDataError(f"The model takes {want_w}x{want_h} chips but ImageWidth/ImageHeight say "
+                                     f"{md.image_width}x{md.image_height}: fix the model definition")
+        elif declared and any(d is not None for d in declared):
+            raise InputDataError(f"The model takes an input of shape {backend.inputs[0].shape_text()}, not an image "
+                                 "batch [batch, bands, height, width]")
+        channels = self.model_channels or (len(md.extract_bands) if md.extract_bands else None) or \
+            (len(md.extract_band_names) if md.extract_band_names else None)
+        if channels is None:
+            channels = 3
+        requested = int(self.args.get("batch_size") or 1)
+        batch = square_batch_size(requested)
+        self.batch_note = "" if batch == requested else f" ({requested} requested; not a perfect square, lowered as " \
+                                                        "ArcGIS does)"
+        self.batch_size = batch
+        n = backend.fixed_batch or 1
+        probe = self._model_call(np.zeros((n, channels, md.image_height, md.image_width), np.float32))
+        scores = scores_2d(probe, n)
+        self.decoder = ScoreDecoder(md, scores.shape[1], float(self.args.get("score_threshold", 0.5)), self.progress)
+        self.decoder.decisions.clear()
+
+    def _log_setup(self) -> None:
+        spec = self.spec
+        crop = (f"fixed {spec.width}x{spec.height} chips centred on each feature" if spec.crop_size_fixed else
+                f"each feature's bounding box (padding {spec.padding}) resized to {spec.width}x{spec.height}")
+        self.progress.info(f"Chips: {crop}; BlackenAroundFeature {int(spec.blacken)}")
+        tta = ""
+        if self.args.get("test_time_augmentation"):
+            tta = f"; test-time augmentation x{len(self._transforms())}"
+        self.progress.info(f"Batch size {self.batch_size}{self.batch_note}; {self.backend.describe()}{tta}")
+        if self.decoder.multilabel:
+            self.progress.info(f"Multi-label model: every class with a probability of at least "
+                               f"{self.decoder.threshold:g} is reported")
+
+    def _transforms(self) -> list[int]:
+        if not self.args.get("test_time_augmentation"):
+            return [0]
+        return augment.transform_ids(self.spec.width == self.spec.height, self.md.image_space_used.upper() == "MAP_SPACE")
+
+    def _model_call(self, batch: np.ndarray) -> np.ndarray:
+        feed = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
+        return self.backend.run(np.ascontiguousarray(feed))[0]
+
+    # -- running ---------------------------------------------------------------------------------
+    def classify(self, raster: str, items: Iterable[tuple], total: int | None = None,
+                 describe: Callable[[Any], str] | None = None, chip_name: Callable[[Any], str] | None = None,
+                 progress: Progress | None = None) -> Iterator[ObjectResult]:
+        """Classify objects on one raster; results in input order.
+
+        ``items`` are ``(key, WKB in the raster's CRS)`` or ``(key, WKB, note)``: a None WKB with a note
+        is returned unlabelled with that note (the caller found the geometry unusable).
+        """
+        def expand() -> Iterator[tuple[Any, str, bytes | None, str | None]]:
+            for item in items:
+                yield item[0], raster, item[1], (item[2] if len(item) > 2 else None)
+
+        return self.classify_items(expand(), total, describe, chip_name, progress)
+
+    def classify_items(self, items: Iterable[tuple[Any, str, bytes | None, str | None]], total: int | None = None,
+                       describe: Callable[[Any], str] | None = None, chip_name: Callable[[Any], str] | None = None,
+                       progress: Progress | None = None) -> Iterator[ObjectResult]:
+        """Classify ``(key, raster path, WKB in that raster's CRS, note)`` objects; results in input order."""
+        progress = progress or self.progress
+        describe = describe or (lambda key: f"Feature {key}")
+        chip_name = chip_name or (lambda key: f"chip_{key}")
+        started = time.perf_counter()
+        transforms = self._transforms()
+        current: _OpenRaster | None = None
+        pending: list[tuple[Any, np.ndarray | None, str | None]] = []
+        chips: list[np.ndarray] = []
+        done = 0
+        max_pending = max(self.batch_size * 4, 256)
+
+        def flush() -> Iterator[ObjectResult]:
+            nonlocal done
+            check_canceled(progress)
+            probs = self._infer(np.stack(chips), transforms) if chips else None
+            k = 0
+            for key, chip, note in pending:
+                if chip is None:
+                    result = ObjectResult(key, None, None, None, note)
+                else:
+                    assert probs is not None
+                    label, value, conf, note = self.decoder.decide(probs[k])
+                    result = ObjectResult(key, label, value, conf, note, probs[k])
+                    k += 1
+                self._count(result, describe, progress)
+                done += 1
+                yield result
+            self.summary.chips += len(chips)
+            pending.clear()
+            chips.clear()
+            if total:
+                progress.set_progress(min(100.0, 100.0 * done / total))
+
+        try:
+            with bounded_gdal_cache():
+                for key, raster, wkb, given_note in items:
+                    geom = geometry_from_wkb(wkb)
+                    if geom is None:
+                        pending.append((key, None, given_note or "it has no geometry"))
+                    else:
+                        if current is None or current.path != raster:
+                            if current is not None:
+                                current.close()
+                                current = None
+                            current = _OpenRaster(raster, self.md, self.model_channels)
+                            progress.debug(f"{Path(raster).name}: normalisation {current.normaliser.description}")
+                        if self.spec.blacken and not self._warned_unmasked and not is_polygonal(geom):
+                            self._warned_unmasked = True
+                            progress.warning("BlackenAroundFeature is 1 but some features are points or lines, which "
+                                             "have no inside: their chips are not masked")
+                        chip = extract_chip(current.source, geom, self.spec, current.extent)
+                        if chip.data is None:
+                            pending.append((key, None, chip.note))
+                        else:
+                            if self.save_dir is not None:
+                                target = self.save_dir / f"{_safe_name(chip_name(key))}.png"
+                                ranges = None if current.source.dtype in ("uint8", "uint16") else current.band_ranges()
+                                write_chip_png(str(target), chip.data, current.source.dtype, chip.geotransform, ranges)
+                            current.normaliser.apply(chip.data)
+                            chips.append(chip.data)
+                            pending.append((key, chip.data, None))
+                    if len(chips) >= self.batch_size or len(pending) >= max_pending:
+                        yield from flush()
+                if pending:
+                    yield from flush()
+        finally:
+            if current is not None:
+                current.close()
+            self.summary.seconds += time.perf_counter() - started
+
+    def _infer(self, batch: np.ndarray, transforms: list[int]) -> np.ndarray:
+        stack = []
+        for k in transforms:
+            arr = augment.forward(batch, k) if k else batch
+            raw = scores_2d(self._model_call(arr), batch.shape[0])
+            stack.append(self.decoder.probabilities(raw))
+        return stack[0] if len(stack) == 1 else np.mean(np.stack(stack), axis=0)
+
+    def _count(self, result: ObjectResult, describe: Callable[[Any], str], progress: Progress) -> None:
+        s = self.summary
+        s.objects += 1
+        if result.label is None:
+            reason = result.note or "no label"
+            s.notes[reason] += 1
+            if s.unlabelled <= MAX_LOGGED_NOTES:
+                progress.warning(f"{describe(result.key)}: no label, {reason}")
+            elif s.unlabelled == MAX_LOGGED_NOTES + 1:
+                progress.warning(f"More objects without a label are only counted (after {MAX_LOGGED_NOTES})")
+        else:
+            for name in result.label.split(";") if self.decoder.multilabel else [result.label]:
+                s.per_class[name] += 1
+
+    def summary_lines(self, what: str = "features") -> list[str]:
+        s = self.summary
+        rate = s.chips / s.seconds if s.seconds > 0 else 0.0
+        lines = [f"Classified {s.objects - s.unlabelled} of {s.objects} {what} in {s.seconds:.1f} s "
+                 f"({rate:.1f} chips per second, {self.backend.model_seconds:.1f} s in the model, batch size "
+                 f"{self.batch_size})"]
+        if s.per_class:
+            order = {c.name: i for i, c in enumerate(self.md.classes)}
+            counts = sorted(s.per_class.items(), key=lambda kv: order.get(kv[0], len(order)))
+            lines.append("Labels: " + ", ".join(f"{name} {n}" for name, n in counts))
+        if s.notes:
+            lines.append(f"Without a label: {s.unlabelled} (" + "; ".join(f"{n}: {reason}" for reason, n in
+                                                                       s.notes.most_common()) + ")")
+        decided = self.decoder.describe()
+        if decided:
+            lines.append(f"Model scores: {decided}")
+        return lines
+
+    def close(self) -> None:
+        if self._own_backend and getattr(self, "backend", None) is not None:
+            self.backend.close()
+            self.backend = None  # type: ignore[assignment]
+
+    def __enter__(self) -> ObjectClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def classify_objects(raster: str, features: Iterable[tuple[Any, bytes | None]], md: ModelDefinition,
+                     arguments: dict[str, Any] | str | None = None, device: DeviceRequest | None = None,
+                     progress: Progress | None = None, total: int | None = None) -> list[ObjectResult]:
+    """Classify ``(key, WKB in the raster's CRS)`` features on ``raster``; one result per feature, in order."""
+    progress = progress or NullProgress()
+    with ObjectClassifier(md, arguments, device, progress) as clf:
+        results = list(clf.classify(raster, features, total))
+        for line in clf.summary_lines():
+            progress.info(line)
+    return results
