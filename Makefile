@@ -31,7 +31,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt | syst
 venv: $(VENV)/.installed
 
 demo: install
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(RASTER),--raster $(RASTER)) $(if $(MODEL),--model $(MODEL))
 
 test: install
 	$(PY) -m pytest -q tests
