@@ -164,3 +164,23 @@ def test_qgis_process(tmp_path: Path, onnx_model: Path):
     assert result is not None
     definition = json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]
     assert (definition["ModelFile"], definition["ImageHeight"], definition["NumberClasses"]) == ("seg.onnx", 16, 2)
+
+
+def test_ecd_classifies_pixels(qgis_context, tmp_path: Path, onnx_model: Path):
+    """The .ecd as MODEL of Classify Pixels: channel i of the model output is Classes[i] of the class info."""
+    import processing
+    from builders import read_raster, write_raster
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 200, size=(3, 40, 36)).astype(np.uint8)
+    image[1] = image[0] + rng.choice(np.array([-1, 1], np.int16), size=(40, 36))  # never a tie between bands 1 and 2
+    image[1][image[0] == 0] = 1
+    raster = write_raster(tmp_path / "image.tif", image)
+    ecd = tmp_path / "seg.ecd"
+    processing.run("dltools:modeltoecd", {"MODEL_FILE": str(onnx_model), "CLASS_INFO": str(class_info(tmp_path / "c.json")),
+                                          "OUTPUT": str(ecd)}, context=qgis_context)
+    out = tmp_path / "classes.tif"
+    processing.run("dltools:classifypixels", {"INPUT": str(raster), "MODEL": str(ecd), "OUTPUT": str(out)},
+                   context=qgis_context)
+    expected = np.where(image[0] > image[1], 100, 200)
+    np.testing.assert_array_equal(read_raster(out), expected)
