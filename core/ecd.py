@@ -326,6 +326,10 @@ def ecd_definition(model_file: str | os.PathLike[str], class_info: ClassInfoFile
     if not model_path.is_file():
         what = "is a folder, not a model file" if model_path.is_dir() else "does not exist"
         raise ModelDefinitionError(f"Model file '{model_path}' {what}")
+    if model_path.suffix.lower() in (".emd", ".dlpk", ".ecd"):
+        raise ModelDefinitionError(
+            f"'{model_path.name}' is a model definition, not a trained model file: give the model file it refers to "
+            "(.onnx, .pt ...); an .emd or .dlpk is already usable as a model without an .ecd")
     model_path = model_path.resolve()
     if class_info.image_height is not None and class_info.image_width is not None:
         height, width, layout = class_info.image_height, class_info.image_width, "NCHW"

@@ -129,6 +129,11 @@ def test_class_info_file_errors_name_the_file(tmp_path: Path):
         write_ecd(model, tmp_path / "missing.json", tmp_path / "out.ecd")
     with pytest.raises(ModelDefinitionError, match=r"^Model file '.*nomodel.model' does not exist$"):
         write_ecd(tmp_path / "nomodel.model", seed(ImageHeight=8, ImageWidth=8), tmp_path / "out.ecd")
+    definition = tmp_path / "model.emd"
+    definition.write_text("{}", encoding="utf-8")
+    with pytest.raises(ModelDefinitionError, match=r"^'model.emd' is a model definition, not a trained model file"):
+        write_ecd(definition, seed(ImageHeight=8, ImageWidth=8), tmp_path / "out.ecd")
+    definition.unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classInfo.json", "cntk.model"]
 
 
