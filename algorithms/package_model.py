@@ -18,7 +18,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.ecd import emd_data_from_class_info, emd_data_from_ecd_file
+from ..core.ecd import EXTRA_INFO_KEY, emd_data_from_class_info, emd_data_from_ecd_file
 from ..core.errors import ModelDefinitionError, PackageError
 from ..core.model_definition import definition_from_emd_data
 from ..core.packages import create_package
@@ -127,6 +127,14 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
                 raise QgsProcessingException(f"Model definition '{path}' does not exist")
             suffix = path.suffix.lower()
             if suffix in (".emd", ".json"):
+                try:
+                    peek = json.loads(path.read_text(encoding="utf-8-sig"))
+                except (OSError, ValueError):
+                    peek = None  # create_package reports it
+                if isinstance(peek, dict) and EXTRA_INFO_KEY in peek:
+                    raise QgsProcessingException(
+                        f"'{path.name}' is a class info JSON, not a model definition: leave the model definition empty "
+                        "and give it as the class info JSON, with the model file")
                 return path, f"model definition {path.name}"
             if suffix == ".ecd":
                 data = run_engine(emd_data_from_ecd_file, path)

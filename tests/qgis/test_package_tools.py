@@ -198,13 +198,18 @@ def test_unrunnable_model_is_packaged_with_a_warning(qgis_context, tmp_path: Pat
     ({"MODEL_DEFINITION": "{emd}", "MODEL_FILE": "{model}"},
      "Give either a model definition, or a model file with its class info JSON, not both"),
     ({"MODEL_DEFINITION": "{model}"}, "Model definition 'trees.onnx' is not an .emd or .ecd file"),
+    ({"MODEL_DEFINITION": "{info}"}, "'classInfo.json' is a class info JSON, not a model definition"),
+    ({"MODEL_DEFINITION": "{broken}"}, "Cannot read model definition '{broken}': Expecting value"),
     ({"MODEL_DEFINITION": "{emd}", "EXTRA_FILES": ["{missing}"]}, "Extra file '{missing}' not found"),
     ({"MODEL_DEFINITION": "{emd}", "EXTRA_FILES": ["{emd}"]},
      "Extra file 'trees.emd' is a second .emd: a package holds exactly one"),
 ])
 def test_refused_package_inputs(qgis_context, tmp_path: Path, model_dir: Path, params, message):
     values = {"emd": str(model_dir / "trees.emd"), "model": str(model_dir / "weights" / "trees.onnx"),
-              "missing": str(tmp_path / "nothing.txt")}
+              "missing": str(tmp_path / "nothing.txt"), "info": str(tmp_path / "classInfo.json"),
+              "broken": str(tmp_path / "broken.emd")}
+    (tmp_path / "classInfo.json").write_text('{"ImportDeepLearningModelToEsriExtraInfo": 0}', encoding="utf-8")
+    (tmp_path / "broken.emd").write_text("not json", encoding="utf-8")
 
     def fill(v):
         return [fill(x) for x in v] if isinstance(v, list) else v.format(**values)
