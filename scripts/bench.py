@@ -1,0 +1,208 @@
+"""`make bench`: speed and memory of Classify Pixels (a benchmark, not a test).
+
+Cases (each in its own process, so peak RSS is per case):
+  unet-4096   synthetic 4-band 4096 x 4096 raster, a small U-Net built here (256 px tiles, padding 32)
+  unet-16384  the same model on 16384 x 16384
+  ukis-4096   the real ukis-csmask cloud model (PyPI ukis-csmask==1.0.0, 4-band L2A) on 4096 x 4096
+Printed per case: wall seconds, seconds inside the model, their ratio (pipeline overhead), megapixels per
+second and peak RSS.  Targets: ratio <= 1.10 for these model-bound cases; peak RSS of 16384^2 within
+150 MB of 4096^2.  Rasters and models are generated once into build/bench/ and reused.
+
+Usage: make bench  [BENCH_CASES="unet-4096 unet-16384 ukis-4096"]  [BENCH_DEVICE=auto|cpu|gpu]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "build" / "bench"
+WHEELS = ROOT / "build" / "cache" / "wheels"
+CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096": ("ukis", 4096)}
+
+
+def _plugin_path() -> None:
+    plugins = ROOT / "build" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    if not (plugins / "dltools").exists():
+        (plugins / "dltools").symlink_to(ROOT, target_is_directory=True)
+    sys.path.insert(0, str(plugins))
+
+
+def synthetic_raster(size: int) -> Path:
+    """A 4-band uint8 raster with field-like smooth patterns and noise, generated in strips (never whole)."""
+    from osgeo import gdal, osr
+
+    path = BENCH / f"synthetic_{size}.tif"
+    if path.exists():
+        return path
+    BENCH.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), size, size, 4, gdal.GDT_Byte,
+                                              ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=YES"])
+    ds.SetGeoTransform((500000.0, 1.0, 0.0, 4000000.0 + size, 0.0, -1.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    rng = np.random.default_rng(0)
+    xs = np.arange(size, dtype=np.float32)
+    for y0 in range(0, size, 512):
+        ys = np.arange(y0, min(size, y0 + 512), dtype=np.float32)[:, None]
+        for b in range(4):
+            base = 110 + 60 * np.sin(xs / (97 + 13 * b)) * np.cos(ys / (131 + 7 * b))
+            field = 40 * ((np.floor(xs / 400) + np.floor(ys / 300)) % 3)
+            noise = rng.normal(0, 12, size=(ys.shape[0], size))
+            ds.GetRasterBand(b + 1).WriteArray(np.clip(base + field + noise, 0, 255).astype(np.uint8), 0, y0)
+    ds = None
+    tmp.rename(path)
+    return path
+
+
+def unet_model() -> Path:
+    """A small U-Net (4 bands -> 6 classes), fixed random weights, exported to ONNX with a dynamic batch."""
+    path = BENCH / "small_unet.onnx"
+    if path.exists():
+        return path
+    import torch
+
+    torch.manual_seed(0)
+
+    def block(cin: int, cout: int) -> torch.nn.Sequential:
+        return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(cout, cout, 3, padding=1), torch.nn.ReLU())
+
+    class SmallUNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.e1, self.e2, self.e3 = block(4, 16), block(16, 32), block(32, 64)
+            self.pool = torch.nn.MaxPool2d(2)
+            self.u2 = torch.nn.ConvTranspose2d(64, 32, 2, stride=2)
+            self.d2 = block(64, 32)
+            self.u1 = torch.nn.ConvTranspose2d(32, 16, 2, stride=2)
+            self.d1 = block(32, 16)
+            self.head = torch.nn.Conv2d(16, 6, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = self.e1(x)
+            b = self.e2(self.pool(a))
+            c = self.e3(self.pool(b))
+            d = self.d2(torch.cat([self.u2(c), b], 1))
+            e = self.d1(torch.cat([self.u1(d), a], 1))
+            return self.head(e)
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    model = SmallUNet().eval()
+    torch.onnx.export(model, torch.zeros(1, 4, 256, 256), str(path), dynamo=False, input_names=["input"],
+                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                      opset_version=13)
+    (BENCH / "small_unet.emd").write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "small_unet.onnx",
+        "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3], "DataRange": [0, 1],
+        "Classes": [{"Value": i, "Name": f"class {i}", "Color": [40 * i, 255 - 40 * i, 128]} for i in range(6)],
+    }, indent=2))
+    return path
+
+
+def ukis_model() -> Path:
+    """The real ukis-csmask 4-band L2A model, downloaded once from PyPI, with an .emd written for it."""
+    emd = BENCH / "ukis_4b_l2a.emd"
+    if emd.exists():
+        return emd
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    wheels = list(WHEELS.glob("ukis_csmask-1.0.0-*.whl"))
+    if not wheels:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "ukis-csmask==1.0.0",
+                        "-d", str(WHEELS)], check=True)
+        wheels = list(WHEELS.glob("ukis_csmask-1.0.0-*.whl"))
+    with zipfile.ZipFile(wheels[0]) as zf:
+        names = zf.namelist()
+        onnx_name = next(n for n in names if n.endswith("model_4b_l2a.onnx"))
+        json_name = next(n for n in names if n.endswith("model_4b_l2a.json"))
+        (BENCH / "ukis_4b_l2a.onnx").write_bytes(zf.read(onnx_name))
+        meta = json.loads(zf.read(json_name))
+    mean = meta.get("mean") or meta.get("means")
+    std = meta.get("std") or meta.get("stds")
+    # The synthetic raster is 8-bit; scale it to reflectance-like 0..1 first (band_max 255), then the model's mean/std.
+    emd.write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "ukis_4b_l2a.onnx",
+        "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3],
+        "NormalizationStats": {"band_min_values": [0] * 4, "band_max_values": [255] * 4,
+                               "scaled_mean_values": list(mean), "scaled_std_values": list(std)},
+        "Classes": [{"Value": 0, "Name": "clear", "Color": [60, 160, 60]}, {"Value": 1, "Name": "cloud", "Color": [255, 255, 255]},
+                    {"Value": 2, "Name": "shadow", "Color": [40, 40, 40]}],
+    }, indent=2))
+    return emd
+
+
+def run_case(name: str, device: str) -> dict:
+    """Runs in a child process: one classification, then the figures as JSON."""
+    _plugin_path()
+    from dltools.core.backends.base import DeviceRequest
+    from dltools.core.model_definition import load_model_definition
+    from dltools.core.pipelines.classify_pixels import classify_pixels
+
+    kind, size = CASES[name]
+    raster = synthetic_raster(size)
+    emd = BENCH / "small_unet.emd" if kind == "unet" else ukis_model()
+    md = load_model_definition(str(emd))
+    out = BENCH / f"out_{name}.tif"
+    start = time.perf_counter()
+    result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4", device=DeviceRequest(device))
+    wall = time.perf_counter() - start
+    status = Path("/proc/self/status").read_text()
+    peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    return {"case": name, "pixels": size * size, "wall_s": wall, "model_s": result.model_seconds,
+            "ratio": wall / result.model_seconds, "mpix_per_s": size * size / wall / 1e6,
+            "peak_rss_mb": peak_kb / 1024, "device": result.device, "tiles": result.tiles}
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--case":
+        print(json.dumps(run_case(sys.argv[2], os.environ.get("BENCH_DEVICE", "auto"))))
+        return 0
+    cases = os.environ.get("BENCH_CASES", " ".join(CASES)).split()
+    print("Preparing rasters and models (cached in build/bench/) ...", flush=True)
+    for name in cases:
+        kind, size = CASES[name]
+        synthetic_raster(size)
+        if kind == "unet":
+            unet_model()
+        else:
+            try:
+                ukis_model()
+            except Exception as exc:  # noqa: BLE001 - report and go on with the other cases
+                print(f"{name}: skipped, the ukis-csmask model could not be fetched ({exc})")
+                cases = [c for c in cases if c != name]
+    results = []
+    for name in cases:
+        print(f"Running {name} ...", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            return proc.returncode
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    header = f"{'case':<12} {'wall s':>8} {'model s':>8} {'ratio':>6} {'MP/s':>7} {'peak RSS MB':>12}  device"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        print(f"{r['case']:<12} {r['wall_s']:>8.1f} {r['model_s']:>8.1f} {r['ratio']:>6.3f} {r['mpix_per_s']:>7.2f} "
+              f"{r['peak_rss_mb']:>12.0f}  {r['device']}")
+    by = {r["case"]: r for r in results}
+    if "unet-4096" in by and "unet-16384" in by:
+        delta = by["unet-16384"]["peak_rss_mb"] - by["unet-4096"]["peak_rss_mb"]
+        print(f"\nPeak RSS 16384^2 - 4096^2: {delta:+.0f} MB (target: within 150 MB)")
+    worst = max((r["ratio"] for r in results), default=0)
+    print(f"Worst overhead ratio: {worst:.3f} (target: at most 1.10)")
+    (BENCH / "results.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
