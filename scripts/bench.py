@@ -136,7 +136,8 @@ def ukis_model() -> Path:
         "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3],
         "NormalizationStats": {"band_min_values": [0] * 4, "band_max_values": [255] * 4,
                                "scaled_mean_values": list(mean), "scaled_std_values": list(std)},
-        "Classes": [{"Value": 0, "Name": "clear", "Color": [60, 160, 60]}, {"Value": 1, "Name": "cloud", "Color": [255, 255, 255]},
+        "Classes": [{"Value": 0, "Name": "clear", "Color": [60, 160, 60]},
+                    {"Value": 1, "Name": "cloud", "Color": [255, 255, 255]},
                     {"Value": 2, "Name": "shadow", "Color": [40, 40, 40]}],
     }, indent=2))
     return emd
