@@ -1,14 +1,24 @@
-"""dltools:modeltoecd through processing.run (and qgis_process when its helper exists)."""
+"""dltools:modeltoecd through processing.run and qgis_process."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx
 from qgis.core import QgsProcessingFeedback
+
+
+def qgis_process_util():
+    """tests/qgis is not on sys.path (pytest --import-mode=importlib): import the helper by path."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import qgis_process_util as util
+
+    return util
+
 
 SEED_CLASSES = [{"Value": 100, "Name": "Impervious", "Color": [204, 204, 204]},
                 {"Value": 200, "Name": " Other (Pervious)", "Color": [56, 168, 0]}]
@@ -157,13 +167,21 @@ def test_errors_reach_the_user(qgis_context, tmp_path: Path, onnx_model: Path, c
 
 
 def test_qgis_process(tmp_path: Path, onnx_model: Path):
-    util = pytest.importorskip("qgis_process_util", reason="tests/qgis/qgis_process_util.py is not there yet")
+    util = qgis_process_util()
+    if not util.available():
+        pytest.skip("qgis_process is not installed")
     out = tmp_path / "qp.ecd"
-    result = util.run_qgis_process(["dltools:modeltoecd", f"--MODEL_FILE={onnx_model}",
-                                    f"--CLASS_INFO={class_info(tmp_path / 'c.json')}", f"--OUTPUT={out}"], tmp_path)
-    assert result is not None
+    answer = util.qgis_process_json("dltools:modeltoecd", {
+        "MODEL_FILE": onnx_model, "CLASS_INFO": class_info(tmp_path / "c.json"), "OUTPUT": out}, tmp_path)
+    assert answer["results"] == {"OUTPUT": str(out)}
+    assert f"Wrote {out}" in answer["log"]["info"]
     definition = json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]
     assert (definition["ModelFile"], definition["ImageHeight"], definition["NumberClasses"]) == ("seg.onnx", 16, 2)
+    message = util.qgis_process_failure("dltools:modeltoecd", {
+        "MODEL_FILE": onnx_model, "CLASS_INFO": class_info(tmp_path / "bad.json", Classes=None),
+        "OUTPUT": tmp_path / "bad.ecd"}, tmp_path)
+    assert "Class info 'bad.json': key 'Classes' is missing (a list of {Value, Name, Color})" in message
+    assert not (tmp_path / "bad.ecd").exists()
 
 
 def test_ecd_classifies_pixels(qgis_context, tmp_path: Path, onnx_model: Path):

@@ -1,9 +1,10 @@
-"""dltools:packagemodel and dltools:extractpackage through processing.run (and qgis_process when its helper exists)."""
+"""dltools:packagemodel and dltools:extractpackage through processing.run and qgis_process."""
 
 from __future__ import annotations
 
 import json
 import stat
+import sys
 import zipfile
 from pathlib import Path
 
@@ -293,18 +294,39 @@ def test_extract_to_temporary_folder_reports_unrunnable_model(qgis_context, tmp_
 
 # ------------------------------------------------------------------------------------------- qgis_process
 def test_qgis_process_package_and_extract(tmp_path: Path, model_dir: Path):
-    util = pytest.importorskip("qgis_process_util", reason="tests/qgis/qgis_process_util.py is not there yet")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
+    import qgis_process_util as util
+
+    if not util.available():
+        pytest.skip("qgis_process is not installed")
     dlpk = tmp_path / "qp.dlpk"
-    extra = tmp_path / "notes.txt"
-    extra.write_text("notes", encoding="utf-8")
-    util.run_qgis_process(["dltools:packagemodel", f"--MODEL_DEFINITION={model_dir / 'trees.emd'}",
-                           f"--EXTRA_FILES={extra}", "--TAGS=qp", f"--OUTPUT={dlpk}"], tmp_path)
+    notes, more = tmp_path / "notes.txt", tmp_path / "more.txt"
+    notes.write_text("notes", encoding="utf-8")
+    more.write_text("more", encoding="utf-8")
+    answer = util.qgis_process_json("dltools:packagemodel", {
+        "MODEL_DEFINITION": model_dir / "trees.emd", "EXTRA_FILES": [notes, more], "TAGS": "qp", "OUTPUT": dlpk},
+        tmp_path)
+    assert answer["results"] == {"OUTPUT": str(dlpk)}
     with zipfile.ZipFile(dlpk) as zf:
-        assert sorted(zf.namelist()) == ["TreeClassifier.py", "notes.txt", "qp.emd", "trees.onnx"]
+        assert sorted(zf.namelist()) == ["TreeClassifier.py", "more.txt", "notes.txt", "qp.emd", "trees.onnx"]
+
     folder = tmp_path / "qp"
-    util.run_qgis_process(["dltools:extractpackage", f"--INPUT={dlpk}", f"--OUTPUT_FOLDER={folder}"], tmp_path)
-    assert snapshot(folder) == ["TreeClassifier.py", "notes.txt", "qp.emd", "trees.onnx"]
-    assert json.loads((folder / "qp.emd").read_text(encoding="utf-8"))["QGISPlugin"] == {"tags": "qp"}
+    answer = util.qgis_process_json("dltools:extractpackage", {"INPUT": dlpk, "OUTPUT_FOLDER": folder}, tmp_path)
+    assert answer["results"] == {
+        "OUTPUT_FOLDER": str(folder), "EMD": str(folder / "qp.emd"), "MODEL_FILE": str(folder / "trees.onnx"),
+        "FRAMEWORK": "ONNX", "MODEL_TYPE": "ImageClassification", "DESCRIPTION": "", "SUMMARY": "", "TAGS": "qp"}
+    assert "Tags: qp" in answer["log"]["info"]
+    assert snapshot(folder) == ["TreeClassifier.py", "more.txt", "notes.txt", "qp.emd", "trees.onnx"]
+
+    slip = _zip(tmp_path / "slip.dlpk", [("../escaped.txt", b"x")])
+    def outside_profile() -> list[str]:
+        return [p for p in snapshot(tmp_path) if not p.startswith("qgis-profile")]
+
+    before = outside_profile()
+    message = util.qgis_process_failure("dltools:extractpackage", {"INPUT": slip, "OUTPUT_FOLDER": tmp_path / "slip"},
+                                        tmp_path)
+    assert "Package 'slip.dlpk' contains a path leaving its folder ('../escaped.txt'): refused" in message
+    assert outside_profile() == before
 
 
 # ------------------------------------------------------------------------------------------- cancel
