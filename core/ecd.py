@@ -349,8 +349,9 @@ def ecd_definition(model_file: str | os.PathLike[str], class_info: ClassInfoFile
         definition["MiniBatchSize"] = class_info.mini_batch_size
     definition["NumberClasses"] = len(class_info.classes)
     definition["Classes"] = [
-        {"ClassValue": c.value, "ClassName": c.name, "Red": c.color[0], "Green": c.color[1], "Blue": c.color[2]}
-        for c in class_info.classes if c.color is not None
+        {"ClassValue": c.value, "ClassName": c.name,
+         **({"Red": c.color[0], "Green": c.color[1], "Blue": c.color[2]} if c.color is not None else {})}
+        for c in class_info.classes
     ]
     definition["ModelType"] = class_info.model_type
     definition["ImageHeight"] = height
