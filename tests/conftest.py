@@ -73,5 +73,4 @@ def qgis_context(qgis_app, tmp_path):
 
     ctx = QgsProcessingContext()
     ctx.setProject(QgsProject.instance())
-    ctx.setTemporaryFolder(str(tmp_path))
     return ctx
