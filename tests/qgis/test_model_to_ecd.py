@@ -24,16 +24,6 @@ SEED_CLASSES = [{"Value": 100, "Name": "Impervious", "Color": [204, 204, 204]},
                 {"Value": 200, "Name": " Other (Pervious)", "Color": [56, 168, 0]}]
 
 
-@pytest.fixture
-def qgis_context(qgis_app):
-    """tests/conftest.py's fixture calls setTemporaryFolder, which QGIS 3.22 lacks; drop this once it is fixed there."""
-    from qgis.core import QgsProcessingContext, QgsProject
-
-    ctx = QgsProcessingContext()
-    ctx.setProject(QgsProject.instance())
-    return ctx
-
-
 class RecordingFeedback(QgsProcessingFeedback):
     """Keeps what the algorithm logged."""
 

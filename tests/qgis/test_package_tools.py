@@ -17,16 +17,6 @@ from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingFeedba
 CLASSES = [(1, "Tree", (0, 255, 0)), (2, "Road", (90, 90, 90))]
 
 
-@pytest.fixture
-def qgis_context(qgis_app):
-    """tests/conftest.py's fixture calls setTemporaryFolder, which QGIS 3.22 lacks; drop this once it is fixed there."""
-    from qgis.core import QgsProcessingContext, QgsProject
-
-    ctx = QgsProcessingContext()
-    ctx.setProject(QgsProject.instance())
-    return ctx
-
-
 class RecordingFeedback(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
