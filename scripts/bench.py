@@ -128,8 +128,8 @@ def ukis_model() -> Path:
         json_name = next(n for n in names if n.endswith("model_4b_l2a.json"))
         (BENCH / "ukis_4b_l2a.onnx").write_bytes(zf.read(onnx_name))
         meta = json.loads(zf.read(json_name))
-    mean = meta.get("mean") or meta.get("means")
-    std = meta.get("std") or meta.get("stds")
+    # model_*.json: data.dataset_statistics.img = [per-band means, per-band standard deviations]
+    mean, std = meta["data"]["dataset_statistics"]["img"][:2]
     # The synthetic raster is 8-bit; scale it to reflectance-like 0..1 first (band_max 255), then the model's mean/std.
     emd.write_text(json.dumps({
         "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "ukis_4b_l2a.onnx",
