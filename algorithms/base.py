@@ -104,6 +104,15 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             "Which GPU to use when several are present, numbered from 0. (ArcGIS's 'GPU ID' environment.)",
             advanced=True)
 
+    def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
+        """MODEL may be the .emd JSON text, which the file parameter's extension check alone would refuse."""
+        value = parameters.get(self.MODEL)
+        if self.parameterDefinition(self.MODEL) is not None and isinstance(value, str) and \
+                value.strip().startswith("{"):
+            parameters = dict(parameters)
+            parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
+        return super().checkParameterValues(parameters, context)
+
     def device_request(self, parameters: dict[str, Any], context, threads: int = 0) -> DeviceRequest:  # noqa: ANN001
         kind = DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)].lower()
         return DeviceRequest(kind, self.parameterAsInt(parameters, self.GPU_ID, context), threads)

@@ -46,14 +46,6 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
                                                   defaultValue=QgsProcessing.TEMPORARY_OUTPUT, optional=True),
             "The report as JSON, for scripts: the same content as the HTML page (a temporary file if not given).")
 
-    def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
-        """MODEL may be the .emd JSON text, which the file parameter's extension check alone would refuse."""
-        value = parameters.get(self.MODEL)
-        if isinstance(value, str) and value.strip().startswith("{"):
-            parameters = dict(parameters)
-            parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
-        return super().checkParameterValues(parameters, context)
-
     def processAlgorithm(self, parameters: dict[str, Any], context, feedback) -> dict[str, Any]:  # noqa: N802, ANN001
         progress = FeedbackProgress(feedback)
         model = self.model_text(parameters, context)
