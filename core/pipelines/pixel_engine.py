@@ -78,11 +78,17 @@ class _Stop(Exception):
 
 
 class _Stage(threading.Thread):
-    """A worker thread whose exception is handed back to the caller."""
+    """A worker thread whose exception is handed back to the caller.
 
-    def __init__(self, target: Callable[[], None], name: str) -> None:
+    An error also sets ``stop``, so that a stage blocked on a queue this one no
+    longer serves (the model thread waiting for room the writer will never make)
+    gives up instead of waiting forever.
+    """
+
+    def __init__(self, target: Callable[[], None], name: str, stop: threading.Event) -> None:
         super().__init__(name=name, daemon=True)
         self._target_fn = target
+        self._stop_event = stop
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -92,6 +98,7 @@ class _Stage(threading.Thread):
             pass
         except BaseException as exc:  # handed to the caller thread
             self.error = exc
+            self._stop_event.set()
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
@@ -211,6 +218,13 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     crop = pad - model_pad
     chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
     decoder = PixelDecoder(md, args, out_channels, probe.dtype.kind in "iub")
+    if decoder.mode not in ("regression", "values"):
+        # Logits or probabilities is the model's property: judge it once, on zeros and on seeded noise of
+        # magnitudes 0.1..100, never per batch (the batch size must not change a pixel).
+        rng = np.random.default_rng(0)
+        shape = (fixed or 1, channels, tile_h, tile_w)
+        noise = rng.standard_normal(shape) * 10.0 ** rng.uniform(-1.0, 2.0, shape)
+        decoder.calibrate([probe, model_call(noise.astype(np.float32))])
     tta = bool(args.get("test_time_augmentation")) and decoder.writes_probabilities
     blend = bool(args.get("blend")) and decoder.writes_probabilities
     if args.get("blend") and not decoder.writes_probabilities:
@@ -393,7 +407,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
             stack.append(augment.inverse(probs, k) if k else probs)
         return (stack[0] if len(stack) == 1 else augment.merge(stack, merge_policy)), True
 
-    stages = [_Stage(reader, "dltools-reader"), _Stage(writer, "dltools-writer")]
+    stages = [_Stage(reader, "dltools-reader", stop), _Stage(writer, "dltools-writer", stop)]
     for s in stages:
         s.start()
     done = 0
