@@ -108,8 +108,10 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
     if (ox0, oy0, ox1, oy1) != (gx0, gy0, gx1, gy1):
         cell = None if grid.cell_size == native_from.cell_size and same_crs(grid.crs_wkt, native_from.crs_wkt) \
             else grid.cell_size[0]
-        grid = grid_for_request(native_from, (ox0, oy0, ox1, oy1), cell, grid.crs_wkt)
-        progress.info(f"Only the overlap of the two rasters is processed: {grid.width} x {grid.height} cells")
+        overlap = grid_for_request(native_from, (ox0, oy0, ox1, oy1), cell, grid.crs_wkt)
+        if not overlap.same_as(grid):  # snapped outwards, the overlap may still be the whole grid
+            grid = overlap
+            progress.info(f"Only the overlap of the two rasters is processed: {grid.width} x {grid.height} cells")
 
     ds_from = open_raster(from_raster)
     n_from = ds_from.RasterCount
