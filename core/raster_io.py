@@ -300,6 +300,8 @@ class StripWriter:
         self.grid = grid
         self.dtype = np.dtype(dtype)
         directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
         if not os.path.isdir(directory):
             raise OutputError(f"Output folder '{directory}' does not exist")
         if not os.access(directory, os.W_OK):

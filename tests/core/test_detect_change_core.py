@@ -402,8 +402,10 @@ def test_unwritable_output_is_refused(tmp_path, pair):
     emd = make_model(tmp_path / "m", "change")
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder", encoding="utf-8")
-    with pytest.raises(OutputError, match="^Output folder '.*blocker' does not exist"):
+    with pytest.raises(OutputError, match="^Output folder '.*blocker' is a file, not a folder$"):
         run(pair, emd, blocker / "out.tif")
+    with pytest.raises(OutputError, match="^Output folder '.*missing' does not exist$"):
+        run(pair, emd, tmp_path / "missing" / "out.tif")
     with pytest.raises(OutputError, match=r"^Output '.*out\.png' must be a GeoTIFF \(\.tif\)"):
         run(pair, emd, tmp_path / "out.png")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "from.tif", "m", "to.tif"]
