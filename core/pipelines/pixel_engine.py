@@ -230,6 +230,9 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     if args.get("blend") and not decoder.writes_probabilities:
         progress.warning("blend needs probabilities; this model returns class values, so tiles are cut, not blended")
     need_probs = tta or blend or probabilities_output is not None or decoder.mode == "regression"
+    # Probabilities only to be written: the classes still come from the raw scores, as without them (a float32
+    # softmax can round close scores to a tie, and asking for probabilities must not change a class).
+    split = need_probs and not (tta or blend) and decoder.mode != "regression"
     transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
     merge_policy = str(args.get("merge_policy", "mean"))
 
@@ -359,7 +362,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                     current_row = r
                     h = chips.row_height(r)
                     if not blend:
-                        row_idx = np.zeros((h, width), np.int64) if not need_probs else None
+                        row_idx = np.zeros((h, width), np.int64) if split or not need_probs else None
                         row_probs = np.zeros((out_channels, h, width), np.float32) if need_probs else None
                     row_valid = np.zeros((h, width), bool)
                 x, _, w, h = chips.core_window(r, c)
@@ -370,7 +373,10 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                     acc[:, :, ax:ax + out_w] += p * window
                     wsum[:, ax:ax + out_w] += window
                 elif need_probs:
-                    row_probs[:, :, x:x + w] = result[b][:, crop:crop + h, crop:crop + w]
+                    probs_b = result[1][b] if split else result[b]
+                    row_probs[:, :, x:x + w] = probs_b[:, crop:crop + h, crop:crop + w]
+                    if split:
+                        row_idx[:, x:x + w] = result[0][b][crop:crop + h, crop:crop + w]
                 else:
                     row_idx[:, x:x + w] = result[b][crop:crop + h, crop:crop + w]
                 if c == chips.cols - 1:
@@ -393,13 +399,16 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                         wsum[:out_h - chips.core_h] = wsum[chips.core_h:]
                         wsum[out_h - chips.core_h:] = 0
                     elif need_probs:
-                        emit(None, row_probs, row_valid)
+                        emit(row_idx if split else None, row_probs, row_valid)
                     else:
                         emit(row_idx, None, row_valid)
 
-    def infer(arr: np.ndarray) -> tuple[np.ndarray, bool]:
+    def infer(arr: np.ndarray) -> tuple[np.ndarray | tuple[np.ndarray, np.ndarray], bool]:
         if not need_probs:
             return decoder.indices_from_raw(model_call(arr)), False
+        if split:
+            raw = model_call(arr)
+            return (decoder.indices_from_raw(raw), decoder.probabilities(raw)), True
         stack = []
         for k in transforms:
             raw = model_call(augment.forward(arr, k) if k else arr)

@@ -138,6 +138,19 @@ def test_one_channel_logits_do_not_depend_on_the_batch(tmp_path):
         assert np.array_equal(out, expected), f"batch size {batch}"
 
 
+def test_asking_for_probabilities_does_not_change_a_class(tmp_path, bands4):
+    """Scores 2^-30 apart all round to the same float32 softmax; the classes still come from the scores themselves."""
+    raster, image = bands4
+    classes = [(1, "a", (1, 1, 1)), (2, "b", (2, 2, 2)), (3, "c", (3, 3, 3))]
+    emd = model(tmp_path, identity(3, scale=2.0 ** -30), 3, classes)
+    want = np.array([1, 2, 3])[np.argmax(image[:3], axis=0)]
+    plain, _ = run(tmp_path, raster, emd, name="plain")
+    with_probs, probs = run(tmp_path, raster, emd, probabilities=True, name="probs")
+    assert np.array_equal(plain, want)
+    assert np.array_equal(with_probs, want)
+    np.testing.assert_allclose(probs, 1 / 3, atol=1e-6)
+
+
 def test_integer_output_is_written_as_is(tmp_path, bands4):
     import torch
 
