@@ -155,3 +155,10 @@ class PixelDecoder:
         if self.mode == "background":
             return probs[:, 1:]
         return probs
+
+    def collapse_to_binary(self) -> None:
+        """arcgis.learn change detection: 0 stays "no change", every other class becomes the first non-zero Value."""
+        if self.mode in ("regression", "values"):
+            raise InputDataError("A binary change map needs a model that returns class scores")
+        nonzero = [c.value for c in self.md.classes if c.value != 0]
+        self.lut = np.where(self.lut != 0, nonzero[0] if nonzero else 1, 0).astype(np.int64)

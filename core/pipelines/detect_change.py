@@ -5,7 +5,9 @@ and cell size), cut to where the two overlap.  The to-raster is resampled or
 reprojected on the fly when its grid differs.  The model sees the from-bands
 then the to-bands stacked (arcgis.learn ``change_detection``; ``ExtractBands``
 indexes that stack), or, for a model with two inputs, one image per input.
-The output follows the Classify Pixels class rules; 0 is "no change".
+The output follows the Classify Pixels class rules; 0 is "no change".  Definitions written by
+arcgis.learn's ChangeDetector (``ModelConfiguration`` ``change_detection``) get its own input scaling and
+binary output (every change class written as the first non-zero ``Value``), as ArcGIS does.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..arguments import resolve_arguments
 from ..backends.base import DeviceRequest
 from ..errors import InputDataError, OutputError
 from ..model_definition import ModelDefinition
-from ..normalize import build_normaliser
+from ..normalize import Normaliser, build_normaliser
 from ..progress import NullProgress, Progress
 from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, remove_raster, same_crs
 from ..styling import style_class_raster
@@ -55,6 +57,27 @@ class StackedSource:
                 return s.band_range(s.bands[band])
             band -= len(s.bands)
         raise IndexError(band)
+
+
+def arcgis_change_normaliser(md: ModelDefinition, picks: list[int], stacked: StackedSource) -> Normaliser:
+    """arcgis.learn ``change_detection`` (esri-compat.md 4.4): min-max scale each band to 0-1 (NormalizationStats
+    band_min/band_max when the definition has them, else 0-255 for 8-bit data and each band's min..max otherwise),
+    then normalise with mean = std = 0.5."""
+    stats = md.normalization_stats
+    scale = np.empty(len(picks))
+    offset = np.empty(len(picks))
+    for i, b in enumerate(picks):
+        if stats is not None and b < len(stats.band_min_values) and b < len(stats.band_max_values):
+            lo, hi = stats.band_min_values[b], stats.band_max_values[b]
+        elif stacked.dtype == "uint8":
+            lo, hi = 0.0, 255.0
+        else:
+            lo, hi = stacked.band_range(b)
+        span = hi - lo if hi > lo else 1.0
+        scale[i] = 2.0 / span
+        offset[i] = -2.0 * lo / span - 1.0
+    return Normaliser(scale.astype(np.float32), offset.astype(np.float32),
+                      "arcgis.learn change detection: min-max to 0-1, then (x - 0.5) / 0.5")
 
 
 def _bounds_in(grid: RasterGrid, target_wkt: str) -> tuple[float, float, float, float]:
@@ -134,8 +157,15 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
         if n_from != n_to:
             progress.warning(f"The from-raster has {n_from} bands and the to-raster {n_to}: check ExtractBands {picks}")
         stacked = StackedSource([src_from, src_to], picks)
-        normaliser = build_normaliser(md, picks, stacked.dtype, stacked.band_range)
-        result = run_pixel_model(stacked, md, args, output, None, device, progress, normaliser)
+        arcgis_change = md.is_arcgis_learn and (md.model_configuration or "").lower() == "change_detection"
+        if arcgis_change:
+            normaliser = arcgis_change_normaliser(md, picks, stacked)
+            progress.info("arcgis.learn change detection model: each date is scaled to 0-1, then (x - 0.5) / 0.5; "
+                          "every change class is written as the first class whose Value is not 0")
+        else:
+            normaliser = build_normaliser(md, picks, stacked.dtype, stacked.band_range)
+        result = run_pixel_model(stacked, md, args, output, None, device, progress, normaliser,
+                                 binary_change=arcgis_change)
     finally:
         src_from.close()
         src_to.close()

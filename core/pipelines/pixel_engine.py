@@ -132,7 +132,7 @@ def hann_window(h: int, w: int) -> np.ndarray:
 def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output: str,
                     probabilities_output: str | None = None, device: DeviceRequest | None = None,
                     progress: Progress | None = None, normaliser: Normaliser | None = None,
-                    backend: Backend | None = None) -> PixelRunResult:
+                    backend: Backend | None = None, binary_change: bool = False) -> PixelRunResult:
     """Run a pixel model over ``source`` and write the class (and probability) rasters."""
     progress = progress or NullProgress()
     device = device or DeviceRequest()
@@ -142,14 +142,16 @@ def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output
         backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress)
     try:
         with bounded_gdal_cache():
-            return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started)
+            return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started,
+                        binary_change)
     finally:
         if own_backend:
             backend.close()
 
 
 def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, probabilities_output: str | None,
-         progress: Progress, normaliser: Normaliser | None, backend: Backend, started: float) -> PixelRunResult:
+         progress: Progress, normaliser: Normaliser | None, backend: Backend, started: float,
+         binary_change: bool = False) -> PixelRunResult:
     grid = source.grid
     tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
     if tile_h is None:
@@ -218,6 +220,8 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     crop = pad - model_pad
     chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
     decoder = PixelDecoder(md, args, out_channels, probe.dtype.kind in "iub")
+    if binary_change:
+        decoder.collapse_to_binary()
     if decoder.mode not in ("regression", "values"):
         # Logits or probabilities is the model's property: judge it once, on zeros and on seeded noise of
         # magnitudes 0.1..100, never per batch (the batch size must not change a pixel).
