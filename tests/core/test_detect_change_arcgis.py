@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import torch
-
 from builders import export_onnx, read_raster, write_raster
 from dltools.core.model_definition import load_model_definition
 from dltools.core.pipelines.detect_change import detect_change
