@@ -44,6 +44,19 @@ def _package_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DLTOOLS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dlpk-cache"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _keep_shared_testdata_clean():
+    """QGIS writes GDAL .aux.xml statistics next to rasters it opens; remove the ones a run leaves in ../shared."""
+    before = set(TESTDATA.rglob("*.aux.xml")) if TESTDATA.exists() else set()
+    yield
+    if TESTDATA.exists():
+        for path in set(TESTDATA.rglob("*.aux.xml")) - before:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+
 _QGIS = {}
 
 
