@@ -222,6 +222,10 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             fields.append(QgsField(names[i + 2], QVariant.Double))
         return fields, names
 
+    def _add(self, sink: QgsFeatureSink, feature: QgsFeature, parameters: dict[str, Any]) -> None:
+        if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
+            raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+
     @staticmethod
     def _result_values(result: ObjectResult) -> list:
         return [result.label, result.class_value, result.confidence]
@@ -295,7 +299,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             out = QgsFeature(fields)
             out.setGeometry(feature.geometry())
             out.setAttributes(list(feature.attributes()) + self._result_values(result))
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            self._add(sink, out, parameters)
             count += 1
         if feedback.isCanceled():
             raise QgsProcessingException("The run was cancelled. No output was kept.")
@@ -313,7 +317,19 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         total = source.featureCount()
         if total == 0:
             raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: there is nothing to classify")
-        fields, _ = self._new_fields(source.fields(), label_field, classifier.decoder.multilabel, True, progress)
+        # a feature may be written once per image: a field called 'fid' (a GeoPackage's unique key) becomes input_fid
+        input_fields = QgsFields()
+        taken = [f.name() for f in source.fields()]
+        for f in source.fields():
+            field = QgsField(f)
+            if f.name().lower() == "fid":
+                new_name = _unique_names(taken, ["input_fid"])[0][0]
+                taken.append(new_name)
+                field.setName(new_name)
+                progress.info(f"A feature can be written once per image, so the input field '{f.name()}' is written "
+                              f"as '{new_name}'")
+            input_fields.append(field)
+        fields, _ = self._new_fields(input_fields, label_field, classifier.decoder.multilabel, True, progress)
         sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs())
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
@@ -355,7 +371,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                 out = QgsFeature(fields)
                 out.setGeometry(feature.geometry())
                 out.setAttributes(list(feature.attributes()) + [info.path] + self._result_values(result))
-                sink.addFeature(out, QgsFeatureSink.FastInsert)
+                self._add(sink, out, parameters)
             sub.set_progress(100.0)
             if feedback.isCanceled():
                 raise QgsProcessingException("The run was cancelled. No output was kept.")
@@ -369,7 +385,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                 out = QgsFeature(fields)
                 out.setGeometry(feature.geometry())
                 out.setAttributes(list(feature.attributes()) + [None, None, None, None])
-                sink.addFeature(out, QgsFeatureSink.FastInsert)
+                self._add(sink, out, parameters)
             progress.warning(f"{len(unmatched)} features touch no image and have no label")
         if counters["repaired"]:
             progress.info(f"Invalid geometries were repaired (make valid) {counters['repaired']} times to cut chips; "
@@ -413,7 +429,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                         geom = QgsGeometry()
                 out.setGeometry(geom)
             out.setAttributes([info.path] + self._result_values(result))
-            sink.addFeature(out, QgsFeatureSink.FastInsert)
+            self._add(sink, out, parameters)
         for line in classifier.summary_lines("images"):
             progress.info(line)
         return dest
