@@ -28,8 +28,9 @@ GDAL_TO_NUMPY = {
     gdal.GDT_Int32: "int32", gdal.GDT_Float32: "float32", gdal.GDT_Float64: "float64",
 }
 NUMPY_TO_GDAL = {v: k for k, v in GDAL_TO_NUMPY.items()}
-#: GDAL block cache for a run (bytes); GDAL's default grows to 5% of RAM on big rasters.
-RUN_CACHE_BYTES = 128 * 1024 * 1024
+#: GDAL block cache for a run (bytes); GDAL's default grows to 5% of RAM on big rasters.  Strips are read
+#: once and written in whole block rows, so the cache only needs a couple of block rows of a wide raster.
+RUN_CACHE_BYTES = 64 * 1024 * 1024
 
 
 @contextlib.contextmanager

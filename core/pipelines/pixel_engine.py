@@ -309,6 +309,10 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
 
     counts: dict[int, int] = {}
     lut = getattr(decoder, "lut", None)
+    out_lut = lut.astype(out_dtype) if lut is not None and decoder.mode != "regression" else None
+    # Row buffers hold indices into lut (class values in "values" mode): the narrowest type that fits.
+    index_dtype = np.int64 if decoder.mode == "values" else (np.uint8 if lut is not None and len(lut) <= 256
+                                                             else np.int32)
 
     def emit(indices: np.ndarray | None, probs: np.ndarray | None, valid: np.ndarray) -> None:
         """Write finished rows: class indices (or probabilities to decode) and validity."""
@@ -332,8 +336,9 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
             for i, k in enumerate(binc.tolist()):
                 if k:
                     counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
-            values = lut[indices]
-        out = values.astype(out_dtype)
+            out = out_lut[indices]  # straight to the output type: no int64 copy of a width-long strip
+        if decoder.mode == "values":
+            out = values.astype(out_dtype)
         out[~valid] = nodata
         class_writer.write_rows(out)
         if prob_writer is not None:
@@ -366,7 +371,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                     current_row = r
                     h = chips.row_height(r)
                     if not blend:
-                        row_idx = np.zeros((h, width), np.int64) if split or not need_probs else None
+                        row_idx = np.zeros((h, width), index_dtype) if split or not need_probs else None
                         row_probs = np.zeros((out_channels, h, width), np.float32) if need_probs else None
                     row_valid = np.zeros((h, width), bool)
                 x, _, w, h = chips.core_window(r, c)
