@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from osgeo import gdal, ogr
@@ -189,6 +190,12 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 
     Every row sums to 1, so a constant stays the same constant.
     """
+    m = _resize_matrix(int(n_in), int(n_out))
+    return m.copy()
+
+
+@lru_cache(maxsize=256)
+def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     if n_in == n_out:
         return np.eye(n_out)
     m = np.zeros((n_out, n_in))
@@ -213,12 +220,6 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return m
 
 
-def _resize(data: np.ndarray, my: np.ndarray, mx: np.ndarray) -> np.ndarray:
-    """[bands, h, w] -> [bands, H, W] with the row and column matrices."""
-    out = np.einsum("Hh,bhw,Ww->bHW", my, data.astype(np.float64, copy=False), mx, optimize=True)
-    return out.astype(np.float32)
-
-
 # ------------------------------------------------------------------------------------------------ reading
 def _read_resized(source: RasterSource, window: Window, out_w: int, out_h: int) -> tuple[np.ndarray, np.ndarray]:
     """(data [bands, out_h, out_w] with invalid pixels zeroed, valid fraction [out_h, out_w])."""
@@ -230,8 +231,8 @@ def _read_resized(source: RasterSource, window: Window, out_w: int, out_h: int) 
     if window.width * window.height > LARGE_WINDOW_PIXELS and not source.warped and \
             source.col_off == 0 and source.row_off == 0:
         return _read_decimated(source, window, out_w, out_h)
-    my = resize_matrix(window.height, out_h)
-    mx = resize_matrix(window.width, out_w)
+    my = _resize_matrix(window.height, out_h)
+    mx = _resize_matrix(window.width, out_w)
     nb = len(source.bands)
     cols = np.zeros((nb, window.height, out_w))
     vcols = np.zeros((window.height, out_w))
@@ -241,9 +242,9 @@ def _read_resized(source: RasterSource, window: Window, out_w: int, out_h: int) 
         data, valid = source.read(window.col, window.row + r, window.width, h, dtype="float32")
         if not valid.all():
             data[:, ~valid] = 0.0
-        cols[:, r:r + h] = np.einsum("bhw,Ww->bhW", data.astype(np.float64), mx, optimize=True)
+        cols[:, r:r + h] = data.astype(np.float64) @ mx.T
         vcols[r:r + h] = valid.astype(np.float64) @ mx.T
-    data = np.einsum("Hh,bhW->bHW", my, cols, optimize=True).astype(np.float32)
+    data = (my @ cols).astype(np.float32)
     valid_frac = (my @ vcols).astype(np.float32)
     return data, valid_frac
 
@@ -287,20 +288,37 @@ def _read_decimated(source: RasterSource, window: Window, out_w: int, out_h: int
     return data, valid_frac
 
 
+class Rasteriser:
+    """Burns polygons on a chip-sized grid; reuses one in-memory raster and layer (one thread at a time)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self._mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
+        self._band = self._mem.GetRasterBand(1)
+        self._vec = ogr.GetDriverByName("Memory").CreateDataSource("")
+        self._layer = self._vec.CreateLayer("feature", geom_type=ogr.wkbUnknown)
+        self._feature = ogr.Feature(self._layer.GetLayerDefn())
+
+    def mask(self, geom: ogr.Geometry, geotransform: tuple[float, ...]) -> np.ndarray:
+        """Pixels whose centre lies inside ``geom`` (GDAL's default rule) on the grid ``geotransform``."""
+        self._mem.SetGeoTransform(tuple(geotransform))
+        self._band.Fill(0)
+        for old in list(self._layer):
+            self._layer.DeleteFeature(old.GetFID())
+        self._feature.SetGeometry(geom)
+        self._feature.SetFID(-1)
+        self._layer.CreateFeature(self._feature)
+        gdal.PushErrorHandler("CPLQuietErrorHandler")  # "no spatial reference": both grids are the raster's CRS
+        try:
+            gdal.RasterizeLayer(self._mem, [1], self._layer, burn_values=[1])
+        finally:
+            gdal.PopErrorHandler()
+        return self._band.ReadAsArray() > 0
+
+
 def rasterise_mask(geom: ogr.Geometry, geotransform: tuple[float, ...], width: int, height: int) -> np.ndarray:
     """Pixels of a ``width x height`` grid whose centre lies inside ``geom`` (GDAL's default rule)."""
-    mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform(tuple(geotransform))
-    vec = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = vec.CreateLayer("feature", geom_type=ogr.wkbUnknown)
-    feature = ogr.Feature(layer.GetLayerDefn())
-    feature.SetGeometry(geom)
-    layer.CreateFeature(feature)
-    gdal.RasterizeLayer(mem, [1], layer, burn_values=[1])
-    mask = mem.GetRasterBand(1).ReadAsArray() > 0
-    mem = None
-    vec = None
-    return mask
+    return Rasteriser(width, height).mask(geom, geotransform)
 
 
 # ------------------------------------------------------------------------------------------------ the chip
@@ -324,8 +342,11 @@ def _touches_raster(geom: ogr.Geometry, extent: ogr.Geometry) -> bool:
 
 
 def extract_chip(source: RasterSource, geom: ogr.Geometry | None, spec: ChipSpec,
-                 extent: ogr.Geometry | None = None) -> Chip:
-    """Cut the chip for one feature (geometry in the raster's CRS); see the module text."""
+                 extent: ogr.Geometry | None = None, rasteriser: Rasteriser | None = None) -> Chip:
+    """Cut the chip for one feature (geometry in the raster's CRS); see the module text.
+
+    ``extent`` (the raster's extent polygon) and ``rasteriser`` may be passed to save rebuilding them per chip.
+    """
     if geom is None or geom.IsEmpty():
         return Chip(None, None, None, "it has no geometry")
     extent = extent if extent is not None else raster_extent_geometry(source)
@@ -339,8 +360,10 @@ def extract_chip(source: RasterSource, geom: ogr.Geometry | None, spec: ChipSpec
     if spec.blacken:
         poly = polygon_part(geom)
         if poly is not None:
-            inside = rasterise_mask(poly, chip_gt, spec.width, spec.height)
-            data[:, ~inside] = 0.0
+            if rasteriser is None or (rasteriser.width, rasteriser.height) != (spec.width, spec.height):
+                rasteriser = Rasteriser(spec.width, spec.height)
+            inside = rasteriser.mask(poly, chip_gt)
+            data *= inside
             valid = valid * inside
             masked = True
     fraction = float(valid.mean())

@@ -34,6 +34,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from ..arguments import resolve_arguments, square_batch_size
 from ..backends.base import Backend, DeviceRequest, open_backend
 from ..chips import (
     ChipSpec,
+    Rasteriser,
     extract_chip,
     geometry_from_wkb,
     is_polygonal,
@@ -371,6 +373,7 @@ class ObjectClassifier:
             raise
         self.summary = RunSummary(batch_size=self.batch_size)
         self._warned_unmasked = False
+        self._rasteriser = Rasteriser(self.spec.width, self.spec.height) if self.spec.blacken else None
         self.save_dir: Path | None = None
         if self.args.get("save_chips"):
             self.save_dir = Path(str(self.args["save_chips"])).expanduser()
@@ -451,24 +454,70 @@ class ObjectClassifier:
     def classify_items(self, items: Iterable[tuple[Any, str, bytes | None, str | None]], total: int | None = None,
                        describe: Callable[[Any], str] | None = None, chip_name: Callable[[Any], str] | None = None,
                        progress: Progress | None = None) -> Iterator[ObjectResult]:
-        """Classify ``(key, raster path, WKB in that raster's CRS, note)`` objects; results in input order."""
+        """Classify ``(key, raster path, WKB in that raster's CRS, note)`` objects; results in input order.
+
+        Chips are cut by one read-ahead thread while the model runs on the previous batch; the items are
+        pulled from ``items`` in the caller's thread, and every message is logged from it too.
+        """
         progress = progress or self.progress
         describe = describe or (lambda key: f"Feature {key}")
         chip_name = chip_name or (lambda key: f"chip_{key}")
         started = time.perf_counter()
         transforms = self._transforms()
-        current: _OpenRaster | None = None
+        state: dict[str, Any] = {"raster": None}
         pending: list[tuple[Any, np.ndarray | None, str | None]] = []
-        chips: list[np.ndarray] = []
         done = 0
         max_pending = max(self.batch_size * 4, 256)
 
-        def flush() -> Iterator[ObjectResult]:
+        def extract(group: list[tuple[Any, str, bytes | None, str | None]]) -> tuple[list, list[tuple[str, str]]]:
+            """Worker thread: chips (normalised) or notes for a group of items, and messages to log."""
+            out: list[tuple[Any, np.ndarray | None, str | None]] = []
+            messages: list[tuple[str, str]] = []
+            for key, raster, wkb, given_note in group:
+                geom = geometry_from_wkb(wkb)
+                if geom is None:
+                    out.append((key, None, given_note or "it has no geometry"))
+                    continue
+                current: _OpenRaster | None = state["raster"]
+                if current is None or current.path != raster:
+                    if current is not None:
+                        current.close()
+                        state["raster"] = None
+                    current = state["raster"] = _OpenRaster(raster, self.md, self.model_channels)
+                    messages.append(("debug", f"{Path(raster).name}: normalisation {current.normaliser.description}"))
+                if self.spec.blacken and not self._warned_unmasked and not is_polygonal(geom):
+                    self._warned_unmasked = True
+                    messages.append(("warning", "BlackenAroundFeature is 1 but some features are points or lines, "
+                                                "which have no inside: their chips are not masked"))
+                chip = extract_chip(current.source, geom, self.spec, current.extent, self._rasteriser)
+                if chip.data is None:
+                    out.append((key, None, chip.note))
+                    continue
+                if self.save_dir is not None:
+                    target = self.save_dir / f"{_safe_name(chip_name(key))}.png"
+                    ranges = None if current.source.dtype in ("uint8", "uint16") else current.band_ranges()
+                    write_chip_png(str(target), chip.data, current.source.dtype, chip.geotransform, ranges)
+                current.normaliser.apply(chip.data)
+                out.append((key, chip.data, None))
+            return out, messages
+
+        def flush(all_items: bool) -> Iterator[ObjectResult]:
+            """Run the model on the first batch of pending chips (or on all) and hand back results in order."""
             nonlocal done
             check_canceled(progress)
+            cut, n_chips = len(pending), 0
+            for i, (_, chip, _) in enumerate(pending):
+                if chip is not None:
+                    n_chips += 1
+                    if not all_items and n_chips == self.batch_size:
+                        cut = i + 1
+                        break
+            head = pending[:cut]
+            del pending[:cut]
+            chips = [chip for _, chip, _ in head if chip is not None]
             probs = self._infer(np.stack(chips), transforms) if chips else None
             k = 0
-            for key, chip, note in pending:
+            for key, chip, note in head:
                 if chip is None:
                     result = ObjectResult(key, None, None, None, note)
                 else:
@@ -480,46 +529,47 @@ class ObjectClassifier:
                 done += 1
                 yield result
             self.summary.chips += len(chips)
-            pending.clear()
-            chips.clear()
             if total:
                 progress.set_progress(min(100.0, 100.0 * done / total))
 
+        def take(job: Future) -> Iterator[ObjectResult]:
+            extracted, messages = job.result()
+            for level, text in messages:
+                getattr(progress, level)(text)
+            pending.extend(extracted)
+            while sum(1 for _, chip, _ in pending if chip is not None) >= self.batch_size:
+                yield from flush(False)
+            if len(pending) >= max_pending:
+                yield from flush(True)
+
+        def groups() -> Iterator[list]:
+            group: list = []
+            for item in items:
+                group.append(item)
+                if len(group) >= self.batch_size:
+                    yield group
+                    group = []
+            if group:
+                yield group
+
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dltools-chips")
         try:
             with bounded_gdal_cache():
-                for key, raster, wkb, given_note in items:
-                    geom = geometry_from_wkb(wkb)
-                    if geom is None:
-                        pending.append((key, None, given_note or "it has no geometry"))
-                    else:
-                        if current is None or current.path != raster:
-                            if current is not None:
-                                current.close()
-                                current = None
-                            current = _OpenRaster(raster, self.md, self.model_channels)
-                            progress.debug(f"{Path(raster).name}: normalisation {current.normaliser.description}")
-                        if self.spec.blacken and not self._warned_unmasked and not is_polygonal(geom):
-                            self._warned_unmasked = True
-                            progress.warning("BlackenAroundFeature is 1 but some features are points or lines, which "
-                                             "have no inside: their chips are not masked")
-                        chip = extract_chip(current.source, geom, self.spec, current.extent)
-                        if chip.data is None:
-                            pending.append((key, None, chip.note))
-                        else:
-                            if self.save_dir is not None:
-                                target = self.save_dir / f"{_safe_name(chip_name(key))}.png"
-                                ranges = None if current.source.dtype in ("uint8", "uint16") else current.band_ranges()
-                                write_chip_png(str(target), chip.data, current.source.dtype, chip.geotransform, ranges)
-                            current.normaliser.apply(chip.data)
-                            chips.append(chip.data)
-                            pending.append((key, chip.data, None))
-                    if len(chips) >= self.batch_size or len(pending) >= max_pending:
-                        yield from flush()
-                if pending:
-                    yield from flush()
+                job: Future | None = None
+                for group in groups():
+                    following = executor.submit(extract, group)
+                    if job is not None:
+                        yield from take(job)
+                    job = following
+                if job is not None:
+                    yield from take(job)
+                while pending:
+                    yield from flush(True)
         finally:
-            if current is not None:
-                current.close()
+            executor.shutdown(wait=True, cancel_futures=True)
+            if state["raster"] is not None:
+                state["raster"].close()
+                state["raster"] = None
             self.summary.seconds += time.perf_counter() - started
 
     def _infer(self, batch: np.ndarray, transforms: list[int]) -> np.ndarray:
