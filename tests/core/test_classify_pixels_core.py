@@ -69,7 +69,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("models")
     export_onnx(conv_module(3, 3, 5, weight=WEIGHT, bias=BIAS), folder / "conv5.onnx", 3, TILE)
     export_onnx(conv_module(3, 3, 1, weight=POINTWISE), folder / "point.onnx", 3, TILE)
+    export_onnx(conv_module(3, 3, 5, weight=WEIGHT, bias=BIAS), folder / "conv5_any.onnx", 3, TILE, dynamic_hw=True)
     return {
+        # 16 x 24 tiles are not square: no transposed views in TTA, only the 4 flips
+        "conv5_wide": write_emd(folder / "conv5_wide.emd", "conv5_any.onnx", tile=TILE, classes=CLASSES, ImageWidth=24),
         "conv5": write_emd(folder / "conv5.emd", "conv5.onnx", tile=TILE, classes=CLASSES),
         "point": write_emd(folder / "point.emd", "point.onnx", tile=TILE, classes=CLASSES),
         "conv5_pixel": write_emd(folder / "conv5_pixel.emd", "conv5.onnx", tile=TILE, classes=CLASSES,
@@ -165,7 +168,8 @@ def tta_reference(image: np.ndarray, transforms: list[int], policy: str = "mean"
 
 
 @pytest.mark.parametrize("emd,transforms,policy", [("conv5", list(range(8)), "mean"), ("conv5_pixel", [0, 2], "mean"),
-                                                   ("conv5", list(range(8)), "max")])
+                                                   ("conv5", list(range(8)), "max"), ("conv5", list(range(8)), "min"),
+                                                   ("conv5_wide", [0, 1, 2, 3], "mean")])
 def test_tta_on_a_5x5_model_equals_the_whole_image_merge(tmp_path, raster, models, emd, transforms, policy):
     path, image = raster
     _, classes, probs = run(path, models[emd], tmp_path / "out.tif",
@@ -222,10 +226,15 @@ def test_blend_with_a_centre_crop_model_is_exact_everywhere(tmp_path, raster):
             return self.conv(x)[:, :, 3:-3, 3:-3]
 
     export_onnx(Crop().eval(), tmp_path / "crop.onnx", 3, 20)
-    emd = write_emd(tmp_path / "crop.emd", "crop.onnx", tile=20, classes=CLASSES, ModelPadding=3)
+    declared = write_emd(tmp_path / "crop.emd", "crop.onnx", tile=20, classes=CLASSES, ModelPadding=3)
+    # without ModelPadding the crop is inferred from the output size, and a larger padding shifts the blend window
+    inferred = write_emd(tmp_path / "inferred.emd", "crop.onnx", tile=20, classes=CLASSES)
     plain = softmax(numpy_conv_same(image, WEIGHT, BIAS))
-    for args in ("batch_size 4;blend True", "batch_size 1;blend True;test_time_augmentation True"):
-        _, classes, probs = run(path, emd, tmp_path / "out.tif", args, True)
+    for emd, args in ((declared, "batch_size 4;blend True"),
+                      (declared, "batch_size 1;blend True;test_time_augmentation True"),
+                      (inferred, "batch_size 4;blend True;padding 5"), (inferred, "batch_size 1;blend True;padding 7")):
+        result, classes, probs = run(path, emd, tmp_path / "out.tif", args, True)
+        assert result.padding == (int(args[-1]) if emd is inferred else 3)
         want = plain if "augmentation" not in args else tta_reference(image, list(range(8)))
         np.testing.assert_allclose(probs, want, atol=1e-5)
         sure = margin(want) > 1e-4

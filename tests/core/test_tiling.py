@@ -9,6 +9,7 @@ raster must equal the reference for every tile size, batch size, backend and ras
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,30 @@ def test_non_square_tiles(tmp_path, conv, odd_raster):
     out = run(raster, emd, tmp_path / "out.tif", "padding 2;batch_size 4", progress)
     assert np.array_equal(out, expected_classes(image))
     assert any(m.startswith("Tiles: 12 (3 x 4) of 24x16 pixels") for m in progress.infos)
+
+
+def test_nhwc_model(tmp_path, conv, odd_raster):
+    """ModelFormat NHWC: the engine feeds [B, H, W, C] and reads the output back the same way."""
+    import torch
+
+    raster, image = odd_raster
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ChannelsLast().eval(), torch.zeros(1, 16, 16, 3), str(tmp_path / "nhwc.onnx"), dynamo=False,
+                          input_names=["input"], output_names=["output"], opset_version=13,
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    emd = write_emd(tmp_path / "nhwc.emd", "nhwc.onnx", tile=16, classes=CLASSES, ModelFormat="NHWC")
+    out = run(raster, emd, tmp_path / "out.tif", "padding 2;batch_size 4")
+    assert np.array_equal(out, expected_classes(image))
 
 
 def test_torchscript_backend_gives_the_same_raster(tmp_path, conv, odd_raster):
