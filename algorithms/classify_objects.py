@@ -30,6 +30,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.errors import CancelledError
 from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_objects import (
     ObjectClassifier,
@@ -302,7 +303,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             self._add(sink, out, parameters)
             count += 1
         if feedback.isCanceled():
-            raise QgsProcessingException("The run was cancelled. No output was kept.")
+            raise QgsProcessingException("The run was cancelled.")
         if count == 0:
             raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: there is nothing to classify")
         if counters["repaired"]:
@@ -374,7 +375,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                 self._add(sink, out, parameters)
             sub.set_progress(100.0)
             if feedback.isCanceled():
-                raise QgsProcessingException("The run was cancelled. No output was kept.")
+                raise QgsProcessingException("The run was cancelled.")
         unmatched = sorted(all_ids - matched)
         if unmatched:
             request = QgsFeatureRequest().setFilterFids(unmatched)
@@ -438,11 +439,21 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
 _END = object()
 
 
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
 def engine_results(results: Iterator[ObjectResult]) -> Iterator[ObjectResult]:
     """Results one at a time, with engine errors raised while iterating turned into QgsProcessingException."""
     it = iter(results)
     while True:
-        item = run_engine(next, it, _END)
+        try:
+            item = next(it, _END)
+        except CancelledError as exc:  # the features written so far stay in the output: say only that it stopped
+            raise QgsProcessingException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - run_engine translates the engine's errors, re-raises the rest
+            run_engine(_reraise, exc)
+            raise
         if item is _END:
             return
         yield item

@@ -359,6 +359,13 @@ def test_image_folder_mosaicked_and_items_separately(context, models, tmp_path):
         ("f1", str(folder / "left.tif"), "m21"),
         ("f2", None, None)], key=str)
     assert "Feature 3: no label, it does not touch any image (or has no usable geometry)" in feedback.errors
+    # a VRT mosaic as INPUT: its rasters are the items
+    vrt = tmp_path / "tiles.vrt"
+    gdal.BuildVRT(str(vrt), [str(folder / "left.tif"), str(folder / "right.tif")]).FlushCache()
+    whole, _ = classify(context, {"INPUT": str(vrt), "MODEL": emd}, tmp_path, "vrt1.gpkg")
+    assert rows(whole, "Image", "ClassLabel") == [(str(vrt), "m33")]
+    parts, _ = classify(context, {"INPUT": str(vrt), "MODEL": emd, "PROCESSING_MODE": 1}, tmp_path, "vrt2.gpkg")
+    assert rows(parts, "Image", "ClassLabel") == [(str(folder / "left.tif"), "m17"), (str(folder / "right.tif"), "m49")]
 
 
 def test_spacenet_footprints_through_processing(context, testdata, tmp_path):
