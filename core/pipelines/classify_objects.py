@@ -363,6 +363,13 @@ class ObjectClassifier:
                              crop_size_fixed=md.crop_size_fixed is None or bool(md.crop_size_fixed),
                              blacken=bool(md.blacken_around_feature), padding=int(self.args.get("padding") or 0))
         self.nhwc = md.model_format == "NHWC"
+        self.save_dir: Path | None = None
+        if self.args.get("save_chips"):
+            self.save_dir = Path(str(self.args["save_chips"])).expanduser()
+            try:
+                self.save_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"Cannot create the save_chips folder '{self.save_dir}': {exc.strerror or exc}") from exc
         self._own_backend = backend is None
         self.backend = backend or open_backend(md.require_model_file(), md.model_format_kind or "onnx", device,
                                                self.progress)
@@ -374,13 +381,6 @@ class ObjectClassifier:
         self.summary = RunSummary(batch_size=self.batch_size)
         self._warned_unmasked = False
         self._rasteriser = Rasteriser(self.spec.width, self.spec.height) if self.spec.blacken else None
-        self.save_dir: Path | None = None
-        if self.args.get("save_chips"):
-            self.save_dir = Path(str(self.args["save_chips"])).expanduser()
-            try:
-                self.save_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"Cannot create the save_chips folder '{self.save_dir}': {exc.strerror or exc}") from exc
         self._log_setup()
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -407,6 +407,9 @@ class ObjectClassifier:
         batch = square_batch_size(requested)
         self.batch_note = "" if batch == requested else f" ({requested} requested; not a perfect square, lowered as " \
                                                         "ArcGIS does)"
+        if backend.fixed_batch is not None and backend.fixed_batch != batch:
+            self.batch_note = f" (the model's batch dimension is fixed at {backend.fixed_batch}; {requested} requested)"
+            batch = backend.fixed_batch
         self.batch_size = batch
         n = backend.fixed_batch or 1
         probe = self._model_call(np.zeros((n, channels, md.image_height, md.image_width), np.float32))

@@ -201,6 +201,18 @@ def test_batch_size_never_changes_labels(models, grid):
         assert line.startswith(f"Batch size {used}" + (" (6 requested; not a perfect square" if batch == 6 else ";"))
 
 
+def test_fixed_batch_model(models, grid, tmp_path):
+    from co_models import mean_module
+
+    export_onnx(mean_module(), tmp_path / "fixed.onnx", 1, 7, fixed_batch=1)
+    emd = write_object_emd(tmp_path / "fixed.emd", "fixed.onnx", tile=7, bands=[0],
+                           classes=[(k, mean_class_name(k)) for k in range(MEAN_CLASSES)])
+    log = Log()
+    res = run(grid, emd, FIXED_FEATURES, "batch_size 4", log)
+    assert labels(res) == {**{k: mean_class_name(v) for k, v in FIXED_COLS.items()}, 5: None, 6: None}
+    assert any(m.startswith("Batch size 1 (the model's batch dimension is fixed at 1; 4 requested);") for m in log.infos)
+
+
 def test_progress_and_cancel(models, grid):
     feats = {i: wkt_point(10.5 + i, 10.5) for i in range(12)}
     md = load_model_definition(str(mean_emd(models, band=0, tile=7)))
