@@ -19,6 +19,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingFeatureSource,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
@@ -53,6 +54,8 @@ ARGUMENTS_HELP = (
     "what the model sees), threads (CPU threads, 0 = all).")
 MODES = ["Process as mosaicked image", "Process all raster items separately"]
 IMAGE_FIELD = "Image"
+#: invalid geometries are repaired here (make valid), never skipped or refused by the context's setting
+SKIP_VALIDITY = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks
 
 
 def _unique_names(existing: list[str], wanted: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -287,7 +290,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         counters = {"repaired": 0}
 
         def items() -> Iterator[tuple[int, bytes | None, str | None]]:
-            for feature in source.getFeatures():
+            for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
                 if feedback.isCanceled():
                     break
                 pending[feature.id()] = feature
@@ -349,7 +352,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             stem = os.path.splitext(info.name)[0]
 
             def items_on(xform=xform, rect=rect, pending=pending) -> Iterator[tuple[int, bytes | None]]:  # noqa: ANN001
-                for feature in source.getFeatures():
+                for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
                     if feedback.isCanceled():
                         break
                     all_ids.add(feature.id())
@@ -379,7 +382,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         unmatched = sorted(all_ids - matched)
         if unmatched:
             request = QgsFeatureRequest().setFilterFids(unmatched)
-            for i, feature in enumerate(source.getFeatures(request)):
+            for i, feature in enumerate(source.getFeatures(request, SKIP_VALIDITY)):
                 if i < 50:
                     progress.warning(f"Feature {feature.id()}: no label, it does not touch any image (or has no usable "
                                      "geometry)")

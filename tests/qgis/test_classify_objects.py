@@ -203,6 +203,9 @@ def test_crop_to_feature(context, models, grid, tmp_path):
 def test_null_invalid_and_empty_geometries(context, models, grid, tmp_path):
     bowtie = wkt_polygon((10, 20), (20, 30), (20, 20), (10, 30))  # self-intersecting: repaired into two triangles
     src = write_layer(tmp_path / "in.gpkg", [bowtie, None, wkt_rect(10, 20, 20, 30)])
+    from qgis.core import QgsFeatureRequest
+
+    context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryAbortOnInvalid)  # the tool repairs, never aborts/skips
     layer, feedback = classify(context, {"INPUT": str(grid), "FEATURES": str(src),
                                          "MODEL": str(mean_emd(models, band=0, tile=7))}, tmp_path)
     assert rows(layer, "name", "ClassLabel") == [("f0", "m16"), ("f1", None), ("f2", "m16")]
