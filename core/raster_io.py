@@ -178,10 +178,12 @@ class RasterSource:
                 xmin, ymin, xmax, ymax = self.grid.bounds
                 if self.ds.GetRasterBand(1).GetColorTable() is not None:
                     resampling = "near"
+                # dstAlpha: grid cells the raster does not cover (past its edge, or NoData) get alpha 0, so
+                # they are invalid (NoData in the output) rather than zeros taken for data
                 options = gdal.WarpOptions(
                     format="VRT", outputBounds=(xmin, ymin, xmax, ymax), width=self.grid.width,
                     height=self.grid.height, dstSRS=self.grid.crs_wkt or None, resampleAlg=resampling,
-                    multithread=False)
+                    dstAlpha=True, multithread=False)
                 self._reader = gdal.Warp("", self.ds, options=options)
                 self.warped = True
         self._mask_flags = [self._reader.GetRasterBand(b + 1).GetMaskFlags() for b in self.bands]

@@ -451,4 +451,21 @@ def test_cell_size_resamples_the_input(tmp_path, raster, models):
     assert (ds.RasterXSize, ds.RasterYSize) == (19, 17)  # ceil(47 / 2.5), ceil(41 / 2.5)
     assert ds.GetGeoTransform() == (gt[0], 2.5, 0.0, gt[3], 0.0, -2.5)
     assert "The raster is resampled on the fly (bilinear) to the requested grid" in progress.infos
-    assert np.isin(classes, VALUES).all() and result.pixels == 19 * 17
+    assert result.pixels == 19 * 17
+    # the last row of cells (40 m .. 42.5 m down, centre 41.25 m) lies past the raster's 41 rows: NoData, not a class
+    assert (classes[16] == 255).all()
+    assert np.isin(classes[:16], VALUES).all()
+
+
+def test_cell_size_on_a_raster_with_nodata(tmp_path, raster, models):
+    path, image = raster
+    holed = image.copy()
+    holed[:, :20, :20] = 0
+    src = write_raster(tmp_path / "holed.tif", holed, nodata=0, block=16)
+    _, classes, _ = run(src, models["point"], tmp_path / "out.tif", "padding 0", request=RasterRequest(cell_size=5.0))
+    assert classes.shape == (9, 10)
+    # NoData: the hole (cells centred at 2.5 .. 17.5 m), and past the raster (centres at 42.5 m down, 47.5 m across)
+    nodata = np.zeros((9, 10), bool)
+    nodata[:4, :4] = True
+    nodata[8, :] = nodata[:, 9] = True
+    assert np.array_equal(classes == 255, nodata)
