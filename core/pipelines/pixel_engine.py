@@ -182,6 +182,9 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     requested = int(args.get("batch_size", 1))
     batch = square_batch_size(requested)
     fixed = backend.fixed_batch
+    out_decl = backend.outputs[0].shape if backend.outputs else ()
+    if fixed is None and out_decl and out_decl[0] == 1:
+        fixed = 1  # any batch goes in, but the output's batch is baked in at 1 (a reshape in the graph)
     if fixed is not None and fixed != batch:
         progress.info(f"The model's batch dimension is fixed at {fixed}: using batch size {fixed}")
         batch = fixed
