@@ -170,6 +170,7 @@ class RasterSource:
         self.row_off = 0
         self.warped = False
         self._reader = self.ds
+        self._alpha_band: int | None = None
         if not self.grid.same_as(self.native):
             offset = self._aligned_offset()
             if offset is not None:
@@ -178,16 +179,21 @@ class RasterSource:
                 xmin, ymin, xmax, ymax = self.grid.bounds
                 if self.ds.GetRasterBand(1).GetColorTable() is not None:
                     resampling = "near"
-                # dstAlpha: grid cells the raster does not cover (past its edge, or NoData) get alpha 0, so
-                # they are invalid (NoData in the output) rather than zeros taken for data
+                # dstAlpha: grid cells the raster does not cover (past its edge, or NoData) get alpha 0, so they
+                # are invalid (NoData in the output) rather than zeros taken for data. The alpha band is read
+                # explicitly: GDAL takes it for the bands' mask only with 2 or 4 bands, and it replaces the
+                # NoData value the warped bands would otherwise carry.
                 options = gdal.WarpOptions(
                     format="VRT", outputBounds=(xmin, ymin, xmax, ymax), width=self.grid.width,
                     height=self.grid.height, dstSRS=self.grid.crs_wkt or None, resampleAlg=resampling,
                     dstAlpha=True, multithread=False)
                 self._reader = gdal.Warp("", self.ds, options=options)
                 self.warped = True
+                last = self._reader.GetRasterBand(self._reader.RasterCount)
+                if last.GetColorInterpretation() == gdal.GCI_AlphaBand:
+                    self._alpha_band = self._reader.RasterCount
         self._mask_flags = [self._reader.GetRasterBand(b + 1).GetMaskFlags() for b in self.bands]
-        self.has_mask = any(f != gdal.GMF_ALL_VALID for f in self._mask_flags)
+        self.has_mask = self._alpha_band is not None or any(f != gdal.GMF_ALL_VALID for f in self._mask_flags)
         self.nodata = [self.ds.GetRasterBand(b + 1).GetNoDataValue() for b in self.bands]
 
     def _aligned_offset(self) -> tuple[int, int] | None:
@@ -242,7 +248,9 @@ class RasterSource:
         block = block.reshape(len(self.bands), sh, sw)
         data[:, dy:dy + sh, dx:dx + sw] = block
         region = valid[dy:dy + sh, dx:dx + sw]
-        if self.has_mask:
+        if self._alpha_band is not None:
+            region[...] = self._reader.GetRasterBand(self._alpha_band).ReadAsArray(sx0, sy0, sw, sh) > 0
+        elif self.has_mask:
             if all(f & gdal.GMF_PER_DATASET for f in self._mask_flags):
                 m = self._reader.GetRasterBand(self.bands[0] + 1).GetMaskBand().ReadAsArray(sx0, sy0, sw, sh)
                 region[...] = m > 0

@@ -457,9 +457,12 @@ def test_cell_size_resamples_the_input(tmp_path, raster, models):
     assert np.isin(classes[:16], VALUES).all()
 
 
-def test_cell_size_on_a_raster_with_nodata(tmp_path, raster, models):
+@pytest.mark.parametrize("bands,dtype", [(3, np.uint8), (5, np.uint16), (4, np.int16)])
+def test_cell_size_on_a_raster_with_nodata(tmp_path, raster, models, bands, dtype):
+    """Resampled reads know NoData and the raster's edge whatever the band count (GDAL's own alpha-as-mask
+    rule only covers 2 and 4 bands)."""
     path, image = raster
-    holed = image.copy()
+    holed = np.concatenate([image, image[:bands - 3]]).astype(dtype)
     holed[:, :20, :20] = 0
     src = write_raster(tmp_path / "holed.tif", holed, nodata=0, block=16)
     _, classes, _ = run(src, models["point"], tmp_path / "out.tif", "padding 0", request=RasterRequest(cell_size=5.0))

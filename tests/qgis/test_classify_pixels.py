@@ -122,6 +122,25 @@ def test_processing_run_equals_the_whole_image_model(context, tmp_path, conv_cas
     assert qml.count("<paletteEntry") == 3
 
 
+def test_loaded_result_is_styled_with_class_names(qgis_app, tmp_path, conv_case):
+    """As the dialog does: the output is loaded into the project with the paletted class style (names, colours)."""
+    import processing
+
+    out = tmp_path / "loaded.tif"
+    result = processing.runAndLoadResults(ALG, {"INPUT": str(conv_case["raster"]), "MODEL": str(conv_case["point"]),
+                                                "OUTPUT": str(out)})
+    assert result["OUTPUT"] == str(out)
+    layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == str(out)]
+    try:
+        assert len(layers) == 1
+        renderer = layers[0].renderer()
+        assert renderer.type() == "paletted"
+        assert [(c.value, c.label, c.color.getRgb()[:3]) for c in renderer.classes()] == CLASSES
+    finally:
+        for lyr in layers:
+            QgsProject.instance().removeMapLayer(lyr.id())
+
+
 def test_extent_in_another_crs(context, tmp_path, conv_case):
     """An EPSG:4326 rectangle is reprojected to the raster's CRS and snapped outwards to its pixels."""
     wgs84, utm = QgsCoordinateReferenceSystem("EPSG:4326"), QgsCoordinateReferenceSystem("EPSG:32633")
