@@ -147,5 +147,8 @@ def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
         raise QgsProcessingException(str(exc)) from exc
     except DLToolsError as exc:
         raise QgsProcessingException(str(exc)) from exc
+    except OSError as exc:  # a file GDAL or Python could not read or write (disk full, permissions, ...)
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        raise QgsProcessingException(f"Cannot read or write a file{where}: {exc.strerror or exc}") from exc
     except MemoryError as exc:
         raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc

@@ -92,6 +92,9 @@ def _classes_for(channels: int | None, names: list[str] | None, model_type: str)
             names = ["background", "class 1"]
         else:
             names = [f"class {i}" for i in range(channels)]
+    elif model_type == "ImageClassification" and channels == 1 and len(names) == 1:
+        # Deepness: a one-channel (sigmoid) model names only its foreground class; 0 is the background
+        names = ["background", names[0]]
     colours = palette(len(names))
     return [ClassInfo(i, n, colours[i]) for i, n in enumerate(names)]
 

@@ -356,8 +356,11 @@ class StripWriter:
     def _flush(self, nrows: int) -> None:
         data = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
         head, tail = data[:, :nrows], data[:, nrows:]
-        for i in range(self.bands):
-            self.ds.GetRasterBand(i + 1).WriteArray(head[i], 0, self.next_row)
+        try:
+            for i in range(self.bands):
+                self.ds.GetRasterBand(i + 1).WriteArray(head[i], 0, self.next_row)
+        except RuntimeError as exc:  # GDAL: disk full, file removed, quota...
+            raise OutputError(f"Cannot write '{self.path}': {exc}") from exc
         self.next_row += nrows
         self._pending = [tail] if tail.shape[1] else []
         self._pending_rows = tail.shape[1]

@@ -177,9 +177,6 @@ def test_output_batch_fixed_at_one(tmp_path, bands4):
     assert "The model's batch dimension is fixed at 1: using batch size 1" in progress.infos
 
 
-@pytest.mark.xfail(strict=True, reason="core/model_probe.py gives a one-channel Deepness model with one class name a "
-                                       "single class valued 0, which is also the background value (not a file of "
-                                       "this suite's owner: reported, not fixed)")
 def test_deepness_one_channel_model_with_one_class_name(tmp_path, testdata):
     """Deepness turns a one-channel output into a binary mask: background, and the named class."""
     raster = testdata("deepness", "dummy_fotomap_small.tif")
@@ -193,6 +190,8 @@ def test_deepness_one_channel_model_with_one_class_name(tmp_path, testdata):
     classes = read_raster(out)
     assert len(np.unique(classes[foreground])) == 1 and len(np.unique(classes[~foreground])) == 1
     assert classes[foreground][0] != classes[~foreground][0]  # the class is not written as background
+    assert [c.name for c in md.classes] == ["background", "Coffee"]
+    assert set(np.unique(classes[foreground])) == {1} and set(np.unique(classes[~foreground])) == {0}
 
 
 def test_integer_output_is_written_as_is(tmp_path, bands4):
