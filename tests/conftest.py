@@ -87,3 +87,9 @@ def qgis_context(qgis_app, tmp_path):
     ctx = QgsProcessingContext()
     ctx.setProject(QgsProject.instance())
     return ctx
+
+
+@pytest.fixture
+def context(qgis_context):
+    """The same processing context under the name QGIS's own tests use."""
+    return qgis_context

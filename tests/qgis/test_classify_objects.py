@@ -13,14 +13,13 @@ from osgeo import gdal, ogr, osr
 from qgis.core import (
     NULL,
     QgsGeometry,
-    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
-    QgsProject,
     QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
+from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_objects"))
@@ -44,26 +43,6 @@ ALG = "dltools:classifyobjects"
 NEW_FIELDS = ["ClassLabel", "ClassValue", "Confidence"]
 
 
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
-        self.errors.append(error)
-        super().reportError(error, fatalError)
-
-
-@pytest.fixture
-def context(qgis_app):
-    ctx = QgsProcessingContext()
-    ctx.setProject(QgsProject.instance())
-    return ctx
 
 
 @pytest.fixture(scope="module")

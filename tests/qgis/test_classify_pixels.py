@@ -21,10 +21,10 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProject,
     QgsRectangle,
 )
+from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
 import qgis_process_util  # noqa: E402
@@ -42,28 +42,6 @@ LANDCOVER_NAMES = ["Evergreen Forest", "Grassland/Herbaceous", "Bare Land", "Ope
                    "Impervious Surface"]
 
 
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self, cancel_on_progress: bool = False) -> None:
-        super().__init__()
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-        if cancel_on_progress:
-            self.progressChanged.connect(lambda _: self.cancel())
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
-        self.errors.append(error)
-        super().reportError(error, fatalError)
-
-
-@pytest.fixture
-def context(qgis_app):
-    ctx = QgsProcessingContext()
-    ctx.setProject(QgsProject.instance())
-    return ctx
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from dltools.core.backends import DeviceRequest
 from dltools.core.describe import backend_info, describe_model, load_for_description, render_html, report_lines
 from dltools.core.errors import ModelDefinitionError
 from dltools.core.model_definition import load_model_definition
-from qgis.core import QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback, QgsProject
+from qgis.core import QgsProcessingException
+from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qgis_process_util  # noqa: E402
@@ -31,21 +32,6 @@ LANDCOVER_CLASSES = [
 CPU = DeviceRequest("cpu", threads=1)
 
 
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-
-@pytest.fixture
-def context(qgis_app):
-    ctx = QgsProcessingContext()
-    ctx.setProject(QgsProject.instance())
-    return ctx
 
 
 def describe(model, tmp_path: Path, context, **params) -> tuple[dict, str, RecordingFeedback]:

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from builders import write_raster
 from osgeo import gdal
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProject
+from qgis.core import QgsProcessingException, QgsProject
+from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
 import qgis_process_util  # noqa: E402
@@ -31,29 +32,6 @@ expected_change, make_model, synthetic_pair = core_tests.expected_change, core_t
 
 ALG = "dltools:detectchange"
 ORIGIN = (500000.0, 4000000.0)
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self, cancel_at: float | None = None):
-        super().__init__()
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-        self.cancel_at = cancel_at
-        self.progress_seen: list[float] = []
-        self.progressChanged.connect(self._progress)
-
-    def _progress(self, value):
-        self.progress_seen.append(value)
-        if self.cancel_at is not None and value >= self.cancel_at:
-            self.cancel()
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
-        self.errors.append(error)
-        super().reportError(error, fatalError)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx
-from qgis.core import QgsProcessingFeedback
+from recording_feedback import RecordingFeedback
 
 
 def qgis_process_util():
@@ -22,23 +22,6 @@ def qgis_process_util():
 
 SEED_CLASSES = [{"Value": 100, "Name": "Impervious", "Color": [204, 204, 204]},
                 {"Value": 200, "Name": " Other (Pervious)", "Color": [56, 168, 0]}]
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    """Keeps what the algorithm logged."""
-
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
-        self.errors.append(error)
-        super().reportError(error, fatalError)
 
 
 def class_info(path: Path, **changes) -> Path:

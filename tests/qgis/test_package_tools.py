@@ -12,24 +12,10 @@ import numpy as np
 import pytest
 from builders import conv_module, export_onnx, write_emd
 from dltools.core.model_definition import ClassInfo, load_model_definition
-from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessing, QgsProcessingException
+from recording_feedback import RecordingFeedback
 
 CLASSES = [(1, "Tree", (0, 255, 0)), (2, "Road", (90, 90, 90))]
-
-
-class RecordingFeedback(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-        self.errors: list[str] = []
-
-    def pushInfo(self, info):  # noqa: N802 - QGIS API
-        self.infos.append(info)
-        super().pushInfo(info)
-
-    def reportError(self, error, fatalError=False):  # noqa: N802, N803 - QGIS API
-        self.errors.append(error)
-        super().reportError(error, fatalError)
 
 
 @pytest.fixture
