@@ -1,0 +1,31 @@
+"""Every tool explains itself: a short help text, and help on every parameter (shown in the dialog)."""
+
+from __future__ import annotations
+
+import pytest
+
+EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
+            "extractpackage"}
+
+
+@pytest.fixture(scope="module")
+def algorithms(qgis_app):
+    from qgis.core import QgsApplication
+
+    provider = QgsApplication.processingRegistry().providerById("dltools")
+    assert provider is not None
+    return {alg.name(): alg for alg in provider.algorithms()}
+
+
+def test_every_tool_is_registered(algorithms):
+    assert set(algorithms) == EXPECTED
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_tool_and_parameters_have_help(algorithms, name):
+    alg = algorithms[name]
+    assert len(alg.shortHelpString()) > 80, name
+    assert alg.group() and alg.groupId() == "deeplearning"
+    for param in alg.parameterDefinitions():
+        assert param.help().strip(), f"{name}: parameter {param.name()} has no help text"
+        assert param.name() == param.name().upper(), f"{name}: parameter id {param.name()} is not UPPER_CASE"
