@@ -1,0 +1,55 @@
+"""Without onnxruntime and torch the plugin still loads, lists every tool, and a run says what to install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from builders import write_emd
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    sys.modules["onnxruntime"] = None   # import onnxruntime -> ImportError, as on a QGIS without it
+    sys.modules["torch"] = None
+    sys.path.insert(0, {plugins!r})
+    sys.path.append("/usr/share/qgis/python/plugins")
+    from qgis.core import QgsApplication, QgsProcessingException
+    app = QgsApplication([], False)
+    app.initQgis()
+    from processing.core.Processing import Processing
+    Processing.initialize()
+    import dltools
+    plugin = dltools.classFactory(None)
+    plugin.initProcessing()
+    provider = QgsApplication.processingRegistry().providerById("dltools")
+    print("TOOLS", len(provider.algorithms()))
+    import processing
+    try:
+        processing.run("dltools:classifypixels", {{"INPUT": {raster!r}, "MODEL": {model!r}, "OUTPUT": {out!r}}})
+    except QgsProcessingException as exc:
+        print("ERROR", exc)
+    print("IMPORTED", "onnxruntime" in sys.modules and sys.modules["onnxruntime"] is not None)
+""")
+
+
+def test_plugin_loads_and_explains_without_inference_libraries(tmp_path):
+    import numpy as np
+    from builders import write_raster
+
+    raster = write_raster(tmp_path / "in.tif", np.zeros((3, 8, 8), np.uint8))
+    (tmp_path / "m.onnx").write_bytes(b"not needed: the backend import fails first")
+    emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=8, classes=[(0, "a", (0, 0, 0)), (1, "b", (9, 9, 9))])
+    script = SCRIPT.format(plugins=str(ROOT / "build" / "plugins"), raster=str(raster), model=str(emd),
+                           out=str(tmp_path / "out.tif"))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TOOLS 7" in proc.stdout
+    assert "ERROR ONNX Runtime is not installed in QGIS's Python" in proc.stdout
+    assert "pip install onnxruntime" in proc.stdout
+    assert not (tmp_path / "out.tif").exists()
