@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil
+APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PLUGIN := dltools
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
