@@ -369,6 +369,10 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
             if item is None:
                 break
             result, metas, is_probs = item
+            if not need_probs:
+                result = decoder.indices_from_raw(result)
+            elif split:
+                result = (decoder.indices_from_raw(result), decoder.probabilities(result))
             for b, (r, c, core_valid) in enumerate(metas):
                 if r != current_row:
                     current_row = r
@@ -416,11 +420,8 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                         emit(row_idx, None, row_valid)
 
     def infer(arr: np.ndarray) -> tuple[np.ndarray | tuple[np.ndarray, np.ndarray], bool]:
-        if not need_probs:
-            return decoder.indices_from_raw(model_call(arr)), False
-        if split:
-            raw = model_call(arr)
-            return (decoder.indices_from_raw(raw), decoder.probabilities(raw)), True
+        if not need_probs or split:
+            return model_call(arr), False  # decoded by the writer thread, off the model's critical path
         stack = []
         for k in transforms:
             raw = model_call(augment.forward(arr, k) if k else arr)
