@@ -141,3 +141,33 @@ def write_emd(path: Path, model_file: str, *, model_type: str = "ImageClassifica
     data.update(extra)
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
+
+
+# ------------------------------------------------------------------------------------------ progress
+class RecordingProgress:
+    """A core Progress that keeps what the engine said and can cancel after ``cancel_after`` progress updates."""
+
+    def __init__(self, cancel_after: int | None = None) -> None:
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+        self.percents: list[float] = []
+        self.cancel_after = cancel_after
+
+    @property
+    def updates(self) -> int:
+        return len(self.percents)
+
+    def set_progress(self, percent: float) -> None:
+        self.percents.append(percent)
+
+    def is_canceled(self) -> bool:
+        return self.cancel_after is not None and self.updates >= self.cancel_after
+
+    def info(self, message: str) -> None:
+        self.infos.append(message)
+
+    def warning(self, message: str) -> None:
+        self.warnings.append(message)
+
+    def debug(self, message: str) -> None:
+        pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from builders import RecordingProgress
 from dltools.core.arguments import (
     TOOLS,
     argument_specs,
@@ -17,19 +18,6 @@ from dltools.core.arguments import (
 )
 from dltools.core.errors import ArgumentError
 from dltools.core.model_definition import ModelDefinition, load_model_definition
-from dltools.core.progress import NullProgress
-
-
-class RecordingProgress(NullProgress):
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def _md(**keys) -> ModelDefinition:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import conv_module, export_onnx, numpy_conv_same, read_raster, write_emd, write_raster
+from builders import RecordingProgress, conv_module, export_onnx, numpy_conv_same, read_raster, write_emd, write_raster
 from dltools.core import augment
 from dltools.core.errors import CancelledError, InputDataError, OutputError
 from dltools.core.model_definition import load_model_definition
 from dltools.core.pipelines.classify_pixels import RasterRequest, classify_pixels
-from dltools.core.progress import NullProgress
 from osgeo import gdal
 
 RNG = np.random.default_rng(99)
@@ -27,26 +26,6 @@ WEIGHT = RNG.integers(-2, 3, size=(3, 3, 5, 5)).astype(np.float32)
 BIAS = np.array([0.0, 1.0, -1.0], np.float32)
 POINTWISE = RNG.integers(-2, 3, size=(3, 3, 1, 1)).astype(np.float32)
 TILE = 16
-
-
-class RecordingProgress(NullProgress):
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.updates = 0
-        self.cancel_after = cancel_after
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def set_progress(self, percent: float) -> None:
-        self.updates += 1
-
-    def is_canceled(self) -> bool:
-        return self.cancel_after is not None and self.updates >= self.cancel_after
 
 
 def softmax(x: np.ndarray, axis: int = 0) -> np.ndarray:

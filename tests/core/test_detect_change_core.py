@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import export_onnx, write_emd, write_raster
+from builders import RecordingProgress, export_onnx, write_emd, write_raster
 from dltools.core.backends.base import DeviceRequest
 from dltools.core.errors import CancelledError, InputDataError, OutputError
 from dltools.core.model_definition import load_model_definition
 from dltools.core.pipelines.classify_pixels import RasterRequest
 from dltools.core.pipelines.detect_change import detect_change
-from dltools.core.progress import NullProgress
 from osgeo import gdal, osr
 
 CPU = DeviceRequest("cpu", threads=1)
@@ -29,26 +28,6 @@ TWO = [(0, "No change", (0, 0, 0)), (1, "Change", (255, 0, 0))]
 THREE = [(0, "No change", (0, 0, 0)), (1, "Increase", (0, 200, 0)), (2, "Decrease", (200, 0, 0))]
 TILE = 16
 ORIGIN = (500000.0, 4000000.0)
-
-
-class Recorder(NullProgress):
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.calls = 0
-        self.cancel_after = cancel_after
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def set_progress(self, percent: float) -> None:
-        self.calls += 1
-
-    def is_canceled(self) -> bool:
-        return self.cancel_after is not None and self.calls >= self.cancel_after
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -149,7 +128,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
 def run(pair_or_paths, emd: Path, output: Path, arguments: str = "", progress=None, request=None):
     md = load_model_definition(emd)
     return detect_change(str(pair_or_paths[0]), str(pair_or_paths[1]), md, str(output), arguments,
-                         request=request, device=CPU, progress=progress or Recorder())
+                         request=request, device=CPU, progress=progress or RecordingProgress())
 
 
 # ------------------------------------------------------------------------------------------------ exact pixels
@@ -157,7 +136,7 @@ def run(pair_or_paths, emd: Path, output: Path, arguments: str = "", progress=No
 @pytest.mark.parametrize("three_class", [False, True], ids=["2-class", "3-class"])
 def test_pointwise_model_gives_the_exact_change_map(tmp_path, pair, two_inputs, three_class):
     emd = make_model(tmp_path / "m", "change", three_class=three_class, two_inputs=two_inputs)
-    rec = Recorder()
+    rec = RecordingProgress()
     result = run(pair, emd, tmp_path / "out.tif", "padding 0;batch_size 4", rec)
     expected = expected_change(pair[2], pair[3], 20.5, three_class=three_class)
     values, nodata, dtype = output_band(tmp_path / "out.tif")
@@ -206,7 +185,7 @@ def test_band_count_mismatch_is_warned(tmp_path, pair):
     before, after = pair[2], pair[3]
     to4 = write_raster(tmp_path / "to4.tif", np.concatenate([after, after[:1]]))
     emd = make_model(tmp_path / "m", "pick", extract=[0, 3])
-    rec = Recorder()
+    rec = RecordingProgress()
     run((pair[0], to4), emd, tmp_path / "out.tif", "padding 0", rec)
     assert rec.warnings == ["The from-raster has 3 bands and the to-raster 4: check ExtractBands [0, 3]"]
     assert np.array_equal(output_band(tmp_path / "out.tif")[0], expected_change(before, after, 20.5))
@@ -227,7 +206,7 @@ def test_dates_of_different_types_are_stretched_band_by_band(tmp_path):
     data = json.loads(emd.read_text())
     data["DataRange"] = [0, 1]
     emd.write_text(json.dumps(data))
-    rec = Recorder()
+    rec = RecordingProgress()
     run((before, after), emd, tmp_path / "out.tif", "padding 0", rec)
     expected = expected_change(k0[None] / 20.0, k1[None] / 20.0, 0.125, three_class=True)
     assert (expected == 1).sum() > 50 and (expected == 2).sum() > 20
@@ -246,7 +225,7 @@ def test_to_raster_with_another_cell_size_is_resampled_onto_the_from_grid(tmp_pa
     src = write_raster(tmp_path / "from.tif", before)
     dst = write_raster(tmp_path / "to2m.tif", after2, cell=2.0)
     emd = make_model(tmp_path / "m", "change", threshold=50.5)
-    rec = Recorder()
+    rec = RecordingProgress()
     run((src, dst), emd, tmp_path / "out.tif", "padding 2", rec)
     expected = np.zeros((64, 64), np.uint8)
     expected[10:24, 16:40] = 1
@@ -276,7 +255,7 @@ def test_to_raster_in_another_crs_is_reprojected_on_the_fly(tmp_path, epsg, res)
     dst = _warp(to_native, tmp_path / f"to_{epsg}.tif", epsg, res)
     assert grid_of(dst)[3] != grid_of(src)[3]
     emd = make_model(tmp_path / "m", "change", threshold=50.5)
-    rec = Recorder()
+    rec = RecordingProgress()
     run((src, dst), emd, tmp_path / "out.tif", "padding 2", rec)
     assert grid_of(tmp_path / "out.tif") == grid_of(src)
     assert "The to-raster's grid differs from the processing grid: it is reprojected on the fly (bilinear)" in rec.infos
@@ -299,7 +278,7 @@ def test_partial_overlap_processes_only_the_overlap(tmp_path, pair):
     # The to-raster starts 16 m east and 8 m south of the from-raster, on the same 1 m grid.
     dst = write_raster(tmp_path / "to_shift.tif", after, origin=(ORIGIN[0] + 16, ORIGIN[1] - 8))
     emd = make_model(tmp_path / "m", "change")
-    rec = Recorder()
+    rec = RecordingProgress()
     result = run((pair[0], dst), emd, tmp_path / "out.tif", "padding 0", rec)
     gt, w, h, _ = grid_of(tmp_path / "out.tif")
     assert (gt, w, h) == ((ORIGIN[0] + 16, 1.0, 0.0, ORIGIN[1] - 8, 0.0, -1.0), 48, 56)
@@ -421,10 +400,10 @@ def test_raster_without_crs_is_refused(tmp_path, pair):
 # ------------------------------------------------------------------------------------------------ cancel
 def test_cancelling_leaves_no_output(tmp_path, pair):
     emd = make_model(tmp_path / "m", "change")
-    rec = Recorder(cancel_after=2)
+    rec = RecordingProgress(cancel_after=2)
     with pytest.raises(CancelledError):
         run(pair, emd, tmp_path / "out.tif", "padding 0;batch_size 1", rec)
-    assert rec.calls >= 2
+    assert rec.updates >= 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["from.tif", "m", "to.tif"]
 
 
@@ -456,7 +435,7 @@ def test_naip_water_change(tmp_path, testdata):
     emd = write_emd(folder / "water.emd", "water.onnx", tile=128, bands=[1, 3, 5, 7], ModelConfiguration="change_detection",
                     classes=[(0, "No change", (255, 255, 255)), (1, "Water appeared", (0, 0, 255)),
                              (2, "Water disappeared", (255, 128, 0))])
-    rec = Recorder()
+    rec = RecordingProgress()
     out = tmp_path / "water_change.tif"
     run((old, new), emd, out, "padding 0;batch_size 4", rec)
     gt, w, h, _ = grid_of(out)

@@ -10,27 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import conv_module, export_onnx, read_raster, write_emd, write_raster
+from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
 from dltools.core.decoders.pixel_classes import PixelDecoder
 from dltools.core.errors import InputDataError
 from dltools.core.model_definition import ClassInfo, ModelDefinition, load_model_definition
 from dltools.core.pipelines.classify_pixels import classify_pixels
-from dltools.core.progress import NullProgress
 
 RNG = np.random.default_rng(7)
 TILE = 16
-
-
-class RecordingProgress(NullProgress):
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def identity(bands: int, scale: float = 1.0, bias: float = 0.0):

@@ -14,11 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import conv_module, export_onnx, export_torchscript, numpy_conv_same, read_raster, write_emd, write_raster
+from builders import (
+    RecordingProgress,
+    conv_module,
+    export_onnx,
+    export_torchscript,
+    numpy_conv_same,
+    read_raster,
+    write_emd,
+    write_raster,
+)
 from dltools.core.errors import ArgumentError, InputDataError
 from dltools.core.model_definition import load_model_definition
 from dltools.core.pipelines.classify_pixels import classify_pixels
-from dltools.core.progress import NullProgress
 from dltools.core.tiling import ChipGrid
 
 CLASSES = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (5, "five", (0, 0, 255))]
@@ -26,22 +34,6 @@ VALUES = np.array([v for v, _, _ in CLASSES])
 RNG = np.random.default_rng(20240501)
 WEIGHT = RNG.integers(-2, 3, size=(3, 3, 5, 5)).astype(np.float32)
 BIAS = np.array([1.0, 0.0, -1.0], np.float32)
-
-
-class RecordingProgress(NullProgress):
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.percents: list[float] = []
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warning(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def set_progress(self, percent: float) -> None:
-        self.percents.append(percent)
 
 
 def expected_classes(image: np.ndarray) -> np.ndarray:
