@@ -110,13 +110,18 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                                  normaliser)
     finally:
         source.close()
+    return finish_run(result, md, grid, progress)
+
+
+def finish_run(result: PixelRunResult, md: ModelDefinition, grid: RasterGrid, progress: Progress) -> PixelRunResult:
+    """Style the class raster (colour table, RAT, .qml) and log the summary; on failure remove the outputs."""
     try:
         if result.nodata is not None:
-            style_class_raster(output, md.classes, result.output_values)
+            style_class_raster(result.output, md.classes, result.output_values)
     except Exception:
-        remove_raster(output)
-        if probabilities_output:
-            remove_raster(probabilities_output)
+        for path in (result.output, result.probabilities):
+            if path:
+                remove_raster(path)
         raise
     for line in summary_lines(result, md, grid):
         progress.info(line)

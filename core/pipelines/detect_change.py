@@ -23,9 +23,8 @@ from ..errors import InputDataError, OutputError
 from ..model_definition import ModelDefinition
 from ..normalize import Normaliser, build_normaliser
 from ..progress import NullProgress, Progress
-from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, remove_raster, same_crs
-from ..styling import style_class_raster
-from .classify_pixels import RasterRequest, processing_grid, summary_lines
+from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, same_crs
+from .classify_pixels import RasterRequest, finish_run, processing_grid
 from .pixel_engine import PixelRunResult, run_pixel_model
 
 
@@ -169,12 +168,4 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
     finally:
         src_from.close()
         src_to.close()
-    try:
-        if result.nodata is not None:
-            style_class_raster(output, md.classes, result.output_values)
-    except Exception:
-        remove_raster(output)
-        raise
-    for line in summary_lines(result, md, grid):
-        progress.info(line)
-    return result
+    return finish_run(result, md, grid, progress)
