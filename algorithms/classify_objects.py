@@ -39,10 +39,10 @@ from ..core.pipelines.classify_objects import (
     build_mosaic,
     image_info,
     list_images,
-    mosaic_items,
     release_mosaic,
 )
 from ..core.progress import SubProgress
+from ..core.raster_io import mosaic_items
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (

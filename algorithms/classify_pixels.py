@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from osgeo import gdal
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
@@ -21,7 +20,7 @@ from qgis.core import (
 
 from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_pixels import RasterRequest, classify_pixels
-from ..core.raster_io import remove_raster
+from ..core.raster_io import mosaic_items, remove_raster
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -52,16 +51,6 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         proc = cls(qml)
         cls.instances.append(proc)
         return proc
-
-
-def vrt_items(path: str) -> list[str]:
-    """The rasters a VRT mosaic is made of (the analogue of a mosaic dataset's items)."""
-    if not path.lower().endswith(".vrt"):
-        return [path]
-    ds = gdal.Open(path)
-    files = [f for f in (ds.GetFileList() or []) if os.path.abspath(f) != os.path.abspath(path)]
-    ds = None
-    return files or [path]
 
 
 class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
@@ -138,7 +127,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
             probs = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
         mode = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context)
         folder = None
-        items = vrt_items(path) if mode == 1 else [path]
+        items = mosaic_items(path) if mode == 1 else [path]
         if mode == 1:
             if len(items) == 1:
                 progress.info("The input is a single raster: it is processed as one item")

@@ -91,6 +91,17 @@ def open_raster(path: str) -> gdal.Dataset:
     return ds
 
 
+def mosaic_items(path: str) -> list[str]:
+    """The rasters a VRT mosaic is made of (like a mosaic dataset's items); any other raster is its only item."""
+    if not str(path).lower().endswith(".vrt"):
+        return [str(path)]
+    ds = open_raster(path)
+    own = Path(path).resolve()
+    files = [f for f in (ds.GetFileList() or []) if Path(f).resolve() != own]
+    ds = None
+    return files or [str(path)]
+
+
 def dataset_grid(ds: gdal.Dataset) -> RasterGrid:
     gt = ds.GetGeoTransform(can_return_null=True)
     if gt is None:
