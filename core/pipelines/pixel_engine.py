@@ -271,10 +271,9 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     stop = threading.Event()
     q_in: queue.Queue = queue.Queue(_QUEUE_DEPTH)
     q_out: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-    scale = offset = None
-    if normaliser is not None:
-        scale = normaliser.scale[None, :, None, None]
-        offset = normaliser.offset[None, :, None, None]
+
+    def normalised(arr: np.ndarray) -> np.ndarray:
+        return normaliser.apply(arr) if normaliser is not None else arr
 
     def reader() -> None:
         buf = np.empty((batch, channels, tile_h, tile_w), np.float32)
@@ -295,19 +294,11 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                 core_valid = chip_valid[pad:pad + chips.core_h, pad:pad + chips.core_w]
                 metas.append((r, c, core_valid.copy()))
                 if len(metas) == batch:
-                    arr = buf
-                    if scale is not None:
-                        arr *= scale
-                        arr += offset
-                    _put(q_in, (arr, metas), stop)
+                    _put(q_in, (normalised(buf), metas), stop)
                     buf = np.empty_like(buf)
                     metas = []
         if metas:
-            arr = buf[:len(metas)]
-            if scale is not None:
-                arr *= scale
-                arr += offset
-            _put(q_in, (arr, metas), stop)
+            _put(q_in, (normalised(buf[:len(metas)]), metas), stop)
         _put(q_in, None, stop)
 
     counts: dict[int, int] = {}
@@ -333,6 +324,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
             uniq, cnt = np.unique(values[valid], return_counts=True)
             for u, k in zip(uniq.tolist(), cnt.tolist()):
                 counts[u] = counts.get(u, 0) + k
+            out = values.astype(out_dtype)
         else:
             assert lut is not None
             binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
@@ -340,8 +332,6 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                 if k:
                     counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
             out = out_lut[indices]  # straight to the output type: no int64 copy of a width-long strip
-        if decoder.mode == "values":
-            out = values.astype(out_dtype)
         out[~valid] = nodata
         class_writer.write_rows(out)
         if prob_writer is not None:
@@ -368,7 +358,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
             item = _get(q_out, stop)
             if item is None:
                 break
-            result, metas, is_probs = item
+            result, metas = item
             if not need_probs:
                 result = decoder.indices_from_raw(result)
             elif split:
@@ -419,15 +409,16 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                     else:
                         emit(row_idx, None, row_valid)
 
-    def infer(arr: np.ndarray) -> tuple[np.ndarray | tuple[np.ndarray, np.ndarray], bool]:
+    def infer(arr: np.ndarray) -> np.ndarray:
+        """Raw scores (decoded by the writer thread, off the model's critical path), or merged probabilities."""
         if not need_probs or split:
-            return model_call(arr), False  # decoded by the writer thread, off the model's critical path
+            return model_call(arr)
         stack = []
         for k in transforms:
             raw = model_call(augment.forward(arr, k) if k else arr)
             probs = decoder.probabilities(raw)
             stack.append(augment.inverse(probs, k) if k else probs)
-        return (stack[0] if len(stack) == 1 else augment.merge(stack, merge_policy)), True
+        return stack[0] if len(stack) == 1 else augment.merge(stack, merge_policy)
 
     stages = [_Stage(reader, "dltools-reader", stop), _Stage(writer, "dltools-writer", stop)]
     for s in stages:
@@ -451,8 +442,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                 _put(q_out, None, stop)
                 break
             arr, metas = item
-            result, is_probs = infer(arr)
-            _put(q_out, (result, metas, is_probs), stop)
+            _put(q_out, (infer(arr), metas), stop)
             done += len(metas)
             progress.set_progress(100.0 * done / chips.count)
         while stages[1].is_alive():
