@@ -272,23 +272,19 @@ def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, s
 
 
 def _torch_declared_size(model_path: Path) -> tuple[int | None, int | None]:
-    """ImageHeight/ImageWidth of the dltools.json a TorchScript archive may carry."""
+    """ImageHeight/ImageWidth of the dltools.json a TorchScript archive may carry (None when unreadable)."""
     if not zipfile.is_zipfile(model_path):
         return None, None
-    with zipfile.ZipFile(model_path) as zf:
-        for name in zf.namelist():
-            if name.endswith("extra/dltools.json"):
-                try:
-                    data = json.loads(zf.read(name).decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError):
-                    return None, None
-                if isinstance(data, dict):
-                    try:
-                        return (_integer(data.get("ImageHeight"), "ImageHeight", minimum=1),
-                                _integer(data.get("ImageWidth"), "ImageWidth", minimum=1))
-                    except ModelDefinitionError:
-                        return None, None
-    return None, None
+    from .model_probe import embedded_definition
+
+    try:
+        data = embedded_definition(model_path)
+        if data is None:
+            return None, None
+        return (_integer(data.get("ImageHeight"), "ImageHeight", minimum=1),
+                _integer(data.get("ImageWidth"), "ImageWidth", minimum=1))
+    except ModelDefinitionError:
+        return None, None
 
 
 def probe_tile_size(model_path: Path, bands: int) -> tuple[int, int, str]:

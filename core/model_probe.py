@@ -198,7 +198,8 @@ def check_torchscript_archive(path: Path, shown: str | None = None) -> None:
         "ONNX. Pickled files are never loaded, since loading them can run arbitrary code")
 
 
-def _extra_json(path: Path) -> dict[str, Any] | None:
+def embedded_definition(path: Path) -> dict[str, Any] | None:
+    """The model definition a TorchScript/torch.export archive carries as the extra file dltools.json, if any."""
     with zipfile.ZipFile(path) as zf:
         for n in zf.namelist():
             if n.endswith("extra/dltools.json"):
@@ -220,7 +221,7 @@ def definition_from_torch(path: Path) -> ModelDefinition:
     elif not zipfile.is_zipfile(path):
         raise ModelDefinitionError(f"'{path.name}' is not a torch.export program (torch.export.save writes a zip)")
     kind = "torch_export" if exported else "torchscript"
-    declared = _extra_json(path)
+    declared = embedded_definition(path)
     if declared is not None:
         data = dict(declared)
         data.setdefault("Framework", "PyTorch")
