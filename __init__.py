@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """QGIS entry point: only ``classFactory``, importing the plugin lazily (no torch/onnxruntime here)."""
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Registers the Processing provider; works with and without ``iface`` (qgis_process, headless PyQGIS)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """What every Deep Learning Tools algorithm shares: the common parameters, the
 feedback adapter, and the translation of engine errors into messages for the user."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Classify Objects Using Deep Learning (``dltools:classifyobjects``)."""
 
 from __future__ import annotations

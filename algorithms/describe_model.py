@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Describe Model: report what the plugin reads from a model definition, without running it on data."""
 
 from __future__ import annotations

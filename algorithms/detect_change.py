@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Detect Change Using Deep Learning (``dltools:detectchange``)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Extract Deep Learning Package: unpack a .dlpk safely and report what it holds."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Deep Learning Model To Ecd: the legacy ArcGIS tool that pairs a model file with its class info."""
 
 from __future__ import annotations

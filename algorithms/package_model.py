@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Create Deep Learning Package: a .dlpk (zip) holding an .emd and every file it needs."""
 
 from __future__ import annotations

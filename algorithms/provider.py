@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The "Deep Learning Tools" Processing provider (id ``dltools``: a public, stable id)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The plain-Python inference engine of Deep Learning Tools.
 
 Nothing in this package imports ``qgis`` or PyQt: a notebook, a test or a

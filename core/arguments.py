@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Model arguments: the ArcGIS "Arguments" value table, typed and defaulted.
 
 ArcGIS passes them as ``"padding 64;batch_size 4"`` (scripts) or as a value

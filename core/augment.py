@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Test-time augmentation: the 8 dihedral transforms of a square tile and their inverses.
 
 Transform k (0-7): bit 4 transposes, then bit 1 flips rows, bit 2 flips columns.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Chips around features for Classify Objects: where they are, what they hold.
 
 A chip is always cut on the raster's own pixel grid (its CRS and cell size); the

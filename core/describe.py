@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Describe Model: what the plugin understood of a model, as a plain dict, log lines and an HTML page.
 
 :func:`describe_model` turns a :class:`~.model_definition.ModelDefinition` and

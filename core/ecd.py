@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Esri classifier definitions (``.ecd``) for deep learning models: *Deep Learning Model To Ecd*.
 
 ArcGIS's deprecated *Deep Learning Model To Ecd* tool turns a trained model file and an

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Exception types raised by the engine.
 
 The algorithms translate every one of them into a ``QgsProcessingException``;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Read any supported model description into one validated :class:`ModelDefinition`.
 
 Accepted (see ``../shared/reference/esri-compat.md`` sections 5 and 6):

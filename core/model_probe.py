@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Model definitions for plain model files that come without an .emd.
 
 * ONNX: the Deepness plugin's metadata keys (``model_type``, ``class_names``,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Input normalisation: one per-band affine map ``x * scale + offset``.
 
 Every rule the plugin supports is affine per band, so it is computed once per

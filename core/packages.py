@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Deep learning packages (.dlpk): safe extraction, and building new ones.
 
 A .dlpk is a plain zip with the .emd at its root (esri-compat.md section 6).  A

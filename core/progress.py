@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The small progress/cancellation interface between the engine and its caller.
 
 The algorithms adapt ``QgsProcessingFeedback`` to it; notebooks and tests use

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Windowed raster reading and class-raster writing with GDAL.
 
 Nothing here reads a whole raster: :class:`RasterSource` serves windows (with

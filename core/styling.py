@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Class rasters that explain themselves: colour table, raster attribute table and a QGIS .qml style.
 
 The colour table and RAT live in the GeoTIFF (and its .aux.xml), so any GIS

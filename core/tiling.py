@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The chip grid: ArcGIS's padded tiling, laid out once over the whole output.
 
 Chips of ``tile_h x tile_w`` are placed at a stride of ``tile - 2*pad``, the first

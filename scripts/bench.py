@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """`make bench`: speed and memory of Classify Pixels (a benchmark, not a test).
 
 Cases (each in its own process, so peak RSS is per case):

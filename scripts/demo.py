@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """`make demo`: classify the NAIP sample with Esri's land-cover model, through the real Processing tool.
 
 Writes a classified GeoTIFF, its .qml style and a PNG preview with a legend, and

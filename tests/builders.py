@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Tiny models and rasters built by the tests themselves, with outputs a test can predict exactly.
 
 Models are small torch modules with fixed integer-valued weights, exported both to

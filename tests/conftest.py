@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Test set-up: the plugin is importable as ``dltools`` (as QGIS names its folder),
 QGIS runs offscreen, and tests needing ../shared/testdata skip when it is absent."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A QgsProcessingFeedback that keeps what an algorithm logged, and can cancel the run at a given progress."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Inference backends behind one small interface (:class:`~.base.Backend`).
 
 ``open_backend`` picks ONNX Runtime or torch from the model definition; each

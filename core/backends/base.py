@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The backend interface: load, describe inputs/outputs, run a batch, release."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """ONNX Runtime backend: any opset it runs, fixed or dynamic batch, CPU or CUDA."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """PyTorch backend: TorchScript (``torch.jit.load``) and ``torch.export`` programs (``.pt2``).
 
 Never ``torch.load`` of a pickle: that would run arbitrary code from the file.

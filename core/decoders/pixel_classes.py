@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """From a segmentation model's output to class values and probabilities.
 
 Rules, decided once from the output's channel count C and the N Classes:

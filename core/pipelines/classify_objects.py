@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Classify Objects Using Deep Learning: one label for each feature (or each image).
 
 For every object a chip is cut from the raster (:mod:`..chips`), NoData pixels are

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Classify Pixels Using Deep Learning: raster in, styled class raster out."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Detect Change Using Deep Learning: two dates in, a styled change raster out.
 
 Both rasters are read on one grid: the from-raster's (or the requested extent

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The streaming engine behind Classify Pixels and Detect Change.
 
 Three stages run at once, so reading and writing hide behind the model:

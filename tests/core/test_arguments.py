@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Model arguments: the ArcGIS text form, dicts, defaults from the definition, typing and warnings."""
 
 from __future__ import annotations

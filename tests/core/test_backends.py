@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Backends: real ONNX Runtime and torch sessions on tiny models whose outputs numpy predicts exactly."""
 
 from __future__ import annotations

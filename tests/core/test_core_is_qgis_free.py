@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """``core`` must import without QGIS or PyQt, and without loading torch or onnxruntime."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """arcgis.learn ChangeDetector definitions (ModelConfiguration "change_detection") run as ArcGIS runs them:
 each date min-max scaled to 0-1 then (x - 0.5) / 0.5, and every change class written as the first non-zero Value."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Detect Change (core/pipelines/detect_change.py) end to end: real GeoTIFFs, real ONNX Runtime sessions, and change
 models built here whose every output pixel is known.
 

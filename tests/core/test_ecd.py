@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Deep Learning Model To Ecd: class info validation, the .ecd layout, and .ecd files as models."""
 
 from __future__ import annotations

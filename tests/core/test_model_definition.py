@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Model definitions: real Esri .emd files, the JSON text form and every malformed input a user can hand in."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Input normalisation (core/normalize.py): each rule as numbers, and end to end as what the model really sees.
 
 The end-to-end tests run a 1x1 identity convolution declared as ``ModelType Regression``: the engine writes

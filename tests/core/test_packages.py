@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Deep learning packages (.dlpk): loading, the extraction cache, the choice of .emd, hostile archives, create_package."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Output mapping rules of core/decoders/pixel_classes.py, end to end through the engine with tiny exact models.
 
 Each model is a 1x1 convolution (or a small torch module) with exactly representable weights, run on integer

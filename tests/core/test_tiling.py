@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The chip grid and the streaming engine's stitching, checked pixel for pixel against the model on the whole image.
 
 The model is one Conv2d with a 5x5 kernel ('same' zero padding, receptive field radius 2), integer weights and

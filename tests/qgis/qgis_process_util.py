@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Run QGIS's command-line ``qgis_process`` on the plugin of this checkout, away from the user's QGIS profile.
 
 What works with QGIS 3.22.16 as Debian packages it (checked by hand and by tests/qgis/test_describe_model.py):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """dltools:classifyobjects through processing.run, qgis_process and a Graphical Modeler .model3."""
 
 from __future__ import annotations

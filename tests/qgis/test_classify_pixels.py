@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """dltools:classifypixels in a real QgsApplication: processing.run, qgis_process and a Graphical Modeler .model3.
 
 Synthetic cases use exact models (integer weights on integer rasters, no normalisation) whose result numpy

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """PROCESSING_MODE with a VRT mosaic (the analogue of a mosaic dataset): classified as one image, or item by
 item into OUTPUT_FOLDER; and the .emd JSON text as MODEL."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Describe Model: the core report (core/describe.py), dltools:describemodel through processing.run, a Graphical
 Modeler .model3 that runs it, and qgis_process."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """dltools:detectchange in QGIS: processing.run on real GeoTIFFs with change models built in the tests (their
 outputs are known pixel for pixel), grids that differ, refusals, cancelling, loading with the class style, a Graphical
 Modeler .model3 feeding a native algorithm, and one qgis_process run.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Every tool explains itself: a short help text, and help on every parameter (shown in the dialog)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A Graphical Modeler model chaining the three file tools: Model To Ecd -> Create Package (from the .ecd) ->
 Extract Package, saved as .model3, reloaded and run; the extracted model then classifies exactly."""
 

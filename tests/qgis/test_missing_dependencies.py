@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Without onnxruntime and torch the plugin still loads, lists every tool, and a run says what to install."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """dltools:modeltoecd through processing.run and qgis_process."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Package round trip: Create Deep Learning Package -> Extract Deep Learning Package -> Classify Pixels on the
 extracted .emd gives the very raster Classify Pixels gives on the .dlpk (and on the original .emd), all through
 processing.run, with a tiny ONNX model made here whose class map numpy predicts exactly."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """`make package` builds a zip that installs as QGIS does it: unzipped into a plugins folder, it loads
 (qgis_process lists the dltools tools) and holds only plugin files (no tests, caches or build output)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """The Processing provider: registered the way QGIS loads the plugin, removable and re-addable."""
 
 from __future__ import annotations

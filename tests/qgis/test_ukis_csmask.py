@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """A real accuracy check: the ukis-csmask cloud/shadow U-Net (PyPI ``ukis-csmask==1.0.0``, Apache-2.0) through
 dltools:classifypixels on a real Sentinel-2 patch, scored against its hand-made reference mask.
 

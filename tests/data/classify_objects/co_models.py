@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Models, rasters and geometries for the Classify Objects tests, with outputs a test can predict exactly.
 
 The "mean model" reads one band and scores class ``k`` with ``-(2*m - k)**2 * sharpness``, where ``m`` is the
