@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Outputs that never destroy what was there before.
+
+Every tool writes each output file under a temporary name beside its target and
+moves it into place only when the whole run has succeeded.  A cancelled or
+failed run therefore leaves an existing output (and its ``.qml`` style) exactly
+as it was, and never leaves a half-written file under the name the user chose.
+
+The temporary name keeps the target's extension (GDAL and OGR pick the driver
+from it) and is hidden (leading dot), so a file browser does not show it while
+the run is going.  Side files that GDAL, OGR or the styling step write next to
+the temporary file (``.aux.xml``, ``.qml``, ``.gpkg-journal`` ...) follow it.
+
+:func:`refuse_overlap` is the other half of the promise: a run refuses, before
+it writes anything, an output that is one of its inputs or another output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from .errors import OutputError
+
+# Files GDAL derives from a raster: stale once the raster is replaced.
+_DERIVED = (".aux.xml", ".ovr", ".msk")
+
+
+def _stem(path: str) -> str:
+    """``/a/b/out.tif`` -> ``out``; ``out.tar.gz``-like names keep all but the last suffix."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def same_path(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """True when ``a`` and ``b`` name the same file (through links, relative parts, case on Windows)."""
+    a, b = os.fspath(a), os.fspath(b)
+    if not a or not b:
+        return False
+    with contextlib.suppress(OSError):
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _plain_path(value: str | None) -> str | None:
+    """The file part of a GDAL/OGR data source string (``out.gpkg|layername=x`` -> ``out.gpkg``)."""
+    if not value:
+        return None
+    value = str(value).split("|", 1)[0]
+    if value.startswith(("memory:", "/vsimem/")) or value == "TEMPORARY_OUTPUT":
+        return None
+    return value
+
+
+def refuse_overlap(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None]) -> None:
+    """Raise :class:`OutputError` when an output is an input, or two outputs are one file.
+
+    Keys are the parameter names the user sees (``OUTPUT``, ``INPUT`` ...); the
+    message names both, so the user knows which field to change.
+    """
+    outs = [(k, p) for k, v in outputs.items() if (p := _plain_path(v))]
+    ins = [(k, p) for k, v in inputs.items() if (p := _plain_path(v))]
+    for i, (okey, opath) in enumerate(outs):
+        for ikey, ipath in ins:
+            if same_path(opath, ipath):
+                raise OutputError(f"{okey} '{opath}' is the same file as the input {ikey}: "
+                                  f"choose another output file, the run never writes over its inputs")
+        for okey2, opath2 in outs[i + 1:]:
+            if same_path(opath, opath2):
+                raise OutputError(f"{okey} and {okey2} are the same file '{opath}': give each output its own file")
+
+
+class OutputSet:
+    """The files one run writes, each under a temporary name until :meth:`commit`.
+
+    Use it as a context manager: leaving the block normally commits (renames
+    every temporary file onto its target), an exception discards them and
+    re-raises.  ``path_for(target)`` is what the writer opens instead of the
+    target.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, str, str]] = []  # (temporary, target, temporary stem)
+
+    def path_for(self, target: str | os.PathLike[str]) -> str:
+        """A fresh temporary path beside ``target``, registered for commit/discard."""
+        target = os.fspath(target)
+        directory = os.path.dirname(os.path.abspath(target))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
+        if not os.path.isdir(directory):
+            raise OutputError(f"Output folder '{directory}' does not exist")
+        if not os.access(directory, os.W_OK):
+            raise OutputError(f"Output folder '{directory}' is not writable")
+        if os.path.isdir(target):
+            raise OutputError(f"Output '{target}' is a folder; give a file name")
+        ext = os.path.splitext(target)[1]
+        tmp_stem = f".{_stem(target)}.dltools-{secrets.token_hex(4)}"
+        tmp = os.path.join(directory, tmp_stem + ext)
+        self._pending.append((tmp, target, tmp_stem))
+        return tmp
+
+    def temporary(self, target: str | os.PathLike[str]) -> str | None:
+        """The temporary path registered for ``target``, if any."""
+        target = os.fspath(target)
+        for tmp, tgt, _ in self._pending:
+            if tgt == target:
+                return tmp
+        return None
+
+    @staticmethod
+    def _side_files(tmp: str, stem: str) -> list[Path]:
+        """The temporary file and every side file written next to it (same hidden, unique stem)."""
+        with contextlib.suppress(OSError):
+            return [p for p in Path(tmp).parent.iterdir() if p.name.startswith(stem)]
+        return []
+
+    def commit(self) -> None:
+        """Move every temporary file (and its side files) onto its target."""
+        for tmp, target, tmp_stem in self._pending:
+            if not os.path.exists(tmp):
+                raise OutputError(f"Internal error: the output '{target}' was never written")
+            tdir, tstem = os.path.dirname(os.path.abspath(target)), _stem(target)
+            provided = set()
+            for side in self._side_files(tmp, tmp_stem):
+                suffix = side.name[len(Path(tmp).name):] if side.name.startswith(Path(tmp).name) else None
+                if suffix is not None:
+                    dest = target + suffix
+                else:
+                    dest = os.path.join(tdir, tstem + side.name[len(tmp_stem):])
+                provided.add(dest)
+                if side.name == Path(tmp).name:
+                    continue
+                try:
+                    os.replace(side, dest)
+                except OSError as exc:
+                    raise OutputError(f"Cannot move the finished output into place as '{dest}': {exc}") from exc
+            for derived in _DERIVED:
+                if target + derived not in provided:
+                    with contextlib.suppress(OSError):
+                        os.remove(target + derived)
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise OutputError(f"Cannot move the finished output into place as '{target}': {exc}") from exc
+        self._pending.clear()
+
+    def discard(self) -> None:
+        """Delete every temporary file and its side files; the targets are untouched."""
+        for tmp, _target, tmp_stem in self._pending:
+            for side in self._side_files(tmp, tmp_stem):
+                with contextlib.suppress(OSError):
+                    side.unlink()
+        self._pending.clear()
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            try:
+                self.commit()
+            except BaseException:
+                self.discard()
+                raise
+        else:
+            self.discard()
+
+
+@contextlib.contextmanager
+def replacing(target: str | os.PathLike[str]) -> Iterator[str]:
+    """One output: ``with replacing(out) as tmp: write(tmp)``; ``out`` changes only if the block succeeds."""
+    with OutputSet() as outputs:
+        yield outputs.path_for(target)
