@@ -12,12 +12,11 @@ wrong type is an error naming the argument.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
+from .definition import ModelDefinition
 from .errors import ArgumentError
-from .model_definition import ModelDefinition
 from .progress import NullProgress, Progress
 
 TOOLS = ("classify_pixels", "classify_objects", "detect_change")
@@ -192,19 +191,6 @@ def square_batch_size(requested: int) -> int:
     """ArcGIS's rule: a batch size that is not a perfect square becomes the largest square below it."""
     side = max(1, math.isqrt(max(1, requested)))
     return side * side
-
-
-def thread_count(requested: int | None) -> int:
-    """0/None = every core this process may use."""
-    if requested:
-        return int(requested)
-    env = os.environ.get("DLTOOLS_THREADS")
-    if env and env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def format_arguments(values: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from .arguments import TOOLS, argument_specs
-from .backends.base import DeviceRequest, TensorInfo, open_backend
+from .backends import DeviceRequest, TensorInfo, open_backend
 from .errors import ModelDefinitionError
 from .model_definition import ModelDefinition, load_model_definition
 from .progress import NullProgress, Progress

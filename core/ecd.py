@@ -45,16 +45,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelDefinitionError, OutputError
-from .model_definition import (
+from .backends.onnx_backend import import_onnxruntime
+from .definition import (
     KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
     TORCH_EXPORT_SUFFIXES,
     TORCHSCRIPT_SUFFIXES,
     ClassInfo,
     ModelDefinition,
-    definition_from_emd_data,
 )
+from .emd import definition_from_emd_data
+from .errors import ModelDefinitionError, OutputError
+from .torch_archive import embedded_definition
 
 EXTRA_INFO_KEY = "ImportDeepLearningModelToEsriExtraInfo"
 ENVELOPE_KEY = "EsriClassifierDefinitionFile"
@@ -245,8 +247,6 @@ def read_class_info(class_info: str | os.PathLike[str] | dict[str, Any]) -> Clas
 
 def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, str]:
     """(height, width, layout) of an ONNX model's first input, None where dynamic."""
-    from .backends.onnx_backend import import_onnxruntime
-
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -276,8 +276,6 @@ def _torch_declared_size(model_path: Path) -> tuple[int | None, int | None]:
     """ImageHeight/ImageWidth of the dltools.json a TorchScript archive may carry (None when unreadable)."""
     if not zipfile.is_zipfile(model_path):
         return None, None
-    from .model_probe import embedded_definition
-
     try:
         data = embedded_definition(model_path)
         if data is None:

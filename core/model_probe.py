@@ -18,8 +18,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelDefinitionError
-from .model_definition import ClassInfo, ModelDefinition, definition_from_emd_data
+import numpy as np
+
+from .backends import DeviceRequest
+from .backends.onnx_backend import OnnxBackend
+from .backends.torch_backend import TorchBackend
+from .definition import ClassInfo, ModelDefinition, palette
+from .emd import definition_from_emd_data
+from .errors import BackendError, ModelDefinitionError
+from .torch_archive import check_torchscript_archive, embedded_definition
 
 DEFAULT_TILE = 512
 _PROBE_BANDS = (3, 4, 1, 6, 8, 12, 13, 2)
@@ -36,16 +43,6 @@ _DEEPNESS_TYPES = {
     "classifier": "ObjectClassification",
     "superresolution": "SuperResolution",
 }
-
-
-def palette(n: int) -> list[tuple[int, int, int]]:
-    """Distinct, reproducible colours for classes that come without any."""
-    base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-    return [base[i % len(base)] if i < len(base) else
-            ((base[i % len(base)][0] + 67 * (i // len(base))) % 256,
-             (base[i % len(base)][1] + 101 * (i // len(base))) % 256,
-             (base[i % len(base)][2] + 37 * (i // len(base))) % 256) for i in range(n)]
 
 
 def _meta_value(text: str) -> Any:
@@ -102,9 +99,6 @@ def _classes_for(channels: int | None, names: list[str] | None, model_type: str)
 
 def definition_from_onnx(path: Path) -> ModelDefinition:
     """A definition for a plain .onnx file (Deepness metadata, else the graph's shapes)."""
-    from .backends.base import DeviceRequest
-    from .backends.onnx_backend import OnnxBackend
-
     backend = OnnxBackend(path, DeviceRequest("cpu", threads=1))
     try:
         meta = {k: _meta_value(v) for k, v in backend.metadata.items()}
@@ -180,40 +174,6 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     return md
 
 
-def check_torchscript_archive(path: Path, shown: str | None = None) -> None:
-    """Refuse anything that is not a TorchScript archive before torch ever opens it."""
-    name = shown or path.name
-    if not zipfile.is_zipfile(path):
-        raise ModelDefinitionError(
-            f"ModelFile '{name}' is not a TorchScript archive: save the model with torch.jit.save (or export it to "
-            "ONNX). Pickled PyTorch files are never loaded, since loading them can run arbitrary code")
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    if any("/code/" in n for n in names) or any(n.endswith("constants.pkl") for n in names):
-        return
-    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
-        return
-    raise ModelDefinitionError(
-        f"ModelFile '{name}' is a PyTorch weights file (state dict or pickled model), not TorchScript: it needs the "
-        "Python code of the network to run. Save it with torch.jit.save(torch.jit.script(model)) or export it to "
-        "ONNX. Pickled files are never loaded, since loading them can run arbitrary code")
-
-
-def embedded_definition(path: Path) -> dict[str, Any] | None:
-    """The model definition a TorchScript/torch.export archive carries as the extra file dltools.json, if any."""
-    with zipfile.ZipFile(path) as zf:
-        for n in zf.namelist():
-            if n.endswith("extra/dltools.json"):
-                try:
-                    data = json.loads(zf.read(n).decode("utf-8-sig"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                    raise ModelDefinitionError(f"The dltools.json stored in '{path.name}' is not valid JSON: {exc}") from exc
-                if not isinstance(data, dict):
-                    raise ModelDefinitionError(f"The dltools.json stored in '{path.name}' must be a JSON object")
-                return data
-    return None
-
-
 def definition_from_torch(path: Path) -> ModelDefinition:
     """A definition for a plain TorchScript/torch.export file."""
     exported = path.suffix.lower() == ".pt2"
@@ -234,11 +194,9 @@ def definition_from_torch(path: Path) -> ModelDefinition:
 
 
 def _probe_torch(path: Path, kind: str) -> ModelDefinition:
-    import numpy as np
 
     from .backends.base import DeviceRequest
-    from .backends.torch_backend import TorchBackend
-    from .errors import BackendError
+    from .errors import ModelDefinitionError
 
     backend = TorchBackend(path, DeviceRequest("cpu", threads=1), exported=(kind == "torch_export"))
     try:

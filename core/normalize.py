@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .definition import ModelDefinition
 from .errors import InputDataError, ModelDefinitionError
-from .model_definition import ModelDefinition
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

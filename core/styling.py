@@ -14,8 +14,7 @@ from xml.sax.saxutils import quoteattr
 
 from osgeo import gdal
 
-from .model_definition import ClassInfo
-from .model_probe import palette
+from .definition import ClassInfo, palette
 
 BACKGROUND_COLOR = (0, 0, 0)
 

@@ -1,11 +1,35 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Inference backends behind one small interface (:class:`~.base.Backend`).
 
-``open_backend`` picks ONNX Runtime or torch from the model definition; each
-implementation imports its framework inside its constructor, so importing this
-package costs nothing and a missing framework becomes a clear error at run time.
+``open_backend`` picks ONNX Runtime or torch from the model kind; each implementation imports its
+framework inside its constructor, so importing this package costs nothing (no onnxruntime, no torch) and a missing framework
+becomes a clear error at run time.  The interface (:mod:`.base`) knows no implementation: the
+implementations import it, and only this package's door imports them, so there is no circle.
 """
 
-from .base import Backend, DeviceRequest, TensorInfo, open_backend
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BackendError
+from ..progress import NullProgress, Progress
+from .base import Backend, DeviceRequest, TensorInfo
+from .onnx_backend import OnnxBackend
+from .torch_backend import TorchBackend
 
 __all__ = ["Backend", "DeviceRequest", "TensorInfo", "open_backend"]
+
+
+def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = None,
+                 progress: Progress | None = None) -> Backend:
+    """Load ``model_file`` with the backend for ``kind`` (onnx, torchscript, torch_export)."""
+    device = device or DeviceRequest()
+    progress = progress or NullProgress()
+    if kind == "onnx":
+        backend: Backend = OnnxBackend(model_file, device)
+    elif kind in ("torchscript", "torch_export"):
+        backend = TorchBackend(model_file, device, exported=(kind == "torch_export"))
+    else:
+        raise BackendError(f"No backend runs models of kind '{kind}'")
+    progress.info(f"Model runs with {backend.describe()}")
+    return backend

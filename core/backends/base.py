@@ -6,12 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import BackendError
-from ..progress import NullProgress, Progress
 
 
 @dataclass
@@ -115,22 +113,3 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = None,
-                 progress: Progress | None = None) -> Backend:
-    """Load ``model_file`` with the backend for ``kind`` (onnx, torchscript, torch_export)."""
-    device = device or DeviceRequest()
-    progress = progress or NullProgress()
-    if kind == "onnx":
-        from .onnx_backend import OnnxBackend
-
-        backend: Backend = OnnxBackend(model_file, device)
-    elif kind in ("torchscript", "torch_export"):
-        from .torch_backend import TorchBackend
-
-        backend = TorchBackend(model_file, device, exported=(kind == "torch_export"))
-    else:
-        raise BackendError(f"No backend runs models of kind '{kind}'")
-    progress.info(f"Model runs with {backend.describe()}")
-    return backend

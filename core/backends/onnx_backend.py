@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arguments import thread_count
 from ..errors import BackendError, DependencyMissingError
+from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
 
 _ORT_TYPES = {

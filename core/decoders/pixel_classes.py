@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..definition import ModelDefinition
 from ..errors import InputDataError
-from ..model_definition import ModelDefinition
 
 
 class PixelDecoder:

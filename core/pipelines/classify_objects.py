@@ -45,7 +45,7 @@ from osgeo import gdal, ogr, osr
 
 from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
-from ..backends.base import Backend, DeviceRequest, open_backend
+from ..backends import Backend, DeviceRequest, open_backend
 from ..chips import (
     ChipSpec,
     Rasteriser,
@@ -55,8 +55,8 @@ from ..chips import (
     raster_extent_geometry,
     write_chip_png,
 )
+from ..definition import ModelDefinition
 from ..errors import InputDataError, ModelDefinitionError, OutputError
-from ..model_definition import ModelDefinition
 from ..normalize import Normaliser, build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress, check_canceled
 from ..raster_io import RasterSource, bounded_gdal_cache, open_raster

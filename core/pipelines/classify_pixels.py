@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arguments import resolve_arguments
-from ..backends.base import DeviceRequest
+from ..backends import DeviceRequest
+from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
-from ..model_definition import ModelDefinition
 from ..normalize import build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress
 from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, remove_raster

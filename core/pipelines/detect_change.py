@@ -19,9 +19,9 @@ import numpy as np
 from osgeo import osr
 
 from ..arguments import resolve_arguments
-from ..backends.base import DeviceRequest
+from ..backends import DeviceRequest
+from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
-from ..model_definition import ModelDefinition
 from ..normalize import Normaliser, build_normaliser
 from ..progress import NullProgress, Progress
 from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, same_crs

@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import augment
 from ..arguments import square_batch_size
-from ..backends.base import Backend, DeviceRequest, open_backend
+from ..backends import Backend, DeviceRequest, open_backend
 from ..decoders.pixel_classes import PixelDecoder
 from ..errors import CancelledError, InputDataError
 from ..model_definition import ModelDefinition

@@ -15,10 +15,10 @@ from dltools.core.arguments import (
     parse_arguments_text,
     resolve_arguments,
     square_batch_size,
-    thread_count,
 )
 from dltools.core.errors import ArgumentError
 from dltools.core.model_definition import ModelDefinition, load_model_definition
+from dltools.core.threads import thread_count
 
 
 def _md(**keys) -> ModelDefinition:

@@ -1,0 +1,192 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""core/ is layered: no module imports, directly or through others, a module that imports it back.
+
+Every ``import`` and ``from ... import`` in every core/ module counts, at module level and inside
+functions alike (a deferred import only postpones a circle, it does not remove it).  Relative imports
+are resolved against the importing module; ``from . import x`` names the submodule ``x`` when there is
+one.  A package's ``__init__`` is an edge only where a module names the package itself: Python loading
+the parent package of a submodule is not a design dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "core"
+PACKAGE = "core"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(CORE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def core_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
+
+
+def _resolve(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    if node.level > 1:
+        base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The core/ modules that ``name`` imports anywhere in its text."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+
+    def add(target: str) -> None:
+        # "dltools.core.x" (absolute, as the plugin's folder is named) is the same module as "core.x"
+        if target.startswith("dltools."):
+            target = target[len("dltools."):]
+        if target == PACKAGE or target.startswith(PACKAGE + "."):
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(node, name, is_package)
+            submodules = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in modules]
+            if submodules:
+                for sub in submodules:
+                    add(sub)
+                if len(submodules) < len(node.names):
+                    add(target)
+            else:
+                add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = core_modules()
+    return {name: imports_of(name, path, modules) for name, path in modules.items()}
+
+
+def circular_groups(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that reach each other through imports (Tarjan's strongly connected components)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph.get(v, ()):
+                components.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return components
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One shortest cycle per circular group, as a path a -> ... -> a."""
+    cycles = []
+    for comp in circular_groups(graph):
+        members = set(comp)
+        start = comp[0]
+        # shortest path back to start inside the component (breadth first)
+        previous: dict[str, str] = {}
+        frontier = [start]
+        seen = {start}
+        end = None
+        while frontier and end is None:
+            nxt = []
+            for v in frontier:
+                for w in sorted(graph[v] & members):
+                    if w == start:
+                        end = v
+                        break
+                    if w not in seen:
+                        seen.add(w)
+                        previous[w] = v
+                        nxt.append(w)
+                if end is not None:
+                    break
+            frontier = nxt
+        path = [start]
+        v = end
+        while v is not None and v != start:
+            path.insert(1, v)
+            v = previous.get(v)
+        cycles.append(path + [start])
+    return cycles
+
+
+def test_graph_sees_deferred_and_relative_imports():
+    """The parser itself: a deferred relative import is an edge, ``from . import x`` names x."""
+    graph = import_graph()
+    assert "core.errors" in graph["core.progress"]
+    assert all(not deps or all(d.startswith("core") for d in deps) for deps in graph.values())
+    assert "core.augment" in graph["core.pipelines.pixel_engine"]  # "from .. import augment"
+
+
+def test_find_cycles_reports_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycles(graph) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_core_has_no_import_cycles():
+    graph = import_graph()
+    cycles = find_cycles(graph)
+    groups = circular_groups(graph)
+    text = "\n".join(f"{' -> '.join(c)}   (circular group: {', '.join(g)})" for c, g in zip(cycles, groups))
+    print(text)
+    assert not cycles, f"core/ has import cycles (module-level or deferred):\n{text}"
+
+
+def test_core_layers():
+    """The bottom floors stay at the bottom: leaves import nothing of core/ above them."""
+    graph = import_graph()
+    leaves = {"core.errors": set(), "core.threads": set(), "core.progress": {"core.errors"}}
+    for name, allowed in leaves.items():
+        assert graph[name] <= allowed, f"{name} imports {sorted(graph[name] - allowed)}"
+    # the model definition's data types need nothing but errors; backends know nothing of definitions or arguments
+    assert graph["core.definition"] <= {"core.errors"}
+    for name, deps in graph.items():
+        if name.startswith("core.backends"):
+            assert not deps & {"core.arguments", "core.model_definition", "core.definition", "core.pipelines"}, name
+    # what only reads a definition imports its types, not the loader (which pulls in every reader and backend)
+    readers_of_types = ["core.arguments", "core.normalize", "core.styling", "core.decoders.pixel_classes",
+                        "core.emd", "core.validators", "core.torch_archive", "core.ecd", "core.model_probe"]
+    for name in readers_of_types:
+        assert "core.model_definition" not in graph[name], f"{name} imports the loader core.model_definition"
+    # nothing in core/ imports a pipeline except another pipeline
+    for name, deps in graph.items():
+        if not name.startswith("core.pipelines"):
+            assert not {d for d in deps if d.startswith("core.pipelines")}, f"{name} imports a pipeline"
