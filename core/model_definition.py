@@ -38,7 +38,7 @@ from .ecd import definition_from_ecd_data
 from .emd import definition_from_emd_data
 from .errors import ModelDefinitionError
 from .model_probe import definition_from_onnx, definition_from_torch
-from .packages import extract_package
+from .packages import check_package_references, extract_package
 from .validators import as_bool, parse_classes, parse_json, read_text
 
 #: The loader is the model definitions' front door; the types and the .emd reader it re-exports live
@@ -84,6 +84,7 @@ def load_model_definition(model: str | os.PathLike[str], cache_dir: str | os.Pat
     if suffix == ".dlpk":
         emd_path = extract_package(path, cache_dir=cache_dir)
         data = parse_json(read_text(emd_path), f"model definition '{emd_path.name}' in package '{path.name}'")
+        check_package_references(data, emd_path, path.name)
         md = definition_from_emd_data(data, source=str(path), origin="dlpk", base_dir=emd_path.parent,
                                       check_file=check_file)
         md.package_path = path.resolve()

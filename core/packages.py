@@ -183,6 +183,51 @@ def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLik
     return target / emd_rel
 
 
+#: .emd keys that name a file (``TorchScript`` holds one per device); values starting ``[Functions]`` are Esri's own.
+REFERENCE_KEYS = ("ModelFile", "InferenceFunction", "ModelConfigurationFile", "WeightsFile", "ModelWeights")
+#: Any other string value ending like this is a file reference too.
+_REFERENCE_SUFFIXES = (".onnx", ".pt", ".pth", ".pt2", ".torchscript", ".jit", ".ts", ".py", ".pyc", ".pkl",
+                       ".emd", ".json", ".pb", ".h5", ".keras", ".tflite", ".dlpk", ".ecd", ".so", ".dll", ".bin")
+
+
+def package_root(emd_path: Path) -> Path:
+    """The folder a package was extracted into, given the path of its .emd (at its top level or one folder down)."""
+    for folder in (emd_path.parent, emd_path.parent.parent):
+        if (folder / ".complete").is_file():
+            return folder
+    return emd_path.parent
+
+
+def _references(data: dict) -> list[tuple[str, str]]:
+    refs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, str) and value and not value.startswith("[Functions]") and (
+                key in REFERENCE_KEYS or value.lower().endswith(_REFERENCE_SUFFIXES)):
+            refs.append((key, value))
+    ts = data.get("TorchScript")
+    if isinstance(ts, dict):
+        refs.extend((f"TorchScript.{k}", v) for k, v in ts.items() if isinstance(v, str) and v)
+    return refs
+
+
+def check_package_references(data: dict, emd_path: Path, package_name: str) -> None:
+    """Every file the package's .emd names must resolve inside the extracted package folder.
+
+    Absolute paths (``/etc/x``, ``C:\\x``, ``\\\\server\\x``) and paths that climb out (``../x``) are refused, before
+    anything opens them: a package is untrusted, and must not make the plugin read or run files outside it.
+    """
+    root = package_root(emd_path).resolve()
+    for key, value in _references(data):
+        text = value.replace("\\", "/")
+        if text.startswith("/") or text.startswith("~") or (len(text) > 1 and text[1] == ":"):
+            raise PackageError(f"Package '{package_name}': {key} '{value}' is an absolute path; every file a package "
+                               "references must be inside the package: refused")
+        resolved = (emd_path.parent / text).resolve()
+        if not resolved.is_relative_to(root):
+            raise PackageError(f"Package '{package_name}': {key} '{value}' points outside the package; every file a "
+                               "package references must be inside it: refused")
+
+
 def package_properties(emd_data: dict) -> dict[str, str]:
     """The properties a user sees for a package: framework, type, description, tags."""
     plugin = emd_data.get("QGISPlugin") if isinstance(emd_data.get("QGISPlugin"), dict) else {}
@@ -194,6 +239,42 @@ def package_properties(emd_data: dict) -> dict[str, str]:
         "summary": str(plugin.get("summary") or ""),
         "tags": str(plugin.get("tags") or ""),
     }
+
+
+def _folder_members(folder: Path, progress: Progress) -> list[tuple[Path, str]]:
+    """The regular files under an extra folder, with their names in the package.
+
+    Symbolic links are never followed out of the folder: a link whose target is outside it is refused (it would pack
+    whatever it points to, e.g. a private file), a link to a file inside it is stored as a copy of that file, and a
+    link to a folder inside it is skipped (that folder is packed anyway).  Each is reported.
+    """
+    root = folder.resolve()
+    found: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            entry = here / name
+            arcname = f"{folder.name}/{entry.relative_to(folder).as_posix()}"
+            if entry.is_symlink():
+                target = entry.resolve()
+                if not target.is_relative_to(root) or not target.exists():
+                    raise PackageError(
+                        f"Extra folder '{folder}' holds the symbolic link '{entry.relative_to(folder)}' pointing "
+                        f"outside the folder (to '{os.readlink(entry)}'): refused, a package never packs what a link "
+                        "points to outside its folder. Remove the link, or copy the file into the folder")
+                if target.is_dir():
+                    progress.warning(f"Skipped the symbolic link '{arcname}' to a folder inside '{folder.name}': "
+                                     "that folder is packed under its own name")
+                else:
+                    progress.warning(f"Stored the symbolic link '{arcname}' as a copy of "
+                                     f"'{target.relative_to(root).as_posix()}' (links are not kept in a package)")
+                    found.append((target, arcname))
+            elif name in filenames and entry.is_file():
+                found.append((entry, arcname))
+            elif name in filenames:
+                raise PackageError(f"Extra folder '{folder}' holds '{entry.relative_to(folder)}', which is not a "
+                                   "regular file (a pipe, socket or device): refused")
+    return sorted(found, key=lambda item: item[1])
 
 
 def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -246,9 +327,8 @@ def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[s
     for extra in extra_files or []:
         src = Path(extra)
         if src.is_dir():
-            for f in sorted(src.rglob("*")):
-                if f.is_file():
-                    add(f, f"{src.name}/{f.relative_to(src).as_posix()}")
+            for f, arcname in _folder_members(src, progress):
+                add(f, arcname)
         elif src.is_file():
             add(src, src.name)
         else:

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """PyTorch backend: TorchScript (``torch.jit.load``) and ``torch.export`` programs (``.pt2``).
 
-Never ``torch.load`` of a pickle: that would run arbitrary code from the file.
+Never ``torch.load`` of a pickle: that would run arbitrary code from the file.  Every file is checked by
+:mod:`.torch_safety` before torch opens it (nothing to unpickle) and its graphs after loading (tensor
+operators only), before the first batch runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ import numpy as np
 from ..errors import BackendError, DependencyMissingError
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
+from .torch_safety import (
+    check_exported_program,
+    check_pt2_archive,
+    check_torchscript_archive_code,
+    check_torchscript_module,
+    weights_only_loading,
+)
 
 
 def import_torch():  # noqa: ANN201 - returns the module
@@ -45,9 +54,15 @@ class TorchBackend(Backend):
         self.torch_device = torch.device(f"cuda:{device.gpu_id}" if use_cuda else "cpu")
         threads = thread_count(device.threads)
         torch.set_num_threads(threads)
+        model_file = Path(model_file)
+        if exported:
+            check_pt2_archive(model_file)
+        else:
+            check_torchscript_archive_code(model_file)
         try:
             if exported:
-                program = torch.export.load(str(model_file))
+                with weights_only_loading():
+                    program = torch.export.load(str(model_file))
                 self.module = program.module()
             else:
                 self.module = torch.jit.load(str(model_file), map_location=self.torch_device)
@@ -55,6 +70,10 @@ class TorchBackend(Backend):
         except Exception as exc:
             what = "torch.export program" if exported else "TorchScript archive"
             raise BackendError(f"'{Path(model_file).name}' could not be loaded as a {what}: {exc}") from exc
+        if exported:
+            check_exported_program(program, self.module, model_file)
+        else:
+            check_torchscript_module(self.module, model_file)
         if exported:
             self.module.to(self.torch_device)
         self.device = str(self.torch_device)
