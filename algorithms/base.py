@@ -11,12 +11,14 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsRasterLayer,
+    QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -28,6 +30,14 @@ ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources"
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
                 "All files (*.*)")
 DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
+#: Processing > Options > Providers > Deep Learning Tools: let models run their own Python code (off by default).
+ALLOW_CUSTOM_CODE_SETTING = "DLTOOLS_ALLOW_CUSTOM_CODE"
+
+
+def custom_code_allowed_by_setting() -> bool:
+    """The plugin setting, read the way ProcessingConfig stores it (safe from a worker thread)."""
+    value = QgsSettings().value(f"Processing/Configuration/{ALLOW_CUSTOM_CODE_SETTING}", False)
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 class FeedbackProgress:
@@ -113,6 +123,24 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             parameters = dict(parameters)
             parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
         return super().checkParameterValues(parameters, context)
+
+    ALLOW_CUSTOM_CODE = "ALLOW_CUSTOM_CODE"
+
+    def add_custom_code_parameter(self) -> None:
+        self.add_param(
+            QgsProcessingParameterBoolean(self.ALLOW_CUSTOM_CODE, self.tr("Allow the model's own Python code"),
+                                          defaultValue=False),
+            "Some models bring their own Python inference function (InferenceFunction in the .emd). That file is "
+            "someone else's program and can do anything you can do, so it runs only if you allow it, here for this "
+            "run or for every run in Processing > Options > Providers > Deep Learning Tools. The log names the file "
+            "and its SHA-256.", advanced=True)
+
+    def custom_code_allowed(self, parameters: dict[str, Any], context) -> bool:  # noqa: ANN001
+        """The per-run parameter, or the plugin setting."""
+        if self.parameterDefinition(self.ALLOW_CUSTOM_CODE) is not None and \
+                self.parameterAsBoolean(parameters, self.ALLOW_CUSTOM_CODE, context):
+            return True
+        return custom_code_allowed_by_setting()
 
     def device_request(self, parameters: dict[str, Any], context, threads: int = 0) -> DeviceRequest:  # noqa: ANN001
         kind = DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)].lower()

@@ -42,6 +42,7 @@ from ..core.pipelines.classify_objects import (
     list_images,
     release_mosaic,
 )
+from ..core.pipelines.custom_objects import open_object_classifier
 from ..core.progress import SubProgress
 from ..core.raster_io import mosaic_items
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
@@ -143,6 +144,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                        "Instead of an input raster: a folder of images (.tif, .png, .jpg, ...; not its sub-folders). "
                        "Without input features each image is classified as one object.", advanced=True)
         self.add_device_parameters()
+        self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Classified objects"),
                                                          QgsProcessing.TypeVectorAnyGeometry),
                        "The input features (or one row per image) with the label, class value and confidence.")
@@ -173,7 +175,8 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             progress.warning(w)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
         device = self.device_request(parameters, context)
-        classifier = run_engine(ObjectClassifier, md, arguments, device, progress)
+        classifier = run_engine(open_object_classifier, md, arguments, device, progress,
+                                self.custom_code_allowed(parameters, context))
         try:
             has_features = parameters.get(self.FEATURES) not in (None, "")
             if has_features:

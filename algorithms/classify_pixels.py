@@ -90,6 +90,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        "Output cell size in the raster's units; the input is resampled on the fly (bilinear). "
                        "Default: the raster's own cell size.", advanced=True)
         self.add_device_parameters()
+        self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
                                                   defaultValue=0),
                        "For a VRT mosaic: classify it as one image (default), or classify each raster it is made of "
@@ -122,6 +123,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
         request = RasterRequest(extent=extent, cell_size=cell_size or None)
         device = self.device_request(parameters, context)
+        allow = self.custom_code_allowed(parameters, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probs = None
         if parameters.get(self.OUTPUT_PROBABILITIES):
@@ -146,15 +148,15 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                     out = os.path.join(folder, f"{stem}_classified.tif")
                     progress.info(f"Item {i + 1}/{len(items)}: {item}")
                     written.append(out)
-                    run_engine(classify_pixels, item, md, out, arguments, None, request, device, progress)
+                    run_engine(classify_pixels, item, md, out, arguments, None, request, device, progress, allow)
             except QgsProcessingException:
                 for out in written:
                     remove_raster(out)
                 raise
             # the first item also fills OUTPUT, so models chaining this tool always get a raster
-            run_engine(classify_pixels, items[0], md, output, arguments, probs, request, device, progress)
+            run_engine(classify_pixels, items[0], md, output, arguments, probs, request, device, progress, allow)
         else:
-            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress)
+            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow)
 
         qml = os.path.splitext(output)[0] + ".qml"
         if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):

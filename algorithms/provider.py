@@ -9,7 +9,7 @@ import os
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ICON_PATH
+from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
 
 
 def _plugin_version() -> str:
@@ -65,6 +65,29 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
 
     def versionInfo(self) -> str:  # noqa: N802 - QGIS API
         return _plugin_version()
+
+    def load(self) -> bool:
+        """Registers the provider's settings (Processing > Options > Providers > Deep Learning Tools)."""
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig, Setting
+        except ImportError:  # no Processing framework (e.g. a bare script): defaults apply
+            pass
+        else:
+            ProcessingConfig.settingIcons[self.name()] = self.icon()
+            ProcessingConfig.addSetting(Setting(
+                self.name(), ALLOW_CUSTOM_CODE_SETTING,
+                "Allow custom Python inference functions (model code): run the .py a model brings "
+                "(InferenceFunction). Only for models from people you trust", False))
+            ProcessingConfig.readSettings()
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self) -> None:
+        try:
+            from processing.core.ProcessingConfig import ProcessingConfig
+        except ImportError:
+            return
+        ProcessingConfig.removeSetting(ALLOW_CUSTOM_CODE_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
         for cls in _algorithm_classes():

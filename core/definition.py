@@ -102,6 +102,7 @@ class ModelDefinition:
     tile_overlap_percent: float | None = None
     resolution_cm: float | None = None
     deepness_metadata: dict[str, Any] = field(default_factory=dict)
+    custom_function: bool = False  # run by its own Python raster function (InferenceFunction)
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

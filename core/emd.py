@@ -98,6 +98,22 @@ def _framework_kind(framework: str | None, model_file: str | None, data: dict[st
     return None
 
 
+def local_function_file(inference_function: str | None, base_dir: Path | None) -> Path | None:
+    """The ``.py`` file ``InferenceFunction`` names next to the definition, or None.
+
+    None too for Pro's bundled ``[Functions]System\\...`` form, which only exists inside ArcGIS.
+    """
+    name = (inference_function or "").strip()
+    if not name or name.lower().startswith("[functions]") or not name.lower().endswith(".py"):
+        return None
+    candidate = Path(name.replace("\\", "/")).expanduser()
+    if not candidate.is_absolute():
+        if base_dir is None:
+            return None
+        candidate = base_dir / candidate
+    return candidate if candidate.is_file() else None
+
+
 def _resolve_model_file(model_file: str, base_dir: Path | None) -> Path | None:
     normalised = model_file.replace("\\", "/")
     candidate = Path(normalised).expanduser()
@@ -160,34 +176,50 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     if inference_function is not None and not isinstance(inference_function, str):
         raise ModelDefinitionError("Key 'InferenceFunction' must be a file name")
 
-    if not model_file_text:
-        if check_file:
-            what = f" (it relies on the Python raster function '{inference_function}')" if inference_function else ""
-            raise ModelDefinitionError(
-                f"The model definition has no ModelFile{what}: the plugin runs ONNX and TorchScript model files, "
-                "not custom Python raster functions. Export the model to ONNX and add \"ModelFile\" and "
-                "\"Framework\": \"ONNX\"")
-        kind = None
-    else:
-        kind = _framework_kind(framework, model_file_text, data)
-        if kind == "torchscript" and (framework or "").lower().startswith("arcgis.learn") and \
-                model_file_text.lower().endswith(".pth"):
-            raise ModelDefinitionError(
-                f"ModelFile '{model_file_text}' holds arcgis.learn PyTorch weights, which need the arcgis.learn code "
-                "to rebuild the network; this plugin does not run that code. Save the model with arcgis.learn's "
-                "TorchScript or ONNX export (or torch.jit.save) and point ModelFile at that file")
+    def native() -> tuple[str | None, Path | None]:
+        if not model_file_text:
+            if check_file:
+                what = f" (it relies on the Python raster function '{inference_function}')" if inference_function else ""
+                raise ModelDefinitionError(
+                    f"The model definition has no ModelFile{what}: the plugin runs ONNX and TorchScript model files, "
+                    "not custom Python raster functions. Export the model to ONNX and add \"ModelFile\" and "
+                    "\"Framework\": \"ONNX\"")
+            kind = None
+        else:
+            kind = _framework_kind(framework, model_file_text, data)
+            if kind == "torchscript" and (framework or "").lower().startswith("arcgis.learn") and \
+                    model_file_text.lower().endswith(".pth"):
+                raise ModelDefinitionError(
+                    f"ModelFile '{model_file_text}' holds arcgis.learn PyTorch weights, which need the arcgis.learn code "
+                    "to rebuild the network; this plugin does not run that code. Save the model with arcgis.learn's "
+                    "TorchScript or ONNX export (or torch.jit.save) and point ModelFile at that file")
 
-    model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
-    if check_file and model_file_text:
-        if model_path is None:
-            raise ModelDefinitionError(
-                f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder "
-                "to resolve it against: give an absolute path in ModelFile, or pass the .emd file")
-        if not model_path.is_file():
-            where = "next to the .emd" if origin in ("emd", "dlpk") else "at that path"
-            raise ModelDefinitionError(f"ModelFile '{model_file_text}' not found {where} ({model_path})")
-        if kind == "torchscript":
-            check_torchscript_archive(model_path, model_file_text)
+        model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
+        if check_file and model_file_text:
+            if model_path is None:
+                raise ModelDefinitionError(
+                    f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder "
+                    "to resolve it against: give an absolute path in ModelFile, or pass the .emd file")
+            if not model_path.is_file():
+                where = "next to the .emd" if origin in ("emd", "dlpk") else "at that path"
+                raise ModelDefinitionError(f"ModelFile '{model_file_text}' not found {where} ({model_path})")
+            if kind == "torchscript":
+                check_torchscript_archive(model_path, model_file_text)
+        return kind, model_path
+
+    custom_function = False
+    local_function = local_function_file(inference_function, base_dir)
+    try:
+        kind, model_path = native()
+    except ModelDefinitionError:
+        if local_function is None:
+            raise
+        # No model file the plugin runs itself: the model's own Python function runs it (if the user allows).
+        custom_function = True
+        kind = None
+        model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
+    if kind is None and local_function is not None:
+        custom_function = True
 
     extract_bands = None
     extract_band_names = None
@@ -245,6 +277,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         model_file_text=model_file_text,
         model_format_kind=kind,
         inference_function=inference_function,
+        custom_function=custom_function,
         base_dir=base_dir,
         extract_bands=extract_bands,
         extract_band_names=extract_band_names,

@@ -87,14 +87,27 @@ def summary_lines(result: PixelRunResult, md: ModelDefinition, grid: RasterGrid)
 
 def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None = None,
                     probabilities_output: str | None = None, request: RasterRequest | None = None,
-                    device: DeviceRequest | None = None, progress: Progress | None = None) -> PixelRunResult:
-    """Classify every pixel of ``raster`` with ``md``; write ``output`` (GeoTIFF, styled) and optionally probabilities."""
+                    device: DeviceRequest | None = None, progress: Progress | None = None,
+                    allow_custom_code: bool = False) -> PixelRunResult:
+    """Classify every pixel of ``raster`` with ``md``; write ``output`` (GeoTIFF, styled) and optionally probabilities.
+
+    A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``.
+    """
     progress = progress or NullProgress()
     if md.model_type not in ("ImageClassification", "Regression"):
         raise InputDataError(f"ModelType '{md.model_type}' is not a pixel classification model: use the tool for "
                              f"{md.model_type} models")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
+    if md.custom_function:
+        from .custom_raster import custom_classify_pixels
+
+        if probabilities_output:
+            raise InputDataError("A model run by its own Python function writes no class probabilities: leave that "
+                                 "output empty")
+        _, grid = processing_grid(raster, request)
+        return custom_classify_pixels(raster, md, output, arguments, grid, device or DeviceRequest(), progress,
+                                      allow_custom_code)
     args = resolve_arguments(md, "classify_pixels", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)

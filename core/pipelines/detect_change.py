@@ -102,15 +102,25 @@ def _bounds_in(grid: RasterGrid, target_wkt: str) -> tuple[float, float, float, 
 
 def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output: str,
                   arguments: str | dict | None = None, request: RasterRequest | None = None,
-                  device: DeviceRequest | None = None, progress: Progress | None = None) -> PixelRunResult:
-    """Compare two dates with a change model and write ``output`` (GeoTIFF, styled)."""
+                  device: DeviceRequest | None = None, progress: Progress | None = None,
+                  allow_custom_code: bool = False) -> PixelRunResult:
+    """Compare two dates with a change model and write ``output`` (GeoTIFF, styled).
+
+    A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``.
+    """
     progress = progress or NullProgress()
     if md.model_type not in ("ImageClassification", "Regression"):
         raise InputDataError(f"ModelType '{md.model_type}' is not a pixel model: a change model is an "
                              "ImageClassification model (arcgis.learn change_detection)")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
-    args = resolve_arguments(md, "detect_change", arguments, progress)
+    if md.custom_function:
+        from ..custom_function import PythonRasterFunction
+
+        PythonRasterFunction.refuse_unless(md, allow_custom_code)
+        args: dict = {}
+    else:
+        args = resolve_arguments(md, "detect_change", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)
 
@@ -145,6 +155,11 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
         if src_to.warped:
             how = "reprojected" if not same_crs(native_to.crs_wkt, grid.crs_wkt) else "resampled"
             progress.info(f"The to-raster's grid differs from the processing grid: it is {how} on the fly (bilinear)")
+        if md.custom_function:
+            from .custom_raster import custom_detect_change
+
+            return custom_detect_change([src_from, src_to], md, output, arguments, device, progress,
+                                        allow_custom_code)
         total = n_from + n_to
         if md.extract_band_names:
             raise InputDataError("ExtractBands by band name is not supported for change detection: use indexes "

@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Custom Python raster functions (the Esri PRF contract) through core: exact outputs, the refusal,
+the function's own errors, broken contracts, and reading getParameterInfo without running the code."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import prf_functions as prf
+import pytest
+from builders import RecordingProgress, read_raster, write_raster
+from dltools.core.custom_function import (
+    CustomCodeRefusedError,
+    CustomFunctionError,
+    model_arguments,
+    parameter_info_from_source,
+)
+from dltools.core.errors import ArgumentError
+from dltools.core.model_definition import load_model_definition
+from dltools.core.pipelines.classify_pixels import classify_pixels
+from dltools.core.pipelines.detect_change import detect_change
+from osgeo import gdal
+
+H, W = 19, 23
+
+
+def _raster(tmp_path, nodata_at=(4, 7)):
+    rng = np.random.default_rng(5)
+    arr = np.stack([rng.integers(0, 50, (H, W)), rng.integers(0, 250, (H, W))]).astype(np.uint16)
+    arr[:, nodata_at[0], nodata_at[1]] = 0
+    arr[1][arr[1] == 0] = 1
+    arr[:, nodata_at[0], nodata_at[1]] = 0
+    return write_raster(tmp_path / "in.tif", arr, nodata=0), arr
+
+
+def _expected(band: np.ndarray, threshold: float, invert: bool = False) -> np.ndarray:
+    right = np.zeros_like(band, dtype=float)
+    right[:, :-1] = band[:, 1:]
+    high = right > threshold
+    return (1 + (~high if invert else high)).astype(np.uint8)
+
+
+def test_pixel_classifier_exact_with_padding_nodata_and_style(tmp_path):
+    raster, arr = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    assert md.custom_function and md.model_file is None
+    out = tmp_path / "out.tif"
+    progress = RecordingProgress()
+    classify_pixels(str(raster), md, str(out), "threshold 120;invert false", progress=progress,
+                    allow_custom_code=True)
+    got = read_raster(out)
+    expected = _expected(arr[1], 120)
+    ds = gdal.Open(str(out))
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    assert ds.GetRasterBand(1).DataType == gdal.GDT_Byte
+    expected[4, 7] = nodata  # input NoData stays NoData (inheritProperties bit 2)
+    np.testing.assert_array_equal(got, expected)
+    ct = ds.GetRasterBand(1).GetColorTable()
+    assert ct.GetColorEntry(2)[:3] == (255, 0, 0) and ct.GetColorEntry(1)[:3] == (0, 0, 255)
+    assert (tmp_path / "out.qml").is_file()
+    sha = hashlib.sha256((tmp_path / "model" / "NeighbourClassifier.py").read_bytes()).hexdigest()
+    log = "\n".join(progress.infos)
+    assert sha in log and "NeighbourClassifier.py" in log
+    assert "threshold 120" in log and "invert False" in log
+    assert "Blocks: 9 (3 x 3)" in log  # 23/10 -> 3 columns, 19/8 -> 3 rows
+
+
+def test_defaults_from_getparameterinfo_and_invert(tmp_path):
+    raster, arr = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    out = tmp_path / "out.tif"
+    classify_pixels(str(raster), md, str(out), "invert True", allow_custom_code=True)
+    got = read_raster(out)
+    expected = _expected(arr[1], 100, invert=True)
+    mask = np.ones_like(got, bool)
+    mask[4, 7] = False
+    np.testing.assert_array_equal(got[mask], expected[mask])
+
+
+def test_refused_unless_allowed_and_no_output(tmp_path):
+    raster, _ = _raster(tmp_path)
+    marker = tmp_path / "ran.txt"
+    source = f"open({str(marker)!r}, 'w').write('ran')\n" + prf.NEIGHBOUR_CLASSIFIER
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", source)
+    md = load_model_definition(str(emd))
+    out = tmp_path / "out.tif"
+    with pytest.raises(CustomCodeRefusedError) as err:
+        classify_pixels(str(raster), md, str(out), "")
+    text = str(err.value)
+    assert "NeighbourClassifier.py" in text and "ALLOW_CUSTOM_CODE" in text
+    assert "Processing > Options > Providers > Deep Learning Tools" in text and "delete files" in text
+    assert not marker.exists() and not out.exists()
+
+
+def test_function_error_shows_its_own_lines_and_the_block(tmp_path):
+    raster, _ = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "Raiser", prf.raising(after_blocks=1))
+    md = load_model_definition(str(emd))
+    out = tmp_path / "out.tif"
+    with pytest.raises(CustomFunctionError) as err:
+        classify_pixels(str(raster), md, str(out), "", allow_custom_code=True)
+    text = str(err.value)
+    assert "Raiser.py" in text and "KeyError" in text and "no such key" in text
+    lines = prf.raising(after_blocks=1).splitlines()
+    explode_line = next(i for i, s in enumerate(lines, 1) if "no such key" in s)
+    call_line = next(i for i, s in enumerate(lines, 1) if "self.explode(pixelBlocks)" in s)
+    assert f"line {explode_line}, in explode" in text and f"line {call_line}, in updatePixels" in text
+    assert "column 10, row 0" in text
+    assert "custom_raster.py" not in text  # only the function's own frames
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind,needle", [("shape", "shape (1, 9, 10)"), ("dtype", "dtype float64")])
+def test_wrong_shapes_and_dtypes_name_the_key(tmp_path, kind, needle):
+    raster, _ = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "Wrong", prf.wrong(kind))
+    md = load_model_definition(str(emd))
+    out = tmp_path / "out.tif"
+    with pytest.raises(CustomFunctionError) as err:
+        classify_pixels(str(raster), md, str(out), "", allow_custom_code=True)
+    text = str(err.value)
+    assert "output_pixels" in text and needle in text
+    if kind == "shape":
+        assert "expected (1, 10, 10)" in text
+    assert not out.exists()
+
+
+def test_bad_argument_values(tmp_path):
+    raster, _ = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    for text, needle in (("threshold abc", "must be a number"), ("invert maybe", "True or False"),
+                         ("mode up", "one of right, left")):
+        with pytest.raises(ArgumentError, match=needle):
+            classify_pixels(str(raster), md, str(tmp_path / "o.tif"), text, allow_custom_code=True)
+
+
+def test_detect_change_with_function(tmp_path):
+    rng = np.random.default_rng(1)
+    before = rng.integers(0, 100, (2, 20, 30)).astype(np.uint8)
+    after = rng.integers(0, 100, (2, 20, 30)).astype(np.uint8)
+    r1 = write_raster(tmp_path / "before.tif", before)
+    r2 = write_raster(tmp_path / "after.tif", after)
+    emd = prf.write_function(tmp_path / "model", "Growth", prf.CHANGE_FUNCTION,
+                             classes=((0, "no change", (0, 0, 0)), (1, "growth", (0, 255, 0))))
+    md = load_model_definition(str(emd))
+    out = tmp_path / "change.tif"
+    detect_change(str(r1), str(r2), md, str(out), "margin 5", allow_custom_code=True)
+    expected = (after[0].astype(int) > before[0].astype(int) + 5).astype(np.uint8)
+    np.testing.assert_array_equal(read_raster(out), expected)
+    with pytest.raises(CustomCodeRefusedError):
+        detect_change(str(r1), str(r2), md, str(tmp_path / "c2.tif"), "")
+
+
+def test_parameter_info_read_without_running(tmp_path):
+    marker = tmp_path / "ran.txt"
+    source = f"open({str(marker)!r}, 'w').write('ran')\n" + prf.NEIGHBOUR_CLASSIFIER
+    path = tmp_path / "f.py"
+    path.write_text(source, encoding="utf-8")
+    params, note = parameter_info_from_source(path)
+    args = model_arguments(params)
+    assert [a["name"] for a in args] == ["threshold", "invert", "mode"]
+    assert args[0]["value"] == 100 and args[0]["description"].startswith("Band 2 value")
+    assert args[2]["domain"] == ("right", "left")
+    assert note == "" and not marker.exists()
+    computed = tmp_path / "g.py"
+    computed.write_text("class G:\n    def getParameterInfo(self):\n        return [{'name': 'padding', "
+                        "'dataType': 'numeric', 'value': self.json_info['Padding']}]\n", encoding="utf-8")
+    params, note = parameter_info_from_source(computed)
+    assert params == [{"name": "padding", "dataType": "numeric", "value": None}] and "padding" in note
+    dynamic = tmp_path / "h.py"
+    dynamic.write_text("class H:\n    def getParameterInfo(self):\n        return make()\n", encoding="utf-8")
+    assert parameter_info_from_source(dynamic)[0] == []
+
+
+def test_symlinked_model_is_named_as_given(tmp_path):
+    raster, _ = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "real", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    md = load_model_definition(str(tmp_path / "link" / emd.name))
+    with pytest.raises(CustomCodeRefusedError) as err:
+        classify_pixels(str(raster), md, str(tmp_path / "o.tif"), "")
+    assert str(tmp_path / "link" / "NeighbourClassifier.py") in str(err.value)
+
+
+def _square(x0: float, y0: float, size: float) -> bytes:
+    from osgeo import ogr
+
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x0 + size, y0), (x0 + size, y0 - size), (x0, y0 - size), (x0, y0)):
+        ring.AddPoint_2D(x, y)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return bytes(poly.ExportToWkb())
+
+
+def test_object_classifier_function_labels_every_chip(tmp_path):
+    from dltools.core.pipelines.custom_objects import open_object_classifier
+
+    arr = np.zeros((1, 60, 60), np.uint8)
+    arr[0, :, 30:] = 200  # right half bright
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(0.0, 60.0))
+    emd = prf.write_function(tmp_path / "model", "Brightness", prf.OBJECT_CLASSIFIER,
+                             model_type="ObjectClassification", tile=8,
+                             classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 255))))
+    md = load_model_definition(str(emd))
+    features = [(i, _square(x, 50.0, 8.0)) for i, x in enumerate((2.0, 12.0, 36.0, 48.0, 5.0))]
+    progress = RecordingProgress()
+    with pytest.raises(CustomCodeRefusedError):
+        open_object_classifier(md, "", progress=progress)
+    clf = open_object_classifier(md, "batch_size 4", progress=progress, allow_custom_code=True)
+    results = list(clf.classify(str(raster), features, len(features)))
+    assert [r.label for r in results] == ["dark", "dark", "bright", "bright", "dark"]
+    assert [r.class_value for r in results] == [1, 1, 2, 2, 1]
+    assert [round(r.confidence, 6) for r in results] == [60.0, 60.0, 75.0, 75.0, 60.0]
+    assert any("Brightness.py" in m and "SHA-256" in m for m in progress.infos)

@@ -1,0 +1,206 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Python raster functions written for the tests, following Esri's contract, with outputs a test can predict.
+
+Each is the text of a ``.py`` file; :func:`write_function` puts it next to an .emd that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_COMMON = '''
+import json
+
+import numpy as np
+
+
+def read_model(model):
+    """Esri's way: an .emd path, else the JSON text."""
+    try:
+        with open(model, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return json.loads(model)
+
+
+PARAMS = [
+    {"name": "raster", "dataType": "raster", "required": True, "displayName": "Raster", "description": "input"},
+    {"name": "model", "dataType": "string", "required": True, "displayName": "Model", "description": "emd"},
+    {"name": "device", "dataType": "numeric", "required": False, "displayName": "Device", "description": "gpu id"},
+]
+'''
+
+#: Classify Pixels: class 2 where the pixel to the RIGHT of each pixel (read from the padding at tile edges)
+#: is above ``threshold`` in band 2 (extractBands (1,)), else class 1; ``invert`` swaps them.
+NEIGHBOUR_CLASSIFIER = _COMMON + '''
+
+class NeighbourClassifier:
+    def __init__(self):
+        self.name = "Neighbour classifier"
+        self.description = "class from the right-hand neighbour"
+
+    def initialize(self, **kwargs):
+        self.json_info = read_model(kwargs["model"])
+        self.device = kwargs.get("device")
+
+    def getParameterInfo(self):
+        return PARAMS + [
+            {"name": "threshold", "dataType": "numeric", "value": 100, "required": False,
+             "displayName": "Threshold", "description": "Band 2 value above which a pixel is class 2."},
+            {"name": "invert", "dataType": "boolean", "value": "False", "required": False,
+             "displayName": "Invert", "description": "Swap the two classes."},
+            {"name": "mode", "dataType": "string", "value": "right", "required": False, "domain": ("right", "left"),
+             "displayName": "Mode", "description": "Which neighbour."},
+        ]
+
+    def getConfiguration(self, **scalars):
+        self.threshold = float(scalars.get("threshold", 100))
+        self.invert = str(scalars.get("invert", "False")).lower() == "true"
+        self.scalars = scalars
+        return {"extractBands": (1,), "padding": 1, "tx": 10, "ty": 8, "inputMask": True,
+                "inheritProperties": 2 | 4 | 8, "batch_size": 1}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["bandCount"] = 1
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        pix = pixelBlocks["raster_pixels"]
+        assert pix.shape == (1, shape[1] + 2, shape[2] + 2), pix.shape
+        assert pixelBlocks["raster_mask"].shape == pix.shape
+        right = pix[0, 1:-1, 2:].astype(float)
+        high = right > self.threshold
+        if self.invert:
+            high = ~high
+        pixelBlocks["output_pixels"] = (1 + high).astype(props["pixelType"])[None]
+        return pixelBlocks
+'''
+
+#: Detect Change: class 1 where band 1 of the later date is greater than band 1 of the earlier date.
+CHANGE_FUNCTION = _COMMON + '''
+
+class Growth:
+    def initialize(self, **kwargs):
+        self.json_info = read_model(kwargs["model"])
+
+    def getParameterInfo(self):
+        return PARAMS + [{"name": "margin", "dataType": "numeric", "value": 0, "required": False,
+                          "displayName": "Margin", "description": "how much larger"}]
+
+    def getConfiguration(self, **scalars):
+        self.margin = float(scalars.get("margin", 0))
+        return {"extractBands": (0, 2), "padding": 0, "tx": 16, "ty": 16}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["bandCount"] = 1
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        before, after = pixelBlocks["raster_pixels"].astype(float)
+        pixelBlocks["output_pixels"] = (after > before + self.margin).astype(np.uint8)[None]
+        return pixelBlocks
+'''
+
+#: Classify Objects: "bright" when a chip's mean of band 1 is above 100, else "dark"; confidence 0-100.
+OBJECT_CLASSIFIER = _COMMON + '''
+
+class Brightness:
+    def initialize(self, **kwargs):
+        self.json_info = read_model(kwargs["model"])
+        self.calls = 0
+
+    def getParameterInfo(self):
+        return [{"name": "rasters", "dataType": "rasters", "required": True, "displayName": "Rasters",
+                 "description": "chips"}] + PARAMS[1:] + [
+            {"name": "batch_size", "dataType": "numeric", "value": 4, "required": False,
+             "displayName": "Batch size", "description": "chips per call"}]
+
+    def getConfiguration(self, **scalars):
+        return {"batch_size": int(scalars.get("batch_size", 4)), "CropSizeFixed": 1, "BlackenAroundFeature": 0,
+                "inputMask": True}
+
+    def vectorize(self, **pixelBlocks):
+        chips = pixelBlocks["rasters_pixels"]
+        masks = pixelBlocks["rasters_mask"]
+        assert len(chips) == len(masks)
+        features = []
+        for chip in chips:
+            mean = float(np.asarray(chip)[0].mean())
+            label = "bright" if mean > 100 else "dark"
+            features.append({"attributes": {"Label": label, "Confidence": 75.0 if label == "bright" else 60.0},
+                             "geometry": {"rings": [[[0, 0], [0, 1], [1, 1], [1, 0], [0, 0]]]}})
+        return {"output_vectors": json.dumps({"features": features})}
+'''
+
+
+def raising(after_blocks: int = 1) -> str:
+    """A pixel function that raises on its block number ``after_blocks`` (0-based)."""
+    return _COMMON + f'''
+
+class Raiser:
+    def initialize(self, **kwargs):
+        self.n = 0
+
+    def getParameterInfo(self):
+        return PARAMS
+
+    def getConfiguration(self, **scalars):
+        return {{"padding": 0, "tx": 10, "ty": 10}}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        if self.n == {after_blocks}:
+            self.explode(pixelBlocks)
+        self.n += 1
+        pixelBlocks["output_pixels"] = np.zeros(shape, np.uint8)
+        return pixelBlocks
+
+    def explode(self, blocks):
+        return blocks["no such key"]
+'''
+
+
+def wrong(kind: str) -> str:
+    """A pixel function that breaks the contract: ``shape`` or ``dtype``."""
+    body = ("np.zeros((shape[0], shape[1] - 1, shape[2]), np.uint8)" if kind == "shape"
+            else "np.full(shape, 1.5, np.float64)")
+    return _COMMON + f'''
+
+class Wrong:
+    def initialize(self, **kwargs):
+        pass
+
+    def getParameterInfo(self):
+        return PARAMS
+
+    def getConfiguration(self, **scalars):
+        return {{"padding": 2, "tx": 10, "ty": 10}}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        pixelBlocks["output_pixels"] = {body}
+        return pixelBlocks
+'''
+
+
+def write_function(folder: Path, name: str, source: str, *, model_type: str = "ImageClassification",
+                   classes: tuple = ((1, "low", (0, 0, 255)), (2, "high", (255, 0, 0))), tile: int = 12,
+                   **extra) -> Path:
+    """``<name>.py`` with ``source`` and ``<name>.emd`` naming it; returns the .emd."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(source, encoding="utf-8")
+    emd = {"ModelType": model_type, "InferenceFunction": f"{name}.py", "ImageHeight": tile, "ImageWidth": tile,
+           "Classes": [{"Value": v, "Name": n, "Color": list(c)} for v, n, c in classes]}
+    emd.update(extra)
+    path = folder / f"{name}.emd"
+    path.write_text(json.dumps(emd, indent=2), encoding="utf-8")
+    return path

@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Custom Python raster functions through the QGIS tools: refused by default, allowed by the per-run
+ALLOW_CUSTOM_CODE parameter or by the plugin setting, exact outputs, and the function's error in the log."""
+
+from __future__ import annotations
+
+import numpy as np
+import prf_functions as prf
+import pytest
+from builders import read_raster, write_raster
+from osgeo import gdal, ogr, osr
+from qgis.core import QgsProcessingException, QgsSettings, QgsVectorLayer
+from recording_feedback import RecordingFeedback
+
+KEY = "Processing/Configuration/DLTOOLS_ALLOW_CUSTOM_CODE"
+
+
+@pytest.fixture
+def setting_off():
+    settings = QgsSettings()
+    old = settings.value(KEY, None)
+    settings.setValue(KEY, False)
+    yield settings
+    if old is None:
+        settings.remove(KEY)
+    else:
+        settings.setValue(KEY, old)
+
+
+def _run(alg, params, context):
+    import processing
+
+    feedback = RecordingFeedback()
+    return processing.run(alg, params, context=context, feedback=feedback), feedback
+
+
+def _pixel_case(tmp_path):
+    rng = np.random.default_rng(3)
+    arr = np.stack([rng.integers(1, 50, (19, 23)), rng.integers(1, 250, (19, 23))]).astype(np.uint16)
+    raster = write_raster(tmp_path / "in.tif", arr)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    right = np.zeros((19, 23))
+    right[:, :-1] = arr[1][:, 1:]
+    return raster, emd, (1 + (right > 150)).astype(np.uint8)
+
+
+def test_provider_registers_the_setting(qgis_app):
+    from processing.core.ProcessingConfig import ProcessingConfig
+
+    setting = ProcessingConfig.settings.get("DLTOOLS_ALLOW_CUSTOM_CODE")
+    assert setting is not None and setting.group == "Deep Learning Tools" and setting.default is False
+
+
+@pytest.mark.parametrize("alg", ["dltools:classifypixels", "dltools:classifyobjects", "dltools:detectchange"])
+def test_every_inference_tool_has_the_parameter(qgis_app, alg):
+    from qgis.core import QgsApplication
+
+    param = QgsApplication.processingRegistry().algorithmById(alg).parameterDefinition("ALLOW_CUSTOM_CODE")
+    assert param is not None and param.defaultValue() is False
+
+
+def test_classify_pixels_refused_then_allowed_by_parameter_and_by_setting(qgis_context, tmp_path, setting_off):
+    raster, emd, expected = _pixel_case(tmp_path)
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ARGUMENTS": "threshold 150", "OUTPUT": str(tmp_path / "a.tif")}
+    with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
+        _run("dltools:classifypixels", params, qgis_context)
+    assert not (tmp_path / "a.tif").exists()
+    result, feedback = _run("dltools:classifypixels", dict(params, ALLOW_CUSTOM_CODE=True), qgis_context)
+    np.testing.assert_array_equal(read_raster(result["OUTPUT"]), expected)
+    assert any("SHA-256" in m and "NeighbourClassifier.py" in m for m in feedback.infos)
+    setting_off.setValue(KEY, True)
+    result, _ = _run("dltools:classifypixels", dict(params, OUTPUT=str(tmp_path / "b.tif")), qgis_context)
+    np.testing.assert_array_equal(read_raster(result["OUTPUT"]), expected)
+
+
+def test_function_error_reaches_the_user(qgis_context, tmp_path, setting_off):
+    raster, _, _ = _pixel_case(tmp_path)
+    emd = prf.write_function(tmp_path / "bad", "Raiser", prf.raising(after_blocks=0))
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "OUTPUT": str(tmp_path / "c.tif")}
+    with pytest.raises(QgsProcessingException, match=r"Raiser.py', line \d+, in explode"):
+        _run("dltools:classifypixels", params, qgis_context)
+    assert not (tmp_path / "c.tif").exists()
+
+
+def test_classify_objects_with_function(qgis_context, tmp_path, setting_off):
+    arr = np.zeros((1, 60, 60), np.uint8)
+    arr[0, :, 30:] = 200
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(500000.0, 4000060.0))
+    emd = prf.write_function(tmp_path / "m", "Brightness", prf.OBJECT_CLASSIFIER, model_type="ObjectClassification",
+                             tile=8, classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 0))))
+    gpkg = tmp_path / "boxes.gpkg"
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
+    lyr = ds.CreateLayer("boxes", srs, ogr.wkbPolygon)
+    for x in (2, 40, 10, 50):
+        x0, y0 = 500000 + x, 4000050
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x0} {y0},{x0 + 6} {y0},{x0 + 6} {y0 - 6},{x0} {y0 - 6},{x0} {y0}))"))
+        lyr.CreateFeature(f)
+    ds = None
+    out = tmp_path / "labels.gpkg"
+    params = {"INPUT": str(raster), "FEATURES": str(gpkg), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True,
+              "OUTPUT": str(out)}
+    _run("dltools:classifyobjects", params, qgis_context)
+    layer = QgsVectorLayer(str(out), "labels", "ogr")
+    assert [f["ClassLabel"] for f in layer.getFeatures()] == ["dark", "bright", "dark", "bright"]
+    assert [f["Confidence"] for f in layer.getFeatures()] == pytest.approx([60.0, 75.0, 60.0, 75.0])
+
+
+def test_detect_change_with_function(qgis_context, tmp_path, setting_off):
+    rng = np.random.default_rng(2)
+    before = rng.integers(0, 100, (2, 20, 30)).astype(np.uint8)
+    after = rng.integers(0, 100, (2, 20, 30)).astype(np.uint8)
+    emd = prf.write_function(tmp_path / "m", "Growth", prf.CHANGE_FUNCTION,
+                             classes=((0, "no change", (0, 0, 0)), (1, "growth", (0, 255, 0))))
+    params = {"FROM_RASTER": str(write_raster(tmp_path / "b.tif", before)),
+              "TO_RASTER": str(write_raster(tmp_path / "a.tif", after)), "MODEL": str(emd),
+              "ARGUMENTS": "margin 10", "ALLOW_CUSTOM_CODE": True, "OUTPUT": str(tmp_path / "change.tif")}
+    result, _ = _run("dltools:detectchange", params, qgis_context)
+    expected = (after[0].astype(int) > before[0].astype(int) + 10).astype(np.uint8)
+    np.testing.assert_array_equal(read_raster(result["OUTPUT"]), expected)
+    assert gdal.Open(result["OUTPUT"]).GetRasterBand(1).GetColorTable() is not None
