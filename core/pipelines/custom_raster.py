@@ -249,11 +249,13 @@ def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, argume
     return run_custom_raster(open_source, md, prf, arguments, output, progress)
 
 
-def custom_detect_change(sources: list[Any], md: ModelDefinition, output: str, arguments: str | dict | None,
-                         device: Any, progress: Progress, allowed: bool) -> CustomRunResult:
-    """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands."""
-    from .detect_change import StackedSource
+def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
+                         output: str, arguments: str | dict | None, device: Any, progress: Progress,
+                         allowed: bool) -> CustomRunResult:
+    """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands.
 
+    ``stack(sources, picks)`` reads the dates as one stack of bands (the tool's own StackedSource).
+    """
     prf = PythonRasterFunction(md, allowed, device, progress)
     total = sum(len(s.bands) for s in sources)
 
@@ -263,6 +265,6 @@ def custom_detect_change(sources: list[Any], md: ModelDefinition, output: str, a
         if picks and max(picks) >= total:
             raise CustomFunctionError(f"The function asks for band {max(picks) + 1} of the two dates stacked "
                                       f"(extractBands {picks}) but they have {total} bands together")
-        return _Bands(StackedSource(sources, picks), picks, [])
+        return _Bands(stack(sources, picks), picks, [])
 
     return run_custom_raster(open_source, md, prf, arguments, output, progress)

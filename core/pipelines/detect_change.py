@@ -158,7 +158,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
         if md.custom_function:
             from .custom_raster import custom_detect_change
 
-            return custom_detect_change([src_from, src_to], md, output, arguments, device, progress,
+            return custom_detect_change([src_from, src_to], StackedSource, md, output, arguments, device, progress,
                                         allow_custom_code)
         total = n_from + n_to
         if md.extract_band_names:
