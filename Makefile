@@ -5,13 +5,14 @@ SHELL := /bin/bash
 PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil python3-venv
+# pyqt5-dev-tools: pylupdate5, qttools5-dev-tools: lrelease (make translations and its test)
+APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil python3-venv pyqt5-dev-tools qttools5-dev-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PLUGIN := dltools
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install system-deps venv demo test test-core lint bench package clean
+.PHONY: install system-deps venv demo test test-core lint bench package translations qm clean
 
 install: system-deps venv
 
@@ -45,13 +46,28 @@ lint: install
 bench: install
 	$(PY) scripts/bench.py
 
-package:
-	@rm -rf build/package dist/$(PLUGIN)-$(VERSION).zip
-	@mkdir -p build/package/$(PLUGIN) dist
-	@git ls-files -z metadata.txt __init__.py plugin.py LICENSE README.md requirements.txt algorithms core resources \
-		| xargs -0 -I{} cp --parents {} build/package/$(PLUGIN)/
-	@cd build/package && python3 -m zipfile -c ../../dist/$(PLUGIN)-$(VERSION).zip $(PLUGIN)
-	@echo "Plugin zip: dist/$(PLUGIN)-$(VERSION).zip (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)"
+# The plugin zip (dist/dltools-<version>.zip): the files git tracks under the plugin's folders, LICENSE and the
+# compiled translations, in one top-level folder dltools/; it checks metadata.txt's mandatory fields first and
+# warns while repository/tracker/homepage are placeholders. scripts/package_plugin.py says why this is not
+# qgis-plugin-ci (in short: that tool packages a plugin kept in a sub-folder of its repository; ours is the top).
+package: qm
+	@$(PYTHON_SYS) scripts/package_plugin.py
+
+# Translations: pylupdate5 collects every tr() string of the plugin's Python files into i18n/dltools_en.ts
+# (the template translators copy to dltools_<locale>.ts) and updates every other i18n/dltools_*.ts; then
+# lrelease compiles each translated .ts to the .qm the plugin loads for the QGIS locale.
+I18N_DIR ?= i18n
+TR_SOURCES = $(shell git ls-files --cached --others --exclude-standard -- '*.py' | grep -v -e '^tests/' -e '^scripts/')
+
+translations: system-deps
+	@mkdir -p $(I18N_DIR)
+	PYTHONWARNINGS=ignore pylupdate5 -noobsolete $(TR_SOURCES) -ts $(I18N_DIR)/dltools_en.ts $(filter-out $(I18N_DIR)/dltools_en.ts,$(wildcard $(I18N_DIR)/dltools_*.ts))
+	@$(MAKE) -s qm I18N_DIR=$(I18N_DIR)
+
+qm:
+	@for ts in $(filter-out $(I18N_DIR)/dltools_en.ts,$(wildcard $(I18N_DIR)/dltools_*.ts)); do \
+		lrelease -silent "$$ts" -qm "$${ts%.ts}.qm" || exit 1; \
+	done
 
 clean:
 	rm -rf build dist .pytest_cache .ruff_cache bench-out demo-out

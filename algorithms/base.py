@@ -71,7 +71,14 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
     GPU_ID = "GPU_ID"
 
     def tr(self, text: str) -> str:
-        return QCoreApplication.translate(type(self).__name__, text)
+        """``text`` in the user's language. pylupdate5 files a string under the class whose code calls tr(), so a
+        string of this base class is looked up under ``DLToolsAlgorithm`` after the tool's own class name."""
+        for cls in type(self).__mro__:
+            if issubclass(cls, DLToolsAlgorithm):
+                translated = QCoreApplication.translate(cls.__name__, text)
+                if translated != text:
+                    return translated
+        return text
 
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)()

@@ -1,0 +1,430 @@
+<?xml version="1.0" encoding="utf-8"?>
+<!DOCTYPE TS>
+<TS version="2.1">
+<context>
+    <name>ClassifyObjectsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="91"/>
+        <source>Classify Objects Using Deep Learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="94"/>
+        <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
+
+Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
+- CropSizeFixed 1 (or absent): a chip of exactly the model&apos;s ImageWidth x ImageHeight pixels centred on the centre of the feature&apos;s bounding box (the chip&apos;s centre is within half a pixel of it; ties go right/down). Pixels are not resampled.
+- CropSizeFixed 0: the smallest block of whole pixels around the feature&apos;s bounding box, plus &apos;padding&apos; pixels, widened on its shorter side (with real raster context) to the model&apos;s aspect ratio, then resized to ImageWidth x ImageHeight: area averaging when shrinking, bilinear when enlarging.
+- BlackenAroundFeature 1: pixels whose centre lies outside the polygon are set to 0. Points and lines have no inside, so their chips are not masked.
+Pixels outside the raster and NoData pixels are 0. Features entirely outside the raster, on NoData only, with no geometry or with a geometry that cannot be transformed stay in the output with an empty (NULL) label, and the log says why. Invalid geometries are repaired (make valid) for cutting the chip; the output keeps the original geometry.
+
+Without input features every image is one object: the input raster, or each image in the image folder. Georeferenced images get their extent as a polygon; otherwise the output is a table with the image path.
+
+Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, otherwise a softmax is applied (a sigmoid for multi-label models). Multi-label models report every class at or above score_threshold, joined with &apos;;&apos;.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="122"/>
+        <source>Input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="126"/>
+        <source>Input features</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="131"/>
+        <source>Class label field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="134"/>
+        <source>Processing mode</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="141"/>
+        <source>Image folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="146"/>
+        <source>Classified objects</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="155"/>
+        <source>The class label field name is empty: give a field name</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="157"/>
+        <source>The class label field cannot be called &apos;{label_field}&apos;: the tool writes that field itself</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="162"/>
+        <source>Give either an input raster or an image folder, not both</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="165"/>
+        <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="166"/>
+        <source>No imagery: give an input raster or an image folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ClassifyPixelsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="70"/>
+        <source>Classify Pixels Using Deep Learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="73"/>
+        <source>Runs a trained pixel classification (segmentation) model over a raster and writes a classified raster: one class value per pixel, with the model&apos;s class names and colours (colour table, attribute table and a QGIS style). The raster is read in tiles of the model&apos;s size with &apos;padding&apos; pixels of context on each side; only each tile&apos;s centre is kept, so tiles join without seams. NoData pixels stay NoData.
+
+The model is an Esri model definition (.emd), a deep learning package (.dlpk), a plain ONNX or TorchScript file, or the .emd JSON text. Check a model first with Describe Model.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="82"/>
+        <source>Input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="86"/>
+        <source>Processing extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="88"/>
+        <source>Cell size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="93"/>
+        <source>Processing mode</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="97"/>
+        <source>Classified raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="99"/>
+        <source>Class probabilities</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="103"/>
+        <source>Output folder (items)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_pixels.py" line="138"/>
+        <source>Processing items separately needs an output folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>DLToolsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/base.py" line="77"/>
+        <source>Deep learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="96"/>
+        <source>Model definition</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="100"/>
+        <source>Model arguments</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="105"/>
+        <source>Processor type</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="109"/>
+        <source>GPU ID</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="133"/>
+        <source>No model given: choose an .emd, .dlpk, .onnx or .pt file</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>DescribeModelAlgorithm</name>
+    <message>
+        <location filename="../algorithms/describe_model.py" line="24"/>
+        <source>Describe Model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/describe_model.py" line="27"/>
+        <source>Reports what Deep Learning Tools reads from a model: its type, framework and origin, the model file and the backend and device that would run it, the inputs and outputs with their shapes, the tile size, the bands it reads, the input normalisation, the classes with their colours, the model arguments each tool accepts with their defaults, and any warnings. Nothing is run on imagery. The report is written to the log, to an HTML page and to a JSON file.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/describe_model.py" line="39"/>
+        <source>Model description (HTML)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/describe_model.py" line="44"/>
+        <source>Model description (JSON)</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>DetectChangeAlgorithm</name>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="40"/>
+        <source>Detect Change Using Deep Learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="43"/>
+        <source>Compares an earlier and a later image with a trained change detection model and writes a classified change raster: 0 where nothing changed, otherwise the model&apos;s class values, styled with its class names and colours. Both images are read on the earlier image&apos;s grid (the later one is resampled or reprojected on the fly if needed) and only where they overlap. The model receives the earlier image&apos;s bands followed by the later image&apos;s (ExtractBands indexes that stack), or one image per input for two-input models.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="51"/>
+        <source>From raster (earlier)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="53"/>
+        <source>To raster (later)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="57"/>
+        <source>Processing extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="59"/>
+        <source>Cell size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_change.py" line="64"/>
+        <source>Change raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ExtractPackageAlgorithm</name>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="40"/>
+        <source>Extract Deep Learning Package</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="43"/>
+        <source>dlpk,package,unzip,extract,emd,model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="46"/>
+        <source>Unpacks a deep learning package (.dlpk) into a folder and reports its model definition (.emd): framework, model type, description and tags. Packages are untrusted input: a package with absolute paths, paths leaving the folder (../), symbolic links or a suspicious compression ratio (zip bomb) is refused and nothing is written. The folder must be new or empty; the files appear in it only once all are extracted.
+
+The inference tools read .dlpk files directly, so extracting is only needed to inspect or edit a package.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="54"/>
+        <source>Deep learning package</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="58"/>
+        <source>Output folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="61"/>
+        <source>Model definition (.emd)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="62"/>
+        <source>Model file</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="63"/>
+        <source>Framework</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="64"/>
+        <source>Model type</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="65"/>
+        <source>Description</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="66"/>
+        <source>Summary</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="67"/>
+        <source>Tags</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="73"/>
+        <source>No deep learning package given</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/extract_package.py" line="75"/>
+        <source>No output folder given</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ModelToEcdAlgorithm</name>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="27"/>
+        <source>Deep Learning Model To Ecd</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="30"/>
+        <source>ecd,classifier definition,class info,esri,arcgis,legacy</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="33"/>
+        <source>Writes an Esri classifier definition (.ecd) that pairs a trained model file with an &quot;Esri Extra Info&quot; class info JSON: the framework (Classifier), the number of raster bands, the batch size and the classes with their values, names and colours.
+
+This re-creates ArcGIS&apos;s Deep Learning Model To Ecd, which ArcGIS has deprecated (replaced by Export Training Data For Deep Learning and .emd model definitions). Use it for old workflows that start from a model file and a class info JSON; for new work write an .emd.
+
+The .ecd written here works as the model in this plugin&apos;s inference tools (Classify Pixels ...). Since Esri never published its deep learning .ecd layout, the file is plugin-defined: it stores the tile size, model type and bands with .emd key names. The tile size is read from an ONNX model; for other files (or models that take any tile size) add &quot;ImageHeight&quot; and &quot;ImageWidth&quot; to the class info. Optional class info keys &quot;ModelType&quot;, &quot;DataRange&quot; and &quot;ModelPadding&quot; are copied too.
+
+Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quot;Version&quot;: 1, &quot;Classifier&quot;: &quot;ONNX&quot;, &quot;NumberRasterBands&quot;: 4, &quot;MiniBatchSize&quot;: 16, &quot;Classes&quot;: [{&quot;Value&quot;: 100, &quot;Name&quot;: &quot;Impervious&quot;, &quot;Color&quot;: [204, 204, 204]}]}</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="50"/>
+        <source>Input deep learning model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="55"/>
+        <source>Input classification info (JSON)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="61"/>
+        <source>Output classifier definition</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="71"/>
+        <source>No model file given</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="73"/>
+        <source>No class info JSON given</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/model_to_ecd.py" line="75"/>
+        <source>No output .ecd file given</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>PackageModelAlgorithm</name>
+    <message>
+        <location filename="../algorithms/package_model.py" line="59"/>
+        <source>Create Deep Learning Package</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="62"/>
+        <source>dlpk,package,emd,zip,share,model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="65"/>
+        <source>Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package works wherever it is extracted, in this plugin and in ArcGIS Pro.
+
+Give the model either as an .emd (or an .ecd from Deep Learning Model To Ecd), or as a model file with its class info JSON, from which the .emd is built the way Deep Learning Model To Ecd does it. The tool refuses a definition whose referenced files are missing, so a package is never incomplete. The description, summary and tags are stored in the .emd under &quot;QGISPlugin&quot; (ArcGIS ignores that key) and shown by Extract Deep Learning Package.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="77"/>
+        <source>Model definition (.emd or .ecd)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="84"/>
+        <source>Model file (without a model definition)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="89"/>
+        <source>Class info JSON (without a model definition)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="95"/>
+        <source>Extra files</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="102"/>
+        <source>Description</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="105"/>
+        <source>Summary</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="108"/>
+        <source>Tags</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="111"/>
+        <source>Output deep learning package</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="123"/>
+        <source>Give either a model definition, or a model file with its class info JSON, not both: the model definition already names its model file</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="161"/>
+        <source>No output .dlpk file given</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+</TS>
