@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -25,8 +26,11 @@ def test_provider_is_registered(qgis_app):
     assert provider is not None
     assert provider.id() == "dltools"
     assert provider.name() == "Deep Learning Tools"
-    assert provider.longName() == "Deep Learning Tools 0.1.0"
-    assert provider.versionInfo() == "0.1.0"
+    version = next(line.split("=", 1)[1].strip() for line in (ROOT / "metadata.txt").read_text().splitlines()
+                   if line.startswith("version="))
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    assert provider.longName() == f"Deep Learning Tools {version}"
+    assert provider.versionInfo() == version
     assert not provider.icon().isNull()
     assert Path(provider.svgIconPath()).resolve() == ROOT / "resources" / "icons" / "dltools.svg"
     assert Path(provider.svgIconPath()).is_file()

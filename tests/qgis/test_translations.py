@@ -97,9 +97,11 @@ def test_the_plugin_loads_the_qm_of_the_qgis_locale_and_removes_it(qgis_app, i18
     monkeypatch.setattr(plugin_module, "I18N_DIR", i18n_xx)
     monkeypatch.setattr(plugin_module, "qgis_locale", lambda: "xx")
     plugin = plugin_module.DeepLearningToolsPlugin(None)  # iface=None, as qgis_process creates it
-    assert plugin.translator is not None
-    assert alg.group() == "Tiefes Lernen XX"
-    plugin.unload()
+    try:
+        assert plugin.translator is not None
+        assert alg.group() == "Tiefes Lernen XX"
+    finally:
+        plugin.unload()
     assert plugin.translator is None and alg.group() == "Deep learning"
 
 
