@@ -4,12 +4,12 @@
 <context>
     <name>ClassifyObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="91"/>
+        <location filename="../algorithms/classify_objects.py" line="92"/>
         <source>Classify Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="94"/>
+        <location filename="../algorithms/classify_objects.py" line="95"/>
         <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
 
 Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
@@ -24,57 +24,57 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="122"/>
+        <location filename="../algorithms/classify_objects.py" line="123"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="126"/>
+        <location filename="../algorithms/classify_objects.py" line="127"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="131"/>
+        <location filename="../algorithms/classify_objects.py" line="132"/>
         <source>Class label field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="134"/>
+        <location filename="../algorithms/classify_objects.py" line="135"/>
         <source>Processing mode</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="141"/>
+        <location filename="../algorithms/classify_objects.py" line="142"/>
         <source>Image folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="146"/>
+        <location filename="../algorithms/classify_objects.py" line="148"/>
         <source>Classified objects</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="155"/>
+        <location filename="../algorithms/classify_objects.py" line="157"/>
         <source>The class label field name is empty: give a field name</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="157"/>
+        <location filename="../algorithms/classify_objects.py" line="159"/>
         <source>The class label field cannot be called &apos;{label_field}&apos;: the tool writes that field itself</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="162"/>
+        <location filename="../algorithms/classify_objects.py" line="164"/>
         <source>Give either an input raster or an image folder, not both</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="165"/>
+        <location filename="../algorithms/classify_objects.py" line="167"/>
         <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="166"/>
+        <location filename="../algorithms/classify_objects.py" line="168"/>
         <source>No imagery: give an input raster or an image folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -109,27 +109,27 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="93"/>
+        <location filename="../algorithms/classify_pixels.py" line="94"/>
         <source>Processing mode</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="97"/>
+        <location filename="../algorithms/classify_pixels.py" line="98"/>
         <source>Classified raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="99"/>
+        <location filename="../algorithms/classify_pixels.py" line="100"/>
         <source>Class probabilities</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="103"/>
+        <location filename="../algorithms/classify_pixels.py" line="104"/>
         <source>Output folder (items)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="138"/>
+        <location filename="../algorithms/classify_pixels.py" line="140"/>
         <source>Processing items separately needs an output folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -137,33 +137,38 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DLToolsAlgorithm</name>
     <message>
-        <location filename="../algorithms/base.py" line="77"/>
+        <location filename="../algorithms/base.py" line="87"/>
         <source>Deep learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="96"/>
+        <location filename="../algorithms/base.py" line="106"/>
         <source>Model definition</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="100"/>
+        <location filename="../algorithms/base.py" line="110"/>
         <source>Model arguments</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="105"/>
+        <location filename="../algorithms/base.py" line="115"/>
         <source>Processor type</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="109"/>
+        <location filename="../algorithms/base.py" line="119"/>
         <source>GPU ID</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="133"/>
+        <location filename="../algorithms/base.py" line="161"/>
         <source>No model given: choose an .emd, .dlpk, .onnx or .pt file</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="137"/>
+        <source>Allow the model&apos;s own Python code</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
@@ -223,7 +228,7 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="64"/>
+        <location filename="../algorithms/detect_change.py" line="65"/>
         <source>Change raster</source>
         <translation type="unfinished"></translation>
     </message>

@@ -89,6 +89,13 @@ def repository_problems(data: bytes) -> list[str]:
     if not parser.has_section("general"):
         return problems + ["metadata.txt has no [general] section"]
     meta = dict(parser.items("general"))
+    qgis_reader = configparser.ConfigParser()  # how QGIS's plugin manager reads it: '%' interpolation is on
+    try:
+        qgis_reader.read_string(zf.read(f"{top}/metadata.txt").decode("utf-8"))
+        for key in meta:
+            qgis_reader.get("general", key)
+    except configparser.Error as exc:
+        problems.append(f"QGIS cannot read metadata.txt: {exc}")
     missing = [key for key in MANDATORY if not meta.get(key, "").strip()]
     if missing:
         problems.append(f"metadata.txt lacks mandatory field(s): {', '.join(missing)}")
@@ -131,6 +138,15 @@ def test_the_zip_passes_the_repository_checks(built):
     path, _ = built
     assert repository_problems(path.read_bytes()) == []
     assert path.stat().st_size < WELL_UNDER, path.stat().st_size
+
+
+def test_the_minimum_qgis_version_is_one_the_suite_runs_on(qgis_app):
+    from qgis.core import Qgis
+
+    major, minor = (int(x) for x in _metadata()["qgisMinimumVersion"].split(".")[:2])
+    assert major * 10000 + minor * 100 <= Qgis.QGIS_VERSION_INT, (
+        f"qgisMinimumVersion {major}.{minor} is above the QGIS this suite runs ({Qgis.QGIS_VERSION})")
+    assert _metadata()["experimental"].strip().lower() == "true"  # until the GUI tests pass on two QGIS versions
 
 
 def test_the_zip_holds_the_plugin_and_nothing_else(built):
@@ -224,6 +240,7 @@ def test_the_checks_catch_what_the_repository_refuses(built):
     assert "email" in problems_with({"dltools/metadata.txt": no_email})
     bad_icon = re.sub(r"(?m)^icon=.*$", "icon=resources/missing.svg", meta).encode()
     assert "icon" in problems_with({"dltools/metadata.txt": bad_icon})
+    assert "QGIS cannot read" in problems_with({"dltools/metadata.txt": meta.replace("about=", "about=100% ").encode()})
     assert "[general]" in problems_with({"dltools/metadata.txt": meta.replace("[general]", "[plugin]").encode()})
     renamed = {n.replace("dltools/", "deep-learning tools/", 1): d for n, d in good.items()}
     assert "invalid folder name" in "; ".join(repository_problems(_zip(renamed)))
