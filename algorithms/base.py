@@ -161,6 +161,18 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             raise QgsProcessingException(self.tr("No model given: choose an .emd, .dlpk, .onnx or .pt file"))
         return str(text)
 
+    def extent_of(self, parameters: dict[str, Any], name: str, context, crs) -> tuple[float, float, float, float] | None:  # noqa: ANN001
+        """The EXTENT rectangle (xmin, ymin, xmax, ymax) in ``crs``, None when not given; a zero-width or zero-height
+        (or unreadable) rectangle is an error, never "the whole raster"."""
+        if parameters.get(name) in (None, ""):
+            return None
+        rect = self.parameterAsExtent(parameters, name, context, crs)
+        if rect.isNull() or not rect.width() > 0 or not rect.height() > 0:
+            raise QgsProcessingException(
+                f"{name} has zero width or height ({rect.width():g} x {rect.height():g} map units): give a rectangle "
+                "with an area, or leave it empty to process the whole raster")
+        return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+
     @staticmethod
     def gdal_source(layer: QgsRasterLayer | None, what: str) -> str:
         """The GDAL-readable path of a raster layer, or a clear error."""

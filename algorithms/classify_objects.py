@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameters,
     QgsProcessingParameterString,
     QgsRectangle,
     QgsWkbTypes,
@@ -46,6 +47,7 @@ from ..core.pipelines.custom_objects import open_object_classifier
 from ..core.progress import SubProgress
 from ..core.raster_io import mosaic_items
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .outputs import AtomicSink, refuse_same_files
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'batch_size 16;test_time_augmentation True'. "
@@ -170,6 +172,8 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         images = run_engine(list_images, folder) if folder else None
         separately = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context) == 1
 
+        self._refuse_output_over_inputs(parameters, context, raster_path)
+
         md = run_engine(load_model_definition, self.model_text(parameters, context))
         for w in md.warnings:
             progress.warning(w)
@@ -209,6 +213,20 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         finally:
             classifier.close()
 
+    def _refuse_output_over_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: ANN001
+                                   raster_path: str | None) -> None:
+        """OUTPUT must not be the FEATURES file (writing it would wipe the input layer) nor the raster or model."""
+        output = QgsProcessingParameters.parameterAsOutputLayer(self.parameterDefinition(self.OUTPUT),
+                                                                parameters.get(self.OUTPUT), context)
+        inputs: dict[str, Any] = {self.INPUT: raster_path}
+        if parameters.get(self.FEATURES) not in (None, ""):
+            layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)
+            inputs[self.FEATURES] = layer.source() if layer is not None else None
+        model = parameters.get(self.MODEL)
+        if isinstance(model, str) and not model.strip().startswith("{"):
+            inputs[self.MODEL] = model
+        refuse_same_files({self.OUTPUT: output}, inputs)
+
     # ------------------------------------------------------------------------------------------------
     def _new_fields(self, existing: QgsFields, label_field: str, multilabel: bool, with_image: bool,
                     progress: FeedbackProgress) -> tuple[QgsFields, list[str]]:
@@ -230,9 +248,9 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             fields.append(QgsField(names[i + 2], QVariant.Double))
         return fields, names
 
-    def _add(self, sink: QgsFeatureSink, feature: QgsFeature, parameters: dict[str, Any]) -> None:
-        if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
-            raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+    def _add(self, sink: AtomicSink, feature: QgsFeature, parameters: dict[str, Any]) -> None:
+        if not sink.add(feature, QgsFeatureSink.FastInsert):
+            raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))
 
     @staticmethod
     def _result_values(result: ObjectResult) -> list:
@@ -287,38 +305,36 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                 QgsCoordinateReferenceSystem()
         xform = self._transform_to(source, raster_crs, context, progress, os.path.basename(raster))
         fields, _ = self._new_fields(source.fields(), label_field, classifier.decoder.multilabel, False, progress)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        pending: dict[int, QgsFeature] = {}
-        counters = {"repaired": 0}
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()) as sink:
+            pending: dict[int, QgsFeature] = {}
+            counters = {"repaired": 0}
 
-        def items() -> Iterator[tuple[int, bytes | None, str | None]]:
-            for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
-                if feedback.isCanceled():
-                    break
-                pending[feature.id()] = feature
-                wkb, note = self._chip_geometry(feature, xform, counters)
-                yield feature.id(), wkb, note
+            def items() -> Iterator[tuple[int, bytes | None, str | None]]:
+                for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
+                    if feedback.isCanceled():
+                        break
+                    pending[feature.id()] = feature
+                    wkb, note = self._chip_geometry(feature, xform, counters)
+                    yield feature.id(), wkb, note
 
-        count = 0
-        for result in engine_results(classifier.classify(raster, items(), total if total > 0 else None)):
-            feature = pending.pop(result.key)
-            out = QgsFeature(fields)
-            out.setGeometry(feature.geometry())
-            out.setAttributes(list(feature.attributes()) + self._result_values(result))
-            self._add(sink, out, parameters)
-            count += 1
-        if feedback.isCanceled():
-            raise QgsProcessingException("The run was cancelled.")
-        if count == 0:
-            raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: there is nothing to classify")
-        if counters["repaired"]:
-            progress.info(f"{counters['repaired']} invalid geometries were repaired (make valid) to cut their chips; "
-                          "the output keeps the original geometries")
-        for line in classifier.summary_lines("features"):
-            progress.info(line)
-        return dest
+            count = 0
+            for result in engine_results(classifier.classify(raster, items(), total if total > 0 else None)):
+                feature = pending.pop(result.key)
+                out = QgsFeature(fields)
+                out.setGeometry(feature.geometry())
+                out.setAttributes(list(feature.attributes()) + self._result_values(result))
+                self._add(sink, out, parameters)
+                count += 1
+            if feedback.isCanceled():
+                raise QgsProcessingException("The run was cancelled.")
+            if count == 0:
+                raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: there is nothing to classify")
+            if counters["repaired"]:
+                progress.info(f"{counters['repaired']} invalid geometries were repaired (make valid) to cut their chips; "
+                              "the output keeps the original geometries")
+            for line in classifier.summary_lines("features"):
+                progress.info(line)
+        return sink.dest
 
     def _features_per_item(self, parameters, context, classifier: ObjectClassifier, source, items: list[str],  # noqa: ANN001
                            label_field: str, progress: FeedbackProgress, feedback) -> str:  # noqa: ANN001
@@ -338,69 +354,67 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                               f"as '{new_name}'")
             input_fields.append(field)
         fields, _ = self._new_fields(input_fields, label_field, classifier.decoder.multilabel, True, progress)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        matched: set[int] = set()
-        all_ids: set[int] = set()
-        counters = {"repaired": 0}
-        for n, path in enumerate(items):
-            info = run_engine(image_info, path)
-            if info.error:
-                progress.warning(f"Image '{info.name}' is skipped: {info.error}")
-                continue
-            crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if info.crs_wkt else QgsCoordinateReferenceSystem()
-            xform = self._transform_to(source, crs, context, progress, info.name)
-            rect = QgsGeometry.fromRect(QgsRectangle(*info.bounds))
-            pending: dict[int, QgsFeature] = {}
-            stem = os.path.splitext(info.name)[0]
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()) as sink:
+            matched: set[int] = set()
+            all_ids: set[int] = set()
+            counters = {"repaired": 0}
+            for n, path in enumerate(items):
+                info = run_engine(image_info, path)
+                if info.error:
+                    progress.warning(f"Image '{info.name}' is skipped: {info.error}")
+                    continue
+                crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if info.crs_wkt else QgsCoordinateReferenceSystem()
+                xform = self._transform_to(source, crs, context, progress, info.name)
+                rect = QgsGeometry.fromRect(QgsRectangle(*info.bounds))
+                pending: dict[int, QgsFeature] = {}
+                stem = os.path.splitext(info.name)[0]
 
-            def items_on(xform=xform, rect=rect, pending=pending) -> Iterator[tuple[int, bytes | None]]:  # noqa: ANN001
-                for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
-                    if feedback.isCanceled():
-                        break
-                    all_ids.add(feature.id())
-                    wkb, _note = self._chip_geometry(feature, xform, counters)
-                    if wkb is None:
-                        continue
-                    geom = QgsGeometry()
-                    geom.fromWkb(wkb)
-                    if not geom.boundingBox().intersects(rect.boundingBox()) or not geom.intersects(rect):
-                        continue
-                    pending[feature.id()] = feature
-                    matched.add(feature.id())
-                    yield feature.id(), wkb
+                def items_on(xform=xform, rect=rect, pending=pending) -> Iterator[tuple[int, bytes | None]]:  # noqa: ANN001
+                    for feature in source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY):
+                        if feedback.isCanceled():
+                            break
+                        all_ids.add(feature.id())
+                        wkb, _note = self._chip_geometry(feature, xform, counters)
+                        if wkb is None:
+                            continue
+                        geom = QgsGeometry()
+                        geom.fromWkb(wkb)
+                        if not geom.boundingBox().intersects(rect.boundingBox()) or not geom.intersects(rect):
+                            continue
+                        pending[feature.id()] = feature
+                        matched.add(feature.id())
+                        yield feature.id(), wkb
 
-            sub = SubProgress(progress, 100.0 * n / len(items), 100.0 * (n + 1) / len(items))
-            results = classifier.classify(info.path, items_on(), None, describe=lambda k, s=info.name: f"Feature {k} "
-                                          f"on '{s}'", chip_name=lambda k, s=stem: f"{s}_{k}", progress=sub)
-            for result in engine_results(results):
-                feature = pending.pop(result.key)
-                out = QgsFeature(fields)
-                out.setGeometry(feature.geometry())
-                out.setAttributes(list(feature.attributes()) + [info.path] + self._result_values(result))
-                self._add(sink, out, parameters)
-            sub.set_progress(100.0)
-            if feedback.isCanceled():
-                raise QgsProcessingException("The run was cancelled.")
-        unmatched = sorted(all_ids - matched)
-        if unmatched:
-            request = QgsFeatureRequest().setFilterFids(unmatched)
-            for i, feature in enumerate(source.getFeatures(request, SKIP_VALIDITY)):
-                if i < 50:
-                    progress.warning(f"Feature {feature.id()}: no label, it does not touch any image (or has no usable "
-                                     "geometry)")
-                out = QgsFeature(fields)
-                out.setGeometry(feature.geometry())
-                out.setAttributes(list(feature.attributes()) + [None, None, None, None])
-                self._add(sink, out, parameters)
-            progress.warning(f"{len(unmatched)} features touch no image and have no label")
-        if counters["repaired"]:
-            progress.info(f"Invalid geometries were repaired (make valid) {counters['repaired']} times to cut chips; "
-                          "the output keeps the original geometries")
-        for line in classifier.summary_lines("feature-image pairs"):
-            progress.info(line)
-        return dest
+                sub = SubProgress(progress, 100.0 * n / len(items), 100.0 * (n + 1) / len(items))
+                results = classifier.classify(info.path, items_on(), None, describe=lambda k, s=info.name: f"Feature {k} "
+                                              f"on '{s}'", chip_name=lambda k, s=stem: f"{s}_{k}", progress=sub)
+                for result in engine_results(results):
+                    feature = pending.pop(result.key)
+                    out = QgsFeature(fields)
+                    out.setGeometry(feature.geometry())
+                    out.setAttributes(list(feature.attributes()) + [info.path] + self._result_values(result))
+                    self._add(sink, out, parameters)
+                sub.set_progress(100.0)
+                if feedback.isCanceled():
+                    raise QgsProcessingException("The run was cancelled.")
+            unmatched = sorted(all_ids - matched)
+            if unmatched:
+                request = QgsFeatureRequest().setFilterFids(unmatched)
+                for i, feature in enumerate(source.getFeatures(request, SKIP_VALIDITY)):
+                    if i < 50:
+                        progress.warning(f"Feature {feature.id()}: no label, it does not touch any image (or has no usable "
+                                         "geometry)")
+                    out = QgsFeature(fields)
+                    out.setGeometry(feature.geometry())
+                    out.setAttributes(list(feature.attributes()) + [None, None, None, None])
+                    self._add(sink, out, parameters)
+                progress.warning(f"{len(unmatched)} features touch no image and have no label")
+            if counters["repaired"]:
+                progress.info(f"Invalid geometries were repaired (make valid) {counters['repaired']} times to cut chips; "
+                              "the output keeps the original geometries")
+            for line in classifier.summary_lines("feature-image pairs"):
+                progress.info(line)
+        return sink.dest
 
     def _images_as_objects(self, parameters, context, classifier: ObjectClassifier, images: list[str],  # noqa: ANN001
                            label_field: str, progress: FeedbackProgress, feedback,  # noqa: ANN001
@@ -416,31 +430,29 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             out_crs, wkb_type = QgsCoordinateReferenceSystem(), QgsWkbTypes.NoGeometry
             progress.info("The images are not georeferenced: the output is a table of image paths and labels")
         fields, _ = self._new_fields(QgsFields(), label_field, classifier.decoder.multilabel, True, progress)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, wkb_type, out_crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        stems = [os.path.splitext(i.name)[0] for i in infos]
-        entries = [(k, info.path, None if info.error else info.extent_wkb, info.error) for k, info in enumerate(infos)]
-        results = classifier.classify_items(entries, len(entries), describe=lambda k: f"Image '{infos[k].name}'",
-                                            chip_name=lambda k: stems[k])
-        for result in engine_results(results):
-            info = infos[result.key]
-            out = QgsFeature(fields)
-            if wkb_type != QgsWkbTypes.NoGeometry and info.georeferenced and not info.error:
-                geom = QgsGeometry.fromRect(QgsRectangle(*info.bounds))
-                crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if info.crs_wkt else out_crs
-                if crs.isValid() and out_crs.isValid() and crs != out_crs:
-                    try:
-                        geom.transform(QgsCoordinateTransform(crs, out_crs, context.transformContext()))
-                    except QgsCsException:
-                        progress.warning(f"Image '{info.name}': its extent cannot be transformed to the output CRS")
-                        geom = QgsGeometry()
-                out.setGeometry(geom)
-            out.setAttributes([info.path] + self._result_values(result))
-            self._add(sink, out, parameters)
-        for line in classifier.summary_lines("images"):
-            progress.info(line)
-        return dest
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields, wkb_type, out_crs) as sink:
+            stems = [os.path.splitext(i.name)[0] for i in infos]
+            entries = [(k, info.path, None if info.error else info.extent_wkb, info.error) for k, info in enumerate(infos)]
+            results = classifier.classify_items(entries, len(entries), describe=lambda k: f"Image '{infos[k].name}'",
+                                                chip_name=lambda k: stems[k])
+            for result in engine_results(results):
+                info = infos[result.key]
+                out = QgsFeature(fields)
+                if wkb_type != QgsWkbTypes.NoGeometry and info.georeferenced and not info.error:
+                    geom = QgsGeometry.fromRect(QgsRectangle(*info.bounds))
+                    crs = QgsCoordinateReferenceSystem.fromWkt(info.crs_wkt) if info.crs_wkt else out_crs
+                    if crs.isValid() and out_crs.isValid() and crs != out_crs:
+                        try:
+                            geom.transform(QgsCoordinateTransform(crs, out_crs, context.transformContext()))
+                        except QgsCsException:
+                            progress.warning(f"Image '{info.name}': its extent cannot be transformed to the output CRS")
+                            geom = QgsGeometry()
+                    out.setGeometry(geom)
+                out.setAttributes([info.path] + self._result_values(result))
+                self._add(sink, out, parameters)
+            for line in classifier.summary_lines("images"):
+                progress.info(line)
+        return sink.dest
 
 
 _END = object()

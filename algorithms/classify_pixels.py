@@ -19,10 +19,13 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ..core.errors import DLToolsError
 from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_pixels import RasterRequest, classify_pixels
-from ..core.raster_io import mosaic_items, remove_raster
+from ..core.raster_io import mosaic_items
+from ..core.safe_output import OutputSet, item_outputs
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .outputs import refuse_same_files
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;batch_size 4'. Known: padding "
@@ -114,11 +117,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
         for w in md.warnings:
             progress.warning(w)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        extent = None
-        if parameters.get(self.EXTENT) not in (None, ""):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            if not rect.isNull() and not rect.isEmpty():
-                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        extent = self.extent_of(parameters, self.EXTENT, context, layer.crs())
         cell = parameters.get(self.CELL_SIZE)
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
         request = RasterRequest(extent=extent, cell_size=cell_size or None)
@@ -138,23 +137,27 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                 folder = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
                 if not folder:
                     raise QgsProcessingException(self.tr("Processing items separately needs an output folder"))
-                os.makedirs(folder, exist_ok=True)
 
+        refuse_same_files({self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs}, {self.INPUT: path})
         if folder:
-            written: list[str] = []
+            outs = item_outputs(items, folder)  # unique per item, never an item itself
+            refuse_same_files({self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs},
+                              {f"{self.INPUT} item {i + 1}": item for i, item in enumerate(items)})
+            for out in outs:
+                refuse_same_files({self.OUTPUT_FOLDER: out}, {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs})
+            os.makedirs(folder, exist_ok=True)
+            # every item's raster and OUTPUT are written under temporary names and kept only when all succeeded
             try:
-                for i, item in enumerate(items):
-                    stem = os.path.splitext(os.path.basename(item))[0]
-                    out = os.path.join(folder, f"{stem}_classified.tif")
-                    progress.info(f"Item {i + 1}/{len(items)}: {item}")
-                    written.append(out)
-                    run_engine(classify_pixels, item, md, out, arguments, None, request, device, progress, allow)
-            except QgsProcessingException:
-                for out in written:
-                    remove_raster(out)
-                raise
-            # the first item also fills OUTPUT, so models chaining this tool always get a raster
-            run_engine(classify_pixels, items[0], md, output, arguments, probs, request, device, progress, allow)
+                with OutputSet() as pending:
+                    for i, (item, out) in enumerate(zip(items, outs)):
+                        progress.info(f"Item {i + 1}/{len(items)}: {item} -> {os.path.basename(out)}")
+                        run_engine(classify_pixels, item, md, pending.path_for(out), arguments, None, request, device,
+                                   progress, allow)
+                    # the first item also fills OUTPUT, so models chaining this tool always get a raster
+                    run_engine(classify_pixels, items[0], md, pending.path_for(output), arguments,
+                               pending.path_for(probs) if probs else None, request, device, progress, allow)
+            except DLToolsError as exc:
+                raise QgsProcessingException(str(exc)) from exc
         else:
             run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow)
 

@@ -10,7 +10,9 @@ from typing import Any
 from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingParameterFileDestination, QgsProcessingUtils
 
 from ..core.describe import backend_info, describe_model, load_for_description, render_html, report_lines
+from ..core.safe_output import write_texts
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .outputs import refuse_same_files
 
 
 class DescribeModelAlgorithm(DLToolsAlgorithm):
@@ -56,18 +58,23 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context) or \
             QgsProcessingUtils.generateTempFilename("model_description.json")
 
+        model_path = None if model.strip().startswith("{") else model
+        refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path}, {self.MODEL: model_path})
         md = run_engine(load_for_description, model)
+        if md.model_file is not None:
+            refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path},
+                              {f"{self.MODEL}'s model file": str(md.model_file)})
         feedback.setProgress(30)
         info = run_engine(backend_info, md, device, progress)
         feedback.setProgress(70)
         report = run_engine(describe_model, md, info)
         for line in report_lines(report):
             feedback.pushInfo(line)
-        for path, text in ((html_path, render_html(report)), (json_path, json.dumps(report, indent=2) + "\n")):
+        for path in (html_path, json_path):
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                Path(path).write_text(text, encoding="utf-8")
             except OSError as exc:
                 raise QgsProcessingException(f"Cannot write '{path}': {exc.strerror or exc}") from exc
+        run_engine(write_texts, {html_path: render_html(report), json_path: json.dumps(report, indent=2) + "\n"})
         feedback.setProgress(100)
         return {self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path}

@@ -19,6 +19,7 @@ from ..core.pipelines.classify_pixels import RasterRequest
 from ..core.pipelines.detect_change import detect_change
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 from .classify_pixels import ClassStylePostProcessor
+from .outputs import refuse_same_files
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 32;batch_size 4'. Known: padding (context "
@@ -75,14 +76,11 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         md = run_engine(load_model_definition, self.model_text(parameters, context))
         for w in md.warnings:
             progress.warning(w)
-        extent = None
-        if parameters.get(self.EXTENT) not in (None, ""):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context, from_layer.crs())
-            if not rect.isNull() and not rect.isEmpty():
-                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        extent = self.extent_of(parameters, self.EXTENT, context, from_layer.crs())
         cell = parameters.get(self.CELL_SIZE)
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
         run_engine(detect_change, from_path, to_path, md, output,
                    self.parameterAsString(parameters, self.ARGUMENTS, context),
                    RasterRequest(extent=extent, cell_size=cell_size or None),

@@ -18,6 +18,7 @@ it writes anything, an output that is one of its inputs or another output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator, Mapping
@@ -175,3 +176,50 @@ def replacing(target: str | os.PathLike[str]) -> Iterator[str]:
     """One output: ``with replacing(out) as tmp: write(tmp)``; ``out`` changes only if the block succeeds."""
     with OutputSet() as outputs:
         yield outputs.path_for(target)
+
+
+def no_space_message(target: str | os.PathLike[str], exc: BaseException) -> str | None:
+    """The user's message when ``exc`` says the disk is full (ENOSPC, or GDAL's wording of it), else None."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left on device" in text or "ENOSPC" in text:
+        return (f"No space left on device while writing the output '{os.fspath(target)}': free some space or choose "
+                "another folder; nothing was written and any earlier file of that name is unchanged")
+    return None
+
+
+def write_texts(files: Mapping[str, str], encoding: str = "utf-8") -> None:
+    """Write several text outputs together: all of them replace their targets, or none does."""
+    with OutputSet() as outputs:
+        for target, text in files.items():
+            tmp = outputs.path_for(target)
+            try:
+                with open(tmp, "w", encoding=encoding) as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise OutputError(no_space_message(target, exc) or
+                                  f"Cannot write the output '{target}': {exc.strerror or exc}") from exc
+
+
+def item_outputs(items: list[str], folder: str, suffix: str = "_classified", ext: str = ".tif") -> list[str]:
+    """One output path per item in ``folder``, never the same for two items and never one of the items.
+
+    ``a/x.tif`` and ``b/x.tif`` become ``x_classified.tif`` and ``x_2_classified.tif`` (in item order); a name that
+    is an input item (``x_classified.tif`` among the items) is skipped the same way.
+    """
+    taken: set[str] = set()
+    outputs: list[str] = []
+    for item in items:
+        stem = _stem(item)
+        n = 1
+        while True:
+            name = f"{stem}{'' if n == 1 else f'_{n}'}{suffix}{ext}"
+            path = os.path.join(folder, name)
+            key = os.path.normcase(os.path.abspath(path))
+            if key not in taken and not any(same_path(path, other) for other in items):
+                break
+            n += 1
+        taken.add(key)
+        outputs.append(path)
+    return outputs

@@ -1,0 +1,125 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Outputs of the algorithms that never destroy what was there before (the QGIS side of core.safe_output).
+
+* :func:`file_of` turns what QGIS gives for a layer or a destination (``x.gpkg|layername=a``,
+  ``ogr:dbname='x.gpkg' table="t"``, ``memory:``) into the file behind it, so that
+  :func:`refuse_same_files` can refuse an output that is one of the inputs before anything is written.
+* :class:`AtomicSink` is ``parameterAsSink`` writing under a temporary name beside the target: the target
+  changes only when the run succeeds, a cancel or failure leaves it (and no partial ``.gpkg`` or
+  ``-journal``) as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from typing import Any
+
+from qgis.core import QgsProcessingException, QgsProcessingOutputLayerDefinition, QgsProcessingParameters
+
+from ..core.errors import DLToolsError
+from ..core.safe_output import OutputSet, refuse_overlap
+
+_OGR_DBNAME = re.compile(r"""^ogr:dbname=(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"|(\S+))""")
+
+
+def file_of(value: Any) -> str | None:
+    """The file behind a layer source or an output destination; None for memory layers and databases."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text or text.startswith(("memory:", "postgres:", "postgis:", "mssql:", "oracle:", "/vsimem/")) or \
+            text == "TEMPORARY_OUTPUT":
+        return None
+    match = _OGR_DBNAME.match(text)
+    if match:
+        return next(g for g in match.groups() if g is not None).replace("\\'", "'")
+    return text.split("|", 1)[0]
+
+
+def refuse_same_files(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Refuse an output that is one of the inputs (or another output), naming both parameters."""
+    try:
+        refuse_overlap({k: file_of(v) for k, v in outputs.items()}, {k: file_of(v) for k, v in inputs.items()})
+    except DLToolsError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+
+
+class AtomicSink:
+    """A feature sink for the algorithm's ``name`` parameter, written under a temporary name until success.
+
+    ``with AtomicSink(alg, parameters, name, context, fields, wkb, crs) as sink: sink.add(feature)``; leaving the
+    block normally closes the file and renames it onto the target (``sink.dest`` is then the target, and a layer
+    QGIS loads on completion is the target); an exception closes and deletes the temporary file.  Memory and
+    database outputs are written directly: they have nothing on disk to lose.
+    """
+
+    def __init__(self, alg, parameters: Mapping[str, Any], name: str, context, fields, wkb_type, crs) -> None:  # noqa: ANN001
+        self.alg, self.name, self.context = alg, name, context
+        self.parameters = dict(parameters)
+        self.fields, self.wkb_type, self.crs = fields, wkb_type, crs
+        self.outputs = OutputSet()
+        self.sink = None
+        self.dest = ""
+        self._tmp_dest = ""
+        self._target = ""
+        self._tmp = ""
+
+    def __enter__(self) -> AtomicSink:
+        definition = self.alg.parameterDefinition(self.name)
+        value = self.parameters.get(self.name)
+        target = QgsProcessingParameters.parameterAsOutputLayer(definition, value, self.context) or ""
+        path = file_of(target)
+        params = self.parameters
+        if path:
+            try:
+                tmp = self.outputs.path_for(path)
+            except DLToolsError as exc:
+                raise QgsProcessingException(str(exc)) from exc
+            if target != path and os.path.isfile(path):
+                shutil.copy2(path, tmp)  # a layer added to an existing file: the file's other layers stay
+            new_target = target.replace(path, tmp, 1)
+            options = value.createOptions if isinstance(value, QgsProcessingOutputLayerDefinition) else {}
+            replacement = QgsProcessingOutputLayerDefinition(new_target)
+            replacement.createOptions = options
+            if isinstance(value, QgsProcessingOutputLayerDefinition):
+                replacement.destinationName = value.destinationName
+            params = dict(self.parameters)
+            params[self.name] = replacement
+            self._target, self._tmp = path, tmp
+        sink, dest = self.alg.parameterAsSink(params, self.name, self.context, self.fields, self.wkb_type, self.crs)
+        if sink is None:
+            self.outputs.discard()
+            raise QgsProcessingException(self.alg.invalidSinkError(self.parameters, self.name))
+        self.sink, self._tmp_dest = sink, dest
+        self.dest = dest.replace(self._tmp, self._target, 1) if self._tmp else dest
+        return self
+
+    def add(self, feature, flags) -> bool:  # noqa: ANN001
+        return self.sink.addFeature(feature, flags)
+
+    def close(self) -> None:
+        """Flush and close the file (the sink's C++ object goes with its last Python reference)."""
+        if self.sink is not None:
+            with contextlib.suppress(Exception):
+                self.sink.flushBuffer()
+            self.sink = None
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+        if exc_type is not None:
+            self.outputs.discard()
+            return
+        try:
+            self.outputs.commit()
+        except DLToolsError as error:
+            self.outputs.discard()
+            raise QgsProcessingException(str(error)) from error
+        if self._tmp and self.context.willLoadLayerOnCompletion(self._tmp_dest):
+            layers = self.context.layersToLoadOnCompletion()
+            details = layers.pop(self._tmp_dest)
+            layers[self.dest] = details
+            self.context.setLayersToLoadOnCompletion(layers)
