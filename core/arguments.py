@@ -19,7 +19,7 @@ from .definition import ModelDefinition
 from .errors import ArgumentError
 from .progress import NullProgress, Progress
 
-TOOLS = ("classify_pixels", "classify_objects", "detect_change")
+TOOLS = ("classify_pixels", "classify_objects", "detect_change", "detect_objects")
 
 
 @dataclass
@@ -98,7 +98,37 @@ def argument_specs(md: ModelDefinition, tool: str) -> list[ArgSpec]:
             ArgSpec("save_chips", "str", "",
                     "A folder: write every chip as a PNG there, named by feature id, to check what the model sees."),
         ]
+    if tool == "detect_objects":
+        specs += detection_argument_specs(md, tile)
     specs.append(ArgSpec("threads", "int", 0, "CPU threads for the model (0 = all cores).", minimum=0))
+    return specs
+
+
+def detection_argument_specs(md: ModelDefinition, tile: int) -> list[ArgSpec]:
+    """Detect Objects' arguments (esri-compat.md 9.1/9.2: arcgis.learn detector defaults)."""
+    specs: list[ArgSpec] = []
+    if md.supports_variable_tile_size:
+        specs.append(ArgSpec("tile_size", "int", md.image_height,
+                             "Tile size in pixels fed to the model (the model accepts any size).", minimum=8))
+    specs += [
+        ArgSpec("padding", "int", default_padding(md, tile),
+                "Pixels of context on each side of a tile; objects are kept by the tile whose centre holds them, "
+                "so padding should be at least half the size of the largest object.", minimum=0),
+        ArgSpec("threshold", "float", md.threshold if md.threshold is not None else 0.5,
+                "Detections with a lower confidence (0-1) are dropped.", minimum=0.0, maximum=1.0),
+        ArgSpec("nms_overlap", "float", 0.1,
+                "Maximum intersection over union of two objects of one class within a tile (and across tile "
+                "seams) before the less confident one is dropped.", minimum=0.0, maximum=1.0),
+        ArgSpec("batch_size", "int", md.batch_size or 4,
+                "Tiles per model call; a number that is not a perfect square is lowered to the largest square "
+                "below it, as in ArcGIS.", minimum=1),
+        ArgSpec("exclude_pad_detections", "bool", True,
+                "Keep only objects whose centre lies in the tile's centre (not in its padding); objects cut by "
+                "a tile edge are always kept for the seam merge, which unites their pieces."),
+        ArgSpec("test_time_augmentation", "bool", bool(md.test_time_augmentation),
+                "Also run flipped (and, in map space, rotated) tiles; boxes are merged and their confidences "
+                "averaged."),
+    ]
     return specs
 
 

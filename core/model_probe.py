@@ -120,6 +120,9 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     warnings: list[str] = []
 
     declared_tile = _number(meta, "tile_size", "tiles_size")
+    imgsz = meta.get("imgsz")  # Ultralytics exports: [height, width]
+    if declared_tile is None and isinstance(imgsz, list) and imgsz and all(isinstance(v, int) for v in imgsz):
+        declared_tile = float(imgsz[0])
     tile = declared_tile
     if h is not None and h == w:
         if declared_tile is not None and int(declared_tile) != h:
@@ -136,6 +139,8 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
             raise ModelDefinitionError(f"ONNX metadata model_type '{meta['model_type']}' is unknown; expected one of "
                                        "Segmentor, Detector, Regressor, Recognition, Superresolution")
         model_type = _DEEPNESS_TYPES[raw_type]
+    elif str(meta.get("task", "")).strip().lower() in ("detect", "obb", "segment"):
+        model_type = "ObjectDetection"  # an Ultralytics YOLO export (task, names, imgsz, stride metadata)
     else:
         out_rank = len(outputs[0].shape) if outputs else 0
         model_type = "ObjectClassification" if out_rank == 2 else "ImageClassification"

@@ -103,11 +103,12 @@ def mosaic_items(path: str) -> list[str]:
     return files or [str(path)]
 
 
-def dataset_grid(ds: gdal.Dataset) -> RasterGrid:
+def dataset_grid(ds: gdal.Dataset, allow_rotated: bool = False) -> RasterGrid:
+    """The raster's grid; a rotated (sheared) geotransform only where the caller maps pixels through it."""
     gt = ds.GetGeoTransform(can_return_null=True)
     if gt is None:
         gt = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-    if gt[2] != 0 or gt[4] != 0:
+    if (gt[2] != 0 or gt[4] != 0) and not allow_rotated:
         raise InputDataError(f"Raster '{ds.GetDescription()}' is rotated (sheared geotransform): warp it north-up first")
     return RasterGrid(tuple(gt), ds.RasterXSize, ds.RasterYSize, ds.GetProjection() or "")
 
@@ -165,11 +166,11 @@ class RasterSource:
     """
 
     def __init__(self, path: str, bands: Sequence[int], grid: RasterGrid | None = None,
-                 resampling: str = "bilinear") -> None:
+                 resampling: str = "bilinear", allow_rotated: bool = False) -> None:
         self.path = str(path)
         self.ds = open_raster(self.path)
         self.name = Path(self.path).name
-        self.native = dataset_grid(self.ds)
+        self.native = dataset_grid(self.ds, allow_rotated)
         self.grid = grid or self.native
         if not self.native.crs_wkt and self.grid is not self.native and not self.grid.same_as(self.native):
             raise InputDataError(f"Raster '{self.name}' has no CRS, so it cannot be reprojected or resampled")

@@ -102,6 +102,10 @@ class Backend:
         self.calls += 1
         return out
 
+    def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - list of arrays here; nested for torch
+        """Every output of one batch as the model returns it (torch keeps lists and dicts; ONNX: a list)."""
+        return self.run(arrays)
+
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
         raise NotImplementedError
 

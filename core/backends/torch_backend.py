@@ -34,6 +34,32 @@ def import_torch():  # noqa: ANN201 - returns the module
     return torch
 
 
+def _uses_torchvision_ops(model_file: Path) -> bool:
+    """Whether a TorchScript archive calls torchvision's operators (nms, roi_align): they must be loaded first."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_file) as zf:
+            for name in zf.namelist():
+                if name.endswith(".py") and "/code/" in name and b"ops.torchvision." in zf.read(name):
+                    return True
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def _to_numpy(out):  # noqa: ANN001, ANN202 - any TorchScript result
+    """Tensors anywhere in a (nested) result -> numpy arrays, keeping lists, tuples and dicts."""
+    if isinstance(out, dict):
+        return {k: _to_numpy(v) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_numpy(v) for v in out)
+    if hasattr(out, "detach"):
+        t = out.detach()
+        return t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy()
+    return out
+
+
 class TorchBackend(Backend):
     kind = "torch"
 
@@ -59,6 +85,13 @@ class TorchBackend(Backend):
             check_pt2_archive(model_file)
         else:
             check_torchscript_archive_code(model_file)
+        if not exported and _uses_torchvision_ops(model_file):
+            try:
+                import torchvision  # noqa: F401 - registers torchvision::nms, roi_align for the archive
+            except ImportError as exc:
+                raise DependencyMissingError(
+                    f"'{Path(model_file).name}' uses torchvision operators (a torchvision detector): install "
+                    "torchvision matching your torch (python3 -m pip install torchvision)") from exc
         try:
             if exported:
                 with weights_only_loading():
@@ -79,6 +112,14 @@ class TorchBackend(Backend):
         self.device = str(self.torch_device)
         self.provider = f"PyTorch {torch.__version__}, " + (
             f"CUDA {torch.cuda.get_device_name(self.torch_device)}" if use_cuda else f"CPU, {threads} threads")
+        #: a forward(images: List[Tensor]) module (torchvision detectors) takes a list of [C, H, W] images
+        self.list_input = False
+        if not exported:
+            try:
+                args = self.module.forward.schema.arguments
+                self.list_input = len(args) > 1 and str(args[1].type).startswith("List[Tensor]")
+            except (AttributeError, RuntimeError):
+                self.list_input = False
         shape = input_shape or (None, None, None, None)
         self.inputs = [TensorInfo("input", tuple(shape), "float32")]
         self.outputs = [TensorInfo("output", (None,), "float32")]
@@ -94,6 +135,27 @@ class TorchBackend(Backend):
             return [o.detach().float().cpu().numpy() if o.is_floating_point() else o.detach().cpu().numpy()
                     for o in out]
         return [out.detach().float().cpu().numpy() if out.is_floating_point() else out.detach().cpu().numpy()]
+
+    def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - nested lists/dicts of arrays
+        """The module's whole result with tensors as numpy (dicts and lists kept): for detectors."""
+        import time
+
+        torch = self._torch
+        start = time.perf_counter()
+        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.torch_device) for a in arrays]
+        try:
+            with torch.inference_mode():
+                if self.list_input:
+                    out = self.module([t for t in tensors[0]])
+                else:
+                    out = self.module(*tensors)
+        except Exception as exc:  # noqa: BLE001 - torch raises many types; one clear message
+            shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
+            raise BackendError(f"The model failed on input of shape {shapes}: {exc}") from exc
+        result = _to_numpy(out)
+        self.model_seconds += time.perf_counter() - start
+        self.calls += 1
+        return result
 
     def close(self) -> None:
         self.module = None

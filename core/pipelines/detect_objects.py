@@ -1,0 +1,494 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Detect Objects Using Deep Learning: raster in, georeferenced polygons out.
+
+1. The raster is cut into the same padded chips as Classify Pixels (:class:`..tiling.ChipGrid`), read
+   one row of chips at a time through the shared reader (:class:`..raster_io.RasterSource`), NoData
+   zeroed, normalised (:mod:`..normalize`) and batched with ArcGIS's batch rule.  A *block* is one row of
+   chips: :func:`detect_block` turns it into objects in raster pixel coordinates, independently of every
+   other block, so a block engine can run it anywhere.
+2. Per chip (:mod:`..decoders.detections`): decode the model's layout, drop scores below ``threshold``,
+   NMS within the chip (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
+   centre lies in the chip's centre, plus the pieces of objects cut by the chip's edge.
+3. One global merge over the raster (:func:`..nms.seam_merge`): pieces of an object cut by tile seams are
+   united, copies seen by two chips reduced to the most confident one.
+4. Pixel coordinates -> map coordinates through the raster's full geotransform (rotation terms too, any
+   CRS).  Boxes become 4-corner polygons, rotated boxes their corners, instance masks their outline at
+   pixel precision (GDAL polygonize of the mask, holes kept).
+5. ``run_nms``: the Non Maximum Suppression tool's rule (:func:`..nms.nms_polygons`) on the result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from osgeo import gdal, ogr
+
+from .. import augment
+from ..arguments import resolve_arguments, square_batch_size
+from ..backends.base import Backend, DeviceRequest, open_backend
+from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
+from ..errors import InputDataError
+from ..model_definition import ClassInfo, ModelDefinition
+from ..nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
+from ..normalize import Normaliser, build_normaliser
+from ..progress import NullProgress, Progress, check_canceled
+from ..raster_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
+from ..tiling import ChipGrid
+from .classify_pixels import RasterRequest, open_model_source, processing_grid
+
+ogr.UseExceptions()
+
+DETECTION_TYPES = ("ObjectDetection", "InstanceDetection")
+
+
+@dataclass
+class DetectedObject:
+    """One output feature: geometry (WKB, map coordinates), class and confidence (0-100)."""
+
+    wkb: bytes
+    class_name: str
+    class_value: int
+    confidence: float
+
+
+@dataclass
+class RawObjects:
+    """Objects of one block in raster pixel coordinates, before the global merge."""
+
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    classes: list[np.ndarray] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)
+    cut: list[np.ndarray] = field(default_factory=list)
+    shapes: list[ogr.Geometry | None] = field(default_factory=list)  # map geometry of rotated boxes / masks
+
+    def add(self, det: ChipDetections, chip: int, cut: np.ndarray, shapes: list) -> None:
+        self.boxes.append(det.boxes)
+        self.scores.append(det.scores)
+        self.classes.append(det.classes)
+        self.chips.append(np.full(len(det), chip, np.int64))
+        self.cut.append(cut)
+        self.shapes.extend(shapes)
+
+    def extend(self, other: RawObjects) -> None:
+        for name in ("boxes", "scores", "classes", "chips", "cut", "shapes"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        def cat(parts: list[np.ndarray], shape: tuple, dtype: Any) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+        return (cat(self.boxes, (0, 4), float), cat(self.scores, (0,), float), cat(self.classes, (0,), np.int64),
+                cat(self.chips, (0,), np.int64), cat(self.cut, (0,), bool))
+
+
+@dataclass
+class DetectionResult:
+    objects: list[DetectedObject]
+    classes: list[ClassInfo]
+    geometry_type: str  # "Polygon" or "MultiPolygon"
+    crs_wkt: str
+    layout: str
+    tiles: int
+    batch_size: int
+    tile_size: tuple[int, int]
+    padding: int
+    device: str
+    before_merge: int
+    after_merge: int
+    seconds: float
+    model_seconds: float
+    merge_seconds: float
+    per_class: dict[str, int] = field(default_factory=dict)
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} (padding {self.padding}, batch size "
+            f"{self.batch_size}), layout {self.layout}, {self.device}",
+            f"Objects: {self.before_merge} found in tiles, {self.after_merge} after the seam merge, "
+            f"{len(self.objects)} written",
+            f"Time: {self.seconds:.1f} s ({self.model_seconds:.1f} s in the model, {self.merge_seconds:.2f} s merging)",
+        ]
+        if self.per_class:
+            lines.append("Objects per class:")
+            lines += [f"  {name}: {n}" for name, n in sorted(self.per_class.items())]
+        return lines
+
+
+def affine(gt: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Raster pixel (x = column, y = row) -> map coordinates, with the geotransform's rotation terms."""
+    return gt[0] + x * gt[1] + y * gt[2], gt[3] + x * gt[4] + y * gt[5]
+
+
+def ring_geometry(gt: tuple[float, ...], points: np.ndarray) -> ogr.Geometry:
+    """A polygon from pixel-space corners [K, 2] (closed here), in map coordinates."""
+    mx, my = affine(gt, points[:, 0], points[:, 1])
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in zip(mx.tolist(), my.tolist()):
+        ring.AddPoint_2D(x, y)
+    ring.AddPoint_2D(float(mx[0]), float(my[0]))
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return poly
+
+
+def box_corners(box: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
+
+
+def mask_geometry(gt: tuple[float, ...], x0: int, y0: int, mask: np.ndarray) -> ogr.Geometry | None:
+    """The outline of a boolean mask whose top-left pixel is raster pixel (x0, y0): GDAL polygonize, holes kept."""
+    if mask.size == 0 or not mask.any():
+        return None
+    h, w = mask.shape
+    ds = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+    ox, oy = affine(gt, np.float64(x0), np.float64(y0))
+    ds.SetGeoTransform((float(ox), gt[1], gt[2], float(oy), gt[4], gt[5]))
+    band = ds.GetRasterBand(1)
+    band.WriteArray(mask.astype(np.uint8))
+    mem = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = mem.CreateLayer("m", geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
+    gdal.Polygonize(band, band, layer, 0, [])
+    multi = ogr.Geometry(ogr.wkbMultiPolygon)
+    for feat in layer:
+        multi.AddGeometry(feat.GetGeometryRef().Clone())
+    return multi
+
+
+def _invert_transform(det: ChipDetections, k: int, h: int, w: int) -> ChipDetections:
+    """Detections on a tile transformed by augment.forward(k) -> detections on the original tile."""
+    if k == 0:
+        return det
+    th, tw = (w, h) if k & 4 else (h, w)  # the transformed tile's size
+
+    def points(xy: np.ndarray) -> np.ndarray:
+        xy = xy.copy()
+        if k & 2:
+            xy[..., 0] = tw - xy[..., 0]
+        if k & 1:
+            xy[..., 1] = th - xy[..., 1]
+        if k & 4:
+            xy = xy[..., ::-1]
+        return xy
+
+    corners = points(box_corners_all(det.boxes)) if det.corners is None else points(det.corners)
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    masks = None
+    if det.masks is not None:
+        masks = []
+        for x0, y0, m in det.masks:
+            mh, mw = m.shape
+            if k & 2:
+                x0, m = tw - x0 - mw, m[:, ::-1]
+            if k & 1:
+                y0, m = th - y0 - mh, m[::-1, :]
+            if k & 4:
+                x0, y0, m = y0, x0, m.T
+            masks.append((x0, y0, np.ascontiguousarray(m)))
+    return ChipDetections(boxes, det.scores, det.classes, None if det.corners is None else corners, masks)
+
+
+def box_corners_all(boxes: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = boxes.T
+    return np.stack([np.stack([x1, y1], -1), np.stack([x2, y1], -1), np.stack([x2, y2], -1),
+                     np.stack([x1, y2], -1)], axis=1)
+
+
+def _concat(dets: list[ChipDetections]) -> ChipDetections:
+    return ChipDetections(
+        np.concatenate([d.boxes for d in dets]), np.concatenate([d.scores for d in dets]),
+        np.concatenate([d.classes for d in dets]),
+        None if dets[0].corners is None else np.concatenate([d.corners for d in dets]),
+        None if dets[0].masks is None else [m for d in dets for m in d.masks])
+
+
+@dataclass
+class DetectionSetup:
+    """Everything a block needs, fixed once per run (picklable apart from the backend)."""
+
+    grid: RasterGrid
+    chips: ChipGrid
+    decoder: DetectionDecoder
+    batch: int
+    threshold: float
+    nms_overlap: float
+    exclude_pad: bool
+    transforms: list[int]
+    nhwc: bool
+    channels: int
+
+
+def _chip_cut(boxes: np.ndarray, window: tuple[int, int, int, int], grid: RasterGrid) -> np.ndarray:
+    """Which boxes (raster pixels) touch an edge of their chip that lies inside the raster."""
+    x, y, w, h = window
+    tol = 1.0
+    left = (boxes[:, 0] <= x + tol) & (x > 0)
+    top = (boxes[:, 1] <= y + tol) & (y > 0)
+    right = (boxes[:, 2] >= x + w - tol) & (x + w < grid.width)
+    bottom = (boxes[:, 3] >= y + h - tol) & (y + h < grid.height)
+    return left | top | right | bottom
+
+
+def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row: int, col: int,
+                 out: RawObjects) -> None:
+    """Threshold (done by the decoder), in-chip NMS, test-time merge, centre rule; add to ``out``."""
+    chips, grid = setup.chips, setup.grid
+    det = _concat(per_transform) if len(per_transform) > 1 else per_transform[0]
+    keep = nms_boxes(det.boxes, det.scores, det.classes, setup.nms_overlap, det.corners)
+    det = det.take(keep)
+    if len(per_transform) > 1 and len(det):  # confidence = mean over the transforms of the best match
+        total = np.zeros(len(det))
+        for t in per_transform:
+            if not len(t):
+                continue
+            ii = np.repeat(np.arange(len(det)), len(t))
+            jj = np.tile(np.arange(len(t)), len(det))
+            iou = box_iou_pairs(np.concatenate([det.boxes, t.boxes]), ii, jj + len(det))
+            match = (iou > max(setup.nms_overlap, 0.5)) & (det.classes[ii] == t.classes[jj])
+            best = np.zeros(len(det))
+            np.maximum.at(best, ii[match], t.scores[jj[match]])
+            total += best
+        det.scores = total / len(per_transform)
+    wx, wy, ww, wh = chips.chip_window(row, col)
+    shift = np.array([wx, wy, wx, wy], np.float64)
+    boxes = det.boxes + shift
+    cx, cy, cw, ch = chips.core_window(row, col)
+    mx, my = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    centre = (mx >= cx) & (mx < cx + cw) & (my >= cy) & (my < cy + ch)
+    cut = _chip_cut(boxes, (wx, wy, ww, wh), grid)
+    inside = (mx >= 0) & (mx < grid.width) & (my >= 0) & (my < grid.height)
+    if setup.exclude_pad:
+        sel = np.nonzero(inside & (centre | cut))[0]
+    else:
+        sel = np.nonzero(inside)[0]
+        off = ~centre[sel]  # arcgis.learn: copies off the centre rank below every centre copy
+        det.scores = det.scores.copy()
+        det.scores[sel[off]] = setup.threshold + det.scores[sel[off]] * 1e-4
+    det = det.take(sel)
+    shapes: list = []
+    gt = grid.geotransform
+    if det.masks is not None:
+        shapes = [mask_geometry(gt, wx + x0, wy + y0, m) for x0, y0, m in det.masks]
+    elif det.corners is not None:
+        shapes = [ring_geometry(gt, c + shift[:2]) for c in det.corners]
+    else:
+        shapes = [None] * len(det)
+    det.boxes = boxes[sel]
+    good = np.array([s is None or not s.IsEmpty() for s in shapes] if det.masks is not None else [True] * len(det),
+                    bool)
+    if not good.all():
+        det = det.take(np.nonzero(good)[0])
+        det.boxes = det.boxes
+        shapes = [s for s, g in zip(shapes, good) if g]
+    out.add(det, row * chips.cols + col, cut[sel][good] if len(sel) else np.zeros(0, bool), shapes)
+
+
+def detect_block(setup: DetectionSetup, backend: Backend, source: RasterSource, normaliser: Normaliser | None,
+                 row: int, progress: Progress | None = None) -> RawObjects:
+    """One block (a row of chips): read, normalise, run the model in batches, decode. Raster pixel coordinates."""
+    chips = setup.chips
+    out = RawObjects()
+    x0, y0, _, _ = chips.chip_window(row, 0)
+    strip_w = (chips.cols - 1) * chips.core_w + chips.tile_w
+    data, valid = source.read(x0, y0, strip_w, chips.tile_h)
+    cols = list(range(chips.cols))
+    for start in range(0, len(cols), setup.batch):
+        if progress is not None:
+            check_canceled(progress)
+        group = cols[start:start + setup.batch]
+        arr = np.empty((len(group), setup.channels, chips.tile_h, chips.tile_w), np.float32)
+        for b, c in enumerate(group):
+            xs = c * chips.core_w
+            np.copyto(arr[b], data[:, :, xs:xs + chips.tile_w], casting="unsafe")
+            chip_valid = valid[:, xs:xs + chips.tile_w]
+            if source.has_mask and not chip_valid.all():
+                arr[b][:, ~chip_valid] = 0.0
+        if normaliser is not None:
+            normaliser.apply(arr)
+        per_chip: list[list[ChipDetections]] = [[] for _ in group]
+        for k in setup.transforms:
+            feed = augment.forward(arr, k) if k else arr
+            if setup.nhwc:
+                feed = np.ascontiguousarray(feed.transpose(0, 2, 3, 1))
+            raw = backend.run_structured([feed])
+            for b, det in enumerate(setup.decoder.decode(raw, len(group), setup.threshold)):
+                per_chip[b].append(_invert_transform(det, k, chips.tile_h, chips.tile_w))
+        for b, c in enumerate(group):
+            chip_objects(setup, per_chip[b], row, c, out)
+    return out
+
+
+def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGrid, bool]:
+    """The processing grid; a rotated raster is processed on its own grid (mapped through its geotransform)."""
+    ds = open_raster(raster)
+    native = dataset_grid(ds, allow_rotated=True)
+    ds = None
+    rotated = native.geotransform[2] != 0 or native.geotransform[4] != 0
+    if not rotated:
+        return processing_grid(raster, request)[1], False
+    if request is not None and (request.extent is not None or request.cell_size is not None):
+        raise InputDataError(f"Raster '{os.path.basename(raster)}' has a rotated geotransform: it is processed on its "
+                             "own grid, so a processing extent or cell size cannot be applied (warp it north-up first)")
+    if not native.crs_wkt:
+        raise InputDataError(f"Raster '{os.path.basename(raster)}' has no coordinate reference system: assign one")
+    return native, True
+
+
+def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None = None,
+                   request: RasterRequest | None = None, device: DeviceRequest | None = None,
+                   progress: Progress | None = None, run_nms: bool = False,
+                   max_overlap_ratio: float = 0.0) -> DetectionResult:
+    """Detect objects in ``raster`` with ``md``: the merged, georeferenced objects (see the module docstring)."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    if md.model_type not in DETECTION_TYPES:
+        raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
+                             f"{md.model_type} models (Describe Model tells which)")
+    args = resolve_arguments(md, "detect_objects", arguments, progress)
+    device = device or DeviceRequest()
+    device.threads = int(args.get("threads") or device.threads or 0)
+    grid, rotated = detection_grid(raster, request)
+    if rotated:
+        source = RasterSource(raster, open_model_source_bands(raster, md), grid, allow_rotated=True)
+    else:
+        source = open_model_source(raster, md, grid)
+    backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress)
+    try:
+        with bounded_gdal_cache():
+            normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
+            progress.info(f"Normalisation: {normaliser.description}")
+            setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
+            raw = RawObjects()
+            for row in range(setup.chips.rows):
+                raw.extend(detect_block(setup, backend, source, normaliser, row, progress))
+                progress.set_progress(90.0 * (row + 1) / setup.chips.rows)
+    finally:
+        source.close()
+        backend.close()
+    merge_start = time.perf_counter()
+    objects, before, after = finish_objects(raw, setup, table, run_nms, max_overlap_ratio, progress)
+    merge_seconds = time.perf_counter() - merge_start
+    progress.set_progress(100.0)
+    per_class = Counter(o.class_name for o in objects)
+    geometry_type = "MultiPolygon" if setup.decoder.with_masks else "Polygon"
+    result = DetectionResult(
+        objects=objects, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,
+        layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.batch,
+        tile_size=(setup.chips.tile_w, setup.chips.tile_h), padding=setup.chips.pad, device=backend.describe(),
+        before_merge=before, after_merge=after, seconds=time.perf_counter() - started,
+        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class))
+    for line in result.summary_lines():
+        progress.info(line)
+    return result
+
+
+def open_model_source_bands(raster: str, md: ModelDefinition) -> list[int]:
+    from ..normalize import resolve_bands
+
+    probe = RasterSource(raster, [0], allow_rotated=True)
+    try:
+        return resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name)
+    finally:
+        probe.close()
+
+
+def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, channels: int,
+           progress: Progress) -> tuple[DetectionSetup, ClassTable]:
+    tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
+    if tile_h is None:
+        tile_h, tile_w = md.image_height, md.image_width
+    assert tile_w is not None
+    nhwc = md.model_format == "NHWC"
+    declared = backend.inputs[0].shape if backend.inputs else ()
+    if len(declared) == 4:
+        want_c = declared[3] if nhwc else declared[1]
+        if want_c is not None and want_c != channels:
+            raise InputDataError(f"The model takes {want_c} bands but {channels} are read (ExtractBands "
+                                 f"{md.extract_bands}): fix ExtractBands or choose a raster with the right bands")
+        want = (declared[1], declared[2]) if nhwc else (declared[2], declared[3])
+        if None not in want and want != (tile_h, tile_w):
+            raise InputDataError(f"The model takes {want[1]}x{want[0]} tiles but the model definition says "
+                                 f"{tile_w}x{tile_h}: fix ImageWidth/ImageHeight (or tile_size)")
+    pad = int(args.get("padding", 0))
+    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
+    metadata = getattr(backend, "metadata", {}) or {}
+    from ..model_probe import _meta_value
+
+    meta = {k: _meta_value(v) for k, v in metadata.items()}
+    probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
+    probe = backend.run_structured([probe_in.transpose(0, 2, 3, 1) if nhwc else probe_in])
+    names = [o.name for o in backend.outputs]
+    n_classes = len(md.classes) or (len(meta["names"]) if isinstance(meta.get("names"), (dict, list)) else None)
+    decoder = make_decoder(md, probe, names, n_classes, meta, tile_h, tile_w)
+    table = class_table(md, meta, n_classes, first_value=decoder.label_offset)
+    requested = int(args.get("batch_size", 1))
+    batch = square_batch_size(requested)
+    fixed = backend.fixed_batch
+    if decoder.layout == "separate" and np.asarray([o for o in _leaves(probe)][0]).ndim == 2:
+        fixed = 1  # per-image outputs ([N, 4] boxes)
+    if fixed is not None and fixed != batch:
+        progress.info(f"The model takes {fixed} tile(s) per call: using batch size {fixed}")
+        batch = fixed
+    elif batch != requested:
+        progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
+    tta = bool(args.get("test_time_augmentation"))
+    transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
+    progress.info(f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, "
+                  f"batch size {batch}, output layout {decoder.layout}"
+                  + (", instance masks" if decoder.with_masks else "")
+                  + (f", test-time augmentation x{len(transforms)}" if tta else ""))
+    if table.generated:
+        progress.warning("Neither the model definition nor the model names its classes: they are numbered")
+    setup = DetectionSetup(grid, chips, decoder, batch, float(args["threshold"]), float(args["nms_overlap"]),
+                           bool(args["exclude_pad_detections"]), transforms, nhwc, channels)
+    return setup, table
+
+
+def _leaves(out: Any) -> list:
+    if isinstance(out, (list, tuple)):
+        return [leaf for o in out for leaf in _leaves(o)]
+    return [out]
+
+
+def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, run_nms: bool,
+                   max_overlap_ratio: float, progress: Progress) -> tuple[list[DetectedObject], int, int]:
+    """The global seam merge, map geometries, optional tool NMS: (objects, count before merge, after merge)."""
+    boxes, scores, classes, chips, cut = raw.arrays()
+    groups = seam_merge(boxes, scores, classes, chips, cut, setup.nms_overlap)
+    gt = setup.grid.geotransform
+    geoms: list[ogr.Geometry] = []
+    group_scores, group_classes = [], []
+    for g in groups:
+        first = int(g[0])
+        if raw.shapes[first] is None:  # axis-aligned boxes: the union of the pieces' boxes
+            b = boxes[g]
+            geom = ring_geometry(gt, box_corners(np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(),
+                                                           b[:, 3].max()])))
+        else:
+            geom = raw.shapes[first].Clone()
+            for k in g[1:].tolist():
+                geom = geom.Union(raw.shapes[k])
+            if setup.decoder.with_masks and geom.GetGeometryType() == ogr.wkbPolygon:
+                geom = ogr.ForceToMultiPolygon(geom)
+        geoms.append(geom)
+        group_scores.append(float(scores[first]))
+        group_classes.append(int(classes[first]))
+    keep = np.ones(len(geoms), bool)
+    if run_nms and geoms:
+        names = [table.info(c).name for c in group_classes]
+        keep = nms_polygons(geoms, np.array(group_scores), names, max_overlap_ratio)
+        progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
+                      "objects removed")
+    objects = []
+    for geom, score, slot, k in zip(geoms, group_scores, group_classes, keep.tolist()):
+        if not k:
+            continue
+        info = table.info(slot)
+        objects.append(DetectedObject(geom.ExportToIsoWkb(), info.name, int(info.value), round(score * 100.0, 4)))
+    return objects, len(scores), len(groups)
