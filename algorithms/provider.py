@@ -27,6 +27,8 @@ def _algorithm_classes() -> list:
         ("classify_pixels", "ClassifyPixelsAlgorithm"),
         ("classify_objects", "ClassifyObjectsAlgorithm"),
         ("detect_change", "DetectChangeAlgorithm"),
+        ("detect_objects", "DetectObjectsAlgorithm"),
+        ("non_maximum_suppression", "NonMaximumSuppressionAlgorithm"),
         ("model_to_ecd", "ModelToEcdAlgorithm"),
         ("package_model", "PackageModelAlgorithm"),
         ("extract_package", "ExtractPackageAlgorithm"),

@@ -115,6 +115,8 @@ def greedy_suppress(scores: np.ndarray, i: np.ndarray, j: np.ndarray, alive: np.
         return keep
     use = keep[i] & keep[j]
     i, j = i[use], j[use]
+    if i.size == 0:
+        return keep
     order = priority_order(scores)
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)

@@ -95,3 +95,38 @@ def style_class_raster(path: str, classes: list[ClassInfo], values: list[int]) -
     qml = Path(path).with_suffix(".qml")
     qml.write_text(qml_text(entries), encoding="utf-8")
     return qml
+
+
+def categorized_qml(entries: list[ClassInfo], field: str, with_outline_only: bool = False) -> str:
+    """A QGIS categorized-renderer style for polygons: one category per class name, in the class's colour
+    (a translucent fill and a solid outline, so the image stays visible under the objects)."""
+    cats, symbols = [], []
+    for i, c in enumerate(entries):
+        r, g, b = c.color or palette(len(entries))[i]
+        cats.append(f'      <category render="true" symbol="{i}" value={quoteattr(c.name)} label={quoteattr(c.name)}/>')
+        fill_alpha = 0 if with_outline_only else 60
+        symbols.append(f"""      <symbol type="fill" name="{i}" alpha="1" clip_to_extent="1" force_rhr="0">
+        <layer class="SimpleFill" enabled="1" pass="0" locked="0">
+          <Option type="Map">
+            <Option type="QString" name="color" value="{r},{g},{b},{fill_alpha}"/>
+            <Option type="QString" name="outline_color" value="{r},{g},{b},255"/>
+            <Option type="QString" name="outline_style" value="solid"/>
+            <Option type="QString" name="outline_width" value="0.6"/>
+            <Option type="QString" name="outline_width_unit" value="MM"/>
+            <Option type="QString" name="style" value="solid"/>
+            <Option type="QString" name="joinstyle" value="miter"/>
+          </Option>
+        </layer>
+      </symbol>""")
+    return f"""<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
+<qgis version="3.22" styleCategories="Symbology">
+  <renderer-v2 type="categorizedSymbol" attr={quoteattr(field)} symbollevels="0" enableorderby="0" forceraster="0">
+    <categories>
+{chr(10).join(cats)}
+    </categories>
+    <symbols>
+{chr(10).join(symbols)}
+    </symbols>
+  </renderer-v2>
+</qgis>
+"""

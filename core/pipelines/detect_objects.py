@@ -267,7 +267,7 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
         sel = np.nonzero(inside & (centre | cut))[0]
     else:
         sel = np.nonzero(inside)[0]
-        off = ~centre[sel]  # arcgis.learn: copies off the centre rank below every centre copy
+        off = ~centre[sel] & ~cut[sel]  # arcgis.learn: whole copies off the centre rank below the centre copy
         det.scores = det.scores.copy()
         det.scores[sel[off]] = setup.threshold + det.scores[sel[off]] * 1e-4
     det = det.take(sel)

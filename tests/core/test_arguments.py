@@ -128,9 +128,18 @@ def test_defaults_come_from_the_definition():
 
 
 def test_unknown_tool():
-    assert TOOLS == ("classify_pixels", "classify_objects", "detect_change")
-    with pytest.raises(ValueError, match="unknown tool 'detect_objects'"):
-        argument_specs(_md(), "detect_objects")
+    assert TOOLS == ("classify_pixels", "classify_objects", "detect_change", "detect_objects")
+    with pytest.raises(ValueError, match="unknown tool 'segment_anything'"):
+        argument_specs(_md(), "segment_anything")
+
+
+def test_detect_objects_arguments_follow_arcgis_learn_defaults():
+    md = _md()
+    specs = {s.name: s for s in argument_specs(md, "detect_objects")}
+    assert {"padding", "threshold", "nms_overlap", "batch_size", "exclude_pad_detections",
+            "test_time_augmentation", "threads"} <= set(specs)
+    assert specs["nms_overlap"].default == 0.1 and specs["exclude_pad_detections"].default is True
+    assert specs["threshold"].default == 0.5
 
 
 def test_thread_count(monkeypatch):

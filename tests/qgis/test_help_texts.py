@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
-            "extractpackage"}
+            "extractpackage", "detectobjects", "nonmaximumsuppression"}
 
 
 @pytest.fixture(scope="module")

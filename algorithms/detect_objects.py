@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Detect Objects Using Deep Learning (``dltools:detectobjects``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtXml import QDomDocument
+
+from ..core.model_definition import load_model_definition
+from ..core.pipelines.classify_pixels import RasterRequest
+from ..core.pipelines.detect_objects import detect_objects
+from ..core.raster_io import mosaic_items
+from ..core.styling import categorized_qml
+from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+
+ARGUMENTS_HELP = (
+    "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;threshold 0.5;batch_size 4'. Known: "
+    "padding (context pixels around each tile), threshold (minimum confidence 0-1), nms_overlap (maximum IoU of two "
+    "objects of one class in a tile), batch_size, exclude_pad_detections (keep objects centred in the tile's centre "
+    "only), test_time_augmentation, tile_size (models that accept any size), threads.")
+MODES = ["Process as mosaicked image", "Process all raster items separately"]
+
+
+class CategorizedStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles the loaded output by class with the model's colours."""
+
+    instances: list = []  # keep Python references alive while QGIS holds the pointer
+
+    def __init__(self, qml: str) -> None:
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
+        if isinstance(layer, QgsVectorLayer):
+            doc = QDomDocument()
+            doc.setContent(self.qml)
+            layer.importNamedStyle(doc)
+            layer.triggerRepaint()
+
+    @classmethod
+    def create(cls, qml: str) -> CategorizedStylePostProcessor:
+        proc = cls(qml)
+        cls.instances.append(proc)
+        return proc
+
+
+class DetectObjectsAlgorithm(DLToolsAlgorithm):
+    INPUT = "INPUT"
+    RUN_NMS = "RUN_NMS"
+    CONFIDENCE_FIELD = "CONFIDENCE_FIELD"
+    CLASS_FIELD = "CLASS_FIELD"
+    MAX_OVERLAP_RATIO = "MAX_OVERLAP_RATIO"
+    EXTENT = "EXTENT"
+    CELL_SIZE = "CELL_SIZE"
+    PROCESSING_MODE = "PROCESSING_MODE"
+    OUTPUT = "OUTPUT"
+
+    def name(self) -> str:
+        return "detectobjects"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr("Detect Objects Using Deep Learning")
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr(
+            "Runs a trained object detector (YOLO, Mask R-CNN, Faster R-CNN, RetinaNet, SSD, ...) over a raster and "
+            "writes one polygon per object, in the raster's CRS, with its class name (Class), class value "
+            "(ClassValue) and confidence (0-100). The raster is read in tiles with 'padding' pixels of context; "
+            "objects are kept by the tile whose centre holds them, and the pieces of objects cut by tile seams are "
+            "merged, so each object comes out once. Instance masks give the object's outline at pixel precision. "
+            "Optionally Non Maximum Suppression then removes overlapping objects. The layer is styled by class "
+            "with the model's colours.")
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
+        self.add_param(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")),
+                       "The image to search. Its bands are picked by the model's ExtractBands.")
+        self.add_model_parameters(ARGUMENTS_HELP)
+        self.add_param(QgsProcessingParameterBoolean(self.RUN_NMS, self.tr("Non maximum suppression"),
+                                                     defaultValue=False),
+                       "Also remove overlapping objects with the Non Maximum Suppression rule (lower confidence "
+                       "removed; per class first, then across classes).")
+        self.add_param(QgsProcessingParameterString(self.CONFIDENCE_FIELD, self.tr("Confidence score field"),
+                                                    defaultValue="Confidence"),
+                       "Name of the output field holding the confidence (0-100).", advanced=True)
+        self.add_param(QgsProcessingParameterString(self.CLASS_FIELD, self.tr("Class value field"),
+                                                    defaultValue="Class"),
+                       "Name of the output field holding the class name (the class value goes to ClassValue).",
+                       advanced=True)
+        self.add_param(QgsProcessingParameterNumber(self.MAX_OVERLAP_RATIO, self.tr("Max overlap ratio"),
+                                                    QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                                    minValue=0.0, maxValue=1.0),
+                       "With non maximum suppression: intersection over union above which two objects are "
+                       "duplicates (0: any overlap).")
+        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
+                       "Only this area is searched (any CRS). Default: all of the raster.")
+        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
+                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
+                       "Cell size the model sees, in the raster's units (resampled on the fly). Default: native.",
+                       advanced=True)
+        self.add_device_parameters()
+        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
+                                                  defaultValue=0),
+                       "For a VRT mosaic: search it as one image (default), or each raster it is made of separately "
+                       "(objects of all items go to the one output). A plain raster is always one image.",
+                       advanced=True)
+        self.add_param(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Detected objects"),
+                                                         QgsProcessing.TypeVectorPolygon),
+                       "One polygon per object with Class, ClassValue and Confidence (0-100).")
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        path = self.gdal_source(layer, "input")
+        progress = FeedbackProgress(feedback)
+        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        for w in md.warnings:
+            progress.warning(w)
+        arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
+        extent = None
+        if parameters.get(self.EXTENT) not in (None, ""):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        cell = parameters.get(self.CELL_SIZE)
+        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
+        request = RasterRequest(extent=extent, cell_size=cell_size or None)
+        device = self.device_request(parameters, context)
+        run_nms = self.parameterAsBool(parameters, self.RUN_NMS, context)
+        ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
+        conf_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context) or "Confidence"
+        class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or "Class"
+        if len({conf_field.lower(), class_field.lower(), "classvalue"}) < 3:
+            raise QgsProcessingException("The confidence and class fields need two different names, neither "
+                                         "'ClassValue' (that field holds the class value)")
+        items = mosaic_items(path) if self.parameterAsEnum(parameters, self.PROCESSING_MODE, context) == 1 else [path]
+        results = []
+        for i, item in enumerate(items):
+            if len(items) > 1:
+                progress.info(f"Item {i + 1}/{len(items)}: {item}")
+            results.append(run_engine(detect_objects, item, md, arguments, request, device, progress, run_nms, ratio))
+
+        fields = QgsFields()
+        fields.append(QgsField(class_field, QVariant.String))
+        fields.append(QgsField("ClassValue", QVariant.Int))
+        fields.append(QgsField(conf_field, QVariant.Double))
+        masks = any(r.geometry_type == "MultiPolygon" for r in results)
+        crs = layer.crs()
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
+                                          QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        for result in results:
+            xform = None
+            item_crs = QgsCoordinateReferenceSystem.fromWkt(result.crs_wkt)
+            if item_crs.isValid() and item_crs != crs:
+                xform = QgsCoordinateTransform(item_crs, crs, context.transformContext())
+            for obj in result.objects:
+                feat = QgsFeature(fields)
+                geom = QgsGeometry()
+                geom.fromWkb(obj.wkb)
+                if xform is not None:
+                    geom.transform(xform)
+                if masks:
+                    geom.convertToMultiType()
+                feat.setGeometry(geom)
+                feat.setAttributes([obj.class_name, obj.class_value, obj.confidence])
+                if not sink.addFeature(feat, QgsFeatureSink.FastInsert):
+                    raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+        qml = categorized_qml(results[0].classes if results else md.classes, class_field)
+        out_path = str(dest).split("|")[0]
+        if os.path.splitext(out_path)[1] and not out_path.startswith("memory:"):
+            try:
+                with open(os.path.splitext(out_path)[0] + ".qml", "w", encoding="utf-8") as fh:
+                    fh.write(qml)
+            except OSError as exc:
+                progress.warning(f"Could not write the style next to the output: {exc}")
+        if context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(CategorizedStylePostProcessor.create(qml))
+        return {self.OUTPUT: dest}

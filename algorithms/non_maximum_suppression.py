@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Non Maximum Suppression (``dltools:nonmaximumsuppression``), with ArcGIS's rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from osgeo import ogr
+from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsWkbTypes,
+)
+
+from ..core.nms import nms_polygons
+from .base import DLToolsAlgorithm, run_engine
+
+ogr.UseExceptions()
+
+CLASS_FALLBACKS = ("Classvalue", "Value")
+
+
+def fallback_class_field(names: list[str]) -> str | None:
+    """ArcGIS: without a class field, a ``Classvalue`` or ``Value`` field (any case) is used, else one class."""
+    lowered = {n.lower(): n for n in names}
+    for candidate in CLASS_FALLBACKS:
+        if candidate.lower() in lowered:
+            return lowered[candidate.lower()]
+    return None
+
+
+class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
+    INPUT = "INPUT"
+    CONFIDENCE_FIELD = "CONFIDENCE_FIELD"
+    CLASS_FIELD = "CLASS_FIELD"
+    MAX_OVERLAP_RATIO = "MAX_OVERLAP_RATIO"
+    OUTPUT = "OUTPUT"
+
+    def name(self) -> str:
+        return "nonmaximumsuppression"
+
+    def displayName(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr("Non Maximum Suppression")
+
+    def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
+        return self.tr(
+            "Removes duplicate detections: of two polygons whose intersection over union is more than the maximum "
+            "overlap ratio, the one with the lower confidence is removed. With a class field, each class is "
+            "reviewed on its own first, then all remaining features are reviewed together across classes (as "
+            "ArcGIS's Non Maximum Suppression). Without one, a 'Classvalue' or 'Value' field is used if the layer "
+            "has one, else all features are one class. Attributes are kept. A spatial index keeps tens of "
+            "thousands of features to seconds.")
+
+    def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
+        self.add_param(QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Input features"),
+                                                           [QgsProcessing.TypeVectorPolygon]),
+                       "Polygons with a confidence score, e.g. the output of Detect Objects Using Deep Learning.")
+        self.add_param(QgsProcessingParameterField(self.CONFIDENCE_FIELD, self.tr("Confidence score field"),
+                                                   defaultValue="Confidence", parentLayerParameterName=self.INPUT,
+                                                   optional=True),
+                       "The numeric field holding each feature's confidence; the higher one wins. Default: "
+                       "'Confidence'.")
+        self.add_param(QgsProcessingParameterField(self.CLASS_FIELD, self.tr("Class value field"), optional=True,
+                                                   parentLayerParameterName=self.INPUT),
+                       "The object class. Empty: a 'Classvalue' or 'Value' field if there is one, else one class.")
+        self.add_param(QgsProcessingParameterNumber(self.MAX_OVERLAP_RATIO, self.tr("Max overlap ratio"),
+                                                    QgsProcessingParameterNumber.Double, defaultValue=0.0,
+                                                    minValue=0.0, maxValue=1.0),
+                       "Intersection over union above which two features are duplicates. 0: any overlap of "
+                       "positive area.")
+        self.add_param(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Output features"),
+                                                         QgsProcessing.TypeVectorPolygon),
+                       "The features kept, with all their attributes.")
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        source = self.parameterAsSource(parameters, self.INPUT, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PolygonGeometry:
+            raise QgsProcessingException(f"Layer '{source.sourceName()}' has {QgsWkbTypes.displayString(source.wkbType())} "
+                                         "geometries: Non Maximum Suppression needs polygons")
+        fields = source.fields()
+        names = [f.name() for f in fields]
+        conf_name = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context) or "Confidence"
+        conf_idx = fields.lookupField(conf_name)
+        if conf_idx < 0:
+            raise QgsProcessingException(f"Layer '{source.sourceName()}' has no field '{conf_name}' (its fields: "
+                                         f"{', '.join(names) or 'none'}): choose the confidence score field")
+        if not fields.at(conf_idx).isNumeric():
+            raise QgsProcessingException(f"Field '{conf_name}' is {fields.at(conf_idx).typeName()}, not a number: "
+                                         "choose a numeric confidence score field")
+        class_name = self.parameterAsString(parameters, self.CLASS_FIELD, context) or fallback_class_field(names)
+        class_idx = fields.lookupField(class_name) if class_name else -1
+        if class_name and class_idx < 0:
+            raise QgsProcessingException(f"Layer '{source.sourceName()}' has no field '{class_name}'")
+        feedback.pushInfo(f"Classes from field '{class_name}'" if class_name else "One class (no class field)")
+
+        features, geoms, scores, classes = [], [], [], []
+        total = source.featureCount() or 1
+        for n, feat in enumerate(source.getFeatures()):
+            if feedback.isCanceled():
+                raise QgsProcessingException("The run was cancelled. No output was kept.")
+            value = feat.attribute(conf_idx)
+            try:
+                score = float(value)
+            except (TypeError, ValueError):
+                raise QgsProcessingException(f"Feature {feat.id()} has no confidence ('{conf_name}' is "
+                                             f"{value!r}): fill it or remove the feature") from None
+            geom = feat.geometry()
+            geoms.append(ogr.CreateGeometryFromWkb(bytes(geom.asWkb())) if not geom.isEmpty()
+                         else ogr.Geometry(ogr.wkbPolygon))
+            features.append(feat)
+            scores.append(score)
+            classes.append(feat.attribute(class_idx) if class_idx >= 0 else None)
+            feedback.setProgress(40.0 * n / total)
+        if not features:
+            raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: nothing to suppress")
+        ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
+        keep = run_engine(nms_polygons, geoms, scores, classes if class_idx >= 0 else None, ratio)
+        feedback.setProgress(80.0)
+        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, source.wkbType(),
+                                          source.sourceCrs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        for feat, k in zip(features, keep.tolist()):
+            if k and not sink.addFeature(feat, QgsFeatureSink.FastInsert):
+                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+        kept = int(keep.sum())
+        feedback.pushInfo(f"{len(features)} features in, {kept} kept, {len(features) - kept} removed "
+                          f"(max overlap ratio {ratio:g})")
+        return {self.OUTPUT: dest}
