@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ..definition import ClassInfo, ModelDefinition, palette
 from ..errors import InputDataError, ModelDefinitionError
-from ..model_definition import ClassInfo, ModelDefinition
 
 LAYOUTS = ("yolo_v5", "yolo_v8", "yolo_obb", "yolo_seg", "torchvision", "separate")
 MASK_THRESHOLD = 0.5
@@ -398,17 +398,11 @@ def class_table(md: ModelDefinition, metadata: dict[str, Any] | None, n_slots: i
         except (TypeError, ValueError):
             lookup = {}
         if lookup:
-            from ..model_probe import palette
-
             colours = palette(max(lookup) + 1)
             return ClassTable([ClassInfo(k, lookup.get(k, f"class {k}"), colours[k]) for k in range(max(lookup) + 1)])
     if isinstance(names, list) and names:
-        from ..model_probe import palette
-
         colours = palette(len(names))
         return ClassTable([ClassInfo(i, str(n), colours[i]) for i, n in enumerate(names)])
-    from ..model_probe import palette
-
     n = n_slots or 1
     colours = palette(n)
     return ClassTable([ClassInfo(i + first_value, f"class {i + first_value}", colours[i]) for i in range(n)],

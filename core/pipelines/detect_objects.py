@@ -30,12 +30,13 @@ from osgeo import gdal, ogr
 
 from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
-from ..backends.base import Backend, DeviceRequest, open_backend
+from ..backends import Backend, DeviceRequest, open_backend
 from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
+from ..definition import ClassInfo, ModelDefinition
 from ..errors import InputDataError
-from ..model_definition import ClassInfo, ModelDefinition
+from ..model_probe import _meta_value
 from ..nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
-from ..normalize import Normaliser, build_normaliser
+from ..normalize import Normaliser, build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress, check_canceled
 from ..raster_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
 from ..tiling import ChipGrid
@@ -389,8 +390,6 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
 
 
 def open_model_source_bands(raster: str, md: ModelDefinition) -> list[int]:
-    from ..normalize import resolve_bands
-
     probe = RasterSource(raster, [0], allow_rotated=True)
     try:
         return resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name)
@@ -418,8 +417,6 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
     pad = int(args.get("padding", 0))
     chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
     metadata = getattr(backend, "metadata", {}) or {}
-    from ..model_probe import _meta_value
-
     meta = {k: _meta_value(v) for k, v in metadata.items()}
     probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
     probe = backend.run_structured([probe_in.transpose(0, 2, 3, 1) if nhwc else probe_in])
