@@ -69,6 +69,13 @@ def argument_specs(md: ModelDefinition, tool: str) -> list[ArgSpec]:
         specs.append(ArgSpec("batch_size", "int", md.batch_size or 4,
                              "Tiles per model call; a number that is not a perfect square is lowered to the "
                              "largest square below it (6 -> 4), as in ArcGIS.", minimum=1))
+        specs.append(ArgSpec("edge_fill", "choice", "mirror",
+                             "What a tile holds past the raster's edge: mirror (reflect the raster; the last tile "
+                             "of a row or column moves inward) or zero (ArcGIS's zero-filled edge tiles).",
+                             choices=("mirror", "zero")))
+        specs.append(ArgSpec("block_size", "int", 0,
+                             "Output pixels on a side of one block of work (0 = automatic, about 2048).",
+                             minimum=0))
     if tool == "classify_pixels":
         specs += [
             ArgSpec("threshold", "float", md.threshold if md.threshold is not None else 0.5,

@@ -2,9 +2,10 @@
 """Windowed raster reading and class-raster writing with GDAL.
 
 Nothing here reads a whole raster: :class:`RasterSource` serves windows (with
-zero fill and an invalid mask outside the raster), and :class:`StripWriter`
-writes rows in order, flushing whole block rows, so memory depends on the
-raster's width and the tile size, never on its height.  GDAL's block cache is
+zero fill and an invalid mask outside the raster, or mirrored by
+:func:`read_mirrored`), and :class:`BlockWriter` writes 2-D blocks in any order,
+so memory depends on the block size, never on the raster's width or height
+(:class:`StripWriter` writes rows top to bottom, for the custom raster functions).  GDAL's block cache is
 bounded for the duration of a run by :func:`bounded_gdal_cache`.
 """
 
@@ -29,8 +30,8 @@ GDAL_TO_NUMPY = {
     gdal.GDT_Int32: "int32", gdal.GDT_Float32: "float32", gdal.GDT_Float64: "float64",
 }
 NUMPY_TO_GDAL = {v: k for k, v in GDAL_TO_NUMPY.items()}
-#: GDAL block cache for a run (bytes); GDAL's default grows to 5% of RAM on big rasters.  Strips are read
-#: once and written in whole block rows, so the cache only needs a couple of block rows of a wide raster.
+#: GDAL block cache for a run (bytes); GDAL's default grows to 5% of RAM on big rasters.  Windows are read
+#: once and blocks written whole, so the cache only holds the tiles that straddle block edges.
 RUN_CACHE_BYTES = 64 * 1024 * 1024
 
 
@@ -168,6 +169,7 @@ class RasterSource:
     def __init__(self, path: str, bands: Sequence[int], grid: RasterGrid | None = None,
                  resampling: str = "bilinear", allow_rotated: bool = False) -> None:
         self.path = str(path)
+        self._init_args = (self.path, list(bands), grid, resampling)
         self.ds = open_raster(self.path)
         self.name = Path(self.path).name
         self.native = dataset_grid(self.ds, allow_rotated)
@@ -208,6 +210,10 @@ class RasterSource:
         self._mask_flags = [self._reader.GetRasterBand(b + 1).GetMaskFlags() for b in self.bands]
         self.has_mask = self._alpha_band is not None or any(f != gdal.GMF_ALL_VALID for f in self._mask_flags)
         self.nodata = [self.ds.GetRasterBand(b + 1).GetNoDataValue() for b in self.bands]
+
+    def __reduce__(self):
+        """Pickled as what it reads (path, bands, grid): a cluster worker reopens the raster itself."""
+        return (type(self), self._init_args)
 
     def _aligned_offset(self) -> tuple[int, int] | None:
         """If the grid is a sub-window of the native grid, its pixel offset."""
@@ -307,6 +313,109 @@ def remove_raster(path: str | os.PathLike[str]) -> None:
     for candidate in (p, Path(f"{p}.aux.xml"), Path(f"{p}.ovr"), Path(f"{p}.msk"), p.with_suffix(".qml")):
         with contextlib.suppress(OSError):
             candidate.unlink()
+
+
+def reflect_indices(start: int, count: int, size: int) -> np.ndarray:
+    """Grid indices ``start..start+count-1`` mirrored into ``0..size-1`` (reflection about the edge pixels,
+    repeated as often as needed: ``numpy.pad(mode="reflect")``)."""
+    idx = np.arange(start, start + count)
+    if size == 1:
+        return np.zeros(count, np.int64)
+    period = 2 * (size - 1)
+    m = np.mod(idx, period)
+    return np.where(m >= size, period - m, m)
+
+
+def read_mirrored(source, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """``source.read`` of a window that may reach outside ``source.grid``, the outside filled by mirroring.
+
+    Only the bounding box of the needed grid pixels is read; pixels outside take the value and the validity of
+    the pixel they mirror.  ``source`` is anything with ``grid`` and ``read(x, y, w, h)``.
+    """
+    gw, gh = source.grid.width, source.grid.height
+    if x >= 0 and y >= 0 and x + w <= gw and y + h <= gh:
+        return source.read(x, y, w, h)
+    ix = reflect_indices(x, w, gw)
+    iy = reflect_indices(y, h, gh)
+    x0, y0 = int(ix.min()), int(iy.min())
+    data, valid = source.read(x0, y0, int(ix.max()) + 1 - x0, int(iy.max()) + 1 - y0)
+    data = np.take(np.take(data, iy - y0, axis=1), ix - x0, axis=2)
+    valid = np.take(np.take(valid, iy - y0, axis=0), ix - x0, axis=1)
+    return data, valid
+
+
+class BlockWriter:
+    """Writes a tiled, compressed GeoTIFF block by block, the blocks in any order.
+
+    GDAL keeps a 256 x 256 tile that a block fills only partly in its (bounded)
+    cache until the neighbouring block completes it; every pixel must be written
+    exactly once before :meth:`close`.
+    """
+
+    BLOCK = 256
+
+    def __init__(self, path: str | os.PathLike[str], grid: RasterGrid, bands: int, dtype: str,
+                 nodata: float | None = None, band_names: Sequence[str] | None = None) -> None:
+        self.path = str(path)
+        self.grid = grid
+        self.dtype = np.dtype(dtype)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
+        if not os.path.isdir(directory):
+            raise OutputError(f"Output folder '{directory}' does not exist")
+        if not os.access(directory, os.W_OK):
+            raise OutputError(f"Output folder '{directory}' is not writable")
+        options = ["TILED=YES", f"BLOCKXSIZE={self.BLOCK}", f"BLOCKYSIZE={self.BLOCK}", "COMPRESS=DEFLATE",
+                   "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
+        if self.dtype.kind == "f":
+            options.append("PREDICTOR=3")
+        elif bands == 1:
+            options.append("PREDICTOR=2")
+        try:
+            self.ds = gdal.GetDriverByName("GTiff").Create(self.path, grid.width, grid.height, bands,
+                                                           NUMPY_TO_GDAL[self.dtype.name], options)
+        except RuntimeError as exc:
+            raise OutputError(f"Cannot create '{self.path}': {exc}") from exc
+        self.ds.SetGeoTransform(grid.geotransform)
+        if grid.crs_wkt:
+            self.ds.SetProjection(grid.crs_wkt)
+        for i in range(bands):
+            band = self.ds.GetRasterBand(i + 1)
+            if nodata is not None:
+                band.SetNoDataValue(float(nodata))
+            if band_names and i < len(band_names):
+                band.SetDescription(str(band_names[i]))
+        self.bands = bands
+        self.written = 0
+
+    def write_block(self, x: int, y: int, data: np.ndarray) -> None:
+        """Write ``data`` ([bands, h, w] or [h, w]) with its top-left pixel at (x, y)."""
+        if data.ndim == 2:
+            data = data[None]
+        data = data.astype(self.dtype, copy=False)
+        try:
+            for i in range(self.bands):
+                self.ds.GetRasterBand(i + 1).WriteArray(data[i], x, y)
+        except RuntimeError as exc:  # GDAL: disk full, file removed, quota...
+            raise OutputError(f"Cannot write '{self.path}': {exc}") from exc
+        self.written += data.shape[1] * data.shape[2]
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self.written != self.grid.width * self.grid.height:
+            raise OutputError(f"Internal error: wrote {self.written} of {self.grid.width * self.grid.height} "
+                              f"pixels to '{self.path}'")
+        try:
+            self.ds.FlushCache()
+        except RuntimeError as exc:
+            raise OutputError(f"Cannot write '{self.path}': {exc}") from exc
+        self.ds = None
+
+    def abort(self) -> None:
+        """Close and delete the partial file."""
+        self.ds = None
+        remove_raster(self.path)
 
 
 class StripWriter:

@@ -91,6 +91,16 @@ def numpy_conv_same(image: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> 
     return out
 
 
+def numpy_conv_mirror(image: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Reference for the engine's default edge rule: the whole image mirrored (reflected) past its edges by the
+    kernel's radius, then :func:`numpy_conv_same` and the margin cut off; exact wherever a tile holds the pixel's
+    whole neighbourhood (padding >= radius)."""
+    p = weight.shape[2] // 2
+    padded = np.pad(image, ((0, 0), (p, p), (p, p)), mode="reflect")
+    out = numpy_conv_same(padded, weight, bias)
+    return out[:, p:out.shape[1] - p, p:out.shape[2] - p]
+
+
 def export_onnx(module, path: Path, in_ch: int, tile: int, *, fixed_batch: int | None = None,
                 dynamic_hw: bool = False, opset: int = 13, metadata: dict | None = None, n_inputs: int = 1) -> Path:
     """Export a torch module to ONNX (batch dynamic unless ``fixed_batch``)."""

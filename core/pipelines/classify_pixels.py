@@ -14,7 +14,8 @@ from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
 from ..normalize import build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress
-from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, remove_raster
+from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster
+from ..safe_output import OutputSet
 from ..styling import class_entries, style_class_raster
 from .pixel_engine import PixelRunResult, run_pixel_model
 
@@ -88,10 +89,13 @@ def summary_lines(result: PixelRunResult, md: ModelDefinition, grid: RasterGrid)
 def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None = None,
                     probabilities_output: str | None = None, request: RasterRequest | None = None,
                     device: DeviceRequest | None = None, progress: Progress | None = None,
-                    allow_custom_code: bool = False) -> PixelRunResult:
+                    allow_custom_code: bool = False, scheduler: str = "", retries: int = 2) -> PixelRunResult:
     """Classify every pixel of ``raster`` with ``md``; write ``output`` (GeoTIFF, styled) and optionally probabilities.
 
     A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``.
+    ``scheduler`` (empty: in-process; ``local``, ``local:N`` or ``tcp://host:port``: a Dask cluster) and
+    ``retries`` (times a failed block is retried there): see :mod:`core.cluster`.  The outputs are written under
+    temporary names and moved into place only when the run succeeds (:class:`~core.safe_output.OutputSet`).
     """
     progress = progress or NullProgress()
     if md.model_type not in ("ImageClassification", "Regression"):
@@ -120,23 +124,25 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
         normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
         if source.warped:
             progress.info("The raster is resampled on the fly (bilinear) to the requested grid")
-        result = run_pixel_model(BandSource(source), md, args, output, probabilities_output, device, progress,
-                                 normaliser)
+        return write_outputs(
+            lambda out, probs: run_pixel_model(BandSource(source), md, args, out, probs, device, progress, normaliser,
+                                               scheduler=scheduler, retries=retries),
+            output, probabilities_output, md, grid, progress)
     finally:
         source.close()
-    return finish_run(result, md, grid, progress)
 
 
-def finish_run(result: PixelRunResult, md: ModelDefinition, grid: RasterGrid, progress: Progress) -> PixelRunResult:
-    """Style the class raster (colour table, RAT, .qml) and log the summary; on failure remove the outputs."""
-    try:
+def write_outputs(run, output: str, probabilities_output: str | None, md: ModelDefinition, grid: RasterGrid,
+                  progress: Progress) -> PixelRunResult:
+    """``run(temporary output, temporary probabilities)``, style the class raster (colour table, RAT, .qml), then
+    move both into place; a failure or cancel leaves whatever was at ``output`` before, untouched."""
+    with OutputSet() as outputs:
+        tmp = outputs.path_for(output)
+        tmp_probs = outputs.path_for(probabilities_output) if probabilities_output else None
+        result = run(tmp, tmp_probs)
         if result.nodata is not None:
-            style_class_raster(result.output, md.classes, result.output_values)
-    except Exception:
-        for path in (result.output, result.probabilities):
-            if path:
-                remove_raster(path)
-        raise
+            style_class_raster(tmp, md.classes, result.output_values)
+    result.output, result.probabilities = output, probabilities_output
     for line in summary_lines(result, md, grid):
         progress.info(line)
     return result

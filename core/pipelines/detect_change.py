@@ -25,7 +25,7 @@ from ..errors import InputDataError, OutputError
 from ..normalize import Normaliser, build_normaliser
 from ..progress import NullProgress, Progress
 from ..raster_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, same_crs
-from .classify_pixels import RasterRequest, finish_run, processing_grid
+from .classify_pixels import RasterRequest, processing_grid, write_outputs
 from .pixel_engine import PixelRunResult, run_pixel_model
 
 
@@ -103,10 +103,11 @@ def _bounds_in(grid: RasterGrid, target_wkt: str) -> tuple[float, float, float, 
 def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output: str,
                   arguments: str | dict | None = None, request: RasterRequest | None = None,
                   device: DeviceRequest | None = None, progress: Progress | None = None,
-                  allow_custom_code: bool = False) -> PixelRunResult:
+                  allow_custom_code: bool = False, scheduler: str = "", retries: int = 2) -> PixelRunResult:
     """Compare two dates with a change model and write ``output`` (GeoTIFF, styled).
 
     A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``.
+    ``scheduler`` and ``retries``: as for :func:`~core.pipelines.classify_pixels.classify_pixels`.
     """
     progress = progress or NullProgress()
     if md.model_type not in ("ImageClassification", "Regression"):
@@ -179,9 +180,10 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                           "every change class is written as the first class whose Value is not 0")
         else:
             normaliser = build_normaliser(md, picks, stacked.dtype, stacked.band_range)
-        result = run_pixel_model(stacked, md, args, output, None, device, progress, normaliser,
-                                 binary_change=arcgis_change)
+        return write_outputs(
+            lambda out, _probs: run_pixel_model(stacked, md, args, out, None, device, progress, normaliser,
+                                                binary_change=arcgis_change, scheduler=scheduler, retries=retries),
+            output, None, md, grid, progress)
     finally:
         src_from.close()
         src_to.close()
-    return finish_run(result, md, grid, progress)

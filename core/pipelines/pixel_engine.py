@@ -1,48 +1,42 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The streaming engine behind Classify Pixels and Detect Change.
+"""The pixel engine behind Classify Pixels and Detect Change, on the block engine (:mod:`core.blocks`).
 
-Three stages run at once, so reading and writing hide behind the model:
+The output is cut into blocks of a few chips on a side (:func:`core.blocks.chips_per_block`); a block job reads
+its window with the padding halo (mirrored past the raster's edge, :mod:`core.tiling`), zeroes NoData pixels,
+normalises, runs the model on its chips in batches and returns a class block (and a probability block).
+:class:`PixelTask` is that job, picklable, so the same blocks run in-process (a reader thread, the model, a
+writer thread: :func:`core.blocks.run_in_process`) or on a Dask cluster (:mod:`core.cluster`).  Blocks are
+written wherever they belong, in any order, by :class:`PixelSink`.
 
-* a **reader** thread reads one full-width strip of chips at a time (the chip
-  height plus context), cuts it into chips, zeroes NoData pixels, normalises and
-  groups chips into batches;
-* the **caller's thread** runs the model on each batch (ONNX Runtime and torch
-  release the GIL while they compute);
-* a **writer** thread decodes outputs (arg-max, probabilities, test-time
-  augmentation, blending), stitches chip centres into row strips and writes them.
-
-At most two batches wait between stages, so memory is bounded by the batch size,
-the tile size and the raster's width, never by its height.  Cancelling, or any
-error, stops all three and deletes the partial outputs.
+Memory is bounded by the block size, the bands and the blocks in flight, never by the raster's width or height.
+Cancelling, or any error, stops the run and aborts the writers; the caller's
+:class:`~core.safe_output.OutputSet` then leaves what was there before.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .. import augment
 from ..arguments import square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
+from ..blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ..decoders.pixel_classes import PixelDecoder
-from ..errors import CancelledError, InputDataError
+from ..errors import InputDataError
 from ..model_definition import ModelDefinition
 from ..normalize import Normaliser
 from ..progress import NullProgress, Progress
-from ..raster_io import RasterGrid, StripWriter, bounded_gdal_cache, smallest_type
+from ..raster_io import BlockWriter, RasterGrid, bounded_gdal_cache, read_mirrored, smallest_type
 from ..tiling import ChipGrid
-
-_QUEUE_DEPTH = 2
-_POLL = 0.1
 
 
 class PixelSource:
-    """What the engine reads: windows of stacked model bands on one grid."""
+    """What the engine reads: windows of stacked model bands on one grid.  Must pickle as what it reads (paths,
+    bands, grid), so a cluster worker can reopen it."""
 
     grid: RasterGrid
     dtype: str
@@ -68,59 +62,24 @@ class PixelRunResult:
     output_values: list[int]
     nodata: float | None
     pixel_counts: dict[int, int] = field(default_factory=dict)
+    blocks: int = 0
+    edge_fill: str = "mirror"
+    workers: int = 0  # cluster workers that ran blocks (0: in-process)
 
     @property
     def overhead_ratio(self) -> float:
         return self.seconds / self.model_seconds if self.model_seconds else float("inf")
 
 
-class _Stop(Exception):
-    pass
-
-
-class _Stage(threading.Thread):
-    """A worker thread whose exception is handed back to the caller.
-
-    An error also sets ``stop``, so that a stage blocked on a queue this one no
-    longer serves (the model thread waiting for room the writer will never make)
-    gives up instead of waiting forever.
-    """
-
-    def __init__(self, target: Callable[[], None], name: str, stop: threading.Event) -> None:
-        super().__init__(name=name, daemon=True)
-        self._target_fn = target
-        self._stop_event = stop
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self._target_fn()
-        except _Stop:
-            pass
-        except BaseException as exc:  # handed to the caller thread
-            self.error = exc
-            self._stop_event.set()
-
-
-def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
-    while True:
-        if stop.is_set():
-            raise _Stop
-        try:
-            q.put(item, timeout=_POLL)
-            return
-        except queue.Full:
-            continue
-
-
-def _get(q: queue.Queue, stop: threading.Event) -> object:
-    while True:
-        if stop.is_set():
-            raise _Stop
-        try:
-            return q.get(timeout=_POLL)
-        except queue.Empty:
-            continue
+def call_model(backend: Backend, arr: np.ndarray, nhwc: bool, n_inputs: int, per_input: int) -> np.ndarray:
+    """Feed [B, C, H, W] chips to the model (NHWC and two-input models too); its first output as [B, C, h, w]."""
+    feed = arr.transpose(0, 2, 3, 1) if nhwc else arr
+    feeds = [feed] if n_inputs == 1 else ([feed[..., :per_input]] + [feed[..., per_input:]] if nhwc
+                                           else [feed[:, :per_input], feed[:, per_input:]])
+    out = backend.run(feeds)[0]
+    if nhwc and out.ndim == 4:
+        out = out.transpose(0, 3, 1, 2)
+    return out
 
 
 def hann_window(h: int, w: int) -> np.ndarray:
@@ -130,21 +89,276 @@ def hann_window(h: int, w: int) -> np.ndarray:
     return (wy[:, None] * wx[None, :]).astype(np.float32)
 
 
+@dataclass
+class PixelBlock:
+    """A finished block: class (or regression) values, probabilities, and the count of each class value."""
+
+    classes: np.ndarray  # [bands, h, w] in the output type, NoData where invalid
+    probabilities: np.ndarray | None  # [bands, h, w] float32, NaN where invalid
+    counts: dict[int, int]
+
+
+class _Acc:
+    __slots__ = ("job", "valid", "idx", "probs", "acc", "wsum")
+
+    def __init__(self, job: BlockJob, valid: np.ndarray) -> None:
+        self.job = job
+        self.valid = valid
+        self.idx = self.probs = self.acc = self.wsum = None
+
+
+@dataclass
+class PixelTask:
+    """One pixel-model block job (see :class:`core.blocks.BlockTask`): picklable settings, no open handles."""
+
+    source: Any
+    chips: ChipGrid
+    normaliser: Normaliser | None
+    decoder: PixelDecoder
+    batch: int
+    channels: int
+    nhwc: bool
+    n_inputs: int
+    per_input: int
+    need_probs: bool
+    split: bool
+    blend: bool
+    transforms: list[int]
+    merge_policy: str
+    crop: int
+    out_h: int
+    out_w: int
+    out_channels: int
+    out_dtype: str
+    nodata: float
+    write_probabilities: bool
+
+    # ------------------------------------------------------------------ the model call
+    def model_call(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
+        return call_model(backend, arr, self.nhwc, self.n_inputs, self.per_input)
+
+    def infer(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
+        """Raw scores (decoded by the writer stage, off the model's critical path), or merged probabilities."""
+        if not self.need_probs or self.split:
+            return self.model_call(backend, arr)
+        stack = []
+        for k in self.transforms:
+            raw = self.model_call(backend, augment.forward(arr, k) if k else arr)
+            probs = self.decoder.probabilities(raw)
+            stack.append(augment.inverse(probs, k) if k else probs)
+        return stack[0] if len(stack) == 1 else augment.merge(stack, self.merge_policy)
+
+    # ------------------------------------------------------------------ which chips a block needs
+    def _span(self, lo: int, hi: int, n: int, origin, core: int, out: int) -> range:
+        """Chip indices along one axis whose output (blend) reaches output pixels [lo, hi)."""
+        first = max(0, lo // core - self.crop // core - 3)
+        last = min(n, (hi - 1) // core + self.crop // core + 4)
+        keep = [i for i in range(first, last) if origin(i) - self.crop < hi and origin(i) - self.crop + out > lo]
+        return range(keep[0], keep[-1] + 1)
+
+    def _row_origin(self, r: int) -> int:
+        return self.chips.core_origin(r, 0)[1]
+
+    def _col_origin(self, c: int) -> int:
+        return self.chips.core_origin(0, c)[0]
+
+    def chip_ranges(self, job: BlockJob) -> tuple[range, range]:
+        if not self.blend:
+            return range(*job.rows), range(*job.cols)
+        x, y, w, h = job.window
+        return (self._span(y, y + h, self.chips.rows, self._row_origin, self.chips.core_h, self.out_h),
+                self._span(x, x + w, self.chips.cols, self._col_origin, self.chips.core_w, self.out_w))
+
+    def units(self, job: BlockJob) -> int:
+        rows, cols = self.chip_ranges(job)
+        return len(rows) * len(cols)
+
+    # ------------------------------------------------------------------ reader stage
+    def load(self, job: BlockJob):
+        chips, pad = self.chips, self.chips.pad
+        rows, cols = self.chip_ranges(job)
+        wx0 = self._col_origin(cols[0]) - pad
+        wx1 = self._col_origin(cols[-1]) - pad + chips.tile_w
+        wy0 = self._row_origin(rows[0]) - pad
+        wy1 = self._row_origin(rows[-1]) - pad + chips.tile_h
+        read = read_mirrored if chips.mirrored else type(self.source).read
+        data, valid = read(self.source, wx0, wy0, wx1 - wx0, wy1 - wy0)
+        jx, jy, jw, jh = job.window
+        context = valid[jy - wy0:jy - wy0 + jh, jx - wx0:jx - wx0 + jw].copy()
+        return context, self._batches(data, valid, rows, cols, wx0, wy0)
+
+    def _batches(self, data: np.ndarray, valid: np.ndarray, rows: range, cols: range, wx0: int, wy0: int):
+        th, tw, pad = self.chips.tile_h, self.chips.tile_w, self.chips.pad
+        masked = bool(self.source.has_mask)
+        buf = np.empty((self.batch, self.channels, th, tw), np.float32)
+        metas: list[tuple[int, int]] = []
+        for r in rows:
+            cy = self._row_origin(r) - pad - wy0
+            for c in cols:
+                cx = self._col_origin(c) - pad - wx0
+                i = len(metas)
+                np.copyto(buf[i], data[:, cy:cy + th, cx:cx + tw], casting="unsafe")
+                if masked:
+                    chip_valid = valid[cy:cy + th, cx:cx + tw]
+                    if not chip_valid.all():
+                        buf[i][:, ~chip_valid] = 0.0
+                metas.append((r, c))
+                if len(metas) == self.batch:
+                    yield self._normalised(buf), metas
+                    buf = np.empty_like(buf)
+                    metas = []
+        if metas:
+            yield self._normalised(buf[:len(metas)]), metas
+
+    def _normalised(self, arr: np.ndarray) -> np.ndarray:
+        return self.normaliser.apply(arr) if self.normaliser is not None else arr
+
+    # ------------------------------------------------------------------ writer stage
+    @property
+    def index_dtype(self):
+        lut = getattr(self.decoder, "lut", None)
+        if self.decoder.mode == "values":
+            return np.int64
+        return np.uint8 if lut is not None and len(lut) <= 256 else np.int32
+
+    def start(self, job: BlockJob, valid: np.ndarray) -> _Acc:
+        acc = _Acc(job, valid)
+        _, _, w, h = job.window
+        if self.blend:
+            acc.acc = np.zeros((self.out_channels, h, w), np.float32)
+            acc.wsum = np.zeros((h, w), np.float32)
+        else:
+            if self.split or not self.need_probs:
+                acc.idx = np.zeros((h, w), self.index_dtype)
+            if self.need_probs:
+                acc.probs = np.zeros((self.out_channels, h, w), np.float32)
+        return acc
+
+    def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
+        decoder, crop = self.decoder, self.crop
+        if not self.need_probs:
+            result = decoder.indices_from_raw(output)
+        elif self.split:
+            result = (decoder.indices_from_raw(output), decoder.probabilities(output))
+        else:
+            result = output
+        jx, jy, jw, jh = acc.job.window
+        for b, (r, c) in enumerate(metas):
+            ox, oy = self.chips.core_origin(r, c)
+            if self.blend:
+                # chip output pixel (0, 0) is grid pixel (ox - crop, oy - crop); add the part inside the block
+                gx0, gy0 = ox - crop, oy - crop
+                x0, x1 = max(gx0, jx), min(gx0 + self.out_w, jx + jw)
+                y0, y1 = max(gy0, jy), min(gy0 + self.out_h, jy + jh)
+                if x0 >= x1 or y0 >= y1:
+                    continue
+                sy, sx = slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0)
+                window = self._window()[sy, sx]
+                acc.acc[:, y0 - jy:y1 - jy, x0 - jx:x1 - jx] += result[b][:, sy, sx] * window
+                acc.wsum[y0 - jy:y1 - jy, x0 - jx:x1 - jx] += window
+                continue
+            x, y, w, h = self.chips.core_window(r, c)
+            sy, sx = y - oy + crop, x - ox + crop
+            dy, dx = y - jy, x - jx
+            if self.need_probs:
+                probs_b = result[1][b] if self.split else result[b]
+                acc.probs[:, dy:dy + h, dx:dx + w] = probs_b[:, sy:sy + h, sx:sx + w]
+                if self.split:
+                    acc.idx[dy:dy + h, dx:dx + w] = result[0][b][sy:sy + h, sx:sx + w]
+            else:
+                acc.idx[dy:dy + h, dx:dx + w] = result[b][sy:sy + h, sx:sx + w]
+
+    def _window(self) -> np.ndarray:
+        w = getattr(self, "_hann", None)
+        if w is None:
+            w = self._hann = hann_window(self.out_h, self.out_w)
+        return w
+
+    def finish(self, acc: _Acc) -> PixelBlock:
+        decoder, valid = self.decoder, acc.valid
+        counts: dict[int, int] = {}
+        if self.blend:
+            probs, indices = acc.acc / acc.wsum, None
+        else:
+            probs, indices = acc.probs, acc.idx
+            if self.need_probs and not self.split:
+                indices = None
+        if decoder.mode == "regression":
+            vals = probs.copy()
+            vals[:, ~valid] = np.nan
+            return PixelBlock(vals, None, counts)
+        if indices is None:
+            indices = decoder.indices_from_probabilities(probs[None])[0]
+        lut = getattr(decoder, "lut", None)
+        if decoder.mode == "values":
+            values = indices.astype(np.int64)
+            uniq, cnt = np.unique(values[valid], return_counts=True)
+            counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
+            out = values.astype(self.out_dtype)
+        else:
+            binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
+            for i, k in enumerate(binc.tolist()):
+                if k:
+                    counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
+            out = lut.astype(self.out_dtype)[indices]
+        out[~valid] = self.nodata
+        prob_block = None
+        if self.write_probabilities:
+            prob_block = decoder.probability_bands(probs[None])[0].astype(np.float32)
+            prob_block[:, ~valid] = np.nan
+        return PixelBlock(out[None], prob_block, counts)
+
+
+class PixelSink:
+    """Writes finished :class:`PixelBlock` s into the class (and probability) GeoTIFF, in any order."""
+
+    def __init__(self, classes: BlockWriter, probabilities: BlockWriter | None) -> None:
+        self.classes = classes
+        self.probabilities = probabilities
+        self.counts: dict[int, int] = {}
+        self.blocks = 0
+
+    def write(self, job: BlockJob, block: PixelBlock) -> None:
+        x, y, _, _ = job.window
+        self.classes.write_block(x, y, block.classes)
+        if self.probabilities is not None and block.probabilities is not None:
+            self.probabilities.write_block(x, y, block.probabilities)
+        for k, v in block.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        self.blocks += 1
+
+    def close(self) -> None:
+        self.classes.close()
+        if self.probabilities is not None:
+            self.probabilities.close()
+
+    def abort(self) -> None:
+        self.classes.abort()
+        if self.probabilities is not None:
+            self.probabilities.abort()
+
+
 def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output: str,
                     probabilities_output: str | None = None, device: DeviceRequest | None = None,
                     progress: Progress | None = None, normaliser: Normaliser | None = None,
-                    backend: Backend | None = None, binary_change: bool = False) -> PixelRunResult:
-    """Run a pixel model over ``source`` and write the class (and probability) rasters."""
+                    backend: Backend | None = None, binary_change: bool = False, scheduler: str = "",
+                    retries: int = 2) -> PixelRunResult:
+    """Run a pixel model over ``source`` and write the class (and probability) rasters.
+
+    ``scheduler``: empty = in-process; ``local`` / ``local:N`` / ``tcp://host:port`` = a Dask cluster
+    (:mod:`core.cluster`), each failed block retried ``retries`` times.
+    """
     progress = progress or NullProgress()
     device = device or DeviceRequest()
     started = time.perf_counter()
     own_backend = backend is None
+    model_file = md.require_model_file()
     if backend is None:
-        backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress)
+        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress)
     try:
         with bounded_gdal_cache():
             return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started,
-                        binary_change)
+                        binary_change, scheduler, retries, device, model_file)
     finally:
         if own_backend:
             backend.close()
@@ -152,7 +366,7 @@ def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output
 
 def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, probabilities_output: str | None,
          progress: Progress, normaliser: Normaliser | None, backend: Backend, started: float,
-         binary_change: bool = False) -> PixelRunResult:
+         binary_change: bool, scheduler: str, retries: int, device: DeviceRequest, model_file) -> PixelRunResult:
     grid = source.grid
     tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
     if tile_h is None:
@@ -193,13 +407,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
 
     def model_call(arr: np.ndarray) -> np.ndarray:
-        feed = arr.transpose(0, 2, 3, 1) if nhwc else arr
-        feeds = [feed] if n_inputs == 1 else ([feed[..., :per_input]] + [feed[..., per_input:]] if nhwc
-                                               else [feed[:, :per_input], feed[:, per_input:]])
-        out = backend.run(feeds)[0]
-        if nhwc and out.ndim == 4:
-            out = out.transpose(0, 3, 1, 2)
-        return out
+        return call_model(backend, arr, nhwc, n_inputs, per_input)
 
     probe = model_call(np.zeros((fixed or 1, channels, tile_h, tile_w), np.float32))
     if probe.ndim == 4:
@@ -222,7 +430,8 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                              f"{tile_w}x{tile_h} (a padding of {model_pad}): fix ModelPadding")
     pad = max(int(args.get("padding", 0)), model_pad)
     crop = pad - model_pad
-    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
+    edge_fill = str(args.get("edge_fill") or "mirror")
+    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad, edge_fill)
     decoder = PixelDecoder(md, args, out_channels, probe.dtype.kind in "iub")
     if binary_change:
         decoder.collapse_to_binary()
@@ -252,228 +461,48 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         out_bands, out_names = 1, ["class"]
     if probabilities_output is not None and decoder.mode == "values":
         raise InputDataError("This model returns class values, not scores: there are no probabilities to write")
-    class_writer = StripWriter(output, grid, out_bands, out_dtype, nodata, out_names)
-    prob_writer = None
-    try:
-        if probabilities_output is not None and decoder.mode != "regression":
-            prob_bands = decoder.probability_bands(np.zeros((1, out_channels, 1, 1), np.float32)).shape[1]
-            prob_writer = StripWriter(probabilities_output, grid, prob_bands, "float32", float("nan"),
-                                      decoder.prob_names[:prob_bands])
-    except BaseException:
-        class_writer.abort()
-        raise
+    prob_bands = 0
+    if probabilities_output is not None and decoder.mode != "regression":
+        prob_bands = decoder.probability_bands(np.zeros((1, out_channels, 1, 1), np.float32)).shape[1]
+    task = PixelTask(source, chips, normaliser, decoder, batch, channels, nhwc, n_inputs, per_input, need_probs,
+                     split, blend, transforms, merge_policy, crop, out_h, out_w, out_channels, out_dtype, nodata,
+                     prob_bands > 0)
+    # bytes per output pixel a block holds: the window (float32 chips), accumulators and the result
+    per_pixel = 4.0 * channels + 8 + (4.0 * out_channels * (2 if blend else 1) + 4 * prob_bands if need_probs else 0)
+    per_block = chips_per_block(chips, per_pixel, int(args.get("block_size") or 0), batch)
+    jobs = block_jobs(chips, per_block)
     progress.info(
         f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, batch size "
         f"{batch}, device {backend.describe()}" + (f", test-time augmentation x{len(transforms)}" if tta else "")
         + (", blended" if blend else ""))
+    bw, bh = min(per_block[1] * chips.core_w, grid.width), min(per_block[0] * chips.core_h, grid.height)
+    progress.info(f"Blocks: {len(jobs)} of up to {bw} x {bh} pixels ({per_block[1]} x {per_block[0]} tiles); "
+                  f"edges {'mirrored' if chips.mirrored else 'zero-filled'}")
     if normaliser is not None:
         progress.info(f"Normalisation: {normaliser.description}")
 
-    stop = threading.Event()
-    q_in: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-    q_out: queue.Queue = queue.Queue(_QUEUE_DEPTH)
-
-    def normalised(arr: np.ndarray) -> np.ndarray:
-        return normaliser.apply(arr) if normaliser is not None else arr
-
-    def reader() -> None:
-        buf = np.empty((batch, channels, tile_h, tile_w), np.float32)
-        metas: list[tuple[int, int, np.ndarray]] = []
-        strip_w = chips.cols * chips.core_w + 2 * pad
-        for r in range(chips.rows):
-            x0, y0, _, _ = chips.chip_window(r, 0)
-            data, valid = source.read(x0, y0, strip_w, tile_h)
-            for c in range(chips.cols):
-                if stop.is_set():
-                    raise _Stop
-                xs = c * chips.core_w
-                i = len(metas)
-                np.copyto(buf[i], data[:, :, xs:xs + tile_w], casting="unsafe")
-                chip_valid = valid[:, xs:xs + tile_w]
-                if source.has_mask and not chip_valid.all():
-                    buf[i][:, ~chip_valid] = 0.0
-                core_valid = chip_valid[pad:pad + chips.core_h, pad:pad + chips.core_w]
-                metas.append((r, c, core_valid.copy()))
-                if len(metas) == batch:
-                    _put(q_in, (normalised(buf), metas), stop)
-                    buf = np.empty_like(buf)
-                    metas = []
-        if metas:
-            _put(q_in, (normalised(buf[:len(metas)]), metas), stop)
-        _put(q_in, None, stop)
-
-    counts: dict[int, int] = {}
-    lut = getattr(decoder, "lut", None)
-    out_lut = lut.astype(out_dtype) if lut is not None and decoder.mode != "regression" else None
-    # Row buffers hold indices into lut (class values in "values" mode): the narrowest type that fits.
-    index_dtype = np.int64 if decoder.mode == "values" else (np.uint8 if lut is not None and len(lut) <= 256
-                                                             else np.int32)
-
-    def emit(indices: np.ndarray | None, probs: np.ndarray | None, valid: np.ndarray) -> None:
-        """Write finished rows: class indices (or probabilities to decode) and validity."""
-        if decoder.mode == "regression":
-            assert probs is not None
-            vals = probs.copy()
-            vals[:, ~valid] = np.nan
-            class_writer.write_rows(vals)
-            return
-        if indices is None:
-            assert probs is not None
-            indices = decoder.indices_from_probabilities(probs[None])[0]
-        if decoder.mode == "values":
-            values = indices.astype(np.int64)
-            uniq, cnt = np.unique(values[valid], return_counts=True)
-            for u, k in zip(uniq.tolist(), cnt.tolist()):
-                counts[u] = counts.get(u, 0) + k
-            out = values.astype(out_dtype)
-        else:
-            assert lut is not None
-            binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
-            for i, k in enumerate(binc.tolist()):
-                if k:
-                    counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
-            out = out_lut[indices]  # straight to the output type: no int64 copy of a width-long strip
-        out[~valid] = nodata
-        class_writer.write_rows(out)
-        if prob_writer is not None:
-            assert probs is not None
-            p = decoder.probability_bands(probs[None])[0].astype(np.float32)
-            p[:, ~valid] = np.nan
-            prob_writer.write_rows(p)
-
-    def writer() -> None:
-        width = grid.width
-        row_idx = row_probs = None
-        row_valid = np.zeros((chips.core_h, width), bool)
-        if blend:
-            window = hann_window(out_h, out_w)
-            acc_w = (chips.cols - 1) * chips.core_w + out_w
-            acc = np.zeros((out_channels, out_h, acc_w), np.float32)
-            wsum = np.zeros((out_h, acc_w), np.float32)
-            shift = pad - model_pad  # output pixel x = acc column - shift
-            valid_rows: list[np.ndarray] = []
-            emitted = 0
-            valid_base = 0  # output row of the first row in valid_rows
-        current_row = -1
-        while True:
-            item = _get(q_out, stop)
-            if item is None:
-                break
-            result, metas = item
-            if not need_probs:
-                result = decoder.indices_from_raw(result)
-            elif split:
-                result = (decoder.indices_from_raw(result), decoder.probabilities(result))
-            for b, (r, c, core_valid) in enumerate(metas):
-                if r != current_row:
-                    current_row = r
-                    h = chips.row_height(r)
-                    if not blend:
-                        row_idx = np.zeros((h, width), index_dtype) if split or not need_probs else None
-                        row_probs = np.zeros((out_channels, h, width), np.float32) if need_probs else None
-                    row_valid = np.zeros((h, width), bool)
-                x, _, w, h = chips.core_window(r, c)
-                row_valid[:, x:x + w] = core_valid[:h, :w]
-                if blend:
-                    p = result[b]
-                    ax = c * chips.core_w
-                    acc[:, :, ax:ax + out_w] += p * window
-                    wsum[:, ax:ax + out_w] += window
-                elif need_probs:
-                    probs_b = result[1][b] if split else result[b]
-                    row_probs[:, :, x:x + w] = probs_b[:, crop:crop + h, crop:crop + w]
-                    if split:
-                        row_idx[:, x:x + w] = result[0][b][crop:crop + h, crop:crop + w]
-                else:
-                    row_idx[:, x:x + w] = result[b][crop:crop + h, crop:crop + w]
-                if c == chips.cols - 1:
-                    if blend:
-                        valid_rows.append(row_valid)
-                        top = r * chips.core_h - shift  # output row of accumulator row 0
-                        last = r == chips.rows - 1
-                        end = grid.height if last else min(grid.height, top + chips.core_h)
-                        if end > emitted:
-                            a0 = emitted - top
-                            a1 = end - top
-                            probs = acc[:, a0:a1, shift:shift + width] / wsum[a0:a1, shift:shift + width]
-                            vall = np.concatenate(valid_rows, axis=0)
-                            emit(None, probs, vall[emitted - valid_base:end - valid_base])
-                            emitted = end
-                            valid_rows = [vall[emitted - valid_base:]] if valid_base + vall.shape[0] > emitted else []
-                            valid_base = emitted
-                        acc[:, :out_h - chips.core_h] = acc[:, chips.core_h:]
-                        acc[:, out_h - chips.core_h:] = 0
-                        wsum[:out_h - chips.core_h] = wsum[chips.core_h:]
-                        wsum[out_h - chips.core_h:] = 0
-                    elif need_probs:
-                        emit(row_idx if split else None, row_probs, row_valid)
-                    else:
-                        emit(row_idx, None, row_valid)
-
-    def infer(arr: np.ndarray) -> np.ndarray:
-        """Raw scores (decoded by the writer thread, off the model's critical path), or merged probabilities."""
-        if not need_probs or split:
-            return model_call(arr)
-        stack = []
-        for k in transforms:
-            raw = model_call(augment.forward(arr, k) if k else arr)
-            probs = decoder.probabilities(raw)
-            stack.append(augment.inverse(probs, k) if k else probs)
-        return stack[0] if len(stack) == 1 else augment.merge(stack, merge_policy)
-
-    stages = [_Stage(reader, "dltools-reader", stop), _Stage(writer, "dltools-writer", stop)]
-    for s in stages:
-        s.start()
-    done = 0
-    ok = False
+    class_writer = BlockWriter(output, grid, out_bands, out_dtype, nodata, out_names)
+    prob_writer = None
     try:
-        while True:
-            for s in stages:
-                if s.error is not None:
-                    raise s.error
-            if progress.is_canceled():
-                raise CancelledError("The run was cancelled.")
-            try:
-                item = q_in.get(timeout=_POLL)
-            except queue.Empty:
-                if not stages[0].is_alive() and stages[0].error is None and q_in.empty():
-                    raise RuntimeError("reader stopped without finishing") from None
-                continue
-            if item is None:
-                _put(q_out, None, stop)
-                break
-            arr, metas = item
-            _put(q_out, (infer(arr), metas), stop)
-            done += len(metas)
-            progress.set_progress(100.0 * done / chips.count)
-        while stages[1].is_alive():
-            stages[1].join(_POLL)
-            if progress.is_canceled():
-                raise CancelledError("The run was cancelled.")
-        for s in stages:
-            if s.error is not None:
-                raise s.error
-        class_writer.close()
-        if prob_writer is not None:
-            prob_writer.close()
-        ok = True
-    except _Stop:
-        for s in stages:
-            if s.error is not None:
-                raise s.error from None
+        if prob_bands:
+            prob_writer = BlockWriter(probabilities_output, grid, prob_bands, "float32", float("nan"),
+                                      decoder.prob_names[:prob_bands])
+    except BaseException:
+        class_writer.abort()
         raise
-    finally:
-        stop.set()
-        for s in stages:
-            s.join()
-        if not ok:
-            class_writer.abort()
-            if prob_writer is not None:
-                prob_writer.abort()
+    sink = PixelSink(class_writer, prob_writer)
+    workers = 0
+    if scheduler:
+        from ..cluster import ModelRef, run_on_cluster
+
+        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device)
+        workers = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+    else:
+        run_in_process(task, backend, jobs, sink, progress)
     seconds = time.perf_counter() - started
     return PixelRunResult(
         output=output, probabilities=probabilities_output, tiles=chips.count, batch_size=batch,
         tile_size=(tile_w, tile_h), padding=pad, device=backend.describe(), seconds=seconds,
         model_seconds=backend.model_seconds, pixels=grid.width * grid.height,
         output_values=decoder.output_values, nodata=None if decoder.mode == "regression" else nodata,
-        pixel_counts=counts)
+        pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers)

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""The chip grid and the streaming engine's stitching, checked pixel for pixel against the model on the whole image.
+"""The chip grid and the block engine's stitching, checked pixel for pixel against the model on the whole image.
 
 The model is one Conv2d with a 5x5 kernel ('same' zero padding, receptive field radius 2), integer weights and
 biases, and the rasters hold small integers with no normalisation, so every logit is an exact integer in float32
-and the whole-image reference (``numpy_conv_same`` + arg-max) is exact.  With a padding of at least 2 every kept
-chip centre sees exactly what the whole-image model sees (the raster's outside is zero in both), so the tiled
-raster must equal the reference for every tile size, batch size, backend and raster size.
+and the whole-image reference is exact.  The default edge rule mirrors the raster past its edges, so the reference
+is the whole image reflected by the kernel's radius (``numpy_conv_mirror``); with ``edge_fill zero`` the outside is
+zero in both (``numpy_conv_same``).  With a padding of at least 2 every kept chip centre sees exactly what the
+whole-image model sees, so the tiled raster must equal the reference for every tile size, batch size, block size,
+backend and raster size.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from builders import (
     conv_module,
     export_onnx,
     export_torchscript,
+    numpy_conv_mirror,
     numpy_conv_same,
     read_raster,
     write_emd,
@@ -37,8 +40,9 @@ WEIGHT = RNG.integers(-2, 3, size=(3, 3, 5, 5)).astype(np.float32)
 BIAS = np.array([1.0, 0.0, -1.0], np.float32)
 
 
-def expected_classes(image: np.ndarray) -> np.ndarray:
-    return VALUES[np.argmax(numpy_conv_same(image, WEIGHT, BIAS), axis=0)]
+def expected_classes(image: np.ndarray, edge_fill: str = "mirror") -> np.ndarray:
+    conv = numpy_conv_mirror if edge_fill == "mirror" else numpy_conv_same
+    return VALUES[np.argmax(conv(image, WEIGHT, BIAS), axis=0)]
 
 
 @pytest.fixture(scope="module")
@@ -68,23 +72,38 @@ def run(raster: Path, emd: Path, out: Path, arguments: str, progress=None) -> np
 
 
 # ------------------------------------------------------------------------------------------ ChipGrid
+@pytest.mark.parametrize("edge_fill", ["mirror", "zero"])
 @pytest.mark.parametrize("width,height,tile,pad", [(53, 37, 16, 2), (53, 37, 20, 3), (100, 7, 24, 5), (5, 5, 32, 8),
-                                                   (64, 64, 16, 0)])
-def test_chip_cores_partition_the_grid(width, height, tile, pad):
-    grid = ChipGrid(width, height, tile, tile, pad)
+                                                   (64, 64, 16, 0), (12, 30, 16, 2)])
+def test_chip_cores_partition_the_grid(width, height, tile, pad, edge_fill):
+    grid = ChipGrid(width, height, tile, tile, pad, edge_fill)
+    core = tile - 2 * pad
     owner = np.zeros((height, width), int)
     for r in range(grid.rows):
         for c in range(grid.cols):
             x, y, w, h = grid.core_window(r, c)
             owner[y:y + h, x:x + w] += 1
             cx, cy, cw, ch = grid.chip_window(r, c)
-            # the chip is the core with `pad` pixels of context on every side
-            assert (cx, cy, cw, ch) == (x - pad, y - pad, tile, tile)
-            assert w > 0 and h > 0
+            assert (cw, ch) == (tile, tile) and w > 0 and h > 0
+            # the kept pixels lie in the chip's centre: `pad` pixels of context on every side
+            assert cx + pad <= x and x + w <= cx + pad + core and cy + pad <= y and y + h <= cy + pad + core
+            if edge_fill == "zero":
+                assert (cx, cy) == (x - pad, y - pad)
+            else:
+                # past the raster only the outer margin (or, on a raster smaller than a centre, the rest of the chip)
+                assert cx >= -pad and cy >= -pad
+                assert cx + tile <= max(width, core) + pad and cy + tile <= max(height, core) + pad
+                if c == grid.cols - 1 and width >= core:
+                    assert cx + tile == width + pad  # the last chip's centre ends at the raster's edge
         assert grid.row_height(r) == grid.core_window(r, 0)[3]
     assert (owner == 1).all()  # every output pixel comes from exactly one chip centre
     assert grid.count == grid.rows * grid.cols
     assert grid.rows == -(-height // (tile - 2 * pad)) and grid.cols == -(-width // (tile - 2 * pad))
+
+
+def test_edge_fill_must_be_known():
+    with pytest.raises(ArgumentError, match="edge_fill 'wrap' is not one of mirror, zero"):
+        ChipGrid(10, 10, 16, 16, 2, "wrap")
 
 
 def test_padding_must_leave_a_centre():
@@ -94,14 +113,59 @@ def test_padding_must_leave_a_centre():
 
 
 # ------------------------------------------------------------------------------------------ engine vs whole image
+@pytest.mark.parametrize("edge_fill", ["mirror", "zero"])
 @pytest.mark.parametrize("tile,pad", [(16, 2), (20, 3), (24, 5), (13, 4)])
-def test_tiled_equals_whole_image_for_tiles_that_do_not_divide(tmp_path, conv, odd_raster, tile, pad):
+def test_tiled_equals_whole_image_for_tiles_that_do_not_divide(tmp_path, conv, odd_raster, tile, pad, edge_fill):
     raster, image = odd_raster
     emd = onnx_emd(tmp_path, conv, tile)
     assert 37 % (tile - 2 * pad) and 53 % (tile - 2 * pad)
-    out = run(raster, emd, tmp_path / "out.tif", f"padding {pad};batch_size 4")
+    out = run(raster, emd, tmp_path / "out.tif", f"padding {pad};batch_size 4;edge_fill {edge_fill}")
     assert out.shape == (37, 53) and out.dtype == np.uint8
+    assert np.array_equal(out, expected_classes(image, edge_fill))
+    if edge_fill == "mirror":  # the references differ at the edges, so each test can fail
+        assert not np.array_equal(out, expected_classes(image, "zero"))
+
+
+@pytest.mark.parametrize("block_size,batch", [(1, 1), (12, 4), (30, 4), (40, 9), (1000, 4)])
+def test_block_size_never_changes_a_pixel(tmp_path, conv, odd_raster, block_size, batch):
+    """Blocks of 1 chip, of a few chips (not dividing the raster) and one block: the same raster, exactly."""
+    raster, image = odd_raster
+    emd = onnx_emd(tmp_path, conv, 16)
+    progress = RecordingProgress()
+    out = run(raster, emd, tmp_path / "out.tif", f"padding 3;batch_size {batch};block_size {block_size}", progress)
     assert np.array_equal(out, expected_classes(image))
+    blocks = next(m for m in progress.infos if m.startswith("Blocks:"))
+    per_side = max(1, block_size // 10)
+    want = -(-6 // per_side) * -(-4 // per_side)  # 6 x 4 chips of 10 x 10 centres
+    assert blocks.startswith(f"Blocks: {want} of")
+
+
+def zero_reacting_module():
+    """A model that answers class 'two' on every pixel of a chip holding any exact 0, else class 'one'."""
+    import torch
+
+    class ZeroAlarm(torch.nn.Module):
+        def forward(self, x):
+            z = (x == 0).to(torch.float32).amax(dim=(1, 2, 3), keepdim=True)
+            ones = torch.ones_like(x[:, :1])
+            return torch.cat([ones * (1 - z), ones * z, ones * -1.0], dim=1)
+
+    return ZeroAlarm().eval()
+
+
+@pytest.mark.parametrize("shape,tile,pad", [((37, 53), 16, 2), ((7, 11), 32, 4), ((40, 40), 20, 0), ((16, 45), 16, 3)])
+def test_no_chip_sees_a_zero_that_is_not_in_the_raster(tmp_path, shape, tile, pad):
+    """Edge tiles hold real (mirrored) pixels: a model alarmed by any exact 0 never fires on a raster without 0."""
+    image = RNG.integers(1, 10, size=(3, *shape)).astype(np.uint8)
+    raster = write_raster(tmp_path / "nozero.tif", image, block=None)
+    export_onnx(zero_reacting_module(), tmp_path / "zero.onnx", 3, tile)
+    emd = write_emd(tmp_path / "zero.emd", "zero.onnx", tile=tile, classes=CLASSES)
+    out = run(raster, emd, tmp_path / "out.tif", f"padding {pad};batch_size 4")
+    assert (out == 1).all()
+    # control: the zero-filled edge tiles of the old rule do show it (unless the tiles fit the raster exactly)
+    zero = run(raster, emd, tmp_path / "zero.tif", f"padding {pad};batch_size 4;edge_fill zero")
+    if pad or shape[0] % tile or shape[1] % tile:
+        assert (zero == 2).any()
 
 
 @pytest.mark.parametrize("batch,used", [(1, 1), (4, 4), (9, 9), (6, 4)])
@@ -123,18 +187,30 @@ def test_batch_size_never_changes_a_pixel(tmp_path, conv, odd_raster, batch, use
 
 
 def test_too_little_padding_shows_seams_exactly_where_chips_meet(tmp_path, conv, odd_raster):
-    """Control: with padding 1 (< the receptive field radius 2) pixels next to chip borders go wrong, and only those."""
+    """Control: with padding 1 (< the receptive field radius 2) pixels next to a chip centre's edge go wrong (the
+    raster's edges too: the mirrored margin is 1 pixel, the model needs 2), and only those."""
     raster, image = odd_raster
     emd = onnx_emd(tmp_path, conv, 16)
     out = run(raster, emd, tmp_path / "out.tif", "padding 1;batch_size 4")
     wrong = out != expected_classes(image)
     assert wrong.any()
-    core = 16 - 2
+    grid = ChipGrid(53, 37, 16, 16, 1)
+    core = grid.core_w
+    # along each axis: distance of each pixel to the edge of the centre of the chip that owns it
+    dist_y = np.zeros(37, int)
+    for r in range(grid.rows):
+        _, y, _, h = grid.core_window(r, 0)
+        oy = grid.core_origin(r, 0)[1]
+        ys = np.arange(y, y + h)
+        dist_y[ys] = np.minimum(ys - oy, oy + core - 1 - ys)
+    dist_x = np.zeros(53, int)
+    for c in range(grid.cols):
+        x, _, w, _ = grid.core_window(0, c)
+        ox = grid.core_origin(0, c)[0]
+        xs = np.arange(x, x + w)
+        dist_x[xs] = np.minimum(xs - ox, ox + core - 1 - xs)
     rows, cols = np.nonzero(wrong)
-    # a wrong pixel is 0 (or core-1) pixels from its chip core's edge, and that edge is not the raster's edge
-    near_y = ((rows % core == 0) & (rows > 0)) | ((rows % core == core - 1) & (rows < 36))
-    near_x = ((cols % core == 0) & (cols > 0)) | ((cols % core == core - 1) & (cols < 52))
-    assert (near_y | near_x).all()
+    assert ((dist_y[rows] == 0) | (dist_x[cols] == 0)).all()
 
 
 def test_odd_raster_smaller_than_one_tile(tmp_path, conv):
@@ -145,6 +221,8 @@ def test_odd_raster_smaller_than_one_tile(tmp_path, conv):
     out = run(raster, emd, tmp_path / "out.tif", "padding 4;batch_size 4", progress)
     assert out.shape == (7, 11)
     assert np.array_equal(out, expected_classes(image))
+    zero = run(raster, emd, tmp_path / "zero.tif", "padding 4;batch_size 4;edge_fill zero")
+    assert np.array_equal(zero, expected_classes(image, "zero"))
     assert any(m.startswith("Tiles: 1 (1 x 1) of 32x32") for m in progress.infos)
 
 
