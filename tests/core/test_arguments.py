@@ -28,8 +28,8 @@ def _md(**keys) -> ModelDefinition:
     return load_model_definition(json.dumps(data), check_file=False)
 
 
-CP_NAMES = ["padding", "batch_size", "threshold", "predict_background", "test_time_augmentation", "merge_policy",
-            "blend", "threads"]
+CP_NAMES = ["padding", "batch_size", "edge_fill", "block_size", "threshold", "predict_background",
+            "test_time_augmentation", "merge_policy", "blend", "threads"]
 
 
 def test_arcgis_text_form():
@@ -57,7 +57,8 @@ def test_argument_without_a_name():
 def test_resolve_with_defaults_and_types():
     progress = RecordingProgress()
     values = resolve_arguments(_md(), "classify_pixels", "padding 64;batch_size 9;Threshold 0.25;blend yes", progress)
-    assert values == {"padding": 64, "batch_size": 9, "threshold": 0.25, "predict_background": True,
+    assert values == {"padding": 64, "batch_size": 9, "edge_fill": "mirror", "block_size": 0, "threshold": 0.25,
+                      "predict_background": True,
                       "test_time_augmentation": False, "merge_policy": "mean", "blend": True, "threads": 0}
     assert progress.warnings == []
     assert format_arguments({"padding": 64, "blend": True}) == "padding 64;blend True"
@@ -71,9 +72,9 @@ def test_dict_arguments():
 def test_unknown_name_warns_listing_the_known_ones():
     progress = RecordingProgress()
     values = resolve_arguments(_md(), "detect_change", "paddding 10;batch_size 1", progress)
-    assert values == {"padding": 32, "batch_size": 1, "threads": 0}
+    assert values == {"padding": 32, "batch_size": 1, "edge_fill": "mirror", "block_size": 0, "threads": 0}
     assert progress.warnings == ["Model argument 'paddding' is not used by this tool and was ignored; known arguments: "
-                                 "batch_size, padding, threads"]
+                                 "batch_size, block_size, edge_fill, padding, threads"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -120,7 +121,8 @@ def test_default_padding_rules():
 def test_defaults_come_from_the_definition():
     md = _md(BatchSize=3, Threshold=0.8, test_time_augmentation=True, SupportsVariableTileSize=True)
     cp = {s.name: s.default for s in argument_specs(md, "classify_pixels")}
-    assert cp == {"tile_size": 256, "padding": 32, "batch_size": 3, "threshold": 0.8, "predict_background": True,
+    assert cp == {"tile_size": 256, "padding": 32, "batch_size": 3, "edge_fill": "mirror", "block_size": 0,
+                  "threshold": 0.8, "predict_background": True,
                   "test_time_augmentation": True, "merge_policy": "mean", "blend": False, "threads": 0}
     co = [s.name for s in argument_specs(md, "classify_objects")]
     assert co == ["batch_size", "padding", "test_time_augmentation", "score_threshold", "save_chips", "threads"]

@@ -13,11 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import RecordingProgress, conv_module, export_onnx, numpy_conv_same, read_raster, write_emd, write_raster
+from builders import (
+    RecordingProgress,
+    conv_module,
+    export_onnx,
+    numpy_conv_mirror,
+    numpy_conv_same,
+    read_raster,
+    write_emd,
+    write_raster,
+)
 from dltools.core import augment
 from dltools.core.errors import CancelledError, InputDataError, OutputError
 from dltools.core.model_definition import load_model_definition
 from dltools.core.pipelines.classify_pixels import RasterRequest, classify_pixels
+from dltools.core.tiling import ChipGrid
 from osgeo import gdal
 
 RNG = np.random.default_rng(99)
@@ -84,8 +94,8 @@ def test_probabilities_equal_softmax_and_nodata(tmp_path, models):
     raster = write_raster(tmp_path / "nd.tif", image, nodata=200, block=16)
     result, classes, probs = run(raster, models["conv5"], tmp_path / "out.tif", "padding 2;batch_size 4", True)
 
-    seen = np.where(nodata, 0, image)  # NoData pixels reach the model as 0
-    logits = numpy_conv_same(seen, WEIGHT, BIAS)
+    seen = np.where(nodata, 0, image)  # NoData pixels reach the model as 0 (mirrored past the edge as they are)
+    logits = numpy_conv_mirror(seen, WEIGHT, BIAS)
     want = softmax(logits)
     assert result.nodata == 255 and result.output_values == [1, 2, 5]
     assert np.array_equal(classes[nodata], np.full(nodata.sum(), 255))
@@ -142,8 +152,9 @@ def test_pointwise_model_is_unchanged_by_tta_and_blend(tmp_path, raster, models,
 
 
 def tta_reference(image: np.ndarray, transforms: list[int], policy: str = "mean") -> np.ndarray:
-    """The whole image through each transform, softmax, transformed back, merged (zero padding is symmetric)."""
-    stack = [augment.inverse(softmax(numpy_conv_same(augment.forward(image, k), WEIGHT, BIAS)), k) for k in transforms]
+    """The whole image through each transform, softmax, transformed back, merged (mirroring is symmetric)."""
+    stack = [augment.inverse(softmax(numpy_conv_mirror(augment.forward(image, k), WEIGHT, BIAS)), k)
+             for k in transforms]
     return getattr(np.stack(stack), policy)(axis=0)
 
 
@@ -160,17 +171,18 @@ def test_tta_on_a_5x5_model_equals_the_whole_image_merge(tmp_path, raster, model
     assert sure.sum() > 500
     assert np.array_equal(classes[sure], VALUES[np.argmax(want, axis=0)][sure])
     # and it is not the plain result: the 8 views of a 5x5 kernel differ
-    assert not np.allclose(probs, softmax(numpy_conv_same(image, WEIGHT, BIAS)), atol=1e-3)
+    assert not np.allclose(probs, softmax(numpy_conv_mirror(image, WEIGHT, BIAS)), atol=1e-3)
 
 
 def exact_chip_mask(size: int, tile: int, pad: int, radius: int = 2) -> np.ndarray:
-    """Pixels (along one axis) that every chip covering them computes exactly (their neighbourhood is in the chip)."""
-    core = tile - 2 * pad
+    """Pixels (along one axis) that every chip covering them computes exactly: their neighbourhood is in the chip
+    (past the raster's edge the chip holds the mirrored pixels the reference has too)."""
+    grid = ChipGrid(size, 1, tile, tile, pad)
     ok = np.ones(size, bool)
-    for start in range(-pad, size, core):
+    for c in range(grid.cols):
+        start = grid.chip_window(0, c)[0]
         for y in range(max(start, 0), min(start + tile, size)):
-            lo, hi = max(y - radius, 0), min(y + radius, size - 1)
-            if lo < start or hi >= start + tile:
+            if y - radius < start or y + radius >= start + tile:
                 ok[y] = False
     return ok
 
@@ -179,7 +191,7 @@ def test_blend_on_a_5x5_model(tmp_path, raster, models):
     """Blended probabilities are a weighted mean of each covering chip's: exact where every covering chip is exact."""
     path, image = raster
     _, classes, probs = run(path, models["conv5"], tmp_path / "out.tif", "padding 3;batch_size 4;blend True", True)
-    plain = softmax(numpy_conv_same(image, WEIGHT, BIAS))
+    plain = softmax(numpy_conv_mirror(image, WEIGHT, BIAS))
     assert np.isin(classes, VALUES).all()
     np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
     assert (probs >= 0).all() and (probs <= 1 + 1e-6).all()
@@ -209,7 +221,7 @@ def test_blend_with_a_centre_crop_model_is_exact_everywhere(tmp_path, raster):
     declared = write_emd(tmp_path / "crop.emd", "crop.onnx", tile=20, classes=CLASSES, ModelPadding=3)
     # without ModelPadding the crop is inferred from the output size, and a larger padding shifts the blend window
     inferred = write_emd(tmp_path / "inferred.emd", "crop.onnx", tile=20, classes=CLASSES)
-    plain = softmax(numpy_conv_same(image, WEIGHT, BIAS))
+    plain = softmax(numpy_conv_mirror(image, WEIGHT, BIAS))
     for emd, args in ((declared, "batch_size 4;blend True"),
                       (declared, "batch_size 1;blend True;test_time_augmentation True"),
                       (inferred, "batch_size 4;blend True;padding 5"), (inferred, "batch_size 1;blend True;padding 7")):
@@ -293,7 +305,7 @@ def test_correlate_valid_reference():
 def test_deepness_output_smaller_than_input(tmp_path, testdata):
     """512 -> 484: a 29x29 'valid' convolution and a sigmoid, i.e. a centred crop of 14 pixels.
 
-    Closed form: the model on the whole image zero-padded by 14 (what the chips see beyond the raster) is the
+    Closed form: the model on the whole image mirrored by 14 (what the chips see beyond the raster) is the
     29x29 convolution of that padded image; the test computes it with torch in float64 from the ONNX weights and
     compares every pixel (classes where the two logits are not within 1e-3 of each other, probabilities to 1e-5).
     The raster is a 700x500 window of the real photo map (GDAL-translated), so 4 chips do the work.
@@ -313,7 +325,7 @@ def test_deepness_output_smaller_than_input(tmp_path, testdata):
     assert any("of 512x512 pixels with padding 64" in m for m in progress.infos)
 
     inits = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in onnx.load(str(model)).graph.initializer}
-    padded = np.pad(read_raster(raster).astype(np.float64) / 255.0, ((0, 0), (14, 14), (14, 14)))
+    padded = np.pad(read_raster(raster).astype(np.float64) / 255.0, ((0, 0), (14, 14), (14, 14)), mode="reflect")
     logits = correlate_valid(padded, inits["0.weight"], inits["0.bias"])
     assert logits.shape == (2, 500, 700) and classes.shape == (500, 700)
     sure = np.abs(logits[0] - logits[1]) > 1e-3
@@ -353,21 +365,44 @@ def test_cancel_after_the_first_batch_leaves_nothing(tmp_path, raster, models):
     assert side_files_absent(out) and side_files_absent(tmp_path / "out_p.tif")
 
 
+def test_cancel_or_failure_leaves_an_existing_output_as_it_was(tmp_path, raster, models):
+    """Outputs are written beside the target and renamed on success: a cancelled run keeps the previous result."""
+    path, _ = raster
+    out = tmp_path / "out.tif"
+    run(path, models["conv5"], out, "padding 2;batch_size 1", True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"out.tif", "out.qml", "out_p.tif"} <= set(before)
+    with pytest.raises(CancelledError):
+        run(path, models["conv5"], out, "padding 3;batch_size 1", True, RecordingProgress(cancel_after=2))
+    with pytest.raises(InputDataError):
+        run(path, models["conv5"], out, "padding 3;batch_size 1;block_size 20", True, _FailingProgress())
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left either
+
+
+class _FailingProgress(RecordingProgress):
+    """Fails the run from inside the engine (as a bad block would) after two progress updates."""
+
+    def set_progress(self, percent: float) -> None:
+        super().set_progress(percent)
+        if self.updates >= 2:
+            raise InputDataError("injected failure")
+
+
 def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, models, monkeypatch):
     """A write error (disk full) while the model thread waits for the writer must end the run with that error.
 
-    Fault injection: StripWriter.write_rows is slowed and then fails, as a full disk would; the run goes on in a
+    Fault injection: BlockWriter.write_block is slowed and then fails, as a full disk would; the run goes on in a
     thread so that a hang fails the test instead of blocking the suite.
     """
     import time
 
     from dltools.core import raster_io
 
-    def full_disk(self, rows):
+    def full_disk(self, x, y, data):
         time.sleep(0.3)  # long enough for the model thread to fill the queue to the writer and wait
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(raster_io.StripWriter, "write_rows", full_disk)
+    monkeypatch.setattr(raster_io.BlockWriter, "write_block", full_disk)
     big = write_raster(tmp_path / "big.tif", RNG.integers(0, 10, size=(3, 160, 160)).astype(np.uint8))
     outcome: list[BaseException] = []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from builders import conv_module, export_onnx, numpy_conv_same, read_raster, write_emd, write_raster
+from builders import conv_module, export_onnx, numpy_conv_mirror, read_raster, write_emd, write_raster
 from conftest import testdata_path as shared_testdata
 from osgeo import gdal
 from qgis.core import (
@@ -59,8 +59,8 @@ def conv_case(tmp_path_factory) -> dict:
         "conv5": write_emd(folder / "conv5.emd", "conv5.onnx", tile=16, classes=CLASSES),
         "point": write_emd(folder / "point.emd", "point.onnx", tile=16, classes=CLASSES),
         "two_channels": write_emd(folder / "two.emd", "two.onnx", tile=16, classes=CLASSES),
-        "conv5_expected": VALUES[np.argmax(numpy_conv_same(image, WEIGHT, BIAS), axis=0)],
-        "point_expected": VALUES[np.argmax(numpy_conv_same(image, POINTWISE, np.zeros(3)), axis=0)],
+        "conv5_expected": VALUES[np.argmax(numpy_conv_mirror(image, WEIGHT, BIAS), axis=0)],
+        "point_expected": VALUES[np.argmax(numpy_conv_mirror(image, POINTWISE, np.zeros(3)), axis=0)],
     }
 
 
@@ -92,7 +92,7 @@ def test_processing_run_equals_the_whole_image_model(context, tmp_path, conv_cas
                       ARGUMENTS="padding 2;batch_size 6", OUTPUT=str(out), OUTPUT_PROBABILITIES=str(probs))
     assert result["OUTPUT"] == str(out) and result["OUTPUT_PROBABILITIES"] == str(probs)
     assert np.array_equal(read_raster(out), conv_case["conv5_expected"])
-    logits = numpy_conv_same(conv_case["image"], WEIGHT, BIAS)
+    logits = numpy_conv_mirror(conv_case["image"], WEIGHT, BIAS)
     e = np.exp(logits - logits.max(axis=0))
     np.testing.assert_allclose(read_raster(probs), e / e.sum(axis=0), atol=1e-5)
     assert "batch_size 6 is not a perfect square: using 4" in feedback.infos
@@ -163,7 +163,7 @@ def test_tile_larger_than_the_raster(context, tmp_path, conv_case):
     emd = write_emd(tmp_path / "big.emd", "big.onnx", tile=64, classes=CLASSES)
     out = tmp_path / "out.tif"
     classify(context, INPUT=str(raster), MODEL=str(emd), ARGUMENTS="padding 8", OUTPUT=str(out))
-    assert np.array_equal(read_raster(out), VALUES[np.argmax(numpy_conv_same(image, WEIGHT, BIAS), axis=0)])
+    assert np.array_equal(read_raster(out), VALUES[np.argmax(numpy_conv_mirror(image, WEIGHT, BIAS), axis=0)])
 
 
 def test_cancel_after_the_first_progress_update(context, tmp_path, conv_case):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from builders import conv_module, export_onnx, numpy_conv_same, read_raster, write_emd, write_raster
+from builders import conv_module, export_onnx, numpy_conv_mirror, read_raster, write_emd, write_raster
 from osgeo import gdal
 from recording_feedback import RecordingFeedback
 
@@ -28,7 +28,7 @@ def _case(tmp_path):
     emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=16, classes=CLASSES)
 
     def expected(image):
-        return VALUES[np.argmax(numpy_conv_same(image, WEIGHT, np.zeros(3)), axis=0)]
+        return VALUES[np.argmax(numpy_conv_mirror(image, WEIGHT, np.zeros(3)), axis=0)]
 
     return vrt, emd, expected(left), expected(right), expected(np.concatenate([left, right], axis=2))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from builders import conv_module, export_onnx, numpy_conv_same, read_raster, write_raster
+from builders import conv_module, export_onnx, numpy_conv_mirror, read_raster, write_raster
 from recording_feedback import RecordingFeedback
 
 WEIGHT = np.array([[[[1]], [[0]]], [[[0]], [[1]]]], np.float32)  # 1x1: class = the larger of the two bands
@@ -83,6 +83,6 @@ def test_model3_ecd_package_extract(context, tmp_path):
     classified = tmp_path / "classes.tif"
     processing.run("dltools:classifypixels", {"INPUT": str(raster), "MODEL": str(emds[0]), "ARGUMENTS": "padding 0",
                                               "OUTPUT": str(classified)}, context=context)
-    scores = numpy_conv_same(image, WEIGHT, np.array([0.5, 0.0]))
+    scores = numpy_conv_mirror(image, WEIGHT, np.array([0.5, 0.0]))
     expected = np.where(np.argmax(scores, axis=0) == 0, 10, 20)
     assert np.array_equal(read_raster(classified), expected)

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from builders import conv_module, export_onnx, numpy_conv_same, write_emd, write_raster
+from builders import conv_module, export_onnx, numpy_conv_mirror, write_emd, write_raster
 from osgeo import gdal
 
 CLASSES = [(3, "Field", (230, 200, 40)), (7, "Forest", (20, 120, 20))]
@@ -64,7 +64,7 @@ def test_package_extract_then_classify_gives_the_same_raster(qgis_context, tmp_p
 
     values, gt, crs, nodata, rat = outputs["dlpk"]
     valid = (image != 0).any(axis=0)
-    scores = numpy_conv_same(np.where(valid, image, 0).astype(np.float64), weight, bias)
+    scores = numpy_conv_mirror(np.where(valid, image, 0).astype(np.float64), weight, bias)
     expected = np.where(np.argmax(scores, axis=0) == 1, 7, 3).astype(np.uint8)
     expected[~valid] = nodata
     assert np.array_equal(values, expected)
