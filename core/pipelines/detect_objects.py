@@ -415,7 +415,9 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
             raise InputDataError(f"The model takes {want[1]}x{want[0]} tiles but the model definition says "
                                  f"{tile_w}x{tile_h}: fix ImageWidth/ImageHeight (or tile_size)")
     pad = int(args.get("padding", 0))
-    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad)
+    # Detect Objects still reads full-width strips at the plain stride: ArcGIS's zero-filled layout until it runs on
+    # the block engine (core/blocks.py), which moves the last chip inward and mirrors the edge.
+    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad, "zero")
     metadata = getattr(backend, "metadata", {}) or {}
     meta = {k: _meta_value(v) for k, v in metadata.items()}
     probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
