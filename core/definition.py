@@ -71,7 +71,7 @@ class ModelDefinition:
     model_name: str | None = None
     model_file: Path | None = None
     model_file_text: str | None = None
-    model_format_kind: str | None = None  # "onnx", "torchscript" or "torch_export"
+    model_format_kind: str | None = None  # "onnx", "torchscript", "torch_export" or "arcgis_learn"
     inference_function: str | None = None
     base_dir: Path | None = None
     package_path: Path | None = None
@@ -90,6 +90,7 @@ class ModelDefinition:
     crop_size_fixed: int | None = None
     blacken_around_feature: int | None = None
     image_space_used: str = "MAP_SPACE"
+    arcgis_family: Any = None  # arcgis_learn.families.Family, for arcgis.learn .pth weights
     supports_variable_tile_size: bool = False
     arcgis_learn_version: str | None = None
     is_multispectral: bool = False

@@ -80,7 +80,8 @@ def backend_info(md: ModelDefinition, device: DeviceRequest | None = None,
         return {"opened": False, "reason": reason}
     if not md.model_file.is_file():
         return {"opened": False, "reason": f"the model file {md.model_file} does not exist"}
-    backend = open_backend(md.model_file, md.model_format_kind, device or DeviceRequest(), progress)
+    backend = open_backend(md.model_file, md.model_format_kind, device or DeviceRequest(), progress,
+                           definition=md.raw)
     try:
         return {
             "opened": True,

@@ -21,6 +21,7 @@ from .definition import (
     ModelDefinition,
     NormalizationStats,
 )
+from .arcgis_learn.families import names_a_family, resolve_family
 from .errors import ModelDefinitionError
 from .torch_archive import check_torchscript_archive
 from .validators import as_bool, as_flag, as_float, as_int, float_list, parse_classes
@@ -114,6 +115,16 @@ def local_function_file(inference_function: str | None, base_dir: Path | None) -
     return candidate if candidate.is_file() else None
 
 
+def _is_arcgis_learn_weights(framework: str | None, model_file: str, data: dict[str, Any]) -> bool:
+    """A ``.pth`` of an arcgis.learn definition: a state_dict to load into a rebuilt network, not TorchScript."""
+    fw = (framework or "").lower()
+    if not model_file.lower().endswith(".pth"):
+        return False
+    if fw.startswith("arcgis.learn") or (not fw and data.get("ArcGISLearnVersion") is not None):
+        return True
+    return fw in ("pytorch", "") and names_a_family(data)
+
+
 def _resolve_model_file(model_file: str, base_dir: Path | None) -> Path | None:
     normalised = model_file.replace("\\", "/")
     candidate = Path(normalised).expanduser()
@@ -176,6 +187,13 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     if inference_function is not None and not isinstance(inference_function, str):
         raise ModelDefinitionError("Key 'InferenceFunction' must be a file name")
 
+    # arcgis.learn weights (.pth): the network is rebuilt from ModelName, never from the package's Python (its
+    # ArcGIS*.py needs arcpy and arcgis.learn, its ModelConfiguration.py is code): a family that cannot be
+    # rebuilt is refused here, before any fallback to the model's own function
+    family = None
+    if model_file_text and _is_arcgis_learn_weights(framework, model_file_text, data):
+        family = resolve_family(data)
+
     def native() -> tuple[str | None, Path | None]:
         if not model_file_text:
             if check_file:
@@ -187,12 +205,8 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
             kind = None
         else:
             kind = _framework_kind(framework, model_file_text, data)
-            if kind == "torchscript" and (framework or "").lower().startswith("arcgis.learn") and \
-                    model_file_text.lower().endswith(".pth"):
-                raise ModelDefinitionError(
-                    f"ModelFile '{model_file_text}' holds arcgis.learn PyTorch weights, which need the arcgis.learn code "
-                    "to rebuild the network; this plugin does not run that code. Save the model with arcgis.learn's "
-                    "TorchScript or ONNX export (or torch.jit.save) and point ModelFile at that file")
+            if family is not None:
+                kind = "arcgis_learn"
 
         model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
         if check_file and model_file_text:
@@ -256,6 +270,9 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         raise ModelDefinitionError(f"Key 'ModelFormat' must be NCHW or NHWC, not '{data.get('ModelFormat')}'")
 
     ignore = data.get("ignore_mapped_class") or []
+    params = data.get("ModelParameters")
+    if not ignore and family is not None and isinstance(params, dict):
+        ignore = params.get("ignore_mapped_class") or []
     if not isinstance(ignore, list):
         raise ModelDefinitionError("Key 'ignore_mapped_class' must be a list of channel indexes")
 
@@ -294,6 +311,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         crop_size_fixed=as_flag(data, "CropSizeFixed"),
         blacken_around_feature=as_flag(data, "BlackenAroundFeature"),
         image_space_used=str(data.get("ImageSpaceUsed") or "MAP_SPACE"),
+        arcgis_family=family,
         supports_variable_tile_size=as_bool(data.get("SupportsVariableTileSize", False), "Key 'SupportsVariableTileSize'"),
         arcgis_learn_version=str(data["ArcGISLearnVersion"]) if data.get("ArcGISLearnVersion") is not None else None,
         is_multispectral=as_bool(data.get("IsMultispectral", False), "Key 'IsMultispectral'"),
@@ -307,6 +325,8 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         warnings=warnings,
     )
+    if family is not None and family.task == "detection" and md.threshold is None:
+        md.threshold = float(family.defaults["threshold"])
     if md.model_padding * 2 >= min(height, width):
         raise ModelDefinitionError(
             f"ModelPadding {md.model_padding} leaves no centre in a {width}x{height} tile: it must be less than half the tile")

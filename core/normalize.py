@@ -15,6 +15,9 @@ as one fused multiply-add.  Rules, first match wins (esri-compat.md 4.5):
 4. arcgis.learn without statistics, 3 bands: ImageNet mean/std on 0-255 RGB.
 5. Otherwise the pixel values are passed unchanged (Esri's framework PRFs do this).
 
+arcgis.learn MaskRCNN / FasterRCNN come first: their torchvision transform standardises inside
+the network, so they get ``x / 255`` (or the NormalizationStats min-max scaling alone).
+
 Masked (NoData) pixels are set to 0 *before* this map, as ArcGIS does.
 """
 
@@ -66,6 +69,21 @@ def build_normaliser(md: ModelDefinition, bands: Sequence[int], source_dtype: st
     """
     n = len(bands)
     stats = md.normalization_stats
+    family = md.arcgis_family
+    if family is not None and family.input_rule == "rcnn":
+        # torchvision's R-CNN transform standardises inside the network (ImageNet mean/std, or the
+        # NormalizationStats scaled_mean/std set on it): the network gets 0..1 values
+        if stats is not None:
+            bmin = _pick(stats.band_min_values, bands, "band_min_values")
+            bmax = _pick(stats.band_max_values, bands, "band_max_values")
+            assert bmin is not None and bmax is not None
+            span = np.where(bmax - bmin == 0, 1.0, bmax - bmin)
+            return Normaliser((1.0 / span).astype(np.float32), (-bmin / span).astype(np.float32),
+                              "arcgis.learn R-CNN: (x - band_min) / (band_max - band_min); the network's transform "
+                              "then standardises with scaled_mean/std_values")
+        return Normaliser(np.full(n, 1.0 / 255.0, np.float32), np.zeros(n, np.float32),
+                          "arcgis.learn R-CNN: x / 255; the network's transform then standardises with ImageNet "
+                          "mean/std")
     if stats is not None:
         bmin = _pick(stats.band_min_values, bands, "band_min_values")
         bmax = _pick(stats.band_max_values, bands, "band_max_values")

@@ -60,6 +60,25 @@ def _to_numpy(out):  # noqa: ANN001, ANN202 - any TorchScript result
     return out
 
 
+def select_device(torch, device: DeviceRequest):  # noqa: ANN001, ANN201 - (torch.device, provider text)
+    """The torch device for ArcGIS's processor type / GPU id, and the thread count; clear errors for a missing GPU."""
+    has_cuda = torch.cuda.is_available()
+    if device.kind == "gpu":
+        if not has_cuda:
+            raise BackendError("A GPU was requested but PyTorch sees no CUDA device here: install a CUDA "
+                               "build of torch, or choose CPU/Auto")
+        if device.gpu_id >= torch.cuda.device_count():
+            raise BackendError(f"GPU id {device.gpu_id} does not exist: PyTorch sees "
+                               f"{torch.cuda.device_count()} GPU(s), numbered from 0")
+    use_cuda = has_cuda and device.kind in ("gpu", "auto")
+    torch_device = torch.device(f"cuda:{device.gpu_id}" if use_cuda else "cpu")
+    threads = thread_count(device.threads)
+    torch.set_num_threads(threads)
+    provider = f"PyTorch {torch.__version__}, " + (
+        f"CUDA {torch.cuda.get_device_name(torch_device)}" if use_cuda else f"CPU, {threads} threads")
+    return torch_device, provider
+
+
 class TorchBackend(Backend):
     kind = "torch"
 
@@ -68,18 +87,7 @@ class TorchBackend(Backend):
         super().__init__()
         torch = import_torch()
         self._torch = torch
-        has_cuda = torch.cuda.is_available()
-        if device.kind == "gpu":
-            if not has_cuda:
-                raise BackendError("A GPU was requested but PyTorch sees no CUDA device here: install a CUDA "
-                                   "build of torch, or choose CPU/Auto")
-            if device.gpu_id >= torch.cuda.device_count():
-                raise BackendError(f"GPU id {device.gpu_id} does not exist: PyTorch sees "
-                                   f"{torch.cuda.device_count()} GPU(s), numbered from 0")
-        use_cuda = has_cuda and device.kind in ("gpu", "auto")
-        self.torch_device = torch.device(f"cuda:{device.gpu_id}" if use_cuda else "cpu")
-        threads = thread_count(device.threads)
-        torch.set_num_threads(threads)
+        self.torch_device, self.provider = select_device(torch, device)
         model_file = Path(model_file)
         if exported:
             check_pt2_archive(model_file)
@@ -110,8 +118,6 @@ class TorchBackend(Backend):
         if exported:
             self.module.to(self.torch_device)
         self.device = str(self.torch_device)
-        self.provider = f"PyTorch {torch.__version__}, " + (
-            f"CUDA {torch.cuda.get_device_name(self.torch_device)}" if use_cuda else f"CPU, {threads} threads")
         #: a forward(images: List[Tensor]) module (torchvision detectors) takes a list of [C, H, W] images
         self.list_input = False
         if not exported:

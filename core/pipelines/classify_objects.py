@@ -362,7 +362,7 @@ class ObjectClassifier:
                 raise OutputError(f"Cannot create the save_chips folder '{self.save_dir}': {exc.strerror or exc}") from exc
         self._own_backend = backend is None
         self.backend = backend or open_backend(md.require_model_file(), md.model_format_kind or "onnx", device,
-                                               self.progress)
+                                               self.progress, definition=md.raw)
         try:
             self._check_model()
         except BaseException:

@@ -354,7 +354,7 @@ def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output
     own_backend = backend is None
     model_file = md.require_model_file()
     if backend is None:
-        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress)
+        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
     try:
         with bounded_gdal_cache():
             return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started,

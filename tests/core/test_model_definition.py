@@ -33,9 +33,8 @@ ESRI_EMD_ERRORS = {
     "HouseDamageClassifier_ProBuiltin.emd": _KERAS,
     "TextSAM.emd": _no_model_file("TextSAM.py"),
     "UTMCarsV3_FasterRCNN_RN50_TS416.emd":
-        "ModelFile 'UTMCarsV3_FasterRCNN_RN50_TS416.pth' holds arcgis.learn PyTorch weights, which need the arcgis.learn "
-        "code to rebuild the network; this plugin does not run that code. Save the model with arcgis.learn's "
-        "TorchScript or ONNX export (or torch.jit.save) and point ModelFile at that file",
+        "ModelFile 'UTMCarsV3_FasterRCNN_RN50_TS416.pth' not found next to the .emd "
+        "({dir}/UTMCarsV3_FasterRCNN_RN50_TS416.pth)",
     "azure_pixel_level_land_classification.emd": _CNTK,
     "cntk_fasterrcnn_coconut_tree.emd": _CNTK,
     "mask_rcnn.emd": _KERAS,
@@ -77,7 +76,9 @@ def test_woolsey_fire_object_classifier_keys(testdata):
     assert (md.model_type, md.crop_size_fixed, md.blacken_around_feature) == ("ObjectClassification", 1, 0)
     assert md.classes == [ClassInfo(1, "Damaged", (17, 157, 34)), ClassInfo(2, "Undamaged", (158, 187, 171))]
     assert md.extra["ModelParameters"] == {"backbone": "resnet34"}
-    assert md.model_format_kind == "torchscript"
+    # an older arcgis.learn .emd: ModelName is the user's, ModelConfiguration names the class that is rebuilt
+    assert md.model_format_kind == "arcgis_learn"
+    assert (md.arcgis_family.model_name, md.arcgis_family.backbone) == ("FeatureClassifier", "resnet34")
 
 
 def test_esri_landcover_emd_loads(testdata):

@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""arcgis.learn's SingleShotDetector, rebuilt after the fast.ai (2018) multi-grid SSD design.
+
+``Sequential(body, head)``: keys ``0.*`` are the ResNet body, ``1.sconvs.*`` the head's
+stride convolutions and ``1.oconvs.*`` its output convolutions.  The head: ReLU, then
+``sconvs[0]`` (3x3, stride 1, to 256 channels), then for each anchor grid of ``Grids`` one
+``StdConv`` (stride 2, or 1 where the feature map already has the grid's size) and one
+``OutConv`` giving (N + 1) class logits and 4 offsets per anchor (``k = len(Zooms) x
+len(Ratios)`` anchors per cell).
+
+Decoding: anchors are centred on each grid cell, of size ``zoom x ratio / grid``; offsets go
+through tanh (centre moves by at most half a cell, size by at most x1.5); class scores through
+a sigmoid, column 0 (background) ignored; then a threshold and NMS per class (top 50 kept).
+Coordinates are (row, column) internally, xyxy pixels on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fastai_layers import body_channels, create_body
+
+
+class StdConv(nn.Module):
+    def __init__(self, nin: int, nout: int, stride: int = 2, drop: float = 0.1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(nin, nout, 3, stride=stride, padding=1)
+        self.bn = nn.BatchNorm2d(nout)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.bn(F.relu(self.conv(x))))
+
+
+def _flatten_conv(x: torch.Tensor, k: int) -> torch.Tensor:
+    bs, nf = x.shape[:2]
+    return x.permute(0, 2, 3, 1).contiguous().view(bs, -1, nf // k)
+
+
+class OutConv(nn.Module):
+    def __init__(self, k: int, nin: int, n_outputs: int) -> None:
+        super().__init__()
+        self.k = k
+        self.oconv1 = nn.Conv2d(nin, n_outputs * k, 3, padding=1)
+        self.oconv2 = nn.Conv2d(nin, 4 * k, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [_flatten_conv(self.oconv1(x), self.k), _flatten_conv(self.oconv2(x), self.k)]
+
+
+class SSDHead(nn.Module):
+    def __init__(self, grids: list[int], k: int, n_outputs: int, nin: int, feature_size: int,
+                 drop: float = 0.3) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(drop)
+        self.sconvs = nn.ModuleList([StdConv(nin, 256, stride=1, drop=drop)])
+        self.oconvs = nn.ModuleList()
+        size = feature_size
+        for g in grids:
+            stride = 1 if g == size else 2
+            size = size if stride == 1 else (size + 1) // 2
+            if size != g:
+                raise ValueError(f"anchor grid {g} does not follow from a {feature_size}x{feature_size} feature map "
+                                 f"(stride-2 steps give {size})")
+            self.sconvs.append(StdConv(256, 256, stride=stride, drop=drop))
+            self.oconvs.append(OutConv(k, 256, n_outputs))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.sconvs[0](self.drop(F.relu(x)))
+        classes, boxes = [], []
+        for sconv, oconv in zip(self.sconvs[1:], self.oconvs):
+            x = sconv(x)
+            c, b = oconv(x)
+            classes.append(c)
+            boxes.append(b)
+        return [torch.cat(classes, dim=1), torch.cat(boxes, dim=1)]
+
+
+def ssd_settings(data: dict[str, Any], chip: int) -> tuple[list[int], list[float], list[tuple[float, float]]]:
+    """Grids, Zooms and Ratios from the .emd, defaults [4, 2, 1], [1.0], [[1.0, 1.0]]."""
+    grids = [int(g) for g in data.get("Grids") or [4, 2, 1]]
+    zooms = [float(z) for z in data.get("Zooms") or [1.0]]
+    ratios = [(float(r[0]), float(r[1])) for r in (data.get("Ratios") or [[1.0, 1.0]])]
+    return grids, zooms, ratios
+
+
+def build_ssd(torchvision, backbone: str, num_classes: int, chip: int, in_channels: int,  # noqa: ANN001
+              data: dict[str, Any]) -> nn.Module:
+    grids, zooms, ratios = ssd_settings(data, chip)
+    body = create_body(torchvision, backbone, in_channels)
+    feature = -(-chip // 32)
+    head = SSDHead(grids, len(zooms) * len(ratios), num_classes + 1, body_channels(backbone), feature)
+    return nn.Sequential(body, head).eval()
+
+
+def ssd_anchors(grids: list[int], zooms: list[float], ratios: list[tuple[float, float]]) -> tuple[torch.Tensor,
+                                                                                                   torch.Tensor]:
+    """Anchors [A, 4] as (row centre, column centre, height, width) in 0..1, and each anchor's cell size [A, 1]."""
+    scales = [(z * i, z * j) for z in zooms for (i, j) in ratios]
+    rows, sizes, cells = [], [], []
+    for g in grids:
+        off = 1.0 / (2 * g)
+        lin = torch.linspace(off, 1 - off, g) if g > 1 else torch.tensor([0.5])
+        cy = lin.repeat_interleave(g)  # cell index r * g + c: row r
+        cx = lin.repeat(g)
+        centres = torch.stack([cy, cx], dim=1).repeat_interleave(len(scales), dim=0)
+        hw = torch.tensor([[o / g, p / g] for _ in range(g * g) for o, p in scales])
+        rows.append(centres)
+        sizes.append(hw)
+        cells.append(torch.full((g * g * len(scales), 1), 1.0 / g))
+    return torch.cat([torch.cat(rows), torch.cat(sizes)], dim=1), torch.cat(cells)
+
+
+def decode_ssd(classes: torch.Tensor, offsets: torch.Tensor, anchors: torch.Tensor, cells: torch.Tensor,
+               chip_hw: tuple[int, int], threshold: float, nms_overlap: float, top_k: int = 50) -> dict:
+    """One chip's raw outputs -> boxes xyxy (pixels), scores and 1-based labels (torchvision form)."""
+    from torchvision.ops import batched_nms
+
+    act = torch.tanh(offsets)
+    centres = act[:, :2] / 2 * cells + anchors[:, :2]
+    hw = (act[:, 2:] / 2 + 1) * anchors[:, 2:]
+    tl, br = centres - hw / 2, centres + hw / 2
+    h, w = chip_hw
+    boxes = torch.stack([tl[:, 1] * w, tl[:, 0] * h, br[:, 1] * w, br[:, 0] * h], dim=1)
+    probs = torch.sigmoid(classes)[:, 1:]
+    idx, cls = torch.nonzero(probs > threshold, as_tuple=True)
+    scores = probs[idx, cls]
+    boxes, labels = boxes[idx], cls + 1
+    keep = batched_nms(boxes, scores, labels, nms_overlap)
+    kept = []
+    for c in labels[keep].unique():
+        kept.append(keep[labels[keep] == c][:top_k])
+    keep = torch.cat(kept) if kept else keep
+    keep = keep[torch.argsort(scores[keep], descending=True)]
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

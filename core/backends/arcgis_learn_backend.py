@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Backend for arcgis.learn ``.pth`` weights: the network is rebuilt (:mod:`..arcgis_learn`), never unpickled.
+
+Pixel families return ``[B, N + 1, H, W]`` class scores and FeatureClassifier ``[B, N]`` from
+:meth:`Backend.run`, so Classify Pixels and Classify Objects run them like any other model.
+Detectors answer :meth:`ArcgisLearnBackend.detect` with one torchvision-style dict per chip
+(``boxes`` xyxy in chip pixels, ``scores`` 0..1, ``labels`` 1-based, ``masks`` for MaskRCNN).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arcgis_learn.families import Family, describe_family, resolve_family
+from ..errors import BackendError, DependencyMissingError
+from .base import Backend, DeviceRequest, TensorInfo
+from .torch_backend import import_torch, select_device
+
+
+def import_torchvision():  # noqa: ANN201 - returns the module
+    try:
+        import torchvision
+    except ImportError as exc:
+        raise DependencyMissingError(
+            "torchvision is not installed in QGIS's Python, and models trained with arcgis.learn are rebuilt with it: "
+            "install it with 'python3 -m pip install torchvision' (the version that matches your torch, see the "
+            "README)") from exc
+    return torchvision
+
+
+class ArcgisLearnBackend(Backend):
+    kind = "arcgis.learn"
+
+    def __init__(self, model_file: Path, device: DeviceRequest, definition: dict[str, Any]) -> None:
+        super().__init__()
+        self.family: Family = resolve_family(definition)
+        torch = import_torch()
+        torchvision = import_torchvision()
+        from ..arcgis_learn.network import RebuiltNetwork
+
+        self._torch = torch
+        self.torch_device, provider = select_device(torch, device)
+        self.net = RebuiltNetwork(self.family, definition, Path(model_file), torchvision, self.torch_device)
+        self.device = str(self.torch_device)
+        self.provider = f"{self.family.title}; {provider}"
+        fam = self.family
+        self.inputs = [TensorInfo("image", (None, fam.in_channels, None, None), "float32")]
+        if fam.task == "pixels":
+            self.outputs = [TensorInfo("scores", (None, fam.num_classes + 1, None, None), "float32")]
+        elif fam.task == "objects":
+            self.outputs = [TensorInfo("scores", (None, fam.num_classes), "float32")]
+        else:
+            self.outputs = [TensorInfo("boxes", (None, 4), "float32"), TensorInfo("scores", (None,), "float32"),
+                            TensorInfo("labels", (None,), "int64")]
+            if fam.model_name == "MaskRCNN":
+                self.outputs.append(TensorInfo("masks", (None, 1, None, None), "float32"))
+
+    def describe(self) -> str:
+        return f"{describe_family(self.family)}; on {self.device} ({self.provider.split('; ', 1)[-1]})"
+
+    def _tensor(self, array: np.ndarray):  # noqa: ANN202
+        return self._torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.torch_device)
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.family.task == "detection":
+            raise BackendError(f"{self.family.title} is a detector: run it with Detect Objects Using Deep Learning")
+        with self._torch.inference_mode():
+            out = self.net.scores(self._tensor(arrays[0]))
+        return [out.detach().float().cpu().numpy()]
+
+    def detect(self, batch: np.ndarray, threshold: float | None = None,
+               nms_overlap: float | None = None) -> list[dict[str, np.ndarray]]:
+        """Detections per chip of a normalised ``[B, C, H, W]`` batch, as numpy torchvision-style dicts."""
+        if self.family.task != "detection":
+            raise BackendError(f"{self.family.title} is not a detector")
+        defaults = self.family.defaults
+        thr = float(defaults.get("threshold", 0.5) if threshold is None else threshold)
+        nms = float(defaults.get("nms_overlap", 0.1) if nms_overlap is None else nms_overlap)
+        import time
+
+        start = time.perf_counter()
+        try:
+            with self._torch.inference_mode():
+                found = self.net.detect(self._tensor(batch), thr, nms)
+        except BackendError:
+            raise
+        except Exception as exc:  # the frameworks raise many types
+            raise BackendError(f"{self.family.title} failed on input of shape {tuple(batch.shape)}: {exc}") from exc
+        self.model_seconds += time.perf_counter() - start
+        self.calls += 1
+        out = []
+        for d in found:
+            item = {"boxes": d["boxes"].detach().float().cpu().numpy().reshape(-1, 4),
+                    "scores": d["scores"].detach().float().cpu().numpy().reshape(-1),
+                    "labels": d["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1)}
+            if "masks" in d:
+                item["masks"] = d["masks"].detach().float().cpu().numpy()
+            out.append(item)
+        return out
+
+    def close(self) -> None:
+        self.net = None  # type: ignore[assignment]
+        if self.torch_device.type == "cuda":
+            self._torch.cuda.empty_cache()
