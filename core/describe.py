@@ -115,6 +115,13 @@ def bands_text(md: ModelDefinition) -> str:
 def normalization(md: ModelDefinition) -> dict[str, str]:
     """Which input normalisation rule applies, by name and in words."""
     stats = md.normalization_stats
+    family = md.arcgis_family
+    if family is not None and family.input_rule == "rcnn":
+        inside = "scaled_mean/std_values" if stats is not None else "ImageNet mean/std"
+        first = ("(x - band_min) / (band_max - band_min) with NormalizationStats" if stats is not None
+                 else "x / 255")
+        return {"rule": "R-CNN", "text": f"arcgis.learn R-CNN: {first}; the network's own transform then "
+                                         f"standardises with {inside}"}
     if stats is not None:
         text = ("NormalizationStats: each band is scaled with (x - band_min) / (band_max - band_min) using "
                 f"band_min_values {_fmt(stats.band_min_values)} and band_max_values {_fmt(stats.band_max_values)}")
@@ -205,7 +212,20 @@ def describe_model(md: ModelDefinition, backend: dict[str, Any] | None = None) -
         "arguments": _argument_table(md),
         "warnings": list(md.warnings),
         "extra_keys": sorted(md.extra),
+        "arcgis_learn": _family(md),
     }
+
+
+def _family(md: ModelDefinition) -> dict[str, Any] | None:
+    """Which arcgis.learn network is rebuilt for this definition, and the defaults it runs with."""
+    family = md.arcgis_family
+    if family is None:
+        return None
+    from .arcgis_learn.families import describe_family
+
+    return {"family": family.title, "model_name": family.model_name, "backbone": family.backbone,
+            "tool": family.tool, "classes": family.num_classes, "bands": family.in_channels,
+            "defaults": dict(family.defaults), "text": describe_family(family)}
 
 
 def _shape(values: list[Any]) -> str:
@@ -240,6 +260,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         f"Model file: {report['model_file'] or report['model_file_text'] or '(none)'} [{report['model_file_status']}]",
         f"Backend: {_backend_text(report['backend'])}",
     ]
+    if report.get("arcgis_learn"):
+        lines.append(f"Architecture: {report['arcgis_learn']['text']}")
     backend = report["backend"]
     if backend.get("opened"):
         lines.append(f"Device: {backend['device']}")
@@ -325,7 +347,7 @@ def render_html(report: dict[str, Any]) -> str:
             ("Model name", report["model_name"]),
             ("Model file", f"{report['model_file'] or report['model_file_text'] or ''} ({report['model_file_status']})"),
             ("Inference function", report["inference_function"]),
-        ]),
+        ] + ([("Architecture", report["arcgis_learn"]["text"])] if report.get("arcgis_learn") else [])),
         "<h2>Backend</h2>",
     ]
     backend = report["backend"]

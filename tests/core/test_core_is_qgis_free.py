@@ -12,7 +12,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / "build" / "plugins"
 
-_SCRIPT = r"""
+TORCH_ONLY = ("fastai_layers", "unet", "ssd", "retinanet", "network", "torchvision_nets")
+
+_SCRIPT = f"TORCH_ONLY = {TORCH_ONLY!r}\n" + r"""
 import importlib, json, pkgutil, sys
 for blocked in ("qgis", "PyQt5", "PyQt6", "sip"):
     sys.modules[blocked] = None  # any import of these now raises ImportError
@@ -20,13 +22,20 @@ import dltools.core as core
 names = ["dltools.core"]
 for info in pkgutil.walk_packages(core.__path__, "dltools.core."):
     names.append(info.name)
+# the rebuilt arcgis.learn networks subclass torch.nn.Module: only the arcgis.learn backend imports them,
+# after checking torch; they are imported last, once the rest has been checked not to load torch
+torch_only = {"dltools.core.arcgis_learn." + m for m in TORCH_ONLY}
 failed = {}
-for name in names:
+heavy = None
+for name in [n for n in names if n not in torch_only] + sorted(torch_only & set(names)):
+    if name in torch_only and heavy is None:
+        heavy = sorted(m for m in ("torch", "onnxruntime", "onnx") if m in sys.modules)
     try:
         importlib.import_module(name)
     except Exception as exc:
         failed[name] = f"{type(exc).__name__}: {exc}"
-heavy = sorted(m for m in ("torch", "onnxruntime", "onnx") if m in sys.modules)
+if heavy is None:
+    heavy = sorted(m for m in ("torch", "onnxruntime", "onnx") if m in sys.modules)
 print(json.dumps({"modules": names, "failed": failed, "heavy": heavy}))
 """
 
@@ -48,7 +57,8 @@ def test_every_core_module_imports_without_qgis_and_without_torch_or_onnxruntime
     assert report["heavy"] == []
     assert set(report["modules"]) == _core_modules_on_disk()
     assert {"dltools.core.model_definition", "dltools.core.describe", "dltools.core.backends.onnx_backend",
-            "dltools.core.backends.torch_backend", "dltools.core.packages"} <= set(report["modules"])
+            "dltools.core.backends.torch_backend", "dltools.core.packages", "dltools.core.arcgis_learn.families",
+            "dltools.core.backends.arcgis_learn_backend"} <= set(report["modules"])
 
 
 def test_the_check_would_catch_a_qgis_import(tmp_path):
