@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .arcgis_learn.families import names_a_family, resolve_family
 from .definition import (
     KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
@@ -21,7 +22,6 @@ from .definition import (
     ModelDefinition,
     NormalizationStats,
 )
-from .arcgis_learn.families import names_a_family, resolve_family
 from .errors import ModelDefinitionError
 from .torch_archive import check_torchscript_archive
 from .validators import as_bool, as_flag, as_float, as_int, float_list, parse_classes

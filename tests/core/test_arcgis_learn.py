@@ -30,7 +30,7 @@ from arcgis_learn_builders import (  # noqa: E402
     write_package,
 )
 from builders import read_raster, write_raster  # noqa: E402
-from dltools.core.backends.base import DeviceRequest, open_backend  # noqa: E402
+from dltools.core.backends import DeviceRequest, open_backend  # noqa: E402
 from dltools.core.errors import BackendError, DependencyMissingError, ModelDefinitionError  # noqa: E402
 from dltools.core.model_definition import load_model_definition  # noqa: E402
 from dltools.core.normalize import build_normaliser  # noqa: E402
