@@ -111,6 +111,12 @@ def argument_specs(md: ModelDefinition, tool: str) -> list[ArgSpec]:
     return specs
 
 
+def _family_default(md: ModelDefinition, name: str, default: Any) -> Any:
+    """An arcgis.learn family's own default (MaskRCNN keeps torchvision's NMS 0.5), else the tool's."""
+    family = getattr(md, "arcgis_family", None)
+    return family.defaults.get(name, default) if family is not None else default
+
+
 def detection_argument_specs(md: ModelDefinition, tile: int) -> list[ArgSpec]:
     """Detect Objects' arguments (esri-compat.md 9.1/9.2: arcgis.learn detector defaults)."""
     specs: list[ArgSpec] = []
@@ -123,7 +129,7 @@ def detection_argument_specs(md: ModelDefinition, tile: int) -> list[ArgSpec]:
                 "so padding should be at least half the size of the largest object.", minimum=0),
         ArgSpec("threshold", "float", md.threshold if md.threshold is not None else 0.5,
                 "Detections with a lower confidence (0-1) are dropped.", minimum=0.0, maximum=1.0),
-        ArgSpec("nms_overlap", "float", 0.1,
+        ArgSpec("nms_overlap", "float", _family_default(md, "nms_overlap", 0.1),
                 "Maximum intersection over union of two objects of one class within a tile (and across tile "
                 "seams) before the less confident one is dropped.", minimum=0.0, maximum=1.0),
         ArgSpec("batch_size", "int", md.batch_size or 4,

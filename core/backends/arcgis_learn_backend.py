@@ -71,6 +71,17 @@ class ArcgisLearnBackend(Backend):
             out = self.net.scores(self._tensor(arrays[0]))
         return [out.detach().float().cpu().numpy()]
 
+    def configure(self, threshold: float, nms_overlap: float) -> None:
+        """The run's threshold and NMS overlap: arcgis.learn applies them inside the network (R-CNN roi_heads,
+        SSD/RetinaNet decoding), before the top-100 / top-k cut, so the tool hands them over here."""
+        self.threshold, self.nms_overlap = float(threshold), float(nms_overlap)
+
+    def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - detectors: one dict per chip
+        """Detectors: torchvision-style dicts per chip (Detect Objects' decoder reads them); others: :meth:`run`."""
+        if self.family.task != "detection":
+            return self.run(arrays)
+        return self.detect(arrays[0], getattr(self, "threshold", None), getattr(self, "nms_overlap", None))
+
     def detect(self, batch: np.ndarray, threshold: float | None = None,
                nms_overlap: float | None = None) -> list[dict[str, np.ndarray]]:
         """Detections per chip of a normalised ``[B, C, H, W]`` batch, as numpy torchvision-style dicts."""

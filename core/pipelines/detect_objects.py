@@ -359,12 +359,15 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         source = RasterSource(raster, open_model_source_bands(raster, md), grid, allow_rotated=True)
     else:
         source = open_model_source(raster, md, grid)
-    backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress)
+    backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress,
+                           definition=md.raw)
     try:
         with bounded_gdal_cache():
             normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
             progress.info(f"Normalisation: {normaliser.description}")
             setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
+            if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
+                backend.configure(setup.threshold, setup.nms_overlap)
             raw = RawObjects()
             for row in range(setup.chips.rows):
                 raw.extend(detect_block(setup, backend, source, normaliser, row, progress))

@@ -545,3 +545,58 @@ def test_describe_model_names_the_family_and_defaults(tmp_path, small_classifier
     info = backend_info(md, CPU)
     assert info["opened"] and info["kind"] == "arcgis.learn"
     assert info["inputs"][0]["shape"] == [None, 3, None, None] and info["outputs"][0]["shape"] == [None, 2]
+
+
+# ------------------------------------------------------------------------------------------ through Detect Objects
+def test_mask_rcnn_through_detect_objects_outlines_its_masks(tmp_path):
+    from osgeo import ogr
+
+    from dltools.core.pipelines.detect_objects import detect_objects
+
+    chip = 64
+    net = reference_rcnn("MaskRCNN", "resnet50", 2, chip, seed=5)
+    emd = arcgis_emd("MaskRCNN", "resnet50", 2, chip, model_type="InstanceDetection", config="_maskrcnn_inferencing")
+    dlpk = write_package(tmp_path, emd, net.state_dict())
+    image = np.random.default_rng(7).integers(0, 256, (3, chip, chip)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", image, origin=(0.0, float(chip)))
+    result = detect_objects(str(raster), load_model_definition(dlpk), "padding 0;threshold 0.3", device=CPU)
+    net.roi_heads.score_thresh = 0.3
+    with torch.no_grad():
+        want = net([torch.from_numpy((image / 255.0).astype(np.float32))])[0]
+    masks = want["masks"][:, 0].numpy() > 0.5
+    expected = [(f"class{int(lab)}", 100 * float(s), m) for lab, s, m in
+                zip(want["labels"].tolist(), want["scores"].tolist(), masks) if m.any()]
+    got = sorted(result.objects, key=lambda o: -o.confidence)
+    assert len(got) == len(expected) > 0
+    for obj, (name, conf, mask) in zip(got, expected):
+        assert obj.class_name == name
+        assert abs(obj.confidence - conf) < 0.01
+        geom = ogr.CreateGeometryFromWkb(obj.wkb)
+        assert abs(geom.GetArea() - mask.sum()) <= 0.02 * mask.sum() + 1  # the mask's pixels, holes kept
+        rows, cols = np.nonzero(mask)
+        xmin, xmax, ymin, ymax = geom.GetEnvelope()
+        assert (xmin, xmax) == pytest.approx((cols.min(), cols.max() + 1), abs=1)
+        assert (chip - ymax, chip - ymin) == pytest.approx((rows.min(), rows.max() + 1), abs=1)
+    _no_python_ran(dlpk)
+
+
+def test_retinanet_through_detect_objects_names_classes_by_position(tmp_path):
+    from dltools.core.pipelines.detect_objects import detect_objects
+
+    chip = 64
+    emd = arcgis_emd("RetinaNet", "resnet34", 2, chip, model_type="ObjectDetection", config="_RetinaNet_Inference",
+                     values=[7, 3])
+    net = reference_retinanet("resnet34", 2, emd, seed=9)
+    dlpk = write_package(tmp_path, emd, net.state_dict())
+    image = np.random.default_rng(11).integers(0, 256, (3, chip, chip)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", image, origin=(0.0, float(chip)))
+    md, backend = _detector_backend(dlpk)
+    direct = backend.detect(imagenet_normalise(image[None]), threshold=0.5, nms_overlap=0.1)[0]
+    result = detect_objects(str(raster), md, "padding 0", device=CPU)
+    inside = [(lab, s) for lab, s, b in zip(direct["labels"], direct["scores"], direct["boxes"])
+              if 0 <= (b[0] + b[2]) / 2 < chip and 0 <= (b[1] + b[3]) / 2 < chip]
+    assert len(inside) > 0
+    got = sorted(((o.class_name, o.class_value, round(o.confidence, 2)) for o in result.objects), key=lambda t: -t[2])
+    want = sorted(((f"class{[7, 3][lab - 1]}", [7, 3][lab - 1], round(100 * float(s), 2)) for lab, s in inside),
+                  key=lambda t: -t[2])
+    assert got == want
