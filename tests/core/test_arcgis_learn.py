@@ -549,9 +549,8 @@ def test_describe_model_names_the_family_and_defaults(tmp_path, small_classifier
 
 # ------------------------------------------------------------------------------------------ through Detect Objects
 def test_mask_rcnn_through_detect_objects_outlines_its_masks(tmp_path):
-    from osgeo import ogr
-
     from dltools.core.pipelines.detect_objects import detect_objects
+    from osgeo import ogr
 
     chip = 64
     net = reference_rcnn("MaskRCNN", "resnet50", 2, chip, seed=5)
