@@ -18,6 +18,7 @@ from typing import Any
 from .definition import ModelDefinition
 from .errors import ArgumentError
 from .progress import NullProgress, Progress
+from .threads import available_cores
 
 TOOLS = ("classify_pixels", "classify_objects", "detect_change", "detect_objects")
 
@@ -227,6 +228,11 @@ def resolve_arguments(md: ModelDefinition, tool: str, given: str | dict[str, Any
             progress.warning(f"Argument '{key}' is fixed by the model to {spec.default}; {value} was ignored")
             continue
         values[key] = value
+    if isinstance(values.get("threads"), int) and values["threads"] > available_cores():
+        cores = available_cores()
+        progress.warning(f"Argument 'threads' {values['threads']} is more than the {cores} CPU cores this process may "
+                         f"use: using {cores}")
+        values["threads"] = cores
     return values
 
 

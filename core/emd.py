@@ -275,6 +275,10 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         ignore = params.get("ignore_mapped_class") or []
     if not isinstance(ignore, list):
         raise ModelDefinitionError("Key 'ignore_mapped_class' must be a list of channel indexes")
+    for item in ignore:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not float(item).is_integer() or item < 0:
+            raise ModelDefinitionError(f"Key 'ignore_mapped_class' must be a list of channel indexes (whole numbers, "
+                                       f"0 or more); found {json.dumps(item)}")
 
     plugin_keys = data.get("QGISPlugin") if isinstance(data.get("QGISPlugin"), dict) else {}
     mean = plugin_keys.get("standardization_mean")

@@ -76,6 +76,9 @@ def load_model_definition(model: str | os.PathLike[str], cache_dir: str | os.Pat
         raise ModelDefinitionError(f"Model file '{path}' does not exist")
     if path.is_dir():
         raise ModelDefinitionError(f"Model '{path}' is a folder: pass the .emd or .dlpk file inside it")
+    if not path.is_file():  # a FIFO, socket or device: reading it could block forever
+        raise ModelDefinitionError(f"Model '{path}' is not a regular file (it is a pipe, socket or device): pass the "
+                                   ".emd, .dlpk or model file itself")
     suffix = path.suffix.lower()
     if suffix == ".emd" or suffix == ".json":
         data = parse_json(read_text(path), f"model definition '{path.name}'")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from .definition import ClassInfo, ModelDefinition, palette
 from .emd import definition_from_emd_data
 from .errors import BackendError, ModelDefinitionError
 from .torch_archive import check_torchscript_archive, embedded_definition
+from .validators import float_list
 
 DEFAULT_TILE = 512
 _PROBE_BANDS = (3, 4, 1, 6, 8, 12, 13, 2)
@@ -72,14 +74,44 @@ def _class_names(value: Any) -> list[str] | None:
     return None
 
 
-def _number(meta: dict[str, Any], *keys: str) -> float | None:
+def _number(meta: dict[str, Any], *keys: str, minimum: float | None = None, maximum: float | None = None,
+            below: float | None = None, integer: bool = False) -> float | None:
+    """The first of ``keys`` present, as a finite number within its range; a clear error naming the key otherwise."""
     for key in keys:
         if key in meta and meta[key] not in (None, ""):
+            raw = meta[key]
             try:
-                return float(meta[key])
+                if isinstance(raw, bool):
+                    raise ValueError
+                value = float(raw)
             except (TypeError, ValueError):
-                raise ModelDefinitionError(f"ONNX metadata '{key}' must be a number, not {meta[key]!r}") from None
+                raise ModelDefinitionError(f"ONNX metadata '{key}' must be a number, not {raw!r}") from None
+            if not math.isfinite(value) or (integer and not value.is_integer()):
+                kind = "a whole number" if integer else "a finite number"
+                raise ModelDefinitionError(f"ONNX metadata '{key}' must be {kind}, not {raw!r}")
+            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum) or \
+                    (below is not None and value >= below):
+                bounds = []
+                if minimum is not None:
+                    bounds.append(f"at least {minimum:g}")
+                if maximum is not None:
+                    bounds.append(f"at most {maximum:g}")
+                if below is not None:
+                    bounds.append(f"less than {below:g}")
+                raise ModelDefinitionError(f"ONNX metadata '{key}' must be {' and '.join(bounds)}, not {raw!r}")
+            return value
     return None
+
+
+def _number_list(meta: dict[str, Any], key: str, positive: bool = False) -> list[float] | None:
+    """``standardization_mean``/``_std``: a list of finite numbers (std above 0), or a clear error naming the key."""
+    if meta.get(key) is None:
+        return None
+    values = float_list(meta[key], f"ONNX metadata '{key}'")
+    if any(not math.isfinite(v) or (positive and v <= 0) for v in values):
+        rule = "finite numbers above 0" if positive else "finite numbers"
+        raise ModelDefinitionError(f"ONNX metadata '{key}' must be a list of {rule}, not {meta[key]!r}")
+    return values
 
 
 def _classes_for(channels: int | None, names: list[str] | None, model_type: str) -> list[ClassInfo]:
@@ -119,9 +151,10 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     h, w = (shape[1], shape[2]) if model_format == "NHWC" else (shape[2], shape[3])
     warnings: list[str] = []
 
-    declared_tile = _number(meta, "tile_size", "tiles_size")
+    declared_tile = _number(meta, "tile_size", "tiles_size", minimum=1, maximum=65536, integer=True)
     imgsz = meta.get("imgsz")  # Ultralytics exports: [height, width]
-    if declared_tile is None and isinstance(imgsz, list) and imgsz and all(isinstance(v, int) for v in imgsz):
+    if declared_tile is None and isinstance(imgsz, list) and imgsz and \
+            all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in imgsz):
         declared_tile = float(imgsz[0])
     tile = declared_tile
     if h is not None and h == w:
@@ -152,8 +185,11 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     classes = _classes_for(channels, names, model_type) if model_type != "Regression" else []
 
     deepness = bool(meta)
-    mean = meta.get("standardization_mean")
-    std = meta.get("standardization_std")
+    mean = _number_list(meta, "standardization_mean")
+    std = _number_list(meta, "standardization_std", positive=True)
+    if mean is not None and std is not None and len(mean) != len(std):
+        raise ModelDefinitionError(f"ONNX metadata 'standardization_mean' ({len(mean)} values) and "
+                                   f"'standardization_std' ({len(std)} values) differ in length")
     if not deepness:
         warnings.append("The model carries no normalisation metadata: pixel values are passed unchanged. "
                         "Write an .emd with DataRange or NormalizationStats if the model expects scaled input")
@@ -163,15 +199,15 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
         framework="ONNX", model_file=path.resolve(), model_file_text=path.name, model_format_kind="onnx",
         base_dir=path.parent.resolve(),
         extract_bands=list(range(bands)) if bands else None,
-        standardization_mean=[float(x) for x in mean] if isinstance(mean, list) else None,
-        standardization_std=[float(x) for x in std] if isinstance(std, list) else None,
+        standardization_mean=mean,
+        standardization_std=std,
         divide_by_255=deepness,
         batch_size=shape[0] if isinstance(shape[0], int) else None,
-        threshold=_number(meta, "seg_thresh", "det_conf"),
+        threshold=_number(meta, "seg_thresh", "det_conf", minimum=0.0, maximum=1.0),
         classes=classes,
         model_format=model_format,
-        tile_overlap_percent=_number(meta, "tiles_overlap"),
-        resolution_cm=_number(meta, "resolution"),
+        tile_overlap_percent=_number(meta, "tiles_overlap", minimum=0.0, below=100.0),
+        resolution_cm=_number(meta, "resolution", minimum=0.0),
         deepness_metadata=meta,
         warnings=warnings,
         supports_variable_tile_size=h is None,

@@ -142,10 +142,12 @@ def grid_for_request(native: RasterGrid, extent: tuple[float, float, float, floa
         if not same_crs(crs, native.crs_wkt):
             raise InputDataError("A grid in another CRS needs a cell size")
         gt = native.geotransform
-        c0 = math.floor((xmin - gt[0]) / gt[1] + 1e-9)
-        c1 = math.ceil((xmax - gt[0]) / gt[1] - 1e-9)
-        r0 = math.floor((ymax - gt[3]) / gt[5] + 1e-9)
-        r1 = math.ceil((ymin - gt[3]) / gt[5] - 1e-9)
+        # pixel positions of the extent's edges; sorted, so south-up rasters (positive row height) and east-to-west
+        # ones cut the same window as north-up ones, keeping the raster's own orientation (as without an extent)
+        cols = sorted(((xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]))
+        rows = sorted(((ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]))
+        c0, c1 = math.floor(cols[0] + 1e-9), math.ceil(cols[1] - 1e-9)
+        r0, r1 = math.floor(rows[0] + 1e-9), math.ceil(rows[1] - 1e-9)
         return RasterGrid((gt[0] + c0 * gt[1], gt[1], 0.0, gt[3] + r0 * gt[5], 0.0, gt[5]), c1 - c0, r1 - r0,
                           native.crs_wkt)
     if cell_size <= 0:

@@ -145,10 +145,25 @@ def test_detect_objects_arguments_follow_arcgis_learn_defaults():
 
 
 def test_thread_count(monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
     assert thread_count(3) == 3
     monkeypatch.setenv("DLTOOLS_THREADS", "5")
     assert thread_count(0) == 5
+    monkeypatch.setenv("DLTOOLS_THREADS", "100000")
+    assert thread_count(0) == 8
     monkeypatch.delenv("DLTOOLS_THREADS")
+    assert thread_count(None) == 8
+    assert thread_count(100000) == 8  # capped to the cores: 100000 threads crash ONNX Runtime
+
+
+def test_threads_argument_capped_with_a_warning(monkeypatch):
     import os
 
-    assert thread_count(None) == len(os.sched_getaffinity(0))
+    from builders import RecordingProgress
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    progress = RecordingProgress()
+    assert resolve_arguments(_md(), "classify_pixels", "threads 100000", progress)["threads"] == 2
+    assert progress.warnings == ["Argument 'threads' 100000 is more than the 2 CPU cores this process may use: using 2"]
