@@ -12,17 +12,25 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 from collections.abc import Mapping
 from typing import Any
 
-from qgis.core import QgsProcessingException, QgsProcessingOutputLayerDefinition, QgsProcessingParameters
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
+    QgsProcessingParameters,
+    QgsVectorLayer,
+)
 
 from ..core.errors import DLToolsError
-from ..core.safe_output import OutputSet, refuse_overlap
+from ..core.safe_output import OutputSet, no_space_message, refuse_overlap
 
+#: Free bytes under which a failed write is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 _OGR_DBNAME = re.compile(r"""^ogr:dbname=(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)"|(\S+))""")
 
 
@@ -67,6 +75,7 @@ class AtomicSink:
         self._tmp_dest = ""
         self._target = ""
         self._tmp = ""
+        self.added = 0
 
     def __enter__(self) -> AtomicSink:
         definition = self.alg.parameterDefinition(self.name)
@@ -99,7 +108,31 @@ class AtomicSink:
         return self
 
     def add(self, feature, flags) -> bool:  # noqa: ANN001
-        return self.sink.addFeature(feature, flags)
+        if self.sink.addFeature(feature, flags):
+            self.added += 1
+            return True
+        self._raise_if_disk_full()
+        return False
+
+    def _raise_if_disk_full(self) -> None:
+        """OGR reports a full disk only as a failed write: say what it is when the output's disk has no room left."""
+        if not self._tmp:
+            return
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(os.path.dirname(os.path.abspath(self._tmp))).free < _NEARLY_FULL:
+                raise QgsProcessingException(no_space_message(self._target, OSError(errno.ENOSPC, "")))
+
+    def _check_written(self) -> None:
+        """After closing: every feature reached the file (a full disk can make the final flush fail silently)."""
+        if not self._tmp:
+            return
+        layer = QgsVectorLayer(self._tmp_dest, "written", "ogr")
+        count = layer.featureCount() if layer.isValid() else -1
+        del layer
+        if count != self.added:
+            self._raise_if_disk_full()
+            raise QgsProcessingException(f"The output '{self._target}' could not be written completely ({count} of "
+                                         f"{self.added} features): nothing was kept")
 
     def close(self) -> None:
         """Flush and close the file (the sink's C++ object goes with its last Python reference)."""
@@ -113,6 +146,11 @@ class AtomicSink:
         if exc_type is not None:
             self.outputs.discard()
             return
+        try:
+            self._check_written()
+        except QgsProcessingException:
+            self.outputs.discard()
+            raise
         try:
             self.outputs.commit()
         except DLToolsError as error:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .errors import CancelledError
+from .errors import CancelledError, OutputError
 from .progress import Progress
 from .tiling import ChipGrid
 
@@ -237,11 +237,15 @@ def run_in_process(task: BlockTask, model: Any, jobs: Iterable[BlockJob], sink: 
                 sink.write(key, task.finish(accs.pop(key.index)))
 
     stages = [_Stage(reader, "dltools-reader", stop), _Stage(writer, "dltools-writer", stop)]
-    for s in stages:
-        s.start()
     done = 0
     ok = False
     try:
+        for s in stages:  # inside the guard: if the second cannot start, the first is stopped and the sink aborted
+            try:
+                s.start()
+            except RuntimeError as exc:  # "can't start new thread": the process is out of threads or memory
+                raise OutputError(f"Cannot start the {s.name} thread ({exc}): the system has no room for another "
+                                  "thread; lower 'threads' or close other programs. Nothing was written") from exc
         while True:
             for s in stages:
                 if s.error is not None:
@@ -282,6 +286,7 @@ def run_in_process(task: BlockTask, model: Any, jobs: Iterable[BlockJob], sink: 
     finally:
         stop.set()
         for s in stages:
-            s.join()
+            if s.ident is not None:  # started
+                s.join()
         if not ok:
             sink.abort()

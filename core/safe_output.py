@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import DLToolsError, OutputError
 
 # Files GDAL derives from a raster: stale once the raster is replaced.
 _DERIVED = (".aux.xml", ".ovr", ".msk")
@@ -160,15 +160,38 @@ class OutputSet:
     def __enter__(self) -> OutputSet:
         return self
 
+    def _explained(self, exc: BaseException) -> BaseException | None:
+        """``exc`` told in terms of the targets: a full disk names the output, temporary names become targets."""
+        text = str(exc)
+        hit = [(tmp, target) for tmp, target, _ in self._pending if tmp in text]
+        if not hit and self._pending and no_space_message("", exc):
+            hit = [(self._pending[0][0], self._pending[0][1])]
+        if not hit:
+            return None
+        message = no_space_message(hit[0][1], exc)
+        if message:
+            return OutputError(message)
+        if isinstance(exc, DLToolsError) and type(exc).__init__ in (Exception.__init__, BaseException.__init__):
+            for tmp, target in hit:
+                text = text.replace(tmp, target)
+            return type(exc)(text)
+        return None
+
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             try:
                 self.commit()
-            except BaseException:
+            except BaseException as error:
                 self.discard()
+                better = self._explained(error)
+                if better is not None:
+                    raise better from error
                 raise
         else:
+            better = self._explained(exc)
             self.discard()
+            if better is not None:
+                raise better from exc
 
 
 @contextlib.contextmanager

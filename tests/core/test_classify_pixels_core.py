@@ -416,7 +416,8 @@ def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, mod
     t.start()
     t.join(30)
     assert not t.is_alive(), "the run hung after the writer failed"
-    assert len(outcome) == 1 and isinstance(outcome[0], OSError) and "No space left" in str(outcome[0])
+    assert len(outcome) == 1 and isinstance(outcome[0], OutputError), outcome
+    assert str(outcome[0]).startswith(f"No space left on device while writing the output '{tmp_path / 'out.tif'}'")
     assert side_files_absent(tmp_path / "out.tif")
 
 

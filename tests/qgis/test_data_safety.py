@@ -285,3 +285,125 @@ def test_zero_width_or_height_extent_is_refused(context, pixels_case, extent):
                                 "OUTPUT": str(f / "out.tif")}, context, f)
         assert message.startswith("EXTENT has zero width or height (")
         assert message.endswith("give a rectangle with an area, or leave it empty to process the whole raster")
+
+
+# ------------------------------------------------------------------------------------------------ raster outputs
+@pytest.fixture
+def raster_case(tmp_path) -> dict:
+    from builders import conv_module, export_onnx, write_emd, write_raster
+
+    image = np.random.default_rng(8).integers(0, 200, size=(3, 300, 300)).astype(np.uint8)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    raster = write_raster(inputs / "in.tif", image)
+    other = write_raster(inputs / "to.tif", image[::-1].copy())
+    weight = np.random.default_rng(9).normal(size=(3, 3, 1, 1)).astype(np.float32)
+    export_onnx(conv_module(3, 3, 1, weight=weight), inputs / "m.onnx", 3, 32)
+    classes = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (3, "three", (0, 0, 255))]
+    emd = write_emd(inputs / "m.emd", "m.onnx", tile=32, classes=classes)
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("classes.tif", "classes.qml", "classes.tif.aux.xml", "probs.tif"):
+        (out / name).write_bytes(b"the previous run's " + name.encode())
+    return {"raster": raster, "other": other, "emd": emd, "inputs": inputs, "out": out}
+
+
+@pytest.mark.parametrize("cancel_at", [0.0, 50.0])
+def test_classify_pixels_cancel_leaves_the_old_outputs(context, raster_case, tmp_path, cancel_at):
+    before = snapshot(tmp_path)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        run("dltools:classifypixels", {"INPUT": str(raster_case["raster"]), "MODEL": str(raster_case["emd"]),
+                                       "ARGUMENTS": "padding 0;batch_size 1", "OUTPUT": str(raster_case["out"] / "classes.tif"),
+                                       "OUTPUT_PROBABILITIES": str(raster_case["out"] / "probs.tif")},
+            context, RecordingFeedback(cancel_at=cancel_at))
+    assert snapshot(tmp_path) == before
+
+
+def test_detect_change_cancel_leaves_the_old_output(context, raster_case, tmp_path):
+    before = snapshot(tmp_path)
+    with pytest.raises(QgsProcessingException, match="cancelled"):
+        run("dltools:detectchange", {"FROM_RASTER": str(raster_case["raster"]), "TO_RASTER": str(raster_case["other"]),
+                                     "MODEL": str(raster_case["emd"]), "ARGUMENTS": "padding 0;batch_size 1",
+                                     "OUTPUT": str(raster_case["out"] / "classes.tif")},
+            context, RecordingFeedback(cancel_at=30.0))
+    assert snapshot(tmp_path) == before
+
+
+def test_classify_pixels_success_replaces_the_old_outputs_and_their_side_files(context, raster_case):
+    from osgeo import gdal
+
+    out = raster_case["out"]
+    run("dltools:classifypixels", {"INPUT": str(raster_case["raster"]), "MODEL": str(raster_case["emd"]),
+                                   "ARGUMENTS": "padding 0", "OUTPUT": str(out / "classes.tif")}, context)
+    assert gdal.Open(str(out / "classes.tif")).RasterXSize == 300
+    assert (out / "classes.qml").read_text().count("<paletteEntry") == 3
+    assert not (out / "classes.tif.aux.xml").exists() or b"previous" not in (out / "classes.tif.aux.xml").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+# ------------------------------------------------------------------------------------------------ full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount); skipped with the reason where it cannot be mounted."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({proc.stderr.strip() or 'mount failed'}): the full-disk "
+                    "tests need root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder: Path, leave: int) -> None:
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    (folder / "filler.bin").write_bytes(b"\0" * max(0, free - leave))
+
+
+def _no_space(message: str, *targets: Path) -> None:
+    assert message.startswith("No space left on device while writing the output '"), message
+    assert any(f"'{t}'" in message for t in targets), message
+    assert message.endswith("nothing was written and any earlier file of that name is unchanged")
+
+
+def test_classify_pixels_on_a_full_disk(context, raster_case, small_disk):
+    (small_disk / "classes.tif").write_bytes(b"old")
+    _fill(small_disk, 256 * 1024)
+    before_inputs = snapshot(raster_case["inputs"])
+    before = snapshot(small_disk)
+    message = refused("dltools:classifypixels", {
+        "INPUT": str(raster_case["raster"]), "MODEL": str(raster_case["emd"]), "ARGUMENTS": "padding 0",
+        "OUTPUT": str(small_disk / "classes.tif"), "OUTPUT_PROBABILITIES": str(small_disk / "probs.tif")},
+        context, raster_case["inputs"])
+    _no_space(message, small_disk / "classes.tif", small_disk / "probs.tif")
+    assert snapshot(small_disk) == before and snapshot(raster_case["inputs"]) == before_inputs
+
+
+def test_describe_model_on_a_full_disk(context, raster_case, small_disk):
+    (small_disk / "d.json").write_text("old")
+    _fill(small_disk, 4096)
+    before = snapshot(small_disk)
+    message = refused("dltools:describemodel", {"MODEL": str(raster_case["emd"]), "OUTPUT_JSON": str(small_disk / "d.json"),
+                                                "OUTPUT_HTML": str(small_disk / "d.html")}, context, raster_case["inputs"])
+    _no_space(message, small_disk / "d.json", small_disk / "d.html")
+    assert snapshot(small_disk) == before
+
+
+def test_classify_objects_on_a_full_disk(context, objects_case, tmp_path, small_disk):
+    (tmp_path / "features").mkdir()
+    src = _features(tmp_path / "features" / "in.gpkg", 60)
+    (small_disk / "r.gpkg").write_text("old")
+    _fill(small_disk, 64 * 1024)
+    before = snapshot(small_disk)
+    message = refused("dltools:classifyobjects", {"INPUT": str(objects_case["raster"]), "FEATURES": str(src),
+                                                  "MODEL": str(objects_case["emd"]), "OUTPUT": str(small_disk / "r.gpkg")},
+                      context, tmp_path / "features")
+    _no_space(message, small_disk / "r.gpkg")
+    assert snapshot(small_disk) == before
