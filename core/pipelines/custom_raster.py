@@ -36,6 +36,7 @@ from ..errors import CancelledError
 from ..normalize import build_normaliser
 from ..progress import NullProgress, Progress
 from ..raster_io import StripWriter, bounded_gdal_cache
+from ..safe_output import OutputSet
 from ..styling import style_class_raster
 
 
@@ -97,6 +98,17 @@ def _check_block(prf: PythonRasterFunction, key: str, value: Any, shape: tuple[i
 def run_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
                       prf: PythonRasterFunction, arguments: str | dict | None, output: str,
                       progress: Progress | None = None) -> CustomRunResult:
+    """:func:`_write_custom_raster` under a temporary name, moved onto ``output`` (with its .qml) only on success:
+    a cancelled or failed run leaves an existing output as it was."""
+    with OutputSet() as outputs:
+        result = _write_custom_raster(open_source, md, prf, arguments, outputs.path_for(output), progress)
+    result.output = output
+    return result
+
+
+def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
+                         prf: PythonRasterFunction, arguments: str | dict | None, output: str,
+                         progress: Progress | None = None) -> CustomRunResult:
     """Drive ``prf`` over the raster ``open_source(bands)`` returns and write ``output`` (GeoTIFF, styled).
 
     ``open_source`` gets the 0-based bands from ``extractBands`` (None: the model definition's

@@ -421,6 +421,31 @@ def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, mod
     assert side_files_absent(tmp_path / "out.tif")
 
 
+def test_a_worker_thread_that_cannot_start_is_a_clear_error_and_stops_the_other(tmp_path, raster, models,
+                                                                                 monkeypatch):
+    """'can't start new thread' for the writer: the reader already running is stopped, nothing is left behind."""
+    from dltools.core import blocks
+
+    path, _ = raster
+    started = []
+    real_start = blocks._Stage.start
+
+    def start(self):
+        if self.name == "dltools-writer":
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(blocks._Stage, "start", start)
+    (tmp_path / "out.tif").write_bytes(b"old")
+    with pytest.raises(OutputError) as info:
+        run(path, models["point"], tmp_path / "out.tif", "padding 0;batch_size 1")
+    assert str(info.value).startswith("Cannot start the dltools-writer thread (can't start new thread): the system "
+                                      "has no room for another thread; lower 'threads'")
+    assert started and not started[0].is_alive()  # the reader was stopped and joined
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"] and (tmp_path / "out.tif").read_bytes() == b"old"
+
+
 def test_bad_inputs_are_clear_errors(tmp_path, raster, models):
     path, image = raster
     md = load_model_definition(str(models["point"]))

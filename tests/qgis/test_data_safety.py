@@ -407,3 +407,21 @@ def test_classify_objects_on_a_full_disk(context, objects_case, tmp_path, small_
                       context, tmp_path / "features")
     _no_space(message, small_disk / "r.gpkg")
     assert snapshot(small_disk) == before
+
+
+def test_custom_function_failure_leaves_the_old_output(context, tmp_path):
+    import prf_functions as prf
+    from builders import write_raster
+
+    raster = write_raster(tmp_path / "in.tif", np.ones((2, 40, 40), np.uint16))
+    emd = prf.write_function(tmp_path / "bad", "Raiser", prf.raising(after_blocks=1))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "c.tif").write_bytes(b"old raster")
+    (out / "c.qml").write_bytes(b"old style")
+    before = snapshot(tmp_path)
+    with pytest.raises(QgsProcessingException, match="Raiser"):
+        run("dltools:classifypixels", {"INPUT": str(raster), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True,
+                                       "OUTPUT": str(out / "c.tif")}, context)
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("bad/__pycache__")} == before
