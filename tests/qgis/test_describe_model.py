@@ -82,7 +82,7 @@ def _landcover_checks(report: dict) -> None:
     assert report["classes"] == LANDCOVER_CLASSES
     cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
     assert (cp["padding"]["default"], cp["padding"]["fixed"], cp["batch_size"]["default"]) == (64, True, 4)
-    assert sorted(report["arguments"]) == ["classify_objects", "classify_pixels", "detect_change"]
+    assert sorted(report["arguments"]) == ["classify_objects", "classify_pixels", "detect_change", "detect_objects"]
     assert report["warnings"] == []
 
 
