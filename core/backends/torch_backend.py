@@ -123,7 +123,7 @@ class TorchBackend(Backend):
         if not exported:
             try:
                 args = self.module.forward.schema.arguments
-                self.list_input = len(args) > 1 and str(args[1].type).startswith("List[Tensor]")
+                self.list_input = len(args) > 1 and str(args[1].type) in ("Tensor[]", "List[Tensor]")
             except (AttributeError, RuntimeError):
                 self.list_input = False
         shape = input_shape or (None, None, None, None)

@@ -281,13 +281,13 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
     else:
         shapes = [None] * len(det)
     det.boxes = boxes[sel]
-    good = np.array([s is None or not s.IsEmpty() for s in shapes] if det.masks is not None else [True] * len(det),
-                    bool)
+    # an instance whose mask has no pixel above the threshold has no outline: it is not an object
+    good = np.array([s is not None and not s.IsEmpty() for s in shapes] if det.masks is not None
+                    else [True] * len(det), bool)
     if not good.all():
         det = det.take(np.nonzero(good)[0])
-        det.boxes = det.boxes
         shapes = [s for s, g in zip(shapes, good) if g]
-    out.add(det, row * chips.cols + col, cut[sel][good] if len(sel) else np.zeros(0, bool), shapes)
+    out.add(det, row * chips.cols + col, cut[sel][good], shapes)
 
 
 def detect_block(setup: DetectionSetup, backend: Backend, source: RasterSource, normaliser: Normaliser | None,
@@ -432,8 +432,9 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
     requested = int(args.get("batch_size", 1))
     batch = square_batch_size(requested)
     fixed = backend.fixed_batch
-    if decoder.layout == "separate" and np.asarray([o for o in _leaves(probe)][0]).ndim == 2:
-        fixed = 1  # per-image outputs ([N, 4] boxes)
+    if decoder.layout == "separate" and any(isinstance(o, np.ndarray) and o.ndim == 2 and o.shape[-1] == 4
+                                            for o in _leaves(probe)):
+        fixed = 1  # per-image outputs ([N, 4] boxes, not [B, N, 4])
     if fixed is not None and fixed != batch:
         progress.info(f"The model takes {fixed} tile(s) per call: using batch size {fixed}")
         batch = fixed
