@@ -142,6 +142,12 @@ def detection_argument_specs(md: ModelDefinition, tile: int) -> list[ArgSpec]:
         ArgSpec("test_time_augmentation", "bool", bool(md.test_time_augmentation),
                 "Also run flipped (and, in map space, rotated) tiles; boxes are merged and their confidences "
                 "averaged."),
+        ArgSpec("edge_fill", "choice", "mirror",
+                "What a tile holds past the raster's edge: mirror (the last tile of a row or column moves inward) "
+                "or zero (ArcGIS's zero-filled edge tiles). Objects are clipped to the raster either way.",
+                choices=("mirror", "zero")),
+        ArgSpec("block_size", "int", 0, "Output pixels on a side of one block of work (0 = automatic, about 2048).",
+                minimum=0),
     ]
     return specs
 

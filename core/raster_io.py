@@ -171,7 +171,7 @@ class RasterSource:
     def __init__(self, path: str, bands: Sequence[int], grid: RasterGrid | None = None,
                  resampling: str = "bilinear", allow_rotated: bool = False) -> None:
         self.path = str(path)
-        self._init_args = (self.path, list(bands), grid, resampling)
+        self._init_args = (self.path, list(bands), grid, resampling, allow_rotated)
         self.ds = open_raster(self.path)
         self.name = Path(self.path).name
         self.native = dataset_grid(self.ds, allow_rotated)

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Detect Objects Using Deep Learning: raster in, georeferenced polygons out.
 
-1. The raster is cut into the same padded chips as Classify Pixels (:class:`..tiling.ChipGrid`), read
-   one row of chips at a time through the shared reader (:class:`..raster_io.RasterSource`), NoData
-   zeroed, normalised (:mod:`..normalize`) and batched with ArcGIS's batch rule.  A *block* is one row of
-   chips: :func:`detect_block` turns it into objects in raster pixel coordinates, independently of every
-   other block, so a block engine can run it anywhere.
+1. The raster is cut into the same padded chips as Classify Pixels (:class:`..tiling.ChipGrid`, the last
+   chip of a row or column moved inward, the margin past the raster mirrored or zero-filled: ``edge_fill``)
+   and into blocks of chips run by the block engine (:mod:`..blocks`): in-process threads, or a Dask
+   cluster with ``scheduler``.  :class:`DetectionTask` is one block job: the shared chip reader
+   (:class:`.pixel_engine.ChipReader`: window + halo, NoData zeroed, normalised, ArcGIS's batch rule), the
+   model, and the block's objects in raster pixel coordinates as its result, independent of every other
+   block.
 2. Per chip (:mod:`..decoders.detections`): decode the model's layout, drop scores below ``threshold``,
    NMS within the chip (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
    centre lies in the chip's centre, plus the pieces of objects cut by the chip's edge.
@@ -26,21 +28,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from osgeo import gdal, ogr
+from osgeo import ogr
 
 from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
+from ..blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
 from ..definition import ClassInfo, ModelDefinition
+from ..detection_geometry import (
+    box_corners,
+    clip_mask,
+    concat,
+    invert_transform,
+    mask_geometry,
+    ring_geometry,
+)
 from ..errors import InputDataError
 from ..model_probe import _meta_value
 from ..nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
-from ..normalize import Normaliser, build_normaliser, resolve_bands
-from ..progress import NullProgress, Progress, check_canceled
+from ..normalize import build_normaliser, resolve_bands
+from ..progress import NullProgress, Progress
 from ..raster_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
 from ..tiling import ChipGrid
-from .classify_pixels import RasterRequest, open_model_source, processing_grid
+from .classify_pixels import BandSource, RasterRequest, open_model_source, processing_grid
+from .pixel_engine import ChipReader
 
 ogr.UseExceptions()
 
@@ -59,14 +71,14 @@ class DetectedObject:
 
 @dataclass
 class RawObjects:
-    """Objects of one block in raster pixel coordinates, before the global merge."""
+    """Objects of one block in raster pixel coordinates, before the global merge (picklable: WKB, not OGR)."""
 
     boxes: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     classes: list[np.ndarray] = field(default_factory=list)
     chips: list[np.ndarray] = field(default_factory=list)
     cut: list[np.ndarray] = field(default_factory=list)
-    shapes: list[ogr.Geometry | None] = field(default_factory=list)  # map geometry of rotated boxes / masks
+    shapes: list[bytes | None] = field(default_factory=list)  # map geometry (WKB) of rotated boxes / masks
 
     def add(self, det: ChipDetections, chip: int, cut: np.ndarray, shapes: list) -> None:
         self.boxes.append(det.boxes)
@@ -105,11 +117,12 @@ class DetectionResult:
     model_seconds: float
     merge_seconds: float
     per_class: dict[str, int] = field(default_factory=dict)
+    blocks: int = 0
 
     def summary_lines(self) -> list[str]:
         lines = [
-            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} (padding {self.padding}, batch size "
-            f"{self.batch_size}), layout {self.layout}, {self.device}",
+            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} in {self.blocks} blocks (padding "
+            f"{self.padding}, batch size {self.batch_size}), layout {self.layout}, {self.device}",
             f"Objects: {self.before_merge} found in tiles, {self.after_merge} after the seam merge, "
             f"{len(self.objects)} written",
             f"Time: {self.seconds:.1f} s ({self.model_seconds:.1f} s in the model, {self.merge_seconds:.2f} s merging)",
@@ -118,95 +131,6 @@ class DetectionResult:
             lines.append("Objects per class:")
             lines += [f"  {name}: {n}" for name, n in sorted(self.per_class.items())]
         return lines
-
-
-def affine(gt: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Raster pixel (x = column, y = row) -> map coordinates, with the geotransform's rotation terms."""
-    return gt[0] + x * gt[1] + y * gt[2], gt[3] + x * gt[4] + y * gt[5]
-
-
-def ring_geometry(gt: tuple[float, ...], points: np.ndarray) -> ogr.Geometry:
-    """A polygon from pixel-space corners [K, 2] (closed here), in map coordinates."""
-    mx, my = affine(gt, points[:, 0], points[:, 1])
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in zip(mx.tolist(), my.tolist()):
-        ring.AddPoint_2D(x, y)
-    ring.AddPoint_2D(float(mx[0]), float(my[0]))
-    poly = ogr.Geometry(ogr.wkbPolygon)
-    poly.AddGeometry(ring)
-    return poly
-
-
-def box_corners(box: np.ndarray) -> np.ndarray:
-    x1, y1, x2, y2 = box
-    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], np.float64)
-
-
-def mask_geometry(gt: tuple[float, ...], x0: int, y0: int, mask: np.ndarray) -> ogr.Geometry | None:
-    """The outline of a boolean mask whose top-left pixel is raster pixel (x0, y0): GDAL polygonize, holes kept."""
-    if mask.size == 0 or not mask.any():
-        return None
-    h, w = mask.shape
-    ds = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
-    ox, oy = affine(gt, np.float64(x0), np.float64(y0))
-    ds.SetGeoTransform((float(ox), gt[1], gt[2], float(oy), gt[4], gt[5]))
-    band = ds.GetRasterBand(1)
-    band.WriteArray(mask.astype(np.uint8))
-    mem = ogr.GetDriverByName("Memory").CreateDataSource("")
-    layer = mem.CreateLayer("m", geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
-    gdal.Polygonize(band, band, layer, 0, [])
-    multi = ogr.Geometry(ogr.wkbMultiPolygon)
-    for feat in layer:
-        multi.AddGeometry(feat.GetGeometryRef().Clone())
-    return multi
-
-
-def _invert_transform(det: ChipDetections, k: int, h: int, w: int) -> ChipDetections:
-    """Detections on a tile transformed by augment.forward(k) -> detections on the original tile."""
-    if k == 0:
-        return det
-    th, tw = (w, h) if k & 4 else (h, w)  # the transformed tile's size
-
-    def points(xy: np.ndarray) -> np.ndarray:
-        xy = xy.copy()
-        if k & 2:
-            xy[..., 0] = tw - xy[..., 0]
-        if k & 1:
-            xy[..., 1] = th - xy[..., 1]
-        if k & 4:
-            xy = xy[..., ::-1]
-        return xy
-
-    corners = points(box_corners_all(det.boxes)) if det.corners is None else points(det.corners)
-    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
-    masks = None
-    if det.masks is not None:
-        masks = []
-        for x0, y0, m in det.masks:
-            mh, mw = m.shape
-            if k & 2:
-                x0, m = tw - x0 - mw, m[:, ::-1]
-            if k & 1:
-                y0, m = th - y0 - mh, m[::-1, :]
-            if k & 4:
-                x0, y0, m = y0, x0, m.T
-            masks.append((x0, y0, np.ascontiguousarray(m)))
-    return ChipDetections(boxes, det.scores, det.classes, None if det.corners is None else corners, masks)
-
-
-def box_corners_all(boxes: np.ndarray) -> np.ndarray:
-    x1, y1, x2, y2 = boxes.T
-    return np.stack([np.stack([x1, y1], -1), np.stack([x2, y1], -1), np.stack([x2, y2], -1),
-                     np.stack([x1, y2], -1)], axis=1)
-
-
-def _concat(dets: list[ChipDetections]) -> ChipDetections:
-    return ChipDetections(
-        np.concatenate([d.boxes for d in dets]), np.concatenate([d.scores for d in dets]),
-        np.concatenate([d.classes for d in dets]),
-        None if dets[0].corners is None else np.concatenate([d.corners for d in dets]),
-        None if dets[0].masks is None else [m for d in dets for m in d.masks])
 
 
 @dataclass
@@ -240,7 +164,7 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
                  out: RawObjects) -> None:
     """Threshold (done by the decoder), in-chip NMS, test-time merge, centre rule; add to ``out``."""
     chips, grid = setup.chips, setup.grid
-    det = _concat(per_transform) if len(per_transform) > 1 else per_transform[0]
+    det = concat(per_transform) if len(per_transform) > 1 else per_transform[0]
     keep = nms_boxes(det.boxes, det.scores, det.classes, setup.nms_overlap, det.corners)
     det = det.take(keep)
     if len(per_transform) > 1 and len(det):  # confidence = mean over the transforms of the best match
@@ -258,12 +182,15 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
         det.scores = total / len(per_transform)
     wx, wy, ww, wh = chips.chip_window(row, col)
     shift = np.array([wx, wy, wx, wy], np.float64)
-    boxes = det.boxes + shift
-    cx, cy, cw, ch = chips.core_window(row, col)
+    # what lies past the raster's edge (zeros, or the mirrored raster) is not observed: clip to the raster
+    boxes = np.clip(det.boxes + shift, 0, [grid.width, grid.height, grid.width, grid.height])
+    # the chip's own centre: for the last chip of a row or column, moved inward, that overlaps the previous
+    # chip's, so both may keep an object there; the seam merge then keeps one
+    cx, cy = chips.core_origin(row, col)
     mx, my = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    centre = (mx >= cx) & (mx < cx + cw) & (my >= cy) & (my < cy + ch)
+    centre = (mx >= cx) & (mx < cx + chips.core_w) & (my >= cy) & (my < cy + chips.core_h)
     cut = _chip_cut(boxes, (wx, wy, ww, wh), grid)
-    inside = (mx >= 0) & (mx < grid.width) & (my >= 0) & (my < grid.height)
+    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if setup.exclude_pad:
         sel = np.nonzero(inside & (centre | cut))[0]
     else:
@@ -272,57 +199,80 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
         det.scores = det.scores.copy()
         det.scores[sel[off]] = setup.threshold + det.scores[sel[off]] * 1e-4
     det = det.take(sel)
-    shapes: list = []
     gt = grid.geotransform
+    shapes: list = [None] * len(det)
     if det.masks is not None:
-        shapes = [mask_geometry(gt, wx + x0, wy + y0, m) for x0, y0, m in det.masks]
+        shapes = [mask_geometry(gt, *clip_mask(wx + x0, wy + y0, m, grid.width, grid.height))
+                  for x0, y0, m in det.masks]
     elif det.corners is not None:
-        shapes = [ring_geometry(gt, c + shift[:2]) for c in det.corners]
-    else:
-        shapes = [None] * len(det)
+        footprint = ring_geometry(gt, box_corners(np.array([0.0, 0.0, grid.width, grid.height])))
+        shapes = [ring_geometry(gt, c + shift[:2]).Intersection(footprint) for c in det.corners]
     det.boxes = boxes[sel]
-    # an instance whose mask has no pixel above the threshold has no outline: it is not an object
-    good = np.array([s is not None and not s.IsEmpty() for s in shapes] if det.masks is not None
-                    else [True] * len(det), bool)
-    if not good.all():
+    good = np.array([s is not None and not s.IsEmpty() and s.GetArea() > 0 for s in shapes]
+                    if det.masks is not None or det.corners is not None else [True] * len(det), bool)
+    if not good.all():  # e.g. an instance whose mask has no pixel above the threshold: no outline, no object
         det = det.take(np.nonzero(good)[0])
         shapes = [s for s, g in zip(shapes, good) if g]
-    out.add(det, row * chips.cols + col, cut[sel][good], shapes)
+    out.add(det, row * chips.cols + col, cut[sel][good], [None if s is None else s.ExportToIsoWkb() for s in shapes])
 
 
-def detect_block(setup: DetectionSetup, backend: Backend, source: RasterSource, normaliser: Normaliser | None,
-                 row: int, progress: Progress | None = None) -> RawObjects:
-    """One block (a row of chips): read, normalise, run the model in batches, decode. Raster pixel coordinates."""
-    chips = setup.chips
-    out = RawObjects()
-    x0, y0, _, _ = chips.chip_window(row, 0)
-    strip_w = (chips.cols - 1) * chips.core_w + chips.tile_w
-    data, valid = source.read(x0, y0, strip_w, chips.tile_h)
-    cols = list(range(chips.cols))
-    for start in range(0, len(cols), setup.batch):
-        if progress is not None:
-            check_canceled(progress)
-        group = cols[start:start + setup.batch]
-        arr = np.empty((len(group), setup.channels, chips.tile_h, chips.tile_w), np.float32)
-        for b, c in enumerate(group):
-            xs = c * chips.core_w
-            np.copyto(arr[b], data[:, :, xs:xs + chips.tile_w], casting="unsafe")
-            chip_valid = valid[:, xs:xs + chips.tile_w]
-            if source.has_mask and not chip_valid.all():
-                arr[b][:, ~chip_valid] = 0.0
-        if normaliser is not None:
-            normaliser.apply(arr)
-        per_chip: list[list[ChipDetections]] = [[] for _ in group]
-        for k in setup.transforms:
+@dataclass
+class DetectionTask:
+    """One Detect Objects block job (see :class:`core.blocks.BlockTask`): the block's objects, raster pixels."""
+
+    reader: ChipReader
+    setup: DetectionSetup
+
+    def units(self, job: BlockJob) -> int:
+        return job.chip_count
+
+    def load(self, job: BlockJob):
+        rows, cols = range(*job.rows), range(*job.cols)
+        data, valid, wx0, wy0 = self.reader.read(rows, cols)
+        return None, self.reader.batches(data, valid, rows, cols, wx0, wy0)
+
+    def infer(self, backend: Backend, arr: np.ndarray) -> list[tuple[int, Any]]:
+        """The raw output for each test-time transform (decoded by the writer stage)."""
+        outs = []
+        for k in self.setup.transforms:
             feed = augment.forward(arr, k) if k else arr
-            if setup.nhwc:
+            if self.setup.nhwc:
                 feed = np.ascontiguousarray(feed.transpose(0, 2, 3, 1))
-            raw = backend.run_structured([feed])
-            for b, det in enumerate(setup.decoder.decode(raw, len(group), setup.threshold)):
-                per_chip[b].append(_invert_transform(det, k, chips.tile_h, chips.tile_w))
-        for b, c in enumerate(group):
-            chip_objects(setup, per_chip[b], row, c, out)
-    return out
+            outs.append((k, backend.run_structured([feed])))
+        return outs
+
+    def start(self, job: BlockJob, context: Any) -> RawObjects:
+        return RawObjects()
+
+    def fold(self, acc: RawObjects, metas: list, output: list[tuple[int, Any]]) -> None:
+        setup, chips = self.setup, self.setup.chips
+        per_chip: list[list[ChipDetections]] = [[] for _ in metas]
+        for k, raw in output:
+            for b, det in enumerate(setup.decoder.decode(raw, len(metas), setup.threshold)):
+                per_chip[b].append(invert_transform(det, k, chips.tile_h, chips.tile_w))
+        for (r, c), dets in zip(metas, per_chip):
+            chip_objects(setup, dets, r, c, acc)
+
+    def finish(self, acc: RawObjects) -> RawObjects:
+        return acc
+
+
+class DetectionSink:
+    """Collects the blocks' objects (any order) for the global merge."""
+
+    def __init__(self) -> None:
+        self.raw = RawObjects()
+        self.blocks = 0
+
+    def write(self, job: BlockJob, result: RawObjects) -> None:
+        self.raw.extend(result)
+        self.blocks += 1
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.raw = RawObjects()
 
 
 def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGrid, bool]:
@@ -343,9 +293,13 @@ def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGr
 
 def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None = None,
                    request: RasterRequest | None = None, device: DeviceRequest | None = None,
-                   progress: Progress | None = None, run_nms: bool = False,
-                   max_overlap_ratio: float = 0.0) -> DetectionResult:
-    """Detect objects in ``raster`` with ``md``: the merged, georeferenced objects (see the module docstring)."""
+                   progress: Progress | None = None, run_nms: bool = False, max_overlap_ratio: float = 0.0,
+                   scheduler: str = "", retries: int = 2) -> DetectionResult:
+    """Detect objects in ``raster`` with ``md``: the merged, georeferenced objects (see the module docstring).
+
+    ``scheduler``: empty = in-process threads; ``local``, ``local:N`` or ``tcp://host:port`` = the same block
+    jobs on a Dask cluster (:mod:`core.cluster`), each failed block retried ``retries`` times.
+    """
     progress = progress or NullProgress()
     started = time.perf_counter()
     if md.model_type not in DETECTION_TYPES:
@@ -359,8 +313,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         source = RasterSource(raster, open_model_source_bands(raster, md), grid, allow_rotated=True)
     else:
         source = open_model_source(raster, md, grid)
-    backend = open_backend(md.require_model_file(), md.model_format_kind or "onnx", device, progress,
-                           definition=md.raw)
+    model_file = md.require_model_file()
+    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
     try:
         with bounded_gdal_cache():
             normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
@@ -368,15 +322,29 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
             if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
                 backend.configure(setup.threshold, setup.nms_overlap)
-            raw = RawObjects()
-            for row in range(setup.chips.rows):
-                raw.extend(detect_block(setup, backend, source, normaliser, row, progress))
-                progress.set_progress(90.0 * (row + 1) / setup.chips.rows)
+            task = DetectionTask(ChipReader(BandSource(source), setup.chips, normaliser, setup.batch,
+                                            setup.channels), setup)
+            per_block = chips_per_block(setup.chips, 4.0 * setup.channels + 8, int(args.get("block_size") or 0),
+                                        setup.batch)
+            jobs = block_jobs(setup.chips, per_block)
+            progress.info(f"Blocks: {len(jobs)} of up to {per_block[1]} x {per_block[0]} tiles; edges "
+                          f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
+            sink = DetectionSink()
+            if scheduler:
+                try:
+                    from ..cluster import ModelRef, run_on_cluster
+                except ImportError as exc:
+                    raise InputDataError("Running on a Dask cluster needs the block engine's cluster module, "
+                                         f"which this build lacks ({exc}): leave the scheduler empty") from exc
+                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device)
+                run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+            else:
+                run_in_process(task, backend, jobs, sink, progress)
     finally:
         source.close()
         backend.close()
     merge_start = time.perf_counter()
-    objects, before, after = finish_objects(raw, setup, table, run_nms, max_overlap_ratio, progress)
+    objects, before, after = finish_objects(sink.raw, setup, table, run_nms, max_overlap_ratio, progress)
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
     per_class = Counter(o.class_name for o in objects)
@@ -386,7 +354,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.batch,
         tile_size=(setup.chips.tile_w, setup.chips.tile_h), padding=setup.chips.pad, device=backend.describe(),
         before_merge=before, after_merge=after, seconds=time.perf_counter() - started,
-        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class))
+        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class),
+        blocks=len(jobs))
     for line in result.summary_lines():
         progress.info(line)
     return result
@@ -418,9 +387,7 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
             raise InputDataError(f"The model takes {want[1]}x{want[0]} tiles but the model definition says "
                                  f"{tile_w}x{tile_h}: fix ImageWidth/ImageHeight (or tile_size)")
     pad = int(args.get("padding", 0))
-    # Detect Objects still reads full-width strips at the plain stride: ArcGIS's zero-filled layout until it runs on
-    # the block engine (core/blocks.py), which moves the last chip inward and mirrors the edge.
-    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad, "zero")
+    chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad, str(args.get("edge_fill") or "mirror"))
     metadata = getattr(backend, "metadata", {}) or {}
     meta = {k: _meta_value(v) for k, v in metadata.items()}
     probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
@@ -474,9 +441,9 @@ def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, ru
             geom = ring_geometry(gt, box_corners(np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(),
                                                            b[:, 3].max()])))
         else:
-            geom = raw.shapes[first].Clone()
+            geom = ogr.CreateGeometryFromWkb(raw.shapes[first])
             for k in g[1:].tolist():
-                geom = geom.Union(raw.shapes[k])
+                geom = geom.Union(ogr.CreateGeometryFromWkb(raw.shapes[k]))
             if setup.decoder.with_masks and geom.GetGeometryType() == ogr.wkbPolygon:
                 geom = ogr.ForceToMultiPolygon(geom)
         geoms.append(geom)

@@ -90,6 +90,56 @@ def hann_window(h: int, w: int) -> np.ndarray:
 
 
 @dataclass
+class ChipReader:
+    """The reader stage every raster tool's block job shares: the window of a block's chips (their padding halo
+    included, mirrored or zero past the raster's edge), cut into chips, NoData zeroed, normalised, batched."""
+
+    source: Any
+    chips: ChipGrid
+    normaliser: Normaliser | None
+    batch: int
+    channels: int
+
+    def read(self, rows: range, cols: range) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(data, valid, x0, y0): the window holding chips ``rows`` x ``cols``, and its grid origin."""
+        chips, pad = self.chips, self.chips.pad
+        wx0 = chips.core_origin(0, cols[0])[0] - pad
+        wx1 = chips.core_origin(0, cols[-1])[0] - pad + chips.tile_w
+        wy0 = chips.core_origin(rows[0], 0)[1] - pad
+        wy1 = chips.core_origin(rows[-1], 0)[1] - pad + chips.tile_h
+        read = read_mirrored if chips.mirrored else type(self.source).read
+        data, valid = read(self.source, wx0, wy0, wx1 - wx0, wy1 - wy0)
+        return data, valid, wx0, wy0
+
+    def batches(self, data: np.ndarray, valid: np.ndarray, rows: range, cols: range, wx0: int, wy0: int):
+        """Batches ``(chips [B, C, H, W] float32 normalised, [(row, col), ...])`` of the window's chips, row-major."""
+        th, tw, pad = self.chips.tile_h, self.chips.tile_w, self.chips.pad
+        masked = bool(self.source.has_mask)
+        buf = np.empty((self.batch, self.channels, th, tw), np.float32)
+        metas: list[tuple[int, int]] = []
+        for r in rows:
+            cy = self.chips.core_origin(r, 0)[1] - pad - wy0
+            for c in cols:
+                cx = self.chips.core_origin(0, c)[0] - pad - wx0
+                i = len(metas)
+                np.copyto(buf[i], data[:, cy:cy + th, cx:cx + tw], casting="unsafe")
+                if masked:
+                    chip_valid = valid[cy:cy + th, cx:cx + tw]
+                    if not chip_valid.all():
+                        buf[i][:, ~chip_valid] = 0.0
+                metas.append((r, c))
+                if len(metas) == self.batch:
+                    yield self._normalised(buf), metas
+                    buf = np.empty_like(buf)
+                    metas = []
+        if metas:
+            yield self._normalised(buf[:len(metas)]), metas
+
+    def _normalised(self, arr: np.ndarray) -> np.ndarray:
+        return self.normaliser.apply(arr) if self.normaliser is not None else arr
+
+
+@dataclass
 class PixelBlock:
     """A finished block: class (or regression) values, probabilities, and the count of each class value."""
 
@@ -174,44 +224,16 @@ class PixelTask:
         return len(rows) * len(cols)
 
     # ------------------------------------------------------------------ reader stage
+    @property
+    def reader(self) -> ChipReader:
+        return ChipReader(self.source, self.chips, self.normaliser, self.batch, self.channels)
+
     def load(self, job: BlockJob):
-        chips, pad = self.chips, self.chips.pad
         rows, cols = self.chip_ranges(job)
-        wx0 = self._col_origin(cols[0]) - pad
-        wx1 = self._col_origin(cols[-1]) - pad + chips.tile_w
-        wy0 = self._row_origin(rows[0]) - pad
-        wy1 = self._row_origin(rows[-1]) - pad + chips.tile_h
-        read = read_mirrored if chips.mirrored else type(self.source).read
-        data, valid = read(self.source, wx0, wy0, wx1 - wx0, wy1 - wy0)
+        data, valid, wx0, wy0 = self.reader.read(rows, cols)
         jx, jy, jw, jh = job.window
         context = valid[jy - wy0:jy - wy0 + jh, jx - wx0:jx - wx0 + jw].copy()
-        return context, self._batches(data, valid, rows, cols, wx0, wy0)
-
-    def _batches(self, data: np.ndarray, valid: np.ndarray, rows: range, cols: range, wx0: int, wy0: int):
-        th, tw, pad = self.chips.tile_h, self.chips.tile_w, self.chips.pad
-        masked = bool(self.source.has_mask)
-        buf = np.empty((self.batch, self.channels, th, tw), np.float32)
-        metas: list[tuple[int, int]] = []
-        for r in rows:
-            cy = self._row_origin(r) - pad - wy0
-            for c in cols:
-                cx = self._col_origin(c) - pad - wx0
-                i = len(metas)
-                np.copyto(buf[i], data[:, cy:cy + th, cx:cx + tw], casting="unsafe")
-                if masked:
-                    chip_valid = valid[cy:cy + th, cx:cx + tw]
-                    if not chip_valid.all():
-                        buf[i][:, ~chip_valid] = 0.0
-                metas.append((r, c))
-                if len(metas) == self.batch:
-                    yield self._normalised(buf), metas
-                    buf = np.empty_like(buf)
-                    metas = []
-        if metas:
-            yield self._normalised(buf[:len(metas)]), metas
-
-    def _normalised(self, arr: np.ndarray) -> np.ndarray:
-        return self.normaliser.apply(arr) if self.normaliser is not None else arr
+        return context, self.reader.batches(data, valid, rows, cols, wx0, wy0)
 
     # ------------------------------------------------------------------ writer stage
     @property

@@ -210,3 +210,14 @@ def test_run_nms_applies_the_tool_rule(scene, yolo):
     md = load_model_definition(str(yolo(64)))
     result = detect_objects(str(raster), md, "padding 8", run_nms=True, max_overlap_ratio=0.0)
     assert len(result.objects) == len(expected_boxes(W, H, SQUARES))  # the squares do not overlap
+
+
+@pytest.mark.parametrize("extra", ["edge_fill zero", "block_size 48", "edge_fill zero;block_size 100"])
+def test_edge_fill_and_block_sizes(scene, yolo, extra):
+    _, raster = scene
+    progress = RecordingProgress()
+    result = detect_objects(str(raster), load_model_definition(str(yolo(64))), f"padding 8;batch_size 4;{extra}",
+                            progress=progress)
+    assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
+    assert result.blocks == (12 if extra == "block_size 48" else (4 if "100" in extra else 1))
+    assert any(line.startswith("Blocks: ") for line in progress.infos)
