@@ -182,15 +182,18 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
         det.scores = total / len(per_transform)
     wx, wy, ww, wh = chips.chip_window(row, col)
     shift = np.array([wx, wy, wx, wy], np.float64)
-    # what lies past the raster's edge (zeros, or the mirrored raster) is not observed: clip to the raster
-    boxes = np.clip(det.boxes + shift, 0, [grid.width, grid.height, grid.width, grid.height])
+    # the centre rule reads the model's own box; what lies past the raster's edge (zeros, or the mirrored
+    # raster) is not observed, so the object itself is clipped to the raster
+    raw_boxes = det.boxes + shift
+    boxes = np.clip(raw_boxes, 0, [grid.width, grid.height, grid.width, grid.height])
     # the chip's own centre: for the last chip of a row or column, moved inward, that overlaps the previous
     # chip's, so both may keep an object there; the seam merge then keeps one
     cx, cy = chips.core_origin(row, col)
-    mx, my = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    mx, my = (raw_boxes[:, 0] + raw_boxes[:, 2]) / 2, (raw_boxes[:, 1] + raw_boxes[:, 3]) / 2
     centre = (mx >= cx) & (mx < cx + chips.core_w) & (my >= cy) & (my < cy + chips.core_h)
     cut = _chip_cut(boxes, (wx, wy, ww, wh), grid)
-    inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    inside = ((mx >= 0) & (mx < grid.width) & (my >= 0) & (my < grid.height)
+              & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
     if setup.exclude_pad:
         sel = np.nonzero(inside & (centre | cut))[0]
     else:
