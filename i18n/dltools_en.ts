@@ -4,12 +4,12 @@
 <context>
     <name>ClassifyObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="92"/>
+        <location filename="../algorithms/classify_objects.py" line="94"/>
         <source>Classify Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="95"/>
+        <location filename="../algorithms/classify_objects.py" line="97"/>
         <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
 
 Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
@@ -24,57 +24,57 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="123"/>
+        <location filename="../algorithms/classify_objects.py" line="125"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="127"/>
+        <location filename="../algorithms/classify_objects.py" line="129"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="132"/>
+        <location filename="../algorithms/classify_objects.py" line="134"/>
         <source>Class label field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="135"/>
+        <location filename="../algorithms/classify_objects.py" line="137"/>
         <source>Processing mode</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="142"/>
+        <location filename="../algorithms/classify_objects.py" line="144"/>
         <source>Image folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="148"/>
+        <location filename="../algorithms/classify_objects.py" line="150"/>
         <source>Classified objects</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="157"/>
+        <location filename="../algorithms/classify_objects.py" line="159"/>
         <source>The class label field name is empty: give a field name</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="159"/>
+        <location filename="../algorithms/classify_objects.py" line="161"/>
         <source>The class label field cannot be called &apos;{label_field}&apos;: the tool writes that field itself</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="164"/>
+        <location filename="../algorithms/classify_objects.py" line="166"/>
         <source>Give either an input raster or an image folder, not both</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="167"/>
+        <location filename="../algorithms/classify_objects.py" line="169"/>
         <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="168"/>
+        <location filename="../algorithms/classify_objects.py" line="170"/>
         <source>No imagery: give an input raster or an image folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -82,54 +82,54 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
 <context>
     <name>ClassifyPixelsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="70"/>
+        <location filename="../algorithms/classify_pixels.py" line="73"/>
         <source>Classify Pixels Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="73"/>
+        <location filename="../algorithms/classify_pixels.py" line="76"/>
         <source>Runs a trained pixel classification (segmentation) model over a raster and writes a classified raster: one class value per pixel, with the model&apos;s class names and colours (colour table, attribute table and a QGIS style). The raster is read in tiles of the model&apos;s size with &apos;padding&apos; pixels of context on each side; only each tile&apos;s centre is kept, so tiles join without seams. NoData pixels stay NoData.
 
 The model is an Esri model definition (.emd), a deep learning package (.dlpk), a plain ONNX or TorchScript file, or the .emd JSON text. Check a model first with Describe Model.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="82"/>
+        <location filename="../algorithms/classify_pixels.py" line="85"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="86"/>
+        <location filename="../algorithms/classify_pixels.py" line="89"/>
         <source>Processing extent</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="88"/>
+        <location filename="../algorithms/classify_pixels.py" line="91"/>
         <source>Cell size</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="94"/>
+        <location filename="../algorithms/classify_pixels.py" line="97"/>
         <source>Processing mode</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="98"/>
+        <location filename="../algorithms/classify_pixels.py" line="101"/>
         <source>Classified raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="100"/>
+        <location filename="../algorithms/classify_pixels.py" line="103"/>
         <source>Class probabilities</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="104"/>
+        <location filename="../algorithms/classify_pixels.py" line="107"/>
         <source>Output folder (items)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="140"/>
+        <location filename="../algorithms/classify_pixels.py" line="139"/>
         <source>Processing items separately needs an output folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -175,22 +175,22 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DescribeModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/describe_model.py" line="24"/>
+        <location filename="../algorithms/describe_model.py" line="26"/>
         <source>Describe Model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="27"/>
+        <location filename="../algorithms/describe_model.py" line="29"/>
         <source>Reports what Deep Learning Tools reads from a model: its type, framework and origin, the model file and the backend and device that would run it, the inputs and outputs with their shapes, the tile size, the bands it reads, the input normalisation, the classes with their colours, the model arguments each tool accepts with their defaults, and any warnings. Nothing is run on imagery. The report is written to the log, to an HTML page and to a JSON file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="39"/>
+        <location filename="../algorithms/describe_model.py" line="41"/>
         <source>Model description (HTML)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="44"/>
+        <location filename="../algorithms/describe_model.py" line="46"/>
         <source>Model description (JSON)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -198,38 +198,96 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DetectChangeAlgorithm</name>
     <message>
-        <location filename="../algorithms/detect_change.py" line="40"/>
+        <location filename="../algorithms/detect_change.py" line="41"/>
         <source>Detect Change Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="43"/>
+        <location filename="../algorithms/detect_change.py" line="44"/>
         <source>Compares an earlier and a later image with a trained change detection model and writes a classified change raster: 0 where nothing changed, otherwise the model&apos;s class values, styled with its class names and colours. Both images are read on the earlier image&apos;s grid (the later one is resampled or reprojected on the fly if needed) and only where they overlap. The model receives the earlier image&apos;s bands followed by the later image&apos;s (ExtractBands indexes that stack), or one image per input for two-input models.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="51"/>
+        <location filename="../algorithms/detect_change.py" line="52"/>
         <source>From raster (earlier)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="53"/>
+        <location filename="../algorithms/detect_change.py" line="54"/>
         <source>To raster (later)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="57"/>
+        <location filename="../algorithms/detect_change.py" line="58"/>
         <source>Processing extent</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="59"/>
+        <location filename="../algorithms/detect_change.py" line="60"/>
         <source>Cell size</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="65"/>
+        <location filename="../algorithms/detect_change.py" line="66"/>
         <source>Change raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>DetectObjectsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="87"/>
+        <source>Detect Objects Using Deep Learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="90"/>
+        <source>Runs a trained object detector (YOLO, Mask R-CNN, Faster R-CNN, RetinaNet, SSD, ...) over a raster and writes one polygon per object, in the raster&apos;s CRS, with its class name (Class), class value (ClassValue) and confidence (0-100). The raster is read in tiles with &apos;padding&apos; pixels of context; objects are kept by the tile whose centre holds them, and the pieces of objects cut by tile seams are merged, so each object comes out once. Instance masks give the object&apos;s outline at pixel precision. Optionally Non Maximum Suppression then removes overlapping objects. The layer is styled by class with the model&apos;s colours.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="100"/>
+        <source>Input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="103"/>
+        <source>Non maximum suppression</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="107"/>
+        <source>Confidence score field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="110"/>
+        <source>Class value field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="114"/>
+        <source>Max overlap ratio</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="119"/>
+        <source>Processing extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="121"/>
+        <source>Cell size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="126"/>
+        <source>Processing mode</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/detect_objects.py" line="131"/>
+        <source>Detected objects</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
@@ -359,6 +417,44 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
     <message>
         <location filename="../algorithms/model_to_ecd.py" line="75"/>
         <source>No output .ecd file given</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>NonMaximumSuppressionAlgorithm</name>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="49"/>
+        <source>Non Maximum Suppression</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="52"/>
+        <source>Removes duplicate detections: of two polygons whose intersection over union is more than the maximum overlap ratio, the one with the lower confidence is removed. With a class field, each class is reviewed on its own first, then all remaining features are reviewed together across classes (as ArcGIS&apos;s Non Maximum Suppression). Without one, a &apos;Classvalue&apos; or &apos;Value&apos; field is used if the layer has one, else all features are one class. Attributes are kept. A spatial index keeps tens of thousands of features to seconds.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="61"/>
+        <source>Input features</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="64"/>
+        <source>Confidence score field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="69"/>
+        <source>Class value field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="72"/>
+        <source>Max overlap ratio</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="77"/>
+        <source>Output features</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
