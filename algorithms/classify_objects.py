@@ -38,14 +38,12 @@ from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_objects import (
     ObjectClassifier,
     ObjectResult,
-    build_mosaic,
     image_info,
     list_images,
-    release_mosaic,
 )
 from ..core.pipelines.custom_objects import open_object_classifier
 from ..core.progress import SubProgress
-from ..core.raster_io import mosaic_items
+from ..core.raster_io import build_mosaic, mosaic_items, release_mosaic
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 from .outputs import AtomicSink, refuse_same_files
 

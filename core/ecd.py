@@ -45,9 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.onnx_backend import import_onnxruntime
+from .backends import DeviceRequest, open_backend
 from .definition import (
-    KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
     TORCH_EXPORT_SUFFIXES,
     TORCHSCRIPT_SUFFIXES,
@@ -55,8 +54,15 @@ from .definition import (
     ModelDefinition,
 )
 from .emd import definition_from_emd_data
-from .errors import ModelDefinitionError, OutputError
+from .errors import BackendError, DependencyMissingError, ModelDefinitionError, OutputError
 from .torch_archive import embedded_definition
+from .validators import check_model_padding, integer, parse_classes, read_json_file, require_known_model_type
+from .validators import data_range as valid_data_range
+
+
+def _integer(value: Any, what: str, *, minimum: int | None = None) -> int:
+    """Class info and .ecd numbers are JSON numbers: the shared validator's strict rule."""
+    return integer(value, what, minimum=minimum, strict=True)
 
 EXTRA_INFO_KEY = "ImportDeepLearningModelToEsriExtraInfo"
 ENVELOPE_KEY = "EsriClassifierDefinitionFile"
@@ -85,72 +91,7 @@ class ClassInfoFile:
 
 
 # ----------------------------------------------------------------------------------------------
-# small validators
-
-
-def _integer(value: Any, what: str, *, minimum: int | None = None) -> int:
-    """An integer (4 or 4.0), never a bool, text or 4.5."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            (isinstance(value, float) and not value.is_integer()):
-        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}")
-    result = int(value)
-    if minimum is not None and result < minimum:
-        raise ModelDefinitionError(f"{what} must be at least {minimum}, not {result}")
-    return result
-
-
-def _read_json_file(path: Path, what: str) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ModelDefinitionError(f"{what} '{path}' does not exist") from None
-    except OSError as exc:
-        raise ModelDefinitionError(f"Cannot read {what} '{path}': {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ModelDefinitionError(f"{what} '{path.name}' is not UTF-8 text (byte {exc.start}): it must be a JSON file") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ModelDefinitionError(
-            f"{what} '{path.name}' is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
-    if not isinstance(data, dict):
-        raise ModelDefinitionError(f"{what} '{path.name}' must be a JSON object ({{...}}), not {type(data).__name__}")
-    return data
-
-
-# ----------------------------------------------------------------------------------------------
 # class info (Esri Extra Info)
-
-
-def _class_entry(item: Any, i: int, where: str) -> ClassInfo:
-    if not isinstance(item, dict):
-        raise ModelDefinitionError(f"{where}: Classes[{i}] must be an object with Value, Name and Color")
-    name_raw = item.get("Name")
-    if name_raw is None:
-        raise ModelDefinitionError(f"{where}: Classes[{i}] has no 'Name'")
-    if isinstance(name_raw, bool) or not isinstance(name_raw, (str, int, float)):
-        raise ModelDefinitionError(f"{where}: Classes[{i}] 'Name' must be text, not {json.dumps(name_raw)}")
-    name = str(name_raw)
-    if not name.strip():
-        raise ModelDefinitionError(f"{where}: Classes[{i}] 'Name' is empty")
-    label = f"{where}: Classes[{i}] ('{name}')"
-    if "Value" not in item:
-        raise ModelDefinitionError(f"{label} has no 'Value'")
-    value = _integer(item["Value"], f"{label} 'Value'")
-    if "Color" not in item:
-        raise ModelDefinitionError(f"{label} has no 'Color' ([red, green, blue], each 0-255)")
-    color = item["Color"]
-    if not isinstance(color, list) or len(color) != 3:
-        raise ModelDefinitionError(f"{label} 'Color' must be a list [red, green, blue], not {json.dumps(color)}")
-    rgb = []
-    for channel, c in zip(("red", "green", "blue"), color):
-        level = _integer(c, f"{label} 'Color' {channel}")
-        if not 0 <= level <= 255:
-            raise ModelDefinitionError(f"{label} 'Color' {channel} is {level}: colour values must be 0-255")
-        rgb.append(level)
-    return ClassInfo(value, name, (rgb[0], rgb[1], rgb[2]))
 
 
 def validate_class_info(data: dict[str, Any], *, source: str = "class info") -> ClassInfoFile:
@@ -186,22 +127,10 @@ def validate_class_info(data: dict[str, Any], *, source: str = "class info") -> 
     raw_classes = data["Classes"]
     if not isinstance(raw_classes, list) or not raw_classes:
         raise ModelDefinitionError(f"{where}: key 'Classes' must be a non-empty list of {{Value, Name, Color}} objects")
-    classes: list[ClassInfo] = []
-    seen: dict[int, tuple[int, str]] = {}
-    for i, item in enumerate(raw_classes):
-        cls = _class_entry(item, i, where)
-        if cls.value in seen:
-            j, other = seen[cls.value]
-            raise ModelDefinitionError(
-                f"{where}: Classes[{i}] ('{cls.name}') repeats Value {cls.value} of Classes[{j}] ('{other}'): "
-                "class values must be unique")
-        seen[cls.value] = (i, cls.name)
-        classes.append(cls)
+    classes = parse_classes(raw_classes, where=where, strict=True)
 
     model_type = data.get("ModelType", "ImageClassification")
-    if model_type not in KNOWN_MODEL_TYPES:
-        raise ModelDefinitionError(f"{where}: key 'ModelType' {json.dumps(model_type)} is unknown; known types: "
-                                   f"{', '.join(KNOWN_MODEL_TYPES)}")
+    require_known_model_type(model_type, f"{where}: key 'ModelType' {json.dumps(model_type)}")
     height = _integer(data["ImageHeight"], f"{where}: key 'ImageHeight'", minimum=1) \
         if data.get("ImageHeight") is not None else None
     width = _integer(data["ImageWidth"], f"{where}: key 'ImageWidth'", minimum=1) \
@@ -212,17 +141,13 @@ def validate_class_info(data: dict[str, Any], *, source: str = "class info") -> 
 
     data_range = None
     if data.get("DataRange") is not None:
-        dr = data["DataRange"]
-        if (not isinstance(dr, list) or len(dr) != 2
-                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in dr) or dr[0] >= dr[1]):
-            raise ModelDefinitionError(f"{where}: key 'DataRange' must be [min, max] with min < max, not {json.dumps(dr)}")
-        data_range = list(dr)
+        valid_data_range(data["DataRange"], f"{where}: key 'DataRange'")
+        data_range = list(data["DataRange"])
     padding = None
     if data.get("ModelPadding") is not None:
         padding = _integer(data["ModelPadding"], f"{where}: key 'ModelPadding'", minimum=0)
-        if height is not None and width is not None and padding * 2 >= min(height, width):
-            raise ModelDefinitionError(f"{where}: key 'ModelPadding' {padding} leaves no centre in a {width}x{height} "
-                                       "tile: it must be less than half the tile")
+        if height is not None and width is not None:
+            check_model_padding(padding, height, width, f"{where}: key 'ModelPadding'")
 
     known = {EXTRA_INFO_KEY, "Version", "Classifier", "NumberRasterBands", "MiniBatchSize", "Classes", "ModelType",
              "ImageHeight", "ImageWidth", "DataRange", "ModelPadding"}
@@ -238,7 +163,7 @@ def read_class_info(class_info: str | os.PathLike[str] | dict[str, Any]) -> Clas
     if isinstance(class_info, dict):
         return validate_class_info(class_info)
     path = Path(class_info)
-    return validate_class_info(_read_json_file(path, "Class info file"), source=f"Class info '{path.name}'")
+    return validate_class_info(read_json_file(path, "Class info file"), source=f"Class info '{path.name}'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,29 +171,30 @@ def read_class_info(class_info: str | os.PathLike[str] | dict[str, Any]) -> Clas
 
 
 def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, str]:
-    """(height, width, layout) of an ONNX model's first input, None where dynamic."""
-    ort = import_onnxruntime()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
+    """(height, width, layout) of an ONNX model's first input, None where dynamic (read through the backend)."""
     try:
-        session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        backend = open_backend(model_path, "onnx", DeviceRequest("cpu", threads=1))
+    except DependencyMissingError:
+        raise
+    except BackendError as exc:
         raise ModelDefinitionError(f"ONNX Runtime cannot read model file '{model_path.name}': {exc}") from exc
-    inputs = session.get_inputs()
+    try:
+        inputs = backend.inputs
+    finally:
+        backend.close()
     if not inputs:
         raise ModelDefinitionError(f"ONNX model '{model_path.name}' has no inputs")
-    shape = [d if isinstance(d, int) and d > 0 else None for d in inputs[0].shape]
+    shape, declared = inputs[0].shape, inputs[0].declared_text()
     if len(shape) != 4:
         raise ModelDefinitionError(
-            f"ONNX model '{model_path.name}' takes an input of rank {len(shape)} ({inputs[0].shape}), not an image batch "
+            f"ONNX model '{model_path.name}' takes an input of rank {len(shape)} ({declared}), not an image batch "
             "[batch, bands, height, width]")
     if shape[1] == bands or (shape[1] is None and shape[3] != bands):
         return shape[2], shape[3], "NCHW"
     if shape[3] == bands:
         return shape[1], shape[2], "NHWC"
     raise ModelDefinitionError(
-        f"ONNX model '{model_path.name}' takes {shape[1]} bands (input shape {inputs[0].shape}) but the class info says "
+        f"ONNX model '{model_path.name}' takes {shape[1]} bands (input shape {declared}) but the class info says "
         f"NumberRasterBands {bands}")
 
 
@@ -330,9 +256,8 @@ def ecd_definition(model_file: str | os.PathLike[str], class_info: ClassInfoFile
         height, width, layout = class_info.image_height, class_info.image_width, "NCHW"
     else:
         height, width, layout = probe_tile_size(model_path, class_info.number_raster_bands)
-    if class_info.model_padding is not None and class_info.model_padding * 2 >= min(height, width):
-        raise ModelDefinitionError(f"ModelPadding {class_info.model_padding} leaves no centre in the model's "
-                                   f"{width}x{height} tile: it must be less than half the tile")
+    if class_info.model_padding is not None:
+        check_model_padding(class_info.model_padding, height, width, "ModelPadding", tile="the model's")
 
     definition: dict[str, Any] = {
         "Classifier": class_info.classifier,
@@ -516,7 +441,7 @@ def definition_from_ecd_data(data: dict[str, Any], *, source: str, base_dir: Pat
 def emd_data_from_ecd_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """An .ecd file as .emd data whose ModelFile is absolute (to package or save it elsewhere)."""
     ecd = Path(path)
-    data = _read_json_file(ecd, "Classifier definition")
+    data = read_json_file(ecd, "Classifier definition")
     index, definition, _ = _deep_learning_definition(data, ecd.name)
     emd = emd_data_from_ecd_definition(definition, f"'{ecd.name}' Definitions[{index}]")
     model_file = emd.get("ModelFile")

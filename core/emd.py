@@ -15,7 +15,6 @@ from typing import Any
 
 from .arcgis_learn.families import names_a_family, resolve_family
 from .definition import (
-    KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
     TORCH_EXPORT_SUFFIXES,
     TORCHSCRIPT_SUFFIXES,
@@ -24,7 +23,17 @@ from .definition import (
 )
 from .errors import ModelDefinitionError
 from .torch_archive import check_torchscript_archive
-from .validators import as_bool, as_flag, as_float, as_int, float_list, parse_classes
+from .validators import (
+    as_bool,
+    as_flag,
+    as_float,
+    as_int,
+    check_model_padding,
+    float_list,
+    parse_classes,
+    require_known_model_type,
+)
+from .validators import data_range as valid_data_range
 
 #: Frameworks the plugin cannot run, with what the user can do instead.
 _UNSUPPORTED_FRAMEWORKS = {
@@ -155,8 +164,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         raise ModelDefinitionError(f"Key 'ModelType' must be text, not {json.dumps(model_type)}")
     if model_type == "ObjectionDetection":  # misspelt in Esri's own documentation sample
         model_type = "ObjectDetection"
-    if model_type not in KNOWN_MODEL_TYPES:
-        raise ModelDefinitionError(f"ModelType '{model_type}' is unknown; known types: {', '.join(KNOWN_MODEL_TYPES)}")
+    require_known_model_type(model_type, f"ModelType '{model_type}'")
 
     height = as_int(data, "ImageHeight", minimum=1, required=True)
     width = as_int(data, "ImageWidth", minimum=1, required=True)
@@ -260,10 +268,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
 
     data_range = None
     if data.get("DataRange") is not None:
-        dr = float_list(data["DataRange"], "Key 'DataRange'")
-        if len(dr) != 2 or dr[0] >= dr[1]:
-            raise ModelDefinitionError(f"Key 'DataRange' must be [min, max] with min < max, not {data['DataRange']}")
-        data_range = (dr[0], dr[1])
+        data_range = valid_data_range(data["DataRange"], "Key 'DataRange'")
 
     model_format = str(data.get("ModelFormat") or "NCHW").upper()
     if model_format not in ("NCHW", "NHWC"):
@@ -331,9 +336,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     )
     if family is not None and family.task == "detection" and md.threshold is None:
         md.threshold = float(family.defaults["threshold"])
-    if md.model_padding * 2 >= min(height, width):
-        raise ModelDefinitionError(
-            f"ModelPadding {md.model_padding} leaves no centre in a {width}x{height} tile: it must be less than half the tile")
+    check_model_padding(md.model_padding, height, width, "ModelPadding")
     if md.standardization_mean is not None and md.standardization_std is not None and \
             len(md.standardization_mean) != len(md.standardization_std):
         raise ModelDefinitionError("QGISPlugin.standardization_mean and standardization_std differ in length")

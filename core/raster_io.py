@@ -104,6 +104,55 @@ def mosaic_items(path: str) -> list[str]:
     return files or [str(path)]
 
 
+_MOSAIC_COUNTER = [0]
+
+
+def build_mosaic(paths: list[str]) -> str:
+    """A virtual mosaic (GDAL VRT in memory) of images sharing one CRS and band count; the reverse of
+    :func:`mosaic_items`.  Free it with :func:`release_mosaic`."""
+    infos = []
+    for path in paths:
+        ds = open_raster(path)
+        infos.append((Path(path).name, ds.GetProjection() or "", ds.RasterCount,
+                      ds.GetGeoTransform(can_return_null=True) is not None))
+        ds = None
+    missing = [n for n, _, _, g in infos if not g]
+    if missing:
+        raise InputDataError(f"Images {', '.join(missing)} are not georeferenced, so they cannot be mosaicked: process "
+                             "the images separately")
+    first = infos[0]
+    ref = osr.SpatialReference()
+    if first[1]:
+        ref.ImportFromWkt(first[1])
+    for name, wkt, count, _ in infos[1:]:
+        if count != first[2]:
+            raise InputDataError(f"Image '{name}' has {count} bands but '{first[0]}' has {first[2]}: a mosaic needs the "
+                                 "same bands in every image")
+        other = osr.SpatialReference()
+        if wkt:
+            other.ImportFromWkt(wkt)
+        if bool(wkt) != bool(first[1]) or (wkt and not ref.IsSame(other)):
+            raise InputDataError(f"Image '{name}' is not in the same CRS as '{first[0]}': a mosaic needs one CRS; "
+                                 "reproject the images or process them separately")
+    _MOSAIC_COUNTER[0] += 1
+    target = f"/vsimem/dltools_mosaic_{_MOSAIC_COUNTER[0]}.vrt"
+    try:
+        vrt = gdal.BuildVRT(target, paths)
+    except RuntimeError as exc:
+        raise InputDataError(f"Cannot build a mosaic of the images: {exc}") from exc
+    if vrt is None:
+        raise InputDataError("Cannot build a mosaic of the images")
+    vrt.FlushCache()
+    vrt = None
+    return target
+
+
+def release_mosaic(path: str) -> None:
+    """Free a mosaic :func:`build_mosaic` made (a file on disk is left alone)."""
+    if path.startswith("/vsimem/"):
+        gdal.Unlink(path)
+
+
 def dataset_grid(ds: gdal.Dataset, allow_rotated: bool = False) -> RasterGrid:
     """The raster's grid; a rotated (sheared) geotransform only where the caller maps pixels through it."""
     gt = ds.GetGeoTransform(can_return_null=True)

@@ -2,8 +2,14 @@
 """Validators for model-definition JSON: one set for every reader (.emd, .ecd, class info, Deepness).
 
 Each takes the value (or the object and its key), checks it and returns it typed, or raises
-:class:`~.errors.ModelDefinitionError` with a message that names the key at fault.  Readers with
-stricter rules (the .ecd class info) turn them on with keyword options rather than keeping copies.
+:class:`~.errors.ModelDefinitionError` with a message that names the key at fault.  ``what``
+is how the message names the value ("Key 'ImageHeight'", "class info: key 'MiniBatchSize'").
+
+Readers with stricter rules turn them on with options rather than keeping copies: the
+"Esri Extra Info" class info that *Deep Learning Model To Ecd* reads must spell numbers as
+JSON numbers (``strict=True``: ``"4"`` is refused) and give every class a name and an RGB
+colour (:func:`parse_classes` with ``strict=True``); an .emd, written by many tools, is read
+leniently (``"4"`` is 4, a class without a name is named by its value).
 """
 
 from __future__ import annotations
@@ -12,22 +18,32 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .definition import ClassInfo
+from .definition import KNOWN_MODEL_TYPES, ClassInfo
 from .errors import ModelDefinitionError
 
+#: The hint for a definition file that is not UTF-8 text.
+EMD_IS_UTF8_JSON = "an .emd is a UTF-8 JSON file"
 
-def read_text(path: Path) -> str:
+
+# ----------------------------------------------------------------------------------------------- files and JSON
+def read_text(path: Path, what: str | None = None, expected: str = EMD_IS_UTF8_JSON) -> str:
+    """A UTF-8 text file (a BOM tolerated); ``what`` names it in messages ("Class info file")."""
+    named = f"{what} '{path}'" if what else f"'{path}'"
     try:
         raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelDefinitionError(f"{named} does not exist") from None
     except OSError as exc:
-        raise ModelDefinitionError(f"Cannot read '{path}': {exc.strerror or exc}") from exc
+        raise ModelDefinitionError(f"Cannot read {named}: {exc.strerror or exc}") from exc
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ModelDefinitionError(f"'{path.name}' is not UTF-8 text (byte {exc.start}): an .emd is a UTF-8 JSON file") from exc
+        short = f"{what} '{path.name}'" if what else f"'{path.name}'"
+        raise ModelDefinitionError(f"{short} is not UTF-8 text (byte {exc.start}): {expected}") from exc
 
 
 def parse_json(text: str, what: str) -> dict[str, Any]:
+    """A JSON object (never a list or a number)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -37,25 +53,38 @@ def parse_json(text: str, what: str) -> dict[str, Any]:
     return data
 
 
+def read_json_file(path: Path, what: str, expected: str = "it must be a JSON file") -> dict[str, Any]:
+    """A file holding one JSON object; every message names ``what`` and the file."""
+    return parse_json(read_text(path, what, expected), f"{what} '{path.name}'")
+
+
+# ----------------------------------------------------------------------------------------------- numbers and flags
+def integer(value: Any, what: str, *, minimum: int | None = None, strict: bool = False) -> int:
+    """An integer (4 or 4.0), never a bool or 4.5; text such as ``"4"`` only when not ``strict``."""
+    if isinstance(value, bool):
+        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}")
+    if strict and not isinstance(value, (int, float)):
+        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}")
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}") from None
+    if not as_float.is_integer():
+        raise ModelDefinitionError(f"{what} must be an integer, not {json.dumps(value)}")
+    result = int(as_float)
+    if minimum is not None and result < minimum:
+        raise ModelDefinitionError(f"{what} must be at least {minimum}, not {result}")
+    return result
+
+
 def as_int(data: dict[str, Any], key: str, *, minimum: int | None = None, required: bool = False,
-            default: int | None = None) -> int | None:
+           default: int | None = None, strict: bool = False) -> int | None:
+    """``data[key]`` as an integer; ``default`` when absent or null (an error when ``required``)."""
     if key not in data or data[key] is None:
         if required:
             raise ModelDefinitionError(f"Key '{key}' is missing from the model definition")
         return default
-    value = data[key]
-    if isinstance(value, bool):
-        raise ModelDefinitionError(f"Key '{key}' must be an integer, not {json.dumps(value)}")
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise ModelDefinitionError(f"Key '{key}' must be an integer, not {json.dumps(value)}") from None
-    if not as_float.is_integer():
-        raise ModelDefinitionError(f"Key '{key}' must be an integer, not {json.dumps(value)}")
-    result = int(as_float)
-    if minimum is not None and result < minimum:
-        raise ModelDefinitionError(f"Key '{key}' must be at least {minimum}, not {result}")
-    return result
+    return integer(data[key], f"Key '{key}'", minimum=minimum, strict=strict)
 
 
 def as_float(data: dict[str, Any], key: str) -> float | None:
@@ -102,37 +131,105 @@ def float_list(value: Any, what: str) -> list[float]:
     return out
 
 
-def parse_classes(value: Any, key: str = "Classes") -> list[ClassInfo]:
-    """``Classes``: a list of {Value, Name, Color}; a Name may be a number (real files do that)."""
+# ----------------------------------------------------------------------------------------------- definition keys
+def require_known_model_type(model_type: Any, named: str) -> str:
+    """``model_type`` if the plugin knows it; ``named`` is how the message shows it ("ModelType 'X'")."""
+    if model_type not in KNOWN_MODEL_TYPES:
+        raise ModelDefinitionError(f"{named} is unknown; known types: {', '.join(KNOWN_MODEL_TYPES)}")
+    return model_type
+
+
+def data_range(value: Any, what: str) -> tuple[float, float]:
+    """``DataRange``: ``[min, max]`` with min < max."""
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value) or value[0] >= value[1]):
+        raise ModelDefinitionError(f"{what} must be [min, max] with min < max, not {json.dumps(value)}")
+    return float(value[0]), float(value[1])
+
+
+def check_model_padding(padding: int, height: int, width: int, named: str, tile: str = "a") -> None:
+    """A ``ModelPadding`` must leave a centre: less than half the tile; ``named`` leads the message."""
+    if padding * 2 >= min(height, width):
+        raise ModelDefinitionError(f"{named} {padding} leaves no centre in {tile} {width}x{height} tile: it must be "
+                                   "less than half the tile")
+
+
+def parse_classes(value: Any, key: str = "Classes", *, where: str = "", strict: bool = False) -> list[ClassInfo]:
+    """``Classes``: a list of {Value, Name, Color} with unique values.
+
+    Lenient (.emd): a Name may be a number (real files do that) or absent (then the value names
+    the class), a Color is optional and may carry alpha.  ``strict`` (class info): every class needs
+    a non-empty Name, an integer Value and exactly [red, green, blue] integers 0-255.  ``where``
+    prefixes every message ("class info: Classes[1] ...").
+    """
+    prefix = f"{where}: " if where else ""
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ModelDefinitionError(f"Key '{key}' must be a list of {{Value, Name, Color}} objects")
+        raise ModelDefinitionError(f"{prefix}Key '{key}' must be a list of {{Value, Name, Color}} objects")
     classes: list[ClassInfo] = []
-    seen: dict[int, str] = {}
+    seen: dict[int, tuple[int, str]] = {}
     for i, item in enumerate(value):
+        at = f"{prefix}{key}[{i}]"
         if not isinstance(item, dict):
-            raise ModelDefinitionError(f"{key}[{i}] must be an object with Value, Name and Color")
-        if "Value" not in item:
-            raise ModelDefinitionError(f"{key}[{i}] has no 'Value'")
-        val = as_int(item, "Value")
-        assert val is not None
-        name_raw = item.get("Name", str(val))
-        if isinstance(name_raw, (dict, list)) or name_raw is None:
-            raise ModelDefinitionError(f"{key}[{i}] 'Name' must be text or a number")
-        name = str(name_raw).strip() or str(val)
-        color = None
-        if item.get("Color") is not None:
-            c = item["Color"]
-            if (not isinstance(c, list) or len(c) < 3
-                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in c[:3])):
-                raise ModelDefinitionError(f"{key}[{i}] ('{name}') 'Color' must be [red, green, blue]")
-            rgb = tuple(int(round(x)) for x in c[:3])
-            if any(x < 0 or x > 255 for x in rgb):
-                raise ModelDefinitionError(f"{key}[{i}] ('{name}') 'Color' values must be 0-255, not {c}")
-            color = (rgb[0], rgb[1], rgb[2])
-        if val in seen:
-            raise ModelDefinitionError(f"{key}: Value {val} is used twice ('{seen[val]}' and '{name}')")
-        seen[val] = name
-        classes.append(ClassInfo(val, name, color))
+            raise ModelDefinitionError(f"{at} must be an object with Value, Name and Color")
+        cls = _strict_class(item, at) if strict else _lenient_class(item, at)
+        if cls.value in seen:
+            j, other = seen[cls.value]
+            if strict:
+                raise ModelDefinitionError(f"{at} ('{cls.name}') repeats Value {cls.value} of {key}[{j}] ('{other}'): "
+                                           "class values must be unique")
+            raise ModelDefinitionError(f"{prefix}{key}: Value {cls.value} is used twice ('{other}' and '{cls.name}')")
+        seen[cls.value] = (i, cls.name)
+        classes.append(cls)
     return classes
+
+
+def _lenient_class(item: dict[str, Any], at: str) -> ClassInfo:
+    if "Value" not in item:
+        raise ModelDefinitionError(f"{at} has no 'Value'")
+    val = integer(item["Value"], "Key 'Value'") if item["Value"] is not None else None
+    if val is None:
+        raise ModelDefinitionError(f"{at} has no 'Value'")
+    name_raw = item.get("Name", str(val))
+    if isinstance(name_raw, (dict, list)) or name_raw is None:
+        raise ModelDefinitionError(f"{at} 'Name' must be text or a number")
+    name = str(name_raw).strip() or str(val)
+    color = None
+    if item.get("Color") is not None:
+        c = item["Color"]
+        if (not isinstance(c, list) or len(c) < 3
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in c[:3])):
+            raise ModelDefinitionError(f"{at} ('{name}') 'Color' must be [red, green, blue]")
+        rgb = tuple(int(round(x)) for x in c[:3])
+        if any(x < 0 or x > 255 for x in rgb):
+            raise ModelDefinitionError(f"{at} ('{name}') 'Color' values must be 0-255, not {c}")
+        color = (rgb[0], rgb[1], rgb[2])
+    return ClassInfo(val, name, color)
+
+
+def _strict_class(item: dict[str, Any], at: str) -> ClassInfo:
+    name_raw = item.get("Name")
+    if name_raw is None:
+        raise ModelDefinitionError(f"{at} has no 'Name'")
+    if isinstance(name_raw, bool) or not isinstance(name_raw, (str, int, float)):
+        raise ModelDefinitionError(f"{at} 'Name' must be text, not {json.dumps(name_raw)}")
+    name = str(name_raw)
+    if not name.strip():
+        raise ModelDefinitionError(f"{at} 'Name' is empty")
+    label = f"{at} ('{name}')"
+    if "Value" not in item:
+        raise ModelDefinitionError(f"{label} has no 'Value'")
+    value = integer(item["Value"], f"{label} 'Value'", strict=True)
+    if "Color" not in item:
+        raise ModelDefinitionError(f"{label} has no 'Color' ([red, green, blue], each 0-255)")
+    color = item["Color"]
+    if not isinstance(color, list) or len(color) != 3:
+        raise ModelDefinitionError(f"{label} 'Color' must be a list [red, green, blue], not {json.dumps(color)}")
+    rgb = []
+    for channel, c in zip(("red", "green", "blue"), color):
+        level = integer(c, f"{label} 'Color' {channel}", strict=True)
+        if not 0 <= level <= 255:
+            raise ModelDefinitionError(f"{label} 'Color' {channel} is {level}: colour values must be 0-255")
+        rgb.append(level)
+    return ClassInfo(value, name, (rgb[0], rgb[1], rgb[2]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,9 +19,15 @@ class TensorInfo:
     name: str
     shape: tuple[int | None, ...]
     dtype: str
+    #: the shape as the model file declares it, names of dynamic axes kept (("batch", 3, 16, 16)), where known
+    declared: tuple | None = field(default=None, compare=False)
 
     def shape_text(self) -> str:
         return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+    def declared_text(self) -> str:
+        """The declared shape for messages (``['batch', 3, 16, 16]``), else :meth:`shape_text`."""
+        return str(list(self.declared)) if self.declared is not None else self.shape_text()
 
 
 @dataclass

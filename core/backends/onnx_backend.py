@@ -66,9 +66,9 @@ class OnnxBackend(Backend):
         else:
             self.device = "cpu"
             self.provider = f"ONNX Runtime CPUExecutionProvider, {threads} threads"
-        self.inputs = [TensorInfo(i.name, _dims(i.shape), _ORT_TYPES.get(i.type, i.type))
+        self.inputs = [TensorInfo(i.name, _dims(i.shape), _ORT_TYPES.get(i.type, i.type), tuple(i.shape))
                        for i in self.session.get_inputs()]
-        self.outputs = [TensorInfo(o.name, _dims(o.shape), _ORT_TYPES.get(o.type, o.type))
+        self.outputs = [TensorInfo(o.name, _dims(o.shape), _ORT_TYPES.get(o.type, o.type), tuple(o.shape))
                         for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
 

@@ -13,12 +13,12 @@ Rules, decided once from the output's channel count C and the N Classes:
   which then has 0 as background);
 * ``ModelType Regression`` (Deepness regressors): the raw values, one band per channel.
 
-Probabilities: an output whose values all lie in [0, 1] and, with several channels,
-sum to 1 is taken as probabilities; otherwise softmax (or sigmoid for one channel)
-is applied.  The arg-max is the same either way.  This is a property of the model,
-so the engine decides it once per run (:meth:`PixelDecoder.calibrate`, from the
-model's outputs on probe tiles), never per batch: a tile's content or the batch
-size must not turn one-channel logits into thresholded "probabilities".
+Probabilities or logits follows the one rule for every score decoder (:mod:`.scores`): an
+output whose values all lie in [0, 1] and, with several channels, sum to 1 is taken as
+probabilities; otherwise softmax (or sigmoid for one channel) is applied.  The arg-max is the
+same either way.  This is a property of the model, so the engine decides it once per run
+(:meth:`PixelDecoder.calibrate`, from the model's outputs on probe tiles), never per batch: a
+tile's content or the batch size must not turn one-channel logits into thresholded "probabilities".
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 from ..definition import ModelDefinition
 from ..errors import InputDataError
+from .scores import ScoreActivation, looks_like_probabilities
 
 
 class PixelDecoder:
@@ -70,8 +71,8 @@ class PixelDecoder:
         elif self.mode == "values":
             self.lut = np.asarray(values, np.int64)
             self.prob_names = []
-        #: whether raw scores are already probabilities; None until :meth:`calibrate` (then judged per output)
-        self.scores_are_probabilities: bool | None = None
+        #: probabilities as they are, softmax (several channels) or sigmoid (one): decided once by :meth:`calibrate`
+        self.activation = ScoreActivation(exclusive=channels > 1)
         self.suppressed = [i for i in md.ignore_mapped_class if 0 <= i < channels]
         if self.mode == "background" and not args.get("predict_background", True):
             self.suppressed.append(0)
@@ -87,25 +88,23 @@ class PixelDecoder:
     def writes_probabilities(self) -> bool:
         return self.mode != "values"
 
+    @property
+    def scores_are_probabilities(self) -> bool | None:
+        """Whether raw scores are already probabilities; None until :meth:`calibrate` (then judged per output)."""
+        return self.activation.as_probabilities
+
     @staticmethod
     def looks_like_probabilities(out: np.ndarray) -> bool:
         """Whether the finite values of one raw output [B, C, h, w] all lie in [0, 1] (and sum to 1 over C > 1)."""
         if out.ndim == 3:
             out = out[:, None]
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.any():
-            return True  # no evidence either way
-        values = np.moveaxis(out, 1, -1)[finite]  # [pixels, C]
-        if float(values.min()) < 0.0 or float(values.max()) > 1.0:
-            return False
-        return values.shape[1] == 1 or bool(np.allclose(values.sum(axis=1), 1.0, atol=1e-3))
+        return looks_like_probabilities(out, exclusive=True)
 
     def calibrate(self, samples: list[np.ndarray]) -> None:
         """Decide once, from the model's raw outputs on probe tiles, whether its scores are probabilities."""
         if self.mode in ("regression", "values"):
             return
-        self.scores_are_probabilities = all(self.looks_like_probabilities(s.astype(np.float32, copy=False))
-                                            for s in samples)
+        self.activation.calibrate([s[:, None] if s.ndim == 3 else s for s in samples])
 
     def probabilities(self, out: np.ndarray) -> np.ndarray:
         """Raw output [B, C, h, w] (or [B, h, w]) -> probabilities [B, C, h, w] float32."""
@@ -114,17 +113,7 @@ class PixelDecoder:
         out = out.astype(np.float32, copy=False)
         if self.mode == "regression":
             return out
-        as_probs = self.scores_are_probabilities
-        if as_probs is None:
-            as_probs = self.looks_like_probabilities(out)
-        if as_probs:
-            return out
-        if out.shape[1] == 1:
-            return 1.0 / (1.0 + np.exp(-out))
-        shifted = out - out.max(axis=1, keepdims=True)
-        np.exp(shifted, out=shifted)
-        shifted /= shifted.sum(axis=1, keepdims=True)
-        return shifted
+        return self.activation.apply(out)
 
     def indices_from_raw(self, out: np.ndarray) -> np.ndarray:
         """Raw output -> [B, h, w] indices into :attr:`lut` (class values themselves in "values" mode).

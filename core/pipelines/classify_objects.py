@@ -7,17 +7,11 @@ zeroed, the chip is normalised exactly as Classify Pixels does (ExtractBands via
 batched (the batch size follows :func:`..arguments.square_batch_size`) and the model's
 ``[batch, classes]`` scores are decoded:
 
-* **Probabilities or logits.** A model output whose values all lie in [0, 1] and
-  whose rows each sum to 1 (within 0.001) is taken as probabilities; any other output
-  gets a softmax.  The test is made on every model call.  Multi-label models
-  (``MetaDataMode`` ``MultiLabeled_Tiles``) get a sigmoid instead, unless all values
-  already lie in [0, 1].  A single score per chip (``[batch, 1]``) is a sigmoid
-  probability for the second of exactly two classes.
-* **Label.** Score index ``i`` is ``Classes[i]`` (in the order of the model
-  definition): the label is its ``Name``, the class value its ``Value`` and the
-  confidence the probability x 100 (0-100, as arcgis.learn writes it).  Multi-label
-  models report every class whose probability reaches ``score_threshold``, joined
-  with ``;`` in class order, and their confidences the same way (text, 2 decimals).
+* **Scores -> labels** is :class:`..decoders.object_classes.ObjectDecoder`: probabilities
+  or logits is decided once per run, on the model's scores for a zero chip and a noise chip,
+  with the rule every decoder shares (:mod:`..decoders.scores`); score index ``i`` is
+  ``Classes[i]``, the confidence the probability x 100; multi-label models report every class
+  reaching ``score_threshold``.
 * **Test-time augmentation** averages the class probabilities over the dihedral
   transforms of the chip: all 8 in map space for square chips, the 4 flips for
   others, and identity plus a left-right flip when ``ImageSpaceUsed`` is not
@@ -41,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
 from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
@@ -55,6 +49,7 @@ from ..chips import (
     raster_extent_geometry,
     write_chip_png,
 )
+from ..decoders.object_classes import ObjectDecoder, scores_2d
 from ..definition import ModelDefinition
 from ..errors import InputDataError, ModelDefinitionError, OutputError
 from ..normalize import Normaliser, build_normaliser, resolve_bands
@@ -68,8 +63,6 @@ ogr.UseExceptions()
 MAX_LOGGED_NOTES = 50
 #: Image files IMAGE_FOLDER looks at (any GDAL can read).
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2", ".img", ".bmp", ".gif", ".vrt", ".webp")
-#: Probabilities: every value in [0, 1] and every row summing to 1 within this.
-PROBABILITY_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -96,107 +89,6 @@ class RunSummary:
     @property
     def unlabelled(self) -> int:
         return sum(self.notes.values())
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-class ScoreDecoder:
-    """From the model's ``[batch, classes]`` output to labels (see the module text)."""
-
-    def __init__(self, md: ModelDefinition, channels: int, score_threshold: float = 0.5,
-                 progress: Progress | None = None) -> None:
-        self.classes = list(md.classes)
-        self.multilabel = md.is_multilabel
-        self.threshold = float(score_threshold)
-        n = len(self.classes)
-        if n == 0:
-            raise ModelDefinitionError("The model definition lists no Classes, so the model's scores cannot be named: "
-                                       "add \"Classes\": [{\"Value\": 1, \"Name\": \"...\"}, ...] in score order")
-        self.binary = channels == 1
-        if self.binary:
-            if n != 2 or self.multilabel:
-                raise InputDataError(
-                    f"The model returns one score per chip, which is read as the probability of the second of two "
-                    f"classes, but the model definition lists {n} Classes: list exactly two")
-        elif channels > n:
-            raise InputDataError(
-                f"The model returns {channels} class scores per chip but the model definition lists only {n} Classes: "
-                f"class index {n} (0-based) has no Classes entry. Add the missing classes, in score order, to the .emd")
-        elif channels < n and progress is not None:
-            progress.warning(f"The model returns {channels} class scores but the model definition lists {n} Classes: "
-                             f"{', '.join(c.name for c in self.classes[channels:])} can never be predicted")
-        self.channels = channels
-        self.decisions: Counter = Counter()
-
-    def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """Scores [B, C] -> probabilities [B, C'] (float64; C' = 2 for a one-score model)."""
-        x = raw.astype(np.float64, copy=False)
-        finite = np.isfinite(x).all(axis=1)
-        safe = np.where(np.isfinite(x), x, 0.0)
-        in_unit = bool(finite.any()) and float(safe[finite].min()) >= 0.0 and float(safe[finite].max()) <= 1.0
-        if self.binary or self.multilabel:
-            if in_unit:
-                probs = safe
-                self.decisions["probabilities"] += 1
-            else:
-                probs = 1.0 / (1.0 + np.exp(-safe))
-                self.decisions["sigmoid"] += 1
-            if self.binary:
-                probs = np.concatenate([1.0 - probs, probs], axis=1)
-        else:
-            sums_one = bool(np.all(np.abs(safe[finite].sum(axis=1) - 1.0) <= PROBABILITY_TOLERANCE))
-            if in_unit and sums_one:
-                probs = safe
-                self.decisions["probabilities"] += 1
-            else:
-                shifted = safe - safe.max(axis=1, keepdims=True)
-                e = np.exp(shifted)
-                probs = e / e.sum(axis=1, keepdims=True)
-                self.decisions["softmax"] += 1
-        probs = probs.copy()
-        probs[~finite] = np.nan
-        return probs
-
-    def decide(self, probs: np.ndarray) -> tuple[str | None, int | str | None, float | str | None, str | None]:
-        """One row of probabilities -> (label, class value, confidence, note)."""
-        if not np.isfinite(probs).all():
-            return None, None, None, "the model returned scores that are not numbers (NaN or infinite)"
-        if self.multilabel:
-            picked = [i for i in range(len(probs)) if probs[i] >= self.threshold]
-            if not picked:
-                return None, None, None, f"no class reached score_threshold {self.threshold:g}"
-            return (";".join(self.classes[i].name for i in picked),
-                    ";".join(str(self.classes[i].value) for i in picked),
-                    ";".join(f"{100.0 * probs[i]:.2f}" for i in picked), None)
-        i = int(np.argmax(probs))
-        cls = self.classes[i]
-        return cls.name, cls.value, float(100.0 * probs[i]), None
-
-    def describe(self) -> str:
-        parts = []
-        for key, text in (("probabilities", "taken as probabilities"), ("softmax", "softmax applied"),
-                          ("sigmoid", "sigmoid applied")):
-            if self.decisions[key]:
-                parts.append(f"{text} ({self.decisions[key]} model call(s))")
-        return "; ".join(parts)
-
-
-def scores_2d(out: np.ndarray, n: int) -> np.ndarray:
-    """The model output as [batch, classes], or a clear error."""
-    arr = np.asarray(out)
-    if arr.ndim > 2 and all(d == 1 for d in arr.shape[2:]):
-        arr = arr.reshape(arr.shape[0], arr.shape[1])
-    if arr.ndim != 2 or arr.shape[0] != n:
-        hint = ""
-        if arr.ndim == 4:
-            hint = " It returns an image per chip: this is a pixel classifier (use Classify Pixels Using Deep Learning)."
-        elif arr.ndim == 1:
-            hint = " It returns one number per chip (a class index?): export the model with its class scores."
-        raise InputDataError(
-            f"The model returns an output of shape {list(arr.shape)} for {n} chip(s); an object classifier must "
-            f"return [batch, classes]: one score per class for each chip.{hint}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float64)
-    return arr
 
 
 # ------------------------------------------------------------------------------------------------ images
@@ -249,53 +141,6 @@ def list_images(folder: str) -> list[str]:
     if not files:
         raise InputDataError(f"Image folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files
-
-
-_MOSAIC_COUNTER = [0]
-
-
-def build_mosaic(paths: list[str]) -> str:
-    """A virtual mosaic (GDAL VRT in memory) of images sharing one CRS and band count."""
-    infos = []
-    for path in paths:
-        ds = open_raster(path)
-        infos.append((Path(path).name, ds.GetProjection() or "", ds.RasterCount,
-                      ds.GetGeoTransform(can_return_null=True) is not None))
-        ds = None
-    missing = [n for n, _, _, g in infos if not g]
-    if missing:
-        raise InputDataError(f"Images {', '.join(missing)} are not georeferenced, so they cannot be mosaicked: process "
-                             "the images separately")
-    first = infos[0]
-    ref = osr.SpatialReference()
-    if first[1]:
-        ref.ImportFromWkt(first[1])
-    for name, wkt, count, _ in infos[1:]:
-        if count != first[2]:
-            raise InputDataError(f"Image '{name}' has {count} bands but '{first[0]}' has {first[2]}: a mosaic needs the "
-                                 "same bands in every image")
-        other = osr.SpatialReference()
-        if wkt:
-            other.ImportFromWkt(wkt)
-        if bool(wkt) != bool(first[1]) or (wkt and not ref.IsSame(other)):
-            raise InputDataError(f"Image '{name}' is not in the same CRS as '{first[0]}': a mosaic needs one CRS; "
-                                 "reproject the images or process them separately")
-    _MOSAIC_COUNTER[0] += 1
-    target = f"/vsimem/dltools_mosaic_{_MOSAIC_COUNTER[0]}.vrt"
-    try:
-        vrt = gdal.BuildVRT(target, paths)
-    except RuntimeError as exc:
-        raise InputDataError(f"Cannot build a mosaic of the images: {exc}") from exc
-    if vrt is None:
-        raise InputDataError("Cannot build a mosaic of the images")
-    vrt.FlushCache()
-    vrt = None
-    return target
-
-
-def release_mosaic(path: str) -> None:
-    if path.startswith("/vsimem/"):
-        gdal.Unlink(path)
 
 
 # ------------------------------------------------------------------------------------------------ the classifier
@@ -402,10 +247,14 @@ class ObjectClassifier:
             batch = backend.fixed_batch
         self.batch_size = batch
         n = backend.fixed_batch or 1
-        probe = self._model_call(np.zeros((n, channels, md.image_height, md.image_width), np.float32))
-        scores = scores_2d(probe, n)
-        self.decoder = ScoreDecoder(md, scores.shape[1], float(self.args.get("score_threshold", 0.5)), self.progress)
-        self.decoder.decisions.clear()
+        shape = (n, channels, md.image_height, md.image_width)
+        scores = scores_2d(self._model_call(np.zeros(shape, np.float32)), n)
+        self.decoder = ObjectDecoder(md, scores.shape[1], float(self.args.get("score_threshold", 0.5)), self.progress)
+        # Logits or probabilities is the model's property: judge it once, on zeros and on seeded noise of
+        # magnitudes 0.1..100 (as Classify Pixels does), never per batch.
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(shape) * 10.0 ** rng.uniform(-1.0, 2.0, shape)).astype(np.float32)
+        self.decoder.calibrate([scores, scores_2d(self._model_call(noise), n)])
 
     def _log_setup(self) -> None:
         spec = self.spec

@@ -35,13 +35,12 @@ from co_models import (  # noqa: E402
     write_object_emd,
 )
 from dltools.core.arguments import resolve_arguments  # noqa: E402
+from dltools.core.decoders.object_classes import ObjectDecoder, scores_2d  # noqa: E402
 from dltools.core.errors import CancelledError, InputDataError, ModelDefinitionError  # noqa: E402
 from dltools.core.model_definition import load_model_definition  # noqa: E402
 from dltools.core.pipelines.classify_objects import (  # noqa: E402
     ObjectClassifier,
-    ScoreDecoder,
     classify_objects,
-    scores_2d,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +254,7 @@ def one_class_md(n: int, multilabel: bool = False):
 
 
 def test_score_decoder_softmax_test():
-    dec = ScoreDecoder(one_class_md(3), 3)
+    dec = ObjectDecoder(one_class_md(3), 3)
     logits = np.array([[2.0, 1.0, 0.0]])
     e = np.exp([2.0, 1.0, 0.0])
     assert np.allclose(dec.probabilities(logits), e / e.sum())
@@ -273,30 +272,30 @@ def test_score_decoder_softmax_test():
 
 
 def test_score_decoder_multilabel_and_binary():
-    dec = ScoreDecoder(one_class_md(3, multilabel=True), 3, score_threshold=0.5)
+    dec = ObjectDecoder(one_class_md(3, multilabel=True), 3, score_threshold=0.5)
     assert dec.decide(dec.probabilities(np.array([[0.9, 0.1, 0.6]]))[0]) == ("a;c", "10;30", "90.00;60.00", None)
     logits = dec.probabilities(np.array([[3.0, -3.0, 0.0]]))[0]
     assert np.allclose(logits, 1 / (1 + np.exp([-3.0, 3.0, 0.0])))
     assert dec.decide(logits) == ("a;c", "10;30", "95.26;50.00", None)
     assert dec.decide(np.array([0.1, 0.2, 0.3]))[3] == "no class reached score_threshold 0.5"
-    binary = ScoreDecoder(one_class_md(2), 1)
+    binary = ObjectDecoder(one_class_md(2), 1)
     assert np.allclose(binary.probabilities(np.array([[0.25], [1.0]])), [[0.75, 0.25], [0.0, 1.0]])
     p = 1 / (1 + np.exp(-2.0))
     assert np.allclose(binary.probabilities(np.array([[2.0], [0.5]])), [[1 - p, p], [1 - 1 / (1 + np.exp(-0.5)),
                                                                                     1 / (1 + np.exp(-0.5))]])
     assert binary.decide(np.array([0.75, 0.25])) == ("a", 10, 75.0, None)
     with pytest.raises(InputDataError, match="one score per chip"):
-        ScoreDecoder(one_class_md(3), 1)
+        ObjectDecoder(one_class_md(3), 1)
 
 
 def test_class_index_without_a_class_entry():
     with pytest.raises(InputDataError, match=r"returns 4 class scores per chip but the model definition lists only 3 "
                                              r"Classes: class index 3 \(0-based\) has no Classes entry"):
-        ScoreDecoder(one_class_md(3), 4)
+        ObjectDecoder(one_class_md(3), 4)
     with pytest.raises(ModelDefinitionError, match="lists no Classes"):
-        ScoreDecoder(one_class_md(0), 4)
+        ObjectDecoder(one_class_md(0), 4)
     log = Log()
-    ScoreDecoder(one_class_md(3), 2, progress=log)
+    ObjectDecoder(one_class_md(3), 2, progress=log)
     assert log.warnings == ["The model returns 2 class scores but the model definition lists 3 Classes: c can never be "
                             "predicted"]
 
@@ -417,6 +416,28 @@ def test_probability_output_is_taken_as_is(tmp_path, grid):
     res = run(grid, emd, {1: FIXED_FEATURES[1]}, log=log)
     assert res[1].label == "m21" and res[1].confidence == pytest.approx(100 * expected_mean_probabilities(42)[42], abs=1e-4)
     assert "Model scores: taken as probabilities (1 model call(s))" in log.infos
+
+
+def test_logits_or_probabilities_is_decided_once_per_run(tmp_path):
+    """A logit model whose scores on these chips happen to look like probabilities is still a logit model."""
+    import torch
+
+    class MaxAndRest(torch.nn.Module):
+        """Scores [max, 1 - max] of the chip: in [0, 1] and summing to 1 on chips of 0.25, not on the noise probe."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.amax(dim=(1, 2, 3))
+            return torch.stack([m, 1.0 - m], dim=1)
+
+    raster = write_raster(tmp_path / "quarter.tif", np.full((1, 16, 16), 0.25, np.float32))
+    export_onnx(MaxAndRest().eval(), tmp_path / "maxrest.onnx", 1, 4)
+    emd = write_object_emd(tmp_path / "maxrest.emd", "maxrest.onnx", tile=4, bands=[0], classes=[(1, "a"), (2, "b")])
+    log = Log()
+    res = run(raster, emd, {1: wkt_rect(2, 2, 6, 6), 2: wkt_rect(8, 8, 12, 12)}, "batch_size 1", log)
+    softmax_b = 1.0 / (1.0 + np.exp(-(0.75 - 0.25)))
+    for r in res.values():
+        assert r.label == "b" and r.confidence == pytest.approx(100 * softmax_b, abs=1e-4)  # not 75: softmax applied
+    assert "Model scores: softmax applied (2 model call(s))" in log.infos
 
 
 def test_multilabel_model_through_the_pipeline(tmp_path, grid):

@@ -190,3 +190,29 @@ def test_core_layers():
     for name, deps in graph.items():
         if not name.startswith("core.pipelines"):
             assert not {d for d in deps if d.startswith("core.pipelines")}, f"{name} imports a pipeline"
+
+
+
+def _model_openers(path: Path) -> set[str]:
+    """What in a module loads a model file itself: onnxruntime imports, InferenceSession, torch.jit.load, torch.export.load."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "onnxruntime")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "onnxruntime":
+            found.add(node.module or "")
+        elif isinstance(node, ast.Attribute):
+            if node.attr == "InferenceSession":
+                found.add("InferenceSession")
+            elif node.attr == "load" and isinstance(node.value, ast.Attribute) and node.value.attr in ("jit", "export"):
+                found.add(f"{node.value.attr}.load")
+    return found
+
+
+def test_only_backends_open_models():
+    """One backend path: model files are loaded by core/backends/ only; .ecd and the probes go through it."""
+    for name, path in core_modules().items():
+        if not name.startswith("core.backends"):
+            assert not _model_openers(path), f"{name} loads models itself: {sorted(_model_openers(path))}"
+    assert _model_openers(CORE / "backends" / "onnx_backend.py") >= {"InferenceSession"}  # the check sees them
+    assert "core.backends" in import_graph()["core.ecd"]
