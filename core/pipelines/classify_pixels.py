@@ -145,4 +145,21 @@ def write_outputs(run, output: str, probabilities_output: str | None, md: ModelD
     result.output, result.probabilities = output, probabilities_output
     for line in summary_lines(result, md, grid):
         progress.info(line)
+    for line in rejected_pixel_warnings(result):
+        progress.warning(line)
     return result
+
+
+def rejected_pixel_warnings(result: PixelRunResult) -> list[str]:
+    """Pixels written as NoData because the model's answer there could not be trusted, said out loud."""
+    lines = []
+    if getattr(result, "nonfinite", 0):
+        lines.append(f"{result.nonfinite} pixels had NaN or infinite scores from the model: they are NoData")
+    unknown = getattr(result, "unknown_values", None) or {}
+    if unknown:
+        total = sum(unknown.values())
+        shown = ", ".join(f"{v} ({n} pixels)" for v, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:5])
+        more = f" and {len(unknown) - 5} more values" if len(unknown) > 5 else ""
+        lines.append(f"{total} pixels had class values that are not in the model definition's Classes "
+                     f"({shown}{more}): they are NoData")
+    return lines

@@ -65,6 +65,10 @@ class PixelRunResult:
     blocks: int = 0
     edge_fill: str = "mirror"
     workers: int = 0  # cluster workers that ran blocks (0: in-process)
+    #: valid pixels written as NoData because the model's scores there were NaN or infinite
+    nonfinite: int = 0
+    #: class values the model returned that are not in Classes (written as NoData), with their pixel counts
+    unknown_values: dict[int, int] = field(default_factory=dict)
 
     @property
     def overhead_ratio(self) -> float:
@@ -146,15 +150,29 @@ class PixelBlock:
     classes: np.ndarray  # [bands, h, w] in the output type, NoData where invalid
     probabilities: np.ndarray | None  # [bands, h, w] float32, NaN where invalid
     counts: dict[int, int]
+    nonfinite: int = 0  # valid pixels whose scores were NaN/Inf: written as NoData
+    unknown: dict[int, int] = field(default_factory=dict)  # class values not in Classes: written as NoData
+
+
+def nonfinite_pixels(raw: np.ndarray) -> np.ndarray | None:
+    """[B, h, w] True where any channel of a float model output [B, C, h, w] (or [B, h, w]) is NaN or infinite;
+    None when every value is finite (the common case costs one check)."""
+    if raw.dtype.kind != "f":
+        return None
+    finite = np.isfinite(raw)
+    if finite.all():
+        return None
+    return ~(finite.all(axis=1) if raw.ndim == 4 else finite)
 
 
 class _Acc:
-    __slots__ = ("job", "valid", "idx", "probs", "acc", "wsum")
+    __slots__ = ("job", "valid", "idx", "probs", "acc", "wsum", "bad")
 
     def __init__(self, job: BlockJob, valid: np.ndarray) -> None:
         self.job = job
         self.valid = valid
         self.idx = self.probs = self.acc = self.wsum = None
+        self.bad: np.ndarray | None = None  # pixels whose raw scores were not finite
 
 
 @dataclass
@@ -195,6 +213,10 @@ class PixelTask:
         for k in self.transforms:
             raw = self.model_call(backend, augment.forward(arr, k) if k else arr)
             probs = self.decoder.probabilities(raw)
+            bad = nonfinite_pixels(raw)
+            if bad is not None:  # NaN through the merge and the blend, so the pixel ends as NoData
+                probs = np.array(probs, np.float32, copy=True)
+                np.moveaxis(probs, 1, 0)[:, bad] = np.nan
             stack.append(augment.inverse(probs, k) if k else probs)
         return stack[0] if len(stack) == 1 else augment.merge(stack, self.merge_policy)
 
@@ -258,12 +280,17 @@ class PixelTask:
 
     def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
         decoder, crop = self.decoder, self.crop
+        bad = None
         if not self.need_probs:
             result = decoder.indices_from_raw(output)
+            bad = nonfinite_pixels(output)
         elif self.split:
             result = (decoder.indices_from_raw(output), decoder.probabilities(output))
+            bad = nonfinite_pixels(output)
         else:
             result = output
+        if bad is not None and acc.bad is None:
+            acc.bad = np.zeros(acc.valid.shape, bool)
         jx, jy, jw, jh = acc.job.window
         for b, (r, c) in enumerate(metas):
             ox, oy = self.chips.core_origin(r, c)
@@ -282,6 +309,8 @@ class PixelTask:
             x, y, w, h = self.chips.core_window(r, c)
             sy, sx = y - oy + crop, x - ox + crop
             dy, dx = y - jy, x - jx
+            if bad is not None:
+                acc.bad[dy:dy + h, dx:dx + w] = bad[b][sy:sy + h, sx:sx + w]
             if self.need_probs:
                 probs_b = result[1][b] if self.split else result[b]
                 acc.probs[:, dy:dy + h, dx:dx + w] = probs_b[:, sy:sy + h, sx:sx + w]
@@ -296,8 +325,16 @@ class PixelTask:
             w = self._hann = hann_window(self.out_h, self.out_w)
         return w
 
+    def _allowed_values(self, values: np.ndarray) -> np.ndarray:
+        """Class values a "values" model may write: those in Classes; without Classes, what the output type holds."""
+        lut = getattr(self.decoder, "lut", None)
+        if lut is not None and len(lut):
+            return np.isin(values, lut)
+        info = np.iinfo(np.dtype(self.out_dtype))
+        return (values >= info.min) & (values <= info.max) & (values != int(self.nodata))
+
     def finish(self, acc: _Acc) -> PixelBlock:
-        decoder, valid = self.decoder, acc.valid
+        decoder = self.decoder
         counts: dict[int, int] = {}
         if self.blend:
             probs, indices = acc.acc / acc.wsum, None
@@ -305,18 +342,31 @@ class PixelTask:
             probs, indices = acc.probs, acc.idx
             if self.need_probs and not self.split:
                 indices = None
+        bad = acc.bad
+        if probs is not None and (indices is None or decoder.mode == "regression"):
+            lost = ~np.isfinite(probs).all(axis=0)  # NaN/Inf scores reached the probabilities (merged or blended)
+            bad = lost if bad is None else (bad | lost)
+        nonfinite = int((bad & acc.valid).sum()) if bad is not None else 0
+        valid = acc.valid & ~bad if bad is not None and nonfinite else acc.valid
         if decoder.mode == "regression":
             vals = probs.copy()
             vals[:, ~valid] = np.nan
-            return PixelBlock(vals, None, counts)
+            return PixelBlock(vals, None, counts, nonfinite)
         if indices is None:
             indices = decoder.indices_from_probabilities(probs[None])[0]
         lut = getattr(decoder, "lut", None)
+        unknown: dict[int, int] = {}
         if decoder.mode == "values":
             values = indices.astype(np.int64)
+            allowed = self._allowed_values(values)
+            if not allowed[valid].all():  # never wrapped into the output type: NoData, and counted
+                wrong = valid & ~allowed
+                uniq, cnt = np.unique(values[wrong], return_counts=True)
+                unknown = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
+                valid = valid & allowed
             uniq, cnt = np.unique(values[valid], return_counts=True)
             counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
-            out = values.astype(self.out_dtype)
+            out = np.where(valid, values, 0).astype(self.out_dtype)
         else:
             binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
             for i, k in enumerate(binc.tolist()):
@@ -328,7 +378,7 @@ class PixelTask:
         if self.write_probabilities:
             prob_block = decoder.probability_bands(probs[None])[0].astype(np.float32)
             prob_block[:, ~valid] = np.nan
-        return PixelBlock(out[None], prob_block, counts)
+        return PixelBlock(out[None], prob_block, counts, nonfinite, unknown)
 
 
 class PixelSink:
@@ -338,6 +388,8 @@ class PixelSink:
         self.classes = classes
         self.probabilities = probabilities
         self.counts: dict[int, int] = {}
+        self.nonfinite = 0
+        self.unknown: dict[int, int] = {}
         self.blocks = 0
 
     def write(self, job: BlockJob, block: PixelBlock) -> None:
@@ -347,6 +399,9 @@ class PixelSink:
             self.probabilities.write_block(x, y, block.probabilities)
         for k, v in block.counts.items():
             self.counts[k] = self.counts.get(k, 0) + v
+        self.nonfinite += block.nonfinite
+        for k, v in block.unknown.items():
+            self.unknown[k] = self.unknown.get(k, 0) + v
         self.blocks += 1
 
     def close(self) -> None:
@@ -527,4 +582,5 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         tile_size=(tile_w, tile_h), padding=pad, device=backend.describe(), seconds=seconds,
         model_seconds=backend.model_seconds, pixels=grid.width * grid.height,
         output_values=decoder.output_values, nodata=None if decoder.mode == "regression" else nodata,
-        pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers)
+        pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers,
+        nonfinite=sink.nonfinite, unknown_values=sink.unknown)

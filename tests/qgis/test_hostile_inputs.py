@@ -138,3 +138,73 @@ def test_south_up_raster_with_an_extent_matches_the_no_extent_run(context, case,
     assert (out.RasterXSize, out.RasterYSize) == (9, 10)
     assert np.array_equal(out.ReadAsArray(), whole_classes[5:15, 3:12])
     assert digest(south) == before
+
+
+# ------------------------------------------------------------------------------------------------ untrusted model answers
+class _Values:
+    """An integer class map: 70001 where band 1 > 4, else 1 (Classes are {1, 2})."""
+
+    def __new__(cls):
+        import torch
+
+        class Values(torch.nn.Module):
+            def forward(self, x):
+                return torch.where(x[:, 0] > 4, torch.tensor(70001), torch.tensor(1)).to(torch.int64)
+
+        return Values()
+
+
+class _Scores:
+    """Two class scores (band 1, band 2); NaN (or +Inf) in the first wherever band 1 > 4."""
+
+    def __new__(cls, bad: float):
+        import torch
+
+        class Scores(torch.nn.Module):
+            def forward(self, x):
+                first = torch.where(x[:, 0:1] > 4, torch.tensor(bad), x[:, 0:1])
+                return torch.cat([first, x[:, 1:2]], dim=1)
+
+        return Scores()
+
+
+def _model(folder: Path, module, classes) -> Path:
+    export_onnx(module, folder / "odd.onnx", 3, 8)
+    return write_emd(folder / "odd.emd", "odd.onnx", tile=8, classes=classes)
+
+
+def test_class_values_outside_classes_are_nodata_and_counted(context, case):
+    image = case["image"]
+    emd = _model(case["folder"], _Values(), [(1, "one", (1, 1, 1)), (2, "two", (2, 2, 2))])
+    before = digest(case["raster"], emd)
+    out = case["folder"] / "values.tif"
+    _, feedback = classify(context, INPUT=str(case["raster"]), MODEL=str(emd), ARGUMENTS="padding 0",
+                           OUTPUT=str(out))
+    from osgeo import gdal
+
+    ds = gdal.Open(str(out))
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    wrong = image[0] > 4
+    assert np.array_equal(ds.ReadAsArray(), np.where(wrong, nodata, 1))
+    assert (f"{int(wrong.sum())} pixels had class values that are not in the model definition's Classes "
+            f"(70001 ({int(wrong.sum())} pixels)): they are NoData") in feedback.errors
+    assert digest(case["raster"], emd) == before
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("arguments", ["padding 0", "padding 0;test_time_augmentation true", "padding 2;blend true"])
+def test_nan_or_inf_scores_are_nodata_and_counted(context, case, bad, arguments):
+    image = case["image"]
+    emd = _model(case["folder"], _Scores(bad), [(1, "one", (1, 1, 1)), (2, "two", (2, 2, 2))])
+    out = case["folder"] / "scores.tif"
+    probs = case["folder"] / "probs.tif"
+    _, feedback = classify(context, INPUT=str(case["raster"]), MODEL=str(emd), ARGUMENTS=arguments,
+                           OUTPUT=str(out), OUTPUT_PROBABILITIES=str(probs))
+    classes = read_raster(out)
+    wrong = image[0] > 4
+    expected = np.where(image[0] >= image[1], 1, 2)
+    assert (classes[wrong] == 255).all()
+    assert np.array_equal(classes[~wrong], expected[~wrong])
+    n = int(wrong.sum())
+    assert f"{n} pixels had NaN or infinite scores from the model: they are NoData" in feedback.errors
+    assert np.isnan(read_raster(probs)[:, classes == 255]).all()
