@@ -215,23 +215,25 @@ def nms_polygons(geoms: Sequence[ogr.Geometry], scores: np.ndarray, classes: Seq
     return greedy_suppress(scores, i, j, keep)
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n)
+def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of the pairs: each node's root (the smallest index of its component)."""
+    parent = np.arange(n)
 
-    def find(self, a: int) -> int:
-        p = self.parent
-        root = a
-        while p[root] != root:
-            root = p[root]
-        while p[a] != root:
-            p[a], a = root, p[a]
-        return int(root)
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
 
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+    for p, q in zip(i.tolist(), j.tolist()):
+        rp, rq = find(p), find(q)
+        if rp != rq:
+            parent[max(rp, rq)] = min(rp, rq)
+    while True:  # point every node at its root
+        nxt = parent[parent]
+        if (nxt == parent).all():
+            return parent
+        parent = nxt
 
 
 def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
@@ -258,36 +260,38 @@ def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips
     touch_x, touch_y = ov_x >= -1.0, ov_y >= -1.0
     either_cut = cut[i] | cut[j]
     join = either_cut & ((sub_x & (sub_y | touch_y)) | (sub_y & touch_x))
-    uf = _UnionFind(n)
-    for p, q in zip(i[join].tolist(), j[join].tolist()):
-        uf.union(p, q)
-    root = np.array([uf.find(k) for k in range(n)]) if join.any() else np.arange(n)
-    # duplicates among whole objects: greedy by group confidence, on the groups' united boxes
+    root = _components(n, i[join], j[join])
+    # groups: members by descending confidence; the first member is the group's representative
     order = priority_order(scores)
-    groups: dict[int, list[int]] = {}
-    for k in order.tolist():
-        groups.setdefault(int(root[k]), []).append(k)
-    reps = np.array(sorted(groups), np.int64)
-    gscore = np.array([scores[groups[r][0]] for r in reps])
-    gbox = np.array([[boxes[groups[r], 0].min(), boxes[groups[r], 1].min(),
-                      boxes[groups[r], 2].max(), boxes[groups[r], 3].max()] for r in reps])
-    gcls = classes[reps]
-    pos = {int(r): t for t, r in enumerate(reps.tolist())}
+    members = order[np.argsort(root[order], kind="stable")]
+    rs = root[members]
+    starts = np.flatnonzero(np.concatenate([[True], rs[1:] != rs[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [n]]))
+    best = members[starts]
+    gscore, gcls = scores[best], classes[best]
+    gbox = np.stack([np.minimum.reduceat(boxes[members, 0], starts), np.minimum.reduceat(boxes[members, 1], starts),
+                     np.maximum.reduceat(boxes[members, 2], starts), np.maximum.reduceat(boxes[members, 3], starts)],
+                    axis=1)
+    gidx = np.empty(n, np.int64)
+    gidx[members] = np.repeat(np.arange(starts.size), sizes)
+    # duplicates among whole objects: greedy by group confidence
     dup = ~either_cut & ~join & (box_iou_pairs(boxes, i, j) > iou_threshold)
-    gi = np.array([pos[int(root[p])] for p in i[dup].tolist()], np.int64)
-    gj = np.array([pos[int(root[q])] for q in j[dup].tolist()], np.int64)
-    if gi.size:
-        differ = gi != gj
-        gi, gj = gi[differ], gj[differ]
-    # group boxes may now overlap other groups too (a united object and a copy from a third chip)
-    extra_i, extra_j = candidate_pairs(gbox)
-    if extra_i.size:
-        same = gcls[extra_i] == gcls[extra_j]
-        extra_i, extra_j = extra_i[same], extra_j[same]
-        over = box_iou_pairs(gbox, extra_i, extra_j) > max(iou_threshold, 0.5)
-        gi = np.concatenate([gi, extra_i[over]])
-        gj = np.concatenate([gj, extra_j[over]])
+    gi, gj = gidx[i[dup]], gidx[j[dup]]
+    differ = gi != gj
+    gi, gj = gi[differ], gj[differ]
+    # united boxes may now overlap other groups too (a united object and a copy from a third chip)
+    if (sizes > 1).any():
+        multi = np.flatnonzero(sizes > 1)
+        ei, ej = candidate_pairs(gbox)
+        touches = np.isin(ei, multi) | np.isin(ej, multi)
+        ei, ej = ei[touches], ej[touches]
+        same = gcls[ei] == gcls[ej]
+        ei, ej = ei[same], ej[same]
+        over = box_iou_pairs(gbox, ei, ej) > max(iou_threshold, 0.5)
+        gi = np.concatenate([gi, ei[over]])
+        gj = np.concatenate([gj, ej[over]])
     keep = greedy_suppress(gscore, gi, gj)
-    kept = np.nonzero(keep)[0]
+    kept = np.flatnonzero(keep)
     kept = kept[priority_order(gscore[kept])]
-    return [np.asarray(groups[int(reps[t])], np.int64) for t in kept.tolist()]
+    pieces = np.split(members, starts[1:])
+    return [pieces[t] for t in kept.tolist()]
