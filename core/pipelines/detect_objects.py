@@ -38,6 +38,7 @@ from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, 
 from ..definition import ClassInfo, ModelDefinition
 from ..detection_geometry import (
     box_corners,
+    box_polygons_wkb,
     clip_mask,
     concat,
     invert_transform,
@@ -435,33 +436,30 @@ def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, ru
     boxes, scores, classes, chips, cut = raw.arrays()
     groups = seam_merge(boxes, scores, classes, chips, cut, setup.nms_overlap)
     gt = setup.grid.geotransform
-    geoms: list[ogr.Geometry] = []
-    group_scores, group_classes = [], []
-    for g in groups:
-        first = int(g[0])
-        if raw.shapes[first] is None:  # axis-aligned boxes: the union of the pieces' boxes
-            b = boxes[g]
-            geom = ring_geometry(gt, box_corners(np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(),
-                                                           b[:, 3].max()])))
-        else:
-            geom = ogr.CreateGeometryFromWkb(raw.shapes[first])
+    first = np.array([int(g[0]) for g in groups], np.int64)
+    group_scores, group_classes = scores[first], classes[first]
+    if raw.shapes and raw.shapes[0] is not None:  # rotated boxes or masks: the union of the pieces' shapes
+        wkbs = []
+        for g in groups:
+            geom = ogr.CreateGeometryFromWkb(raw.shapes[int(g[0])])
             for k in g[1:].tolist():
                 geom = geom.Union(ogr.CreateGeometryFromWkb(raw.shapes[k]))
             if setup.decoder.with_masks and geom.GetGeometryType() == ogr.wkbPolygon:
                 geom = ogr.ForceToMultiPolygon(geom)
-        geoms.append(geom)
-        group_scores.append(float(scores[first]))
-        group_classes.append(int(classes[first]))
-    keep = np.ones(len(geoms), bool)
-    if run_nms and geoms:
-        names = [table.info(c).name for c in group_classes]
-        keep = nms_polygons(geoms, np.array(group_scores), names, max_overlap_ratio)
+            wkbs.append(geom.ExportToIsoWkb())
+    else:  # axis-aligned boxes: the union of the pieces' boxes, as WKB polygons straight from numpy
+        united = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
+                           if len(g) > 1 else boxes[g[0]] for g in groups]).reshape(-1, 4)
+        wkbs = box_polygons_wkb(gt, united)
+    keep = np.ones(len(wkbs), bool)
+    if run_nms and wkbs:
+        names = [table.info(int(c)).name for c in group_classes]
+        geoms = [ogr.CreateGeometryFromWkb(w) for w in wkbs]
+        keep = nms_polygons(geoms, group_scores, names, max_overlap_ratio)
         progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
                       "objects removed")
-    objects = []
-    for geom, score, slot, k in zip(geoms, group_scores, group_classes, keep.tolist()):
-        if not k:
-            continue
-        info = table.info(slot)
-        objects.append(DetectedObject(geom.ExportToIsoWkb(), info.name, int(info.value), round(score * 100.0, 4)))
+    infos = {int(c): table.info(int(c)) for c in np.unique(group_classes)}
+    confidence = np.round(group_scores * 100.0, 4)
+    objects = [DetectedObject(w, infos[c].name, int(infos[c].value), conf)
+               for w, c, conf, k in zip(wkbs, group_classes.tolist(), confidence.tolist(), keep.tolist()) if k]
     return objects, len(scores), len(groups)

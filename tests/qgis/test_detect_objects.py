@@ -185,3 +185,25 @@ def test_qgis_process(files, tmp_path, qgis_app):
         "INPUT": str(raster), "MODEL": str(emd), "ARGUMENTS": "nms_overlap 3", "OUTPUT": str(tmp_path / "x.gpkg")},
         tmp_path)
     assert "nms_overlap" in message and "at most 1" in message
+
+
+def test_vrt_items_separately(context, files, tmp_path):
+    import processing
+    from osgeo import gdal
+
+    _, _, onnx, _ = files
+    left = write_raster(tmp_path / "left.tif", square_scene(60, 50, [(5, 5, 10, 0, 200), (50, 30, 14, 1, 220)]),
+                        origin=(500000.0, 4000000.0))
+    right = write_raster(tmp_path / "right.tif", square_scene(60, 50, [(0, 30, 12, 1, 230)]),
+                         origin=(500060.0, 4000000.0))
+    vrt = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(vrt), [str(left), str(right)]).FlushCache()
+    params = {"INPUT": str(vrt), "MODEL": str(onnx), "ARGUMENTS": "padding 8", "OUTPUT": "memory:"}
+    feedback = RecordingFeedback()
+    items = processing.run("dltools:detectobjects", {**params, "PROCESSING_MODE": 1}, context=context,
+                           feedback=feedback)["OUTPUT"]
+    assert any("Item 2/2" in line for line in feedback.infos)
+    # each item alone: the bright area across the items' shared edge is two objects, one per item
+    assert items.featureCount() == 3
+    mosaic = processing.run("dltools:detectobjects", params, context=context)["OUTPUT"]
+    assert mosaic.featureCount() == 2  # as one image it is one object
