@@ -131,6 +131,27 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
         return super().checkParameterValues(parameters, context)
 
+    SCHEDULER = "SCHEDULER"
+    RETRIES = "RETRIES"
+
+    def add_cluster_parameters(self) -> None:
+        self.add_param(
+            QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler"), defaultValue="", optional=True),
+            "Where the blocks of work run: empty = in this process (the default); 'local' or 'local:N' = a Dask "
+            "cluster of N worker processes on this computer, started for this run and closed after; "
+            "'tcp://host:8786' = a running Dask scheduler, whose workers must reach the input raster at the same "
+            "path. Needs dask[distributed]. (ArcGIS's 'Parallel processing factor'.)", advanced=True)
+        self.add_param(
+            QgsProcessingParameterNumber(self.RETRIES, self.tr("Retries on failures"),
+                                         QgsProcessingParameterNumber.Integer, defaultValue=2, minValue=0),
+            "With a Dask scheduler: how many times a block that failed is run again before the run fails. "
+            "(ArcGIS's 'Number of retries on failures'.)", advanced=True)
+
+    def cluster_options(self, parameters: dict[str, Any], context) -> dict[str, Any]:  # noqa: ANN001
+        """``scheduler`` and ``retries`` for the core call."""
+        return {"scheduler": (self.parameterAsString(parameters, self.SCHEDULER, context) or "").strip(),
+                "retries": self.parameterAsInt(parameters, self.RETRIES, context)}
+
     ALLOW_CUSTOM_CODE = "ALLOW_CUSTOM_CODE"
 
     def add_custom_code_parameter(self) -> None:

@@ -93,6 +93,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        "Output cell size in the raster's units; the input is resampled on the fly (bilinear). "
                        "Default: the raster's own cell size.", advanced=True)
         self.add_device_parameters()
+        self.add_cluster_parameters()
         self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
                                                   defaultValue=0),
@@ -123,6 +124,7 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
         request = RasterRequest(extent=extent, cell_size=cell_size or None)
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
+        cluster = self.cluster_options(parameters, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probs = None
         if parameters.get(self.OUTPUT_PROBABILITIES):
@@ -152,14 +154,16 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                     for i, (item, out) in enumerate(zip(items, outs)):
                         progress.info(f"Item {i + 1}/{len(items)}: {item} -> {os.path.basename(out)}")
                         run_engine(classify_pixels, item, md, pending.path_for(out), arguments, None, request, device,
-                                   progress, allow)
+                                   progress, allow, **cluster)
                     # the first item also fills OUTPUT, so models chaining this tool always get a raster
                     run_engine(classify_pixels, items[0], md, pending.path_for(output), arguments,
-                               pending.path_for(probs) if probs else None, request, device, progress, allow)
+                               pending.path_for(probs) if probs else None, request, device, progress, allow,
+                               **cluster)
             except DLToolsError as exc:
                 raise QgsProcessingException(str(exc)) from exc
         else:
-            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow)
+            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow,
+                       **cluster)
 
         qml = os.path.splitext(output)[0] + ".qml"
         if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):

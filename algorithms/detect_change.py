@@ -62,6 +62,7 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                        "Output cell size in the earlier image's units; both images are resampled on the fly. "
                        "Default: the earlier image's cell size.", advanced=True)
         self.add_device_parameters()
+        self.add_cluster_parameters()
         self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Change raster")),
                        "The classified change GeoTIFF: 0 = no change, otherwise the model's class values; NoData "
@@ -84,7 +85,8 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         run_engine(detect_change, from_path, to_path, md, output,
                    self.parameterAsString(parameters, self.ARGUMENTS, context),
                    RasterRequest(extent=extent, cell_size=cell_size or None),
-                   self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context))
+                   self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
+                   **self.cluster_options(parameters, context))
         qml = os.path.splitext(output)[0] + ".qml"
         if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):
             context.layerToLoadOnCompletionDetails(output).setPostProcessor(ClassStylePostProcessor.create(qml))

@@ -115,6 +115,9 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                              "ImageClassification model (arcgis.learn change_detection)")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
+    if md.custom_function and (scheduler or "").strip():
+        raise InputDataError("A model run by its own Python function runs in this process only: leave SCHEDULER "
+                             "empty")
     if md.custom_function:
         from ..custom_function import PythonRasterFunction
 

@@ -568,19 +568,20 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         class_writer.abort()
         raise
     sink = PixelSink(class_writer, prob_writer)
-    workers = 0
+    workers, cluster_model_seconds = 0, 0.0
     if scheduler:
         from ..cluster import ModelRef, run_on_cluster
 
         ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device)
-        workers = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+        stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+        workers, cluster_model_seconds = stats.workers, stats.model_seconds
     else:
         run_in_process(task, backend, jobs, sink, progress)
     seconds = time.perf_counter() - started
     return PixelRunResult(
         output=output, probabilities=probabilities_output, tiles=chips.count, batch_size=batch,
         tile_size=(tile_w, tile_h), padding=pad, device=backend.describe(), seconds=seconds,
-        model_seconds=backend.model_seconds, pixels=grid.width * grid.height,
+        model_seconds=backend.model_seconds + cluster_model_seconds, pixels=grid.width * grid.height,
         output_values=decoder.output_values, nodata=None if decoder.mode == "regression" else nodata,
         pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers,
         nonfinite=sink.nonfinite, unknown_values=sink.unknown)

@@ -1,0 +1,304 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The block engine on a real Dask cluster: a ``dask scheduler`` and a ``dask worker`` with two worker processes on
+127.0.0.1, started once for this module from the venv's own commands, in a folder where the plugin is *not*
+importable (the run ships ``core/`` and the model itself).
+
+Classify Pixels and Detect Change through ``processing.run`` and ``qgis_process`` with ``SCHEDULER`` set must give
+bit-identical rasters to the in-process run, for several block sizes and paddings.  Faults: a TorchScript model
+that fails on its first call in each worker process (retried, identical output), a worker process killed mid-run
+(identical output), ``RETRIES 0`` (an error naming the block), cancel with ``local:2`` (no output, no worker left).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import qgis_process_util  # noqa: E402
+
+distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+psutil = pytest.importorskip("psutil")
+
+from dltools.core.cluster import ClusterError  # noqa: E402
+from dltools.core.errors import CancelledError  # noqa: E402
+from dltools.core.model_definition import load_model_definition  # noqa: E402
+from dltools.core.pipelines.classify_pixels import classify_pixels  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location(
+    "detect_change_core_tests_dask", Path(__file__).resolve().parents[1] / "core" / "test_detect_change_core.py")
+change_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(change_tests)
+
+RNG = np.random.default_rng(8)
+CLASSES = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (5, "five", (0, 0, 255))]
+WEIGHT = RNG.integers(-2, 3, size=(3, 3, 5, 5)).astype(np.float32)
+BIAS = np.array([0.0, 1.0, -1.0], np.float32)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A scheduler and two single-threaded worker processes (one nanny each), torn down after the module."""
+    folder = tmp_path_factory.mktemp("dask-cluster")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    dask_cmd = str(Path(sys.executable).parent / "dask")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    log = open(folder / "cluster.log", "w")  # noqa: SIM115 - closed at teardown
+    procs = [subprocess.Popen([dask_cmd, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                               "--no-dashboard"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)]
+    client = None
+    try:
+        procs.append(subprocess.Popen([dask_cmd, "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                       "--no-dashboard", "--host", "127.0.0.1", "--local-directory",
+                                       str(folder / "workers")], cwd=folder, env=env, stdout=log,
+                                      stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + 120
+        while client is None:
+            try:
+                client = distributed.Client(address, timeout=5, set_as_default=False)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        client.wait_for_workers(2, timeout=120)
+        yield {"address": address, "client": client, "folder": folder}
+    finally:
+        if client is not None:
+            client.close()
+        for p in reversed(procs):
+            p.send_signal(signal.SIGINT)
+        for p in reversed(procs):
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dask-data")
+    image = RNG.integers(1, 10, size=(3, 83, 101)).astype(np.uint8)  # no 0 anywhere (see the failing model)
+    raster = write_raster(root / "in.tif", image, block=16)
+    conv = conv_module(3, 3, 5, weight=WEIGHT, bias=BIAS)
+    export_onnx(conv, root / "conv.onnx", 3, 16)
+    emd = write_emd(root / "conv.emd", "conv.onnx", tile=16, classes=CLASSES)
+    before, after = change_tests.synthetic_pair(70, 90)
+    change = {"from": write_raster(root / "from.tif", before), "to": write_raster(root / "to.tif", after),
+              "model": change_tests.make_model(root / "box", "box", kernel=3, threshold=100.5)}
+    return {"root": root, "raster": raster, "image": image, "conv": conv, "emd": emd, "change": change}
+
+
+def failing_model(folder: Path, conv, salt: float) -> Path:
+    """TorchScript: ``conv`` on every call, except that the first call in each process on real data (every value
+    at least 1; the engine's probes use zeros and noise) raises.  ``salt`` makes each file distinct, so every test
+    sees fresh worker processes' first calls (the model is cached per process by its SHA-256)."""
+    import torch
+
+    class FailFirst(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+            self.register_buffer("calls", torch.zeros(1))
+            self.register_buffer("salt", torch.full((1,), salt))
+
+        def forward(self, x):
+            if bool(x.min() >= 1.0):
+                self.calls += 1
+                if bool(self.calls[0] == 1.0):
+                    raise RuntimeError("injected failure: first call in this worker process")
+            return self.conv(x)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"failfirst_{salt:g}.pt"
+    torch.jit.script(FailFirst().eval()).save(str(path))
+    return write_emd(folder / f"failfirst_{salt:g}.emd", path.name, tile=16, classes=CLASSES, framework="PyTorch")
+
+
+def classify(data, out: Path, arguments: str, emd: Path | None = None, **kwargs) -> np.ndarray:
+    classify_pixels(str(data["raster"]), load_model_definition(str(emd or data["emd"])), str(out), arguments,
+                    str(out.with_name(out.stem + "_p.tif")), **kwargs)
+    return read_raster(out), read_raster(out.with_name(out.stem + "_p.tif"))
+
+
+def same(a: tuple, b: tuple) -> bool:
+    return all(np.array_equal(x, y, equal_nan=True) and x.dtype == y.dtype for x, y in zip(a, b))
+
+
+# ------------------------------------------------------------------------------------------ processing.run
+@pytest.mark.parametrize("arguments", ["padding 2;block_size 20;batch_size 4", "padding 5;block_size 45;batch_size 1",
+                                       "padding 3;blend True;block_size 30", "padding 4;edge_fill zero"])
+def test_classify_pixels_on_the_cluster_equals_in_process(qgis_context, cluster, data, tmp_path, arguments):
+    import processing
+    from recording_feedback import RecordingFeedback
+
+    results = {}
+    for name, scheduler in (("here", ""), ("dask", cluster["address"])):
+        out, probs = tmp_path / f"{name}.tif", tmp_path / f"{name}_p.tif"
+        feedback = RecordingFeedback()
+        processing.run("dltools:classifypixels", {
+            "INPUT": str(data["raster"]), "MODEL": str(data["emd"]), "ARGUMENTS": arguments, "DEVICE": 1,
+            "SCHEDULER": scheduler, "OUTPUT": str(out), "OUTPUT_PROBABILITIES": str(probs)},
+            context=qgis_context, feedback=feedback)
+        results[name] = (read_raster(out), read_raster(probs))
+        log = "\n".join(feedback.infos)
+    assert same(results["here"], results["dask"])
+    # the automatic block (about 2048 pixels) holds this whole raster: one block, one worker
+    assert ("blocks ran on 2 workers" if "block_size" in arguments else "1 block ran on 1 worker") in log
+    assert "no block was retried" in log
+    assert (tmp_path / "dask.qml").exists()
+
+
+def test_detect_change_on_the_cluster_equals_in_process(qgis_context, cluster, data, tmp_path):
+    import processing
+
+    change = data["change"]
+    outs = {}
+    for name, scheduler, args in (("here", "", "padding 2;block_size 24"), ("dask", cluster["address"],
+                                                                            "padding 2;block_size 24"),
+                                  ("dask_big", cluster["address"], "padding 4;block_size 1000")):
+        out = tmp_path / f"{name}.tif"
+        processing.run("dltools:detectchange", {
+            "FROM_RASTER": str(change["from"]), "TO_RASTER": str(change["to"]), "MODEL": str(change["model"]),
+            "ARGUMENTS": args, "DEVICE": 1, "SCHEDULER": scheduler, "RETRIES": 1, "OUTPUT": str(out)},
+            context=qgis_context)
+        outs[name] = read_raster(out)
+    assert np.array_equal(outs["here"], outs["dask"])
+    assert np.array_equal(outs["here"], outs["dask_big"])  # padding >= the 3x3 box's radius: exact either way
+    assert (outs["here"] == 1).any()
+
+
+def test_qgis_process_with_a_scheduler(qgis_app, cluster, data, tmp_path):
+    if not qgis_process_util.available():
+        pytest.skip("qgis_process is not installed")
+    here = tmp_path / "here.tif"
+    classify(data, here, "padding 3;block_size 40")
+    out = tmp_path / "qp.tif"
+    answer = qgis_process_util.qgis_process_json("dltools:classifypixels", {
+        "INPUT": str(data["raster"]), "MODEL": str(data["emd"]), "ARGUMENTS": "padding 3;block_size 40",
+        "DEVICE": 1, "SCHEDULER": cluster["address"], "RETRIES": 0, "OUTPUT": str(out)}, tmp_path)
+    assert Path(answer["results"]["OUTPUT"]) == out
+    assert np.array_equal(read_raster(out), read_raster(here))
+    change = data["change"]
+    ref, got = tmp_path / "c_here.tif", tmp_path / "c_qp.tif"
+    change_tests.detect_change(str(change["from"]), str(change["to"]), load_model_definition(str(change["model"])),
+                               str(ref), "padding 2;block_size 30")
+    qgis_process_util.qgis_process_json("dltools:detectchange", {
+        "FROM_RASTER": str(change["from"]), "TO_RASTER": str(change["to"]), "MODEL": str(change["model"]),
+        "ARGUMENTS": "padding 2;block_size 30", "DEVICE": 1, "SCHEDULER": cluster["address"], "OUTPUT": str(got)},
+        tmp_path)
+    assert np.array_equal(read_raster(got), read_raster(ref))
+
+
+# ------------------------------------------------------------------------------------------ faults
+def test_a_block_failing_on_each_workers_first_call_is_retried(cluster, data, tmp_path):
+    want = classify(data, tmp_path / "here.tif", "padding 2;block_size 30")
+    emd = failing_model(tmp_path / "m", data["conv"], salt=1.0)
+    progress = RecordingProgress()
+    got = classify(data, tmp_path / "dask.tif", "padding 2;block_size 30", emd, progress=progress,
+                   scheduler=cluster["address"], retries=2)
+    assert same(want, got)
+    retries = [w for w in progress.warnings if w.startswith("Retrying block")]
+    assert 1 <= len(retries) <= 2 and all("injected failure: first call in this worker process" in w for w in retries)
+    assert any("retried: block" in m for m in progress.infos)
+
+
+def test_retries_0_fails_naming_the_block_and_keeps_no_output(cluster, data, tmp_path):
+    emd = failing_model(tmp_path / "m", data["conv"], salt=2.0)
+    out = tmp_path / "dask.tif"
+    with pytest.raises(ClusterError) as info:
+        classify(data, out, "padding 2;block_size 30", emd, scheduler=cluster["address"], retries=0)
+    message = str(info.value)
+    assert message.startswith("block ") and "pixels x " in message and "failed on worker tcp://127.0.0.1:" in message
+    assert "injected failure: first call in this worker process" in message and "RETRIES 0" in message
+    assert not list(tmp_path.glob("*.tif")) and not list(tmp_path.glob(".*"))
+
+
+def test_a_worker_killed_mid_run_costs_only_its_blocks(cluster, data, tmp_path):
+    want = classify(data, tmp_path / "here.tif", "padding 2;block_size 12;batch_size 1")
+    pids = cluster["client"].run(os.getpid)
+    victim = sorted(pids.values())[0]
+
+    class KillOnce(RecordingProgress):
+        def set_progress(self, percent: float) -> None:
+            super().set_progress(percent)
+            if self.updates == 2:
+                os.kill(victim, signal.SIGKILL)
+
+    progress = KillOnce()
+    got = classify(data, tmp_path / "dask.tif", "padding 2;block_size 12;batch_size 1", progress=progress,
+                   scheduler=cluster["address"])
+    assert same(want, got)
+    assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
+    cluster["client"].wait_for_workers(2, timeout=120)  # the nanny restarts it for the next tests
+
+
+def test_an_input_the_workers_cannot_open_is_refused_up_front(cluster, data, tmp_path):
+    from osgeo import gdal
+
+    mem = "/vsimem/dltools-only-here.tif"
+    gdal.Translate(mem, str(data["raster"]))
+    try:
+        with pytest.raises(ClusterError, match=r"Not every Dask worker can run this job: worker tcp://127\.0\.0\.1:"
+                                               r"\d+ cannot open the input raster: .*dltools-only-here\.tif"):
+            classify_pixels(mem, load_model_definition(str(data["emd"])), str(tmp_path / "out.tif"), "padding 2",
+                            scheduler=cluster["address"])
+    finally:
+        gdal.Unlink(mem)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_cancel_on_a_local_cluster_leaves_no_output_and_no_worker(data, tmp_path):
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"previous result")
+    with pytest.raises(CancelledError):
+        classify_pixels(str(data["raster"]), load_model_definition(str(data["emd"])), str(out),
+                        "padding 2;block_size 12;batch_size 1", progress=RecordingProgress(cancel_after=2),
+                        scheduler="local:2")
+    assert out.read_bytes() == b"previous result" and [p.name for p in tmp_path.iterdir()] == ["out.tif"]
+    deadline = time.monotonic() + 30
+    while True:
+        # multiprocessing's resource tracker (one per process that ever spawned) is not a worker
+        left = [p for p in me.children(recursive=True) if p.pid not in before and p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline())]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not left, f"worker processes left running: {[p.cmdline() for p in left]}"
+
+
+def test_scheduler_values_and_missing_dask(data, tmp_path, monkeypatch):
+    from dltools.core.cluster import import_distributed, parse_scheduler
+    from dltools.core.errors import ArgumentError, DependencyMissingError
+
+    assert parse_scheduler("") == ("", None) and parse_scheduler(" local ") == ("local", None)
+    assert parse_scheduler("local:3") == ("local", 3) and parse_scheduler("tcp://h:8786") == ("tcp://h:8786", None)
+    with pytest.raises(ArgumentError, match="local:2"):
+        parse_scheduler("local:zero")
+    with pytest.raises(ArgumentError, match="tcp://host:8786"):
+        parse_scheduler("cluster")
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(DependencyMissingError, match=r'pip install "dask\[distributed\]"'):
+        import_distributed()
+    with pytest.raises(DependencyMissingError, match="leave SCHEDULER empty to run in-process"):
+        classify(data, tmp_path / "x.tif", "padding 2", scheduler="local:1")
+    classify(data, tmp_path / "y.tif", "padding 2")  # in-process needs no dask
