@@ -35,6 +35,9 @@ from .validators import (
 )
 from .validators import data_range as valid_data_range
 
+#: The largest tile side an .emd may declare (a bigger one is a typo or an attack on memory).
+MAX_TILE = 65536
+
 #: Frameworks the plugin cannot run, with what the user can do instead.
 _UNSUPPORTED_FRAMEWORKS = {
     "tensorflow": "convert the model to ONNX (tf2onnx) and set Framework to ONNX",
@@ -169,6 +172,9 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     height = as_int(data, "ImageHeight", minimum=1, required=True)
     width = as_int(data, "ImageWidth", minimum=1, required=True)
     assert height is not None and width is not None
+    for key, size in (("ImageHeight", height), ("ImageWidth", width)):
+        if size > MAX_TILE:
+            raise ModelDefinitionError(f"Key '{key}' must be at most {MAX_TILE} pixels, not {size}")
 
     framework = data.get("Framework")
     if framework is not None and not isinstance(framework, str):
@@ -315,7 +321,7 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         model_padding=as_int(data, "ModelPadding", minimum=0, default=0) or 0,
         batch_size=as_int(data, "BatchSize", minimum=1),
         padding=as_int(data, "Padding", minimum=0),
-        threshold=as_float(data, "Threshold"),
+        threshold=as_float(data, "Threshold", minimum=0.0, maximum=1.0),
         classes=parse_classes(data.get("Classes")),
         crop_size_fixed=as_flag(data, "CropSizeFixed"),
         blacken_around_feature=as_flag(data, "BlackenAroundFeature"),
@@ -337,6 +343,11 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     if family is not None and family.task == "detection" and md.threshold is None:
         md.threshold = float(family.defaults["threshold"])
     check_model_padding(md.model_padding, height, width, "ModelPadding")
+    if md.padding is not None:
+        check_model_padding(md.padding, height, width, "Key 'Padding'")
+    if md.standardization_std is not None and any(v <= 0 for v in md.standardization_std):
+        raise ModelDefinitionError(f"QGISPlugin.standardization_std values must be above 0, not "
+                                   f"{md.standardization_std}")
     if md.standardization_mean is not None and md.standardization_std is not None and \
             len(md.standardization_mean) != len(md.standardization_std):
         raise ModelDefinitionError("QGISPlugin.standardization_mean and standardization_std differ in length")

@@ -62,11 +62,19 @@ def load_model_definition(model: str | os.PathLike[str], cache_dir: str | os.Pat
     ``check_file`` makes a missing or unsupported model file an error (Describe Model
     turns it off for JSON text so that a definition can be inspected before its file exists).
     """
+    notes: list[str] = []  # what reading the JSON noticed (a key given twice), shown with the definition's warnings
+    md = _load(model, cache_dir, check_file, notes)
+    md.warnings[:0] = notes
+    return md
+
+
+def _load(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None, check_file: bool,
+          notes: list[str]) -> ModelDefinition:
     text = str(model).strip()
     if not text:
         raise ModelDefinitionError("No model was given: pass an .emd, .dlpk, .onnx or TorchScript file, or the .emd JSON text")
     if text.startswith("{"):
-        data = parse_json(text, "the model definition JSON text")
+        data = parse_json(text, "the model definition JSON text", notes)
         if "EsriClassifierDefinitionFile" in data:
             return definition_from_ecd_data(data, source="JSON text", base_dir=None, check_file=check_file)
         return definition_from_emd_data(data, source="JSON text", origin="json", base_dir=None, check_file=check_file)
@@ -81,19 +89,19 @@ def load_model_definition(model: str | os.PathLike[str], cache_dir: str | os.Pat
                                    ".emd, .dlpk or model file itself")
     suffix = path.suffix.lower()
     if suffix == ".emd" or suffix == ".json":
-        data = parse_json(read_text(path), f"model definition '{path.name}'")
+        data = parse_json(read_text(path), f"model definition '{path.name}'", notes)
         return definition_from_emd_data(data, source=str(path), origin="emd", base_dir=path.parent.resolve(),
                                         check_file=check_file)
     if suffix == ".dlpk":
         emd_path = extract_package(path, cache_dir=cache_dir)
-        data = parse_json(read_text(emd_path), f"model definition '{emd_path.name}' in package '{path.name}'")
+        data = parse_json(read_text(emd_path), f"model definition '{emd_path.name}' in package '{path.name}'", notes)
         check_package_references(data, emd_path, path.name)
         md = definition_from_emd_data(data, source=str(path), origin="dlpk", base_dir=emd_path.parent,
                                       check_file=check_file)
         md.package_path = path.resolve()
         return md
     if suffix == ".ecd":
-        data = parse_json(read_text(path), f"classifier definition '{path.name}'")
+        data = parse_json(read_text(path), f"classifier definition '{path.name}'", notes)
         return definition_from_ecd_data(data, source=str(path), base_dir=path.parent.resolve(), check_file=check_file)
     if suffix in ONNX_SUFFIXES:
         return definition_from_onnx(path)

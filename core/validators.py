@@ -15,6 +15,7 @@ leniently (``"4"`` is 4, a class without a name is named by its value).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +43,58 @@ def read_text(path: Path, what: str | None = None, expected: str = EMD_IS_UTF8_J
         raise ModelDefinitionError(f"{short} is not UTF-8 text (byte {exc.start}): {expected}") from exc
 
 
-def parse_json(text: str, what: str) -> dict[str, Any]:
-    """A JSON object (never a list or a number)."""
+#: Deeper JSON than this is refused: real model definitions nest a few levels, and a deep one is an attack.
+MAX_JSON_DEPTH = 64
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and objects nest in ``data`` (iterative: a deep value cannot overflow the stack)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_json(text: str, what: str, warnings: list[str] | None = None) -> dict[str, Any]:
+    """A JSON object (never a list or a number), nested at most :data:`MAX_JSON_DEPTH` levels.
+
+    A key given twice in one object keeps its last value, as JSON readers do, but never silently: each such key
+    is added to ``warnings`` (when given), by name.
+    """
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in items:
+            if key in obj and key not in duplicates:
+                duplicates.append(key)
+            obj[key] = value
+        return obj
+
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise ModelDefinitionError(f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    except RecursionError:
+        raise ModelDefinitionError(f"{what} nests lists or objects too deeply to read (more than {MAX_JSON_DEPTH} "
+                                   "levels): refused") from None
     if not isinstance(data, dict):
         raise ModelDefinitionError(f"{what} must be a JSON object ({{...}}), not {type(data).__name__}")
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ModelDefinitionError(f"{what} nests lists or objects more than {MAX_JSON_DEPTH} levels deep: refused")
+    if warnings is not None:
+        for key in duplicates:
+            warnings.append(f"{what}: key '{key}' is given more than once in one object; the last value is used")
     return data
 
 
@@ -87,16 +132,25 @@ def as_int(data: dict[str, Any], key: str, *, minimum: int | None = None, requir
     return integer(data[key], f"Key '{key}'", minimum=minimum, strict=strict)
 
 
-def as_float(data: dict[str, Any], key: str) -> float | None:
+def as_float(data: dict[str, Any], key: str, *, minimum: float | None = None,
+             maximum: float | None = None) -> float | None:
+    """``data[key]`` as a finite number within [minimum, maximum] (the matching argument's range)."""
     if key not in data or data[key] is None:
         return None
     value = data[key]
     if isinstance(value, bool):
         raise ModelDefinitionError(f"Key '{key}' must be a number, not {json.dumps(value)}")
     try:
-        return float(value)
+        result = float(value)
     except (TypeError, ValueError):
         raise ModelDefinitionError(f"Key '{key}' must be a number, not {json.dumps(value)}") from None
+    if not math.isfinite(result):
+        raise ModelDefinitionError(f"Key '{key}' must be a finite number, not {value}")
+    if (minimum is not None and result < minimum) or (maximum is not None and result > maximum):
+        bounds = " and ".join(b for b in (f"at least {minimum:g}" if minimum is not None else "",
+                                          f"at most {maximum:g}" if maximum is not None else "") if b)
+        raise ModelDefinitionError(f"Key '{key}' must be {bounds}, not {json.dumps(value)}")
+    return result
 
 
 def as_bool(value: Any, what: str) -> bool:
@@ -127,6 +181,8 @@ def float_list(value: Any, what: str) -> list[float]:
     for item in value:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             raise ModelDefinitionError(f"{what} must be a list of numbers; found {json.dumps(item)}")
+        if not math.isfinite(float(item)):
+            raise ModelDefinitionError(f"{what} must be a list of finite numbers; found {item}")
         out.append(float(item))
     return out
 

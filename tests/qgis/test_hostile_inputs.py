@@ -208,3 +208,69 @@ def test_nan_or_inf_scores_are_nodata_and_counted(context, case, bad, arguments)
     n = int(wrong.sum())
     assert f"{n} pixels had NaN or infinite scores from the model: they are NoData" in feedback.errors
     assert np.isnan(read_raster(probs)[:, classes == 255]).all()
+
+
+# ------------------------------------------------------------------------------------------------ .emd keys
+def _emd_with(case, **changes) -> Path:
+    data = json.loads(case["emd"].read_text())
+    data.update(changes)
+    case["emd"].write_text(json.dumps(data))
+    return case["emd"]
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"Threshold": 5}, "Key 'Threshold' must be at least 0 and at most 1, not 5"),
+    ({"Threshold": -0.1}, "Key 'Threshold' must be at least 0 and at most 1, not -0.1"),
+    ({"Padding": 4}, "Key 'Padding' 4 leaves no centre in a 8x8 tile: it must be less than half the tile"),
+    ({"ImageHeight": 100000}, "Key 'ImageHeight' must be at most 65536 pixels, not 100000"),
+    ({"BatchSize": 0}, "Key 'BatchSize' must be at least 1, not 0"),
+    ({"ModelPadding": -1}, "Key 'ModelPadding' must be at least 0, not -1"),
+    ({"QGISPlugin": {"standardization_mean": [0, 0, 0], "standardization_std": [1, 0, 1]}},
+     "QGISPlugin.standardization_std values must be above 0"),
+])
+def test_numeric_emd_keys_are_range_checked(context, case, changes, message):
+    emd = _emd_with(case, **changes)
+    before = digest(case["raster"], emd)
+    error = classify_error(context, INPUT=str(case["raster"]), MODEL=str(emd), OUTPUT=str(case["folder"] / "o.tif"))
+    assert error.startswith(message), error
+    assert digest(case["raster"], emd) == before and not (case["folder"] / "o.tif").exists()
+
+
+def test_nan_in_an_emd_is_refused(context, case):
+    case["emd"].write_text(case["emd"].read_text().replace('"ImageHeight"', '"Threshold": NaN, "ImageHeight"'))
+    error = classify_error(context, INPUT=str(case["raster"]), MODEL=str(case["emd"]),
+                           OUTPUT=str(case["folder"] / "o.tif"))
+    assert error == "Key 'Threshold' must be a finite number, not nan"
+
+
+def test_duplicate_keys_are_warned_by_name(context, case):
+    text = case["emd"].read_text()
+    case["emd"].write_text(text.replace('"ModelType"', '"ImageWidth": 16, "ModelType"', 1))  # 8 comes later: wins
+    out = case["folder"] / "dup.tif"
+    _, feedback = classify(context, INPUT=str(case["raster"]), MODEL=str(case["emd"]), ARGUMENTS="padding 0",
+                           OUTPUT=str(out))
+    assert ("model definition 'm.emd': key 'ImageWidth' is given more than once in one object; the last value is "
+            "used") in feedback.errors
+    assert np.array_equal(read_raster(out), case["expected"])
+
+
+def test_emd_nested_100000_levels_is_refused_in_a_child_process(case):
+    deep = case["folder"] / "deep.emd"
+    data = json.loads(case["emd"].read_text())
+    deep.write_text(json.dumps(data)[:-1] + ', "Extra": ' + "[" * 100000 + "]" * 100000 + "}")
+    before = digest(case["raster"], deep)
+    got = run_isolated("dltools:classifypixels", {"INPUT": str(case["raster"]), "MODEL": str(deep),
+                                                  "OUTPUT": str(case["folder"] / "o.tif")}, timeout=120)
+    assert got["returncode"] == 0 and not got["ok"], got
+    assert got["error"] == ("model definition 'deep.emd' nests lists or objects too deeply to read (more than 64 "
+                            "levels): refused")
+    assert digest(case["raster"], deep) == before and not (case["folder"] / "o.tif").exists()
+
+
+def test_emd_nested_100_levels_is_refused(context, case):
+    data = json.loads(case["emd"].read_text())
+    data["Extra"] = json.loads("[" * 100 + "]" * 100)
+    case["emd"].write_text(json.dumps(data))
+    error = classify_error(context, INPUT=str(case["raster"]), MODEL=str(case["emd"]),
+                           OUTPUT=str(case["folder"] / "o.tif"))
+    assert error == "model definition 'm.emd' nests lists or objects more than 64 levels deep: refused"
