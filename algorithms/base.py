@@ -5,6 +5,7 @@ feedback adapter, and the translation of engine errors into messages for the use
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from qgis.core import (
@@ -221,3 +222,26 @@ def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
         raise QgsProcessingException(f"Cannot read or write a file{where}: {exc.strerror or exc}") from exc
     except MemoryError as exc:
         raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc
+
+
+_END = object()
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+def engine_results(results: Iterator[Any]) -> Iterator[Any]:
+    """Results one at a time, with engine errors raised while iterating turned into QgsProcessingException."""
+    it = iter(results)
+    while True:
+        try:
+            item = next(it, _END)
+        except CancelledError as exc:  # the features written so far stay in the output: say only that it stopped
+            raise QgsProcessingException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - run_engine translates the engine's errors, re-raises the rest
+            run_engine(_reraise, exc)
+            raise
+        if item is _END:
+            return
+        yield item

@@ -161,8 +161,10 @@ def test_features_in_another_crs(context, models, grid, tmp_path):
         wgs.append(g.ExportToWkt())
     src = write_layer(tmp_path / "wgs84.gpkg", wgs, epsg=4326)
     for emd in (mean_emd(models, band=0, tile=7), mean_emd(models, band=1, tile=15, blacken=1)):
-        native, _ = classify(context, {"INPUT": str(grid), "FEATURES": str(write_layer(tmp_path / "n.gpkg", FEATURES)),
-                                       "MODEL": str(emd)}, tmp_path, "native.gpkg")
+        native, native_log = classify(context, {"INPUT": str(grid), "FEATURES": str(write_layer(tmp_path / "n.gpkg",
+                                                                                               FEATURES)),
+                                                "MODEL": str(emd)}, tmp_path, "native.gpkg")
+        assert not [i for i in native_log.infos if i.startswith("Features are transformed")]  # same CRS: untouched
         other, feedback = classify(context, {"INPUT": str(grid), "FEATURES": str(src), "MODEL": str(emd)}, tmp_path,
                                    "wgs.gpkg")
         assert rows(other, "ClassLabel", "ClassValue") == rows(native, "ClassLabel", "ClassValue")
