@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from qgis.core import (
@@ -37,6 +36,7 @@ from ..core.pipelines.detect_objects import detect_objects
 from ..core.raster_io import mosaic_items
 from ..core.styling import categorized_qml
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .outputs import AtomicSink
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;threshold 0.5;batch_size 4'. Known: "
@@ -140,11 +140,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         for w in md.warnings:
             progress.warning(w)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        extent = None
-        if parameters.get(self.EXTENT) not in (None, ""):
-            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            if not rect.isNull() and not rect.isEmpty():
-                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        extent = self.extent_of(parameters, self.EXTENT, context, layer.crs())
         cell = parameters.get(self.CELL_SIZE)
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
         request = RasterRequest(extent=extent, cell_size=cell_size or None)
@@ -169,10 +165,24 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         fields.append(QgsField(conf_field, QVariant.Double))
         masks = any(r.geometry_type == "MultiPolygon" for r in results)
         crs = layer.crs()
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
-                                          QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs)
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        qml = categorized_qml(results[0].classes if results else md.classes, class_field)
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields,
+                        QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs) as sink:
+            self._write_objects(sink, results, fields, crs, masks, context, parameters)
+            style = sink.side_path(".qml")  # the style follows the layer: renamed with it on success
+            if style is not None:
+                try:
+                    with open(style, "w", encoding="utf-8") as fh:
+                        fh.write(qml)
+                except OSError as exc:
+                    progress.warning(f"Could not write the style next to the output: {exc}")
+        dest = sink.dest
+        if context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(CategorizedStylePostProcessor.create(qml))
+        return {self.OUTPUT: dest}
+
+    def _write_objects(self, sink: AtomicSink, results: list, fields: QgsFields, crs, masks: bool,  # noqa: ANN001
+                       context: QgsProcessingContext, parameters: dict[str, Any]) -> None:
         for result in results:
             xform = None
             item_crs = QgsCoordinateReferenceSystem.fromWkt(result.crs_wkt)
@@ -188,16 +198,5 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                     geom.convertToMultiType()
                 feat.setGeometry(geom)
                 feat.setAttributes([obj.class_name, obj.class_value, obj.confidence])
-                if not sink.addFeature(feat, QgsFeatureSink.FastInsert):
-                    raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
-        qml = categorized_qml(results[0].classes if results else md.classes, class_field)
-        out_path = str(dest).split("|")[0]
-        if os.path.splitext(out_path)[1] and not out_path.startswith("memory:"):
-            try:
-                with open(os.path.splitext(out_path)[0] + ".qml", "w", encoding="utf-8") as fh:
-                    fh.write(qml)
-            except OSError as exc:
-                progress.warning(f"Could not write the style next to the output: {exc}")
-        if context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(CategorizedStylePostProcessor.create(qml))
-        return {self.OUTPUT: dest}
+                if not sink.add(feat, QgsFeatureSink.FastInsert):
+                    raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))

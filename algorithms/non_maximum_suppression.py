@@ -15,11 +15,13 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
+    QgsProcessingParameters,
     QgsWkbTypes,
 )
 
 from ..core.nms import nms_polygons
 from .base import DLToolsAlgorithm, run_engine
+from .outputs import AtomicSink, refuse_same_files
 
 ogr.UseExceptions()
 
@@ -82,6 +84,10 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
+        layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
+        refuse_same_files({self.OUTPUT: QgsProcessingParameters.parameterAsOutputLayer(
+            self.parameterDefinition(self.OUTPUT), parameters.get(self.OUTPUT), context)},
+            {self.INPUT: layer.source() if layer is not None else None})
         if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PolygonGeometry:
             raise QgsProcessingException(f"Layer '{source.sourceName()}' has {QgsWkbTypes.displayString(source.wkbType())} "
                                          "geometries: Non Maximum Suppression needs polygons")
@@ -124,13 +130,11 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
         ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
         keep = run_engine(nms_polygons, geoms, scores, classes if class_idx >= 0 else None, ratio)
         feedback.setProgress(80.0)
-        sink, dest = self.parameterAsSink(parameters, self.OUTPUT, context, fields, source.wkbType(),
-                                          source.sourceCrs())
-        if sink is None:
-            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        for feat, k in zip(features, keep.tolist()):
-            if k and not sink.addFeature(feat, QgsFeatureSink.FastInsert):
-                raise QgsProcessingException(self.writeFeatureError(sink, parameters, self.OUTPUT))
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()) as sink:
+            for feat, k in zip(features, keep.tolist()):
+                if k and not sink.add(feat, QgsFeatureSink.FastInsert):
+                    raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))
+        dest = sink.dest
         kept = int(keep.sum())
         feedback.pushInfo(f"{len(features)} features in, {kept} kept, {len(features) - kept} removed "
                           f"(max overlap ratio {ratio:g})")

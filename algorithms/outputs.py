@@ -107,6 +107,13 @@ class AtomicSink:
         self.dest = dest.replace(self._tmp, self._target, 1) if self._tmp else dest
         return self
 
+    def side_path(self, suffix: str) -> str | None:
+        """Where a side file (``.qml``) goes so that it follows the output: beside the temporary file, renamed with
+        it on success; None for memory and database outputs."""
+        if not self._tmp:
+            return None
+        return os.path.splitext(self._tmp)[0] + suffix
+
     def add(self, feature, flags) -> bool:  # noqa: ANN001
         if self.sink.addFeature(feature, flags):
             self.added += 1

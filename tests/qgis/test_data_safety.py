@@ -280,6 +280,7 @@ def test_zero_width_or_height_extent_is_refused(context, pixels_case, extent):
     f = pixels_case["folder"]
     other = write_raster(f / "to.tif", np.zeros((3, 12, 10), np.uint8))
     for alg, params in (("dltools:classifypixels", {"INPUT": str(pixels_case["raster"])}),
+                        ("dltools:detectobjects", {"INPUT": str(pixels_case["raster"])}),
                         ("dltools:detectchange", {"FROM_RASTER": str(pixels_case["raster"]), "TO_RASTER": str(other)})):
         message = refused(alg, {**params, "MODEL": str(pixels_case["emd"]), "EXTENT": extent,
                                 "OUTPUT": str(f / "out.tif")}, context, f)
@@ -425,3 +426,39 @@ def test_custom_function_failure_leaves_the_old_output(context, tmp_path):
                                        "OUTPUT": str(out / "c.tif")}, context)
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("bad/__pycache__")} == before
+
+
+# ------------------------------------------------------------------------------------------------ Non Maximum Suppression
+def _detections(path: Path) -> Path:
+    from osgeo import ogr, osr
+
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    layer = ds.CreateLayer("dets", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("Confidence", ogr.OFTReal))
+    for i, x in enumerate((0, 5, 30)):
+        f = ogr.Feature(layer.GetLayerDefn())
+        f.SetField("Confidence", 90.0 - i)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x} 0,{x + 10} 0,{x + 10} 10,{x} 10,{x} 0))"))
+        layer.CreateFeature(f)
+    ds = None
+    return path
+
+
+def test_nms_output_equal_to_its_input_is_refused(context, tmp_path):
+    src = _detections(tmp_path / "dets.gpkg")
+    message = refused("dltools:nonmaximumsuppression", {"INPUT": str(src), "OUTPUT": str(src)}, context, tmp_path)
+    assert message == (f"OUTPUT '{src}' is the same file as the input INPUT: choose another output file, the run "
+                       "never writes over its inputs")
+    assert QgsVectorLayer(str(src), "in", "ogr").featureCount() == 3
+
+
+def test_nms_replaces_its_output_whole(context, tmp_path):
+    src = _detections(tmp_path / "dets.gpkg")
+    (tmp_path / "kept.gpkg").write_bytes(b"old")
+    result = run("dltools:nonmaximumsuppression", {"INPUT": str(src), "MAX_OVERLAP_RATIO": 0.2,
+                                                   "OUTPUT": str(tmp_path / "kept.gpkg")}, context)
+    assert result["OUTPUT"] == str(tmp_path / "kept.gpkg")
+    assert QgsVectorLayer(str(tmp_path / "kept.gpkg"), "kept", "ogr").featureCount() == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dets.gpkg", "kept.gpkg"]
