@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import PackageError
 from .progress import NullProgress, Progress, check_canceled
+from .safe_output import same_path
 
 #: Refuse packages that would unpack to more than this (real .dlpk files are < 2 GB).
 MAX_UNCOMPRESSED_BYTES = 8 * 1024**3
@@ -344,6 +345,11 @@ def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[s
     out = Path(output)
     if out.suffix.lower() != ".dlpk":
         out = out.with_suffix(".dlpk")
+    for what, src in [("the model definition", emd)] + [(f"the packaged file '{a}'", p) for a, p in
+                                                         sorted(members.items())]:
+        if same_path(out, src):
+            raise PackageError(f"OUTPUT '{out}' is the same file as {what}: choose another output file, the run "
+                               "never writes over its inputs")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
     total = max(1, sum(src.stat().st_size for src in members.values()))

@@ -462,3 +462,19 @@ def test_nms_replaces_its_output_whole(context, tmp_path):
     assert result["OUTPUT"] == str(tmp_path / "kept.gpkg")
     assert QgsVectorLayer(str(tmp_path / "kept.gpkg"), "kept", "ogr").featureCount() == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dets.gpkg", "kept.gpkg"]
+
+
+def test_create_package_output_equal_to_a_packaged_file_is_refused(context, tmp_path):
+    import zipfile
+
+    from builders import write_emd
+
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=8, classes=[(1, "a", (1, 2, 3))])
+    old = tmp_path / "old.dlpk"
+    with zipfile.ZipFile(old, "w") as zf:
+        zf.writestr("x.txt", "previous package")
+    message = refused("dltools:packagemodel", {"MODEL_DEFINITION": str(emd), "EXTRA_FILES": [str(old)],
+                                               "OUTPUT": str(old)}, context, tmp_path)
+    assert message == (f"OUTPUT '{old}' is the same file as the packaged file 'old.dlpk': choose another output "
+                       "file, the run never writes over its inputs")
