@@ -207,3 +207,23 @@ def test_vrt_items_separately(context, files, tmp_path):
     assert items.featureCount() == 3
     mosaic = processing.run("dltools:detectobjects", params, context=context)["OUTPUT"]
     assert mosaic.featureCount() == 2  # as one image it is one object
+
+
+def test_layer_lands_in_the_project_styled_by_class(qgis_app, files):
+    import processing
+    from qgis.core import QgsProject
+
+    _, raster, _, emd = files
+    project = QgsProject.instance()
+    before = set(project.mapLayers())
+    result = processing.runAndLoadResults("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(emd),
+                                                                    "ARGUMENTS": "padding 8",
+                                                                    "OUTPUT": "TEMPORARY_OUTPUT"})
+    added = [project.mapLayer(i) for i in set(project.mapLayers()) - before]
+    try:
+        assert result["OUTPUT"] and len(added) == 1
+        renderer = added[0].renderer()
+        assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "Class"
+        assert {c.value() for c in renderer.categories()} == {"red roof", "green roof"}
+    finally:
+        project.removeMapLayers([layer.id() for layer in added])
