@@ -9,6 +9,8 @@ are the pixel values / 255.
 
 * :func:`yolo_v8_onnx`: Ultralytics YOLOv8 layout ``[B, 4 + 2, H * W]`` with ``names``/``imgsz``/``task``
   metadata as Ultralytics writes it.
+* :func:`yolo_variant_onnx`: the Ultralytics OBB layout (angle 0) and segmentation layout (one mask
+  coefficient, prototypes +10 on bright pixels, -10 elsewhere).
 * :func:`torchvision_script`: a TorchScript ``forward(images: List[Tensor])`` returning
   ``(losses, detections)`` like a scripted torchvision detector, labels 1-based, optionally with
   ``masks`` ``[N, 1, H, W]`` (0.9 inside the square).
@@ -72,6 +74,26 @@ class SquareYoloV8(torch.nn.Module):
         return out.reshape(b, 6, h * w)
 
 
+class SquareYoloVariant(torch.nn.Module):
+    """The v8 layout plus an angle row of zeros (Ultralytics OBB), or plus one mask coefficient with full-size
+    prototypes (Ultralytics segmentation): the prototype is +10 on bright pixels and -10 elsewhere."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.core = SquareCore()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        corner, width, height, s0, s1 = self.core(x)
+        b, h, w = corner.shape
+        xs = torch.arange(w, dtype=x.dtype).view(1, 1, w).expand(b, h, w)
+        ys = torch.arange(h, dtype=x.dtype).view(1, h, 1).expand(b, h, w)
+        extra = torch.zeros_like(corner) if self.kind == "obb" else torch.ones_like(corner)
+        out = torch.stack([xs + width / 2, ys + height / 2, width, height, s0, s1, extra], dim=1).reshape(b, 7, h * w)
+        bright = (torch.maximum(x[:, 0], x[:, 1]) > 0.3).float()
+        return out, (bright * 20.0 - 10.0).unsqueeze(1)
+
+
 class SquareTorchvision(torch.nn.Module):
     def __init__(self, with_masks: bool = True) -> None:
         super().__init__()
@@ -121,6 +143,26 @@ def yolo_v8_onnx(path: Path, tile: int, names: dict | None = None, fixed_batch: 
     meta = {"names": str(names or {0: "red", 1: "green"}), "imgsz": json.dumps([tile, tile]), "task": "detect",
             "stride": "32", "description": "Ultralytics YOLOv8n model (square finder built by the tests)"}
     for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, str(path))
+    return path
+
+
+def yolo_variant_onnx(path: Path, tile: int, kind: str) -> Path:
+    """The square finder as an Ultralytics OBB (``kind`` "obb", angle 0) or segmentation ("segment") export."""
+    module = SquareYoloVariant(kind).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, tile, tile),), str(path), dynamo=False, input_names=["images"],
+                          output_names=["output0", "output1"], opset_version=13,
+                          dynamic_axes={"images": {0: "batch"}, "output0": {0: "batch"}, "output1": {0: "batch"}})
+    import onnx
+
+    model = onnx.load(str(path))
+    if kind == "obb":  # an OBB export has one output: drop the prototypes
+        del model.graph.output[1]
+    for k, v in {"names": str({0: "red", 1: "green"}), "imgsz": json.dumps([tile, tile]), "task": kind}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.save(model, str(path))

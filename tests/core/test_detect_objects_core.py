@@ -221,3 +221,19 @@ def test_edge_fill_and_block_sizes(scene, yolo, extra):
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
     assert result.blocks == (12 if extra == "block_size 48" else (4 if "100" in extra else 1))
     assert any(line.startswith("Blocks: ") for line in progress.infos)
+
+
+@pytest.mark.parametrize("kind", ["obb", "segment"])
+def test_ultralytics_obb_and_segmentation_exports(scene, tmp_path, kind):
+    from detection_models import yolo_variant_onnx
+
+    _, raster = scene
+    md = load_model_definition(str(yolo_variant_onnx(tmp_path / f"{kind}.onnx", 64, kind)))
+    result = detect_objects(str(raster), md, "padding 16;batch_size 4")
+    assert result.layout == ("yolo_obb" if kind == "obb" else "yolo_seg")
+    assert result.geometry_type == ("Polygon" if kind == "obb" else "MultiPolygon")
+    assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
+    for o in result.objects:  # rotated rectangles at angle 0 and mask outlines are the squares themselves
+        g = ogr.CreateGeometryFromWkb(o.wkb)
+        minx, maxx, miny, maxy = g.GetEnvelope()
+        assert g.GetArea() == pytest.approx((maxx - minx) * (maxy - miny))
