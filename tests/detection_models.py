@@ -149,6 +149,28 @@ def yolo_v8_onnx(path: Path, tile: int, names: dict | None = None, fixed_batch: 
     return path
 
 
+class SquareSeparate(torch.nn.Module):
+    """One image per call, torchvision's ONNX export layout: boxes [N, 4], labels [N], scores [N]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tv = SquareTorchvision(with_masks=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        det = self.tv([x[0]])[1][0]
+        return det["boxes"], det["labels"], det["scores"]
+
+
+def separate_onnx(path: Path, tile: int) -> Path:
+    """The square finder exported to ONNX with separate, named boxes / labels / scores outputs (batch 1)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(SquareSeparate().eval(), (torch.zeros(1, 3, tile, tile),), str(path), dynamo=False,
+                          input_names=["image"], output_names=["boxes", "labels", "scores"], opset_version=13,
+                          dynamic_axes={"boxes": {0: "n"}, "labels": {0: "n"}, "scores": {0: "n"}})
+    return path
+
+
 def yolo_variant_onnx(path: Path, tile: int, kind: str) -> Path:
     """The square finder as an Ultralytics OBB (``kind`` "obb", angle 0) or segmentation ("segment") export."""
     module = SquareYoloVariant(kind).eval()

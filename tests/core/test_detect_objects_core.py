@@ -237,3 +237,17 @@ def test_ultralytics_obb_and_segmentation_exports(scene, tmp_path, kind):
         g = ogr.CreateGeometryFromWkb(o.wkb)
         minx, maxx, miny, maxy = g.GetEnvelope()
         assert g.GetArea() == pytest.approx((maxx - minx) * (maxy - miny))
+
+
+def test_onnx_with_separate_outputs(scene, tmp_path):
+    from detection_models import separate_onnx
+
+    _, raster = scene
+    separate_onnx(tmp_path / "separate.onnx", 64)
+    emd = tmp_path / "separate.emd"
+    emd.write_text(json.dumps({**TV_EMD, "Framework": "ONNX", "ModelFile": "separate.onnx"}))
+    progress = RecordingProgress()
+    result = detect_objects(str(raster), load_model_definition(str(emd)), "padding 16;batch_size 4",
+                            progress=progress)
+    assert result.layout == "separate" and result.batch_size == 1
+    assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5), value_of_class=lambda c: c + 1)
