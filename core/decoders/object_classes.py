@@ -8,7 +8,8 @@
   A single score per chip (``[batch, 1]``) is the probability of the second of exactly two classes.
 * **Label.** Score index ``i`` is ``Classes[i]`` (in the order of the model definition): the
   label is its ``Name``, the class value its ``Value`` and the confidence the probability x 100
-  (0-100, as arcgis.learn writes it).  Multi-label models report every class whose probability
+  (0-100, as arcgis.learn's detectors write it; arcgis.learn FeatureClassifier models write the
+  probability itself, 0-1, as ArcGIS does for them).  Multi-label models report every class whose probability
   reaches ``score_threshold``, joined with ``;`` in class order, and their confidences the same
   way (text, 2 decimals).  A chip whose scores are not all finite gets no label and a note.
 """
@@ -50,6 +51,10 @@ class ObjectDecoder:
                              f"{', '.join(c.name for c in self.classes[channels:])} can never be predicted")
         self.channels = channels
         self.activation = ScoreActivation(exclusive=not (self.binary or self.multilabel))
+        #: confidences are probabilities x 100, except for arcgis.learn's FeatureClassifier, whose ArcGIS
+        #: inference writes the probability itself (0-1): the rebuilt model writes what ArcGIS writes
+        family = getattr(md, "arcgis_family", None)
+        self.confidence_scale = 1.0 if family is not None and family.model_name == "FeatureClassifier" else 100.0
 
     @property
     def decisions(self):  # noqa: ANN201 - a Counter
@@ -82,10 +87,13 @@ class ObjectDecoder:
                 return None, None, None, f"no class reached score_threshold {self.threshold:g}"
             return (";".join(self.classes[i].name for i in picked),
                     ";".join(str(self.classes[i].value) for i in picked),
-                    ";".join(f"{100.0 * probs[i]:.2f}" for i in picked), None)
+                    ";".join(self._confidence_text(probs[i]) for i in picked), None)
         i = int(np.argmax(probs))
         cls = self.classes[i]
-        return cls.name, cls.value, float(100.0 * probs[i]), None
+        return cls.name, cls.value, float(self.confidence_scale * probs[i]), None
+
+    def _confidence_text(self, p: float) -> str:
+        return f"{100.0 * p:.2f}" if self.confidence_scale == 100.0 else f"{p:.4f}"
 
     def describe(self) -> str:
         return self.activation.describe()

@@ -265,6 +265,9 @@ class ObjectClassifier:
         if self.args.get("test_time_augmentation"):
             tta = f"; test-time augmentation x{len(self._transforms())}"
         self.progress.info(f"Batch size {self.batch_size}{self.batch_note}; {self.backend.describe()}{tta}")
+        if self.decoder.confidence_scale != 100.0:
+            self.progress.info("Confidence is the probability (0-1), as ArcGIS writes it for arcgis.learn "
+                               "FeatureClassifier models")
         if self.decoder.multilabel:
             self.progress.info(f"Multi-label model: every class with a probability of at least "
                                f"{self.decoder.threshold:g} is reported")
