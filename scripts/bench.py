@@ -8,6 +8,12 @@ Cases (each in its own process, so peak RSS is per case):
   detect-4096 Detect Objects: a 4096 x 4096 scene of 99,225 squares found by the tests' exact YOLOv8-layout
               square finder (tests/detection_models.py; 256 px tiles, padding 16, batch 4)
   merge-100k  the seam merge and the Non Maximum Suppression rule alone, on 100,000 objects
+  trivial-4096, trivial-wide, trivial-tall
+              the block engine's memory: a trivial (1x1 convolution) model on 4096 x 4096, 65536 x 1024 and
+              1024 x 65536 rasters, where reading, decoding and writing dominate (target: peak RSS within 60 MB)
+  trivial-wide-local2, unet-4096-local2
+              the same runs on a Dask LocalCluster of 2 worker processes (SCHEDULER local:2): peak RSS of the
+              client and of the largest worker, throughput against the in-process run
 Printed per case: wall seconds, seconds inside the model, their ratio (pipeline overhead), megapixels per
 second and peak RSS; the detection cases also print objects per second and merge seconds.  Targets: ratio
 <= 1.10 for the model-bound pixel cases; peak RSS of 16384^2 within 150 MB of 4096^2.  Rasters and models
@@ -32,7 +38,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "build" / "bench"
 WHEELS = ROOT / "build" / "cache" / "wheels"
 CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096": ("ukis", 4096),
-         "detect-4096": ("detect", 4096), "merge-100k": ("merge", 100_000)}
+         "detect-4096": ("detect", 4096), "merge-100k": ("merge", 100_000),
+         "trivial-4096": ("trivial", 4096), "trivial-wide": ("trivial", 4096), "trivial-tall": ("trivial", 4096),
+         "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096)}
+#: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
+SHAPES = {"trivial-wide": (65536, 1024, ""), "trivial-tall": (1024, 65536, ""),
+          "trivial-wide-local2": (65536, 1024, "local:2"), "unet-4096-local2": (4096, 4096, "local:2")}
+
+
+def case_shape(name: str) -> tuple[int, int, str]:
+    size = CASES[name][1]
+    return SHAPES.get(name, (size, size, ""))
 SQUARE, SPACING = 8, 13  # the detection scene: 8-pixel squares every 13 pixels
 
 
@@ -44,29 +60,31 @@ def _plugin_path() -> None:
     sys.path.insert(0, str(plugins))
 
 
-def synthetic_raster(size: int) -> Path:
-    """A 4-band uint8 raster with field-like smooth patterns and noise, generated in strips (never whole)."""
+def synthetic_raster(size: int, height: int | None = None) -> Path:
+    """A 4-band uint8 raster (``size`` wide, ``height`` or ``size`` tall) with field-like smooth patterns and
+    noise, tiled, generated in strips (never whole)."""
     from osgeo import gdal, osr
 
-    path = BENCH / f"synthetic_{size}.tif"
+    width, height = size, height or size
+    path = BENCH / (f"synthetic_{size}.tif" if width == height else f"synthetic_{width}x{height}.tif")
     if path.exists():
         return path
     BENCH.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial.tif")
-    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), size, size, 4, gdal.GDT_Byte,
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), width, height, 4, gdal.GDT_Byte,
                                               ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=YES"])
-    ds.SetGeoTransform((500000.0, 1.0, 0.0, 4000000.0 + size, 0.0, -1.0))
+    ds.SetGeoTransform((500000.0, 1.0, 0.0, 4000000.0 + height, 0.0, -1.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32633)
     ds.SetProjection(srs.ExportToWkt())
     rng = np.random.default_rng(0)
-    xs = np.arange(size, dtype=np.float32)
-    for y0 in range(0, size, 512):
-        ys = np.arange(y0, min(size, y0 + 512), dtype=np.float32)[:, None]
+    xs = np.arange(width, dtype=np.float32)
+    for y0 in range(0, height, 512):
+        ys = np.arange(y0, min(height, y0 + 512), dtype=np.float32)[:, None]
         for b in range(4):
             base = 110 + 60 * np.sin(xs / (97 + 13 * b)) * np.cos(ys / (131 + 7 * b))
             field = 40 * ((np.floor(xs / 400) + np.floor(ys / 300)) % 3)
-            noise = rng.normal(0, 12, size=(ys.shape[0], size))
+            noise = rng.normal(0, 12, size=(ys.shape[0], width))
             ds.GetRasterBand(b + 1).WriteArray(np.clip(base + field + noise, 0, 255).astype(np.uint8), 0, y0)
     ds = None
     tmp.rename(path)
@@ -116,6 +134,27 @@ def unet_model() -> Path:
         "Classes": [{"Value": i, "Name": f"class {i}", "Color": [40 * i, 255 - 40 * i, 128]} for i in range(6)],
     }, indent=2))
     return path
+
+
+def trivial_model() -> Path:
+    """A 1x1 convolution (4 bands -> 6 classes): next to nothing in the model, so the engine's own cost shows."""
+    emd = BENCH / "trivial.emd"
+    if emd.exists():
+        return emd
+    import torch
+
+    torch.manual_seed(0)
+    BENCH.mkdir(parents=True, exist_ok=True)
+    model = torch.nn.Conv2d(4, 6, 1).eval()
+    torch.onnx.export(model, torch.zeros(1, 4, 256, 256), str(BENCH / "trivial.onnx"), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=13)
+    emd.write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "trivial.onnx",
+        "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3], "DataRange": [0, 1],
+        "Classes": [{"Value": i, "Name": f"class {i}", "Color": [40 * i, 255 - 40 * i, 128]} for i in range(6)],
+    }, indent=2))
+    return emd
 
 
 def ukis_model() -> Path:
@@ -248,23 +287,28 @@ def run_case(name: str, device: str) -> dict:
         return run_detection_case(name, device)
     if CASES[name][0] == "merge":
         return run_merge_case(name)
+    import resource
+
     from dltools.core.backends.base import DeviceRequest
     from dltools.core.model_definition import load_model_definition
     from dltools.core.pipelines.classify_pixels import classify_pixels
 
-    kind, size = CASES[name]
-    raster = synthetic_raster(size)
-    emd = BENCH / "small_unet.emd" if kind == "unet" else ukis_model()
+    kind, _ = CASES[name]
+    width, height, scheduler = case_shape(name)
+    raster = synthetic_raster(width, height)
+    emd = {"unet": BENCH / "small_unet.emd", "trivial": BENCH / "trivial.emd"}.get(kind) or ukis_model()
     md = load_model_definition(str(emd))
     out = BENCH / f"out_{name}.tif"
     start = time.perf_counter()
-    result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4", device=DeviceRequest(device))
+    result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4", device=DeviceRequest(device),
+                             scheduler=scheduler)
     wall = time.perf_counter() - start
-    status = Path("/proc/self/status").read_text()
-    peak_kb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
-    return {"case": name, "pixels": size * size, "wall_s": wall, "model_s": result.model_seconds,
-            "ratio": wall / result.model_seconds, "mpix_per_s": size * size / wall / 1e6,
-            "peak_rss_mb": peak_kb / 1024, "device": result.device, "tiles": result.tiles}
+    # the workers have exited (the run closes its LocalCluster): the largest one's peak
+    workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if scheduler else 0
+    return {"case": name, "pixels": width * height, "wall_s": wall, "model_s": result.model_seconds,
+            "ratio": wall / result.model_seconds, "mpix_per_s": width * height / wall / 1e6,
+            "peak_rss_mb": _peak_mb(), "worker_peak_rss_mb": workers_kb / 1024, "device": result.device,
+            "tiles": result.tiles, "blocks": result.blocks, "scheduler": scheduler or "in-process"}
 
 
 def main() -> int:
@@ -282,9 +326,11 @@ def main() -> int:
             continue
         if kind == "merge":
             continue
-        synthetic_raster(size)
+        synthetic_raster(*case_shape(name)[:2])
         if kind == "unet":
             unet_model()
+        elif kind == "trivial":
+            trivial_model()
         else:
             try:
                 ukis_model()
@@ -299,13 +345,15 @@ def main() -> int:
             print(proc.stdout[-2000:], proc.stderr[-4000:])
             return proc.returncode
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    header = f"{'case':<12} {'wall s':>8} {'model s':>8} {'ratio':>6} {'MP/s':>7} {'peak RSS MB':>12}  device"
+    header = (f"{'case':<20} {'wall s':>8} {'model s':>8} {'ratio':>6} {'MP/s':>7} {'peak RSS MB':>12} "
+              f"{'worker MB':>10}  where")
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         if "wall_s" not in r:
             continue
-        print(f"{r['case']:<12} {r['wall_s']:>8.1f} {r['model_s']:>8.1f} {r['ratio']:>6.3f} {r['mpix_per_s']:>7.2f} "
-              f"{r['peak_rss_mb']:>12.0f}  {r['device']}")
+        workers = f"{r['worker_peak_rss_mb']:>10.0f}" if r.get("worker_peak_rss_mb") else f"{'-':>10}"
+        print(f"{r['case']:<20} {r['wall_s']:>8.1f} {r['model_s']:>8.1f} {r['ratio']:>6.3f} {r['mpix_per_s']:>7.2f} "
+              f"{r['peak_rss_mb']:>12.0f} {workers}  {r.get('scheduler', 'in-process')}, {r['device']}")
     for r in results:
         if "objects_per_s" in r:
             print(f"\n{r['case']}: {r['objects']} objects found of {r['expected']} in the scene, "
@@ -318,7 +366,12 @@ def main() -> int:
     if "unet-4096" in by and "unet-16384" in by:
         delta = by["unet-16384"]["peak_rss_mb"] - by["unet-4096"]["peak_rss_mb"]
         print(f"\nPeak RSS 16384^2 - 4096^2: {delta:+.0f} MB (target: within 150 MB)")
-    worst = max((r["ratio"] for r in results if "ratio" in r and not r["case"].startswith("detect")), default=0)
+    shapes = [by[c]["peak_rss_mb"] for c in ("trivial-4096", "trivial-wide", "trivial-tall") if c in by]
+    if len(shapes) > 1:
+        print(f"\nPeak RSS spread over 4096^2, 65536 x 1024 and 1024 x 65536: {max(shapes) - min(shapes):.0f} MB "
+              "(target: within 60 MB)")
+    worst = max((r["ratio"] for r in results if "ratio" in r and r["case"].startswith(("unet", "ukis"))
+                 and "local" not in r["case"]), default=0)
     print(f"Worst overhead ratio: {worst:.3f} (target: at most 1.10)")
     BENCH.mkdir(parents=True, exist_ok=True)
     (BENCH / "results.json").write_text(json.dumps(results, indent=2))
