@@ -160,9 +160,9 @@ def _staged_model(ref: ModelRef, folder: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- worker side
-_MODELS: dict[str, Any] = {}
-_MODEL_LOCK = threading.Lock()
-_LOCAL = threading.local()
+_MODELS: dict[tuple[str, str], Any] = {}  # (run id, model SHA-256) -> open backend
+_TASKS: dict[tuple[str, int], BlockTask] = {}  # (run id, thread id) -> the run's task, unpickled in that thread
+_LOCK = threading.Lock()
 
 
 def _worker():
@@ -171,29 +171,43 @@ def _worker():
     return get_worker()
 
 
-def _model_on_worker(ref: ModelRef, local_directory: str) -> Any:
-    """The model, opened once per worker process from the shipped file and reused for every block."""
-    with _MODEL_LOCK:
-        backend = _MODELS.get(ref.sha256)
+def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
+    """The model, opened once per worker process (per run) from the shipped file and reused for every block."""
+    with _LOCK:
+        backend = _MODELS.get((run_id, ref.sha256))
         if backend is None:
             path = Path(local_directory) / ref.upload_name
             if not path.exists():
                 raise ClusterError(f"the model file {ref.upload_name} was not shipped to this worker")
             backend = open_backend(path, ref.kind, replace(ref.device), NullProgress())
-            _MODELS[ref.sha256] = backend
+            _MODELS[(run_id, ref.sha256)] = backend
         return backend
 
 
 def _task_for_thread(run_id: str, blob: bytes) -> BlockTask:
     """The run's task, unpickled once per worker thread (its sources hold GDAL datasets, one per thread)."""
-    tasks = getattr(_LOCAL, "tasks", None)
-    if tasks is None:
-        tasks = _LOCAL.tasks = {}
-    task = tasks.get(run_id)
+    key = (run_id, threading.get_ident())
+    with _LOCK:
+        task = _TASKS.get(key)
     if task is None:
-        tasks.clear()  # one run at a time per thread: drop the previous run's open datasets
-        task = tasks[run_id] = pickle.loads(blob)
+        task = pickle.loads(blob)
+        with _LOCK:
+            _TASKS[key] = task
     return task
+
+
+def _forget_run(run_id: str) -> int:
+    """After a run (on every worker): close its model and its datasets; returns how many things were dropped."""
+    with _LOCK:
+        models = [k for k in _MODELS if k[0] == run_id]
+        tasks = [k for k in _TASKS if k[0] == run_id]
+        backends = [_MODELS.pop(k) for k in models]
+        for k in tasks:
+            _TASKS.pop(k)
+    for backend in backends:
+        with contextlib.suppress(Exception):
+            backend.close()
+    return len(models) + len(tasks)
 
 
 def run_block_on_worker(run_id: str, blob: bytes, ref: ModelRef, job: BlockJob) -> tuple[Any, str, float]:
@@ -206,7 +220,7 @@ def run_block_on_worker(run_id: str, blob: bytes, ref: ModelRef, job: BlockJob) 
         if gdal.GetCacheMax() > 64 * 1024 * 1024:
             gdal.SetCacheMax(64 * 1024 * 1024)
         task = _task_for_thread(run_id, blob)
-        backend = _model_on_worker(ref, worker.local_directory)
+        backend = _model_on_worker(run_id, ref, worker.local_directory)
         before = getattr(backend, "model_seconds", 0.0)
         result = run_block(task, backend, job)
         return result, worker.address, getattr(backend, "model_seconds", 0.0) - before
@@ -215,7 +229,7 @@ def run_block_on_worker(run_id: str, blob: bytes, ref: ModelRef, job: BlockJob) 
             from exc
 
 
-def _check_worker(blob: bytes, ref: ModelRef) -> str | None:
+def _check_worker(run_id: str, blob: bytes, ref: ModelRef) -> str | None:
     """Run on every worker before the blocks: None, or what this worker cannot open."""
     dask_worker = _worker()
     try:
@@ -225,7 +239,7 @@ def _check_worker(blob: bytes, ref: ModelRef) -> str | None:
         return f"cannot open the input raster: {exc} (the raster must be reachable from every worker at the same " \
                "path: a shared folder, /vsicurl/ or /vsis3/)"
     try:
-        _model_on_worker(ref, dask_worker.local_directory)
+        _model_on_worker(run_id, ref, dask_worker.local_directory)
     except Exception as exc:  # noqa: BLE001
         return f"cannot open the model {Path(ref.source).name}: {exc}"
     return None
@@ -325,7 +339,7 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
             client.register_plugin(UploadFile(str(path), load=load), name=name)
             plugins.append(name)
         _cancelled(progress)
-        check = _Call(_check_worker, blob, ref).dumps()
+        check = _Call(_check_worker, run_id, blob, ref).dumps()
         checks = {w: client.submit(pickle.loads, check, key=f"dltools-{run_id}-check-{i}", workers=[w],
                                    allow_other_workers=False, pure=False)
                   for i, w in enumerate(client.scheduler_info(n_workers=-1)["workers"])}
@@ -406,6 +420,9 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
             if pending:
                 with contextlib.suppress(Exception):
                     client.cancel(list(pending), force=True)
+            if plugins:  # the workers close this run's model and datasets (long-lived workers keep no leftovers)
+                with contextlib.suppress(Exception):
+                    client.run(pickle.loads, _Call(_forget_run, run_id).dumps())
             for name in plugins:
                 with contextlib.suppress(Exception):
                     client.unregister_worker_plugin(name)

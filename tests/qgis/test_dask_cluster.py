@@ -218,6 +218,9 @@ def test_a_block_failing_on_each_workers_first_call_is_retried(cluster, data, tm
     retries = [w for w in progress.warnings if w.startswith("Retrying block")]
     assert 1 <= len(retries) <= 2 and all("injected failure: first call in this worker process" in w for w in retries)
     assert any("retried: block" in m for m in progress.infos)
+    # the workers closed this run's model and datasets (a long-lived worker keeps nothing of a finished run)
+    left = cluster["client"].run(lambda: (lambda m: len(m._MODELS) + len(m._TASKS))(sys.modules["dltools.core.cluster"]))
+    assert set(left.values()) == {0}
 
 
 def test_retries_0_fails_naming_the_block_and_keeps_no_output(cluster, data, tmp_path):
