@@ -251,3 +251,28 @@ def test_onnx_with_separate_outputs(scene, tmp_path):
                             progress=progress)
     assert result.layout == "separate" and result.batch_size == 1
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5), value_of_class=lambda c: c + 1)
+
+
+def test_blocks_are_independent_picklable_jobs(scene, yolo, monkeypatch):
+    """What a cluster worker does: unpickle the task, run any block alone, in any order; same objects."""
+    import pickle
+
+    import dltools.core.pipelines.detect_objects as pipeline
+    from dltools.core.blocks import run_block
+
+    _, raster = scene
+    md = load_model_definition(str(yolo(48)))
+    args = "padding 8;batch_size 4;block_size 64"
+    in_process = detect_objects(str(raster), md, args)
+
+    def like_a_cluster(task, backend, jobs, sink, progress):
+        copy = pickle.loads(pickle.dumps(task))
+        for job in reversed(jobs):
+            sink.write(job, pickle.loads(pickle.dumps(run_block(copy, backend, job))))
+        sink.close()
+
+    monkeypatch.setattr(pipeline, "run_in_process", like_a_cluster)
+    shipped = detect_objects(str(raster), md, args)
+    assert shipped.blocks == in_process.blocks > 1
+    key = sorted((o.wkb, o.class_value, o.confidence) for o in in_process.objects)
+    assert sorted((o.wkb, o.class_value, o.confidence) for o in shipped.objects) == key
