@@ -128,11 +128,15 @@ class SquareTorchvision(torch.nn.Module):
         return losses, results
 
 
-def yolo_v8_onnx(path: Path, tile: int, names: dict | None = None, fixed_batch: int | None = None) -> Path:
-    """The square finder as an Ultralytics YOLOv8 ONNX export (``names``, ``imgsz``, ``task``, ``stride``)."""
+def yolo_v8_onnx(path: Path, tile: int, names: dict | None = None, fixed_batch: int | None = None,
+                 dynamic_size: bool = False) -> Path:
+    """The square finder as an Ultralytics YOLOv8 ONNX export (``names``, ``imgsz``, ``task``, ``stride``);
+    ``dynamic_size``: any tile size goes in (``imgsz`` then says ``tile``)."""
     module = SquareYoloV8().eval()
     example = torch.zeros(fixed_batch or 1, 3, tile, tile)
     axes = None if fixed_batch else {"images": {0: "batch"}, "output0": {0: "batch"}}
+    if dynamic_size:
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["images"],

@@ -276,3 +276,14 @@ def test_blocks_are_independent_picklable_jobs(scene, yolo, monkeypatch):
     assert shipped.blocks == in_process.blocks > 1
     key = sorted((o.wkb, o.class_value, o.confidence) for o in in_process.objects)
     assert sorted((o.wkb, o.class_value, o.confidence) for o in shipped.objects) == key
+
+
+def test_dynamic_size_export_takes_imgsz_and_tile_size(scene, tmp_path):
+    _, raster = scene
+    onnx = yolo_v8_onnx(tmp_path / "dyn.onnx", 96, NAMES, dynamic_size=True)
+    md = load_model_definition(str(onnx))
+    assert (md.image_height, md.image_width, md.supports_variable_tile_size) == (96, 96, True)
+    for args in ("padding 16", "padding 8;tile_size 48"):
+        result = detect_objects(str(raster), md, args)
+        assert result.tile_size == ((48, 48) if "48" in args else (96, 96))
+        assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
