@@ -123,6 +123,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                        "Cell size the model sees, in the raster's units (resampled on the fly). Default: native.",
                        advanced=True)
         self.add_device_parameters()
+        self.add_cluster_parameters()
         self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
                                                   defaultValue=0),
                        "For a VRT mosaic: search it as one image (default), or each raster it is made of separately "
@@ -157,7 +158,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         for i, item in enumerate(items):
             if len(items) > 1:
                 progress.info(f"Item {i + 1}/{len(items)}: {item}")
-            results.append(run_engine(detect_objects, item, md, arguments, request, device, progress, run_nms, ratio))
+            results.append(run_engine(detect_objects, item, md, arguments, request, device, progress, run_nms, ratio,
+                                      **self.cluster_options(parameters, context)))
 
         fields = QgsFields()
         fields.append(QgsField(class_field, QVariant.String))
