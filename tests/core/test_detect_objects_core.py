@@ -287,3 +287,14 @@ def test_dynamic_size_export_takes_imgsz_and_tile_size(scene, tmp_path):
         result = detect_objects(str(raster), md, args)
         assert result.tile_size == ((48, 48) if "48" in args else (96, 96))
         assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
+
+
+def test_test_time_augmentation_inverts_masks(scene, tmp_path):
+    _, raster = scene
+    ts = torchvision_script(tmp_path / "tv.pt", with_masks=True, emd=TV_EMD)
+    result = detect_objects(str(raster), load_model_definition(str(ts)), "padding 16;test_time_augmentation true")
+    assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5), value_of_class=lambda c: c + 1)
+    for o in result.objects:  # each outline is its square: the masks of all 8 transforms were turned back
+        g = ogr.CreateGeometryFromWkb(o.wkb)
+        minx, maxx, miny, maxy = g.GetEnvelope()
+        assert g.GetArea() == pytest.approx((maxx - minx) * (maxy - miny))

@@ -115,3 +115,26 @@ def test_declared_layout_and_errors():
         choose_layout(md(DetectionLayout="yolo_v99"), [out], [], 2)
     with pytest.raises(InputDataError, match=r"returned \(\[1, 3, 32, 32\]\).*supported layouts: YOLOv5"):
         choose_layout(md(), [np.zeros((1, 3, 32, 32))], [], 2)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_test_time_transforms_invert_boxes_corners_and_masks(k):
+    from dltools.core import augment
+    from dltools.core.decoders.detections import ChipDetections
+    from dltools.core.detection_geometry import invert_transform
+
+    h = w = 16
+    mask = np.zeros((h, w), bool)
+    mask[2:5, 3:11] = True  # an L shape, 8 wide and 3 tall plus a foot
+    mask[5:9, 3:5] = True
+    seen = augment.forward(mask[None].astype(np.uint8), k)[0].astype(bool)  # what the model saw
+    rows, cols = np.nonzero(seen)
+    box = np.array([[cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]], float)
+    crop = seen[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    det = ChipDetections(box, np.array([0.9]), np.array([0]), None, [(int(cols.min()), int(rows.min()), crop)])
+    back = invert_transform(det, k, h, w)
+    assert back.boxes[0].tolist() == [3, 2, 11, 9]
+    x0, y0, m = back.masks[0]
+    full = np.zeros((h, w), bool)
+    full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+    assert (full == mask).all()
