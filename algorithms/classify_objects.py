@@ -153,7 +153,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                 source = self.parameterAsSource(parameters, self.FEATURES, context)
                 if source is None:
                     raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
-                features = LayerFeatures(source, feedback)
+                features = LayerFeatures(source, feedback, context)
                 if separately:
                     items = images if images is not None else mosaic_items(raster_path)
                     if len(items) > 1:

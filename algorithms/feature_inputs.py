@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
     QgsFeatureRequest,
     QgsField,
     QgsFields,
@@ -41,8 +42,8 @@ def qgs_fields(existing: QgsFields, added: list[FieldSpec], names: list[str] | N
 class LayerFeatures:
     """A QGIS feature source as the engine's plain input: WKB in the layer's CRS, the QgsFeature as payload."""
 
-    def __init__(self, source, feedback) -> None:  # noqa: ANN001
-        self.source, self.feedback = source, feedback
+    def __init__(self, source, feedback, context) -> None:  # noqa: ANN001
+        self.source, self.feedback, self.context = source, feedback, context
         crs = source.sourceCrs()
         self.name = source.sourceName()
         self.crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else ""
@@ -51,6 +52,12 @@ class LayerFeatures:
 
     def count(self) -> int:
         return self.source.featureCount()
+
+    def operation(self, target_crs_wkt: str) -> str:
+        """The PROJ pipeline the project's transform context picks (its datum transformations), "" for PROJ's own."""
+        target = QgsCoordinateReferenceSystem.fromWkt(target_crs_wkt)
+        return QgsCoordinateTransform(self.source.sourceCrs(), target, self.context.transformContext()) \
+            .coordinateOperation()
 
     def features(self, keys=None):  # noqa: ANN001, ANN201 - (key, WKB, QgsFeature) items
         request = QgsFeatureRequest() if keys is None else QgsFeatureRequest().setFilterFids(list(keys))

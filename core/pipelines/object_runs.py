@@ -48,6 +48,10 @@ class FeatureInput(Protocol):
         """``(key, WKB in crs_wkt or None, payload)`` for every feature (or those with ``keys``), in order."""
         ...
 
+    def operation(self, target_crs_wkt: str) -> str:
+        """A PROJ pipeline to reproject to ``target_crs_wkt`` (a QGIS project's datum choice), or "" for PROJ's own."""
+        ...
+
 
 @dataclass
 class ObjectRow:
@@ -146,7 +150,11 @@ class ChipGeometries:
             dst.ImportFromWkt(raster_crs_wkt)
             for s in (src, dst):
                 s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-            self.transform = osr.CoordinateTransformation(src, dst)
+            options = osr.CoordinateTransformationOptions()
+            pipeline = features.operation(raster_crs_wkt) if hasattr(features, "operation") else ""
+            if pipeline:
+                options.SetOperation(pipeline)
+            self.transform = osr.CoordinateTransformation(src, dst, options)
 
     def prepare(self, wkb: bytes | None) -> tuple[ogr.Geometry | None, str | None]:
         """The geometry in the raster's CRS, repaired; or (None, why)."""

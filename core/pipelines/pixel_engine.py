@@ -26,8 +26,8 @@ from ..arguments import square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
 from ..blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ..decoders.pixel_classes import PixelDecoder
+from ..definition import ModelDefinition
 from ..errors import InputDataError
-from ..model_definition import ModelDefinition
 from ..normalize import Normaliser
 from ..progress import NullProgress, Progress
 from ..raster_io import BlockWriter, RasterGrid, bounded_gdal_cache, read_mirrored, smallest_type

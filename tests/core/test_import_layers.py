@@ -183,7 +183,8 @@ def test_core_layers():
             assert not deps & {"core.arguments", "core.model_definition", "core.definition", "core.pipelines"}, name
     # what only reads a definition imports its types, not the loader (which pulls in every reader and backend)
     readers_of_types = ["core.arguments", "core.normalize", "core.styling", "core.decoders.pixel_classes",
-                        "core.emd", "core.validators", "core.torch_archive", "core.ecd", "core.model_probe"]
+                        "core.emd", "core.validators", "core.torch_archive", "core.ecd", "core.model_probe",
+                        "core.decoders.object_classes", "core.decoders.scores", "core.pipelines.pixel_engine"]
     for name in readers_of_types:
         assert "core.model_definition" not in graph[name], f"{name} imports the loader core.model_definition"
     # nothing in core/ imports a pipeline except another pipeline
