@@ -266,16 +266,25 @@ class _Call:
 
 
 def _worker_python() -> None:
-    """Spawned local workers need a Python interpreter; inside QGIS ``sys.executable`` is QGIS itself, so point
-    multiprocessing's spawn context at ``python3`` (for the whole session: the nanny respawns workers with it)."""
+    """Spawned local workers need a Python interpreter; inside QGIS (and ``qgis_process``) ``sys.executable`` is
+    QGIS itself, so point multiprocessing's spawn context at the interpreter QGIS embeds (same version, same
+    ``sys.path`` through the inherited environment), for the whole session: the nanny respawns workers with it."""
     import multiprocessing
 
-    if os.path.basename(sys.executable).lower().startswith("python"):
-        return
-    candidate = shutil.which("python3") or shutil.which("python")
-    if candidate is None:
-        raise ClusterError("SCHEDULER local needs a python3 on PATH to start worker processes")
-    multiprocessing.get_context("spawn").set_executable(candidate)
+    exe = os.path.abspath(sys.executable or "")
+    if os.path.basename(exe).lower().startswith("python") and any(
+            os.path.commonpath([exe, os.path.abspath(p)]) == os.path.abspath(p)
+            for p in (sys.exec_prefix, sys.base_exec_prefix)):
+        return  # a plain (or virtual-environment) Python: its own interpreter
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [Path(prefix) / folder / name for prefix in (sys.exec_prefix, sys.base_exec_prefix)
+                  for folder in ("bin", "") for name in (version, "python3", "python.exe")]
+    found = next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None) or \
+        shutil.which(version)
+    if found is None:
+        raise ClusterError(f"SCHEDULER local needs the {version} interpreter that QGIS uses to start worker "
+                           f"processes; it was not found under {sys.exec_prefix}")
+    multiprocessing.get_context("spawn").set_executable(found)
 
 
 def _connect(distributed, address: str, n_local: int | None, progress: Progress):
@@ -360,7 +369,7 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
         workers = client.scheduler_info(n_workers=-1)["workers"]
         threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
         progress.info(f"Dask: {len(jobs)} blocks on {len(workers)} worker{'s' if len(workers) != 1 else ''} "
-                      f"({threads} threads) at {client.scheduler.address}, up to {retries} retr"
+                      f"({threads} thread{'s' if threads != 1 else ''}) at {client.scheduler.address}, up to {retries} retr"
                       f"{'y' if retries == 1 else 'ies'} per block")
         total = sum(task.units(j) for j in jobs) or 1
         done_units = 0

@@ -200,11 +200,13 @@ def test_qgis_process_with_a_scheduler(qgis_app, cluster, data, tmp_path):
     ref, got = tmp_path / "c_here.tif", tmp_path / "c_qp.tif"
     change_tests.detect_change(str(change["from"]), str(change["to"]), load_model_definition(str(change["model"])),
                                str(ref), "padding 2;block_size 30")
-    qgis_process_util.qgis_process_json("dltools:detectchange", {
+    # local:2 from qgis_process: its sys.executable is not a plain Python, the workers must still start
+    answer = qgis_process_util.qgis_process_json("dltools:detectchange", {
         "FROM_RASTER": str(change["from"]), "TO_RASTER": str(change["to"]), "MODEL": str(change["model"]),
-        "ARGUMENTS": "padding 2;block_size 30", "DEVICE": 1, "SCHEDULER": cluster["address"], "OUTPUT": str(got)},
+        "ARGUMENTS": "padding 2;block_size 30", "DEVICE": 1, "SCHEDULER": "local:2", "OUTPUT": str(got)},
         tmp_path)
     assert np.array_equal(read_raster(got), read_raster(ref))
+    assert any("blocks ran on 2 workers" in line for line in answer["log"]["info"])
 
 
 # ------------------------------------------------------------------------------------------ faults
