@@ -171,11 +171,21 @@ def polygon_iou_pairs(geoms: Sequence[ogr.Geometry], i: np.ndarray, j: np.ndarra
         areas = np.array([g.GetArea() for g in geoms])
     out = np.zeros(i.size)
     for k, (a, b) in enumerate(zip(i.tolist(), j.tolist())):
-        inter = geoms[a].Intersection(geoms[b])
+        try:
+            inter = geoms[a].Intersection(geoms[b])
+        except RuntimeError:  # an invalid polygon (self-intersecting ring): intersect its repaired outline
+            inter = _repaired(geoms[a]).Intersection(_repaired(geoms[b]))
         ia = inter.GetArea() if inter is not None else 0.0
         union = areas[a] + areas[b] - ia
         out[k] = ia / union if union > 0 else 0.0
     return out
+
+
+def _repaired(geom: ogr.Geometry) -> ogr.Geometry:
+    if geom.IsValid():
+        return geom
+    fixed = geom.MakeValid() if hasattr(geom, "MakeValid") else None
+    return fixed if fixed is not None and fixed.IsValid() else geom.Buffer(0)
 
 
 def envelope_boxes(geoms: Sequence[ogr.Geometry]) -> np.ndarray:

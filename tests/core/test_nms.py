@@ -116,3 +116,10 @@ def test_seam_merge_unites_pieces_and_drops_copies():
     assert [g.tolist() for g in groups] == [[1, 0], [2, 3, 4], [5], [8], [6], [9]]
     groups = nms.seam_merge(boxes, scores, classes, chips, cut, 0.9)
     assert [8] in [g.tolist() for g in groups] and [7] in [g.tolist() for g in groups]
+
+
+def test_nms_polygons_survives_invalid_polygons():
+    bowtie = ogr.CreateGeometryFromWkt("POLYGON((0 0,10 10,10 0,0 10,0 0))")  # self-intersecting ring
+    square = rect(0, 0, 10, 10)
+    keep = nms.nms_polygons([square, bowtie], np.array([0.9, 0.8]), None, 0.0)
+    assert keep.tolist() == [True, False]
