@@ -102,23 +102,36 @@ def _walk_block(block: Any, where: str, path: Path) -> None:
 
 
 def check_torchscript_module(module: Any, path: Path) -> None:
-    """Walk the inlined graph of every method of ``module`` and its submodules; raise on a refused operator."""
+    """Walk the inlined graph of every method of ``module`` and its submodules; raise on a refused operator.
+
+    Fails closed: a module whose graphs cannot be walked is refused, never run uninspected.
+    """
+    try:
+        _check_torchscript_module(module, path)
+    except BackendError:
+        raise
+    except Exception as exc:  # torch's introspection raises RuntimeError and others on odd archives
+        raise BackendError(f"Model '{path.name}' is refused: its TorchScript graphs could not be inspected "
+                           f"({type(exc).__name__}: {exc}), so it is not run") from exc
+
+
+def _check_torchscript_module(module: Any, path: Path) -> None:
     import torch
 
-    modules = list(module.modules()) if hasattr(module, "modules") else [module]
-    for sub in modules:
+    if isinstance(module, torch.jit.ScriptFunction):
+        graph = module.graph.copy()
+        torch._C._jit_pass_inline(graph)
+        _walk_block(graph, "its function", path)
+        return
+    for sub in module.modules():
         c = getattr(sub, "_c", None)
         if c is None:
             continue
         owner = getattr(sub, "original_name", type(sub).__name__)
-        for name in c._method_names():
+        for name in c._method_names():  # every method, overloads (forward__0, forward__1) included
             graph = c._get_method(name).graph.copy()
             torch._C._jit_pass_inline(graph)
             _walk_block(graph, f"method '{owner}.{name}'", path)
-    if hasattr(module, "graph") and not hasattr(module, "_c"):  # a ScriptFunction
-        graph = module.graph.copy()
-        torch._C._jit_pass_inline(graph)
-        _walk_block(graph, "its function", path)
 
 
 # ---------------------------------------------------------------------------------------------- torch.export
@@ -218,7 +231,20 @@ _PYTHON_TARGETS = frozenset({"python::_operator.getitem", "python::operator.geti
 
 
 def check_exported_program(program: Any, module: Any, path: Path) -> None:
-    """Every node of every graph of the exported program (and its unlifted module) calls a tensor-math operator."""
+    """Every node of every graph of the exported program (and its unlifted module) calls a tensor-math operator.
+
+    Fails closed, like :func:`check_torchscript_module`.
+    """
+    try:
+        _check_exported_program(program, module, path)
+    except BackendError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"Model '{path.name}' is refused: its torch.export graph could not be inspected "
+                           f"({type(exc).__name__}: {exc}), so it is not run") from exc
+
+
+def _check_exported_program(program: Any, module: Any, path: Path) -> None:
     graphs = []
     for gm in (getattr(program, "graph_module", None), module):
         if gm is not None and hasattr(gm, "modules"):

@@ -203,3 +203,31 @@ def test_create_package_stores_an_inside_link_as_a_copy_and_says_so(context, tmp
     assert "Stored the symbolic link 'extras/alias.txt' as a copy of 'notes.txt' (links are not kept in a package)" \
         in feedback.errors
     assert any("Skipped the symbolic link 'extras/subalias'" in m for m in feedback.errors)
+
+
+def test_real_networks_pass_the_inspection(tmp_path):
+    """No false alarms: torchvision networks (detection post-processing included) and overloaded methods pass."""
+    import torch
+    import torchvision
+
+    from dltools.core.backends.torch_safety import check_torchscript_module
+
+    for name, net in (("resnet18", torchvision.models.resnet18()), ("lstm", torch.nn.LSTM(4, 8)),
+                      ("ssdlite", torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+                          weights=None, weights_backbone=None))):
+        path = tmp_path / f"{name}.pt"
+        torch.jit.save(torch.jit.script(net.eval()), str(path))
+        check_torchscript_module(torch.jit.load(str(path)), path)
+
+
+def test_a_module_that_cannot_be_inspected_is_refused():
+    from dltools.core.backends.torch_safety import check_torchscript_module
+    from dltools.core.errors import BackendError
+
+    class Odd:
+        def modules(self):
+            raise RuntimeError("unreadable graph")
+
+    with pytest.raises(BackendError, match=r"^Model 'odd.pt' is refused: its TorchScript graphs could not be "
+                                           r"inspected \(RuntimeError: unreadable graph\), so it is not run$"):
+        check_torchscript_module(Odd(), Path("odd.pt"))
