@@ -209,7 +209,6 @@ def test_real_networks_pass_the_inspection(tmp_path):
     """No false alarms: torchvision networks (detection post-processing included) and overloaded methods pass."""
     import torch
     import torchvision
-
     from dltools.core.backends.torch_safety import check_torchscript_module
 
     for name, net in (("resnet18", torchvision.models.resnet18()), ("lstm", torch.nn.LSTM(4, 8)),
