@@ -35,8 +35,9 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
         self.add_model_parameters(
-            "Not used by Describe Model (it lists the arguments each tool accepts); kept so that the model parameters "
-            "are the same in every tool.")
+            "The model arguments a run would be given ('padding 64;batch_size 4'): the report says what each tool "
+            "would really use with them (batch_size after ArcGIS's square rule and the model's own fixed batch). "
+            "Empty: the defaults.")
         self.add_device_parameters()
         self.add_param(
             QgsProcessingParameterFileDestination(self.OUTPUT_HTML, self.tr("Model description (HTML)"),
@@ -67,7 +68,7 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
         feedback.setProgress(30)
         info = run_engine(backend_info, md, device, progress)
         feedback.setProgress(70)
-        report = run_engine(describe_model, md, info)
+        report = run_engine(describe_model, md, info, self.parameterAsString(parameters, self.ARGUMENTS, context))
         for line in report_lines(report):
             feedback.pushInfo(line)
         for path in (html_path, json_path):

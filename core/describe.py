@@ -13,7 +13,8 @@ import html
 import os
 from typing import Any
 
-from .arguments import TOOLS, argument_specs
+from .argument_table import argument_rows, effective_arguments
+from .arguments import TOOLS
 from .backends import DeviceRequest, TensorInfo, open_backend
 from .errors import ModelDefinitionError
 from .model_definition import ModelDefinition, load_model_definition
@@ -75,6 +76,9 @@ def backend_info(md: ModelDefinition, device: DeviceRequest | None = None,
     fails to load or a device that is not there is an error.
     """
     progress = progress or NullProgress()
+    if md.custom_function:
+        return {"opened": False, "reason": f"the model runs its own Python function '{md.inference_function}' "
+                                           "(InferenceFunction), which is not run to describe the model"}
     if md.model_file is None or md.model_format_kind is None:
         reason = ("the model file cannot be resolved" if md.model_file_text else "the definition has no model file")
         return {"opened": False, "reason": reason}
@@ -152,15 +156,22 @@ def _hex(color: tuple[int, int, int] | None) -> str | None:
     return None if color is None else "#{:02x}{:02x}{:02x}".format(*color)
 
 
-def _argument_table(md: ModelDefinition) -> dict[str, list[dict[str, Any]]]:
+def _argument_table(md: ModelDefinition, given: str | dict | None = None,
+                    fixed_batch: int | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per tool: each argument with its default and the value a run with ``given`` will really use."""
     table = {}
     for tool in TOOLS:
-        rows = []
-        for spec in argument_specs(md, tool):
-            rows.append({"name": spec.name, "type": spec.kind, "default": spec.default, "fixed": spec.fixed,
-                         "minimum": spec.minimum, "maximum": spec.maximum, "choices": list(spec.choices),
-                         "help": spec.help})
-        table[tool] = rows
+        rows, _ = argument_rows(md, tool)
+        used = {u["name"]: u for u in effective_arguments(md, tool, given, fixed_batch)}
+        out = []
+        for row in rows:
+            spec = row.spec
+            u = used[row.name]
+            out.append({"name": row.name, "type": row.kind, "default": spec.default if spec else row.default,
+                        "fixed": row.fixed, "minimum": spec.minimum if spec else None,
+                        "maximum": spec.maximum if spec else None, "choices": list(row.choices),
+                        "help": row.description, "used": u["value"], "note": u["note"]})
+        table[tool] = out
     return table
 
 
@@ -173,8 +184,13 @@ def _file_status(md: ModelDefinition) -> str:
 
 
 # ------------------------------------------------------------------------------------------ report
-def describe_model(md: ModelDefinition, backend: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything Describe Model reports, as a JSON-ready dict."""
+def describe_model(md: ModelDefinition, backend: dict[str, Any] | None = None,
+                   arguments: str | dict | None = None) -> dict[str, Any]:
+    """Everything Describe Model reports, as a JSON-ready dict.
+
+    ``arguments`` are the model arguments a run would be given; the report says what each tool
+    would really use with them (batch_size after the square rule and the model's fixed batch).
+    """
     backend = dict(backend) if backend else {"opened": False, "reason": "the backend was not opened"}
     bands = md.extract_bands
     n_bands = len(md.extract_band_names or bands or []) or None
@@ -209,7 +225,7 @@ def describe_model(md: ModelDefinition, backend: dict[str, Any] | None = None) -
         "normalization": normalization(md),
         "classes": [{"value": c.value, "name": c.name, "color": list(c.color) if c.color else None,
                      "hex": _hex(c.color)} for c in md.classes],
-        "arguments": _argument_table(md),
+        "arguments": _argument_table(md, arguments, backend.get("fixed_batch")),
         "warnings": list(md.warnings),
         "extra_keys": sorted(md.extra),
         "arcgis_learn": _family(md),
@@ -282,7 +298,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     else:
         lines.append("Classes: none")
     for tool, rows in report["arguments"].items():
-        args = "; ".join(f"{r['name']} {r['default']}" + (" (fixed)" if r["fixed"] else "") for r in rows)
+        args = "; ".join(f"{r['name']} {r['used']}" + (" (fixed)" if r["fixed"] else "")
+                         + (f" ({r['note']})" if r["note"] else "") for r in rows)
         lines.append(f"Arguments for {TOOL_TITLES.get(tool, tool)}: {args}")
     for w in report["warnings"]:
         lines.append(f"Warning: {w}")
@@ -382,10 +399,12 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append("<h2>Model arguments</h2>")
     for tool, specs in report["arguments"].items():
         body = "".join(
-            f"<tr><td>{_e(r['name'])}</td><td>{_e(r['type'])}</td><td>{_e(r['default'])}"
-            f"{' (fixed by the model)' if r['fixed'] else ''}</td><td>{_e(r['help'])}</td></tr>" for r in specs)
+            f"<tr><td>{_e(r['name'])}</td><td>{_e(r['type'])}</td><td>{_e(r['used'])}"
+            f"{' (fixed by the model)' if r['fixed'] else ''}{' (' + _e(r['note']) + ')' if r['note'] else ''}</td>"
+            f"<td>{_e(r['default'])}</td><td>{_e(r['help'])}</td></tr>" for r in specs)
         parts.append(f"<h3>{_e(TOOL_TITLES.get(tool, tool))}</h3>"
-                     f"<table><tr><th>Name</th><th>Type</th><th>Default</th><th>Meaning</th></tr>{body}</table>")
+                     "<table><tr><th>Name</th><th>Type</th><th>Used in a run</th><th>Default</th><th>Meaning</th></tr>"
+                     f"{body}</table>")
     parts.append("<h2>Warnings</h2>")
     if report["warnings"]:
         parts.append("<ul>" + "".join(f'<li class="warning">{_e(w)}</li>' for w in report["warnings"]) + "</ul>")

@@ -82,6 +82,9 @@ def _landcover_checks(report: dict) -> None:
     assert report["classes"] == LANDCOVER_CLASSES
     cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
     assert (cp["padding"]["default"], cp["padding"]["fixed"], cp["batch_size"]["default"]) == (64, True, 4)
+    # what a run really uses: the model's batch dimension is fixed at 1
+    assert (cp["batch_size"]["used"], cp["padding"]["used"]) == ("1", "64")
+    assert "fixed at 1" in cp["batch_size"]["note"]
     assert sorted(report["arguments"]) == ["classify_objects", "classify_pixels", "detect_change", "detect_objects"]
     assert report["warnings"] == []
 
@@ -416,3 +419,26 @@ def test_qgis_process_runs_a_model3_and_json_text(small_onnx, tmp_path):
                                                        "OUTPUT_HTML": tmp_path / "t.html"}, tmp_path)
     assert "Origin: json (model definition JSON text)" in answer["log"]["info"]
     assert json.loads((tmp_path / "t.json").read_text())["backend"]["inputs"][0]["shape"] == [None, 3, 32, 32]
+
+
+def test_describe_reports_the_arguments_a_run_uses(testdata, tmp_path, context):
+    emd = testdata("esri", "landcover", "trained.emd")
+    report, page, feedback = describe(emd, tmp_path, context, ARGUMENTS="batch_size 9;padding 10")
+    cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
+    assert (cp["batch_size"]["used"], cp["padding"]["used"]) == ("1", "64")
+    assert "fixed by the model; 10 would be ignored" in cp["padding"]["note"]
+    assert any("batch_size 1 (the model's batch dimension is fixed at 1)" in line for line in feedback.infos)
+
+
+def test_describe_custom_function_model_without_running_it(tmp_path, context):
+    import prf_functions as prf
+
+    marker = tmp_path / "ran.txt"
+    emd = prf.write_function(tmp_path / "m", "NeighbourClassifier",
+                             f"open({str(marker)!r}, 'w').write('ran')\n" + prf.NEIGHBOUR_CLASSIFIER)
+    report, _, _ = describe(emd, tmp_path, context, ARGUMENTS="threshold 7")
+    cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
+    assert list(cp) == ["threshold", "invert", "mode"]
+    assert (cp["threshold"]["default"], cp["threshold"]["used"], cp["mode"]["choices"]) == ("100", "7", ["right", "left"])
+    assert report["backend"]["opened"] is False and "own Python function" in report["backend"]["reason"]
+    assert not marker.exists()
