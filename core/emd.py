@@ -10,6 +10,7 @@ Python raster functions do; keys we do not use are kept in :attr:`ModelDefinitio
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ def _resolve_model_file(model_file: str, base_dir: Path | None) -> Path | None:
         return candidate
     if base_dir is None:
         return None
-    return (base_dir / normalised).resolve()
+    # absolute, not resolved: a path through a symbolic link stays the one the user gave
+    return Path(os.path.normpath(os.path.abspath(base_dir / normalised)))
 
 
 def _arcgis_torchscript_file(data: dict[str, Any]) -> str | None:

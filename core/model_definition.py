@@ -90,7 +90,7 @@ def _load(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | Non
     suffix = path.suffix.lower()
     if suffix == ".emd" or suffix == ".json":
         data = parse_json(read_text(path), f"model definition '{path.name}'", notes)
-        return definition_from_emd_data(data, source=str(path), origin="emd", base_dir=path.parent.resolve(),
+        return definition_from_emd_data(data, source=str(path), origin="emd", base_dir=Path(os.path.abspath(path.parent)),
                                         check_file=check_file)
     if suffix == ".dlpk":
         emd_path = extract_package(path, cache_dir=cache_dir)
@@ -98,11 +98,12 @@ def _load(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | Non
         check_package_references(data, emd_path, path.name)
         md = definition_from_emd_data(data, source=str(path), origin="dlpk", base_dir=emd_path.parent,
                                       check_file=check_file)
-        md.package_path = path.resolve()
+        md.package_path = Path(os.path.abspath(path))
         return md
     if suffix == ".ecd":
         data = parse_json(read_text(path), f"classifier definition '{path.name}'", notes)
-        return definition_from_ecd_data(data, source=str(path), base_dir=path.parent.resolve(), check_file=check_file)
+        return definition_from_ecd_data(data, source=str(path), base_dir=Path(os.path.abspath(path.parent)),
+                                        check_file=check_file)
     if suffix in ONNX_SUFFIXES:
         return definition_from_onnx(path)
     if suffix in TORCHSCRIPT_SUFFIXES + TORCH_EXPORT_SUFFIXES:

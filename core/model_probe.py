@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -196,8 +197,8 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     md = ModelDefinition(
         source=str(path), origin="onnx", raw={}, model_type=model_type,
         image_height=int(tile), image_width=int(tile),
-        framework="ONNX", model_file=path.resolve(), model_file_text=path.name, model_format_kind="onnx",
-        base_dir=path.parent.resolve(),
+        framework="ONNX", model_file=Path(os.path.abspath(path)), model_file_text=path.name, model_format_kind="onnx",
+        base_dir=Path(os.path.abspath(path.parent)),
         extract_bands=list(range(bands)) if bands else None,
         standardization_mean=mean,
         standardization_std=std,
@@ -227,8 +228,8 @@ def definition_from_torch(path: Path) -> ModelDefinition:
     if declared is not None:
         data = dict(declared)
         data.setdefault("Framework", "PyTorch")
-        data["ModelFile"] = str(path.resolve())
-        md = definition_from_emd_data(data, source=str(path), origin="torchscript", base_dir=path.parent.resolve())
+        data["ModelFile"] = os.path.abspath(path)
+        md = definition_from_emd_data(data, source=str(path), origin="torchscript", base_dir=Path(os.path.abspath(path.parent)))
         md.model_format_kind = kind
         return md
     return _probe_torch(path, kind)
@@ -266,7 +267,8 @@ def _probe_torch(path: Path, kind: str) -> ModelDefinition:
     return ModelDefinition(
         source=str(path), origin="torchscript", raw={}, model_type=model_type,
         image_height=_PROBE_TILE, image_width=_PROBE_TILE, framework="PyTorch",
-        model_file=path.resolve(), model_file_text=path.name, model_format_kind=kind, base_dir=path.parent.resolve(),
+        model_file=Path(os.path.abspath(path)), model_file_text=path.name, model_format_kind=kind,
+        base_dir=Path(os.path.abspath(path.parent)),
         extract_bands=list(range(bands)), classes=_classes_for(channels, None, model_type),
         supports_variable_tile_size=True,
         warnings=[f"No input shape declared: a probe found {bands} bands; tiles of {_PROBE_TILE} pixels are used. "

@@ -218,3 +218,23 @@ def test_object_classifier_function_labels_every_chip(tmp_path):
     assert [r.class_value for r in results] == [1, 1, 2, 2, 1]
     assert [round(r.confidence, 6) for r in results] == [60.0, 60.0, 75.0, 75.0, 60.0]
     assert any("Brightness.py" in m and "SHA-256" in m for m in progress.infos)
+
+
+def test_model_file_messages_keep_the_path_the_user_gave(tmp_path):
+    """A model reached through a symbolic link is named by that link, not by where it points."""
+    import json
+
+    from dltools.core.errors import ModelDefinitionError
+
+    real = tmp_path / "store" / "models"
+    real.mkdir(parents=True)
+    (real / "m.emd").write_text(json.dumps({"ModelType": "ImageClassification", "ModelFile": "m.onnx",
+                                            "Framework": "ONNX", "ImageHeight": 8, "ImageWidth": 8}))
+    os.symlink(real, tmp_path / "shortcut")
+    given = tmp_path / "shortcut" / "m.emd"
+    with pytest.raises(ModelDefinitionError) as err:
+        load_model_definition(str(given))
+    assert str(tmp_path / "shortcut" / "m.onnx") in str(err.value) and "store" not in str(err.value)
+    (real / "m.onnx").write_bytes(b"")
+    md = load_model_definition(str(given), check_file=False)
+    assert md.model_file == tmp_path / "shortcut" / "m.onnx" and md.base_dir == tmp_path / "shortcut"
