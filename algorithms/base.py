@@ -29,7 +29,7 @@ from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
-                "All files (*.*)")
+                "All files (*)")  # "(*)": the pasted .emd JSON text passes the dialog's own check
 DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
 #: Processing > Options > Providers > Deep Learning Tools: let models run their own Python code (off by default).
 ALLOW_CUSTOM_CODE_SETTING = "DLTOOLS_ALLOW_CUSTOM_CODE"
@@ -84,17 +84,24 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802 - QGIS API
         return type(self)()
 
+    # The tools sit directly under "Deep Learning Tools" in the toolbox: no group level.
     def group(self) -> str:
-        return self.tr("Deep learning")
+        return ""
 
     def groupId(self) -> str:  # noqa: N802 - QGIS API
-        return "deeplearning"
+        return ""
 
     def icon(self) -> QIcon:
         return QIcon(ICON_PATH)
 
+    #: The README heading this tool's Help button opens (default: the English display name).
+    HELP_SECTION = ""
+
     def helpUrl(self) -> str:  # noqa: N802 - QGIS API
-        return ""
+        """The tool's section of the local help page (the README, shipped with the plugin)."""
+        from .help_page import help_url, slug
+
+        return help_url(slug(self.HELP_SECTION or self.displayName()))
 
     # -- common parameters -------------------------------------------------------------------
     def add_param(self, param: QgsProcessingParameterDefinition, help_text: str, advanced: bool = False) -> None:

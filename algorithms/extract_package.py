@@ -33,6 +33,8 @@ class ExtractPackageAlgorithm(DLToolsAlgorithm):
     SUMMARY = "SUMMARY"
     TAGS = "TAGS"
 
+    HELP_SECTION = "Deep learning packages"
+
     def name(self) -> str:
         return "extractpackage"
 

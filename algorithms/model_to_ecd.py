@@ -20,6 +20,8 @@ class ModelToEcdAlgorithm(DLToolsAlgorithm):
     CLASS_INFO = "CLASS_INFO"
     OUTPUT = "OUTPUT"
 
+    HELP_SECTION = "Deep Learning Model To Ecd (legacy)"
+
     def name(self) -> str:
         return "modeltoecd"
 

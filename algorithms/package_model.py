@@ -52,6 +52,8 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
     TAGS = "TAGS"
     OUTPUT = "OUTPUT"
 
+    HELP_SECTION = "Deep learning packages"
+
     def name(self) -> str:
         return "packagemodel"
 
@@ -63,6 +65,8 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return self.tr(
+            "Inputs that go together: either (A) a model definition, or (B) a model file AND its class info JSON. "
+            "Give one of the two, not both; extra files, description, summary and tags go with either.\n\n"
             "Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, "
             "the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, "
             "TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package "
@@ -75,19 +79,19 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
         self.add_param(
-            QgsProcessingParameterFile(self.MODEL_DEFINITION, self.tr("Model definition (.emd or .ecd)"),
+            QgsProcessingParameterFile(self.MODEL_DEFINITION, self.tr("(A) Model definition (.emd or .ecd), or (B) below"),
                                        QgsProcessingParameterFile.File, optional=True,
                                        fileFilter="Model definitions (*.emd *.ecd *.json);;All files (*.*)"),
             "The Esri model definition (.emd) to package; its ModelFile and other referenced files are found relative to "
             "it. An .ecd written by Deep Learning Model To Ecd works too. Leave empty to give a model file and class info "
             "instead.")
         self.add_param(
-            QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Model file (without a model definition)"),
+            QgsProcessingParameterFile(self.MODEL_FILE, self.tr("(B) Model file, together with (B) class info, instead of (A)"),
                                        QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILE_FILTER),
             "Only when no model definition is given: the trained model file (.onnx, TorchScript .pt ...). Needs the "
             "class info JSON below.")
         self.add_param(
-            QgsProcessingParameterFile(self.CLASS_INFO, self.tr("Class info JSON (without a model definition)"),
+            QgsProcessingParameterFile(self.CLASS_INFO, self.tr("(B) Class info JSON, together with (B) model file"),
                                        QgsProcessingParameterFile.File, optional=True,
                                        fileFilter="JSON files (*.json);;All files (*.*)"),
             "Only when no model definition is given: the \"Esri Extra Info\" class info of Deep Learning Model To Ecd "

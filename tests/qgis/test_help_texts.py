@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
@@ -26,7 +28,13 @@ def test_every_tool_is_registered(algorithms):
 def test_tool_and_parameters_have_help(algorithms, name):
     alg = algorithms[name]
     assert len(alg.shortHelpString()) > 80, name
-    assert alg.group() and alg.groupId() == "deeplearning"
+    assert alg.group() == "" and alg.groupId() == ""  # directly under "Deep Learning Tools" in the toolbox
+    url = alg.helpUrl()
+    assert url.startswith("file://") and "#" in url, f"{name}: Help opens {url!r}"
+    from urllib.parse import unquote, urlparse
+
+    page = Path(unquote(urlparse(url).path))
+    assert page.is_file() and f'id="{urlparse(url).fragment}"' in page.read_text(encoding="utf-8")
     for param in alg.parameterDefinitions():
         assert param.help().strip(), f"{name}: parameter {param.name()} has no help text"
         assert param.name() == param.name().upper(), f"{name}: parameter id {param.name()} is not UPPER_CASE"

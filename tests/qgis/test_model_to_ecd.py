@@ -51,7 +51,7 @@ def test_algorithm_metadata(qgis_app):
     alg = QgsApplication.processingRegistry().algorithmById("dltools:modeltoecd")
     assert alg is not None
     assert alg.displayName() == "Deep Learning Model To Ecd"
-    assert alg.group() == "Deep learning"
+    assert alg.group() == "" and alg.groupId() == ""
     assert "deprecated" in alg.shortHelpString()
     params = {p.name(): p for p in alg.parameterDefinitions()}
     assert list(params) == ["MODEL_FILE", "CLASS_INFO", "OUTPUT"]

@@ -59,7 +59,7 @@ def test_algorithm_metadata(qgis_app):
     assert sorted(o.name() for o in extract.outputDefinitions()) == [
         "DESCRIPTION", "EMD", "FRAMEWORK", "MODEL_FILE", "MODEL_TYPE", "OUTPUT_FOLDER", "SUMMARY", "TAGS"]
     for alg in (package, extract):
-        assert alg.group() == "Deep learning"
+        assert alg.group() == "" and alg.groupId() == ""
         assert all(p.help() for p in alg.parameterDefinitions())
     assert package.parameterDefinition("EXTRA_FILES").layerType() == QgsProcessing.TypeFile
     assert package.parameterDefinition("OUTPUT").defaultFileExtension() == "dlpk"

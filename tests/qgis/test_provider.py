@@ -40,7 +40,7 @@ def test_describe_model_is_in_the_provider(qgis_app):
     alg = QgsApplication.processingRegistry().algorithmById("dltools:describemodel")
     assert alg is not None
     assert (alg.name(), alg.displayName(), alg.group(), alg.groupId()) == (
-        "describemodel", "Describe Model", "Deep learning", "deeplearning")
+        "describemodel", "Describe Model", "", "")
     assert not alg.icon().isNull()
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["MODEL", "ARGUMENTS", "DEVICE", "GPU_ID", "OUTPUT_HTML", "OUTPUT_JSON"]

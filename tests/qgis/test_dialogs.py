@@ -1,0 +1,30 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the tools' dialogs check and show, without a window: MODEL takes pasted .emd JSON text, the help page."""
+
+from __future__ import annotations
+
+import pytest
+
+TOOLS = ["classifypixels", "classifyobjects", "detectchange", "describemodel"]
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_model_accepts_pasted_json_in_the_dialog_check(qgis_app, name):
+    from qgis.core import QgsApplication
+
+    param = QgsApplication.processingRegistry().algorithmById(f"dltools:{name}").parameterDefinition("MODEL")
+    for text in ('{"ModelType": "ImageClassification"}', '{\n  "ModelType": "ObjectClassification",\n'
+                 '  "ModelFile": "/models/m.onnx"\n}', "/models/m.emd", "/models/m.dlpk"):
+        assert param.checkValueIsAcceptable(text), text
+
+
+def test_help_page_renders_the_readme(tmp_path):
+    from dltools.algorithms.help_page import markdown_to_html, render_help
+
+    page = markdown_to_html("# Title\n\nSome `code` and **bold**.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- x\n- y\n\n"
+                            "```\nprocessing.run()\n```\n![shot](docs/s.png)\n")
+    assert '<h1 id="title">Title</h1>' in page and "<code>code</code>" in page and "<strong>bold</strong>" in page
+    assert "<td>1</td>" in page and "<li>x</li>" in page and "<pre><code>processing.run()" in page
+    assert '<img alt="shot" src="docs/s.png">' in page
+    target = render_help(tmp_path / "help" / "index.html")
+    assert 'id="classify-pixels-using-deep-learning"' in target.read_text(encoding="utf-8")
