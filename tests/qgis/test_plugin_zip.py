@@ -159,7 +159,10 @@ def test_the_zip_holds_the_plugin_and_nothing_else(built):
     expected |= {f"{PLUGIN}/{n}" for n in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", "README.md",
                                             "requirements.txt")}
     expected |= {f"{PLUGIN}/{p.relative_to(ROOT)}" for p in (ROOT / "i18n").glob("*.qm")}
+    expected.add(f"{PLUGIN}/resources/help/index.html")  # the Help button's page, rendered from the README
     assert set(names) == expected
+    page = zf.read(f"{PLUGIN}/resources/help/index.html").decode("utf-8")
+    assert 'id="classify-pixels-using-deep-learning"' in page and "<img" not in page
     assert zf.read(f"{PLUGIN}/LICENSE") == (ROOT / "LICENSE").read_bytes()
     assert b"GNU GENERAL PUBLIC LICENSE" in zf.read(f"{PLUGIN}/LICENSE") and b"Version 2" in zf.read(f"{PLUGIN}/LICENSE")
     assert zf.read(f"{PLUGIN}/metadata.txt") == (ROOT / "metadata.txt").read_bytes()
