@@ -6,7 +6,7 @@ PYTHON_SYS ?= /usr/bin/python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # pyqt5-dev-tools: pylupdate5, qttools5-dev-tools: lrelease (make translations and its test)
-APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil python3-venv pyqt5-dev-tools qttools5-dev-tools
+APT_PACKAGES := qgis python3-qgis python3-gdal gdal-bin python3-pil python3-venv pyqt5-dev-tools qttools5-dev-tools xvfb xauth
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PLUGIN := dltools
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)

@@ -110,14 +110,26 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
 
+    #: The engine's name for this tool's argument set (core.arguments.TOOLS); "" picks it from the model type.
+    ARGUMENT_TOOL = ""
+
     def add_model_parameters(self, arguments_help: str) -> None:
+        # In the tool's dialog MODEL and ARGUMENTS get widgets that know the model (algorithms/widgets.py,
+        # imported only when a dialog is built); batch mode and the modeler keep QGIS's own widgets.
+        widgets = f"{__package__}.widgets"
+        model = QgsProcessingParameterFile(self.MODEL, self.tr("Model definition"), fileFilter=MODEL_FILTER)
+        model.setMetadata({"widget_wrapper": {"class": f"{widgets}.ModelWidgetFactory"}})
         self.add_param(
-            QgsProcessingParameterFile(self.MODEL, self.tr("Model definition"), fileFilter=MODEL_FILTER),
+            model,
             "The model: an Esri model definition (.emd), a deep learning package (.dlpk), an .ecd from Deep Learning "
-            "Model To Ecd, a plain .onnx or TorchScript (.pt) file, or the .emd JSON text pasted here.")
-        self.add_param(
-            QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="", optional=True),
-            arguments_help)
+            "Model To Ecd, a plain .onnx or TorchScript (.pt) file, or the .emd JSON text pasted here (the {…} "
+            "button in the dialog). The dialog shows what it is: type, tile size, bands, classes and device.")
+        arguments = QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="",
+                                                 optional=True)
+        arguments.setMetadata({"widget_wrapper": {"class": f"{widgets}.ArgumentsWidgetFactory",
+                                                  "tool": self.ARGUMENT_TOOL}})
+        self.add_param(arguments, arguments_help + " In the dialog, a table lists the model's arguments with their "
+                       "defaults; values that would be refused are shown in red.")
 
     def add_device_parameters(self) -> None:
         self.add_param(

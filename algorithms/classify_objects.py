@@ -36,6 +36,7 @@ from ..core.pipelines.object_runs import (
 )
 from ..core.raster_io import build_mosaic, mosaic_items, release_mosaic
 from .base import DLToolsAlgorithm, FeedbackProgress, engine_results, run_engine
+from .class_style import style_classified_objects
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
 from .outputs import AtomicSink, refuse_same_files
 
@@ -58,6 +59,8 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
     PROCESSING_MODE = "PROCESSING_MODE"
     IMAGE_FOLDER = "IMAGE_FOLDER"
     OUTPUT = "OUTPUT"
+
+    ARGUMENT_TOOL = "classify_objects"
 
     def name(self) -> str:
         return "classifyobjects"
@@ -125,6 +128,12 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
 
     # ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        self._classes: list = []
+        result = self._classify(parameters, context, feedback)
+        style_classified_objects(result[self.OUTPUT], self._classes, context)  # categorized by class, + .qml
+        return result
+
+    def _classify(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: ANN001
         progress = FeedbackProgress(feedback)
         label_field = run_engine(check_label_field, self.parameterAsString(parameters, self.CLASS_LABEL_FIELD, context))
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
@@ -142,6 +151,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         self._refuse_output_over_inputs(parameters, context, raster_path)
 
         md = run_engine(load_model_definition, self.model_text(parameters, context))
+        self._classes = list(md.classes)
         for w in md.warnings:
             progress.warning(w)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)

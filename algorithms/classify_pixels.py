@@ -66,6 +66,8 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
     PROCESSING_MODE = "PROCESSING_MODE"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
 
+    ARGUMENT_TOOL = "classify_pixels"
+
     def name(self) -> str:
         return "classifypixels"
 

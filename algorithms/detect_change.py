@@ -34,6 +34,8 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
     CELL_SIZE = "CELL_SIZE"
     OUTPUT = "OUTPUT"
 
+    ARGUMENT_TOOL = "detect_change"
+
     def name(self) -> str:
         return "detectchange"
 

@@ -107,6 +107,15 @@ def test_classify_objects_with_function(qgis_context, tmp_path, setting_off):
     layer = QgsVectorLayer(str(out), "labels", "ogr")
     assert [f["ClassLabel"] for f in layer.getFeatures()] == ["dark", "bright", "dark", "bright"]
     assert [f["Confidence"] for f in layer.getFeatures()] == pytest.approx([60.0, 75.0, 60.0, 75.0])
+    # styled by class: a categorized renderer on the label field with the model's colours, as a .qml beside it
+    qml = (tmp_path / "labels.qml").read_text(encoding="utf-8")
+    assert 'type="categorizedSymbol"' in qml and 'attr="ClassLabel"' in qml
+    assert 'value="dark"' in qml and 'value="bright"' in qml
+    styled = QgsVectorLayer(str(out), "labels", "ogr")  # QGIS applies the .qml next to the file on load
+    renderer = styled.renderer()
+    assert renderer.type() == "categorizedSymbol" and renderer.classAttribute() == "ClassLabel"
+    colours = {c.value(): c.symbol().color().name() for c in renderer.categories()}
+    assert colours == {"dark": "#000000", "bright": "#ffff00"}
 
 
 def test_detect_change_with_function(qgis_context, tmp_path, setting_off):

@@ -1,0 +1,321 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Dialog widgets that know the model: MODEL (a file, or the pasted .emd JSON, with a short summary of the model)
+and ARGUMENTS (an editable table filled from the model when MODEL changes).
+
+Only the tool's own dialog gets these; batch mode and the Graphical Modeler keep QGIS's standard widgets
+(text for ARGUMENTS), so model inputs and batch rows work as before.  The value of ARGUMENTS stays the
+ArcGIS string form (``padding 64;batch_size 4``): what ``processing.run`` and ``qgis_process`` take.
+Nothing here runs a model or a model's Python code; a custom function's arguments are read from its source.
+Imported only when a dialog is built (the parameters name these classes by their dotted path).
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from processing.gui.wrappers import WidgetWrapper
+from qgis.core import QgsProcessingParameterDefinition
+from qgis.gui import QgsFileWidget, QgsGui, QgsProcessingGui
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtWidgets import (
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPlainTextEdit,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.argument_table import ArgumentRow, argument_rows, arguments_text, device_summary
+from ..core.arguments import parse_arguments_text
+from ..core.describe import bands_text
+from ..core.errors import DLToolsError
+from ..core.model_definition import load_model_definition
+
+_INVALID = QColor(255, 200, 200)
+_UNKNOWN = QColor(255, 240, 190)
+_TOOLS = {"classifypixels": "classify_pixels", "classifyobjects": "classify_objects", "detectchange": "detect_change"}
+
+
+def _standard_wrapper(param: QgsProcessingParameterDefinition, dialog: Any) -> Any:
+    """QGIS's own widget for ``param`` in batch and modeler dialogs (what it would use without ours)."""
+    kind = dialog.__class__.__name__
+    registry = QgsGui.processingGuiRegistry()
+    if kind == "ModelerParametersDialog":
+        wrapper = registry.createModelerParameterWidget(dialog.model, dialog.childId, param, dialog.context)
+    else:
+        wrapper = registry.createParameterWidgetWrapper(
+            param, QgsProcessingGui.Batch if kind == "BatchAlgorithmDialog" else QgsProcessingGui.Standard)
+    wrapper.setDialog(dialog)
+    return wrapper
+
+
+def _is_standard(dialog: Any) -> bool:
+    return dialog.__class__.__name__ not in ("ModelerParametersDialog", "BatchAlgorithmDialog")
+
+
+def model_summary_html(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tuple[str, Any]:
+    """(rich text summary, the ModelDefinition or None) for what MODEL holds; never raises."""
+    if not str(text or "").strip():
+        return "<i>Choose a model (.emd, .dlpk, .onnx, .pt) or paste the .emd JSON.</i>", None
+    try:
+        md = load_model_definition(text)
+    except (DLToolsError, OSError, ValueError) as exc:
+        return f'<span style="color:#a00000">{html.escape(str(exc))}</span>', None
+    parts = [f"<b>{html.escape(md.model_type)}</b>", f"tile {md.image_width}x{md.image_height}",
+             html.escape(bands_text(md))]
+    classes = " ".join(
+        f'<span style="background-color:#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}">&nbsp;&nbsp;&nbsp;</span>'
+        f"&nbsp;{html.escape(str(c.value))} {html.escape(c.name)}" if c.color else
+        f"{html.escape(str(c.value))} {html.escape(c.name)}" for c in md.classes[:24])
+    if len(md.classes) > 24:
+        classes += f" … ({len(md.classes)} classes)"
+    lines = [" · ".join(parts), f"Classes: {classes or 'none listed'}",
+             f"Runs on: {html.escape(device_summary(md, device_kind, gpu_id))}"]
+    lines += [f'<span style="color:#9a3b00">{html.escape(w)}</span>' for w in md.warnings]
+    return "<br>".join(lines), md
+
+
+# ------------------------------------------------------------------------------------------------ MODEL
+class ModelWidget(QWidget):
+    """A file chooser, a box for the pasted .emd JSON (shown with the {…} button), and the model summary."""
+
+    def __init__(self, file_filter: str) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.file = QgsFileWidget()
+        self.file.setFilter(file_filter)
+        self.paste = QToolButton()
+        self.paste.setText("{…}")
+        self.paste.setCheckable(True)
+        self.paste.setToolTip("Paste the .emd JSON text instead of choosing a file")
+        row.addWidget(self.file, 1)
+        row.addWidget(self.paste)
+        layout.addLayout(row)
+        self.json = QPlainTextEdit()
+        self.json.setPlaceholderText('{"ModelType": "ImageClassification", "ModelFile": "/path/model.onnx", ...}')
+        self.json.setMaximumHeight(120)
+        self.json.setVisible(False)
+        layout.addWidget(self.json)
+        self.summary = QLabel()
+        self.summary.setObjectName("dltools_model_summary")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.RichText)
+        layout.addWidget(self.summary)
+        self.paste.toggled.connect(self.json.setVisible)
+
+    def value(self) -> str:
+        if self.paste.isChecked() and self.json.toPlainText().strip():
+            return self.json.toPlainText().strip()
+        return self.file.filePath()
+
+    def set_value(self, value: Any) -> None:
+        text = "" if value is None else str(value)
+        if text.strip().startswith("{"):
+            self.json.setPlainText(text)
+            self.paste.setChecked(True)
+        else:
+            self.file.setFilePath(text)
+
+
+class ModelWrapper(WidgetWrapper):
+    def createWidget(self, **kwargs: Any) -> QWidget:  # noqa: N802 - QGIS API
+        self.device = ("auto", 0)
+        widget = ModelWidget(self.parameterDefinition().fileFilter())
+        widget.file.fileChanged.connect(self._changed)
+        widget.json.textChanged.connect(self._changed)
+        widget.paste.toggled.connect(self._changed)
+        return widget
+
+    def _changed(self, *args: Any) -> None:
+        self.refresh_summary()
+        self.widgetValueHasChanged.emit(self)
+
+    def refresh_summary(self) -> None:
+        text, _ = model_summary_html(self.value(), *self.device)
+        self.widget.summary.setText(text)
+
+    def postInitialize(self, wrappers: list) -> None:  # noqa: N802 - QGIS API
+        for w in wrappers:
+            if w.parameterDefinition().name() in ("DEVICE", "GPU_ID"):
+                w.widgetValueHasChanged.connect(lambda _w, ws=wrappers: self._device_changed(ws))
+        self._device_changed(wrappers)
+
+    def _device_changed(self, wrappers: list) -> None:
+        values = {w.parameterDefinition().name(): w.parameterValue() for w in wrappers
+                  if w.parameterDefinition().name() in ("DEVICE", "GPU_ID")}
+        kind = ["auto", "cpu", "gpu"][int(values.get("DEVICE") or 0)] if str(values.get("DEVICE", 0)).isdigit() \
+            else "auto"
+        self.device = (kind, int(values.get("GPU_ID") or 0))
+        self.refresh_summary()
+
+    def setValue(self, value: Any) -> None:  # noqa: N802 - QGIS API
+        self.widget.set_value(value)
+        self.refresh_summary()
+
+    def value(self) -> str:
+        return self.widget.value()
+
+
+class ModelWidgetFactory:
+    """Our MODEL widget in the tool's dialog; QGIS's standard one in batch mode and the modeler."""
+
+    def __new__(cls, param: QgsProcessingParameterDefinition, dialog: Any, row: int = 0, col: int = 0,
+                **kwargs: Any) -> Any:
+        if not _is_standard(dialog):
+            return _standard_wrapper(param, dialog)
+        return ModelWrapper(param, dialog, row, col, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ ARGUMENTS
+class ArgumentsWidget(QWidget):
+    """The arguments table (name, value, default, description) and a line saying what is wrong, if anything."""
+
+    COLUMNS = ("Name", "Value", "Default", "Description")
+
+    def __init__(self) -> None:
+        super().__init__()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setObjectName("dltools_arguments_table")
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setMinimumHeight(140)
+        self.note = QLabel()
+        self.note.setObjectName("dltools_arguments_note")
+        self.note.setWordWrap(True)
+        layout.addWidget(self.table)
+        layout.addWidget(self.note)
+        self.rows: list[ArgumentRow] = []
+        self.source_note = ""
+
+    def fill(self, rows: list[ArgumentRow], values: dict[str, str], note: str = "") -> None:
+        """Rows for the model, with ``values`` (name -> text) over their defaults; unknown names kept, flagged."""
+        self.table.blockSignals(True)
+        self.rows = rows
+        self.source_note = note
+        known = {r.name.lower() for r in rows}
+        extra = [(k, v) for k, v in values.items() if k.lower() not in known]
+        lowered = {k.lower(): v for k, v in values.items()}
+        self.table.setRowCount(len(rows) + len(extra))
+        for i, row in enumerate(rows):
+            self._set_row(i, row.name, lowered.get(row.name.lower(), row.default), row.default, row.description,
+                          row.fixed)
+        for j, (name, value) in enumerate(extra):
+            self._set_row(len(rows) + j, name, value, "", "Not an argument of this model: it would be ignored",
+                          False)
+        self.table.resizeColumnsToContents()
+        self.table.blockSignals(False)
+        self.validate()
+
+    def _set_row(self, i: int, name: str, value: str, default: str, description: str, fixed: bool) -> None:
+        for col, text in enumerate((name, value, default, description)):
+            item = QTableWidgetItem(text)
+            if col != 1 or fixed:
+                item.setFlags(item.flags() & ~Qt.ItemIsEditable)
+            if col == 3:
+                item.setToolTip(description)
+            self.table.setItem(i, col, item)
+
+    def values(self) -> dict[str, str]:
+        out = {}
+        for i in range(self.table.rowCount()):
+            name, value = self.table.item(i, 0), self.table.item(i, 1)
+            if name is not None and value is not None:
+                out[name.text()] = value.text()
+        return out
+
+    def text(self) -> str:
+        return arguments_text(self.values(), self.rows)
+
+    def validate(self) -> list[str]:
+        """Colour invalid values red (and unknown names yellow); returns the problems."""
+        problems = []
+        by_name = {r.name: r for r in self.rows}
+        self.table.blockSignals(True)
+        for i in range(self.table.rowCount()):
+            name, item = self.table.item(i, 0).text(), self.table.item(i, 1)
+            row = by_name.get(name)
+            problem = row.check(item.text()) if row is not None else ""
+            colour = _INVALID if problem else (_UNKNOWN if row is None else None)
+            for col in range(self.table.columnCount()):
+                cell = self.table.item(i, col)
+                cell.setBackground(colour if colour is not None else QColor(0, 0, 0, 0))
+            item.setToolTip(problem or ("" if row is not None else "Not an argument of this model"))
+            if problem:
+                problems.append(problem)
+            elif row is None and item.text().strip():
+                problems.append(f"'{name}' is not an argument of this model and would be ignored")
+        self.table.blockSignals(False)
+        notes = [f'<span style="color:#a00000">{html.escape(p)}</span>' for p in problems]
+        if self.source_note:
+            notes.append(f"<i>Arguments {html.escape(self.source_note)}.</i>")
+        self.note.setText("<br>".join(notes))
+        return problems
+
+
+class ArgumentsWrapper(WidgetWrapper):
+    def createWidget(self, tool: str = "", **kwargs: Any) -> QWidget:  # noqa: N802 - QGIS API
+        self.tool = tool
+        self.model_text = ""
+        self.pending = parse_arguments_text(self.parameterDefinition().defaultValue() or "")
+        widget = ArgumentsWidget()
+        widget.table.itemChanged.connect(self._edited)
+        return widget
+
+    def _edited(self, *args: Any) -> None:
+        self.widget.validate()
+        self.widgetValueHasChanged.emit(self)
+
+    def postInitialize(self, wrappers: list) -> None:  # noqa: N802 - QGIS API
+        for w in wrappers:
+            if w.parameterDefinition().name() == "MODEL":
+                w.widgetValueHasChanged.connect(lambda mw: self.model_changed(mw.parameterValue()))
+                self.model_changed(w.parameterValue())
+
+    def model_changed(self, text: Any) -> None:
+        """Refill the table for the model ``text`` names, keeping the values the user typed."""
+        values = self.widget.values() if self.widget.rows else dict(self.pending)
+        self.model_text = str(text or "")
+        rows, note = [], ""
+        try:
+            md = load_model_definition(self.model_text) if self.model_text.strip() else None
+        except (DLToolsError, OSError, ValueError):
+            md = None
+        if md is not None:
+            tool = self.tool or ("classify_objects" if md.model_type == "ObjectClassification" else "classify_pixels")
+            try:
+                rows, note = argument_rows(md, tool)
+            except ValueError:
+                rows, note = [], "for this tool are not known"
+        # values equal to the old defaults follow the new model's defaults
+        old_defaults = {r.name: r.default for r in self.widget.rows}
+        values = {k: v for k, v in values.items() if v.strip() and v != old_defaults.get(k)}
+        self.widget.fill(rows, values, note)
+        self.widgetValueHasChanged.emit(self)
+
+    def setValue(self, value: Any) -> None:  # noqa: N802 - QGIS API
+        self.pending = parse_arguments_text(value or "")
+        self.widget.fill(self.widget.rows, self.pending, self.widget.source_note)
+
+    def value(self) -> str:
+        return self.widget.text()
+
+
+class ArgumentsWidgetFactory:
+    """Our table in the tool's dialog; QGIS's text box in batch mode and the modeler."""
+
+    def __new__(cls, param: QgsProcessingParameterDefinition, dialog: Any, row: int = 0, col: int = 0,
+                **kwargs: Any) -> Any:
+        if not _is_standard(dialog):
+            return _standard_wrapper(param, dialog)
+        return ArgumentsWrapper(param, dialog, row, col, **kwargs)
