@@ -152,6 +152,14 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
             return None if left is None or right is None else left + right
         if isinstance(expr, ast.Name) and expr.id in assigned:
             return entries(assigned[expr.id], depth + 1)
+        if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):  # PARAMS[1:]
+            base = entries(expr.value, depth + 1)
+            try:
+                bounds = [None if b is None else ast.literal_eval(b)
+                          for b in (expr.slice.lower, expr.slice.upper, expr.slice.step)]
+            except ValueError:
+                return None
+            return None if base is None else base[slice(*bounds)]
         return None
 
     items = entries(returned)

@@ -1,0 +1,203 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The tools in the real QGIS desktop under Xvfb: each dialog with a model set, the argument table read and edited,
+a run, the styled output layer in the project, and screenshots (build/screenshots/*.png) a person can look at.
+
+Skips, saying why, where Xvfb or the QGIS desktop is not installed.  The plugin is installed into a throw-away
+QGIS profile (a link to this checkout, or the zip named by $DLTOOLS_GUI_PLUGIN_ZIP).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots"
+sys.path.insert(0, str(ROOT / "tests"))
+
+import prf_functions as prf  # noqa: E402
+from builders import conv_module, export_onnx, write_emd, write_raster  # noqa: E402
+
+PIXEL_CLASSES = [(1, "water", (0, 90, 255)), (2, "field", (240, 200, 0)), (3, "forest", (0, 140, 40))]
+
+
+def _need_desktop() -> None:
+    if shutil.which("xvfb-run") is None or shutil.which("Xvfb") is None:
+        pytest.skip("no X server can be started: Xvfb is not installed (apt-get install xvfb; make install does it)")
+    if shutil.which("qgis") is None:
+        pytest.skip("the QGIS desktop (qgis) is not installed")
+
+
+def _profile(root: Path) -> Path:
+    profile = root / "profiles" / "default"
+    plugins = profile / "python" / "plugins"
+    plugins.mkdir(parents=True)
+    zipped = os.environ.get("DLTOOLS_GUI_PLUGIN_ZIP")
+    if zipped:
+        with zipfile.ZipFile(zipped) as zf:
+            zf.extractall(plugins)
+    else:
+        (plugins / "dltools").symlink_to(ROOT, target_is_directory=True)
+    (profile / "QGIS").mkdir()
+    (profile / "QGIS" / "QGIS3.ini").write_text(
+        "[PythonPlugins]\ndltools=true\nprocessing=true\n[qgis]\ncheckVersion=false\nshowTips=false\n"
+        "[core]\nlayer-tree-show-feature-count-for-new-layers=false\n", encoding="utf-8")
+    return root
+
+
+def _data(tmp: Path) -> dict:
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    raster = write_raster(tmp / "image.tif", image)
+    conv = conv_module(3, 3, 1, weight=np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1))
+    export_onnx(conv, tmp / "pixels.onnx", 3, 32)
+    pixel_emd = write_emd(tmp / "pixels.emd", "pixels.onnx", tile=32, classes=PIXEL_CLASSES, Padding=8)
+    objects_emd = prf.write_function(tmp / "objects", "Brightness", prf.OBJECT_CLASSIFIER,
+                                     model_type="ObjectClassification", tile=8,
+                                     classes=((1, "dark", (40, 40, 40)), (2, "bright", (255, 255, 0))))
+    change_emd = prf.write_function(tmp / "change", "Growth", prf.CHANGE_FUNCTION,
+                                    classes=((0, "no change", (0, 0, 0)), (1, "growth", (0, 200, 0))))
+    later = write_raster(tmp / "later.tif", np.clip(image.astype(int) + rng.integers(-40, 40, image.shape), 0, 255)
+                         .astype(np.uint8))
+    from osgeo import ogr, osr
+
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp / "boxes.gpkg"))
+    lyr = ds.CreateLayer("boxes", srs, ogr.wkbPolygon)
+    for x, y in ((5, 10), (30, 30), (50, 50)):
+        x0, y0 = 500000 + x, 4000000 - y
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON(({x0} {y0},{x0 + 8} {y0},{x0 + 8} {y0 - 8},{x0} {y0 - 8},{x0} {y0}))"))
+        lyr.CreateFeature(f)
+    ds = None
+    return {"raster": str(raster), "later": str(later), "boxes": str(tmp / "boxes.gpkg"), "pixel_emd": str(pixel_emd),
+            "objects_emd": str(objects_emd), "change_emd": str(change_emd)}
+
+
+@pytest.fixture(scope="module")
+def desktop(tmp_path_factory):
+    _need_desktop()
+    tmp = tmp_path_factory.mktemp("gui")
+    d = _data(tmp)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    plan = {"screenshots": str(SHOTS), "steps": [
+        {"name": "classify_pixels", "alg": "dltools:classifypixels", "model": d["pixel_emd"],
+         "inputs": {"INPUT": d["raster"]}, "invalid": {"batch_size": "four"}, "change": {"batch_size": "4",
+                                                                                      "padding": "4"},
+         "outputs": {"OUTPUT": str(tmp / "classes.tif")}, "batch": True},
+        {"name": "classify_objects", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
+         "inputs": {"INPUT": d["raster"], "FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
+         "change": {"batch_size": "2"}, "outputs": {"OUTPUT": str(tmp / "labels.gpkg")}},
+        {"name": "detect_change", "alg": "dltools:detectchange", "model": d["change_emd"],
+         "inputs": {"FROM_RASTER": d["raster"], "TO_RASTER": d["later"], "ALLOW_CUSTOM_CODE": True},
+         "change": {"margin": "10"}, "outputs": {"OUTPUT": str(tmp / "change.tif")}},
+        {"name": "describe_model", "alg": "dltools:describemodel", "model": d["pixel_emd"],
+         "change": {"batch_size": "9"},
+         "outputs": {"OUTPUT_HTML": str(tmp / "d.html"), "OUTPUT_JSON": str(tmp / "d.json")}},
+    ]}
+    (tmp / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+    result = tmp / "result.json"
+    profiles = _profile(tmp / "qgis-profiles")
+    env = dict(os.environ, DLTOOLS_GUI_PLAN=str(tmp / "plan.json"), DLTOOLS_GUI_RESULT=str(result),
+               QT_QPA_PLATFORM="xcb", PYTHONPATH=os.pathsep.join(
+                   [p for p in sys.path if p.endswith("site-packages") and ".venv" in p]
+                   + [os.environ.get("PYTHONPATH", "")]), DLTOOLS_THREADS="2", QGIS_CUSTOM_CONFIG_PATH="")
+    env.pop("QGIS_PLUGINPATH", None)
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1400x1000x24", "qgis", "--profiles-path", str(profiles), "--profile",
+           "default", "--nologo", "--noversioncheck", "--code", str(ROOT / "tests" / "gui" / "qgis_dialog_driver.py")]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the QGIS desktop did not finish in 400 s: {str(exc.stderr)[-2000:]}")
+    if not result.is_file():
+        if "cannot open display" in proc.stderr.lower() or "xvfb failed" in proc.stderr.lower():
+            pytest.skip(f"no X server could be started: {proc.stderr[-500:]}")
+        pytest.fail(f"QGIS wrote no result (exit {proc.returncode}): {proc.stderr[-3000:]}")
+    data = json.loads(result.read_text(encoding="utf-8"))
+    assert not data["errors"], "\n".join(data["errors"])
+    data["paths"] = {"tmp": tmp, **d}
+    return data
+
+
+def _rows(tool: dict, key: str = "rows_before") -> dict:
+    return {r["name"]: r for r in tool[key]}
+
+
+def test_plugin_loads_in_the_desktop_with_our_widgets(desktop):
+    assert "dltools" in desktop["plugins"]
+    for name, tool in desktop["tools"].items():
+        assert tool["model_wrapper"] == "ModelWrapper" and tool["arguments_wrapper"] == "ArgumentsWrapper", name
+        assert tool["group"] == "" and tool["help_url"].startswith("file://")
+
+
+def test_toolbox_lists_the_tools_directly_under_the_provider(desktop):
+    under = desktop["toolbox"]["under_provider"]
+    assert "Classify Pixels Using Deep Learning" in under and "Describe Model" in under
+    assert "Deep learning" not in under  # no extra group level
+
+
+def test_classify_pixels_dialog(desktop):
+    tool = desktop["tools"]["classify_pixels"]
+    assert "ImageClassification" in tool["summary"] and "tile 32x32" in tool["summary"]
+    for _value, name, rgb in PIXEL_CLASSES:
+        assert name in tool["summary"] and "#{:02x}{:02x}{:02x}".format(*rgb) in tool["summary"]
+    assert "CPU" in tool["summary"] or "GPU" in tool["summary"]
+    rows = _rows(tool)
+    assert rows["padding"]["default"] == "8" and rows["batch_size"]["default"] == "4"
+    assert tool["value_before"] == ""
+    bad = tool["invalid_seen"]["batch_size"]
+    assert bad["background"] == "#ffc8c8" and "whole number" in bad["note"]
+    assert tool["value_after"] == "padding 4"  # batch_size 4 is the default again: only the change is written
+    assert tool["finished"]["ok"] is True
+    layer = next(la for la in tool["layers"] if la["source"].endswith("classes.tif"))
+    assert layer["renderer"] == "paletted"
+    got = {c[1]: c[2] for c in layer["classes"]}
+    assert got == {name: "#{:02x}{:02x}{:02x}".format(*rgb) for _, name, rgb in PIXEL_CLASSES}
+    assert not any(w in ("ModelWrapper", "ArgumentsWrapper") for w in tool["batch_wrappers"])
+
+
+def test_classify_objects_dialog_and_styled_layer(desktop):
+    tool = desktop["tools"]["classify_objects"]
+    assert "ObjectClassification" in tool["summary"] and "own Python function" in tool["summary"]
+    rows = _rows(tool)
+    assert list(rows) == ["batch_size"] and rows["batch_size"]["default"] == "4"
+    assert "getParameterInfo" in tool["note_after"] and "without running it" in tool["note_after"]
+    assert tool["value_after"] == "batch_size 2"
+    assert tool["finished"]["ok"] is True, tool["log"]
+    layer = next(la for la in tool["layers"] if "labels" in la["source"])
+    assert layer["renderer"] == "categorizedSymbol" and layer["field"] == "ClassLabel"
+    assert {c[0]: c[2] for c in layer["categories"]} == {"dark": "#282828", "bright": "#ffff00"}
+    assert (desktop["paths"]["tmp"] / "labels.qml").is_file()
+
+
+def test_detect_change_dialog(desktop):
+    tool = desktop["tools"]["detect_change"]
+    assert _rows(tool)["margin"]["default"] == "0" and tool["value_after"] == "margin 10"
+    assert tool["finished"]["ok"] is True, tool["log"]
+    layer = next(la for la in tool["layers"] if la["source"].endswith("change.tif"))
+    assert layer["renderer"] == "paletted"
+
+
+def test_describe_model_dialog(desktop):
+    tool = desktop["tools"]["describe_model"]
+    assert tool["finished"]["ok"] is True, tool["log"]
+    report = json.loads((desktop["paths"]["tmp"] / "d.json").read_text(encoding="utf-8"))
+    cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
+    assert cp["batch_size"]["used"] == "9"
+
+
+def test_screenshots_are_written(desktop):
+    for name in ("classify_pixels", "classify_pixels_invalid", "classify_objects", "detect_change", "describe_model",
+                 "qgis_main_window", "toolbox"):
+        path = SHOTS / f"{name}.png"
+        assert path.is_file() and path.stat().st_size > 5000, path
