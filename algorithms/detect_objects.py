@@ -80,6 +80,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
     PROCESSING_MODE = "PROCESSING_MODE"
     OUTPUT = "OUTPUT"
 
+    ARGUMENT_TOOL = "detect_objects"
+
     def name(self) -> str:
         return "detectobjects"
 
@@ -124,6 +126,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                        advanced=True)
         self.add_device_parameters()
         self.add_cluster_parameters()
+        self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
                                                   defaultValue=0),
                        "For a VRT mosaic: search it as one image (default), or each raster it is made of separately "
@@ -146,6 +149,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
         request = RasterRequest(extent=extent, cell_size=cell_size or None)
         device = self.device_request(parameters, context)
+        allow = self.custom_code_allowed(parameters, context)
         run_nms = self.parameterAsBool(parameters, self.RUN_NMS, context)
         ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
         conf_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context) or "Confidence"
@@ -159,7 +163,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
             if len(items) > 1:
                 progress.info(f"Item {i + 1}/{len(items)}: {item}")
             results.append(run_engine(detect_objects, item, md, arguments, request, device, progress, run_nms, ratio,
-                                      **self.cluster_options(parameters, context)))
+                                      allow_custom_code=allow, **self.cluster_options(parameters, context)))
 
         fields = QgsFields()
         fields.append(QgsField(class_field, QVariant.String))

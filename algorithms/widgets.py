@@ -39,7 +39,6 @@ from ..core.model_definition import load_model_definition
 
 _INVALID = QColor(255, 200, 200)
 _UNKNOWN = QColor(255, 240, 190)
-_TOOLS = {"classifypixels": "classify_pixels", "classifyobjects": "classify_objects", "detectchange": "detect_change"}
 
 
 def _standard_wrapper(param: QgsProcessingParameterDefinition, dialog: Any) -> Any:
@@ -292,7 +291,8 @@ class ArgumentsWrapper(WidgetWrapper):
         except (DLToolsError, OSError, ValueError):
             md = None
         if md is not None:
-            tool = self.tool or ("classify_objects" if md.model_type == "ObjectClassification" else "classify_pixels")
+            tool = self.tool or {"ObjectClassification": "classify_objects", "ObjectDetection": "detect_objects",
+                                 "InstanceDetection": "detect_objects"}.get(md.model_type, "classify_pixels")
             try:
                 rows, note = argument_rows(md, tool)
             except ValueError:

@@ -136,6 +136,43 @@ class Brightness:
 '''
 
 
+#: Detect Objects: a one-pixel box around every pixel of band 1 that is 255 inside the block (not its padding),
+#: class "spot" (or "big spot" where band 2 is also 255), confidence 0.9 (0-1, as RDL's detectors give it).
+DETECTOR = _COMMON + '''
+
+class SpotDetector:
+    def initialize(self, **kwargs):
+        self.json_info = read_model(kwargs["model"])
+
+    def getParameterInfo(self):
+        return PARAMS + [{"name": "padding", "dataType": "numeric", "value": 2, "required": False,
+                          "displayName": "Padding", "description": "context pixels"}]
+
+    def getConfiguration(self, **scalars):
+        self.padding = int(scalars.get("padding", 2))
+        return {"padding": self.padding, "tx": 16, "ty": 12, "inputMask": True, "extractBands": (0, 1)}
+
+    def getFields(self):
+        return json.dumps({"fields": [{"name": "Class", "type": "esriFieldTypeString"},
+                                      {"name": "Confidence", "type": "esriFieldTypeDouble"}]})
+
+    def getGeometryType(self):
+        return 4
+
+    def vectorize(self, **pixelBlocks):
+        p = self.padding
+        pix = pixelBlocks["raster_pixels"]
+        core = pix[:, p:pix.shape[1] - p, p:pix.shape[2] - p]
+        features = []
+        for r, c in zip(*np.nonzero(core[0] == 255)):
+            name = "big spot" if core[1, r, c] == 255 else "spot"
+            ring = [[int(c), int(r)], [int(c) + 1, int(r)], [int(c) + 1, int(r) + 1], [int(c), int(r) + 1],
+                    [int(c), int(r)]]
+            features.append({"attributes": {"Class": name, "Confidence": 0.9}, "geometry": {"rings": [ring]}})
+        return {"output_vectors": json.dumps({"features": features})}
+'''
+
+
 def raising(after_blocks: int = 1) -> str:
     """A pixel function that raises on its block number ``after_blocks`` (0-based)."""
     return _COMMON + f'''

@@ -298,17 +298,29 @@ def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGr
 def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None = None,
                    request: RasterRequest | None = None, device: DeviceRequest | None = None,
                    progress: Progress | None = None, run_nms: bool = False, max_overlap_ratio: float = 0.0,
-                   scheduler: str = "", retries: int = 2) -> DetectionResult:
+                   scheduler: str = "", retries: int = 2, allow_custom_code: bool = False) -> DetectionResult:
     """Detect objects in ``raster`` with ``md``: the merged, georeferenced objects (see the module docstring).
 
     ``scheduler``: empty = in-process threads; ``local``, ``local:N`` or ``tcp://host:port`` = the same block
     jobs on a Dask cluster (:mod:`core.cluster`), each failed block retried ``retries`` times.
+    A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``
+    (in-process: the function's object is not sent to workers).
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
+    if md.custom_function:
+        from .custom_detections import custom_detect_objects
+
+        grid = processing_grid(raster, request)[1]
+        found, stats = custom_detect_objects(raster, md, arguments, grid, device or DeviceRequest(), progress,
+                                             allow_custom_code, run_nms, max_overlap_ratio)
+        result = DetectionResult(objects=[DetectedObject(*o) for o in found], **stats)
+        for line in result.summary_lines():
+            progress.info(line)
+        return result
     args = resolve_arguments(md, "detect_objects", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)

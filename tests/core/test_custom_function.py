@@ -238,3 +238,30 @@ def test_model_file_messages_keep_the_path_the_user_gave(tmp_path):
     (real / "m.onnx").write_bytes(b"")
     md = load_model_definition(str(given), check_file=False)
     assert md.model_file == tmp_path / "shortcut" / "m.onnx" and md.base_dir == tmp_path / "shortcut"
+
+
+def test_detector_function_rings_become_map_polygons(tmp_path):
+    from dltools.core.pipelines.detect_objects import detect_objects
+    from osgeo import ogr
+
+    arr = np.zeros((2, 30, 37), np.uint8)
+    spots = [(0, 0), (5, 15), (11, 16), (12, 16), (29, 36), (20, 3)]
+    for r, c in spots:
+        arr[0, r, c] = 255
+    arr[1, 20, 3] = 255
+    raster = write_raster(tmp_path / "spots.tif", arr, origin=(1000.0, 2000.0), cell=2.0)
+    emd = prf.write_function(tmp_path / "m", "SpotDetector", prf.DETECTOR, model_type="ObjectDetection",
+                             classes=((1, "spot", (255, 0, 0)), (2, "big spot", (0, 0, 255))))
+    md = load_model_definition(str(emd))
+    with pytest.raises(CustomCodeRefusedError):
+        detect_objects(str(raster), md, "")
+    progress = RecordingProgress()
+    result = detect_objects(str(raster), md, "padding 3", progress=progress, allow_custom_code=True)
+    got = sorted((ogr.CreateGeometryFromWkb(o.wkb).GetEnvelope(), o.class_name, o.class_value, o.confidence)
+                 for o in result.objects)
+    expected = sorted(((1000.0 + 2 * c, 1000.0 + 2 * c + 2, 2000.0 - 2 * r - 2, 2000.0 - 2 * r),
+                       "big spot" if (r, c) == (20, 3) else "spot", 2 if (r, c) == (20, 3) else 1, 90.0)
+                      for r, c in spots)
+    assert got == expected
+    assert result.tiles == 9  # 37/16 -> 3 columns, 30/12 -> 3 rows
+    assert any("Fields the function declares: Class, Confidence" in m for m in progress.infos)

@@ -51,7 +51,8 @@ def test_provider_registers_the_setting(qgis_app):
     assert setting is not None and setting.group == "Deep Learning Tools" and setting.default is False
 
 
-@pytest.mark.parametrize("alg", ["dltools:classifypixels", "dltools:classifyobjects", "dltools:detectchange"])
+@pytest.mark.parametrize("alg", ["dltools:classifypixels", "dltools:classifyobjects", "dltools:detectchange",
+                                 "dltools:detectobjects"])
 def test_every_inference_tool_has_the_parameter(qgis_app, alg):
     from qgis.core import QgsApplication
 
@@ -131,3 +132,22 @@ def test_detect_change_with_function(qgis_context, tmp_path, setting_off):
     expected = (after[0].astype(int) > before[0].astype(int) + 10).astype(np.uint8)
     np.testing.assert_array_equal(read_raster(result["OUTPUT"]), expected)
     assert gdal.Open(result["OUTPUT"]).GetRasterBand(1).GetColorTable() is not None
+
+
+def test_detect_objects_with_function(qgis_context, tmp_path, setting_off):
+    arr = np.zeros((2, 30, 37), np.uint8)
+    for r, c in ((0, 0), (5, 15), (29, 36)):
+        arr[0, r, c] = 255
+    raster = write_raster(tmp_path / "spots.tif", arr, origin=(1000.0, 2000.0), cell=2.0)
+    emd = prf.write_function(tmp_path / "m", "SpotDetector", prf.DETECTOR, model_type="ObjectDetection",
+                             classes=((1, "spot", (255, 0, 0)), (2, "big spot", (0, 0, 255))))
+    params = {"INPUT": str(raster), "MODEL": str(emd), "OUTPUT": str(tmp_path / "spots.gpkg")}
+    with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
+        _run("dltools:detectobjects", params, qgis_context)
+    _run("dltools:detectobjects", dict(params, ALLOW_CUSTOM_CODE=True), qgis_context)
+    layer = QgsVectorLayer(str(tmp_path / "spots.gpkg"), "spots", "ogr")
+    boxes = sorted(tuple(round(v, 6) for v in (f.geometry().boundingBox().xMinimum(),
+                                               f.geometry().boundingBox().yMaximum())) for f in layer.getFeatures())
+    assert boxes == sorted([(1000.0, 2000.0), (1030.0, 1990.0), (1072.0, 1942.0)])
+    assert {f["Class"] for f in layer.getFeatures()} == {"spot"}
+    assert [f["Confidence"] for f in layer.getFeatures()] == [90.0, 90.0, 90.0]
