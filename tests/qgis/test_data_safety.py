@@ -90,8 +90,8 @@ def test_classify_objects_success_replaces_the_output_atomically(context, object
     assert result["OUTPUT"] == str(old)
     assert QgsVectorLayer(str(old), "out", "ogr").featureCount() == 5
     after = snapshot(tmp_path)
-    assert {k: v for k, v in after.items() if k != "result.gpkg"} == inputs
-    assert sorted(after) == ["in.gpkg", "result.gpkg"]
+    assert {k: v for k, v in after.items() if k not in ("result.gpkg", "result.qml")} == inputs
+    assert sorted(after) == ["in.gpkg", "result.gpkg", "result.qml"]  # the class style written next to it
 
 
 def test_classify_objects_shapefile_output_gets_all_its_side_files(context, objects_case, tmp_path):

@@ -35,7 +35,7 @@ def _make_translations(i18n: Path) -> None:
 def test_the_committed_template_holds_the_tool_names():
     messages = _messages(ROOT / "i18n" / "dltools_en.ts")
     assert ("ClassifyPixelsAlgorithm", "Classify Pixels Using Deep Learning") in messages
-    assert ("DLToolsAlgorithm", "Deep learning") in messages
+    assert ("DLToolsAlgorithm", "Model definition") in messages
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +47,14 @@ def i18n_xx(tmp_path_factory):
     template = i18n / "dltools_en.ts"
     messages = _messages(template)
     assert ("ClassifyPixelsAlgorithm", "Classify Pixels Using Deep Learning") in messages
-    assert ("DLToolsAlgorithm", "Deep learning") in messages  # strings of the shared base class
+    assert ("DLToolsAlgorithm", "Model definition") in messages  # strings of the shared base class
     assert ("DetectChangeAlgorithm", "Detect Change Using Deep Learning") in messages
     assert all(t is not None and not (t.text or "") for t in messages.values())  # English: nothing translated
     assert not list(i18n.glob("*.qm"))  # English needs no .qm
 
     tree = ET.parse(template)
     wanted = {("ClassifyPixelsAlgorithm", "Classify Pixels Using Deep Learning"): "Pixel klassifizieren XX",
-              ("DLToolsAlgorithm", "Deep learning"): "Tiefes Lernen XX"}
+              ("DLToolsAlgorithm", "Model definition"): "Modelldefinition XX"}
     for ctx in tree.getroot().iter("context"):
         for msg in ctx.iter("message"):
             key = (ctx.findtext("name"), msg.findtext("source"))
@@ -65,7 +65,7 @@ def i18n_xx(tmp_path_factory):
     tree.write(i18n / "dltools_xx.ts", encoding="utf-8", xml_declaration=True)
     _make_translations(i18n)  # updates dltools_xx.ts from the sources, keeping the translations, and compiles it
     kept = _messages(i18n / "dltools_xx.ts")
-    assert kept[("DLToolsAlgorithm", "Deep learning")].text == "Tiefes Lernen XX"
+    assert kept[("DLToolsAlgorithm", "Model definition")].text == "Modelldefinition XX"
     assert (i18n / "dltools_xx.qm").stat().st_size > 0
     return i18n
 
@@ -80,7 +80,8 @@ def test_a_qm_for_the_locale_translates_the_tools(qgis_app, i18n_xx):
     assert translator is not None
     try:
         assert alg.displayName() == "Pixel klassifizieren XX"
-        assert alg.group() == "Tiefes Lernen XX"  # filed under the base class, found through it
+        # filed under the base class, found through it (the toolbox has no group level, so a parameter name)
+        assert alg.create().parameterDefinition("MODEL").description() == "Modelldefinition XX"
         assert alg.createInstance().displayName() == "Pixel klassifizieren XX"
     finally:
         from qgis.PyQt.QtCore import QCoreApplication
@@ -99,10 +100,10 @@ def test_the_plugin_loads_the_qm_of_the_qgis_locale_and_removes_it(qgis_app, i18
     plugin = plugin_module.DeepLearningToolsPlugin(None)  # iface=None, as qgis_process creates it
     try:
         assert plugin.translator is not None
-        assert alg.group() == "Tiefes Lernen XX"
+        assert alg.create().parameterDefinition("MODEL").description() == "Modelldefinition XX"
     finally:
         plugin.unload()
-    assert plugin.translator is None and alg.group() == "Deep learning"
+    assert plugin.translator is None and alg.create().parameterDefinition("MODEL").description() == "Model definition"
 
 
 def test_no_qm_means_english_and_no_error(qgis_app, tmp_path, monkeypatch):
