@@ -137,11 +137,14 @@ def device_summary(md: ModelDefinition, kind: str = "auto", gpu_id: int = 0) -> 
         where = "the CPU" if kind != "gpu" else f"GPU {gpu_id}"
         return f"the model's own Python function, told to use {where} (device {-1 if kind != 'gpu' else gpu_id})"
     if (md.model_format_kind or "onnx") == "onnx":
-        if importlib.util.find_spec("onnxruntime") is None:
-            return "ONNX Runtime is not installed: install onnxruntime to run this model"
-        import onnxruntime
+        from .backends.onnx_backend import import_onnxruntime
+        from .errors import DependencyMissingError
 
-        gpu = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+        try:
+            ort = import_onnxruntime()
+        except DependencyMissingError:
+            return "ONNX Runtime is not installed: install onnxruntime to run this model"
+        gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         if kind == "cpu" or (kind == "auto" and not gpu):
             return "CPU (ONNX Runtime)" + ("" if gpu or kind == "cpu" else "; no GPU provider is available")
         return f"GPU {gpu_id} (ONNX Runtime, CUDA)" if gpu else "GPU requested, but ONNX Runtime has no GPU provider"
