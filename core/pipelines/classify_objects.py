@@ -55,6 +55,7 @@ from ..errors import InputDataError, ModelDefinitionError, OutputError
 from ..normalize import Normaliser, build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress, check_canceled
 from ..raster_io import RasterSource, bounded_gdal_cache, open_raster
+from ..safe_output import same_path
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -325,6 +326,10 @@ class ObjectClassifier:
                     continue
                 current: _OpenRaster | None = state["raster"]
                 if current is None or current.path != raster:
+                    if self.save_dir is not None and same_path(self.save_dir, Path(raster).resolve().parent):
+                        raise OutputError(
+                            f"The save_chips folder '{self.save_dir}' holds the input image '{Path(raster).name}': a "
+                            "chip could replace an input (chips are named like the images). Choose another folder")
                     if current is not None:
                         current.close()
                         state["raster"] = None

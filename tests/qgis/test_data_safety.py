@@ -478,3 +478,20 @@ def test_create_package_output_equal_to_a_packaged_file_is_refused(context, tmp_
                                                "OUTPUT": str(old)}, context, tmp_path)
     assert message == (f"OUTPUT '{old}' is the same file as the packaged file 'old.dlpk': choose another output "
                        "file, the run never writes over its inputs")
+
+
+def test_save_chips_into_the_image_folder_is_refused(context, objects_case, tmp_path):
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.tif", "b.tif"):
+        shutil.copy(objects_case["raster"], images / name)
+    before = snapshot(tmp_path)
+    with pytest.raises(QgsProcessingException) as info:
+        run("dltools:classifyobjects", {"IMAGE_FOLDER": str(images), "MODEL": str(objects_case["emd"]),
+                                        "ARGUMENTS": f"save_chips {images}", "OUTPUT": str(tmp_path / "o.gpkg")},
+            context)
+    assert str(info.value) == (f"The save_chips folder '{images}' holds the input image 'a.tif': a chip could "
+                               "replace an input (chips are named like the images). Choose another folder")
+    assert snapshot(tmp_path) == before
