@@ -184,11 +184,9 @@ def extract_package(package: str | os.PathLike[str], cache_dir: str | os.PathLik
     return target / emd_rel
 
 
-#: .emd keys that name a file (``TorchScript`` holds one per device); values starting ``[Functions]`` are Esri's own.
+#: .emd keys that name a file the plugin (or a model's allowed function) opens; any other key ending in "File" too.
+#: Values starting ``[Functions]`` are Esri's own bundled functions, not files.
 REFERENCE_KEYS = ("ModelFile", "InferenceFunction", "ModelConfigurationFile", "WeightsFile", "ModelWeights")
-#: Any other string value ending like this is a file reference too.
-_REFERENCE_SUFFIXES = (".onnx", ".pt", ".pth", ".pt2", ".torchscript", ".jit", ".ts", ".py", ".pyc", ".pkl",
-                       ".emd", ".json", ".pb", ".h5", ".keras", ".tflite", ".dlpk", ".ecd", ".so", ".dll", ".bin")
 
 
 def package_root(emd_path: Path) -> Path:
@@ -203,7 +201,7 @@ def _references(data: dict) -> list[tuple[str, str]]:
     refs: list[tuple[str, str]] = []
     for key, value in data.items():
         if isinstance(value, str) and value and not value.startswith("[Functions]") and (
-                key in REFERENCE_KEYS or value.lower().endswith(_REFERENCE_SUFFIXES)):
+                key in REFERENCE_KEYS or key.endswith("File")):
             refs.append((key, value))
     ts = data.get("TorchScript")
     if isinstance(ts, dict):
