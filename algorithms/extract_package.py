@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from qgis.core import (
 
 from ..core.errors import ModelDefinitionError
 from ..core.model_definition import load_model_definition
-from ..core.packages import extract_package, package_properties
+from ..core.packages import check_package_references, extract_package, package_properties
 from ..core.progress import SubProgress
 from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
 
@@ -79,16 +80,24 @@ class ExtractPackageAlgorithm(DLToolsAlgorithm):
         if target.exists() and not target.is_dir():
             raise QgsProcessingException(f"Output folder '{target}' is a file: choose a folder")
         feedback.pushInfo(f"Extracting {package} to {target}")
+        existed = target.exists()
         emd = run_engine(extract_package, package, destination=target,
                          progress=SubProgress(FeedbackProgress(feedback), 0, 80))
         feedback.setProgress(80)
 
         try:
-            data = json.loads(emd.read_text(encoding="utf-8-sig"))
-        except (OSError, ValueError) as exc:
-            raise QgsProcessingException(f"The package's model definition '{emd.name}' is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise QgsProcessingException(f"The package's model definition '{emd.name}' is not a JSON object")
+            try:
+                data = json.loads(emd.read_text(encoding="utf-8-sig"))
+            except (OSError, ValueError) as exc:
+                raise QgsProcessingException(
+                    f"The package's model definition '{emd.name}' is not valid JSON: {exc}") from exc
+            if not isinstance(data, dict):
+                raise QgsProcessingException(f"The package's model definition '{emd.name}' is not a JSON object")
+            # files the package names must be inside it: nothing outside is returned or opened
+            run_engine(check_package_references, data, emd, Path(package).name, target)
+        except QgsProcessingException:
+            _remove_extraction(target, existed)
+            raise
         props = package_properties(data)
         model_file = ""
         ref = data.get("ModelFile")
@@ -119,3 +128,15 @@ class ExtractPackageAlgorithm(DLToolsAlgorithm):
             self.FRAMEWORK: props["framework"], self.MODEL_TYPE: props["model_type"],
             self.DESCRIPTION: props["description"], self.SUMMARY: props["summary"], self.TAGS: props["tags"],
         }
+
+
+def _remove_extraction(target: Path, existed: bool) -> None:
+    """Undo a refused extraction: the folder was new or empty before, and is again."""
+    if not existed:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in target.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

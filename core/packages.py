@@ -209,13 +209,13 @@ def _references(data: dict) -> list[tuple[str, str]]:
     return refs
 
 
-def check_package_references(data: dict, emd_path: Path, package_name: str) -> None:
+def check_package_references(data: dict, emd_path: Path, package_name: str, root: Path | None = None) -> None:
     """Every file the package's .emd names must resolve inside the extracted package folder.
 
     Absolute paths (``/etc/x``, ``C:\\x``, ``\\\\server\\x``) and paths that climb out (``../x``) are refused, before
     anything opens them: a package is untrusted, and must not make the plugin read or run files outside it.
     """
-    root = package_root(emd_path).resolve()
+    root = (root or package_root(emd_path)).resolve()
     for key, value in _references(data):
         text = value.replace("\\", "/")
         if text.startswith("/") or text.startswith("~") or (len(text) > 1 and text[1] == ":"):

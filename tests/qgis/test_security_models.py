@@ -230,3 +230,20 @@ def test_a_module_that_cannot_be_inspected_is_refused():
     with pytest.raises(BackendError, match=r"^Model 'odd.pt' is refused: its TorchScript graphs could not be "
                                            r"inspected \(RuntimeError: unreadable graph\), so it is not run$"):
         check_torchscript_module(Odd(), Path("odd.pt"))
+
+
+def test_extract_package_refuses_a_reference_outside_and_leaves_nothing(context, tmp_path):
+    import processing
+
+    outside = tmp_path / "outside.onnx"
+    outside.write_bytes(b"not returned")
+    emd = {"Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "../outside.onnx",
+           "ImageHeight": 8, "ImageWidth": 8}
+    package = _package(tmp_path / "evil.dlpk", emd, {"inside.onnx": b"x"})
+    target = tmp_path / "extracted"
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run("dltools:extractpackage", {"INPUT": str(package), "OUTPUT_FOLDER": str(target)},
+                       context=context, feedback=RecordingFeedback())
+    assert str(info.value) == ("Package 'evil.dlpk': ModelFile '../outside.onnx' points outside the package; every "
+                               "file a package references must be inside it: refused")
+    assert not target.exists() and outside.read_bytes() == b"not returned"
