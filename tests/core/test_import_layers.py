@@ -147,12 +147,32 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
-def test_graph_sees_deferred_and_relative_imports():
-    """The parser itself: a deferred relative import is an edge, ``from . import x`` names x."""
-    graph = import_graph()
-    assert "core.errors" in graph["core.progress"]
-    assert all(not deps or all(d.startswith("core") for d in deps) for deps in graph.values())
-    assert "core.augment" in graph["core.pipelines.pixel_engine"]  # "from .. import augment"
+def test_graph_sees_deferred_and_relative_imports(tmp_path):
+    """The parser itself: deferred, relative, ``from . import x`` and absolute ``dltools.core`` imports are edges."""
+    files = {
+        "core/__init__.py": "",
+        "core/a.py": "import os\n\ndef f():\n    from .b import thing\n    return thing\n",
+        "core/b.py": "from . import c\nfrom .sub import d\n",
+        "core/c.py": "import dltools.core.a\n",
+        "core/sub/__init__.py": "from .d import x\n",
+        "core/sub/d.py": "from ..c import y\nfrom .. import errors\n",
+        "core/errors.py": "",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text, encoding="utf-8")
+    modules = {m: tmp_path / rel for rel in files
+               for m in [".".join(Path(rel).with_suffix("").parts).removesuffix(".__init__")]}
+    graph = {name: imports_of(name, path, modules) for name, path in modules.items()}
+    assert graph["core.a"] == {"core.b"}  # deferred into a function; os is not core
+    assert graph["core.b"] == {"core.c", "core.sub.d"}
+    assert graph["core.c"] == {"core.a"}
+    assert graph["core.sub"] == {"core.sub.d"}
+    assert graph["core.sub.d"] == {"core.c", "core.errors"}
+    assert find_cycles(graph) == [["core.a", "core.b", "core.c", "core.a"]]
+    real = import_graph()
+    assert "core.errors" in real["core.progress"]
+    assert all(d.startswith("core") for deps in real.values() for d in deps)
 
 
 def test_find_cycles_reports_a_circle():
