@@ -140,6 +140,23 @@ def test_block_size_never_changes_a_pixel(tmp_path, conv, odd_raster, block_size
     assert blocks.startswith(f"Blocks: {want} of")
 
 
+@pytest.mark.parametrize("edge_fill", ["mirror", "zero"])
+def test_blended_tiles_are_the_same_whatever_the_blocks(tmp_path, conv, odd_raster, edge_fill):
+    """Blending sums every covering tile's weighted scores, across block edges too: in the same order, so the
+    probabilities are bit-identical for blocks of one tile, of a few tiles and one block."""
+    raster, _ = odd_raster
+    emd = onnx_emd(tmp_path, conv, 16)
+    outs = []
+    for block_size in (1, 24, 1000):
+        out = tmp_path / f"b{block_size}.tif"
+        probs = tmp_path / f"b{block_size}_p.tif"
+        classify_pixels(str(raster), load_model_definition(str(emd)), str(out),
+                        f"padding 3;batch_size 4;blend True;edge_fill {edge_fill};block_size {block_size}", str(probs))
+        outs.append((read_raster(out), read_raster(probs)))
+    for classes, probs in outs[1:]:
+        assert np.array_equal(classes, outs[0][0]) and probs.tobytes() == outs[0][1].tobytes()
+
+
 def zero_reacting_module():
     """A model that answers class 'two' on every pixel of a chip holding any exact 0, else class 'one'."""
     import torch
