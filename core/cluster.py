@@ -71,16 +71,18 @@ class ModelRef:
     kind: str
     device: DeviceRequest
     source: str  # the client's path (for messages)
+    definition: dict | None = None  # the model definition's JSON: arcgis.learn weights rebuild their network from it
 
     @classmethod
-    def for_file(cls, path: str | os.PathLike[str], kind: str, device: DeviceRequest) -> ModelRef:
+    def for_file(cls, path: str | os.PathLike[str], kind: str, device: DeviceRequest,
+                 definition: dict | None = None) -> ModelRef:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         sha = digest.hexdigest()
         suffix = "".join(Path(path).suffixes[-1:])
-        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path))
+        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path), definition)
 
 
 def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
@@ -179,7 +181,7 @@ def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
             path = Path(local_directory) / ref.upload_name
             if not path.exists():
                 raise ClusterError(f"the model file {ref.upload_name} was not shipped to this worker")
-            backend = open_backend(path, ref.kind, replace(ref.device), NullProgress())
+            backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition)
             _MODELS[(run_id, ref.sha256)] = backend
         return backend
 

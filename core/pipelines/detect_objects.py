@@ -352,7 +352,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
                 except ImportError as exc:
                     raise InputDataError("Running on a Dask cluster needs the block engine's cluster module, "
                                          f"which this build lacks ({exc}): leave the scheduler empty") from exc
-                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device)
+                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
                 run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
             else:
                 run_in_process(task, backend, jobs, sink, progress)

@@ -572,7 +572,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     if scheduler:
         from ..cluster import ModelRef, run_on_cluster
 
-        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device)
+        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
         stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
         workers, cluster_model_seconds = stats.workers, stats.model_seconds
     else:

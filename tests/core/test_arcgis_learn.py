@@ -678,3 +678,22 @@ def test_predict_background_and_ignore_mapped_class(tmp_path):
         got = read_raster(out)
         assert np.array_equal(got, expected)
         assert not np.isin(got, lut[suppressed]).any() and np.isin(lut[suppressed], lut[scores.argmax(axis=1)]).all()
+
+
+def test_a_dask_worker_rebuilds_the_network_from_the_shipped_definition(tmp_path, small_classifier):
+    """What a worker does with SCHEDULER set: open the shipped .pth with the definition the client sent along."""
+    from dltools.core import cluster
+
+    emd, state = small_classifier
+    md = load_model_definition(write_package(tmp_path, emd, state))
+    ref = cluster.ModelRef.for_file(md.model_file, md.model_format_kind, CPU, definition=md.raw)
+    ref = __import__("pickle").loads(__import__("pickle").dumps(ref))  # as Dask ships it
+    worker_dir = tmp_path / "worker"
+    worker_dir.mkdir()
+    cluster._staged_model(ref, worker_dir)
+    backend = cluster._model_on_worker("run-1", ref, str(worker_dir))
+    try:
+        assert backend.family.title == ARCH
+        assert backend.run(np.zeros((1, 3, 32, 32), np.float32))[0].shape == (1, 2)
+    finally:
+        cluster._forget_run("run-1")

@@ -174,3 +174,15 @@ def _refused(case: dict) -> Path:
     path = folder / "mmseg.emd"
     path.write_text(json.dumps(emd), encoding="utf-8")
     return path
+
+
+def test_classify_pixels_on_a_local_cluster(case, context, tmp_path):
+    """SCHEDULER local:1: the worker rebuilds the UnetClassifier from the shipped .pth and the definition."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    out = tmp_path / "dask.tif"
+    _, feedback = _run("dltools:classifypixels", {"INPUT": str(case["raster"]), "MODEL": str(case["unet"]),
+                                                  "ARGUMENTS": "padding 0;block_size 32", "DEVICE": 1,
+                                                  "SCHEDULER": "local:1", "OUTPUT": str(out)}, context)
+    assert np.array_equal(read_raster(out), case["expected_classes"])
+    assert any(line.startswith("Dask: ") for line in feedback.infos)
+    _no_python_ran(case)
