@@ -83,6 +83,14 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "FeatureClassifier": {"batch_size": 4},
 }
 
+#: task -> the ModelType values arcgis.learn writes for it (first: the usual one)
+_MODEL_TYPES = {
+    "pixels": ("ImageClassification",),
+    "objects": ("ObjectClassification",),
+    "detection": ("ObjectDetection", "InstanceDetection", "ObjectionDetection"),
+}
+_TASK_WORDS = {"pixels": "a pixel classifier", "objects": "an object classifier", "detection": "an object detector"}
+
 _VIT_WORDS = ("vit", "swin", "convnext", "efficientnet", "mobilenet", "densenet", "vgg", "mit_", "segformer",
               "hrnet", "xception", "inception", "resnext", "wide_resnet")
 
@@ -171,6 +179,12 @@ def resolve_family(data: dict[str, Any]) -> Family:
         raise ModelDefinitionError(
             f"arcgis.learn {name} with backbone '{written}' cannot be run{why}: this plugin rebuilds {name} on "
             f"{', '.join(allowed)}. To run it, {EXPORT_HINT}")
+    model_type = data.get("ModelType")
+    if isinstance(model_type, str) and model_type not in _MODEL_TYPES[task]:
+        raise ModelDefinitionError(
+            f"arcgis.learn {name} is {_TASK_WORDS[task]}, but the model definition says ModelType '{model_type}': "
+            f"set ModelType to {' or '.join(_MODEL_TYPES[task][:2])} (arcgis.learn writes "
+            f"{_MODEL_TYPES[task][0]}) and run it with {TOOL_OF_TASK[task]}")
     classes = data.get("Classes") if isinstance(data.get("Classes"), list) else []
     if not classes:
         raise ModelDefinitionError(f"arcgis.learn {name}: the model definition lists no Classes, so the size of the "
