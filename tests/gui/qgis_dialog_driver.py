@@ -8,6 +8,7 @@ quits QGIS.  Any exception is recorded, never left to hang the desktop.
 
 import json
 import os
+import sys
 import time
 import traceback
 
@@ -19,7 +20,8 @@ from qgis.utils import iface, plugins
 PLAN = json.loads(open(os.environ["DLTOOLS_GUI_PLAN"], encoding="utf-8").read())
 RESULT = os.environ["DLTOOLS_GUI_RESULT"]
 SHOTS = PLAN["screenshots"]
-results = {"tools": {}, "plugins": sorted(plugins), "errors": []}
+results = {"tools": {}, "plugins": sorted(plugins), "errors": [],
+           "plugin_file": getattr(sys.modules.get("dltools"), "__file__", "")}  # which copy QGIS loaded
 
 
 def wait(seconds, until=None):

@@ -36,11 +36,11 @@ def _need_desktop() -> None:
         pytest.skip("the QGIS desktop (qgis) is not installed")
 
 
-def _profile(root: Path) -> Path:
+def _profile(root: Path, zipped: str | None = None) -> Path:
     profile = root / "profiles" / "default"
     plugins = profile / "python" / "plugins"
     plugins.mkdir(parents=True)
-    zipped = os.environ.get("DLTOOLS_GUI_PLUGIN_ZIP")
+    zipped = zipped or os.environ.get("DLTOOLS_GUI_PLUGIN_ZIP")
     if zipped:
         with zipfile.ZipFile(zipped) as zf:
             zf.extractall(plugins)
@@ -84,10 +84,24 @@ def _data(tmp: Path) -> dict:
             "objects_emd": str(objects_emd), "change_emd": str(change_emd)}
 
 
-@pytest.fixture(scope="module")
-def desktop(tmp_path_factory):
+def _plugin_zip() -> str:
+    """The zip `make package` builds (the one users install), for the "zip" run of the desktop."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("make package lists files with git; this is not a git checkout")
+    proc = subprocess.run(["make", "-s", "package"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    built = [line for line in proc.stdout.splitlines() if line.startswith("Plugin zip: ")]
+    assert built, proc.stdout
+    return str(ROOT / built[0].split()[2])
+
+
+@pytest.fixture(scope="module", params=["checkout", "zip"])
+def desktop(request, tmp_path_factory):
+    """The whole plan in the desktop, once with the plugin linked to this checkout and once installed from the
+    plugin zip, as a user installs it (unpacked into the profile's plugin folder)."""
     _need_desktop()
-    tmp = tmp_path_factory.mktemp("gui")
+    zipped = _plugin_zip() if request.param == "zip" else None
+    tmp = tmp_path_factory.mktemp(f"gui-{request.param}")
     d = _data(tmp)
     SHOTS.mkdir(parents=True, exist_ok=True)
     plan = {"screenshots": str(SHOTS), "steps": [
@@ -107,7 +121,7 @@ def desktop(tmp_path_factory):
     ]}
     (tmp / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     result = tmp / "result.json"
-    profiles = _profile(tmp / "qgis-profiles")
+    profiles = _profile(tmp / "qgis-profiles", zipped)
     env = dict(os.environ, DLTOOLS_GUI_PLAN=str(tmp / "plan.json"), DLTOOLS_GUI_RESULT=str(result),
                QT_QPA_PLATFORM="xcb", PYTHONPATH=os.pathsep.join(
                    [p for p in sys.path if p.endswith("site-packages") and ".venv" in p]
@@ -126,7 +140,20 @@ def desktop(tmp_path_factory):
     data = json.loads(result.read_text(encoding="utf-8"))
     assert not data["errors"], "\n".join(data["errors"])
     data["paths"] = {"tmp": tmp, **d}
+    data["install"] = request.param
+    data["plugin_dir"] = profiles / "profiles" / "default" / "python" / "plugins" / "dltools"
     return data
+
+
+def test_the_desktop_loads_the_copy_installed_in_the_profile(desktop):
+    loaded = Path(desktop["plugin_file"])
+    assert loaded.parent == desktop["plugin_dir"], loaded
+    if desktop["install"] == "zip":  # really the unpacked zip, not a link back to this checkout
+        assert not desktop["plugin_dir"].is_symlink() and ROOT not in loaded.resolve().parents
+        assert not (desktop["plugin_dir"] / "tests").exists() and (desktop["plugin_dir"] / "LICENSE").is_file()
+        page = desktop["plugin_dir"] / "resources" / "help" / "index.html"
+        for name, tool in desktop["tools"].items():  # Help opens the page that came in the zip
+            assert tool["help_url"].startswith(page.as_uri()), (name, tool["help_url"])
 
 
 def _rows(tool: dict, key: str = "rows_before") -> dict:
