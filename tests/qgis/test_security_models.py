@@ -247,3 +247,32 @@ def test_extract_package_refuses_a_reference_outside_and_leaves_nothing(context,
     assert str(info.value) == ("Package 'evil.dlpk': ModelFile '../outside.onnx' points outside the package; every "
                                "file a package references must be inside it: refused")
     assert not target.exists() and outside.read_bytes() == b"not returned"
+
+
+def test_pt2_calling_an_operator_outside_the_tensor_namespaces_is_refused(context, tmp_path, raster):
+    """A torch.export graph is inspected like TorchScript: an op from another namespace never runs."""
+    import torch
+
+    marker = tmp_path / "marker.txt"
+
+    @torch.library.custom_op("dltoolstest::touch", mutates_args=(), schema="(Tensor x) -> Tensor")
+    def touch(x):
+        marker.write_text("ran")
+        return x.clone()
+
+    @touch.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    class Toucher(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.dltoolstest.touch(x[:, :2])
+
+    program = torch.export.export(Toucher(), (torch.zeros(1, 2, 8, 8),))
+    torch.export.save(program, str(tmp_path / "touch.pt2"))
+    marker.unlink(missing_ok=True)
+    message = refused(context, raster, torch_emd(tmp_path, "touch.pt2"), tmp_path / "out.tif")
+    assert message.startswith("Model 'touch.pt2' is refused: node ")
+    assert "uses the operator 'dltoolstest::touch', and its namespace 'dltoolstest' is not one of the tensor-math " \
+           "namespaces" in message
+    assert not marker.exists()
