@@ -80,7 +80,10 @@ def _data(tmp: Path) -> dict:
             f"POLYGON(({x0} {y0},{x0 + 8} {y0},{x0 + 8} {y0 - 8},{x0} {y0 - 8},{x0} {y0}))"))
         lyr.CreateFeature(f)
     ds = None
-    return {"raster": str(raster), "later": str(later), "boxes": str(tmp / "boxes.gpkg"), "pixel_emd": str(pixel_emd),
+    pixel_json = json.loads(pixel_emd.read_text(encoding="utf-8"))
+    pixel_json["ModelFile"] = str(tmp / "pixels.onnx")
+    return {"pixel_json": json.dumps(pixel_json, indent=2), "raster": str(raster),
+            "later": str(later), "boxes": str(tmp / "boxes.gpkg"), "pixel_emd": str(pixel_emd),
             "objects_emd": str(objects_emd), "change_emd": str(change_emd)}
 
 
@@ -115,6 +118,8 @@ def desktop(request, tmp_path_factory):
         {"name": "detect_change", "alg": "dltools:detectchange", "model": d["change_emd"],
          "inputs": {"FROM_RASTER": d["raster"], "TO_RASTER": d["later"], "ALLOW_CUSTOM_CODE": True},
          "change": {"margin": "10"}, "outputs": {"OUTPUT": str(tmp / "change.tif")}},
+        {"name": "describe_model_json", "alg": "dltools:describemodel", "model": d["pixel_json"],
+         "outputs": {"OUTPUT_HTML": str(tmp / "j.html"), "OUTPUT_JSON": str(tmp / "j.json")}},
         {"name": "describe_model", "alg": "dltools:describemodel", "model": d["pixel_emd"],
          "change": {"batch_size": "9"},
          "outputs": {"OUTPUT_HTML": str(tmp / "d.html"), "OUTPUT_JSON": str(tmp / "d.json")}},
@@ -221,6 +226,15 @@ def test_describe_model_dialog(desktop):
     report = json.loads((desktop["paths"]["tmp"] / "d.json").read_text(encoding="utf-8"))
     cp = {a["name"]: a for a in report["arguments"]["classify_pixels"]}
     assert cp["batch_size"]["used"] == "9"
+
+
+def test_pasted_json_model_in_the_dialog(desktop):
+    tool = desktop["tools"]["describe_model_json"]
+    assert "ImageClassification" in tool["summary"] and "water" in tool["summary"]
+    assert {r["name"] for r in tool["rows_before"]} >= {"padding", "batch_size"}
+    assert tool["finished"]["ok"] is True, tool["log"]
+    report = json.loads((desktop["paths"]["tmp"] / "j.json").read_text(encoding="utf-8"))
+    assert report["origin"] == "json" and report["model_type"] == "ImageClassification"
 
 
 def test_screenshots_are_written(desktop):

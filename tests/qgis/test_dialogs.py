@@ -28,3 +28,13 @@ def test_help_page_renders_the_readme(tmp_path):
     assert '<img alt="shot" src="docs/s.png">' in page
     target = render_help(tmp_path / "help" / "index.html")
     assert 'id="classify-pixels-using-deep-learning"' in target.read_text(encoding="utf-8")
+
+
+def test_create_package_says_which_inputs_go_together(qgis_app):
+    from qgis.core import QgsApplication
+
+    alg = QgsApplication.processingRegistry().algorithmById("dltools:packagemodel")
+    labels = {p.name(): p.description() for p in alg.parameterDefinitions()}
+    assert labels["MODEL_DEFINITION"].startswith("(A)") and "or (B)" in labels["MODEL_DEFINITION"]
+    assert labels["MODEL_FILE"].startswith("(B)") and labels["CLASS_INFO"].startswith("(B)")
+    assert "either (A) a model definition, or (B) a model file AND its class info JSON" in alg.shortHelpString()
