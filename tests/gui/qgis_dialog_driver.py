@@ -91,6 +91,18 @@ def run_tool(step):
         ws = batch.mainWidget().wrappers[0]
         out["batch_wrappers"] = sorted({type(w).__name__ for w in ws if w is not None})
         batch.close()
+    if step.get("modeler"):  # so does the Graphical Modeler (model inputs can feed MODEL and ARGUMENTS)
+        from processing.modeler.ModelerParametersDialog import ModelerParametersDialog
+        from qgis.core import QgsProcessingModelAlgorithm
+
+        model = QgsProcessingModelAlgorithm("m", "g")
+        mdlg = ModelerParametersDialog(QgsApplication.processingRegistry().createAlgorithmById(step["alg"]), model)
+        mdlg.show()
+        wait(0.3)
+        ws = mdlg.widget.widget.wrappers
+        out["modeler_wrappers"] = {name: type(ws[name]).__name__ for name in ("MODEL", "ARGUMENTS")}
+        mdlg.grab().save(os.path.join(SHOTS, f"{step['name']}_modeler.png"))
+        mdlg.close()
     for name, value in step.get("outputs", {}).items():
         wrappers[name].setWidgetValue(value, ctx)
     finished = {}

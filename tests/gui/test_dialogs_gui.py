@@ -111,7 +111,7 @@ def desktop(request, tmp_path_factory):
         {"name": "classify_pixels", "alg": "dltools:classifypixels", "model": d["pixel_emd"],
          "inputs": {"INPUT": d["raster"]}, "invalid": {"batch_size": "four"}, "change": {"batch_size": "4",
                                                                                       "padding": "4"},
-         "outputs": {"OUTPUT": str(tmp / "classes.tif")}, "batch": True},
+         "outputs": {"OUTPUT": str(tmp / "classes.tif")}, "batch": True, "modeler": True},
         {"name": "classify_objects", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
          "inputs": {"INPUT": d["raster"], "FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
          "change": {"batch_size": "2"}, "outputs": {"OUTPUT": str(tmp / "labels.gpkg")}},
@@ -196,6 +196,9 @@ def test_classify_pixels_dialog(desktop):
     got = {c[1]: c[2] for c in layer["classes"]}
     assert got == {name: "#{:02x}{:02x}{:02x}".format(*rgb) for _, name, rgb in PIXEL_CLASSES}
     assert not any(w in ("ModelWrapper", "ArgumentsWrapper") for w in tool["batch_wrappers"])
+    # the Graphical Modeler keeps QGIS's own widgets (which take model inputs and expressions)
+    assert tool["modeler_wrappers"] == {"MODEL": "QgsProcessingModelerParameterWidget",
+                                        "ARGUMENTS": "QgsProcessingModelerParameterWidget"}
 
 
 def test_classify_objects_dialog_and_styled_layer(desktop):
