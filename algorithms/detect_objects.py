@@ -169,6 +169,11 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         fields.append(QgsField(class_field, QVariant.String))
         fields.append(QgsField("ClassValue", QVariant.Int))
         fields.append(QgsField(conf_field, QVariant.Double))
+        extra = results[0].extra_fields if results else []  # a custom function's own fields (getFields)
+        kinds = {"string": QVariant.String, "double": QVariant.Double, "integer": QVariant.LongLong}
+        for name, kind in extra:
+            if fields.lookupField(name) < 0:
+                fields.append(QgsField(name, kinds[kind]))
         masks = any(r.geometry_type == "MultiPolygon" for r in results)
         crs = layer.crs()
         qml = categorized_qml(results[0].classes if results else md.classes, class_field)
@@ -203,6 +208,6 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                 if masks:
                     geom.convertToMultiType()
                 feat.setGeometry(geom)
-                feat.setAttributes([obj.class_name, obj.class_value, obj.confidence])
+                feat.setAttributes([obj.class_name, obj.class_value, obj.confidence, *obj.extra][:fields.count()])
                 if not sink.add(feat, QgsFeatureSink.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))

@@ -154,7 +154,8 @@ class SpotDetector:
 
     def getFields(self):
         return json.dumps({"fields": [{"name": "Class", "type": "esriFieldTypeString"},
-                                      {"name": "Confidence", "type": "esriFieldTypeDouble"}]})
+                                      {"name": "Confidence", "type": "esriFieldTypeDouble"},
+                                      {"name": "Brightness", "type": "esriFieldTypeInteger"}]})
 
     def getGeometryType(self):
         return 4
@@ -168,7 +169,8 @@ class SpotDetector:
             name = "big spot" if core[1, r, c] == 255 else "spot"
             ring = [[int(c), int(r)], [int(c) + 1, int(r)], [int(c) + 1, int(r) + 1], [int(c), int(r) + 1],
                     [int(c), int(r)]]
-            features.append({"attributes": {"Class": name, "Confidence": 0.9}, "geometry": {"rings": [ring]}})
+            features.append({"attributes": {"Class": name, "Confidence": 0.9, "Brightness": int(core[1, r, c])},
+                             "geometry": {"rings": [ring]}})
         return {"output_vectors": json.dumps({"features": features})}
 '''
 

@@ -8,7 +8,8 @@ space, ``[x = column, y = row]`` from the top-left of the block without its padd
 attributes ``Class`` (the class name; ``Classname``/``Label`` also read, or ``Classvalue``/``Value``) and
 ``Confidence`` (0-100; a value of at most 1 is taken as 0-1 and scaled).  The tool maps the rings to map
 coordinates, names the classes from the model definition, and applies Non Maximum Suppression when asked.
-``getGeometryType()`` must say polygons (4), as every Esri detector does; ``getFields()`` is read and logged.
+``getGeometryType()`` must say polygons (4), as every Esri detector does; the fields ``getFields()`` declares
+besides Class and Confidence are added to the output, filled from each feature's attributes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,33 @@ from ..raster_io import RasterSource, bounded_gdal_cache
 
 _NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class")
 _VALUE_KEYS = ("Classvalue", "ClassValue", "Value")
+
+
+#: Esri field types -> the kinds the tool writes; the fields it writes itself are not repeated.
+_FIELD_KINDS = {"esrifieldtypestring": "string", "esrifieldtypedouble": "double", "esrifieldtypesingle": "double",
+                "esrifieldtypeinteger": "integer", "esrifieldtypesmallinteger": "integer",
+                "esrifieldtypeoid": None, "esrifieldtypegeometry": None}
+_OWN_FIELDS = {"class", "classname", "classvalue", "value", "confidence", "shape", "oid", "objectid", "fid"}
+
+
+def extra_fields_of(fields: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """getFields() entries the output gains besides Class, ClassValue and Confidence: (name, kind)."""
+    out = []
+    for f in fields:
+        name = str(f.get("name") or "").strip()
+        kind = _FIELD_KINDS.get(str(f.get("type", "esriFieldTypeString")).lower(), "string")
+        if name and kind and name.lower() not in _OWN_FIELDS and name not in {n for n, _ in out}:
+            out.append((name, kind))
+    return out
+
+
+def _typed(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return float(value) if kind == "double" else int(value) if kind == "integer" else str(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _class_of(attrs: dict[str, Any], md: ModelDefinition, prf: PythonRasterFunction) -> ClassInfo:
@@ -89,9 +117,11 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         raise CustomFunctionError(f"getGeometryType() of '{prf.shown}' returns {geometry_type}; Detect Objects "
                                   "writes polygons (4), as Esri's detectors do")
     fields = prf.fields()
+    extra_fields = extra_fields_of(fields)
     if fields:
         progress.info("Fields the function declares: " + ", ".join(str(f.get("name")) for f in fields)
-                      + " (written: Class, ClassValue, Confidence)")
+                      + (f" (written besides Class, ClassValue, Confidence: {', '.join(n for n, _ in extra_fields)})"
+                         if extra_fields else " (written: Class, ClassValue, Confidence)"))
     probe = RasterSource(raster, [0])
     try:
         bands = conf.bands if conf.bands is not None else resolve_bands(md, probe.ds.RasterCount, probe.band_names(),
@@ -107,6 +137,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
     geoms: list[ogr.Geometry] = []
     scores: list[float] = []
     classes: list[ClassInfo] = []
+    extras: list[tuple] = []
     fn_seconds = 0.0
     unlisted: set[str] = set()
     try:
@@ -154,6 +185,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                         geoms.append(poly)
                         scores.append(score * 100.0 if score <= 1.0 else score)
                         classes.append(info)
+                        extras.append(tuple(_typed(attrs.get(name), kind) for name, kind in extra_fields))
                     done += 1
                     progress.set_progress(90.0 * done / total)
     finally:
@@ -166,12 +198,12 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         keep = nms_polygons(geoms, np.array(scores) / 100.0, [k.name for k in classes], max_overlap_ratio)
         progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
                       "objects removed")
-    objects = [(g.ExportToIsoWkb(), k.name, int(k.value), round(s, 4))
-               for g, s, k, ok in zip(geoms, scores, classes, keep.tolist()) if ok]
+    objects = [(g.ExportToIsoWkb(), k.name, int(k.value), round(s, 4), e)
+               for g, s, k, e, ok in zip(geoms, scores, classes, extras, keep.tolist()) if ok]
     progress.set_progress(100.0)
     return objects, dict(
         classes=list(md.classes), geometry_type="Polygon", crs_wkt=grid.crs_wkt,
         layout="the model's Python function", tiles=total, batch_size=int(conf.batch_size or 1), tile_size=(tx, ty),
         padding=p, device=f"'{prf.shown}'", before_merge=len(geoms), after_merge=len(geoms),
         seconds=time.perf_counter() - started, model_seconds=fn_seconds, merge_seconds=0.0,
-        per_class=dict(Counter(o[1] for o in objects)))
+        per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields)

@@ -68,6 +68,7 @@ class DetectedObject:
     class_name: str
     class_value: int
     confidence: float
+    extra: tuple = ()  # values of DetectionResult.extra_fields (a custom function's getFields())
 
 
 @dataclass
@@ -118,6 +119,7 @@ class DetectionResult:
     model_seconds: float
     merge_seconds: float
     per_class: dict[str, int] = field(default_factory=dict)
+    extra_fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "string"|"double"|"integer")
     blocks: int = 0
 
     def summary_lines(self) -> list[str]:

@@ -264,4 +264,7 @@ def test_detector_function_rings_become_map_polygons(tmp_path):
                       for r, c in spots)
     assert got == expected
     assert result.tiles == 9  # 37/16 -> 3 columns, 30/12 -> 3 rows
-    assert any("Fields the function declares: Class, Confidence" in m for m in progress.infos)
+    assert any("Fields the function declares: Class, Confidence, Brightness (written besides Class, ClassValue, "
+               "Confidence: Brightness)" in m for m in progress.infos)
+    assert result.extra_fields == [("Brightness", "integer")]
+    assert sorted(o.extra for o in result.objects) == [(0,)] * 5 + [(255,)]

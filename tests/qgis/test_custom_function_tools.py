@@ -151,3 +151,4 @@ def test_detect_objects_with_function(qgis_context, tmp_path, setting_off):
     assert boxes == sorted([(1000.0, 2000.0), (1030.0, 1990.0), (1072.0, 1942.0)])
     assert {f["Class"] for f in layer.getFeatures()} == {"spot"}
     assert [f["Confidence"] for f in layer.getFeatures()] == [90.0, 90.0, 90.0]
+    assert [f["Brightness"] for f in layer.getFeatures()] == [0, 0, 0]  # the function's own field (getFields)
