@@ -313,6 +313,9 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
+    if md.custom_function and (scheduler or "").strip():
+        raise InputDataError("A model run by its own Python function runs in this process only: leave SCHEDULER "
+                             "empty")
     if md.custom_function:
         from .custom_detections import custom_detect_objects
 

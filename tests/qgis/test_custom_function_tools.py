@@ -4,6 +4,9 @@ ALLOW_CUSTOM_CODE parameter or by the plugin setting, exact outputs, and the fun
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import prf_functions as prf
 import pytest
@@ -13,6 +16,8 @@ from qgis.core import QgsProcessingException, QgsSettings, QgsVectorLayer
 from recording_feedback import RecordingFeedback
 
 KEY = "Processing/Configuration/DLTOOLS_ALLOW_CUSTOM_CODE"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
+import qgis_process_util  # noqa: E402
 
 
 @pytest.fixture
@@ -152,3 +157,23 @@ def test_detect_objects_with_function(qgis_context, tmp_path, setting_off):
     assert {f["Class"] for f in layer.getFeatures()} == {"spot"}
     assert [f["Confidence"] for f in layer.getFeatures()] == [90.0, 90.0, 90.0]
     assert [f["Brightness"] for f in layer.getFeatures()] == [0, 0, 0]  # the function's own field (getFields)
+
+
+@pytest.mark.skipif(not qgis_process_util.available(), reason="qgis_process.bin is not installed")
+def test_qgis_process_refuses_then_runs_with_allow_custom_code(tmp_path):
+    raster, emd, expected = _pixel_case(tmp_path)
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ARGUMENTS": "threshold 150", "OUTPUT": str(tmp_path / "q.tif")}
+    message = qgis_process_util.qgis_process_failure("dltools:classifypixels", params, tmp_path)
+    assert "ALLOW_CUSTOM_CODE" in message and "NeighbourClassifier.py" in message
+    answer = qgis_process_util.qgis_process_json("dltools:classifypixels", dict(params, ALLOW_CUSTOM_CODE=True),
+                                                 tmp_path)
+    np.testing.assert_array_equal(read_raster(answer["results"]["OUTPUT"]), expected)
+    assert any("SHA-256" in line and "NeighbourClassifier.py" in line for line in answer["log"]["info"])
+
+
+def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off):
+    raster, emd, _ = _pixel_case(tmp_path)
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "SCHEDULER": "local:1",
+              "OUTPUT": str(tmp_path / "s.tif")}
+    with pytest.raises(QgsProcessingException, match="runs in this process only"):
+        _run("dltools:classifypixels", params, qgis_context)
