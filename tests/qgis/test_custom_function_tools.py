@@ -177,3 +177,25 @@ def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off):
               "OUTPUT": str(tmp_path / "s.tif")}
     with pytest.raises(QgsProcessingException, match="runs in this process only"):
         _run("dltools:classifypixels", params, qgis_context)
+
+
+def test_vectorize_errors_leave_no_output(qgis_context, tmp_path, setting_off):
+    arr = np.zeros((1, 40, 40), np.uint8)
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(500000.0, 4000040.0))
+    broken = prf.OBJECT_CLASSIFIER.replace('mean = float(np.asarray(chip)[0].mean())', 'mean = chip.no_such_thing')
+    emd = prf.write_function(tmp_path / "o", "Brightness", broken, model_type="ObjectClassification", tile=8,
+                             classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 0))))
+    out = tmp_path / "labels.gpkg"
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "OUTPUT": str(out)}
+    with pytest.raises(QgsProcessingException, match=r"Brightness.py', line \d+, in vectorize"):
+        _run("dltools:classifyobjects", params, qgis_context)
+    assert not out.exists()
+    detector = prf.DETECTOR.replace("features = []", "features = [] + None")
+    emd = prf.write_function(tmp_path / "d", "SpotDetector", detector, model_type="ObjectDetection",
+                             classes=((1, "spot", (255, 0, 0)),))
+    out = tmp_path / "spots.gpkg"
+    two_bands = write_raster(tmp_path / "two.tif", np.zeros((2, 40, 40), np.uint8), origin=(500000.0, 4000040.0))
+    params = {"INPUT": str(two_bands), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "OUTPUT": str(out)}
+    with pytest.raises(QgsProcessingException, match=r"(?s)SpotDetector.py', line \d+, in vectorize.*No output"):
+        _run("dltools:detectobjects", params, qgis_context)
+    assert not out.exists()
