@@ -1,17 +1,17 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""What every Deep Learning Tools algorithm shares: the common parameters, the
-feedback adapter, and the translation of engine errors into messages for the user."""
+"""What every Deep Learning Tools algorithm shares: the common parameters and how they are read.
+
+The algorithms' side of the engine interface (the feedback adapter, engine errors as messages for the
+user) is :mod:`.engine`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -25,7 +25,6 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.backends.base import DeviceRequest
-from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
@@ -39,28 +38,6 @@ def custom_code_allowed_by_setting() -> bool:
     """The plugin setting, read the way ProcessingConfig stores it (safe from a worker thread)."""
     value = QgsSettings().value(f"Processing/Configuration/{ALLOW_CUSTOM_CODE_SETTING}", False)
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-class FeedbackProgress:
-    """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`."""
-
-    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
-        self.feedback = feedback or QgsProcessingFeedback()
-
-    def set_progress(self, percent: float) -> None:
-        self.feedback.setProgress(percent)
-
-    def is_canceled(self) -> bool:
-        return self.feedback.isCanceled()
-
-    def info(self, message: str) -> None:
-        self.feedback.pushInfo(message)
-
-    def warning(self, message: str) -> None:
-        self.feedback.reportError(message, fatalError=False)
-
-    def debug(self, message: str) -> None:
-        self.feedback.pushDebugInfo(message)
 
 
 class DLToolsAlgorithm(QgsProcessingAlgorithm):
@@ -224,43 +201,3 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
                 f"Layer '{layer.name()}' comes from the '{layer.providerType()}' provider; these tools read rasters "
                 "through GDAL. Save it as a GeoTIFF first (Raster > Conversion > Translate) and use that")
         return layer.source()
-
-
-def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
-    """Call into ``core`` and turn its errors into ``QgsProcessingException``."""
-    try:
-        return func(*args, **kwargs)
-    except CancelledError as exc:
-        raise QgsProcessingException(f"{exc} No output was kept.") from exc
-    except DependencyMissingError as exc:
-        raise QgsProcessingException(str(exc)) from exc
-    except DLToolsError as exc:
-        raise QgsProcessingException(str(exc)) from exc
-    except OSError as exc:  # a file GDAL or Python could not read or write (disk full, permissions, ...)
-        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
-        raise QgsProcessingException(f"Cannot read or write a file{where}: {exc.strerror or exc}") from exc
-    except MemoryError as exc:
-        raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc
-
-
-_END = object()
-
-
-def _reraise(exc: BaseException) -> None:
-    raise exc
-
-
-def engine_results(results: Iterator[Any]) -> Iterator[Any]:
-    """Results one at a time, with engine errors raised while iterating turned into QgsProcessingException."""
-    it = iter(results)
-    while True:
-        try:
-            item = next(it, _END)
-        except CancelledError as exc:  # the features written so far stay in the output: say only that it stopped
-            raise QgsProcessingException(str(exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - run_engine translates the engine's errors, re-raises the rest
-            run_engine(_reraise, exc)
-            raise
-        if item is _END:
-            return
-        yield item

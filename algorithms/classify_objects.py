@@ -35,8 +35,9 @@ from ..core.pipelines.object_runs import (
     check_label_field,
 )
 from ..core.raster_io import build_mosaic, mosaic_items, release_mosaic
-from .base import DLToolsAlgorithm, FeedbackProgress, engine_results, run_engine
+from .base import DLToolsAlgorithm
 from .class_style import style_classified_objects
+from .engine import FeedbackProgress, engine_results, run_engine
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
 from .outputs import AtomicSink, refuse_same_files
 

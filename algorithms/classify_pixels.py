@@ -24,7 +24,8 @@ from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_pixels import RasterRequest, classify_pixels
 from ..core.raster_io import mosaic_items
 from ..core.safe_output import OutputSet, item_outputs
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
+from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
 
 ARGUMENTS_HELP = (

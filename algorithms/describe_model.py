@@ -11,7 +11,8 @@ from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingParame
 
 from ..core.describe import backend_info, describe_model, load_for_description, render_html, report_lines
 from ..core.safe_output import write_texts
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
+from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
 
 

@@ -17,8 +17,9 @@ from qgis.core import (
 from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_pixels import RasterRequest
 from ..core.pipelines.detect_change import detect_change
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
 from .classify_pixels import ClassStylePostProcessor
+from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
 
 ARGUMENTS_HELP = (

@@ -35,7 +35,8 @@ from ..core.pipelines.classify_pixels import RasterRequest
 from ..core.pipelines.detect_objects import detect_objects
 from ..core.raster_io import mosaic_items
 from ..core.styling import categorized_qml
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
+from .engine import FeedbackProgress, run_engine
 from .outputs import AtomicSink
 
 ARGUMENTS_HELP = (

@@ -20,7 +20,8 @@ from ..core.errors import ModelDefinitionError
 from ..core.model_definition import load_model_definition
 from ..core.packages import check_package_references, extract_package, package_properties
 from ..core.progress import SubProgress
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
+from .engine import FeedbackProgress, run_engine
 
 
 class ExtractPackageAlgorithm(DLToolsAlgorithm):

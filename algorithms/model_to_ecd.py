@@ -10,7 +10,8 @@ from qgis.core import QgsProcessingException, QgsProcessingParameterFile, QgsPro
 from ..core.ecd import write_ecd
 from ..core.errors import ModelDefinitionError
 from ..core.model_definition import load_model_definition
-from .base import DLToolsAlgorithm, run_engine
+from .base import DLToolsAlgorithm
+from .engine import run_engine
 
 MODEL_FILE_FILTER = ("Model files (*.onnx *.pt *.pth *.pt2 *.torchscript *.pb *.h5 *.model *.dnn);;All files (*.*)")
 

@@ -20,7 +20,8 @@ from qgis.core import (
 )
 
 from ..core.nms import nms_polygons
-from .base import DLToolsAlgorithm, run_engine
+from .base import DLToolsAlgorithm
+from .engine import run_engine
 from .outputs import AtomicSink, refuse_same_files
 
 ogr.UseExceptions()

@@ -24,7 +24,8 @@ from ..core.errors import ModelDefinitionError, PackageError
 from ..core.model_definition import definition_from_emd_data
 from ..core.packages import create_package
 from ..core.progress import SubProgress
-from .base import DLToolsAlgorithm, FeedbackProgress, run_engine
+from .base import DLToolsAlgorithm
+from .engine import FeedbackProgress, run_engine
 from .model_to_ecd import MODEL_FILE_FILTER
 
 

@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The algorithms' side of the engine interface: ``QgsProcessingFeedback`` as the engine's progress,
+and the engine's errors as ``QgsProcessingException`` messages written for the user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
+
+
+class FeedbackProgress:
+    """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`."""
+
+    def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
+        self.feedback = feedback or QgsProcessingFeedback()
+
+    def set_progress(self, percent: float) -> None:
+        self.feedback.setProgress(percent)
+
+    def is_canceled(self) -> bool:
+        return self.feedback.isCanceled()
+
+    def info(self, message: str) -> None:
+        self.feedback.pushInfo(message)
+
+    def warning(self, message: str) -> None:
+        self.feedback.reportError(message, fatalError=False)
+
+    def debug(self, message: str) -> None:
+        self.feedback.pushDebugInfo(message)
+
+
+def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
+    """Call into ``core`` and turn its errors into ``QgsProcessingException``."""
+    try:
+        return func(*args, **kwargs)
+    except CancelledError as exc:
+        raise QgsProcessingException(f"{exc} No output was kept.") from exc
+    except DependencyMissingError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except DLToolsError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except OSError as exc:  # a file GDAL or Python could not read or write (disk full, permissions, ...)
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        raise QgsProcessingException(f"Cannot read or write a file{where}: {exc.strerror or exc}") from exc
+    except MemoryError as exc:
+        raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc
+
+
+_END = object()
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
+
+
+def engine_results(results: Iterator[Any]) -> Iterator[Any]:
+    """Results one at a time, with engine errors raised while iterating turned into QgsProcessingException."""
+    it = iter(results)
+    while True:
+        try:
+            item = next(it, _END)
+        except CancelledError as exc:  # the features written so far stay in the output: say only that it stopped
+            raise QgsProcessingException(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - run_engine translates the engine's errors, re-raises the rest
+            run_engine(_reraise, exc)
+            raise
+        if item is _END:
+            return
+        yield item
