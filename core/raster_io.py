@@ -4,8 +4,7 @@
 Nothing here reads a whole raster: :class:`RasterSource` serves windows (with
 zero fill and an invalid mask outside the raster, or mirrored by
 :func:`read_mirrored`), and :class:`BlockWriter` writes 2-D blocks in any order,
-so memory depends on the block size, never on the raster's width or height
-(:class:`StripWriter` writes rows top to bottom, for the custom raster functions).  GDAL's block cache is
+so memory depends on the block size, never on the raster's width or height.  GDAL's block cache is
 bounded for the duration of a run by :func:`bounded_gdal_cache`.
 """
 
@@ -22,6 +21,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import InputDataError, OutputError
+from .safe_output import check_output_folder
 
 gdal.UseExceptions()
 
@@ -410,13 +410,7 @@ class BlockWriter:
         self.path = str(path)
         self.grid = grid
         self.dtype = np.dtype(dtype)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
-        if not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' does not exist")
-        if not os.access(directory, os.W_OK):
-            raise OutputError(f"Output folder '{directory}' is not writable")
+        check_output_folder(self.path)
         options = ["TILED=YES", f"BLOCKXSIZE={self.BLOCK}", f"BLOCKYSIZE={self.BLOCK}", "COMPRESS=DEFLATE",
                    "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
         if self.dtype.kind == "f":
@@ -461,90 +455,6 @@ class BlockWriter:
             self.ds.FlushCache()
         except RuntimeError as exc:
             raise OutputError(f"Cannot write '{self.path}': {exc}") from exc
-        self.ds = None
-
-    def abort(self) -> None:
-        """Close and delete the partial file."""
-        self.ds = None
-        remove_raster(self.path)
-
-
-class StripWriter:
-    """Writes a GeoTIFF top to bottom in row strips, flushing whole block rows.
-
-    Rows arrive in order (any strip height); they are buffered until a full row of
-    256-pixel blocks is complete, so no compressed block is ever written twice.
-    """
-
-    BLOCK = 256
-
-    def __init__(self, path: str | os.PathLike[str], grid: RasterGrid, bands: int, dtype: str,
-                 nodata: float | None = None, band_names: Sequence[str] | None = None) -> None:
-        self.path = str(path)
-        self.grid = grid
-        self.dtype = np.dtype(dtype)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
-        if not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' does not exist")
-        if not os.access(directory, os.W_OK):
-            raise OutputError(f"Output folder '{directory}' is not writable")
-        remove_raster(self.path)
-        options = ["TILED=YES", f"BLOCKXSIZE={self.BLOCK}", f"BLOCKYSIZE={self.BLOCK}", "COMPRESS=DEFLATE",
-                   "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
-        if self.dtype.kind == "f":
-            options.append("PREDICTOR=3")
-        elif bands == 1:
-            options.append("PREDICTOR=2")
-        try:
-            self.ds = gdal.GetDriverByName("GTiff").Create(self.path, grid.width, grid.height, bands,
-                                                           NUMPY_TO_GDAL[self.dtype.name], options)
-        except RuntimeError as exc:
-            raise OutputError(f"Cannot create '{self.path}': {exc}") from exc
-        self.ds.SetGeoTransform(grid.geotransform)
-        if grid.crs_wkt:
-            self.ds.SetProjection(grid.crs_wkt)
-        for i in range(bands):
-            band = self.ds.GetRasterBand(i + 1)
-            if nodata is not None:
-                band.SetNoDataValue(float(nodata))
-            if band_names and i < len(band_names):
-                band.SetDescription(str(band_names[i]))
-        self.bands = bands
-        self.next_row = 0
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
-
-    def write_rows(self, rows: np.ndarray) -> None:
-        """Append ``rows`` ([bands, h, width]) below what was written."""
-        if rows.ndim == 2:
-            rows = rows[None]
-        self._pending.append(rows.astype(self.dtype, copy=False))
-        self._pending_rows += rows.shape[1]
-        full = (self._pending_rows // self.BLOCK) * self.BLOCK
-        if full:
-            self._flush(full)
-
-    def _flush(self, nrows: int) -> None:
-        data = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else self._pending[0]
-        head, tail = data[:, :nrows], data[:, nrows:]
-        try:
-            for i in range(self.bands):
-                self.ds.GetRasterBand(i + 1).WriteArray(head[i], 0, self.next_row)
-        except RuntimeError as exc:  # GDAL: disk full, file removed, quota...
-            raise OutputError(f"Cannot write '{self.path}': {exc}") from exc
-        self.next_row += nrows
-        self._pending = [tail] if tail.shape[1] else []
-        self._pending_rows = tail.shape[1]
-
-    def close(self) -> None:
-        """Write what is left and close the file."""
-        if self._pending_rows:
-            self._flush(self._pending_rows)
-        if self.next_row != self.grid.height:
-            raise OutputError(f"Internal error: wrote {self.next_row} of {self.grid.height} rows to '{self.path}'")
-        self.ds.FlushCache()
         self.ds = None
 
     def abort(self) -> None:

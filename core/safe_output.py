@@ -74,6 +74,18 @@ def refuse_overlap(outputs: Mapping[str, str | None], inputs: Mapping[str, str |
                 raise OutputError(f"{okey} and {okey2} are the same file '{opath}': give each output its own file")
 
 
+def check_output_folder(target: str | os.PathLike[str]) -> str:
+    """The folder ``target`` goes in, or :class:`OutputError` saying why nothing can be written there."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(target)))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputError(f"Output folder '{directory}' is a file, not a folder")
+    if not os.path.isdir(directory):
+        raise OutputError(f"Output folder '{directory}' does not exist")
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"Output folder '{directory}' is not writable")
+    return directory
+
+
 class OutputSet:
     """The files one run writes, each under a temporary name until :meth:`commit`.
 
@@ -89,13 +101,7 @@ class OutputSet:
     def path_for(self, target: str | os.PathLike[str]) -> str:
         """A fresh temporary path beside ``target``, registered for commit/discard."""
         target = os.fspath(target)
-        directory = os.path.dirname(os.path.abspath(target))
-        if os.path.exists(directory) and not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' is a file, not a folder")
-        if not os.path.isdir(directory):
-            raise OutputError(f"Output folder '{directory}' does not exist")
-        if not os.access(directory, os.W_OK):
-            raise OutputError(f"Output folder '{directory}' is not writable")
+        directory = check_output_folder(target)
         if os.path.isdir(target):
             raise OutputError(f"Output '{target}' is a folder; give a file name")
         ext = os.path.splitext(target)[1]

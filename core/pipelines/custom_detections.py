@@ -2,7 +2,8 @@
 """Detect Objects with the model's own Python raster function: ``vectorize`` per block.
 
 The tool reads the raster in blocks of ``(bands, ty + 2*padding, tx + 2*padding)`` exactly as for
-``updatePixels`` (see :mod:`.custom_raster`) and calls ``vectorize(raster_pixels=..., raster_mask=...)``.
+``updatePixels``, on the block engine (see :mod:`.custom_raster`: the shared reader, ``edge_fill`` and
+``block_size``), and calls ``vectorize(raster_pixels=..., raster_mask=...)``.
 The function returns ``output_vectors``: Esri JSON features whose polygon ``rings`` are in the block's pixel
 space, ``[x = column, y = row]`` from the top-left of the block without its padding (as Esri documents), with
 attributes ``Class`` (the class name; ``Classname``/``Label`` also read, or ``Classvalue``/``Value``) and
@@ -14,21 +15,21 @@ besides Class and Confidence are added to the output, filled from each feature's
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from osgeo import ogr
 
-from ..custom_function import CustomFunctionError, PythonRasterFunction, without_normalisation
+from ..blocks import BlockJob, run_in_process
+from ..custom_function import CustomFunctionError, PythonRasterFunction
 from ..definition import ClassInfo, ModelDefinition
-from ..errors import CancelledError
 from ..nms import nms_polygons
-from ..normalize import build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress
-from ..raster_io import RasterSource, bounded_gdal_cache
+from ..raster_io import bounded_gdal_cache
+from .custom_raster import FunctionBlockTask, FunctionModel, FunctionRun, raster_bands
 
 _NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class")
 _VALUE_KEYS = ("Classvalue", "ClassValue", "Value")
@@ -97,10 +98,90 @@ def _ring(points: Any, x0: int, y0: int, gt: tuple[float, ...], prf: PythonRaste
     return ring
 
 
+@dataclass
+class FunctionDetectionTask(FunctionBlockTask):
+    """``vectorize`` per chip on the block engine (see :class:`.custom_raster.FunctionBlockTask`); a block's
+    result is its objects in map coordinates: ``(WKB, ClassInfo, confidence 0-100, extra values)``.
+
+    A feature whose box centre lies in the part of the chip's centre that another chip answers for (the
+    overlap of a last chip moved inward, ``edge_fill mirror``) is that chip's, and dropped here, so no object is
+    reported twice; everything else the function returns is kept, as ArcGIS keeps it."""
+
+    md: ModelDefinition
+    geotransform: tuple[float, ...]
+    extra_fields: list[tuple[str, str]]
+
+    def _foreign(self, r: int, c: int, x: float, y: float) -> bool:
+        chips = self.reader.chips
+        ox, oy = chips.core_origin(r, c)
+        kx, ky, kw, kh = self.kept(r, c)
+        inside_core = (max(ox, 0) <= x < min(ox + chips.core_w, chips.width)
+                       and max(oy, 0) <= y < min(oy + chips.core_h, chips.height))
+        return inside_core and not (kx <= x < kx + kw and ky <= y < ky + kh)
+
+    def infer(self, model: FunctionModel, batch: Any) -> list[list[tuple]]:
+        arrs, masks, metas = batch
+        prf, md, gt = model.prf, self.md, self.geotransform
+        results = []
+        for chip, valid, (r, c) in zip(arrs, masks, metas):
+            x0, y0 = self.locate(prf, r, c)
+            featureset = model.call(prf.vectorize, self.pixel_blocks(chip, valid))
+            found = []
+            for feature in featureset.get("features", []):
+                attrs = feature.get("attributes", {}) if isinstance(feature, dict) else {}
+                rings = (feature.get("geometry") or {}).get("rings") if isinstance(feature, dict) else None
+                if not rings:
+                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without "
+                                              f"geometry.rings on {prf.where}")
+                poly = ogr.Geometry(ogr.wkbPolygon)
+                for ring in rings:
+                    poly.AddGeometry(_ring(ring, x0, y0, gt, prf))
+                try:
+                    score = float(attrs.get("Confidence", attrs.get("Score", 100.0)))
+                except (TypeError, ValueError):
+                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned Confidence "
+                                              f"{attrs.get('Confidence')!r} on {prf.where}") from None
+                info = _class_of(attrs, md, prf)
+                pts = np.asarray(rings[0], dtype=np.float64)
+                cx, cy = (pts[:, 0].min() + pts[:, 0].max()) / 2, (pts[:, 1].min() + pts[:, 1].max()) / 2
+                if self._foreign(r, c, x0 + cx, y0 + cy):
+                    continue
+                found.append((bytes(poly.ExportToIsoWkb()), info, score * 100.0 if score <= 1.0 else score,
+                              tuple(_typed(attrs.get(name), kind) for name, kind in self.extra_fields)))
+            results.append(found)
+        return results
+
+    def start(self, job: BlockJob, context: Any) -> list[tuple]:
+        return []
+
+    def fold(self, acc: list[tuple], metas: list, output: list[list[tuple]]) -> None:
+        for found in output:
+            acc.extend(found)
+
+    def finish(self, acc: list[tuple]) -> list[tuple]:
+        return acc
+
+
+class _Objects:
+    """The sink: every block's objects, in the order blocks finish."""
+
+    def __init__(self) -> None:
+        self.objects: list[tuple] = []
+
+    def write(self, job: BlockJob, result: list[tuple]) -> None:
+        self.objects.extend(result)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.objects = []
+
+
 def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None, grid: Any, device: Any,
                           progress: Progress | None, allowed: bool, run_nms: bool = False,
                           max_overlap_ratio: float = 0.0) -> tuple[list[tuple[bytes, str, int, float]], dict]:
-    """Detect Objects with the model's function on ``grid``.
+    """Detect Objects with the model's function on ``grid``, on the block engine.
 
     Returns the objects as ``(WKB in map coordinates, class name, class value, confidence 0-100)`` and the
     run's figures, which :func:`.detect_objects.detect_objects` turns into its ``DetectionResult``.
@@ -108,10 +189,6 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
     progress = progress or NullProgress()
     started = time.perf_counter()
     prf = PythonRasterFunction(md, allowed, device, progress)
-    args = prf.resolve_arguments(arguments)
-    if args:
-        progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items()))
-    conf = prf.configuration(args)
     geometry_type = prf.geometry_type()
     if geometry_type != 4:
         raise CustomFunctionError(f"getGeometryType() of '{prf.shown}' returns {geometry_type}; Detect Objects "
@@ -122,88 +199,37 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         progress.info("Fields the function declares: " + ", ".join(str(f.get("name")) for f in fields)
                       + (f" (written besides Class, ClassValue, Confidence: {', '.join(n for n, _ in extra_fields)})"
                          if extra_fields else " (written: Class, ClassValue, Confidence)"))
-    probe = RasterSource(raster, [0])
+
+    run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf, grid), progress)
+    conf = run.conf
+    model = FunctionModel(prf)
+    sink = _Objects()
     try:
-        bands = conf.bands if conf.bands is not None else resolve_bands(md, probe.ds.RasterCount, probe.band_names(),
-                                                                        probe.name)
-        if bands and max(bands) >= probe.ds.RasterCount:
-            raise CustomFunctionError(f"getConfiguration() of '{prf.shown}' asks for band {max(bands) + 1} "
-                                      f"(extractBands {bands}) but raster '{probe.name}' has {probe.ds.RasterCount}")
-    finally:
-        probe.close()
-    source = RasterSource(raster, list(bands), grid)
-    p, tx, ty = conf.padding, conf.tx, conf.ty
-    gt = grid.geotransform
-    geoms: list[ogr.Geometry] = []
-    scores: list[float] = []
-    classes: list[ClassInfo] = []
-    extras: list[tuple] = []
-    fn_seconds = 0.0
-    unlisted: set[str] = set()
-    try:
-        normaliser = None
-        if conf.data_range is not None:
-            normaliser = build_normaliser(without_normalisation(md, conf.data_range), list(range(len(bands))),
-                                          source.dtype, lambda i: source.band_range(bands[i]))
-        cols, rows = math.ceil(grid.width / tx), math.ceil(grid.height / ty)
-        total = cols * rows
-        progress.info(f"Blocks: {total} ({cols} x {rows}) of {tx}x{ty} pixels with padding {p}")
-        done = 0
+        task = FunctionDetectionTask(run.reader(), conf.input_mask, md, tuple(grid.geotransform), extra_fields)
+        jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
+        progress.info(run.describe(jobs))
         with bounded_gdal_cache():
-            for r in range(rows):
-                for c in range(cols):
-                    if progress.is_canceled():
-                        raise CancelledError("The run was cancelled.")
-                    x0, y0 = c * tx, r * ty
-                    data, valid = source.read(x0 - p, y0 - p, tx + 2 * p, ty + 2 * p)
-                    if normaliser is not None:
-                        data = normaliser.apply(data.astype(np.float32))
-                    blocks: dict[str, Any] = {"raster_pixels": data}
-                    if conf.input_mask:
-                        blocks["raster_mask"] = np.repeat(valid[None].astype(np.uint8), data.shape[0], axis=0)
-                    prf.where = f"the block at column {x0}, row {y0} (block {c + 1} of {cols} in row {r + 1} of {rows})"
-                    t0 = time.perf_counter()
-                    featureset = prf.vectorize(blocks)
-                    fn_seconds += time.perf_counter() - t0
-                    for feature in featureset.get("features", []):
-                        attrs = feature.get("attributes", {}) if isinstance(feature, dict) else {}
-                        rings = (feature.get("geometry") or {}).get("rings") if isinstance(feature, dict) else None
-                        if not rings:
-                            raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without "
-                                                      f"geometry.rings on {prf.where}")
-                        poly = ogr.Geometry(ogr.wkbPolygon)
-                        for ring in rings:
-                            poly.AddGeometry(_ring(ring, x0, y0, gt, prf))
-                        try:
-                            score = float(attrs.get("Confidence", attrs.get("Score", 100.0)))
-                        except (TypeError, ValueError):
-                            raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned Confidence "
-                                                      f"{attrs.get('Confidence')!r} on {prf.where}") from None
-                        info = _class_of(attrs, md, prf)
-                        if info.name.lower() not in {k.name.lower() for k in md.classes}:
-                            unlisted.add(info.name)
-                        geoms.append(poly)
-                        scores.append(score * 100.0 if score <= 1.0 else score)
-                        classes.append(info)
-                        extras.append(tuple(_typed(attrs.get(name), kind) for name, kind in extra_fields))
-                    done += 1
-                    progress.set_progress(90.0 * done / total)
+            run_in_process(task, model, jobs, sink, progress)
     finally:
-        source.close()
+        run.source.close()
+    found = sink.objects
+    listed = {k.name.lower() for k in md.classes}
+    unlisted = sorted({info.name for _, info, _, _ in found if info.name.lower() not in listed})
     if unlisted:
         progress.warning(f"Classes the model definition does not list (written with ClassValue 0): "
-                         f"{', '.join(sorted(unlisted))}")
-    keep = np.ones(len(geoms), bool)
-    if run_nms and geoms:
-        keep = nms_polygons(geoms, np.array(scores) / 100.0, [k.name for k in classes], max_overlap_ratio)
+                         f"{', '.join(unlisted)}")
+    keep = np.ones(len(found), bool)
+    if run_nms and found:
+        geoms = [ogr.CreateGeometryFromWkb(w) for w, _, _, _ in found]
+        keep = nms_polygons(geoms, np.array([s for _, _, s, _ in found]) / 100.0, [k.name for _, k, _, _ in found],
+                            max_overlap_ratio)
         progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
                       "objects removed")
-    objects = [(g.ExportToIsoWkb(), k.name, int(k.value), round(s, 4), e)
-               for g, s, k, e, ok in zip(geoms, scores, classes, extras, keep.tolist()) if ok]
+    objects = [(w, k.name, int(k.value), round(s, 4), e) for (w, k, s, e), ok in zip(found, keep.tolist()) if ok]
     progress.set_progress(100.0)
     return objects, dict(
         classes=list(md.classes), geometry_type="Polygon", crs_wkt=grid.crs_wkt,
-        layout="the model's Python function", tiles=total, batch_size=int(conf.batch_size or 1), tile_size=(tx, ty),
-        padding=p, device=f"'{prf.shown}'", before_merge=len(geoms), after_merge=len(geoms),
-        seconds=time.perf_counter() - started, model_seconds=fn_seconds, merge_seconds=0.0,
-        per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields)
+        layout="the model's Python function", tiles=run.chips.count, batch_size=int(conf.batch_size or 1),
+        tile_size=(conf.tx, conf.ty), padding=conf.padding, device=f"'{prf.shown}'", before_merge=len(found),
+        after_merge=len(found), seconds=time.perf_counter() - started, model_seconds=model.model_seconds,
+        merge_seconds=0.0, per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields)

@@ -103,6 +103,18 @@ class ChipReader:
     normaliser: Normaliser | None
     batch: int
     channels: int
+    #: the chips' type before normalising (a model's float32; a custom function without dataRange gets the raster's)
+    dtype: str = "float32"
+
+    def chip_offset(self, r: int, c: int, wx0: int, wy0: int) -> tuple[int, int]:
+        """(x, y) of chip (r, c)'s top-left pixel (padding included) in the window read from (wx0, wy0)."""
+        pad = self.chips.pad
+        return self.chips.core_origin(0, c)[0] - pad - wx0, self.chips.core_origin(r, 0)[1] - pad - wy0
+
+    def chip_valid(self, valid: np.ndarray, r: int, c: int, wx0: int, wy0: int) -> np.ndarray:
+        """The validity mask [H, W] of chip (r, c) in the window's ``valid``."""
+        cx, cy = self.chip_offset(r, c, wx0, wy0)
+        return valid[cy:cy + self.chips.tile_h, cx:cx + self.chips.tile_w]
 
     def read(self, rows: range, cols: range) -> tuple[np.ndarray, np.ndarray, int, int]:
         """(data, valid, x0, y0): the window holding chips ``rows`` x ``cols``, and its grid origin."""
@@ -117,14 +129,13 @@ class ChipReader:
 
     def batches(self, data: np.ndarray, valid: np.ndarray, rows: range, cols: range, wx0: int, wy0: int):
         """Batches ``(chips [B, C, H, W] float32 normalised, [(row, col), ...])`` of the window's chips, row-major."""
-        th, tw, pad = self.chips.tile_h, self.chips.tile_w, self.chips.pad
+        th, tw = self.chips.tile_h, self.chips.tile_w
         masked = bool(self.source.has_mask)
-        buf = np.empty((self.batch, self.channels, th, tw), np.float32)
+        buf = np.empty((self.batch, self.channels, th, tw), self.dtype)
         metas: list[tuple[int, int]] = []
         for r in rows:
-            cy = self.chips.core_origin(r, 0)[1] - pad - wy0
             for c in cols:
-                cx = self.chips.core_origin(0, c)[0] - pad - wx0
+                cx, cy = self.chip_offset(r, c, wx0, wy0)
                 i = len(metas)
                 np.copyto(buf[i], data[:, cy:cy + th, cx:cx + tw], casting="unsafe")
                 if masked:

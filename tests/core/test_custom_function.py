@@ -35,9 +35,13 @@ def _raster(tmp_path, nodata_at=(4, 7)):
     return write_raster(tmp_path / "in.tif", arr, nodata=0), arr
 
 
-def _expected(band: np.ndarray, threshold: float, invert: bool = False) -> np.ndarray:
+def _expected(band: np.ndarray, threshold: float, invert: bool = False, edge_fill: str = "mirror") -> np.ndarray:
+    """The neighbour classifier's answer; past the last column the engine's padding is the raster mirrored
+    (column W-2, numpy.pad's reflect), or 0 with ``edge_fill zero`` (ArcGIS's zero-filled edge tiles)."""
     right = np.zeros_like(band, dtype=float)
     right[:, :-1] = band[:, 1:]
+    if edge_fill == "mirror":
+        right[:, -1] = band[:, -2]
     high = right > threshold
     return (1 + (~high if invert else high)).astype(np.uint8)
 
@@ -66,6 +70,40 @@ def test_pixel_classifier_exact_with_padding_nodata_and_style(tmp_path):
     assert sha in log and "NeighbourClassifier.py" in log
     assert "threshold 120" in log and "invert False" in log
     assert "Blocks: 9 (3 x 3)" in log  # 23/10 -> 3 columns, 19/8 -> 3 rows
+
+
+def test_edge_fill_zero_is_arcgis_zero_filled_tiles(tmp_path):
+    """``edge_fill zero`` (a tool argument, not the function's): chips at the plain stride, zeros past the edge."""
+    raster, arr = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    out = tmp_path / "out.tif"
+    progress = RecordingProgress()
+    result = classify_pixels(str(raster), md, str(out), "threshold 120;edge_fill zero", progress=progress,
+                             allow_custom_code=True)
+    expected = _expected(arr[1], 120, edge_fill="zero")
+    ds = gdal.Open(str(out))
+    expected[4, 7] = ds.GetRasterBand(1).GetNoDataValue()
+    ds = None
+    np.testing.assert_array_equal(read_raster(out), expected)
+    assert result.edge_fill == "zero"
+    assert not any("edge_fill" in w for w in progress.warnings)  # the tool's argument, not an unknown one
+    assert any("edges zero-filled" in m for m in progress.infos)
+    with pytest.raises(ArgumentError, match="edge_fill"):
+        classify_pixels(str(raster), md, str(tmp_path / "o2.tif"), "edge_fill wrap", allow_custom_code=True)
+
+
+def test_blocks_of_the_engine_give_the_same_pixels(tmp_path):
+    """block_size 10 cuts the 23 x 19 raster into 6 engine blocks of one chip each: the same output."""
+    raster, arr = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    one = classify_pixels(str(raster), md, str(tmp_path / "a.tif"), "threshold 120", allow_custom_code=True)
+    many = classify_pixels(str(raster), md, str(tmp_path / "b.tif"), "threshold 120;block_size 8",
+                           allow_custom_code=True)
+    assert one.blocks == 1 and many.blocks == 9
+    np.testing.assert_array_equal(read_raster(tmp_path / "a.tif"), read_raster(tmp_path / "b.tif"))
+    assert one.pixel_counts == many.pixel_counts and sum(one.pixel_counts.values()) == H * W - 1
 
 
 def test_defaults_from_getparameterinfo_and_invert(tmp_path):
@@ -264,6 +302,13 @@ def test_detector_function_rings_become_map_polygons(tmp_path):
                       for r, c in spots)
     assert got == expected
     assert result.tiles == 9  # 37/16 -> 3 columns, 30/12 -> 3 rows
+    # The last row of chips is moved inward (edge_fill mirror): its centre overlaps row 1's, where the spot at
+    # row 20 lies; that chip sees it too but it is row 1's, so it is reported once.  ArcGIS's zero-filled
+    # layout and small engine blocks find the same objects.
+    for more in ("edge_fill zero", "block_size 16"):
+        again = detect_objects(str(raster), md, f"padding 3;{more}", allow_custom_code=True)
+        assert sorted((ogr.CreateGeometryFromWkb(o.wkb).GetEnvelope(), o.class_name, o.class_value, o.confidence)
+                      for o in again.objects) == expected, more
     assert any("Fields the function declares: Class, Confidence, Brightness (written besides Class, ClassValue, "
                "Confidence: Brightness)" in m for m in progress.infos)
     assert result.extra_fields == [("Brightness", "integer")]
