@@ -10,6 +10,7 @@ import numpy as np
 
 from ..arguments import resolve_arguments
 from ..backends import DeviceRequest
+from ..custom_function import PythonRasterFunction
 from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
 from ..normalize import build_normaliser, resolve_bands
@@ -103,9 +104,7 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                              f"{md.model_type} models")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
-    if md.custom_function and (scheduler or "").strip():
-        raise InputDataError("A model run by its own Python function runs in this process only: leave SCHEDULER "
-                             "empty")
+    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
         from .custom_raster import custom_classify_pixels
 

@@ -20,6 +20,7 @@ from osgeo import osr
 
 from ..arguments import resolve_arguments
 from ..backends import DeviceRequest
+from ..custom_function import PythonRasterFunction
 from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
 from ..normalize import Normaliser, build_normaliser
@@ -115,12 +116,8 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                              "ImageClassification model (arcgis.learn change_detection)")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
-    if md.custom_function and (scheduler or "").strip():
-        raise InputDataError("A model run by its own Python function runs in this process only: leave SCHEDULER "
-                             "empty")
+    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
-        from ..custom_function import PythonRasterFunction
-
         PythonRasterFunction.refuse_unless(md, allow_custom_code)
         args: dict = {}
     else:

@@ -34,6 +34,7 @@ from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
 from ..blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ..custom_function import PythonRasterFunction
 from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
 from ..definition import ClassInfo, ModelDefinition
 from ..detection_geometry import (
@@ -313,9 +314,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
-    if md.custom_function and (scheduler or "").strip():
-        raise InputDataError("A model run by its own Python function runs in this process only: leave SCHEDULER "
-                             "empty")
+    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
         from .custom_detections import custom_detect_objects
 

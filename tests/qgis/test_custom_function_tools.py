@@ -172,12 +172,30 @@ def test_qgis_process_refuses_then_runs_with_allow_custom_code(tmp_path):
     assert any("SHA-256" in line and "NeighbourClassifier.py" in line for line in answer["log"]["info"])
 
 
-def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off):
-    raster, emd, _ = _pixel_case(tmp_path)
-    params = {"INPUT": str(raster), "MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "SCHEDULER": "local:1",
-              "OUTPUT": str(tmp_path / "s.tif")}
-    with pytest.raises(QgsProcessingException, match="runs in this process only"):
-        _run("dltools:classifypixels", params, qgis_context)
+@pytest.mark.parametrize("alg", ["dltools:classifypixels", "dltools:detectchange", "dltools:detectobjects"])
+def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off, alg):
+    """SCHEDULER with a model's own function: refused before its code is loaded, saying why; nothing written,
+    an existing output untouched."""
+    raster, _, _ = _pixel_case(tmp_path)
+    marker = tmp_path / "ran.txt"
+    if alg == "dltools:detectobjects":
+        source, name, kind, out = prf.DETECTOR, "SpotDetector", "ObjectDetection", tmp_path / "s.gpkg"
+    else:
+        source, name, kind, out = prf.NEIGHBOUR_CLASSIFIER, "NeighbourClassifier", "ImageClassification", \
+            tmp_path / "s.tif"
+    emd = prf.write_function(tmp_path / "m", name, f"open({str(marker)!r}, 'w').write('ran')\n" + source,
+                             model_type=kind)
+    out.write_bytes(b"before")
+    params = {"MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "SCHEDULER": "local:1", "OUTPUT": str(out)}
+    if alg == "dltools:detectchange":
+        params.update(FROM_RASTER=str(raster), TO_RASTER=str(raster))
+    else:
+        params["INPUT"] = str(raster)
+    with pytest.raises(QgsProcessingException, match="runs in this process only") as err:
+        _run(alg, params, qgis_context)
+    text = str(err.value)
+    assert "'local:1'" in text and "ALLOW_CUSTOM_CODE" in text and "Leave SCHEDULER empty" in text
+    assert not marker.exists() and out.read_bytes() == b"before"
 
 
 def test_vectorize_errors_leave_no_output(qgis_context, tmp_path, setting_off):
