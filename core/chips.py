@@ -96,6 +96,9 @@ class Chip:
     note: str | None = None
     masked: bool = False  # BlackenAroundFeature was applied
     valid_fraction: float = 0.0  # share of chip pixels that hold valid data (after blackening)
+    #: [height, width] bool: pixels that hold valid data (at least half of what they were resized from), not
+    #: NoData, not past the raster, not blackened; a custom function's ``rasters_mask``
+    valid: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------------------------------------ geometry
@@ -371,7 +374,7 @@ def extract_chip(source: RasterSource, geom: ogr.Geometry | None, spec: ChipSpec
     if fraction <= 0.0:
         where = "inside the feature" if masked else "in its chip"
         return Chip(None, window, chip_gt, f"the raster has only NoData {where}", masked)
-    return Chip(data, window, chip_gt, None, masked, fraction)
+    return Chip(data, window, chip_gt, None, masked, fraction, valid >= 0.5)
 
 
 # ------------------------------------------------------------------------------------------------ debug PNGs

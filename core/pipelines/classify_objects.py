@@ -278,9 +278,14 @@ class ObjectClassifier:
             return [0]
         return augment.transform_ids(self.spec.width == self.spec.height, self.md.image_space_used.upper() == "MAP_SPACE")
 
-    def _model_call(self, batch: np.ndarray) -> np.ndarray:
-        feed = batch.transpose(0, 2, 3, 1) if self.nhwc else batch
-        return self.backend.run(np.ascontiguousarray(feed))[0]
+    def _model_call(self, batch: np.ndarray, masks: list[np.ndarray] | None = None) -> np.ndarray:
+        """The model's first output; a backend that reads the chips' validity (a custom function's
+        ``rasters_mask``: ``run_with_masks``) gets ``masks`` too."""
+        feed = np.ascontiguousarray(batch.transpose(0, 2, 3, 1) if self.nhwc else batch)
+        with_masks = getattr(self.backend, "run_with_masks", None)
+        if with_masks is not None and masks is not None:
+            return with_masks(feed, masks)[0]
+        return self.backend.run(feed)[0]
 
     # -- running ---------------------------------------------------------------------------------
     def classify(self, raster: str, items: Iterable[tuple], total: int | None = None,
@@ -312,6 +317,7 @@ class ObjectClassifier:
         transforms = self._transforms()
         state: dict[str, Any] = {"raster": None}
         pending: list[tuple[Any, np.ndarray | None, str | None]] = []
+        masks: dict[int, np.ndarray] = {}  # id(chip data) -> its validity mask, while the chip is pending
         done = 0
         max_pending = max(self.batch_size * 4, 256)
 
@@ -348,6 +354,8 @@ class ObjectClassifier:
                     ranges = None if current.source.dtype in ("uint8", "uint16") else current.band_ranges()
                     write_chip_png(str(target), chip.data, current.source.dtype, chip.geotransform, ranges)
                 current.normaliser.apply(chip.data)
+                if chip.valid is not None:
+                    masks[id(chip.data)] = chip.valid
                 out.append((key, chip.data, None))
             return out, messages
 
@@ -365,7 +373,8 @@ class ObjectClassifier:
             head = pending[:cut]
             del pending[:cut]
             chips = [chip for _, chip, _ in head if chip is not None]
-            probs = self._infer(np.stack(chips), transforms) if chips else None
+            valid = [masks.pop(id(chip), None) for chip in chips]
+            probs = self._infer(np.stack(chips), transforms, valid) if chips else None
             k = 0
             for key, chip, note in head:
                 if chip is None:
@@ -422,11 +431,11 @@ class ObjectClassifier:
                 state["raster"] = None
             self.summary.seconds += time.perf_counter() - started
 
-    def _infer(self, batch: np.ndarray, transforms: list[int]) -> np.ndarray:
+    def _infer(self, batch: np.ndarray, transforms: list[int], masks: list | None = None) -> np.ndarray:
         stack = []
         for k in transforms:
             arr = augment.forward(batch, k) if k else batch
-            raw = scores_2d(self._model_call(arr), batch.shape[0])
+            raw = scores_2d(self._model_call(arr, masks if not k else None), batch.shape[0])
             stack.append(self.decoder.probabilities(raw))
         return stack[0] if len(stack) == 1 else np.mean(np.stack(stack), axis=0)
 

@@ -5,10 +5,14 @@ The tool cuts the chips (CropSizeFixed / BlackenAroundFeature from ``getConfigur
 else the model definition), batches them and writes the results, as for any model; the
 function gets each batch as ``vectorize(rasters_pixels=[chip, ...], rasters_mask=[mask, ...])``
 with chips of shape ``(bands, ImageHeight, ImageWidth)`` in raw pixel values (float32; only a
-``dataRange`` from the function rescales them; NoData pixels are 0 and 0 in the mask) and returns
+``dataRange`` from the function rescales them; NoData pixels are 0, and 0 in the mask) and returns
 one feature per chip whose attributes carry the label (``Label``, ``Classname`` or ``Class``, or a
 ``Classvalue``/``Value``) and ``Confidence`` (0-100, or 0-1).  Labels are looked up in ``Classes``
 by name, then by value, the way Esri's functions name classes.
+
+``rasters_mask`` is each chip's validity (uint8, the chip's shape): 0 at NoData, past the raster's edge and,
+with BlackenAroundFeature, outside the feature; 1 elsewhere (a resized chip: where at least half of what a
+pixel was resized from is valid).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class FunctionChipBackend(Backend):
         self.by_name = {c.name.lower(): i for i, c in enumerate(md.classes)}
         self.by_value = {c.value: i for i, c in enumerate(md.classes)}
         self.batches = 0
+        self._masks: list[np.ndarray | None] | None = None
 
     def _index(self, attrs: dict[str, Any], n: int) -> int:
         for key in _LABEL_KEYS:
@@ -70,9 +75,20 @@ class FunctionChipBackend(Backend):
             f"{ {k: attrs[k] for k in _LABEL_KEYS + _VALUE_KEYS if k in attrs} } is none of the model's Classes "
             f"({', '.join(c.name for c in self.md.classes)})")
 
+    def run_with_masks(self, batch: np.ndarray, masks: list[np.ndarray | None]) -> list[np.ndarray]:
+        """:meth:`run` with each chip's validity ([H, W] bool) for ``rasters_mask``."""
+        self._masks = masks
+        try:
+            return self.run(batch)
+        finally:
+            self._masks = None
+
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         chips = arrays[0]
-        masks = [(np.ones(c.shape, np.uint8)) for c in chips]
+        given = self._masks or [None] * len(chips)
+        # rasters_mask as Esri hands it: uint8 of the chip's shape, 0 at NoData, past the raster and blackened
+        masks = [np.ones(c.shape, np.uint8) if m is None else np.repeat(m[None].astype(np.uint8), c.shape[0], axis=0)
+                 for c, m in zip(chips, given)]
         self.batches += 1
         self.prf.where = f"chip batch {self.batches} ({len(chips)} chip(s))"
         data = self.prf.vectorize({"rasters_pixels": list(chips), "rasters_mask": masks})

@@ -258,6 +258,38 @@ def test_object_classifier_function_labels_every_chip(tmp_path):
     assert any("Brightness.py" in m and "SHA-256" in m for m in progress.infos)
 
 
+def test_object_classifier_function_gets_the_nodata_mask(tmp_path):
+    """rasters_mask is each chip's real validity: 0 at NoData and past the raster's edge, 1 elsewhere."""
+    from dltools.core.pipelines.custom_objects import open_object_classifier
+
+    arr = np.full((1, 60, 60), 100, np.uint8)
+    arr[0, :, :10] = 0  # NoData (0) in columns 0-9
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(0.0, 60.0), nodata=0)
+    # confidence 50 + 50 x the valid share of the chip's mask; "bright" only when every pixel is valid
+    old = ("        for chip in chips:\n"
+           "            mean = float(np.asarray(chip)[0].mean())\n"
+           "            label = \"bright\" if mean > 100 else \"dark\"\n"
+           "            features.append({\"attributes\": {\"Label\": label, \"Confidence\": 75.0 if label == "
+           "\"bright\" else 60.0},\n")
+    new = ("        for chip, mask in zip(chips, masks):\n"
+           "            mask = np.asarray(mask)\n"
+           "            assert mask.dtype == np.uint8 and mask.shape == np.asarray(chip).shape\n"
+           "            share = float(mask.mean())\n"
+           "            label = \"bright\" if share == 1.0 else \"dark\"\n"
+           "            features.append({\"attributes\": {\"Label\": label, \"Confidence\": 50.0 + 50.0 * share},\n")
+    assert old in prf.OBJECT_CLASSIFIER
+    emd = prf.write_function(tmp_path / "model", "Brightness", prf.OBJECT_CLASSIFIER.replace(old, new),
+                             model_type="ObjectClassification", tile=8,
+                             classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 255))))
+    md = load_model_definition(str(emd))
+    # 8 x 8 chips at columns x0..x0+7: 12 all valid; 6 half NoData; 8 a quarter NoData; 56 half past the edge
+    features = [(i, _square(x, 50.0, 8.0)) for i, x in enumerate((12.0, 6.0, 8.0, 56.0))]
+    clf = open_object_classifier(md, "batch_size 3", allow_custom_code=True)
+    results = list(clf.classify(str(raster), features, len(features)))
+    assert [r.label for r in results] == ["bright", "dark", "dark", "dark"]
+    assert [round(r.confidence, 6) for r in results] == [100.0, 75.0, 87.5, 75.0]
+
+
 def test_model_file_messages_keep_the_path_the_user_gave(tmp_path):
     """A model reached through a symbolic link is named by that link, not by where it points."""
     import json
