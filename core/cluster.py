@@ -72,17 +72,20 @@ class ModelRef:
     device: DeviceRequest
     source: str  # the client's path (for messages)
     definition: dict | None = None  # the model definition's JSON: arcgis.learn weights rebuild their network from it
+    #: (threshold, nms_overlap) of the run, for detectors that apply them inside the network (arcgis.learn):
+    #: the client's ``backend.configure`` does not reach a worker, which opens the model afresh
+    detection: tuple[float, float] | None = None
 
     @classmethod
     def for_file(cls, path: str | os.PathLike[str], kind: str, device: DeviceRequest,
-                 definition: dict | None = None) -> ModelRef:
+                 definition: dict | None = None, detection: tuple[float, float] | None = None) -> ModelRef:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         sha = digest.hexdigest()
         suffix = "".join(Path(path).suffixes[-1:])
-        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path), definition)
+        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path), definition, detection)
 
 
 def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
@@ -182,6 +185,8 @@ def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
             if not path.exists():
                 raise ClusterError(f"the model file {ref.upload_name} was not shipped to this worker")
             backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition)
+            if ref.detection is not None and hasattr(backend, "configure"):
+                backend.configure(*ref.detection)
             _MODELS[(run_id, ref.sha256)] = backend
         return backend
 

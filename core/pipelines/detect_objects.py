@@ -351,12 +351,10 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
                           f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
             sink = DetectionSink()
             if scheduler:
-                try:
-                    from ..cluster import ModelRef, run_on_cluster
-                except ImportError as exc:
-                    raise InputDataError("Running on a Dask cluster needs the block engine's cluster module, "
-                                         f"which this build lacks ({exc}): leave the scheduler empty") from exc
-                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
+                from ..cluster import ModelRef, run_on_cluster
+
+                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
+                                        detection=(setup.threshold, setup.nms_overlap))
                 run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
             else:
                 run_in_process(task, backend, jobs, sink, progress)

@@ -186,3 +186,28 @@ def test_classify_pixels_on_a_local_cluster(case, context, tmp_path):
     assert np.array_equal(read_raster(out), case["expected_classes"])
     assert any(line.startswith("Dask: ") for line in feedback.infos)
     _no_python_ran(case)
+
+
+def _detections(path: Path) -> list[tuple]:
+    ds = ogr.Open(str(path))
+    found = sorted((f.GetGeometryRef().ExportToWkt(), f.GetField("Class"), round(f.GetField("Confidence"), 4))
+                   for f in ds.GetLayer())
+    ds = None
+    return found
+
+
+def test_detect_objects_on_a_local_cluster_uses_the_runs_threshold(case, context, tmp_path):
+    """SCHEDULER local:1: the worker's rebuilt SingleShotDetector thresholds inside the network with the run's
+    threshold and nms_overlap (not the family's 0.5 / 0.1), so it finds the same objects as in-process."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    params = {"INPUT": str(case["raster"]), "MODEL": str(case["ssd"]),
+              "ARGUMENTS": "padding 0;threshold 0.3;nms_overlap 0.5", "DEVICE": 1}
+    _run("dltools:detectobjects", {**params, "OUTPUT": str(tmp_path / "here.gpkg")}, context)
+    _, feedback = _run("dltools:detectobjects", {**params, "SCHEDULER": "local:1",
+                                                 "OUTPUT": str(tmp_path / "dask.gpkg")}, context)
+    here = _detections(tmp_path / "here.gpkg")
+    assert any(line.startswith("Dask: ") and "ran on 1 worker" in line for line in feedback.infos)
+    assert _detections(tmp_path / "dask.gpkg") == here
+    assert len(here) > _ssd_expected(case)  # more than the family's threshold 0.5 keeps: the 0.3 reached the net
+    assert min(conf for _, _, conf in here) < 50.0
+    _no_python_ran(case)

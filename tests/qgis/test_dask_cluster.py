@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -268,6 +269,30 @@ def test_an_input_the_workers_cannot_open_is_refused_up_front(cluster, data, tmp
     finally:
         gdal.Unlink(mem)
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_model_the_workers_cannot_open_is_refused_up_front(cluster, data, tmp_path, monkeypatch):
+    """The client opens the model, but what it ships is a file ONNX Runtime cannot load on the workers: every
+    worker's check fails, the run stops before any block saying which worker cannot open which model, and no
+    output is left."""
+    from dltools.core import cluster as cluster_module
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an ONNX model")
+    real = cluster_module.ModelRef.for_file.__func__
+
+    def ship_broken(cls, path, kind, device, definition=None, detection=None):
+        return real(cls, broken, kind, device, definition, detection)
+
+    monkeypatch.setattr(cluster_module.ModelRef, "for_file", classmethod(ship_broken))
+    out = tmp_path / "out.tif"
+    with pytest.raises(ClusterError) as failure:
+        classify(data, out, "padding 2", scheduler=cluster["address"])
+    message = str(failure.value)
+    assert message.startswith("Not every Dask worker can run this job: worker tcp://127.0.0.1:")
+    assert len(re.findall(r"worker tcp://127\.0\.0\.1:\d+ cannot open the model broken\.onnx: ", message)) == 2
+    assert "cannot open the input raster" not in message
+    assert not out.exists() and not out.with_name("out_p.tif").exists()
 
 
 def test_cancel_on_a_local_cluster_leaves_no_output_and_no_worker(data, tmp_path):
