@@ -7,7 +7,7 @@ user) is :mod:`.engine`."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     QgsProcessingAlgorithm,
@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -25,11 +26,20 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.backends.base import DeviceRequest
+from ..core.definition import ModelDefinition
+from ..core.model_definition import load_model_definition
+from ..core.progress import Progress
+from .engine import run_engine
+
+if TYPE_CHECKING:
+    from ..core.pipelines.classify_pixels import RasterRequest
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
                 "All files (*)")  # "(*)": the pasted .emd JSON text passes the dialog's own check
 DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
+#: PROCESSING_MODE's options (a VRT mosaic as one image, or item by item), as in ArcGIS.
+MOSAIC_MODES = ["Process as mosaicked image", "Process all raster items separately"]
 #: Processing > Options > Providers > Deep Learning Tools: let models run their own Python code (off by default).
 ALLOW_CUSTOM_CODE_SETTING = "DLTOOLS_ALLOW_CUSTOM_CODE"
 
@@ -71,7 +81,8 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(ICON_PATH)
 
-    #: The README heading this tool's Help button opens (default: the English display name).
+    #: The README heading this tool's Help button opens. In English here, never through tr(): the help page is the
+    #: English README, and a translated display name would miss its anchor.
     HELP_SECTION = ""
 
     def helpUrl(self) -> str:  # noqa: N802 - QGIS API
@@ -128,6 +139,38 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
         return super().checkParameterValues(parameters, context)
 
+    EXTENT = "EXTENT"
+    CELL_SIZE = "CELL_SIZE"
+    PROCESSING_MODE = "PROCESSING_MODE"
+
+    def add_raster_run_parameters(self, extent_help: str, cell_size_help: str, mode_help: str = "") -> None:
+        """What the raster tools (Classify Pixels, Detect Change, Detect Objects) share, in their dialog order:
+        EXTENT, CELL_SIZE (advanced), the device, the Dask scheduler and retries, ALLOW_CUSTOM_CODE and, with
+        ``mode_help``, PROCESSING_MODE (advanced). The help texts are the tool's own."""
+        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
+                       extent_help)
+        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
+                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
+                       cell_size_help, advanced=True)
+        self.add_device_parameters()
+        self.add_cluster_parameters()
+        self.add_custom_code_parameter()
+        if mode_help:
+            self.add_processing_mode_parameter(mode_help)
+
+    def add_processing_mode_parameter(self, help_text: str) -> None:
+        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"),
+                                                  options=MOSAIC_MODES, defaultValue=0), help_text, advanced=True)
+
+    def raster_request(self, parameters: dict[str, Any], context, crs) -> RasterRequest:  # noqa: ANN001
+        """EXTENT (in ``crs``, the raster's) and CELL_SIZE as the engine's request; empty ones mean the raster's own."""
+        from ..core.pipelines.classify_pixels import RasterRequest
+
+        extent = self.extent_of(parameters, self.EXTENT, context, crs)
+        cell = parameters.get(self.CELL_SIZE)
+        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
+        return RasterRequest(extent=extent, cell_size=cell_size or None)
+
     SCHEDULER = "SCHEDULER"
     RETRIES = "RETRIES"
 
@@ -166,6 +209,13 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
                 self.parameterAsBoolean(parameters, self.ALLOW_CUSTOM_CODE, context):
             return True
         return custom_code_allowed_by_setting()
+
+    def model_definition(self, parameters: dict[str, Any], context, progress: Progress) -> ModelDefinition:  # noqa: ANN001
+        """The MODEL parameter's model definition (file, package or JSON text), its warnings logged."""
+        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        for w in md.warnings:
+            progress.warning(w)
+        return md
 
     def device_request(self, parameters: dict[str, Any], context, threads: int = 0) -> DeviceRequest:  # noqa: ANN001
         kind = DEVICE_OPTIONS[self.parameterAsEnum(parameters, self.DEVICE, context)].lower()

@@ -14,7 +14,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -24,7 +23,6 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.model_definition import load_model_definition
 from ..core.pipelines.classify_objects import list_images
 from ..core.pipelines.custom_objects import open_object_classifier
 from ..core.pipelines.object_runs import (
@@ -48,7 +46,6 @@ ARGUMENTS_HELP = (
     "every class at or above it is reported), padding (pixels added around each feature's bounding box when the "
     "model crops to the feature, CropSizeFixed 0), save_chips (a folder: every chip is saved there as a PNG to check "
     "what the model sees), threads (CPU threads, 0 = all).")
-MODES = ["Process as mosaicked image", "Process all raster items separately"]
 IMAGE_FIELD = "Image"
 
 
@@ -57,11 +54,12 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
     INPUT = "INPUT"
     FEATURES = "FEATURES"
     CLASS_LABEL_FIELD = "CLASS_LABEL_FIELD"
-    PROCESSING_MODE = "PROCESSING_MODE"
     IMAGE_FOLDER = "IMAGE_FOLDER"
     OUTPUT = "OUTPUT"
 
     ARGUMENT_TOOL = "classify_objects"
+
+    HELP_SECTION = "Classify Objects Using Deep Learning"
 
     def name(self) -> str:
         return "classifyobjects"
@@ -110,13 +108,11 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         self.add_param(QgsProcessingParameterString(self.CLASS_LABEL_FIELD, self.tr("Class label field"),
                                                     defaultValue="ClassLabel"),
                        "Name of the output field holding the label (the class Name).")
-        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
-                                                  defaultValue=0),
-                       "Matters for a VRT mosaic or an image folder with input features. 'Mosaicked': the images form "
-                       "one raster (the folder's images must share CRS and bands) and every feature gets one label. "
-                       "'Items separately': every feature is classified on each image it touches, one output row per "
-                       "feature and image, with the image in an 'Image' field. A single raster is always one image.",
-                       advanced=True)
+        self.add_processing_mode_parameter(
+            "Matters for a VRT mosaic or an image folder with input features. 'Mosaicked': the images form one "
+            "raster (the folder's images must share CRS and bands) and every feature gets one label. 'Items "
+            "separately': every feature is classified on each image it touches, one output row per feature and "
+            "image, with the image in an 'Image' field. A single raster is always one image.")
         self.add_param(QgsProcessingParameterFile(self.IMAGE_FOLDER, self.tr("Image folder"),
                                                   behavior=QgsProcessingParameterFile.Folder, optional=True),
                        "Instead of an input raster: a folder of images (.tif, .png, .jpg, ...; not its sub-folders). "
@@ -151,10 +147,8 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
 
         self._refuse_output_over_inputs(parameters, context, raster_path)
 
-        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        md = self.model_definition(parameters, context, progress)
         self._classes = list(md.classes)
-        for w in md.warnings:
-            progress.warning(w)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
         device = self.device_request(parameters, context)
         classifier = run_engine(open_object_classifier, md, arguments, device, progress,

@@ -10,18 +10,14 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFolderDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsRasterLayer,
 )
 
 from ..core.errors import DLToolsError
-from ..core.model_definition import load_model_definition
-from ..core.pipelines.classify_pixels import RasterRequest, classify_pixels
+from ..core.pipelines.classify_pixels import classify_pixels
 from ..core.raster_io import mosaic_items
 from ..core.safe_output import OutputSet, item_outputs
 from .base import DLToolsAlgorithm
@@ -34,7 +30,6 @@ ARGUMENTS_HELP = (
     "square below), threshold (one-channel models), predict_background, test_time_augmentation, merge_policy "
     "(mean/max/min), blend (smooth tile blending), tile_size (models that accept any size), threads. Run Describe "
     "Model to see each one's default for your model.")
-MODES = ["Process as mosaicked image", "Process all raster items separately"]
 
 
 class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -60,14 +55,13 @@ class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
 class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
     INPUT = "INPUT"
-    EXTENT = "EXTENT"
-    CELL_SIZE = "CELL_SIZE"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
-    PROCESSING_MODE = "PROCESSING_MODE"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
 
     ARGUMENT_TOOL = "classify_pixels"
+
+    HELP_SECTION = "Classify Pixels Using Deep Learning"
 
     def name(self) -> str:
         return "classifypixels"
@@ -89,19 +83,12 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        "The image to classify. Its bands are picked by the model's ExtractBands. A VRT mosaic can be "
                        "processed as one image or item by item (Processing mode).")
         self.add_model_parameters(ARGUMENTS_HELP)
-        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
-                       "Only this area is classified (any CRS; it is reprojected to the raster's). Default: all of it.")
-        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
-                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
-                       "Output cell size in the raster's units; the input is resampled on the fly (bilinear). "
-                       "Default: the raster's own cell size.", advanced=True)
-        self.add_device_parameters()
-        self.add_cluster_parameters()
-        self.add_custom_code_parameter()
-        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
-                                                  defaultValue=0),
-                       "For a VRT mosaic: classify it as one image (default), or classify each raster it is made of "
-                       "separately into the output folder. A plain raster is always one image.", advanced=True)
+        self.add_raster_run_parameters(
+            "Only this area is classified (any CRS; it is reprojected to the raster's). Default: all of it.",
+            "Output cell size in the raster's units; the input is resampled on the fly (bilinear). Default: the "
+            "raster's own cell size.",
+            "For a VRT mosaic: classify it as one image (default), or classify each raster it is made of separately "
+            "into the output folder. A plain raster is always one image.")
         self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Classified raster")),
                        "The classified GeoTIFF: one band of class values, NoData where the input has none.")
         self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT_PROBABILITIES,
@@ -117,14 +104,9 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         path = self.gdal_source(layer, "input")
         progress = FeedbackProgress(feedback)
-        md = run_engine(load_model_definition, self.model_text(parameters, context))
-        for w in md.warnings:
-            progress.warning(w)
+        md = self.model_definition(parameters, context, progress)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        extent = self.extent_of(parameters, self.EXTENT, context, layer.crs())
-        cell = parameters.get(self.CELL_SIZE)
-        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
-        request = RasterRequest(extent=extent, cell_size=cell_size or None)
+        request = self.raster_request(parameters, context, layer.crs())
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
         cluster = self.cluster_options(parameters, context)

@@ -20,6 +20,8 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
     OUTPUT_HTML = "OUTPUT_HTML"
     OUTPUT_JSON = "OUTPUT_JSON"
 
+    HELP_SECTION = "Describe Model"
+
     def name(self) -> str:
         return "describemodel"
 

@@ -8,14 +8,10 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingContext,
-    QgsProcessingParameterExtent,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.model_definition import load_model_definition
-from ..core.pipelines.classify_pixels import RasterRequest
 from ..core.pipelines.detect_change import detect_change
 from .base import DLToolsAlgorithm
 from .classify_pixels import ClassStylePostProcessor
@@ -31,11 +27,11 @@ ARGUMENTS_HELP = (
 class DetectChangeAlgorithm(DLToolsAlgorithm):
     FROM_RASTER = "FROM_RASTER"
     TO_RASTER = "TO_RASTER"
-    EXTENT = "EXTENT"
-    CELL_SIZE = "CELL_SIZE"
     OUTPUT = "OUTPUT"
 
     ARGUMENT_TOOL = "detect_change"
+
+    HELP_SECTION = "Detect Change Using Deep Learning"
 
     def name(self) -> str:
         return "detectchange"
@@ -58,15 +54,10 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                        "The later image. It may have another grid or CRS: it is resampled (bilinear) onto the earlier "
                        "image's grid while reading.")
         self.add_model_parameters(ARGUMENTS_HELP)
-        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
-                       "Only this area is compared (any CRS). Default: the overlap of the two images.")
-        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
-                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
-                       "Output cell size in the earlier image's units; both images are resampled on the fly. "
-                       "Default: the earlier image's cell size.", advanced=True)
-        self.add_device_parameters()
-        self.add_cluster_parameters()
-        self.add_custom_code_parameter()
+        self.add_raster_run_parameters(
+            "Only this area is compared (any CRS). Default: the overlap of the two images.",
+            "Output cell size in the earlier image's units; both images are resampled on the fly. Default: the "
+            "earlier image's cell size.")
         self.add_param(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Change raster")),
                        "The classified change GeoTIFF: 0 = no change, otherwise the model's class values; NoData "
                        "where either image has none.")
@@ -77,17 +68,13 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         from_path = self.gdal_source(from_layer, "from")
         to_path = self.gdal_source(to_layer, "to")
         progress = FeedbackProgress(feedback)
-        md = run_engine(load_model_definition, self.model_text(parameters, context))
-        for w in md.warnings:
-            progress.warning(w)
-        extent = self.extent_of(parameters, self.EXTENT, context, from_layer.crs())
-        cell = parameters.get(self.CELL_SIZE)
-        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
+        md = self.model_definition(parameters, context, progress)
+        request = self.raster_request(parameters, context, from_layer.crs())
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
         run_engine(detect_change, from_path, to_path, md, output,
                    self.parameterAsString(parameters, self.ARGUMENTS, context),
-                   RasterRequest(extent=extent, cell_size=cell_size or None),
+                   request,
                    self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
                    **self.cluster_options(parameters, context))
         qml = os.path.splitext(output)[0] + ".qml"

@@ -16,26 +16,20 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsVectorLayer,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
-from qgis.PyQt.QtXml import QDomDocument
 
-from ..core.model_definition import load_model_definition
-from ..core.pipelines.classify_pixels import RasterRequest
 from ..core.pipelines.detect_objects import detect_objects
 from ..core.raster_io import mosaic_items
 from ..core.styling import categorized_qml
 from .base import DLToolsAlgorithm
+from .class_style import StylePostProcessor
 from .engine import FeedbackProgress, run_engine
 from .outputs import AtomicSink
 
@@ -44,30 +38,6 @@ ARGUMENTS_HELP = (
     "padding (context pixels around each tile), threshold (minimum confidence 0-1), nms_overlap (maximum IoU of two "
     "objects of one class in a tile), batch_size, exclude_pad_detections (keep objects centred in the tile's centre "
     "only), test_time_augmentation, tile_size (models that accept any size), threads.")
-MODES = ["Process as mosaicked image", "Process all raster items separately"]
-
-
-class CategorizedStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Styles the loaded output by class with the model's colours."""
-
-    instances: list = []  # keep Python references alive while QGIS holds the pointer
-
-    def __init__(self, qml: str) -> None:
-        super().__init__()
-        self.qml = qml
-
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
-        if isinstance(layer, QgsVectorLayer):
-            doc = QDomDocument()
-            doc.setContent(self.qml)
-            layer.importNamedStyle(doc)
-            layer.triggerRepaint()
-
-    @classmethod
-    def create(cls, qml: str) -> CategorizedStylePostProcessor:
-        proc = cls(qml)
-        cls.instances.append(proc)
-        return proc
 
 
 class DetectObjectsAlgorithm(DLToolsAlgorithm):
@@ -76,12 +46,11 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
     CONFIDENCE_FIELD = "CONFIDENCE_FIELD"
     CLASS_FIELD = "CLASS_FIELD"
     MAX_OVERLAP_RATIO = "MAX_OVERLAP_RATIO"
-    EXTENT = "EXTENT"
-    CELL_SIZE = "CELL_SIZE"
-    PROCESSING_MODE = "PROCESSING_MODE"
     OUTPUT = "OUTPUT"
 
     ARGUMENT_TOOL = "detect_objects"
+
+    HELP_SECTION = "Detect Objects Using Deep Learning"
 
     def name(self) -> str:
         return "detectobjects"
@@ -119,20 +88,11 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                                                     minValue=0.0, maxValue=1.0),
                        "With non maximum suppression: intersection over union above which two objects are "
                        "duplicates (0: any overlap).")
-        self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
-                       "Only this area is searched (any CRS). Default: all of the raster.")
-        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
-                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
-                       "Cell size the model sees, in the raster's units (resampled on the fly). Default: native.",
-                       advanced=True)
-        self.add_device_parameters()
-        self.add_cluster_parameters()
-        self.add_custom_code_parameter()
-        self.add_param(QgsProcessingParameterEnum(self.PROCESSING_MODE, self.tr("Processing mode"), options=MODES,
-                                                  defaultValue=0),
-                       "For a VRT mosaic: search it as one image (default), or each raster it is made of separately "
-                       "(objects of all items go to the one output). A plain raster is always one image.",
-                       advanced=True)
+        self.add_raster_run_parameters(
+            "Only this area is searched (any CRS). Default: all of the raster.",
+            "Cell size the model sees, in the raster's units (resampled on the fly). Default: native.",
+            "For a VRT mosaic: search it as one image (default), or each raster it is made of separately (objects "
+            "of all items go to the one output). A plain raster is always one image.")
         self.add_param(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Detected objects"),
                                                          QgsProcessing.TypeVectorPolygon),
                        "One polygon per object with Class, ClassValue and Confidence (0-100).")
@@ -141,14 +101,9 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         path = self.gdal_source(layer, "input")
         progress = FeedbackProgress(feedback)
-        md = run_engine(load_model_definition, self.model_text(parameters, context))
-        for w in md.warnings:
-            progress.warning(w)
+        md = self.model_definition(parameters, context, progress)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        extent = self.extent_of(parameters, self.EXTENT, context, layer.crs())
-        cell = parameters.get(self.CELL_SIZE)
-        cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
-        request = RasterRequest(extent=extent, cell_size=cell_size or None)
+        request = self.raster_request(parameters, context, layer.crs())
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
         run_nms = self.parameterAsBool(parameters, self.RUN_NMS, context)
@@ -190,7 +145,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                     progress.warning(f"Could not write the style next to the output: {exc}")
         dest = sink.dest
         if context.willLoadLayerOnCompletion(dest):
-            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(CategorizedStylePostProcessor.create(qml))
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(StylePostProcessor.create(qml))
         return {self.OUTPUT: dest}
 
     def _write_objects(self, sink: AtomicSink, results: list, fields: QgsFields, crs, masks: bool,  # noqa: ANN001

@@ -45,6 +45,8 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
     MAX_OVERLAP_RATIO = "MAX_OVERLAP_RATIO"
     OUTPUT = "OUTPUT"
 
+    HELP_SECTION = "Non Maximum Suppression"
+
     def name(self) -> str:
         return "nonmaximumsuppression"
 

@@ -48,7 +48,9 @@ _DEEPNESS_TYPES = {
 }
 
 
-def _meta_value(text: str) -> Any:
+def meta_value(text: str) -> Any:
+    """One ONNX metadata value as data: JSON, else a Python literal (Ultralytics writes ``{0: 'car'}``), else the
+    text itself. Never evaluated as code (:func:`ast.literal_eval` reads literals only)."""
     try:
         return json.loads(text)
     except (json.JSONDecodeError, TypeError):
@@ -134,7 +136,7 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     """A definition for a plain .onnx file (Deepness metadata, else the graph's shapes)."""
     backend = OnnxBackend(path, DeviceRequest("cpu", threads=1))
     try:
-        meta = {k: _meta_value(v) for k, v in backend.metadata.items()}
+        meta = {k: meta_value(v) for k, v in backend.metadata.items()}
         inputs, outputs = backend.inputs, backend.outputs
     finally:
         backend.close()

@@ -4,12 +4,12 @@
 <context>
     <name>ClassifyObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="95"/>
+        <location filename="../algorithms/classify_objects.py" line="68"/>
         <source>Classify Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="98"/>
+        <location filename="../algorithms/classify_objects.py" line="71"/>
         <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
 
 Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
@@ -24,57 +24,42 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="126"/>
+        <location filename="../algorithms/classify_objects.py" line="99"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="130"/>
+        <location filename="../algorithms/classify_objects.py" line="103"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="135"/>
+        <location filename="../algorithms/classify_objects.py" line="108"/>
         <source>Class label field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="138"/>
-        <source>Processing mode</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="145"/>
+        <location filename="../algorithms/classify_objects.py" line="116"/>
         <source>Image folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="151"/>
+        <location filename="../algorithms/classify_objects.py" line="122"/>
         <source>Classified objects</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="166"/>
-        <source>The class label field name is empty: give a field name</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="168"/>
-        <source>The class label field cannot be called &apos;{label_field}&apos;: the tool writes that field itself</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="173"/>
+        <location filename="../algorithms/classify_objects.py" line="139"/>
         <source>Give either an input raster or an image folder, not both</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="176"/>
+        <location filename="../algorithms/classify_objects.py" line="142"/>
         <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="177"/>
+        <location filename="../algorithms/classify_objects.py" line="143"/>
         <source>No imagery: give an input raster or an image folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -82,54 +67,39 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
 <context>
     <name>ClassifyPixelsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="75"/>
+        <location filename="../algorithms/classify_pixels.py" line="70"/>
         <source>Classify Pixels Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="78"/>
+        <location filename="../algorithms/classify_pixels.py" line="73"/>
         <source>Runs a trained pixel classification (segmentation) model over a raster and writes a classified raster: one class value per pixel, with the model&apos;s class names and colours (colour table, attribute table and a QGIS style). The raster is read in tiles of the model&apos;s size with &apos;padding&apos; pixels of context on each side; only each tile&apos;s centre is kept, so tiles join without seams. NoData pixels stay NoData.
 
 The model is an Esri model definition (.emd), a deep learning package (.dlpk), a plain ONNX or TorchScript file, or the .emd JSON text. Check a model first with Describe Model.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="87"/>
+        <location filename="../algorithms/classify_pixels.py" line="82"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="91"/>
-        <source>Processing extent</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_pixels.py" line="93"/>
-        <source>Cell size</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_pixels.py" line="99"/>
-        <source>Processing mode</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_pixels.py" line="103"/>
+        <location filename="../algorithms/classify_pixels.py" line="92"/>
         <source>Classified raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="105"/>
+        <location filename="../algorithms/classify_pixels.py" line="94"/>
         <source>Class probabilities</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="109"/>
+        <location filename="../algorithms/classify_pixels.py" line="98"/>
         <source>Output folder (items)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="141"/>
+        <location filename="../algorithms/classify_pixels.py" line="126"/>
         <source>Processing items separately needs an output folder</source>
         <translation type="unfinished"></translation>
     </message>
@@ -137,55 +107,80 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DLToolsAlgorithm</name>
     <message>
-        <location filename="../algorithms/base.py" line="119"/>
+        <location filename="../algorithms/base.py" line="108"/>
         <source>Model definition</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="126"/>
+        <location filename="../algorithms/base.py" line="115"/>
         <source>Model arguments</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="134"/>
+        <location filename="../algorithms/base.py" line="123"/>
         <source>Processor type</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="138"/>
+        <location filename="../algorithms/base.py" line="127"/>
         <source>GPU ID</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="180"/>
+        <location filename="../algorithms/base.py" line="229"/>
         <source>No model given: choose an .emd, .dlpk, .onnx or .pt file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="156"/>
+        <location filename="../algorithms/base.py" line="198"/>
         <source>Allow the model&apos;s own Python code</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="150"/>
+        <source>Processing extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="152"/>
+        <source>Cell size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="162"/>
+        <source>Processing mode</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="178"/>
+        <source>Dask scheduler</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/base.py" line="184"/>
+        <source>Retries on failures</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
 <context>
     <name>DescribeModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/describe_model.py" line="26"/>
+        <location filename="../algorithms/describe_model.py" line="29"/>
         <source>Describe Model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="29"/>
+        <location filename="../algorithms/describe_model.py" line="32"/>
         <source>Reports what Deep Learning Tools reads from a model: its type, framework and origin, the model file and the backend and device that would run it, the inputs and outputs with their shapes, the tile size, the bands it reads, the input normalisation, the classes with their colours, the model arguments each tool accepts with their defaults, and any warnings. Nothing is run on imagery. The report is written to the log, to an HTML page and to a JSON file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="42"/>
+        <location filename="../algorithms/describe_model.py" line="45"/>
         <source>Model description (HTML)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="47"/>
+        <location filename="../algorithms/describe_model.py" line="50"/>
         <source>Model description (JSON)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -193,37 +188,27 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DetectChangeAlgorithm</name>
     <message>
-        <location filename="../algorithms/detect_change.py" line="43"/>
+        <location filename="../algorithms/detect_change.py" line="40"/>
         <source>Detect Change Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="46"/>
+        <location filename="../algorithms/detect_change.py" line="43"/>
         <source>Compares an earlier and a later image with a trained change detection model and writes a classified change raster: 0 where nothing changed, otherwise the model&apos;s class values, styled with its class names and colours. Both images are read on the earlier image&apos;s grid (the later one is resampled or reprojected on the fly if needed) and only where they overlap. The model receives the earlier image&apos;s bands followed by the later image&apos;s (ExtractBands indexes that stack), or one image per input for two-input models.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="54"/>
+        <location filename="../algorithms/detect_change.py" line="51"/>
         <source>From raster (earlier)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="56"/>
+        <location filename="../algorithms/detect_change.py" line="53"/>
         <source>To raster (later)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_change.py" line="60"/>
-        <source>Processing extent</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/detect_change.py" line="62"/>
-        <source>Cell size</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/detect_change.py" line="68"/>
+        <location filename="../algorithms/detect_change.py" line="61"/>
         <source>Change raster</source>
         <translation type="unfinished"></translation>
     </message>
@@ -231,57 +216,42 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DetectObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="89"/>
+        <location filename="../algorithms/detect_objects.py" line="59"/>
         <source>Detect Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="92"/>
+        <location filename="../algorithms/detect_objects.py" line="62"/>
         <source>Runs a trained object detector (YOLO, Mask R-CNN, Faster R-CNN, RetinaNet, SSD, ...) over a raster and writes one polygon per object, in the raster&apos;s CRS, with its class name (Class), class value (ClassValue) and confidence (0-100). The raster is read in tiles with &apos;padding&apos; pixels of context; objects are kept by the tile whose centre holds them, and the pieces of objects cut by tile seams are merged, so each object comes out once. Instance masks give the object&apos;s outline at pixel precision. Optionally Non Maximum Suppression then removes overlapping objects. The layer is styled by class with the model&apos;s colours.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="102"/>
+        <location filename="../algorithms/detect_objects.py" line="72"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="105"/>
+        <location filename="../algorithms/detect_objects.py" line="75"/>
         <source>Non maximum suppression</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="109"/>
+        <location filename="../algorithms/detect_objects.py" line="79"/>
         <source>Confidence score field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="112"/>
+        <location filename="../algorithms/detect_objects.py" line="82"/>
         <source>Class value field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="116"/>
+        <location filename="../algorithms/detect_objects.py" line="86"/>
         <source>Max overlap ratio</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="121"/>
-        <source>Processing extent</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/detect_objects.py" line="123"/>
-        <source>Cell size</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/detect_objects.py" line="129"/>
-        <source>Processing mode</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/detect_objects.py" line="134"/>
+        <location filename="../algorithms/detect_objects.py" line="96"/>
         <source>Detected objects</source>
         <translation type="unfinished"></translation>
     </message>
@@ -289,74 +259,74 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>ExtractPackageAlgorithm</name>
     <message>
-        <location filename="../algorithms/extract_package.py" line="42"/>
+        <location filename="../algorithms/extract_package.py" line="44"/>
         <source>Extract Deep Learning Package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="45"/>
+        <location filename="../algorithms/extract_package.py" line="47"/>
         <source>dlpk,package,unzip,extract,emd,model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="48"/>
+        <location filename="../algorithms/extract_package.py" line="50"/>
         <source>Unpacks a deep learning package (.dlpk) into a folder and reports its model definition (.emd): framework, model type, description and tags. Packages are untrusted input: a package with absolute paths, paths leaving the folder (../), symbolic links or a suspicious compression ratio (zip bomb) is refused and nothing is written. The folder must be new or empty; the files appear in it only once all are extracted.
 
 The inference tools read .dlpk files directly, so extracting is only needed to inspect or edit a package.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="56"/>
+        <location filename="../algorithms/extract_package.py" line="58"/>
         <source>Deep learning package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="60"/>
+        <location filename="../algorithms/extract_package.py" line="62"/>
         <source>Output folder</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="63"/>
+        <location filename="../algorithms/extract_package.py" line="65"/>
         <source>Model definition (.emd)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="64"/>
+        <location filename="../algorithms/extract_package.py" line="66"/>
         <source>Model file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="65"/>
+        <location filename="../algorithms/extract_package.py" line="67"/>
         <source>Framework</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="66"/>
+        <location filename="../algorithms/extract_package.py" line="68"/>
         <source>Model type</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="67"/>
+        <location filename="../algorithms/extract_package.py" line="69"/>
         <source>Description</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="68"/>
+        <location filename="../algorithms/extract_package.py" line="70"/>
         <source>Summary</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="69"/>
+        <location filename="../algorithms/extract_package.py" line="71"/>
         <source>Tags</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="75"/>
+        <location filename="../algorithms/extract_package.py" line="77"/>
         <source>No deep learning package given</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/extract_package.py" line="77"/>
+        <location filename="../algorithms/extract_package.py" line="79"/>
         <source>No output folder given</source>
         <translation type="unfinished"></translation>
     </message>
@@ -364,17 +334,17 @@ The inference tools read .dlpk files directly, so extracting is only needed to i
 <context>
     <name>ModelToEcdAlgorithm</name>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="29"/>
+        <location filename="../algorithms/model_to_ecd.py" line="30"/>
         <source>Deep Learning Model To Ecd</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="32"/>
+        <location filename="../algorithms/model_to_ecd.py" line="33"/>
         <source>ecd,classifier definition,class info,esri,arcgis,legacy</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="35"/>
+        <location filename="../algorithms/model_to_ecd.py" line="36"/>
         <source>Writes an Esri classifier definition (.ecd) that pairs a trained model file with an &quot;Esri Extra Info&quot; class info JSON: the framework (Classifier), the number of raster bands, the batch size and the classes with their values, names and colours.
 
 This re-creates ArcGIS&apos;s Deep Learning Model To Ecd, which ArcGIS has deprecated (replaced by Export Training Data For Deep Learning and .emd model definitions). Use it for old workflows that start from a model file and a class info JSON; for new work write an .emd.
@@ -385,32 +355,32 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="52"/>
+        <location filename="../algorithms/model_to_ecd.py" line="53"/>
         <source>Input deep learning model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="57"/>
+        <location filename="../algorithms/model_to_ecd.py" line="58"/>
         <source>Input classification info (JSON)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="63"/>
+        <location filename="../algorithms/model_to_ecd.py" line="64"/>
         <source>Output classifier definition</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="73"/>
+        <location filename="../algorithms/model_to_ecd.py" line="74"/>
         <source>No model file given</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="75"/>
+        <location filename="../algorithms/model_to_ecd.py" line="76"/>
         <source>No class info JSON given</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/model_to_ecd.py" line="77"/>
+        <location filename="../algorithms/model_to_ecd.py" line="78"/>
         <source>No output .ecd file given</source>
         <translation type="unfinished"></translation>
     </message>
@@ -418,37 +388,37 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
 <context>
     <name>NonMaximumSuppressionAlgorithm</name>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="49"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="54"/>
         <source>Non Maximum Suppression</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="52"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="57"/>
         <source>Removes duplicate detections: of two polygons whose intersection over union is more than the maximum overlap ratio, the one with the lower confidence is removed. With a class field, each class is reviewed on its own first, then all remaining features are reviewed together across classes (as ArcGIS&apos;s Non Maximum Suppression). Without one, a &apos;Classvalue&apos; or &apos;Value&apos; field is used if the layer has one, else all features are one class. Attributes are kept. A spatial index keeps tens of thousands of features to seconds.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="61"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="66"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="64"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="69"/>
         <source>Confidence score field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="69"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="74"/>
         <source>Class value field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="72"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="77"/>
         <source>Max overlap ratio</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="77"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="82"/>
         <source>Output features</source>
         <translation type="unfinished"></translation>
     </message>
@@ -456,52 +426,52 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
 <context>
     <name>PackageModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/package_model.py" line="61"/>
+        <location filename="../algorithms/package_model.py" line="62"/>
         <source>Create Deep Learning Package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="64"/>
+        <location filename="../algorithms/package_model.py" line="65"/>
         <source>dlpk,package,emd,zip,share,model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="99"/>
+        <location filename="../algorithms/package_model.py" line="100"/>
         <source>Extra files</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="106"/>
+        <location filename="../algorithms/package_model.py" line="107"/>
         <source>Description</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="109"/>
+        <location filename="../algorithms/package_model.py" line="110"/>
         <source>Summary</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="112"/>
+        <location filename="../algorithms/package_model.py" line="113"/>
         <source>Tags</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="115"/>
+        <location filename="../algorithms/package_model.py" line="116"/>
         <source>Output deep learning package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="127"/>
+        <location filename="../algorithms/package_model.py" line="128"/>
         <source>Give either a model definition, or a model file with its class info JSON, not both: the model definition already names its model file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="165"/>
+        <location filename="../algorithms/package_model.py" line="166"/>
         <source>No output .dlpk file given</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="67"/>
+        <location filename="../algorithms/package_model.py" line="68"/>
         <source>Inputs that go together: either (A) a model definition, or (B) a model file AND its class info JSON. Give one of the two, not both; extra files, description, summary and tags go with either.
 
 Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package works wherever it is extracted, in this plugin and in ArcGIS Pro.
@@ -510,17 +480,17 @@ Give the model either as an .emd (or an .ecd from Deep Learning Model To Ecd), o
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="81"/>
+        <location filename="../algorithms/package_model.py" line="82"/>
         <source>(A) Model definition (.emd or .ecd), or (B) below</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="88"/>
+        <location filename="../algorithms/package_model.py" line="89"/>
         <source>(B) Model file, together with (B) class info, instead of (A)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="93"/>
+        <location filename="../algorithms/package_model.py" line="94"/>
         <source>(B) Class info JSON, together with (B) model file</source>
         <translation type="unfinished"></translation>
     </message>

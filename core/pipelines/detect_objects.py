@@ -47,7 +47,7 @@ from ..detection_geometry import (
     ring_geometry,
 )
 from ..errors import InputDataError
-from ..model_probe import _meta_value
+from ..model_probe import meta_value
 from ..nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
 from ..normalize import build_normaliser, resolve_bands
 from ..progress import NullProgress, Progress
@@ -407,7 +407,7 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
     pad = int(args.get("padding", 0))
     chips = ChipGrid(grid.width, grid.height, tile_h, tile_w, pad, str(args.get("edge_fill") or "mirror"))
     metadata = getattr(backend, "metadata", {}) or {}
-    meta = {k: _meta_value(v) for k, v in metadata.items()}
+    meta = {k: meta_value(v) for k, v in metadata.items()}
     probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
     probe = backend.run_structured([probe_in.transpose(0, 2, 3, 1) if nhwc else probe_in])
     names = [o.name for o in backend.outputs]

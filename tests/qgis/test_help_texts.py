@@ -11,6 +11,21 @@ EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel"
             "extractpackage", "detectobjects", "nonmaximumsuppression"}
 
 
+#: Each tool's README section (its Help button opens the local help page there) and that heading's anchor,
+#: spelled out as GitHub writes it, so a renamed heading or a wrong slug fails here.
+SECTIONS = {
+    "classifypixels": ("Classify Pixels Using Deep Learning", "classify-pixels-using-deep-learning"),
+    "classifyobjects": ("Classify Objects Using Deep Learning", "classify-objects-using-deep-learning"),
+    "detectchange": ("Detect Change Using Deep Learning", "detect-change-using-deep-learning"),
+    "detectobjects": ("Detect Objects Using Deep Learning", "detect-objects-using-deep-learning"),
+    "nonmaximumsuppression": ("Non Maximum Suppression", "non-maximum-suppression"),
+    "describemodel": ("Describe Model", "describe-model"),
+    "modeltoecd": ("Deep Learning Model To Ecd (legacy)", "deep-learning-model-to-ecd-legacy"),
+    "packagemodel": ("Deep learning packages", "deep-learning-packages"),
+    "extractpackage": ("Deep learning packages", "deep-learning-packages"),
+}
+
+
 @pytest.fixture(scope="module")
 def algorithms(qgis_app):
     from qgis.core import QgsApplication
@@ -34,10 +49,11 @@ def test_tool_and_parameters_have_help(algorithms, name):
 
     page = Path(unquote(urlparse(url).path))
     assert url.startswith("file://") and page.is_file(), f"{name}: Help opens {url!r}"
+    heading, anchor = SECTIONS[name]
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = alg.HELP_SECTION or alg.displayName()
-    if f"\n## {section}\n" in readme:  # a tool with its own README section opens there
-        assert "#" in url and f'id="{urlparse(url).fragment}"' in page.read_text(encoding="utf-8"), url
+    assert f"\n## {heading}\n" in readme, f"{name}: the README has no section '## {heading}'"
+    assert urlparse(url).fragment == anchor, f"{name}: Help opens {url!r}, not the section '{heading}'"
+    assert f'<h2 id="{anchor}">' in page.read_text(encoding="utf-8"), f"{name}: the help page has no #{anchor}"
     for param in alg.parameterDefinitions():
         assert param.help().strip(), f"{name}: parameter {param.name()} has no help text"
         assert param.name() == param.name().upper(), f"{name}: parameter id {param.name()} is not UPPER_CASE"

@@ -83,6 +83,8 @@ def test_a_qm_for_the_locale_translates_the_tools(qgis_app, i18n_xx):
         # filed under the base class, found through it (the toolbox has no group level, so a parameter name)
         assert alg.create().parameterDefinition("MODEL").description() == "Modelldefinition XX"
         assert alg.createInstance().displayName() == "Pixel klassifizieren XX"
+        # the help page is the English README: Help still opens the tool's section
+        assert alg.helpUrl().endswith("#classify-pixels-using-deep-learning")
     finally:
         from qgis.PyQt.QtCore import QCoreApplication
 
