@@ -75,6 +75,9 @@ class ModelRef:
     #: (threshold, nms_overlap) of the run, for detectors that apply them inside the network (arcgis.learn):
     #: the client's ``backend.configure`` does not reach a worker, which opens the model afresh
     detection: tuple[float, float] | None = None
+    #: opens the shipped file instead of :func:`~core.backends.open_backend` (a model's own Python function:
+    #: ``open(path, device)``, one per worker thread when ``per_thread``); picklable
+    opener: Any = None
 
     @classmethod
     def for_file(cls, path: str | os.PathLike[str], kind: str, device: DeviceRequest,
@@ -178,16 +181,22 @@ def _worker():
 
 def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
     """The model, opened once per worker process (per run) from the shipped file and reused for every block."""
+    key = (run_id, ref.sha256)
+    if ref.opener is not None and getattr(ref.opener, "per_thread", False):
+        key = (run_id, f"{ref.sha256}-{threading.get_ident()}")  # the function object is not shared by threads
     with _LOCK:
-        backend = _MODELS.get((run_id, ref.sha256))
+        backend = _MODELS.get(key)
         if backend is None:
             path = Path(local_directory) / ref.upload_name
             if not path.exists():
                 raise ClusterError(f"the model file {ref.upload_name} was not shipped to this worker")
-            backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition)
-            if ref.detection is not None and hasattr(backend, "configure"):
-                backend.configure(*ref.detection)
-            _MODELS[(run_id, ref.sha256)] = backend
+            if ref.opener is not None:
+                backend = ref.opener.open(path, replace(ref.device))
+            else:
+                backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition)
+                if ref.detection is not None and hasattr(backend, "configure"):
+                    backend.configure(*ref.detection)
+            _MODELS[key] = backend
         return backend
 
 

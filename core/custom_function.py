@@ -38,7 +38,7 @@ import numpy as np
 from .arguments import parse_arguments_text
 from .definition import ClassInfo, ModelDefinition
 from .emd import local_function_file
-from .errors import ArgumentError, BackendError, DLToolsError, InputDataError, ModelDefinitionError
+from .errors import ArgumentError, BackendError, DLToolsError, ModelDefinitionError
 from .progress import NullProgress, Progress
 
 #: The id of the plugin setting and of the per-run parameter; named in every refusal.
@@ -263,21 +263,6 @@ class PythonRasterFunction:
             raise CustomFunctionError(f"getParameterInfo() of '{self.shown}' must return a list of dicts with a "
                                       f"'name', not {type(raw).__name__}")
         self.parameter_info: list[dict[str, Any]] = raw
-
-    @staticmethod
-    def refuse_scheduler(md: ModelDefinition, scheduler: str | None) -> None:
-        """A model's own function is not run on a Dask cluster (SCHEDULER): refuse before anything runs.
-
-        Why: the function is code the user allowed on this machine only (ALLOW_CUSTOM_CODE is this QGIS's
-        setting, not the workers'), and a function reads files beside it (its weights, helper modules) that
-        the cluster does not ship; running it elsewhere would either fail half-way or run code where nobody
-        allowed it."""
-        if md.custom_function and (scheduler or "").strip():
-            raise InputDataError(
-                f"A model run by its own Python function runs in this process only, not on the Dask cluster "
-                f"'{scheduler.strip()}': custom code runs only where you allowed it (ALLOW_CUSTOM_CODE, on this "
-                "machine), and the files it reads beside it are not shipped to workers. Leave SCHEDULER empty, "
-                "or ask for the model as ONNX or TorchScript, which runs on a cluster")
 
     @staticmethod
     def refuse_unless(md: ModelDefinition, allowed: bool) -> None:

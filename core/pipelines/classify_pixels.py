@@ -10,7 +10,6 @@ import numpy as np
 
 from ..arguments import resolve_arguments
 from ..backends import DeviceRequest
-from ..custom_function import PythonRasterFunction
 from ..definition import ModelDefinition
 from ..errors import InputDataError, OutputError
 from ..normalize import build_normaliser, resolve_bands
@@ -104,7 +103,6 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                              f"{md.model_type} models")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
-    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
         from .custom_raster import custom_classify_pixels
 
@@ -113,7 +111,7 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                                  "output empty")
         _, grid = processing_grid(raster, request)
         return custom_classify_pixels(raster, md, output, arguments, grid, device or DeviceRequest(), progress,
-                                      allow_custom_code)
+                                      allow_custom_code, scheduler, retries)
     args = resolve_arguments(md, "classify_pixels", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 from osgeo import ogr
 
-from ..blocks import BlockJob, run_in_process
+from ..blocks import BlockJob
 from ..custom_function import CustomFunctionError, PythonRasterFunction
 from ..definition import ClassInfo, ModelDefinition
 from ..nms import nms_polygons
 from ..progress import NullProgress, Progress
 from ..raster_io import bounded_gdal_cache
-from .custom_raster import FunctionBlockTask, FunctionModel, FunctionRun, raster_bands
+from .custom_raster import FunctionBlockTask, FunctionModel, FunctionRun, raster_bands, run_function_blocks
 
 _NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class")
 _VALUE_KEYS = ("Classvalue", "ClassValue", "Value")
@@ -180,7 +180,8 @@ class _Objects:
 
 def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None, grid: Any, device: Any,
                           progress: Progress | None, allowed: bool, run_nms: bool = False,
-                          max_overlap_ratio: float = 0.0) -> tuple[list[tuple[bytes, str, int, float]], dict]:
+                          max_overlap_ratio: float = 0.0, scheduler: str = "",
+                          retries: int = 2) -> tuple[list[tuple[bytes, str, int, float]], dict]:
     """Detect Objects with the model's function on ``grid``, on the block engine.
 
     Returns the objects as ``(WKB in map coordinates, class name, class value, confidence 0-100)`` and the
@@ -209,7 +210,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
         progress.info(run.describe(jobs))
         with bounded_gdal_cache():
-            run_in_process(task, model, jobs, sink, progress)
+            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device)
     finally:
         run.source.close()
     found = sink.objects

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -149,6 +149,67 @@ class FunctionModel:
         finally:
             self.model_seconds += time.perf_counter() - t0
 
+    def close(self) -> None:
+        """Nothing to release (the function object goes with the worker's run)."""
+
+
+@dataclass
+class FunctionOpener:
+    """How a Dask worker opens the model's function from the file shipped to it (:class:`core.cluster.ModelRef`).
+
+    It runs the code only because this run allowed it (``allowed``, the client's ALLOW_CUSTOM_CODE) and only if
+    the file is the one the client hashed (SHA-256); it then replays what the client did (``initialize``,
+    ``getConfiguration`` with the same arguments, ``updateRasterInfo``) so the function object is in the same
+    state.  One object per worker thread."""
+
+    md: ModelDefinition
+    arguments: dict[str, Any]
+    sha256: str
+    allowed: bool
+    raster_info: tuple[dict[str, Any], int] | None = None
+    per_thread: bool = True
+
+    def open(self, path: Any, device: Any) -> FunctionModel:
+        from pathlib import Path
+
+        from ..custom_function import CustomCodeRefusedError, sha256_of
+
+        path = Path(path)
+        if not self.allowed:
+            raise CustomCodeRefusedError(f"The model's own Python code '{path.name}' was sent to this worker without "
+                                         "ALLOW_CUSTOM_CODE: it is not run")
+        got = sha256_of(path)
+        if got != self.sha256:
+            raise CustomFunctionError(f"The function file '{path.name}' on this worker has SHA-256 {got}, not "
+                                      f"{self.sha256} as on the client: it is not run")
+        md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="json", source=str(path))
+        prf = PythonRasterFunction(md, True, device)
+        prf.configuration(self.arguments)
+        if self.raster_info is not None:
+            prf.raster_info(*self.raster_info)
+        return FunctionModel(prf)
+
+
+def run_function_blocks(task: Any, model: FunctionModel, jobs: list[BlockJob], sink: Any, progress: Progress,
+                        run: FunctionRun, md: ModelDefinition, scheduler: str, retries: int, device: Any,
+                        raster_info: tuple[dict[str, Any], int] | None = None) -> None:
+    """The blocks in-process, or on the Dask cluster ``scheduler``: the function's file shipped like a model
+    file (under its own name, checked by SHA-256 on each worker) and run there because this run allowed it."""
+    if not (scheduler or "").strip():
+        run_in_process(task, model, jobs, sink, progress)
+        return
+    from ..backends import DeviceRequest
+    from ..cluster import ModelRef, run_on_cluster
+
+    prf = run.prf
+    ref = ModelRef.for_file(prf.path, "python-function", device or DeviceRequest())
+    ref = replace(ref, upload_name=prf.path.name,
+                  opener=FunctionOpener(md, run.arguments, prf.sha256, True, raster_info))
+    progress.info(f"Running the model's own Python code on the Dask workers of '{scheduler.strip()}' (ALLOW_CUSTOM_CODE "
+                  f"given for this run): '{prf.shown}' (SHA-256 {prf.sha256}), checked on each worker before it runs")
+    stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+    model.model_seconds += stats.model_seconds
+
 
 @dataclass
 class FunctionRun:
@@ -162,6 +223,7 @@ class FunctionRun:
     chips: ChipGrid
     block_size: int
     edge_fill: str
+    arguments: dict[str, Any] = field(default_factory=dict)  # the function's, resolved (replayed on workers)
 
     @classmethod
     def open(cls, prf: PythonRasterFunction, md: ModelDefinition, arguments: str | dict | None,
@@ -186,7 +248,7 @@ class FunctionRun:
         except BaseException:
             source.close()
             raise
-        return cls(prf, conf, source, normaliser, chips, int(tool["block_size"]), tool["edge_fill"])
+        return cls(prf, conf, source, normaliser, chips, int(tool["block_size"]), tool["edge_fill"], args)
 
     def reader(self) -> ChipReader:
         dtype = "float32" if self.normaliser is not None else str(np.dtype(self.source.dtype))
@@ -337,18 +399,22 @@ class FunctionPixelSink:
 
 def run_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
                       prf: PythonRasterFunction, arguments: str | dict | None, output: str,
-                      progress: Progress | None = None) -> CustomRunResult:
+                      progress: Progress | None = None, scheduler: str = "", retries: int = 2,
+                      device: Any = None) -> CustomRunResult:
     """:func:`_write_custom_raster` under a temporary name, moved onto ``output`` (with its .qml) only on success:
-    a cancelled or failed run leaves an existing output as it was."""
+    a cancelled or failed run leaves an existing output as it was.  ``scheduler``/``retries``: a Dask cluster, as
+    for any model (:func:`run_function_blocks`)."""
     with OutputSet() as outputs:
-        result = _write_custom_raster(open_source, md, prf, arguments, outputs.path_for(output), progress)
+        result = _write_custom_raster(open_source, md, prf, arguments, outputs.path_for(output), progress,
+                                      scheduler, retries, device)
     result.output = output
     return result
 
 
 def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
                          prf: PythonRasterFunction, arguments: str | dict | None, output: str,
-                         progress: Progress | None = None) -> CustomRunResult:
+                         progress: Progress | None = None, scheduler: str = "", retries: int = 2,
+                         device: Any = None) -> CustomRunResult:
     """Drive ``prf`` over the raster ``open_source(bands)`` returns (see :meth:`FunctionRun.open`) on the block
     engine and write ``output`` (GeoTIFF, styled)."""
     progress = progress or NullProgress()
@@ -359,10 +425,10 @@ def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: Mod
         grid = source.grid
         cx, cy = grid.cell_size
         src_type = NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4")
-        info = prf.raster_info({
-            "bandCount": source.band_count, "pixelType": src_type, "noData": None, "cellSize": (cx, cy),
-            "extent": grid.bounds, "nativeExtent": grid.bounds, "width": grid.width, "height": grid.height,
-            "spatialReference": grid.crs_wkt, "format": "GTiff"}, conf.inherit)
+        raster_info = ({"bandCount": source.band_count, "pixelType": src_type, "noData": None, "cellSize": (cx, cy),
+                        "extent": grid.bounds, "nativeExtent": grid.bounds, "width": grid.width,
+                        "height": grid.height, "spatialReference": grid.crs_wkt, "format": "GTiff"}, conf.inherit)
+        info = prf.raster_info(*raster_info)
         out_dtype = np.dtype(PIXEL_TYPES[info["pixelType"]])
         out_bands = int(info["bandCount"])
         nodata = _nodata_for(out_dtype, info.get("noData"))
@@ -377,7 +443,7 @@ def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: Mod
         model = FunctionModel(prf)
         with bounded_gdal_cache():
             sink = FunctionPixelSink(BlockWriter(output, grid, out_bands, out_dtype.name, nodata))
-            run_in_process(task, model, jobs, sink, progress)
+            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device, raster_info)
     finally:
         source.close()
     counts = sink.counts
@@ -442,15 +508,17 @@ def raster_bands(raster: str, md: ModelDefinition, prf: PythonRasterFunction,
 
 
 def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None,
-                           grid: Any, device: Any, progress: Progress, allowed: bool) -> CustomRunResult:
+                           grid: Any, device: Any, progress: Progress, allowed: bool, scheduler: str = "",
+                           retries: int = 2) -> CustomRunResult:
     """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``)."""
     prf = PythonRasterFunction(md, allowed, device, progress)
-    return run_custom_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress)
+    return run_custom_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress, scheduler,
+                             retries, device)
 
 
 def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
                          output: str, arguments: str | dict | None, device: Any, progress: Progress,
-                         allowed: bool) -> CustomRunResult:
+                         allowed: bool, scheduler: str = "", retries: int = 2) -> CustomRunResult:
     """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands.
 
     ``stack(sources, picks)`` reads the dates as one stack of bands (the tool's own StackedSource).
@@ -466,4 +534,4 @@ def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[in
                                       f"(extractBands {picks}) but they have {total} bands together")
         return _Bands(stack(sources, picks), picks, [])
 
-    return run_custom_raster(open_source, md, prf, arguments, output, progress)
+    return run_custom_raster(open_source, md, prf, arguments, output, progress, scheduler, retries, device)

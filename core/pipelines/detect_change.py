@@ -116,7 +116,6 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                              "ImageClassification model (arcgis.learn change_detection)")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
-    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
         PythonRasterFunction.refuse_unless(md, allow_custom_code)
         args: dict = {}
@@ -160,7 +159,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
             from .custom_raster import custom_detect_change
 
             return custom_detect_change([src_from, src_to], StackedSource, md, output, arguments, device, progress,
-                                        allow_custom_code)
+                                        allow_custom_code, scheduler, retries)
         total = n_from + n_to
         if md.extract_band_names:
             raise InputDataError("ExtractBands by band name is not supported for change detection: use indexes "

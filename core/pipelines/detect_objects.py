@@ -34,7 +34,6 @@ from .. import augment
 from ..arguments import resolve_arguments, square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
 from ..blocks import BlockJob, block_jobs, chips_per_block, run_in_process
-from ..custom_function import PythonRasterFunction
 from ..decoders.detections import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
 from ..definition import ClassInfo, ModelDefinition
 from ..detection_geometry import (
@@ -307,20 +306,19 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     ``scheduler``: empty = in-process threads; ``local``, ``local:N`` or ``tcp://host:port`` = the same block
     jobs on a Dask cluster (:mod:`core.cluster`), each failed block retried ``retries`` times.
     A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``
-    (in-process: the function's object is not sent to workers).
+    (on a cluster too: its file is shipped and checked by SHA-256, :func:`.custom_raster.run_function_blocks`).
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
-    PythonRasterFunction.refuse_scheduler(md, scheduler)
     if md.custom_function:
         from .custom_detections import custom_detect_objects
 
         grid = processing_grid(raster, request)[1]
         found, stats = custom_detect_objects(raster, md, arguments, grid, device or DeviceRequest(), progress,
-                                             allow_custom_code, run_nms, max_overlap_ratio)
+                                             allow_custom_code, run_nms, max_overlap_ratio, scheduler, retries)
         result = DetectionResult(objects=[DetectedObject(*o) for o in found], **stats)
         for line in result.summary_lines():
             progress.info(line)

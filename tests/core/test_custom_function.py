@@ -345,3 +345,78 @@ def test_detector_function_rings_become_map_polygons(tmp_path):
                "Confidence: Brightness)" in m for m in progress.infos)
     assert result.extra_fields == [("Brightness", "integer")]
     assert sorted(o.extra for o in result.objects) == [(0,)] * 5 + [(255,)]
+
+
+def _cluster_available():
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
+
+
+@pytest.mark.skipif(not _cluster_available(), reason="dask[distributed] is not installed")
+def test_function_on_a_local_cluster_equals_in_process(tmp_path):
+    """SCHEDULER local:2 with ALLOW_CUSTOM_CODE: the function's file is shipped, checked by SHA-256 on each
+    worker, and its blocks give the same raster and objects as in-process."""
+    raster, arr = _raster(tmp_path)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    here = classify_pixels(str(raster), md, str(tmp_path / "a.tif"), "threshold 120;block_size 8",
+                           allow_custom_code=True)
+    progress = RecordingProgress()
+    there = classify_pixels(str(raster), md, str(tmp_path / "b.tif"), "threshold 120;block_size 8",
+                            allow_custom_code=True, scheduler="local:2", retries=0, progress=progress)
+    np.testing.assert_array_equal(read_raster(tmp_path / "b.tif"), read_raster(tmp_path / "a.tif"))
+    assert there.pixel_counts == here.pixel_counts and there.blocks == 9
+    sha = hashlib.sha256((tmp_path / "model" / "NeighbourClassifier.py").read_bytes()).hexdigest()
+    log = "\n".join(progress.infos)
+    assert "on the Dask workers of 'local:2' (ALLOW_CUSTOM_CODE given for this run)" in log and sha in log
+    assert "Dask: 9 blocks ran on" in log
+    from dltools.core.pipelines.detect_objects import detect_objects
+
+    spots = np.zeros((2, 30, 37), np.uint8)
+    for r, c in ((0, 0), (5, 15), (20, 3), (29, 36)):
+        spots[0, r, c] = 255
+    image = write_raster(tmp_path / "spots.tif", spots, origin=(1000.0, 2000.0), cell=2.0)
+    det = load_model_definition(str(prf.write_function(tmp_path / "d", "SpotDetector", prf.DETECTOR,
+                                                       model_type="ObjectDetection")))
+    a = detect_objects(str(image), det, "padding 3;block_size 16", allow_custom_code=True)
+    b = detect_objects(str(image), det, "padding 3;block_size 16", allow_custom_code=True, scheduler="local:1")
+    assert len(a.objects) == 4 and sorted((o.wkb, o.class_name, o.confidence) for o in b.objects) == \
+        sorted((o.wkb, o.class_name, o.confidence) for o in a.objects)
+
+
+@pytest.mark.skipif(not _cluster_available(), reason="dask[distributed] is not installed")
+def test_function_error_on_a_worker_names_its_line_and_leaves_no_output(tmp_path):
+    from dltools.core.cluster import ClusterError
+
+    raster, _ = _raster(tmp_path)
+    md = load_model_definition(str(prf.write_function(tmp_path / "model", "Raiser", prf.raising(after_blocks=0))))
+    out = tmp_path / "out.tif"
+    with pytest.raises(ClusterError) as err:
+        classify_pixels(str(raster), md, str(out), "", allow_custom_code=True, scheduler="local:1", retries=0)
+    text = str(err.value)
+    assert "Raiser.py" in text and "in explode" in text and "no such key" in text and "RETRIES 0" in text
+    assert not out.exists()
+
+
+def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
+    """What a worker checks before it loads the shipped file: the run's permission, then its SHA-256."""
+    from dltools.core.custom_function import CustomCodeRefusedError, PythonRasterFunction, sha256_of
+    from dltools.core.pipelines.custom_raster import FunctionOpener
+
+    marker = tmp_path / "ran.txt"
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier",
+                             f"open({str(marker)!r}, 'a').write('ran')\n" + prf.NEIGHBOUR_CLASSIFIER)
+    md = load_model_definition(str(emd))
+    shipped = tmp_path / "worker" / "NeighbourClassifier.py"
+    shipped.parent.mkdir()
+    shipped.write_bytes((tmp_path / "model" / "NeighbourClassifier.py").read_bytes())
+    sha = sha256_of(shipped)
+    with pytest.raises(CustomCodeRefusedError, match="without ALLOW_CUSTOM_CODE"):
+        FunctionOpener(md, {}, sha, False).open(shipped, None)
+    with pytest.raises(CustomFunctionError, match="SHA-256"):
+        FunctionOpener(md, {}, "0" * 64, True).open(shipped, None)
+    assert not marker.exists()
+    model = FunctionOpener(md, {"threshold": 7}, sha, True).open(shipped, None)
+    assert isinstance(model.prf, PythonRasterFunction) and model.prf.obj.threshold == 7.0
+    assert marker.read_text() == "ran"

@@ -173,10 +173,11 @@ def test_qgis_process_refuses_then_runs_with_allow_custom_code(tmp_path):
 
 
 @pytest.mark.parametrize("alg", ["dltools:classifypixels", "dltools:detectchange", "dltools:detectobjects"])
-def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off, alg):
-    """SCHEDULER with a model's own function: refused before its code is loaded, saying why; nothing written,
-    an existing output untouched."""
-    raster, _, _ = _pixel_case(tmp_path)
+def test_custom_function_on_a_cluster_only_when_allowed(qgis_context, tmp_path, setting_off, alg):
+    """SCHEDULER with a model's own function: without ALLOW_CUSTOM_CODE refused before its code is loaded
+    (nothing written, an existing output untouched); with it, run on the cluster's workers."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    raster, _, expected = _pixel_case(tmp_path)
     marker = tmp_path / "ran.txt"
     if alg == "dltools:detectobjects":
         source, name, kind, out = prf.DETECTOR, "SpotDetector", "ObjectDetection", tmp_path / "s.gpkg"
@@ -186,16 +187,21 @@ def test_custom_function_refuses_a_cluster(qgis_context, tmp_path, setting_off, 
     emd = prf.write_function(tmp_path / "m", name, f"open({str(marker)!r}, 'w').write('ran')\n" + source,
                              model_type=kind)
     out.write_bytes(b"before")
-    params = {"MODEL": str(emd), "ALLOW_CUSTOM_CODE": True, "SCHEDULER": "local:1", "OUTPUT": str(out)}
+    params = {"MODEL": str(emd), "SCHEDULER": "local:1", "RETRIES": 0, "OUTPUT": str(out), "ARGUMENTS": "threshold 150"}
     if alg == "dltools:detectchange":
         params.update(FROM_RASTER=str(raster), TO_RASTER=str(raster))
     else:
         params["INPUT"] = str(raster)
-    with pytest.raises(QgsProcessingException, match="runs in this process only") as err:
+    with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
         _run(alg, params, qgis_context)
-    text = str(err.value)
-    assert "'local:1'" in text and "ALLOW_CUSTOM_CODE" in text and "Leave SCHEDULER empty" in text
     assert not marker.exists() and out.read_bytes() == b"before"
+    result, feedback = _run(alg, dict(params, ALLOW_CUSTOM_CODE=True), qgis_context)
+    assert any("on the Dask workers of 'local:1'" in m and "SHA-256" in m for m in feedback.infos)
+    assert any(m.startswith("Dask: ") and "ran on 1 worker" in m for m in feedback.infos)
+    if alg == "dltools:detectobjects":
+        assert QgsVectorLayer(str(out), "o", "ogr").featureCount() == 0  # no band-1 pixel is 255
+    else:
+        np.testing.assert_array_equal(read_raster(result["OUTPUT"]), expected)
 
 
 def test_vectorize_errors_leave_no_output(qgis_context, tmp_path, setting_off):
