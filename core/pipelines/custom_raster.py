@@ -21,9 +21,11 @@ column inward and fills the padding past the raster by mirroring it, so an edge 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,8 +172,6 @@ class FunctionOpener:
     per_thread: bool = True
 
     def open(self, path: Any, device: Any) -> FunctionModel:
-        from pathlib import Path
-
         from ..custom_function import CustomCodeRefusedError, sha256_of
 
         path = Path(path)
@@ -182,8 +182,21 @@ class FunctionOpener:
         if got != self.sha256:
             raise CustomFunctionError(f"The function file '{path.name}' on this worker has SHA-256 {got}, not "
                                       f"{self.sha256} as on the client: it is not run")
-        md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="json", source=str(path))
-        prf = PythonRasterFunction(md, True, device)
+        # The model's folder at the client's path (always with local/local:N, on this computer; a shared folder
+        # for remote workers): initialize() gets the .emd path as in-process, and helper modules beside the
+        # function import; otherwise the definition's JSON text, and only the shipped file.
+        home = self.md.base_dir if self.md.base_dir is not None and Path(self.md.base_dir).is_dir() else None
+        emd = self.md.origin == "emd" and home is not None and Path(self.md.source).is_file()
+        md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="emd" if emd else "json",
+                     source=self.md.source if emd else str(path))
+        added = home is not None and str(home) not in sys.path
+        if added:
+            sys.path.append(str(home))
+        try:
+            prf = PythonRasterFunction(md, True, device)
+        finally:
+            if added:
+                sys.path.remove(str(home))
         prf.configuration(self.arguments)
         if self.raster_info is not None:
             prf.raster_info(*self.raster_info)

@@ -405,8 +405,11 @@ def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
     from dltools.core.pipelines.custom_raster import FunctionOpener
 
     marker = tmp_path / "ran.txt"
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "nc_helper.py").write_text("FACTOR = 3\n", encoding="utf-8")  # beside the function only
     emd = prf.write_function(tmp_path / "model", "NeighbourClassifier",
-                             f"open({str(marker)!r}, 'a').write('ran')\n" + prf.NEIGHBOUR_CLASSIFIER)
+                             f"open({str(marker)!r}, 'a').write('ran')\nimport nc_helper\n"
+                             + prf.NEIGHBOUR_CLASSIFIER)
     md = load_model_definition(str(emd))
     shipped = tmp_path / "worker" / "NeighbourClassifier.py"
     shipped.parent.mkdir()
@@ -420,3 +423,6 @@ def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
     model = FunctionOpener(md, {"threshold": 7}, sha, True).open(shipped, None)
     assert isinstance(model.prf, PythonRasterFunction) and model.prf.obj.threshold == 7.0
     assert marker.read_text() == "ran"
+    # the model's folder is reachable (as with local:N): initialize() got the .emd path, as in-process
+    assert model.prf.obj.json_info["InferenceFunction"] == "NeighbourClassifier.py"
+    assert model.prf._model_argument() == str(emd)
