@@ -426,3 +426,55 @@ def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
     # the model's folder is reachable (as with local:N): initialize() got the .emd path, as in-process
     assert model.prf.obj.json_info["InferenceFunction"] == "NeighbourClassifier.py"
     assert model.prf._model_argument() == str(emd)
+
+
+DATA_RANGE_FUNCTION = prf._COMMON + '''
+
+class Stretch:
+    def initialize(self, **kwargs):
+        pass
+
+    def getParameterInfo(self):
+        return PARAMS
+
+    def getConfiguration(self, **scalars):
+        return {"padding": 2, "tx": 8, "ty": 8, "dataRange": (0, 1), "inputMask": True}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["pixelType"] = "f4"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        pix = pixelBlocks["raster_pixels"]
+        assert pix.dtype == np.float32, pix.dtype
+        pixelBlocks["output_pixels"] = pix[:1, 2:-2, 2:-2].copy()
+        return pixelBlocks
+'''
+
+
+def test_data_range_rescales_what_the_function_reads(tmp_path):
+    """dataRange (0, 1) on 8-bit pixels: raster_pixels is float32 x / 255, read by the shared chip reader."""
+    rng = np.random.default_rng(11)
+    arr = rng.integers(0, 256, (1, 13, 21)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", arr)
+    md = load_model_definition(str(prf.write_function(tmp_path / "m", "Stretch", DATA_RANGE_FUNCTION)))
+    progress = RecordingProgress()
+    classify_pixels(str(raster), md, str(tmp_path / "o.tif"), "", progress=progress, allow_custom_code=True)
+    expected = arr[0].astype(np.float32) * np.float32(1.0 / 255.0) + np.float32(0.0)
+    np.testing.assert_array_equal(read_raster(tmp_path / "o.tif"), expected)
+    assert any("DataRange: linear stretch from 0..255 (8-bit) to [0, 1]" in m for m in progress.infos)
+
+
+def test_cancel_leaves_no_output(tmp_path):
+    raster, _ = _raster(tmp_path)
+    md = load_model_definition(str(prf.write_function(tmp_path / "model", "NeighbourClassifier",
+                                                      prf.NEIGHBOUR_CLASSIFIER)))
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"before")
+    from dltools.core.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        classify_pixels(str(raster), md, str(out), "block_size 8", progress=RecordingProgress(cancel_after=2),
+                        allow_custom_code=True)
+    assert out.read_bytes() == b"before"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "model", "out.tif"]
