@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Any
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
+    QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
+    QgsProperty,
     QgsRasterLayer,
     QgsSettings,
 )
@@ -30,6 +33,7 @@ from ..core.definition import ModelDefinition
 from ..core.model_definition import load_model_definition
 from ..core.progress import Progress
 from .engine import run_engine
+from .outputs import geotiff_problem
 
 if TYPE_CHECKING:
     from ..core.pipelines.classify_pixels import RasterRequest
@@ -42,6 +46,16 @@ DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
 MOSAIC_MODES = ["Process as mosaicked image", "Process all raster items separately"]
 #: Processing > Options > Providers > Deep Learning Tools: let models run their own Python code (off by default).
 ALLOW_CUSTOM_CODE_SETTING = "DLTOOLS_ALLOW_CUSTOM_CODE"
+
+
+def _static_value(value: Any) -> Any:
+    """A destination's file name when it is given as is (a string, or a static sink); None for an expression,
+    which only processAlgorithm can resolve."""
+    if isinstance(value, QgsProcessingOutputLayerDefinition):
+        value = value.sink
+    if isinstance(value, QgsProperty):
+        return value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else None
+    return value
 
 
 def custom_code_allowed_by_setting() -> bool:
@@ -131,13 +145,30 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             advanced=True)
 
     def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
-        """MODEL may be the .emd JSON text, which the file parameter's extension check alone would refuse."""
+        """Raster outputs must be GeoTIFF names (processing.run and qgis_process do not check the extension, the
+        dialog does); MODEL may be the .emd JSON text, which the file parameter's extension check alone would
+        refuse."""
+        for definition in self.parameterDefinitions():
+            if isinstance(definition, QgsProcessingParameterRasterDestination):
+                problem = geotiff_problem(definition.name(), _static_value(parameters.get(definition.name())))
+                if problem:
+                    return False, problem
         value = parameters.get(self.MODEL)
         if self.parameterDefinition(self.MODEL) is not None and isinstance(value, str) and \
                 value.strip().startswith("{"):
             parameters = dict(parameters)
             parameters[self.MODEL] = "model-definition-text.emd"  # stands in for the text in that check only
         return super().checkParameterValues(parameters, context)
+
+    def geotiff_output(self, parameters: dict[str, Any], name: str, context) -> str:  # noqa: ANN001
+        """The raster destination ``name`` resolved (TEMPORARY_OUTPUT becomes a ``.tif``: the provider offers
+        GeoTIFF only), refused unless it is a GeoTIFF name: the check that holds for every caller (a model's
+        expression-built path too), before anything is written."""
+        output = self.parameterAsOutputLayer(parameters, name, context)
+        problem = geotiff_problem(name, output)
+        if problem:
+            raise QgsProcessingException(problem)
+        return output
 
     EXTENT = "EXTENT"
     CELL_SIZE = "CELL_SIZE"

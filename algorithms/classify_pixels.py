@@ -110,10 +110,10 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
         cluster = self.cluster_options(parameters, context)
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        output = self.geotiff_output(parameters, self.OUTPUT, context)
         probs = None
         if parameters.get(self.OUTPUT_PROBABILITIES):
-            probs = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
+            probs = self.geotiff_output(parameters, self.OUTPUT_PROBABILITIES, context) or None
         mode = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context)
         folder = None
         items = mosaic_items(path) if mode == 1 else [path]

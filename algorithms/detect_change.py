@@ -70,7 +70,7 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         progress = FeedbackProgress(feedback)
         md = self.model_definition(parameters, context, progress)
         request = self.raster_request(parameters, context, from_layer.crs())
-        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        output = self.geotiff_output(parameters, self.OUTPUT, context)
         refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
         run_engine(detect_change, from_path, to_path, md, output,
                    self.parameterAsString(parameters, self.ARGUMENTS, context),

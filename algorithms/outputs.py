@@ -4,6 +4,8 @@
 * :func:`file_of` turns what QGIS gives for a layer or a destination (``x.gpkg|layername=a``,
   ``ogr:dbname='x.gpkg' table="t"``, ``memory:``) into the file behind it, so that
   :func:`refuse_same_files` can refuse an output that is one of the inputs before anything is written.
+* :func:`geotiff_problem` says why a raster destination is not a GeoTIFF name: core's BlockWriter writes GeoTIFF
+  only, so ``out.img`` is refused rather than written as a GeoTIFF under a misleading name.
 * :class:`AtomicSink` is ``parameterAsSink`` writing under a temporary name beside the target: the target
   changes only when the run succeeds, a cancel or failure leaves it (and no partial ``.gpkg`` or
   ``-journal``) as it was.
@@ -46,6 +48,27 @@ def file_of(value: Any) -> str | None:
     if match:
         return next(g for g in match.groups() if g is not None).replace("\\'", "'")
     return text.split("|", 1)[0]
+
+
+#: What the raster outputs are (core.raster_io.BlockWriter writes tiled GeoTIFF only): the provider offers only
+#: these in the dialogs, and the algorithms refuse any other file name.
+GEOTIFF_EXTENSIONS = ("tif", "tiff")
+
+
+def geotiff_problem(name: str, value: Any) -> str | None:
+    """Why the destination ``value`` of raster output ``name`` cannot be written, or None when it is a GeoTIFF name.
+
+    Only file names are judged: TEMPORARY_OUTPUT and empty values (QGIS resolves them to a ``.tif``) pass.
+    """
+    path = file_of(value)
+    if not path:
+        return None
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext in GEOTIFF_EXTENSIONS:
+        return None
+    found = f"'.{ext}'" if ext else "no extension"
+    return (f"{name}: '{path}' has {found}, but this tool writes GeoTIFF only: name the file .tif or .tiff "
+            "(nothing was written)")
 
 
 def refuse_same_files(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
+from .outputs import GEOTIFF_EXTENSIONS
 
 
 def _plugin_version() -> str:
@@ -67,6 +68,11 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
 
     def versionInfo(self) -> str:  # noqa: N802 - QGIS API
         return _plugin_version()
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 - QGIS API
+        """GeoTIFF only: every raster output is written by core's BlockWriter. The dialogs' file filters, the
+        default extension and TEMPORARY_OUTPUT follow this (a user default of, say, .img falls back to .tif)."""
+        return list(GEOTIFF_EXTENSIONS)
 
     def load(self) -> bool:
         """Registers the provider's settings (Processing > Options > Providers > Deep Learning Tools)."""
