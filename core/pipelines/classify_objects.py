@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from osgeo import gdal, ogr
@@ -104,6 +104,16 @@ class ImageInfo:
     bounds: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     extent_wkb: bytes | None = None
     error: str | None = None
+
+
+class _Pending(NamedTuple):
+    """An item waiting for its batch. The chip's validity mask (None: every pixel valid) travels with the chip
+    itself, so the model call gets each chip's own mask whatever order the batches are cut in."""
+
+    key: Any
+    chip: np.ndarray | None  # None: no chip (see note)
+    valid: np.ndarray | None
+    note: str | None
 
 
 def image_info(path: str) -> ImageInfo:
@@ -316,19 +326,18 @@ class ObjectClassifier:
         started = time.perf_counter()
         transforms = self._transforms()
         state: dict[str, Any] = {"raster": None}
-        pending: list[tuple[Any, np.ndarray | None, str | None]] = []
-        masks: dict[int, np.ndarray] = {}  # id(chip data) -> its validity mask, while the chip is pending
+        pending: list[_Pending] = []
         done = 0
         max_pending = max(self.batch_size * 4, 256)
 
         def extract(group: list[tuple[Any, str, bytes | None, str | None]]) -> tuple[list, list[tuple[str, str]]]:
             """Worker thread: chips (normalised) or notes for a group of items, and messages to log."""
-            out: list[tuple[Any, np.ndarray | None, str | None]] = []
+            out: list[_Pending] = []
             messages: list[tuple[str, str]] = []
             for key, raster, wkb, given_note in group:
                 geom = geometry_from_wkb(wkb)
                 if geom is None:
-                    out.append((key, None, given_note or "it has no geometry"))
+                    out.append(_Pending(key, None, None, given_note or "it has no geometry"))
                     continue
                 current: _OpenRaster | None = state["raster"]
                 if current is None or current.path != raster:
@@ -347,16 +356,14 @@ class ObjectClassifier:
                                                 "which have no inside: their chips are not masked"))
                 chip = extract_chip(current.source, geom, self.spec, current.extent, self._rasteriser)
                 if chip.data is None:
-                    out.append((key, None, chip.note))
+                    out.append(_Pending(key, None, None, chip.note))
                     continue
                 if self.save_dir is not None:
                     target = self.save_dir / f"{_safe_name(chip_name(key))}.png"
                     ranges = None if current.source.dtype in ("uint8", "uint16") else current.band_ranges()
                     write_chip_png(str(target), chip.data, current.source.dtype, chip.geotransform, ranges)
                 current.normaliser.apply(chip.data)
-                if chip.valid is not None:
-                    masks[id(chip.data)] = chip.valid
-                out.append((key, chip.data, None))
+                out.append(_Pending(key, chip.data, chip.valid, None))
             return out, messages
 
         def flush(all_items: bool) -> Iterator[ObjectResult]:
@@ -364,19 +371,20 @@ class ObjectClassifier:
             nonlocal done
             check_canceled(progress)
             cut, n_chips = len(pending), 0
-            for i, (_, chip, _) in enumerate(pending):
-                if chip is not None:
+            for i, item in enumerate(pending):
+                if item.chip is not None:
                     n_chips += 1
                     if not all_items and n_chips == self.batch_size:
                         cut = i + 1
                         break
             head = pending[:cut]
             del pending[:cut]
-            chips = [chip for _, chip, _ in head if chip is not None]
-            valid = [masks.pop(id(chip), None) for chip in chips]
+            with_chips = [item for item in head if item.chip is not None]
+            chips = [item.chip for item in with_chips]
+            valid = [item.valid for item in with_chips]
             probs = self._infer(np.stack(chips), transforms, valid) if chips else None
             k = 0
-            for key, chip, note in head:
+            for key, chip, _, note in head:
                 if chip is None:
                     result = ObjectResult(key, None, None, None, note)
                 else:
@@ -396,7 +404,7 @@ class ObjectClassifier:
             for level, text in messages:
                 getattr(progress, level)(text)
             pending.extend(extracted)
-            while sum(1 for _, chip, _ in pending if chip is not None) >= self.batch_size:
+            while sum(1 for item in pending if item.chip is not None) >= self.batch_size:
                 yield from flush(False)
             if len(pending) >= max_pending:
                 yield from flush(True)

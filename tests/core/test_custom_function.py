@@ -290,6 +290,42 @@ def test_object_classifier_function_gets_the_nodata_mask(tmp_path):
     assert [round(r.confidence, 6) for r in results] == [100.0, 75.0, 87.5, 75.0]
 
 
+def test_object_classifier_masks_follow_their_chips_across_batches(tmp_path):
+    """Each chip's mask travels with the chip through the pending queue: batches of 4 cut between items with no
+    chip (no geometry, no valid pixel, outside the raster) still give every chip its own NoData share."""
+    from dltools.core.pipelines.custom_objects import open_object_classifier
+
+    arr = np.full((1, 60, 60), 100, np.uint8)
+    arr[0, :, :10] = 0  # NoData (0) in columns 0-9
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(0.0, 60.0), nodata=0)
+    old = ("        for chip in chips:\n"
+           "            mean = float(np.asarray(chip)[0].mean())\n"
+           "            label = \"bright\" if mean > 100 else \"dark\"\n"
+           "            features.append({\"attributes\": {\"Label\": label, \"Confidence\": 75.0 if label == "
+           "\"bright\" else 60.0},\n")
+    new = ("        for chip, mask in zip(chips, masks):\n"
+           "            share = float(np.asarray(mask).mean())\n"
+           "            label = \"bright\" if share == 1.0 else \"dark\"\n"
+           "            features.append({\"attributes\": {\"Label\": label, \"Confidence\": 50.0 + 50.0 * share},\n")
+    assert old in prf.OBJECT_CLASSIFIER
+    emd = prf.write_function(tmp_path / "model", "Share", prf.OBJECT_CLASSIFIER.replace(old, new),
+                             model_type="ObjectClassification", tile=8,
+                             classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 255))))
+    # 8 x 8 chips at columns x0..x0+7: valid share (x0 + 8 - 10) / 8 left of column 10, (60 - x0) / 8 at the right
+    # edge; x0 = 2 has no valid pixel and x0 = 100 is outside: no chip, like the feature without a geometry
+    columns = [3.0, None, 12.0, 2.0, 56.0, 4.0, 100.0, 9.0, 58.0, 6.0, 10.0]
+    shares = [1 / 8, None, 1.0, None, 4 / 8, 2 / 8, None, 7 / 8, 2 / 8, 4 / 8, 1.0]
+    items = [(i, None, "no geometry") if x is None else (i, _square(x, 50.0, 8.0)) for i, x in enumerate(columns)]
+    clf = open_object_classifier(md := load_model_definition(str(emd)), "batch_size 4", allow_custom_code=True)
+    assert md.model_type == "ObjectClassification"
+    results = list(clf.classify(str(raster), items, len(items)))
+    assert [r.key for r in results] == list(range(len(columns)))
+    assert [None if r.confidence is None else round(r.confidence, 6) for r in results] == \
+        [None if s is None else round(50.0 + 50.0 * s, 6) for s in shares]
+    assert [r.label for r in results] == [None if s is None else "bright" if s == 1.0 else "dark" for s in shares]
+    assert results[1].note == "no geometry"
+
+
 def test_model_file_messages_keep_the_path_the_user_gave(tmp_path):
     """A model reached through a symbolic link is named by that link, not by where it points."""
     import json
