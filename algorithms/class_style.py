@@ -8,6 +8,7 @@ import os
 
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
+    QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingUtils,
@@ -36,7 +37,7 @@ def categorized_renderer(field: str, classes: list[ClassInfo], geometry_type: in
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies a style (QML text) to the output layer once Processing has loaded it."""
+    """Applies a style (QML text) to the output layer, raster or vector, once Processing has loaded it."""
 
     instances: list = []  # Python must keep them alive while QGIS holds the pointer
 
@@ -46,7 +47,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
         doc = QDomDocument("qgis")
-        if isinstance(layer, QgsVectorLayer) and doc.setContent(self.qml):
+        if isinstance(layer, QgsMapLayer) and doc.setContent(self.qml):
             layer.importNamedStyle(doc)
             layer.triggerRepaint()
 
@@ -55,6 +56,13 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
         proc = cls(qml)
         cls.instances.append(proc)
         return proc
+
+
+def style_on_load(output: str, qml_file: str, context: QgsProcessingContext) -> None:
+    """Apply the .qml written next to ``output`` when Processing loads the output into the project."""
+    if os.path.isfile(qml_file) and context.willLoadLayerOnCompletion(output):
+        with open(qml_file, encoding="utf-8") as fh:
+            context.layerToLoadOnCompletionDetails(output).setPostProcessor(StylePostProcessor.create(fh.read()))
 
 
 def style_classified_objects(dest: str, classes: list[ClassInfo], context: QgsProcessingContext) -> str | None:

@@ -9,11 +9,9 @@ from typing import Any
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsRasterLayer,
 )
 
 from ..core.errors import DLToolsError
@@ -21,6 +19,7 @@ from ..core.pipelines.classify_pixels import classify_pixels
 from ..core.raster_io import mosaic_items
 from ..core.safe_output import OutputSet, item_outputs
 from .base import DLToolsAlgorithm
+from .class_style import style_on_load
 from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
 
@@ -30,27 +29,6 @@ ARGUMENTS_HELP = (
     "square below), threshold (one-channel models), predict_background, test_time_augmentation, merge_policy "
     "(mean/max/min), blend (smooth tile blending), tile_size (models that accept any size), threads. Run Describe "
     "Model to see each one's default for your model.")
-
-
-class ClassStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Applies the paletted class style (the .qml written next to the raster) when the layer is loaded."""
-
-    instances: list = []  # keep Python references alive while QGIS holds the pointer
-
-    def __init__(self, qml: str) -> None:
-        super().__init__()
-        self.qml = qml
-
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802, ANN001 - QGIS API
-        if isinstance(layer, QgsRasterLayer) and os.path.isfile(self.qml):
-            layer.loadNamedStyle(self.qml)
-            layer.triggerRepaint()
-
-    @classmethod
-    def create(cls, qml: str) -> ClassStylePostProcessor:
-        proc = cls(qml)
-        cls.instances.append(proc)
-        return proc
 
 
 class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
@@ -150,7 +128,5 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
             run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow,
                        **cluster)
 
-        qml = os.path.splitext(output)[0] + ".qml"
-        if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(ClassStylePostProcessor.create(qml))
+        style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs, self.OUTPUT_FOLDER: folder}

@@ -14,7 +14,7 @@ from qgis.core import (
 
 from ..core.pipelines.detect_change import detect_change
 from .base import DLToolsAlgorithm
-from .classify_pixels import ClassStylePostProcessor
+from .class_style import style_on_load
 from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
 
@@ -77,7 +77,5 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                    request,
                    self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
                    **self.cluster_options(parameters, context))
-        qml = os.path.splitext(output)[0] + ".qml"
-        if os.path.isfile(qml) and context.willLoadLayerOnCompletion(output):
-            context.layerToLoadOnCompletionDetails(output).setPostProcessor(ClassStylePostProcessor.create(qml))
+        style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
         return {self.OUTPUT: output}
