@@ -29,14 +29,14 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core.backends.base import DeviceRequest
-from ..core.definition import ModelDefinition
-from ..core.model_definition import load_model_definition
+from ..core.model.definition import ModelDefinition
+from ..core.model.loader import load_model_definition
 from ..core.progress import Progress
-from .engine import run_engine
 from .outputs import geotiff_problem
+from .running import run_engine
 
 if TYPE_CHECKING:
-    from ..core.pipelines.classify_pixels import RasterRequest
+    from ..core.raster.request import RasterRequest
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
@@ -112,7 +112,7 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(param)
 
-    #: The engine's name for this tool's argument set (core.arguments.TOOLS); "" picks it from the model type.
+    #: The engine's name for this tool's argument set (core.arguments.specs.TOOLS); "" picks it from the model type.
     ARGUMENT_TOOL = ""
 
     def add_model_parameters(self, arguments_help: str) -> None:
@@ -195,7 +195,7 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
 
     def raster_request(self, parameters: dict[str, Any], context, crs) -> RasterRequest:  # noqa: ANN001
         """EXTENT (in ``crs``, the raster's) and CELL_SIZE as the engine's request; empty ones mean the raster's own."""
-        from ..core.pipelines.classify_pixels import RasterRequest
+        from ..core.raster.request import RasterRequest
 
         extent = self.extent_of(parameters, self.EXTENT, context, crs)
         cell = parameters.get(self.CELL_SIZE)

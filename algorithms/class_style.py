@@ -19,7 +19,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..core.definition import ClassInfo, palette
+from ..core.model.definition import ClassInfo, palette
 
 
 def categorized_renderer(field: str, classes: list[ClassInfo], geometry_type: int) -> QgsCategorizedSymbolRenderer:

@@ -23,21 +23,21 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.pipelines.classify_objects import list_images
-from ..core.pipelines.custom_objects import open_object_classifier
-from ..core.pipelines.object_runs import (
+from ..core.raster.gdal_io import build_mosaic, mosaic_items, release_mosaic
+from ..core.tools.classify_objects.classifier import list_images
+from ..core.tools.classify_objects.function import open_object_classifier
+from ..core.tools.classify_objects.pipeline import (
     FeaturesOnRaster,
     FeaturesPerItem,
     ImagesAsObjects,
     ObjectRow,
     check_label_field,
 )
-from ..core.raster_io import build_mosaic, mosaic_items, release_mosaic
 from .base import DLToolsAlgorithm
 from .class_style import style_classified_objects
-from .engine import FeedbackProgress, engine_results, run_engine
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
 from .outputs import AtomicSink, refuse_same_files
+from .running import FeedbackProgress, engine_results, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'batch_size 16;test_time_augmentation True'. "

@@ -15,13 +15,13 @@ from qgis.core import (
 )
 
 from ..core.errors import DLToolsError
-from ..core.pipelines.classify_pixels import classify_pixels
-from ..core.raster_io import mosaic_items
+from ..core.raster.gdal_io import mosaic_items
 from ..core.safe_output import OutputSet, item_outputs
+from ..core.tools.classify_pixels.pipeline import classify_pixels
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
-from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;batch_size 4'. Known: padding "

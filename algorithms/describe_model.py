@@ -9,11 +9,11 @@ from typing import Any
 
 from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingParameterFileDestination, QgsProcessingUtils
 
-from ..core.describe import backend_info, describe_model, load_for_description, render_html, report_lines
 from ..core.safe_output import write_texts
+from ..core.tools.describe.report import backend_info, describe_model, load_for_description, render_html, report_lines
 from .base import DLToolsAlgorithm
-from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
+from .running import FeedbackProgress, run_engine
 
 
 class DescribeModelAlgorithm(DLToolsAlgorithm):

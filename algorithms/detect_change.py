@@ -12,11 +12,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.pipelines.detect_change import detect_change
+from ..core.tools.detect_change.pipeline import detect_change
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
-from .engine import FeedbackProgress, run_engine
 from .outputs import refuse_same_files
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 32;batch_size 4'. Known: padding (context "

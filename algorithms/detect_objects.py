@@ -25,13 +25,13 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.pipelines.detect_objects import detect_objects
-from ..core.raster_io import mosaic_items
-from ..core.styling import categorized_qml
+from ..core.raster.gdal_io import mosaic_items
+from ..core.raster.styling import categorized_qml
+from ..core.tools.detect_objects.pipeline import detect_objects
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor
-from .engine import FeedbackProgress, run_engine
 from .outputs import AtomicSink
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;threshold 0.5;batch_size 4'. Known: "

@@ -17,11 +17,11 @@ from qgis.core import (
 )
 
 from ..core.errors import ModelDefinitionError
-from ..core.model_definition import load_model_definition
-from ..core.packages import check_package_references, extract_package, package_properties
+from ..core.model.loader import load_model_definition
+from ..core.model.packages import check_package_references, extract_package, package_properties
 from ..core.progress import SubProgress
 from .base import DLToolsAlgorithm
-from .engine import FeedbackProgress, run_engine
+from .running import FeedbackProgress, run_engine
 
 
 class ExtractPackageAlgorithm(DLToolsAlgorithm):

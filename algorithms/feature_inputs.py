@@ -18,7 +18,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..core.pipelines.object_runs import FieldSpec
+from ..core.tools.classify_objects.pipeline import FieldSpec
 
 #: invalid geometries are repaired here (make valid), never skipped or refused by the context's setting
 SKIP_VALIDITY = QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks

@@ -7,11 +7,11 @@ from typing import Any
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
-from ..core.ecd import write_ecd
 from ..core.errors import ModelDefinitionError
-from ..core.model_definition import load_model_definition
+from ..core.model.ecd_writer import write_ecd
+from ..core.model.loader import load_model_definition
 from .base import DLToolsAlgorithm
-from .engine import run_engine
+from .running import run_engine
 
 MODEL_FILE_FILTER = ("Model files (*.onnx *.pt *.pth *.pt2 *.torchscript *.pb *.h5 *.model *.dnn);;All files (*.*)")
 

@@ -19,10 +19,10 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.nms import nms_polygons
+from ..core.detection.nms import nms_polygons
 from .base import DLToolsAlgorithm
-from .engine import run_engine
 from .outputs import AtomicSink, refuse_same_files
+from .running import run_engine
 
 ogr.UseExceptions()
 

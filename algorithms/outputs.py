@@ -50,7 +50,7 @@ def file_of(value: Any) -> str | None:
     return text.split("|", 1)[0]
 
 
-#: What the raster outputs are (core.raster_io.BlockWriter writes tiled GeoTIFF only): the provider offers only
+#: What the raster outputs are (core.raster.gdal_io.BlockWriter writes tiled GeoTIFF only): the provider offers only
 #: these in the dialogs, and the algorithms refuse any other file name.
 GEOTIFF_EXTENSIONS = ("tif", "tiff")
 

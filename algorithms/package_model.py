@@ -19,14 +19,15 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.ecd import EXTRA_INFO_KEY, emd_data_from_class_info, emd_data_from_ecd_file
 from ..core.errors import ModelDefinitionError, PackageError
-from ..core.model_definition import definition_from_emd_data
-from ..core.packages import create_package
+from ..core.model.ecd import EXTRA_INFO_KEY, emd_data_from_ecd_file
+from ..core.model.ecd_writer import emd_data_from_class_info
+from ..core.model.emd import definition_from_emd_data
+from ..core.model.packages import create_package
 from ..core.progress import SubProgress
 from .base import DLToolsAlgorithm
-from .engine import FeedbackProgress, run_engine
 from .model_to_ecd import MODEL_FILE_FILTER
+from .running import FeedbackProgress, run_engine
 
 
 def split_file_list(values: list[str]) -> list[str]:

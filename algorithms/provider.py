@@ -6,11 +6,20 @@ from __future__ import annotations
 import configparser
 import os
 
-from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
+from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
+from .classify_objects import ClassifyObjectsAlgorithm
+from .classify_pixels import ClassifyPixelsAlgorithm
+from .describe_model import DescribeModelAlgorithm
+from .detect_change import DetectChangeAlgorithm
+from .detect_objects import DetectObjectsAlgorithm
+from .extract_package import ExtractPackageAlgorithm
+from .model_to_ecd import ModelToEcdAlgorithm
+from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
 from .outputs import GEOTIFF_EXTENSIONS
+from .package_model import PackageModelAlgorithm
 
 
 def _plugin_version() -> str:
@@ -19,35 +28,23 @@ def _plugin_version() -> str:
     return parser.get("general", "version", fallback="")
 
 
-def _algorithm_classes() -> list:
-    """Every algorithm class; one that fails to import is logged and skipped, never breaking the others."""
-    import importlib
+def algorithms() -> list:
+    """A new instance of every tool, listed by hand (as QGIS's own ``QgisAlgorithmProvider.getAlgs()``).
 
-    names = [
-        ("describe_model", "DescribeModelAlgorithm"),
-        ("classify_pixels", "ClassifyPixelsAlgorithm"),
-        ("classify_objects", "ClassifyObjectsAlgorithm"),
-        ("detect_change", "DetectChangeAlgorithm"),
-        ("detect_objects", "DetectObjectsAlgorithm"),
-        ("non_maximum_suppression", "NonMaximumSuppressionAlgorithm"),
-        ("model_to_ecd", "ModelToEcdAlgorithm"),
-        ("package_model", "PackageModelAlgorithm"),
-        ("extract_package", "ExtractPackageAlgorithm"),
+    Nothing is skipped: a tool whose module fails to import breaks the provider loudly (the plugin manager
+    shows the traceback), instead of vanishing from the toolbox and from every saved model that uses it.
+    """
+    return [
+        DescribeModelAlgorithm(),
+        ClassifyPixelsAlgorithm(),
+        ClassifyObjectsAlgorithm(),
+        DetectChangeAlgorithm(),
+        DetectObjectsAlgorithm(),
+        NonMaximumSuppressionAlgorithm(),
+        ModelToEcdAlgorithm(),
+        PackageModelAlgorithm(),
+        ExtractPackageAlgorithm(),
     ]
-    classes = []
-    for module, cls in names:
-        try:
-            mod = importlib.import_module(f"{__package__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(f".{module}"):
-                continue  # this tool is not part of this build
-            QgsMessageLog.logMessage(f"Deep Learning Tools: cannot load {module}: {exc}", "Processing", Qgis.Warning)
-            continue
-        except Exception as exc:  # noqa: BLE001 - one broken tool must not hide the others
-            QgsMessageLog.logMessage(f"Deep Learning Tools: cannot load {module}: {exc}", "Processing", Qgis.Warning)
-            continue
-        classes.append(getattr(mod, cls))
-    return classes
 
 
 class DeepLearningToolsProvider(QgsProcessingProvider):
@@ -98,5 +95,5 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
         ProcessingConfig.removeSetting(ALLOW_CUSTOM_CODE_SETTING)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
-        for cls in _algorithm_classes():
-            self.addAlgorithm(cls())
+        for algorithm in algorithms():
+            self.addAlgorithm(algorithm)

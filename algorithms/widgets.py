@@ -31,11 +31,12 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.argument_table import ArgumentRow, argument_rows, arguments_text, device_summary
-from ..core.arguments import parse_arguments_text
-from ..core.describe import bands_text
+from ..core.arguments.specs import parse_arguments_text
+from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text
 from ..core.errors import DLToolsError
-from ..core.model_definition import load_model_definition
+from ..core.model.loader import load_model_definition
+from ..core.tools.describe.device import device_summary
+from ..core.tools.describe.report import bands_text
 
 _INVALID = QColor(255, 200, 200)
 _UNKNOWN = QColor(255, 240, 190)

@@ -240,8 +240,8 @@ def _peak_mb() -> float:
 
 def run_detection_case(name: str, device: str) -> dict:
     from dltools.core.backends.base import DeviceRequest
-    from dltools.core.model_definition import load_model_definition
-    from dltools.core.pipelines.detect_objects import detect_objects
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
 
     raster, expected = square_scene_raster(CASES[name][1])
     md = load_model_definition(str(square_finder()))
@@ -257,7 +257,7 @@ def run_detection_case(name: str, device: str) -> dict:
 
 def run_merge_case(name: str) -> dict:
     """The global merge and the NMS tool's rule on 100k objects: boxes in a 20000-pixel raster of 256 px tiles."""
-    from dltools.core.nms import nms_polygons, seam_merge
+    from dltools.core.detection.nms import nms_polygons, seam_merge
     from osgeo import ogr
 
     n = CASES[name][1]
@@ -290,8 +290,8 @@ def run_case(name: str, device: str) -> dict:
     import resource
 
     from dltools.core.backends.base import DeviceRequest
-    from dltools.core.model_definition import load_model_definition
-    from dltools.core.pipelines.classify_pixels import classify_pixels
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
     kind, _ = CASES[name]
     width, height, scheduler = case_shape(name)

@@ -64,8 +64,8 @@ def _body(backbone: str, bands: int) -> tuple[nn.Sequential, int]:
 
 
 def _compare(reference: nn.Module, emd: dict, x: torch.Tensor) -> tuple[bool, float]:
-    from dltools.core.arcgis_learn.families import resolve_family
-    from dltools.core.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
 
     mine = build_module(resolve_family(emd), emd, torchvision)
     state = reference.state_dict()

@@ -111,8 +111,8 @@ def imagenet_normalise(chips: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ references
 def reference_unet(backbone: str, n_classes: int, chip: int, in_channels: int = 3, seed: int = 0):  # noqa: ANN201
     import torchvision
-    from dltools.core.arcgis_learn.fastai_layers import create_body
-    from dltools.core.arcgis_learn.unet import DynamicUnet
+    from dltools.core.backends.arcgis_learn.fastai_layers import create_body
+    from dltools.core.backends.arcgis_learn.unet import DynamicUnet
 
     return randomise(DynamicUnet(create_body(torchvision, backbone, in_channels), n_classes + 1, (chip, chip),
                                  in_channels), seed)
@@ -180,13 +180,13 @@ def reference_rcnn(name: str, backbone: str, n_classes: int, chip: int, seed: in
 
 def reference_ssd(backbone: str, n_classes: int, chip: int, emd: dict, seed: int = 0):  # noqa: ANN201
     import torchvision
-    from dltools.core.arcgis_learn.ssd import build_ssd
+    from dltools.core.backends.arcgis_learn.ssd import build_ssd
 
     return randomise(build_ssd(torchvision, backbone, n_classes, chip, 3, emd), seed)
 
 
 def reference_retinanet(backbone: str, n_classes: int, emd: dict, seed: int = 0):  # noqa: ANN201
     import torchvision
-    from dltools.core.arcgis_learn.retinanet import build_retinanet
+    from dltools.core.backends.arcgis_learn.retinanet import build_retinanet
 
     return randomise(build_retinanet(torchvision, backbone, n_classes, 3, emd), seed)

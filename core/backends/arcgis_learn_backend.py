@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..arcgis_learn.families import Family, describe_family, resolve_family
 from ..errors import BackendError, DependencyMissingError
+from .arcgis_learn.families import Family, describe_family, resolve_family
 from .base import Backend, DeviceRequest, TensorInfo
 from .torch_backend import import_torch, select_device
 
@@ -39,7 +39,7 @@ class ArcgisLearnBackend(Backend):
         self.family: Family = resolve_family(definition)
         torch = import_torch()
         torchvision = import_torchvision()
-        from ..arcgis_learn.network import RebuiltNetwork
+        from .arcgis_learn.network import RebuiltNetwork
 
         self._torch = torch
         self.torch_device, provider = select_device(torch, device)

@@ -30,12 +30,13 @@ from arcgis_learn_builders import (  # noqa: E402
     write_package,
 )
 from builders import read_raster, write_raster  # noqa: E402
-from dltools.core.backends import DeviceRequest, open_backend  # noqa: E402
+from dltools.core.backends import open_backend  # noqa: E402
+from dltools.core.backends.base import DeviceRequest  # noqa: E402
+from dltools.core.engine.normalize import build_normaliser  # noqa: E402
 from dltools.core.errors import BackendError, DependencyMissingError, ModelDefinitionError  # noqa: E402
-from dltools.core.model_definition import load_model_definition  # noqa: E402
-from dltools.core.normalize import build_normaliser  # noqa: E402
-from dltools.core.pipelines.classify_objects import classify_objects  # noqa: E402
-from dltools.core.pipelines.classify_pixels import classify_pixels  # noqa: E402
+from dltools.core.model.loader import load_model_definition  # noqa: E402
+from dltools.core.tools.classify_objects.classifier import classify_objects  # noqa: E402
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels  # noqa: E402
 
 CPU = DeviceRequest("cpu")
 
@@ -102,8 +103,8 @@ def test_unet_classifier_through_classify_pixels(tmp_path):
 def test_unet_classifier_key_layout_is_fastai_v1():
     """The documented fastai-v1 DynamicUnet layout: layers 0 body .. 11 final 1x1 conv, channel counts for resnet34."""
     import torchvision
-    from dltools.core.arcgis_learn.families import resolve_family
-    from dltools.core.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
 
     emd = arcgis_emd("UnetClassifier", "resnet34", 3, 64, model_type="ImageClassification", config="_unet")
     sd = build_module(resolve_family(emd), emd, torchvision).state_dict()
@@ -533,7 +534,7 @@ def test_without_torchvision_the_message_says_install_it(tmp_path, small_classif
 
 
 def test_describe_model_names_the_family_and_defaults(tmp_path, small_classifier):
-    from dltools.core.describe import backend_info, describe_model, report_lines
+    from dltools.core.tools.describe.report import backend_info, describe_model, report_lines
 
     emd = arcgis_emd("MaskRCNN", "resnet50", 2, 64, model_type="InstanceDetection", config="_maskrcnn_inferencing")
     (tmp_path / "MaskRCNN.pth").write_bytes(b"not read by Describe without the backend")
@@ -555,7 +556,7 @@ def test_describe_model_names_the_family_and_defaults(tmp_path, small_classifier
 
 # ------------------------------------------------------------------------------------------ through Detect Objects
 def test_mask_rcnn_through_detect_objects_outlines_its_masks(tmp_path):
-    from dltools.core.pipelines.detect_objects import detect_objects
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
     from osgeo import ogr
 
     chip = 64
@@ -586,7 +587,7 @@ def test_mask_rcnn_through_detect_objects_outlines_its_masks(tmp_path):
 
 
 def test_retinanet_through_detect_objects_names_classes_by_position(tmp_path):
-    from dltools.core.pipelines.detect_objects import detect_objects
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
 
     chip = 64
     emd = arcgis_emd("RetinaNet", "resnet34", 2, chip, model_type="ObjectDetection", config="_RetinaNet_Inference",
@@ -615,9 +616,9 @@ TORCHVISION_CASES = [("MaskRCNN", "resnet50"), ("MaskRCNN", "resnet101"), ("Mask
 @pytest.mark.parametrize("name, backbone", TORCHVISION_CASES)
 def test_every_rcnn_backbone_takes_the_reference_weights_strictly(name, backbone):
     import torchvision
-    from dltools.core.arcgis_learn.families import resolve_family
-    from dltools.core.arcgis_learn.network import build_module
-    from dltools.core.arcgis_learn.weights import load_strict
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.weights import load_strict
 
     emd = arcgis_emd(name, backbone, 3, 64, model_type="ObjectDetection", config="_maskrcnn_inferencing")
     reference = reference_rcnn(name, backbone, 3, 64, seed=13)
@@ -632,8 +633,8 @@ def test_every_rcnn_backbone_takes_the_reference_weights_strictly(name, backbone
     ("RetinaNet", "resnet50", "detection")])
 def test_other_backbones_build_and_run(tmp_path, name, backbone, task):
     import torchvision
-    from dltools.core.arcgis_learn.families import resolve_family
-    from dltools.core.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
 
     kind = {"pixels": "ImageClassification", "objects": "ObjectClassification", "detection": "ObjectDetection"}[task]
     emd = arcgis_emd(name, backbone, 2, 64, model_type=kind, config="x", Grids=[2, 1])
@@ -649,7 +650,7 @@ def test_other_backbones_build_and_run(tmp_path, name, backbone, task):
 
 
 def test_arcgis_learn_defaults_reach_the_tools(tmp_path):
-    from dltools.core.arguments import resolve_arguments
+    from dltools.core.arguments.specs import resolve_arguments
 
     for name, kind, threshold, nms in (("MaskRCNN", "InstanceDetection", 0.9, 0.5),
                                        ("FasterRCNN", "ObjectDetection", 0.5, 0.1)):
@@ -687,7 +688,7 @@ def test_predict_background_and_ignore_mapped_class(tmp_path):
 
 def test_a_dask_worker_rebuilds_the_network_from_the_shipped_definition(tmp_path, small_classifier):
     """What a worker does with SCHEDULER set: open the shipped .pth with the definition the client sent along."""
-    from dltools.core import cluster
+    from dltools.core.engine import cluster
 
     emd, state = small_classifier
     md = load_model_definition(write_package(tmp_path, emd, state))

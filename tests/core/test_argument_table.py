@@ -5,8 +5,9 @@
 from __future__ import annotations
 
 from builders import conv_module, export_onnx, write_emd
-from dltools.core.argument_table import argument_rows, arguments_text, device_summary, effective_arguments
-from dltools.core.model_definition import load_model_definition
+from dltools.core.arguments.table import argument_rows, arguments_text, effective_arguments
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.describe.device import device_summary
 
 
 def test_deepness_metadata_gives_the_defaults(tmp_path):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from builders import RecordingProgress
-from dltools.core.arguments import (
+from dltools.core.arguments.specs import (
     TOOLS,
     argument_specs,
     default_padding,
@@ -17,7 +17,8 @@ from dltools.core.arguments import (
     square_batch_size,
 )
 from dltools.core.errors import ArgumentError
-from dltools.core.model_definition import ModelDefinition, load_model_definition
+from dltools.core.model.definition import ModelDefinition
+from dltools.core.model.loader import load_model_definition
 from dltools.core.threads import thread_count
 
 

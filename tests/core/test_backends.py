@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, export_torchscript, numpy_conv_same
-from dltools.core.backends import DeviceRequest, TensorInfo, open_backend
+from dltools.core.backends import open_backend
+from dltools.core.backends.base import DeviceRequest, TensorInfo
 from dltools.core.backends.onnx_backend import OnnxBackend
 from dltools.core.backends.torch_backend import TorchBackend
 from dltools.core.errors import BackendError, ModelDefinitionError
-from dltools.core.model_definition import load_model_definition
+from dltools.core.model.loader import load_model_definition
 from dltools.core.progress import NullProgress
 
 IN_CH, OUT_CH, K, TILE = 3, 2, 3, 16

@@ -34,14 +34,11 @@ from co_models import (  # noqa: E402
     wkt_rect,
     write_object_emd,
 )
-from dltools.core.arguments import resolve_arguments  # noqa: E402
-from dltools.core.decoders.object_classes import ObjectDecoder, scores_2d  # noqa: E402
+from dltools.core.arguments.specs import resolve_arguments  # noqa: E402
 from dltools.core.errors import CancelledError, InputDataError, ModelDefinitionError  # noqa: E402
-from dltools.core.model_definition import load_model_definition  # noqa: E402
-from dltools.core.pipelines.classify_objects import (  # noqa: E402
-    ObjectClassifier,
-    classify_objects,
-)
+from dltools.core.model.loader import load_model_definition  # noqa: E402
+from dltools.core.tools.classify_objects.classifier import ObjectClassifier, classify_objects
+from dltools.core.tools.classify_objects.decode import ObjectDecoder, scores_2d  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "cache"
@@ -245,7 +242,7 @@ def test_save_chips(models, grid, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ decoding
 def one_class_md(n: int, multilabel: bool = False):
-    from dltools.core.model_definition import ClassInfo, ModelDefinition
+    from dltools.core.model.definition import ClassInfo, ModelDefinition
 
     md = ModelDefinition(source="t", origin="json", raw={}, model_type="ObjectClassification", image_height=4,
                          image_width=4, classes=[ClassInfo(10 * (i + 1), "abc"[i]) for i in range(n)],

@@ -23,11 +23,12 @@ from builders import (
     write_emd,
     write_raster,
 )
-from dltools.core import augment
+from dltools.core.engine import augment
 from dltools.core.errors import CancelledError, InputDataError, OutputError
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.classify_pixels import RasterRequest, classify_pixels
-from dltools.core.tiling import ChipGrid
+from dltools.core.model.loader import load_model_definition
+from dltools.core.raster.grid import TileGrid
+from dltools.core.raster.request import RasterRequest
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 from osgeo import gdal
 
 RNG = np.random.default_rng(99)
@@ -177,7 +178,7 @@ def test_tta_on_a_5x5_model_equals_the_whole_image_merge(tmp_path, raster, model
 def exact_chip_mask(size: int, tile: int, pad: int, radius: int = 2) -> np.ndarray:
     """Pixels (along one axis) that every chip covering them computes exactly: their neighbourhood is in the chip
     (past the raster's edge the chip holds the mirrored pixels the reference has too)."""
-    grid = ChipGrid(size, 1, tile, tile, pad)
+    grid = TileGrid(size, 1, tile, tile, pad)
     ok = np.ones(size, bool)
     for c in range(grid.cols):
         start = grid.chip_window(0, c)[0]
@@ -396,7 +397,7 @@ def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, mod
     """
     import time
 
-    from dltools.core import raster_io
+    from dltools.core.raster import gdal_io as raster_io
 
     def full_disk(self, x, y, data):
         time.sleep(0.3)  # long enough for the model thread to fill the queue to the writer and wait
@@ -424,7 +425,7 @@ def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, mod
 def test_a_worker_thread_that_cannot_start_is_a_clear_error_and_stops_the_other(tmp_path, raster, models,
                                                                                  monkeypatch):
     """'can't start new thread' for the writer: the reader already running is stopped, nothing is left behind."""
-    from dltools.core import blocks
+    from dltools.core.engine import blocks
 
     path, _ = raster
     started = []

@@ -24,7 +24,7 @@ for info in pkgutil.walk_packages(core.__path__, "dltools.core."):
     names.append(info.name)
 # the rebuilt arcgis.learn networks subclass torch.nn.Module: only the arcgis.learn backend imports them,
 # after checking torch; they are imported last, once the rest has been checked not to load torch
-torch_only = {"dltools.core.arcgis_learn." + m for m in TORCH_ONLY}
+torch_only = {"dltools.core.backends.arcgis_learn." + m for m in TORCH_ONLY}
 failed = {}
 heavy = None
 for name in [n for n in names if n not in torch_only] + sorted(torch_only & set(names)):
@@ -56,8 +56,8 @@ def test_every_core_module_imports_without_qgis_and_without_torch_or_onnxruntime
     assert report["failed"] == {}
     assert report["heavy"] == []
     assert set(report["modules"]) == _core_modules_on_disk()
-    assert {"dltools.core.model_definition", "dltools.core.describe", "dltools.core.backends.onnx_backend",
-            "dltools.core.backends.torch_backend", "dltools.core.packages", "dltools.core.arcgis_learn.families",
+    assert {"dltools.core.model.loader", "dltools.core.tools.describe.report", "dltools.core.backends.onnx_backend",
+            "dltools.core.backends.torch_backend", "dltools.core.model.packages", "dltools.core.backends.arcgis_learn.families",
             "dltools.core.backends.arcgis_learn_backend"} <= set(report["modules"])
 
 

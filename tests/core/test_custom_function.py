@@ -11,16 +11,12 @@ import numpy as np
 import prf_functions as prf
 import pytest
 from builders import RecordingProgress, read_raster, write_raster
-from dltools.core.custom_function import (
-    CustomCodeRefusedError,
-    CustomFunctionError,
-    model_arguments,
-    parameter_info_from_source,
-)
 from dltools.core.errors import ArgumentError
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.classify_pixels import classify_pixels
-from dltools.core.pipelines.detect_change import detect_change
+from dltools.core.model.function_source import model_arguments, parameter_info_from_source
+from dltools.core.model.loader import load_model_definition
+from dltools.core.prf.host import CustomCodeRefusedError, CustomFunctionError
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+from dltools.core.tools.detect_change.pipeline import detect_change
 from osgeo import gdal
 
 H, W = 19, 23
@@ -237,7 +233,7 @@ def _square(x0: float, y0: float, size: float) -> bytes:
 
 
 def test_object_classifier_function_labels_every_chip(tmp_path):
-    from dltools.core.pipelines.custom_objects import open_object_classifier
+    from dltools.core.tools.classify_objects.function import open_object_classifier
 
     arr = np.zeros((1, 60, 60), np.uint8)
     arr[0, :, 30:] = 200  # right half bright
@@ -260,7 +256,7 @@ def test_object_classifier_function_labels_every_chip(tmp_path):
 
 def test_object_classifier_function_gets_the_nodata_mask(tmp_path):
     """rasters_mask is each chip's real validity: 0 at NoData and past the raster's edge, 1 elsewhere."""
-    from dltools.core.pipelines.custom_objects import open_object_classifier
+    from dltools.core.tools.classify_objects.function import open_object_classifier
 
     arr = np.full((1, 60, 60), 100, np.uint8)
     arr[0, :, :10] = 0  # NoData (0) in columns 0-9
@@ -293,7 +289,7 @@ def test_object_classifier_function_gets_the_nodata_mask(tmp_path):
 def test_object_classifier_masks_follow_their_chips_across_batches(tmp_path):
     """Each chip's mask travels with the chip through the pending queue: batches of 4 cut between items with no
     chip (no geometry, no valid pixel, outside the raster) still give every chip its own NoData share."""
-    from dltools.core.pipelines.custom_objects import open_object_classifier
+    from dltools.core.tools.classify_objects.function import open_object_classifier
 
     arr = np.full((1, 60, 60), 100, np.uint8)
     arr[0, :, :10] = 0  # NoData (0) in columns 0-9
@@ -347,7 +343,7 @@ def test_model_file_messages_keep_the_path_the_user_gave(tmp_path):
 
 
 def test_detector_function_rings_become_map_polygons(tmp_path):
-    from dltools.core.pipelines.detect_objects import detect_objects
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
     from osgeo import ogr
 
     arr = np.zeros((2, 30, 37), np.uint8)
@@ -407,7 +403,7 @@ def test_function_on_a_local_cluster_equals_in_process(tmp_path):
     log = "\n".join(progress.infos)
     assert "on the Dask workers of 'local:2' (ALLOW_CUSTOM_CODE given for this run)" in log and sha in log
     assert "Dask: 9 blocks ran on" in log
-    from dltools.core.pipelines.detect_objects import detect_objects
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
 
     spots = np.zeros((2, 30, 37), np.uint8)
     for r, c in ((0, 0), (5, 15), (20, 3), (29, 36)):
@@ -423,7 +419,7 @@ def test_function_on_a_local_cluster_equals_in_process(tmp_path):
 
 @pytest.mark.skipif(not _cluster_available(), reason="dask[distributed] is not installed")
 def test_function_error_on_a_worker_names_its_line_and_leaves_no_output(tmp_path):
-    from dltools.core.cluster import ClusterError
+    from dltools.core.engine.cluster import ClusterError
 
     raster, _ = _raster(tmp_path)
     md = load_model_definition(str(prf.write_function(tmp_path / "model", "Raiser", prf.raising(after_blocks=0))))
@@ -437,8 +433,9 @@ def test_function_error_on_a_worker_names_its_line_and_leaves_no_output(tmp_path
 
 def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
     """What a worker checks before it loads the shipped file: the run's permission, then its SHA-256."""
-    from dltools.core.custom_function import CustomCodeRefusedError, PythonRasterFunction, sha256_of
-    from dltools.core.pipelines.custom_raster import FunctionOpener
+    from dltools.core.model.function_source import sha256_of
+    from dltools.core.prf.host import CustomCodeRefusedError, PythonRasterFunction
+    from dltools.core.prf.raster_blocks import FunctionOpener
 
     marker = tmp_path / "ran.txt"
     (tmp_path / "model").mkdir()

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import torch
 from builders import export_onnx, read_raster, write_raster
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.detect_change import detect_change
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.detect_change.pipeline import detect_change
 
 
 class SignedChange(torch.nn.Module):

@@ -19,9 +19,9 @@ import pytest
 from builders import RecordingProgress, export_onnx, write_emd, write_raster
 from dltools.core.backends.base import DeviceRequest
 from dltools.core.errors import CancelledError, InputDataError, OutputError
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.classify_pixels import RasterRequest
-from dltools.core.pipelines.detect_change import detect_change
+from dltools.core.model.loader import load_model_definition
+from dltools.core.raster.request import RasterRequest
+from dltools.core.tools.detect_change.pipeline import detect_change
 from osgeo import gdal, osr
 
 CPU = DeviceRequest("cpu", threads=1)

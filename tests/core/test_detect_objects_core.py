@@ -10,8 +10,8 @@ import pytest
 from builders import RecordingProgress, write_raster
 from detection_models import expected_boxes, square_scene, torchvision_script, yolo_v8_onnx
 from dltools.core.errors import InputDataError
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.detect_objects import detect_objects
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.detect_objects.pipeline import detect_objects
 from osgeo import gdal, ogr, osr
 
 W, H = 150, 130
@@ -169,7 +169,7 @@ def test_rotated_and_geographic_grids(scene, yolo, tmp_path, gt, epsg):
 
 
 def test_rotated_raster_refuses_extent(tmp_path, yolo):
-    from dltools.core.pipelines.classify_pixels import RasterRequest
+    from dltools.core.raster.request import RasterRequest
 
     raster = _rotated_raster(tmp_path / "r.tif", (0.0, 0.8, 0.2, 0.0, 0.2, -0.8), 32633)
     with pytest.raises(InputDataError, match="rotated geotransform"):
@@ -257,8 +257,8 @@ def test_blocks_are_independent_picklable_jobs(scene, yolo, monkeypatch):
     """What a cluster worker does: unpickle the task, run any block alone, in any order; same objects."""
     import pickle
 
-    import dltools.core.pipelines.detect_objects as pipeline
-    from dltools.core.blocks import run_block
+    import dltools.core.tools.detect_objects.pipeline as pipeline
+    from dltools.core.engine.blocks import run_block
 
     _, raster = scene
     md = load_model_definition(str(yolo(48)))

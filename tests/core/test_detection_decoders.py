@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 import pytest
-from dltools.core.decoders.detections import choose_layout, class_table, make_decoder, obb_corners
+from dltools.core.detection.decode import choose_layout, class_table, make_decoder, obb_corners
 from dltools.core.errors import InputDataError, ModelDefinitionError
-from dltools.core.model_definition import load_model_definition
+from dltools.core.model.loader import load_model_definition
 
 
 def md(classes: int | None = 2, **extra):
@@ -119,9 +119,9 @@ def test_declared_layout_and_errors():
 
 @pytest.mark.parametrize("k", range(8))
 def test_test_time_transforms_invert_boxes_corners_and_masks(k):
-    from dltools.core import augment
-    from dltools.core.decoders.detections import ChipDetections
-    from dltools.core.detection_geometry import invert_transform
+    from dltools.core.detection.decode import ChipDetections
+    from dltools.core.detection.geometry import invert_transform
+    from dltools.core.engine import augment
 
     h = w = 16
     mask = np.zeros((h, w), bool)

@@ -11,15 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, export_torchscript
-from dltools.core.ecd import (
-    definition_from_ecd_data,
-    emd_data_from_class_info,
-    emd_data_from_ecd_file,
-    validate_class_info,
-    write_ecd,
-)
 from dltools.core.errors import ModelDefinitionError, OutputError
-from dltools.core.model_definition import ClassInfo, load_model_definition
+from dltools.core.model.definition import ClassInfo
+from dltools.core.model.ecd import definition_from_ecd_data, emd_data_from_ecd_file
+from dltools.core.model.ecd_writer import emd_data_from_class_info, validate_class_info, write_ecd
+from dltools.core.model.loader import load_model_definition
 
 #: The "Esri Extra Info" example of the ArcGIS documentation (esri-compat.md section 7.1).
 SEED = {
@@ -232,7 +228,7 @@ def test_failed_write_leaves_previous_file(tmp_path: Path, monkeypatch):
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("dltools.core.ecd.json.dump", broken_dump)
+    monkeypatch.setattr("dltools.core.model.ecd.json.dump", broken_dump)
     with pytest.raises(OutputError, match=r"^Cannot write '.*m.ecd': disk full$"):
         write_ecd(model, seed(ImageHeight=8, ImageWidth=8), out)
     assert out.read_text(encoding="utf-8") == "previous"
@@ -246,7 +242,7 @@ def test_model_path_is_absolute_when_no_relative_path_exists(tmp_path: Path, mon
     def other_drive(path, start=None):
         raise ValueError("path is on mount 'D:', start on mount 'C:'")
 
-    monkeypatch.setattr("dltools.core.ecd.os.path.relpath", other_drive)
+    monkeypatch.setattr("dltools.core.model.ecd.os.path.relpath", other_drive)
     out = write_ecd(model, seed(ImageHeight=8, ImageWidth=8), tmp_path / "m.ecd")
     assert json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]["ModelFile"] == model.resolve().as_posix()
 

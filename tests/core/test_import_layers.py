@@ -190,28 +190,77 @@ def test_core_has_no_import_cycles():
     assert not cycles, f"core/ has import cycles (module-level or deferred):\n{text}"
 
 
+#: core/'s floors, bottom first.  A module may import modules of its own floor and of the floors below it,
+#: never above: the folder tree is the architecture diagram (README "Architecture", docs/architecture.md).
+LAYERS: list[tuple[str, ...]] = [
+    ("core.errors",),
+    ("core.progress", "core.threads", "core.safe_output"),
+    ("core.backends",),  # runtimes: ONNX Runtime, torch, the arcgis.learn rebuilds; know nothing of definitions
+    ("core.model",),  # what a model is: definition types, .emd/.ecd/.dlpk readers, probe, the loader
+    ("core.arguments",),  # the run's arguments and the dialog's table rows
+    ("core.raster",),  # GDAL I/O, grids, the raster request, styling
+    ("core.engine",),  # blocks, tile reader, normalisation, augmentation, decoding of scores, Dask
+    ("core.detection",),  # detection decoding, NMS, seam merge, geometry
+    ("core.prf",),  # the Esri raster function host
+    ("core.tools",),  # one package per tool
+]
+
+
+def layer_of(name: str) -> int:
+    for i, floor in enumerate(LAYERS):
+        if any(name == top or name.startswith(top + ".") for top in floor):
+            return i
+    raise AssertionError(f"{name} belongs to no floor of LAYERS: put it in a package named for its layer")
+
+
+def tool_of(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[2] if len(parts) > 2 and parts[1] == "tools" else None
+
+
+def test_every_module_has_a_floor():
+    for name in core_modules():
+        if name != "core":
+            layer_of(name)
+
+
 def test_core_layers():
-    """The bottom floors stay at the bottom: leaves import nothing of core/ above them."""
+    """No module imports a module on a floor above its own."""
+    graph = import_graph()
+    wrong = [f"{name} (floor {layer_of(name)}) imports {dep} (floor {layer_of(dep)})"
+             for name, deps in graph.items() if name != "core" for dep in sorted(deps)
+             if dep != "core" and layer_of(dep) > layer_of(name)]
+    assert not wrong, "imports run up the floors:\n" + "\n".join(wrong)
+
+
+def test_no_tool_imports_another_tool():
+    """What two tools share moves down a floor; a tool's package imports no other tool's."""
+    graph = import_graph()
+    wrong = [f"{name} imports {dep}" for name, deps in graph.items() for dep in sorted(deps)
+             if tool_of(name) and tool_of(dep) and tool_of(dep) != tool_of(name)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_layer_rules_can_fail():
+    """The two rules see a violation when there is one (so a green run means something)."""
+    assert layer_of("core.engine.blocks") > layer_of("core.raster.grid")
+    assert tool_of("core.tools.detect_objects.pipeline") == "detect_objects"
+    assert tool_of("core.engine.pixels") is None
+    graph = {"core.raster.grid": {"core.engine.blocks"}}
+    assert [d for n, ds in graph.items() for d in ds if layer_of(d) > layer_of(n)] == ["core.engine.blocks"]
+
+
+def test_leaves_and_definition_types():
     graph = import_graph()
     leaves = {"core.errors": set(), "core.threads": set(), "core.progress": {"core.errors"}}
     for name, allowed in leaves.items():
         assert graph[name] <= allowed, f"{name} imports {sorted(graph[name] - allowed)}"
-    # the model definition's data types need nothing but errors; backends know nothing of definitions or arguments
-    assert graph["core.definition"] <= {"core.errors"}
-    for name, deps in graph.items():
-        if name.startswith("core.backends"):
-            assert not deps & {"core.arguments", "core.model_definition", "core.definition", "core.pipelines"}, name
+    # the model definition's data types need nothing but errors
+    assert graph["core.model.definition"] <= {"core.errors"}
     # what only reads a definition imports its types, not the loader (which pulls in every reader and backend)
-    readers_of_types = ["core.arguments", "core.normalize", "core.styling", "core.decoders.pixel_classes",
-                        "core.emd", "core.validators", "core.torch_archive", "core.ecd", "core.model_probe",
-                        "core.decoders.object_classes", "core.decoders.scores", "core.pipelines.pixel_engine"]
-    for name in readers_of_types:
-        assert "core.model_definition" not in graph[name], f"{name} imports the loader core.model_definition"
-    # nothing in core/ imports a pipeline except another pipeline
     for name, deps in graph.items():
-        if not name.startswith("core.pipelines"):
-            assert not {d for d in deps if d.startswith("core.pipelines")}, f"{name} imports a pipeline"
-
+        if name.startswith(("core.arguments", "core.raster", "core.engine", "core.detection")):
+            assert "core.model.loader" not in deps, f"{name} imports the loader core.model.loader"
 
 
 def _model_openers(path: Path) -> set[str]:
@@ -236,4 +285,4 @@ def test_only_backends_open_models():
         if not name.startswith("core.backends"):
             assert not _model_openers(path), f"{name} loads models itself: {sorted(_model_openers(path))}"
     assert _model_openers(CORE / "backends" / "onnx_backend.py") >= {"InferenceSession"}  # the check sees them
-    assert "core.backends" in import_graph()["core.ecd"]
+    assert "core.backends" in import_graph()["core.model.ecd_writer"]

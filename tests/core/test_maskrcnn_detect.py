@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 from builders import write_raster
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.detect_objects import detect_objects
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.detect_objects.pipeline import detect_objects
 from osgeo import gdal, ogr
 
 TILE = 128

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from builders import conv_module, export_onnx, export_torchscript, write_emd
 from dltools.core.errors import ModelDefinitionError
-from dltools.core.model_definition import ClassInfo, load_model_definition
+from dltools.core.model.definition import ClassInfo
+from dltools.core.model.loader import load_model_definition
 
 _KERAS = ("Framework 'Keras' is not supported: convert the model to ONNX (tf2onnx, which reads Keras .h5) "
           "and set Framework to ONNX")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dltools.core import nms
+from dltools.core.detection import nms
 from osgeo import ogr
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, read_raster, write_emd, write_raster
+from dltools.core.engine.normalize import IMAGENET_MEAN, IMAGENET_STD, build_normaliser, resolve_bands
 from dltools.core.errors import InputDataError, ModelDefinitionError
-from dltools.core.model_definition import ModelDefinition, NormalizationStats, load_model_definition
-from dltools.core.normalize import IMAGENET_MEAN, IMAGENET_STD, build_normaliser, resolve_bands
-from dltools.core.pipelines.classify_pixels import classify_pixels
+from dltools.core.model.definition import ModelDefinition, NormalizationStats
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
 RNG = np.random.default_rng(11)
 

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_
 from builders import RecordingProgress  # noqa: E402
 from co_models import EPSG, grid_raster, mean_emd, wkt_polygon, wkt_rect  # noqa: E402
 from dltools.core.errors import CancelledError, InputDataError  # noqa: E402
-from dltools.core.model_definition import load_model_definition  # noqa: E402
-from dltools.core.pipelines.classify_objects import ObjectClassifier  # noqa: E402
-from dltools.core.pipelines.object_runs import (  # noqa: E402
+from dltools.core.model.loader import load_model_definition  # noqa: E402
+from dltools.core.tools.classify_objects.classifier import ObjectClassifier  # noqa: E402
+from dltools.core.tools.classify_objects.pipeline import (
     FeaturesOnRaster,
     FeaturesPerItem,
     ImagesAsObjects,

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from builders import conv_module, export_onnx, write_emd
-from dltools.core import packages
 from dltools.core.errors import ModelDefinitionError, PackageError
-from dltools.core.model_definition import ClassInfo, load_model_definition
-from dltools.core.packages import create_package, extract_package, package_properties
+from dltools.core.model import packages
+from dltools.core.model.definition import ClassInfo
+from dltools.core.model.loader import load_model_definition
+from dltools.core.model.packages import create_package, extract_package, package_properties
 
 
 def _tree(root: Path) -> list[str]:

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
-from dltools.core.decoders.pixel_classes import PixelDecoder
+from dltools.core.engine.pixel_decoder import PixelDecoder
 from dltools.core.errors import InputDataError
-from dltools.core.model_definition import ClassInfo, ModelDefinition, load_model_definition
-from dltools.core.pipelines.classify_pixels import classify_pixels
+from dltools.core.model.definition import ClassInfo, ModelDefinition
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
 RNG = np.random.default_rng(7)
 TILE = 16

@@ -29,9 +29,9 @@ from builders import (
     write_raster,
 )
 from dltools.core.errors import ArgumentError, InputDataError
-from dltools.core.model_definition import load_model_definition
-from dltools.core.pipelines.classify_pixels import classify_pixels
-from dltools.core.tiling import ChipGrid
+from dltools.core.model.loader import load_model_definition
+from dltools.core.raster.grid import TileGrid
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
 CLASSES = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (5, "five", (0, 0, 255))]
 VALUES = np.array([v for v, _, _ in CLASSES])
@@ -71,12 +71,12 @@ def run(raster: Path, emd: Path, out: Path, arguments: str, progress=None) -> np
     return read_raster(out)
 
 
-# ------------------------------------------------------------------------------------------ ChipGrid
+# ------------------------------------------------------------------------------------------ TileGrid
 @pytest.mark.parametrize("edge_fill", ["mirror", "zero"])
 @pytest.mark.parametrize("width,height,tile,pad", [(53, 37, 16, 2), (53, 37, 20, 3), (100, 7, 24, 5), (5, 5, 32, 8),
                                                    (64, 64, 16, 0), (12, 30, 16, 2)])
 def test_chip_cores_partition_the_grid(width, height, tile, pad, edge_fill):
-    grid = ChipGrid(width, height, tile, tile, pad, edge_fill)
+    grid = TileGrid(width, height, tile, tile, pad, edge_fill)
     core = tile - 2 * pad
     owner = np.zeros((height, width), int)
     for r in range(grid.rows):
@@ -103,13 +103,13 @@ def test_chip_cores_partition_the_grid(width, height, tile, pad, edge_fill):
 
 def test_edge_fill_must_be_known():
     with pytest.raises(ArgumentError, match="edge_fill 'wrap' is not one of mirror, zero"):
-        ChipGrid(10, 10, 16, 16, 2, "wrap")
+        TileGrid(10, 10, 16, 16, 2, "wrap")
 
 
 def test_padding_must_leave_a_centre():
-    ChipGrid(10, 10, 16, 16, 7)
+    TileGrid(10, 10, 16, 16, 7)
     with pytest.raises(ArgumentError, match=r"padding 8 is too large for 16x16 tiles.*at most 7"):
-        ChipGrid(10, 10, 16, 16, 8)
+        TileGrid(10, 10, 16, 16, 8)
 
 
 # ------------------------------------------------------------------------------------------ engine vs whole image
@@ -211,7 +211,7 @@ def test_too_little_padding_shows_seams_exactly_where_chips_meet(tmp_path, conv,
     out = run(raster, emd, tmp_path / "out.tif", "padding 1;batch_size 4")
     wrong = out != expected_classes(image)
     assert wrong.any()
-    grid = ChipGrid(53, 37, 16, 16, 1)
+    grid = TileGrid(53, 37, 16, 16, 1)
     core = grid.core_w
     # along each axis: distance of each pixel to the edge of the centre of the chip that owns it
     dist_y = np.zeros(37, int)

@@ -92,8 +92,9 @@ def _no_python_ran(case: dict) -> None:
 
 
 def _ssd_expected(case: dict) -> int:
-    from dltools.core.backends import DeviceRequest, open_backend
-    from dltools.core.model_definition import load_model_definition
+    from dltools.core.backends import open_backend
+    from dltools.core.backends.base import DeviceRequest
+    from dltools.core.model.loader import load_model_definition
 
     md = load_model_definition(case["ssd"])
     backend = open_backend(md.model_file, md.model_format_kind, DeviceRequest("cpu"), definition=md.raw)

@@ -31,10 +31,10 @@ import qgis_process_util  # noqa: E402
 distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed")
 psutil = pytest.importorskip("psutil")
 
-from dltools.core.cluster import ClusterError  # noqa: E402
+from dltools.core.engine.cluster import ClusterError  # noqa: E402
 from dltools.core.errors import CancelledError  # noqa: E402
-from dltools.core.model_definition import load_model_definition  # noqa: E402
-from dltools.core.pipelines.classify_pixels import classify_pixels  # noqa: E402
+from dltools.core.model.loader import load_model_definition  # noqa: E402
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location(
     "detect_change_core_tests_dask", Path(__file__).resolve().parents[1] / "core" / "test_detect_change_core.py")
@@ -222,7 +222,7 @@ def test_a_block_failing_on_each_workers_first_call_is_retried(cluster, data, tm
     assert 1 <= len(retries) <= 2 and all("injected failure: first call in this worker process" in w for w in retries)
     assert any("retried: block" in m for m in progress.infos)
     # the workers closed this run's model and datasets (a long-lived worker keeps nothing of a finished run)
-    left = cluster["client"].run(lambda: (lambda m: len(m._MODELS) + len(m._TASKS))(sys.modules["dltools.core.cluster"]))
+    left = cluster["client"].run(lambda: (lambda m: len(m._MODELS) + len(m._TASKS))(sys.modules["dltools.core.engine.cluster"]))
     assert set(left.values()) == {0}
 
 
@@ -275,7 +275,7 @@ def test_a_model_the_workers_cannot_open_is_refused_up_front(cluster, data, tmp_
     """The client opens the model, but what it ships is a file ONNX Runtime cannot load on the workers: every
     worker's check fails, the run stops before any block saying which worker cannot open which model, and no
     output is left."""
-    from dltools.core import cluster as cluster_module
+    from dltools.core.engine import cluster as cluster_module
 
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an ONNX model")
@@ -317,7 +317,7 @@ def test_cancel_on_a_local_cluster_leaves_no_output_and_no_worker(data, tmp_path
 
 
 def test_scheduler_values_and_missing_dask(data, tmp_path, monkeypatch):
-    from dltools.core.cluster import import_distributed, parse_scheduler
+    from dltools.core.engine.cluster import import_distributed, parse_scheduler
     from dltools.core.errors import ArgumentError, DependencyMissingError
 
     assert parse_scheduler("") == ("", None) and parse_scheduler(" local ") == ("local", None)

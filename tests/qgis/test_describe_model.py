@@ -11,10 +11,16 @@ from pathlib import Path
 
 import pytest
 from builders import conv_module, export_onnx, export_torchscript, write_emd
-from dltools.core.backends import DeviceRequest
-from dltools.core.describe import backend_info, describe_model, load_for_description, render_html, report_lines
+from dltools.core.backends.base import DeviceRequest
 from dltools.core.errors import ModelDefinitionError
-from dltools.core.model_definition import load_model_definition
+from dltools.core.model.loader import load_model_definition
+from dltools.core.tools.describe.report import (
+    backend_info,
+    describe_model,
+    load_for_description,
+    render_html,
+    report_lines,
+)
 from qgis.core import QgsProcessingException
 from recording_feedback import RecordingFeedback
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, write_emd
-from dltools.core.model_definition import ClassInfo, load_model_definition
+from dltools.core.model.definition import ClassInfo
+from dltools.core.model.loader import load_model_definition
 from qgis.core import QgsProcessing, QgsProcessingException
 from recording_feedback import RecordingFeedback
 
@@ -131,7 +132,7 @@ def test_package_from_model_file_and_class_info(qgis_context, tmp_path: Path, mo
 
 
 def test_package_from_ecd(qgis_context, tmp_path: Path, model_dir: Path):
-    from dltools.core.ecd import write_ecd
+    from dltools.core.model.ecd_writer import write_ecd
 
     ecd = write_ecd(model_dir / "weights" / "trees.onnx",
                     {"ImportDeepLearningModelToEsriExtraInfo": 0, "Classifier": "ONNX", "NumberRasterBands": 3,

@@ -89,3 +89,29 @@ def test_unload_removes_the_provider_and_it_can_come_back(qgis_app):
             plugin.initProcessing()
     assert registry.providerById("dltools") is plugin.provider
     assert registry.algorithmById("dltools:describemodel") is not None
+
+
+def test_the_provider_lists_every_tool_by_hand(qgis_app):
+    """The public ids, exactly: a tool that disappears from the toolbox breaks saved models and scripts."""
+    provider = QgsApplication.processingRegistry().providerById("dltools")
+    assert sorted(a.name() for a in provider.algorithms()) == sorted([
+        "classifyobjects", "classifypixels", "describemodel", "detectchange", "detectobjects", "extractpackage",
+        "modeltoecd", "nonmaximumsuppression", "packagemodel"])
+
+
+def test_a_broken_tool_fails_loudly(tmp_path):
+    """A tool module that cannot be imported stops the provider with its error (it used to be skipped silently)."""
+    import shutil
+    import subprocess
+
+    plugin = tmp_path / "dltools"
+    shutil.copytree(ROOT, plugin, ignore=shutil.ignore_patterns(".venv", ".git", "build", "tests", "__pycache__"))
+    broken = plugin / "algorithms" / "detect_objects.py"
+    broken.write_text(broken.read_text() + "\nraise ImportError('a broken tool for this test')\n")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from qgis.core import QgsApplication; "
+            "app = QgsApplication([], False); app.initQgis(); import dltools.algorithms.provider as p; "
+            "print([a.name() for a in p.algorithms()])")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode != 0, run.stdout
+    assert "a broken tool for this test" in run.stderr

@@ -1,0 +1,527 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The pixel engine behind Classify Pixels and Detect Change, on the block engine (:mod:`core.engine.blocks`).
+
+The output is cut into blocks of a few chips on a side (:func:`core.engine.blocks.chips_per_block`); a block job reads
+its window with the padding halo (mirrored past the raster's edge, :mod:`core.raster.grid`), zeroes NoData pixels,
+normalises, runs the model on its chips in batches and returns a class block (and a probability block).
+:class:`PixelTask` is that job, picklable, so the same blocks run in-process (a reader thread, the model, a
+writer thread: :func:`core.engine.blocks.run_in_process`) or on a Dask cluster (:mod:`core.engine.cluster`).  Blocks are
+written wherever they belong, in any order, by :class:`PixelSink`.
+
+Memory is bounded by the block size, the bands and the blocks in flight, never by the raster's width or height.
+Cancelling, or any error, stops the run and aborts the writers; the caller's
+:class:`~core.safe_output.OutputSet` then leaves what was there before.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..arguments.specs import square_batch_size
+from ..backends import Backend, DeviceRequest, open_backend
+from ..errors import InputDataError
+from ..model.definition import ModelDefinition
+from ..progress import NullProgress, Progress
+from ..raster.gdal_io import BlockWriter, bounded_gdal_cache, smallest_type
+from ..raster.grid import TileGrid
+from . import augment
+from .blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from .normalize import Normaliser
+from .pixel_decoder import PixelDecoder
+from .tile_reader import PixelSource, TileReader
+
+
+@dataclass
+class PixelRunResult:
+    output: str
+    probabilities: str | None
+    tiles: int
+    batch_size: int
+    tile_size: tuple[int, int]
+    padding: int
+    device: str
+    seconds: float
+    model_seconds: float
+    pixels: int
+    output_values: list[int]
+    nodata: float | None
+    pixel_counts: dict[int, int] = field(default_factory=dict)
+    blocks: int = 0
+    edge_fill: str = "mirror"
+    workers: int = 0  # cluster workers that ran blocks (0: in-process)
+    #: valid pixels written as NoData because the model's scores there were NaN or infinite
+    nonfinite: int = 0
+    #: class values the model returned that are not in Classes (written as NoData), with their pixel counts
+    unknown_values: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def overhead_ratio(self) -> float:
+        return self.seconds / self.model_seconds if self.model_seconds else float("inf")
+
+
+def call_model(backend: Backend, arr: np.ndarray, nhwc: bool, n_inputs: int, per_input: int) -> np.ndarray:
+    """Feed [B, C, H, W] chips to the model (NHWC and two-input models too); its first output as [B, C, h, w]."""
+    feed = arr.transpose(0, 2, 3, 1) if nhwc else arr
+    feeds = [feed] if n_inputs == 1 else ([feed[..., :per_input]] + [feed[..., per_input:]] if nhwc
+                                           else [feed[:, :per_input], feed[:, per_input:]])
+    out = backend.run(feeds)[0]
+    if nhwc and out.ndim == 4:
+        out = out.transpose(0, 3, 1, 2)
+    return out
+
+
+def hann_window(h: int, w: int) -> np.ndarray:
+    """A 2-D Hann-shaped weight that is never zero (sampled at pixel centres)."""
+    wy = np.sin(np.pi * (np.arange(h) + 0.5) / h) ** 2
+    wx = np.sin(np.pi * (np.arange(w) + 0.5) / w) ** 2
+    return (wy[:, None] * wx[None, :]).astype(np.float32)
+
+
+
+
+@dataclass
+class PixelBlock:
+    """A finished block: class (or regression) values, probabilities, and the count of each class value."""
+
+    classes: np.ndarray  # [bands, h, w] in the output type, NoData where invalid
+    probabilities: np.ndarray | None  # [bands, h, w] float32, NaN where invalid
+    counts: dict[int, int]
+    nonfinite: int = 0  # valid pixels whose scores were NaN/Inf: written as NoData
+    unknown: dict[int, int] = field(default_factory=dict)  # class values not in Classes: written as NoData
+
+
+def nonfinite_pixels(raw: np.ndarray) -> np.ndarray | None:
+    """[B, h, w] True where any channel of a float model output [B, C, h, w] (or [B, h, w]) is NaN or infinite;
+    None when every value is finite (the common case costs one check)."""
+    if raw.dtype.kind != "f":
+        return None
+    finite = np.isfinite(raw)
+    if finite.all():
+        return None
+    return ~(finite.all(axis=1) if raw.ndim == 4 else finite)
+
+
+class _Acc:
+    __slots__ = ("job", "valid", "idx", "probs", "acc", "wsum", "bad")
+
+    def __init__(self, job: BlockJob, valid: np.ndarray) -> None:
+        self.job = job
+        self.valid = valid
+        self.idx = self.probs = self.acc = self.wsum = None
+        self.bad: np.ndarray | None = None  # pixels whose raw scores were not finite
+
+
+@dataclass
+class PixelTask:
+    """One pixel-model block job (see :class:`core.engine.blocks.BlockTask`): picklable settings, no open handles."""
+
+    source: Any
+    chips: TileGrid
+    normaliser: Normaliser | None
+    decoder: PixelDecoder
+    batch: int
+    channels: int
+    nhwc: bool
+    n_inputs: int
+    per_input: int
+    need_probs: bool
+    split: bool
+    blend: bool
+    transforms: list[int]
+    merge_policy: str
+    crop: int
+    out_h: int
+    out_w: int
+    out_channels: int
+    out_dtype: str
+    nodata: float
+    write_probabilities: bool
+
+    # ------------------------------------------------------------------ the model call
+    def model_call(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
+        return call_model(backend, arr, self.nhwc, self.n_inputs, self.per_input)
+
+    def infer(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
+        """Raw scores (decoded by the writer stage, off the model's critical path), or merged probabilities."""
+        if not self.need_probs or self.split:
+            return self.model_call(backend, arr)
+        stack = []
+        for k in self.transforms:
+            raw = self.model_call(backend, augment.forward(arr, k) if k else arr)
+            probs = self.decoder.probabilities(raw)
+            bad = nonfinite_pixels(raw)
+            if bad is not None:  # NaN through the merge and the blend, so the pixel ends as NoData
+                probs = np.array(probs, np.float32, copy=True)
+                np.moveaxis(probs, 1, 0)[:, bad] = np.nan
+            stack.append(augment.inverse(probs, k) if k else probs)
+        return stack[0] if len(stack) == 1 else augment.merge(stack, self.merge_policy)
+
+    # ------------------------------------------------------------------ which chips a block needs
+    def _span(self, lo: int, hi: int, n: int, origin, core: int, out: int) -> range:
+        """Chip indices along one axis whose output (blend) reaches output pixels [lo, hi)."""
+        first = max(0, lo // core - self.crop // core - 3)
+        last = min(n, (hi - 1) // core + self.crop // core + 4)
+        keep = [i for i in range(first, last) if origin(i) - self.crop < hi and origin(i) - self.crop + out > lo]
+        return range(keep[0], keep[-1] + 1)
+
+    def _row_origin(self, r: int) -> int:
+        return self.chips.core_origin(r, 0)[1]
+
+    def _col_origin(self, c: int) -> int:
+        return self.chips.core_origin(0, c)[0]
+
+    def chip_ranges(self, job: BlockJob) -> tuple[range, range]:
+        if not self.blend:
+            return range(*job.rows), range(*job.cols)
+        x, y, w, h = job.window
+        return (self._span(y, y + h, self.chips.rows, self._row_origin, self.chips.core_h, self.out_h),
+                self._span(x, x + w, self.chips.cols, self._col_origin, self.chips.core_w, self.out_w))
+
+    def units(self, job: BlockJob) -> int:
+        rows, cols = self.chip_ranges(job)
+        return len(rows) * len(cols)
+
+    # ------------------------------------------------------------------ reader stage
+    @property
+    def reader(self) -> TileReader:
+        return TileReader(self.source, self.chips, self.normaliser, self.batch, self.channels)
+
+    def load(self, job: BlockJob):
+        rows, cols = self.chip_ranges(job)
+        data, valid, wx0, wy0 = self.reader.read(rows, cols)
+        jx, jy, jw, jh = job.window
+        context = valid[jy - wy0:jy - wy0 + jh, jx - wx0:jx - wx0 + jw].copy()
+        return context, self.reader.batches(data, valid, rows, cols, wx0, wy0)
+
+    # ------------------------------------------------------------------ writer stage
+    @property
+    def index_dtype(self):
+        lut = getattr(self.decoder, "lut", None)
+        if self.decoder.mode == "values":
+            return np.int64
+        return np.uint8 if lut is not None and len(lut) <= 256 else np.int32
+
+    def start(self, job: BlockJob, valid: np.ndarray) -> _Acc:
+        acc = _Acc(job, valid)
+        _, _, w, h = job.window
+        if self.blend:
+            acc.acc = np.zeros((self.out_channels, h, w), np.float32)
+            acc.wsum = np.zeros((h, w), np.float32)
+        else:
+            if self.split or not self.need_probs:
+                acc.idx = np.zeros((h, w), self.index_dtype)
+            if self.need_probs:
+                acc.probs = np.zeros((self.out_channels, h, w), np.float32)
+        return acc
+
+    def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
+        decoder, crop = self.decoder, self.crop
+        bad = None
+        if not self.need_probs:
+            result = decoder.indices_from_raw(output)
+            bad = nonfinite_pixels(output)
+        elif self.split:
+            result = (decoder.indices_from_raw(output), decoder.probabilities(output))
+            bad = nonfinite_pixels(output)
+        else:
+            result = output
+        if bad is not None and acc.bad is None:
+            acc.bad = np.zeros(acc.valid.shape, bool)
+        jx, jy, jw, jh = acc.job.window
+        for b, (r, c) in enumerate(metas):
+            ox, oy = self.chips.core_origin(r, c)
+            if self.blend:
+                # chip output pixel (0, 0) is grid pixel (ox - crop, oy - crop); add the part inside the block
+                gx0, gy0 = ox - crop, oy - crop
+                x0, x1 = max(gx0, jx), min(gx0 + self.out_w, jx + jw)
+                y0, y1 = max(gy0, jy), min(gy0 + self.out_h, jy + jh)
+                if x0 >= x1 or y0 >= y1:
+                    continue
+                sy, sx = slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0)
+                window = self._window()[sy, sx]
+                acc.acc[:, y0 - jy:y1 - jy, x0 - jx:x1 - jx] += result[b][:, sy, sx] * window
+                acc.wsum[y0 - jy:y1 - jy, x0 - jx:x1 - jx] += window
+                continue
+            x, y, w, h = self.chips.core_window(r, c)
+            sy, sx = y - oy + crop, x - ox + crop
+            dy, dx = y - jy, x - jx
+            if bad is not None:
+                acc.bad[dy:dy + h, dx:dx + w] = bad[b][sy:sy + h, sx:sx + w]
+            if self.need_probs:
+                probs_b = result[1][b] if self.split else result[b]
+                acc.probs[:, dy:dy + h, dx:dx + w] = probs_b[:, sy:sy + h, sx:sx + w]
+                if self.split:
+                    acc.idx[dy:dy + h, dx:dx + w] = result[0][b][sy:sy + h, sx:sx + w]
+            else:
+                acc.idx[dy:dy + h, dx:dx + w] = result[b][sy:sy + h, sx:sx + w]
+
+    def _window(self) -> np.ndarray:
+        w = getattr(self, "_hann", None)
+        if w is None:
+            w = self._hann = hann_window(self.out_h, self.out_w)
+        return w
+
+    def _allowed_values(self, values: np.ndarray) -> np.ndarray:
+        """Class values a "values" model may write: those in Classes; without Classes, what the output type holds."""
+        lut = getattr(self.decoder, "lut", None)
+        if lut is not None and len(lut):
+            return np.isin(values, lut)
+        info = np.iinfo(np.dtype(self.out_dtype))
+        return (values >= info.min) & (values <= info.max) & (values != int(self.nodata))
+
+    def finish(self, acc: _Acc) -> PixelBlock:
+        decoder = self.decoder
+        counts: dict[int, int] = {}
+        if self.blend:
+            probs, indices = acc.acc / acc.wsum, None
+        else:
+            probs, indices = acc.probs, acc.idx
+            if self.need_probs and not self.split:
+                indices = None
+        bad = acc.bad
+        if probs is not None and (indices is None or decoder.mode == "regression"):
+            lost = ~np.isfinite(probs).all(axis=0)  # NaN/Inf scores reached the probabilities (merged or blended)
+            bad = lost if bad is None else (bad | lost)
+        nonfinite = int((bad & acc.valid).sum()) if bad is not None else 0
+        valid = acc.valid & ~bad if bad is not None and nonfinite else acc.valid
+        if decoder.mode == "regression":
+            vals = probs.copy()
+            vals[:, ~valid] = np.nan
+            return PixelBlock(vals, None, counts, nonfinite)
+        if indices is None:
+            indices = decoder.indices_from_probabilities(probs[None])[0]
+        lut = getattr(decoder, "lut", None)
+        unknown: dict[int, int] = {}
+        if decoder.mode == "values":
+            values = indices.astype(np.int64)
+            allowed = self._allowed_values(values)
+            if not allowed[valid].all():  # never wrapped into the output type: NoData, and counted
+                wrong = valid & ~allowed
+                uniq, cnt = np.unique(values[wrong], return_counts=True)
+                unknown = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
+                valid = valid & allowed
+            uniq, cnt = np.unique(values[valid], return_counts=True)
+            counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
+            out = np.where(valid, values, 0).astype(self.out_dtype)
+        else:
+            binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
+            for i, k in enumerate(binc.tolist()):
+                if k:
+                    counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
+            out = lut.astype(self.out_dtype)[indices]
+        out[~valid] = self.nodata
+        prob_block = None
+        if self.write_probabilities:
+            prob_block = decoder.probability_bands(probs[None])[0].astype(np.float32)
+            prob_block[:, ~valid] = np.nan
+        return PixelBlock(out[None], prob_block, counts, nonfinite, unknown)
+
+
+class PixelSink:
+    """Writes finished :class:`PixelBlock` s into the class (and probability) GeoTIFF, in any order."""
+
+    def __init__(self, classes: BlockWriter, probabilities: BlockWriter | None) -> None:
+        self.classes = classes
+        self.probabilities = probabilities
+        self.counts: dict[int, int] = {}
+        self.nonfinite = 0
+        self.unknown: dict[int, int] = {}
+        self.blocks = 0
+
+    def write(self, job: BlockJob, block: PixelBlock) -> None:
+        x, y, _, _ = job.window
+        self.classes.write_block(x, y, block.classes)
+        if self.probabilities is not None and block.probabilities is not None:
+            self.probabilities.write_block(x, y, block.probabilities)
+        for k, v in block.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+        self.nonfinite += block.nonfinite
+        for k, v in block.unknown.items():
+            self.unknown[k] = self.unknown.get(k, 0) + v
+        self.blocks += 1
+
+    def close(self) -> None:
+        self.classes.close()
+        if self.probabilities is not None:
+            self.probabilities.close()
+
+    def abort(self) -> None:
+        self.classes.abort()
+        if self.probabilities is not None:
+            self.probabilities.abort()
+
+
+def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output: str,
+                    probabilities_output: str | None = None, device: DeviceRequest | None = None,
+                    progress: Progress | None = None, normaliser: Normaliser | None = None,
+                    backend: Backend | None = None, binary_change: bool = False, scheduler: str = "",
+                    retries: int = 2) -> PixelRunResult:
+    """Run a pixel model over ``source`` and write the class (and probability) rasters.
+
+    ``scheduler``: empty = in-process; ``local`` / ``local:N`` / ``tcp://host:port`` = a Dask cluster
+    (:mod:`core.engine.cluster`), each failed block retried ``retries`` times.
+    """
+    progress = progress or NullProgress()
+    device = device or DeviceRequest()
+    started = time.perf_counter()
+    own_backend = backend is None
+    model_file = md.require_model_file()
+    if backend is None:
+        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
+    try:
+        with bounded_gdal_cache():
+            return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started,
+                        binary_change, scheduler, retries, device, model_file)
+    finally:
+        if own_backend:
+            backend.close()
+
+
+def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, probabilities_output: str | None,
+         progress: Progress, normaliser: Normaliser | None, backend: Backend, started: float,
+         binary_change: bool, scheduler: str, retries: int, device: DeviceRequest, model_file) -> PixelRunResult:
+    grid = source.grid
+    tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
+    if tile_h is None:
+        tile_h, tile_w = md.image_height, md.image_width
+    assert tile_w is not None
+    channels = source.band_count
+    n_inputs = len(backend.inputs)
+    if n_inputs > 2:
+        raise InputDataError(f"The model has {n_inputs} inputs; only one (bands stacked) or two (one per date) are supported")
+    if n_inputs == 2 and channels % 2:
+        raise InputDataError(f"The model takes two images but {channels} bands were read, which do not split in two")
+    per_input = channels // n_inputs
+    nhwc = md.model_format == "NHWC"
+    declared = backend.inputs[0].shape
+    if len(declared) == 4:
+        want = declared[3] if nhwc else declared[1]
+        if want is not None and want != per_input:
+            raise InputDataError(
+                f"The model takes {want} bands per image but {per_input} are read (ExtractBands {md.extract_bands}); "
+                "fix ExtractBands in the model definition or choose a raster with the right bands")
+        want_h, want_w = (declared[1], declared[2]) if nhwc else (declared[2], declared[3])
+        if want_h is not None and want_w is not None and (want_h, want_w) != (tile_h, tile_w):
+            if md.supports_variable_tile_size or args.get("tile_size"):
+                raise InputDataError(f"The model takes {want_w}x{want_h} tiles only; tile_size {tile_w} is not possible")
+            raise InputDataError(f"The model takes {want_w}x{want_h} tiles but ImageWidth/ImageHeight say "
+                                 f"{tile_w}x{tile_h}: fix the model definition")
+
+    requested = int(args.get("batch_size", 1))
+    batch = square_batch_size(requested)
+    fixed = backend.fixed_batch
+    out_decl = backend.outputs[0].shape if backend.outputs else ()
+    if fixed is None and out_decl and out_decl[0] == 1:
+        fixed = 1  # any batch goes in, but the output's batch is baked in at 1 (a reshape in the graph)
+    if fixed is not None and fixed != batch:
+        progress.info(f"The model's batch dimension is fixed at {fixed}: using batch size {fixed}")
+        batch = fixed
+    elif batch != requested:
+        progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
+
+    def model_call(arr: np.ndarray) -> np.ndarray:
+        return call_model(backend, arr, nhwc, n_inputs, per_input)
+
+    probe = model_call(np.zeros((fixed or 1, channels, tile_h, tile_w), np.float32))
+    if probe.ndim == 4:
+        out_channels, out_h, out_w = probe.shape[1:]
+    elif probe.ndim == 3:
+        out_channels, (out_h, out_w) = 1, probe.shape[1:]
+    else:
+        raise InputDataError(f"The model returns an output of shape {list(probe.shape)}; a pixel model must return "
+                             "[batch, channels, height, width] or [batch, height, width]")
+    if (out_h, out_w) == (tile_h, tile_w):
+        model_pad = 0
+    elif tile_h - out_h == tile_w - out_w and (tile_h - out_h) % 2 == 0 and 0 < out_h < tile_h:
+        model_pad = (tile_h - out_h) // 2
+    else:
+        raise InputDataError(
+            f"The model returns {out_w}x{out_h} tiles from {tile_w}x{tile_h} input: only the same size or a centred "
+            "crop (ModelPadding) can be stitched")
+    if md.model_padding and md.model_padding != model_pad:
+        raise InputDataError(f"ModelPadding is {md.model_padding} but the model returns {out_w}x{out_h} from "
+                             f"{tile_w}x{tile_h} (a padding of {model_pad}): fix ModelPadding")
+    pad = max(int(args.get("padding", 0)), model_pad)
+    crop = pad - model_pad
+    edge_fill = str(args.get("edge_fill") or "mirror")
+    chips = TileGrid(grid.width, grid.height, tile_h, tile_w, pad, edge_fill)
+    decoder = PixelDecoder(md, args, out_channels, probe.dtype.kind in "iub")
+    if binary_change:
+        decoder.collapse_to_binary()
+    if decoder.mode not in ("regression", "values"):
+        # Logits or probabilities is the model's property: judge it once, on zeros and on seeded noise of
+        # magnitudes 0.1..100, never per batch (the batch size must not change a pixel).
+        rng = np.random.default_rng(0)
+        shape = (fixed or 1, channels, tile_h, tile_w)
+        noise = rng.standard_normal(shape) * 10.0 ** rng.uniform(-1.0, 2.0, shape)
+        decoder.calibrate([probe, model_call(noise.astype(np.float32))])
+    tta = bool(args.get("test_time_augmentation")) and decoder.writes_probabilities
+    blend = bool(args.get("blend")) and decoder.writes_probabilities
+    if args.get("blend") and not decoder.writes_probabilities:
+        progress.warning("blend needs probabilities; this model returns class values, so tiles are cut, not blended")
+    need_probs = tta or blend or probabilities_output is not None or decoder.mode == "regression"
+    # Probabilities only to be written: the classes still come from the raw scores, as without them (a float32
+    # softmax can round close scores to a tie, and asking for probabilities must not change a class).
+    split = need_probs and not (tta or blend) and decoder.mode != "regression"
+    transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
+    merge_policy = str(args.get("merge_policy", "mean"))
+
+    if decoder.mode == "regression":
+        out_dtype, nodata = "float32", float("nan")
+        out_bands, out_names = out_channels, decoder.prob_names
+    else:
+        out_dtype, nodata = smallest_type(decoder.output_values or [0])
+        out_bands, out_names = 1, ["class"]
+    if probabilities_output is not None and decoder.mode == "values":
+        raise InputDataError("This model returns class values, not scores: there are no probabilities to write")
+    prob_bands = 0
+    if probabilities_output is not None and decoder.mode != "regression":
+        prob_bands = decoder.probability_bands(np.zeros((1, out_channels, 1, 1), np.float32)).shape[1]
+    task = PixelTask(source, chips, normaliser, decoder, batch, channels, nhwc, n_inputs, per_input, need_probs,
+                     split, blend, transforms, merge_policy, crop, out_h, out_w, out_channels, out_dtype, nodata,
+                     prob_bands > 0)
+    # bytes per output pixel a block holds: the window (float32 chips), accumulators and the result
+    per_pixel = 4.0 * channels + 8 + (4.0 * out_channels * (2 if blend else 1) + 4 * prob_bands if need_probs else 0)
+    per_block = chips_per_block(chips, per_pixel, int(args.get("block_size") or 0), batch)
+    jobs = block_jobs(chips, per_block)
+    progress.info(
+        f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, batch size "
+        f"{batch}, device {backend.describe()}" + (f", test-time augmentation x{len(transforms)}" if tta else "")
+        + (", blended" if blend else ""))
+    bw, bh = min(per_block[1] * chips.core_w, grid.width), min(per_block[0] * chips.core_h, grid.height)
+    progress.info(f"Blocks: {len(jobs)} of up to {bw} x {bh} pixels ({per_block[1]} x {per_block[0]} tiles); "
+                  f"edges {'mirrored' if chips.mirrored else 'zero-filled'}")
+    if normaliser is not None:
+        progress.info(f"Normalisation: {normaliser.description}")
+
+    class_writer = BlockWriter(output, grid, out_bands, out_dtype, nodata, out_names)
+    prob_writer = None
+    try:
+        if prob_bands:
+            prob_writer = BlockWriter(probabilities_output, grid, prob_bands, "float32", float("nan"),
+                                      decoder.prob_names[:prob_bands])
+    except BaseException:
+        class_writer.abort()
+        raise
+    sink = PixelSink(class_writer, prob_writer)
+    workers, cluster_model_seconds = 0, 0.0
+    if scheduler:
+        from .cluster import ModelRef, run_on_cluster
+
+        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
+        stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+        workers, cluster_model_seconds = stats.workers, stats.model_seconds
+    else:
+        run_in_process(task, backend, jobs, sink, progress)
+    seconds = time.perf_counter() - started
+    return PixelRunResult(
+        output=output, probabilities=probabilities_output, tiles=chips.count, batch_size=batch,
+        tile_size=(tile_w, tile_h), padding=pad, device=backend.describe(), seconds=seconds,
+        model_seconds=backend.model_seconds + cluster_model_seconds, pixels=grid.width * grid.height,
+        output_values=decoder.output_values, nodata=None if decoder.mode == "regression" else nodata,
+        pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers,
+        nonfinite=sink.nonfinite, unknown_values=sink.unknown)

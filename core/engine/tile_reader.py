@@ -1,0 +1,98 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The reader stage every raster tool shares: a block's window (halo included), cut into tiles, normalised, batched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..model.definition import ModelDefinition
+from ..raster.gdal_io import RasterGrid, RasterSource, read_mirrored
+from ..raster.grid import TileGrid
+from .normalize import Normaliser, resolve_bands
+
+
+class PixelSource:
+    """What the engine reads: windows of stacked model bands on one grid.  Must pickle as what it reads (paths,
+    bands, grid), so a cluster worker can reopen it."""
+
+    grid: RasterGrid
+    dtype: str
+    band_count: int
+    has_mask: bool
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+        raise NotImplementedError
+
+
+@dataclass
+class TileReader:
+    """The reader stage every raster tool's block job shares: the window of a block's chips (their padding halo
+    included, mirrored or zero past the raster's edge), cut into chips, NoData zeroed, normalised, batched."""
+
+    source: Any
+    chips: TileGrid
+    normaliser: Normaliser | None
+    batch: int
+    channels: int
+    #: the chips' type before normalising (a model's float32; a custom function without dataRange gets the raster's)
+    dtype: str = "float32"
+
+    def chip_offset(self, r: int, c: int, wx0: int, wy0: int) -> tuple[int, int]:
+        """(x, y) of chip (r, c)'s top-left pixel (padding included) in the window read from (wx0, wy0)."""
+        pad = self.chips.pad
+        return self.chips.core_origin(0, c)[0] - pad - wx0, self.chips.core_origin(r, 0)[1] - pad - wy0
+
+    def chip_valid(self, valid: np.ndarray, r: int, c: int, wx0: int, wy0: int) -> np.ndarray:
+        """The validity mask [H, W] of chip (r, c) in the window's ``valid``."""
+        cx, cy = self.chip_offset(r, c, wx0, wy0)
+        return valid[cy:cy + self.chips.tile_h, cx:cx + self.chips.tile_w]
+
+    def read(self, rows: range, cols: range) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(data, valid, x0, y0): the window holding chips ``rows`` x ``cols``, and its grid origin."""
+        chips, pad = self.chips, self.chips.pad
+        wx0 = chips.core_origin(0, cols[0])[0] - pad
+        wx1 = chips.core_origin(0, cols[-1])[0] - pad + chips.tile_w
+        wy0 = chips.core_origin(rows[0], 0)[1] - pad
+        wy1 = chips.core_origin(rows[-1], 0)[1] - pad + chips.tile_h
+        read = read_mirrored if chips.mirrored else type(self.source).read
+        data, valid = read(self.source, wx0, wy0, wx1 - wx0, wy1 - wy0)
+        return data, valid, wx0, wy0
+
+    def batches(self, data: np.ndarray, valid: np.ndarray, rows: range, cols: range, wx0: int, wy0: int):
+        """Batches ``(chips [B, C, H, W] float32 normalised, [(row, col), ...])`` of the window's chips, row-major."""
+        th, tw = self.chips.tile_h, self.chips.tile_w
+        masked = bool(self.source.has_mask)
+        buf = np.empty((self.batch, self.channels, th, tw), self.dtype)
+        metas: list[tuple[int, int]] = []
+        for r in rows:
+            for c in cols:
+                cx, cy = self.chip_offset(r, c, wx0, wy0)
+                i = len(metas)
+                np.copyto(buf[i], data[:, cy:cy + th, cx:cx + tw], casting="unsafe")
+                if masked:
+                    chip_valid = valid[cy:cy + th, cx:cx + tw]
+                    if not chip_valid.all():
+                        buf[i][:, ~chip_valid] = 0.0
+                metas.append((r, c))
+                if len(metas) == self.batch:
+                    yield self._normalised(buf), metas
+                    buf = np.empty_like(buf)
+                    metas = []
+        if metas:
+            yield self._normalised(buf[:len(metas)]), metas
+
+    def _normalised(self, arr: np.ndarray) -> np.ndarray:
+        return self.normaliser.apply(arr) if self.normaliser is not None else arr
+
+
+def open_model_source(path: str, md: ModelDefinition, grid: RasterGrid, model_channels: int | None = None) -> RasterSource:
+    """Open ``path`` reading the model's bands (ExtractBands) on ``grid``."""
+    probe = RasterSource(path, [0])
+    try:
+        bands = resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name, model_channels)
+    finally:
+        probe.close()
+    return RasterSource(path, bands, grid)

@@ -1,0 +1,143 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The data types of a model definition: what every reader produces and every tool consumes.
+
+This is the bottom floor of the model-definition layers: the readers (:mod:`.emd`, :mod:`.ecd`,
+:mod:`.model_probe`, the loader :mod:`.model_definition`) build a :class:`ModelDefinition`; arguments,
+normalisers, decoders, styling and pipelines only read one.  It imports nothing of ``core/`` but the
+error types, so any module may use it without pulling in a reader or a backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelDefinitionError
+
+#: Model types the plugin knows; ``Regression`` comes from Deepness metadata.
+KNOWN_MODEL_TYPES = (
+    "ImageClassification",
+    "ObjectDetection",
+    "InstanceDetection",
+    "ObjectClassification",
+    "ImageCaptioner",
+    "PanopticSegmenter",
+    "CycleGAN",
+    "Pix2Pix",
+    "SuperResolution",
+    "Regression",
+)
+
+ONNX_SUFFIXES = (".onnx",)
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".torchscript", ".ts", ".jit")
+TORCH_EXPORT_SUFFIXES = (".pt2",)
+
+@dataclass
+class ClassInfo:
+    """One entry of ``Classes``: the pixel/label value, its name and colour."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass
+class NormalizationStats:
+    """arcgis.learn ``NormalizationStats``: one value per raster band in each list."""
+
+    band_min_values: list[float]
+    band_max_values: list[float]
+    scaled_mean_values: list[float] | None = None
+    scaled_std_values: list[float] | None = None
+    band_mean_values: list[float] | None = None
+    band_std_values: list[float] | None = None
+    scaled_min_values: list[float] | None = None
+    scaled_max_values: list[float] | None = None
+
+
+@dataclass
+class ModelDefinition:
+    """Everything the tools need to know about a model, validated and typed."""
+
+    source: str
+    origin: str  # "emd", "json", "dlpk", "ecd", "onnx", "torchscript"
+    raw: dict[str, Any]
+    model_type: str
+    image_height: int
+    image_width: int
+    framework: str | None = None
+    model_configuration: str | None = None
+    model_name: str | None = None
+    model_file: Path | None = None
+    model_file_text: str | None = None
+    model_format_kind: str | None = None  # "onnx", "torchscript", "torch_export" or "arcgis_learn"
+    inference_function: str | None = None
+    base_dir: Path | None = None
+    package_path: Path | None = None
+    extract_bands: list[int] | None = None
+    extract_band_names: list[str] | None = None
+    data_range: tuple[float, float] | None = None
+    normalization_stats: NormalizationStats | None = None
+    standardization_mean: list[float] | None = None
+    standardization_std: list[float] | None = None
+    divide_by_255: bool = False
+    model_padding: int = 0
+    batch_size: int | None = None
+    padding: int | None = None
+    threshold: float | None = None
+    classes: list[ClassInfo] = field(default_factory=list)
+    crop_size_fixed: int | None = None
+    blacken_around_feature: int | None = None
+    image_space_used: str = "MAP_SPACE"
+    arcgis_family: Any = None  # arcgis_learn.families.Family, for arcgis.learn .pth weights
+    supports_variable_tile_size: bool = False
+    arcgis_learn_version: str | None = None
+    is_multispectral: bool = False
+    model_format: str = "NCHW"
+    min_cell_size: dict[str, Any] | None = None
+    max_cell_size: dict[str, Any] | None = None
+    test_time_augmentation: bool | None = None
+    meta_data_mode: str | None = None
+    ignore_mapped_class: list[int] = field(default_factory=list)
+    tile_overlap_percent: float | None = None
+    resolution_cm: float | None = None
+    deepness_metadata: dict[str, Any] = field(default_factory=dict)
+    custom_function: bool = False  # run by its own Python raster function (InferenceFunction)
+    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_arcgis_learn(self) -> bool:
+        """arcgis.learn models follow the floor-square batch rule and ImageNet defaults."""
+        fw = (self.framework or "").lower()
+        return fw.startswith("arcgis.learn") or self.arcgis_learn_version is not None
+
+    @property
+    def class_by_value(self) -> dict[int, ClassInfo]:
+        return {c.value: c for c in self.classes}
+
+    @property
+    def is_multilabel(self) -> bool:
+        return (self.meta_data_mode or "") == "MultiLabeled_Tiles"
+
+    def require_model_file(self) -> Path:
+        """The resolved model file, or a clear error saying why there is none."""
+        if self.model_file is None:
+            if self.model_file_text and self.base_dir is None:
+                raise ModelDefinitionError(
+                    f"ModelFile '{self.model_file_text}' is relative, and a model definition given as JSON text "
+                    "has no folder to resolve it against: give an absolute path in ModelFile, or pass the .emd file"
+                )
+            raise ModelDefinitionError("The model definition has no ModelFile: there is no model to run")
+        return self.model_file
+
+
+def palette(n: int) -> list[tuple[int, int, int]]:
+    """Distinct, reproducible colours for classes that come without any."""
+    base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    return [base[i % len(base)] if i < len(base) else
+            ((base[i % len(base)][0] + 67 * (i // len(base))) % 256,
+             (base[i % len(base)][1] + 101 * (i // len(base))) % 256,
+             (base[i % len(base)][2] + 37 * (i // len(base))) % 256) for i in range(n)]

@@ -1,0 +1,165 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A model's own Python function read without running it: where it is, its hash, its getParameterInfo() by AST."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArgumentError
+from .definition import ModelDefinition
+from .emd import local_function_file
+
+#: Parameters of getParameterInfo() that are the tool's own inputs, not model arguments.
+RESERVED_PARAMETERS = ("raster", "rasters", "raster2", "model", "device")
+
+
+def function_path(md: ModelDefinition) -> Path | None:
+    """The local ``.py`` named by ``InferenceFunction``, or None (absent, or Pro's bundled ``[Functions]`` form).
+
+    A package's function must be inside the package.
+    """
+    path = local_function_file(md.inference_function, md.base_dir)
+    if path is not None and md.origin == "dlpk" and md.base_dir is not None:
+        try:
+            path.resolve().relative_to(md.base_dir.resolve())
+        except ValueError:
+            return None
+    return path
+
+
+def shown_path(md: ModelDefinition, path: Path) -> str:
+    """The function's file named the way the user gave the model (a symbolic link stays as given)."""
+    name = (md.inference_function or path.name).replace("\\", "/")
+    if md.origin == "dlpk":
+        return f"{md.source} › {name}"
+    if md.origin in ("emd", "ecd") and not Path(name).is_absolute():
+        return os.path.join(os.path.dirname(md.source), name)
+    return str(path)
+
+
+def uses_custom_function(md: ModelDefinition) -> bool:
+    """True when the model is run by its own Python function (no model file the plugin runs natively)."""
+    return md.custom_function and function_path(md) is not None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
+    """``getParameterInfo()`` read from the source with :mod:`ast`, never running it.
+
+    Returns the parameters (values that are computed at run time come back as None)
+    and a note saying what could not be read, empty when everything was literal.
+    """
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8-sig"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        return [], f"its source cannot be read ({exc})"
+    method = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == "getParameterInfo":
+            method = node
+            break
+    if method is None:
+        return [], "it has no getParameterInfo method"
+    assigned: dict[str, ast.expr] = {}
+    for node in tree.body:  # module-level lists (a shared PARAMS) may be part of the returned list
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            assigned[node.targets[0].id] = node.value
+    returned: ast.expr | None = None
+    for node in ast.walk(method):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            assigned[node.targets[0].id] = node.value
+        elif isinstance(node, ast.Return) and node.value is not None:
+            returned = node.value
+    computed: list[str] = []
+
+    def entries(expr: ast.expr | None, depth: int = 0) -> list[ast.expr] | None:
+        if expr is None or depth > 5:
+            return None
+        if isinstance(expr, ast.List):
+            return list(expr.elts)
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+            left, right = entries(expr.left, depth + 1), entries(expr.right, depth + 1)
+            return None if left is None or right is None else left + right
+        if isinstance(expr, ast.Name) and expr.id in assigned:
+            return entries(assigned[expr.id], depth + 1)
+        if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):  # PARAMS[1:]
+            base = entries(expr.value, depth + 1)
+            try:
+                bounds = [None if b is None else ast.literal_eval(b)
+                          for b in (expr.slice.lower, expr.slice.upper, expr.slice.step)]
+            except ValueError:
+                return None
+            return None if base is None else base[slice(*bounds)]
+        return None
+
+    items = entries(returned)
+    if items is None:
+        return [], "getParameterInfo builds its list at run time, so its arguments are only known when it runs"
+    params: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, ast.Dict):
+            computed.append("an entry that is not a literal dict")
+            continue
+        entry: dict[str, Any] = {}
+        for key, value in zip(item.keys, item.values):
+            if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
+                continue
+            try:
+                entry[key.value] = ast.literal_eval(value)
+            except ValueError:
+                entry[key.value] = None
+                if key.value == "value":
+                    computed.append(str(entry.get("name", "?")))
+        if "name" in entry:
+            params.append(entry)
+    note = f"defaults computed at run time: {', '.join(computed)}" if computed else ""
+    return params, note
+
+
+def model_arguments(params: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of getParameterInfo() that are tool arguments (all but raster/model/device)."""
+    return [p for p in params if str(p.get("name", "")).lower() not in RESERVED_PARAMETERS]
+
+
+def typed_value(param: dict[str, Any], raw: str) -> Any:
+    """An argument as ArcGIS hands it to a PRF: numbers as numbers, booleans and text as strings."""
+    kind = str(param.get("dataType", "string")).lower()
+    name = param.get("name")
+    text = str(raw).strip()
+    if kind == "numeric":
+        try:
+            number = float(text)
+        except ValueError:
+            raise ArgumentError(f"Model argument '{name}' must be a number, not '{raw}'") from None
+        return int(number) if number.is_integer() and "." not in text else number
+    if kind == "boolean":
+        low = text.lower()
+        if low not in ("true", "false", "1", "0", "t", "f", "y", "n", "yes", "no"):
+            raise ArgumentError(f"Model argument '{name}' must be True or False, not '{raw}'")
+        return "True" if low in ("true", "1", "t", "y", "yes") else "False"
+    domain = param.get("domain")
+    if domain and text not in [str(d) for d in domain]:
+        raise ArgumentError(f"Model argument '{name}' must be one of {', '.join(str(d) for d in domain)}, "
+                            f"not '{raw}'")
+    return text
+
+
+def check_argument(param: dict[str, Any], raw: str) -> str:
+    """'' when ``raw`` is a valid value for ``param``, else why not (for the dialog)."""
+    try:
+        typed_value(param, raw)
+    except ArgumentError as exc:
+        return str(exc)
+    return ""

@@ -1,0 +1,388 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Hosting a model's own Python raster function (the Esri PRF contract).
+
+A model trained outside the configurations the plugin runs natively brings its own
+inference code: ``InferenceFunction`` in the .emd names a ``.py`` next to it (or inside
+the .dlpk).  This module loads that class and drives it the way ArcGIS does (see
+``esri-compat.md`` sections 1-2): ``initialize(model=..., device=...)``,
+``getParameterInfo()``, ``getConfiguration(**arguments)``, ``updateRasterInfo(**kwargs)``,
+then per tile ``updatePixels(tlc, shape, props, **pixelBlocks)`` (Classify Pixels,
+Detect Change) or ``vectorize(**pixelBlocks)`` on a chip stack (Classify Objects).
+
+Our reader, tiler and writers stay in charge: the function only transforms blocks,
+so streaming, georeferencing, NoData, progress and cancellation work as for any model.
+
+A Python file that came with a model is someone else's code: it runs only when the
+caller says so (``allowed``), and the log names the file and its SHA-256.  This module
+never imports ``qgis``; the algorithms turn the plugin setting and the per-run
+parameter into ``allowed``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arguments.specs import parse_arguments_text
+from ..errors import ArgumentError, BackendError, DLToolsError, ModelDefinitionError
+from ..model.definition import ClassInfo, ModelDefinition
+from ..model.function_source import function_path, model_arguments, sha256_of, shown_path, typed_value
+from ..progress import NullProgress, Progress
+
+#: The id of the plugin setting and of the per-run parameter; named in every refusal.
+SETTING_NAME = "Allow custom Python inference functions (model code)"
+PARAMETER_NAME = "ALLOW_CUSTOM_CODE"
+
+
+#: Esri pixel type codes -> numpy.
+PIXEL_TYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "i1": "int8", "i2": "int16", "i4": "int32",
+               "f4": "float32", "f8": "float64"}
+NUMPY_PIXEL_TYPES = {v: k for k, v in PIXEL_TYPES.items()}
+
+#: Bits of ``inheritProperties`` (PRF wiki): pixel type, NoData, dimensions, resampling.
+INHERIT_PIXEL_TYPE, INHERIT_NODATA = 1, 2
+
+class CustomCodeRefusedError(ModelDefinitionError):
+    """The model needs its own Python code and running it was not allowed."""
+
+
+class CustomFunctionError(BackendError):
+    """The model's Python function failed or broke the contract."""
+
+
+# ------------------------------------------------------------------------------------------------ locating
+
+
+
+
+
+
+def refusal_message(md: ModelDefinition, path: Path) -> str:
+    return (f"The model runs its own Python code: '{shown_path(md, path)}' (InferenceFunction). That file came "
+            "with the model and can do anything your user account can: read or delete files, send data away, "
+            "install software. It is not run unless you allow it. If you trust whoever made the model, allow "
+            f"custom code for this run (the '{PARAMETER_NAME}' parameter, 'Allow the model's own Python code' in "
+            "the dialog), or for every run in Processing > Options > Providers > Deep Learning Tools > "
+            f"'{SETTING_NAME}'. Otherwise ask for the model as ONNX or TorchScript, which the plugin runs without "
+            "any of its code.")
+
+
+
+
+# ------------------------------------------------------------------------------------------------ without running it
+
+
+
+
+# ------------------------------------------------------------------------------------------------ running it
+def _frames(exc: BaseException, folder: Path) -> list[str]:
+    """The traceback lines that are in the function's own files (its folder)."""
+    lines = []
+    root = str(folder.resolve())
+    for frame in traceback.extract_tb(exc.__traceback__):
+        try:
+            inside = str(Path(frame.filename).resolve()).startswith(root)
+        except OSError:
+            inside = False
+        if inside:
+            code = f": {frame.line}" if frame.line else ""
+            lines.append(f"  File '{Path(frame.filename).name}', line {frame.lineno}, in {frame.name}{code}")
+    return lines
+
+
+@dataclass
+class Configuration:
+    """What ``getConfiguration`` asked for, with ArcGIS's defaults filled in."""
+
+    bands: list[int] | None
+    padding: int
+    tx: int
+    ty: int
+    batch_size: int | None
+    data_range: tuple[float, float] | None
+    input_mask: bool
+    inherit: int
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "t", "y", "yes")
+    return bool(value)
+
+
+class PythonRasterFunction:
+    """One instance of the model's PRF class, initialised, with every call guarded.
+
+    ``allowed`` must be True (the user's decision); otherwise construction raises
+    :class:`CustomCodeRefusedError` with a message that explains the risk and how to allow it.
+    """
+
+    _counter = itertools.count()
+
+    def __init__(self, md: ModelDefinition, allowed: bool, device: Any = None,
+                 progress: Progress | None = None) -> None:
+        self.md = md
+        self.progress = progress or NullProgress()
+        path = function_path(md)
+        if path is None:
+            raise ModelDefinitionError(f"InferenceFunction '{md.inference_function}' was not found next to the "
+                                       "model definition")
+        self.path = path
+        self.shown = shown_path(md, path)
+        if not allowed:
+            raise CustomCodeRefusedError(refusal_message(md, path))
+        self.sha256 = sha256_of(path)
+        self.progress.info(f"Running the model's own Python code: '{self.shown}' (SHA-256 {self.sha256})")
+        self.where = "loading the function"
+        module = self._load_module()
+        cls = self._find_class(module)
+        self.obj = self._call(cls, "creating the function object")
+        self.device_id = self._device_id(device)
+        self._call(getattr(self.obj, "initialize", None), "initialize", model=self._model_argument(),
+                   device=self.device_id)
+        raw = self._call(getattr(self.obj, "getParameterInfo", None), "getParameterInfo") or []
+        if not isinstance(raw, list) or not all(isinstance(p, dict) and "name" in p for p in raw):
+            raise CustomFunctionError(f"getParameterInfo() of '{self.shown}' must return a list of dicts with a "
+                                      f"'name', not {type(raw).__name__}")
+        self.parameter_info: list[dict[str, Any]] = raw
+
+    @staticmethod
+    def refuse_unless(md: ModelDefinition, allowed: bool) -> None:
+        """Refuse early (before any file is read) when the model's code may not run."""
+        path = function_path(md)
+        if path is not None and not allowed:
+            raise CustomCodeRefusedError(refusal_message(md, path))
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load_module(self) -> Any:
+        name = f"dltools_custom_function_{next(self._counter)}_{self.path.stem}"
+        spec = importlib.util.spec_from_file_location(name, self.path)
+        if spec is None or spec.loader is None:
+            raise CustomFunctionError(f"'{self.shown}' cannot be loaded as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        folder = str(self.path.parent)
+        added = folder not in sys.path
+        if added:
+            sys.path.insert(0, folder)  # PRFs import helpers that sit next to them
+        try:
+            self._call(spec.loader.exec_module, "loading the module", module)
+        finally:
+            if added:
+                sys.path.remove(folder)
+        return module
+
+    def _find_class(self, module: Any) -> type:
+        by_name = getattr(module, self.path.stem, None)
+        if isinstance(by_name, type):
+            return by_name
+        found = [v for v in vars(module).values() if isinstance(v, type) and v.__module__ == module.__name__
+                 and callable(getattr(v, "getParameterInfo", None))]
+        if len(found) != 1:
+            raise CustomFunctionError(
+                f"'{self.shown}' must define a class named '{self.path.stem}' (as Esri's functions do), or exactly "
+                f"one class with getParameterInfo; found {len(found)}")
+        return found[0]
+
+    def _model_argument(self) -> str:
+        """``initialize(model=...)``: the .emd path when there is one, else the JSON text."""
+        if self.md.origin == "emd":
+            return str(self.md.source)
+        if self.md.origin == "dlpk" and self.md.base_dir is not None:
+            emds = sorted(self.md.base_dir.glob("*.emd"))
+            if emds:
+                return str(emds[0])
+        return json.dumps(self.md.raw)
+
+    @staticmethod
+    def _device_id(device: Any) -> int:
+        """ArcGIS's convention: a GPU id, or -1 for the CPU."""
+        kind = getattr(device, "kind", "cpu")
+        return int(getattr(device, "gpu_id", 0)) if kind == "gpu" else -1
+
+    def _call(self, func: Callable | None, what: str, *args: Any, **kwargs: Any) -> Any:
+        if func is None:
+            raise CustomFunctionError(f"'{self.shown}' has no {what} method, which the tool needs")
+        try:
+            return func(*args, **kwargs)
+        except DLToolsError:
+            raise
+        except Exception as exc:  # the function's own error: show where in its code
+            frames = _frames(exc, self.path.parent)
+            where = "\n".join(frames) if frames else "  (no line of the function itself is in the traceback)"
+            raise CustomFunctionError(
+                f"The model's Python function '{self.shown}' failed in {what}{self.where_text()}: "
+                f"{type(exc).__name__}: {exc}\n{where}\nNo output was written.") from exc
+
+    def where_text(self) -> str:
+        return f" on {self.where}" if self.where and not self.where.startswith("loading") else ""
+
+    # -- the contract ----------------------------------------------------------------------------
+    def arguments(self) -> list[dict[str, Any]]:
+        return model_arguments(self.parameter_info)
+
+    def resolve_arguments(self, given: str | dict | None) -> dict[str, Any]:
+        """The user's ``name value`` pairs over the function's defaults, typed as ArcGIS passes them."""
+        params = {str(p["name"]): p for p in self.arguments()}
+        lowered = {k.lower(): k for k in params}
+        values: dict[str, Any] = {}
+        for name, p in params.items():
+            if p.get("value") is not None:
+                values[name] = p["value"]
+        for name, raw in parse_arguments_text(given).items():
+            key = lowered.get(name.lower())
+            if key is None:
+                self.progress.warning(f"Model argument '{name}' is not one of the function's arguments and was "
+                                      f"ignored; its arguments: {', '.join(params) or 'none'}")
+                continue
+            values[key] = typed_value(params[key], raw)
+        for name, p in params.items():
+            if p.get("required") and values.get(name) in (None, ""):
+                raise ArgumentError(f"Model argument '{name}' is required by the function: give it in the model "
+                                    f"arguments ('{name} <value>')")
+        return values
+
+    def configuration(self, arguments: dict[str, Any]) -> Configuration:
+        conf = self._call(getattr(self.obj, "getConfiguration", None), "getConfiguration", **arguments) or {}
+        if not isinstance(conf, dict):
+            raise CustomFunctionError(f"getConfiguration() of '{self.shown}' must return a dict, "
+                                      f"not {type(conf).__name__}")
+
+        def integer(key: str, default: int) -> int:
+            value = conf.get(key, default)
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned {key}={value!r}, "
+                                          "which is not a whole number") from None
+
+        padding = integer("padding", 0)
+        tx = integer("tx", self.md.image_width - 2 * padding)
+        ty = integer("ty", self.md.image_height - 2 * padding)
+        if padding < 0 or tx < 1 or ty < 1:
+            raise CustomFunctionError(f"getConfiguration() of '{self.shown}' asks for tiles of tx={tx}, ty={ty} "
+                                      f"with padding {padding}: tx and ty must be at least 1, padding at least 0")
+        bands = conf.get("extractBands")
+        if bands is not None:
+            try:
+                bands = [int(b) for b in bands]
+            except (TypeError, ValueError):
+                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned extractBands={bands!r}: "
+                                          "expected a tuple of 0-based band indexes") from None
+        data_range = conf.get("dataRange")
+        if data_range is not None:
+            try:
+                lo, hi = (float(v) for v in data_range)
+            except (TypeError, ValueError):
+                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned dataRange="
+                                          f"{data_range!r}: expected (min, max)") from None
+            data_range = (lo, hi)
+        batch = conf.get("batch_size")
+        return Configuration(bands=bands, padding=padding, tx=tx, ty=ty,
+                             batch_size=int(batch) if isinstance(batch, (int, float, str)) and str(batch).isdigit()
+                             else None,
+                             data_range=data_range, input_mask=_as_bool(conf.get("inputMask", False)),
+                             inherit=integer("inheritProperties", 2 | 4 | 8), raw=conf)
+
+    def raster_info(self, raster_info: dict[str, Any], inherit: int) -> dict[str, Any]:
+        """``updateRasterInfo``: the output's band count, pixel type, NoData and attribute table."""
+        output = {"bandCount": 1, "pixelType": raster_info["pixelType"] if inherit & INHERIT_PIXEL_TYPE else "f4",
+                  "noData": None, "cellSize": raster_info["cellSize"], "extent": raster_info["extent"],
+                  "nativeExtent": raster_info["extent"], "spatialReference": raster_info.get("spatialReference"),
+                  "width": raster_info["width"], "height": raster_info["height"], "rasterAttributeTable": None,
+                  "statistics": (), "histogram": ()}
+        kwargs = {"output_info": output, "raster_info": dict(raster_info)}
+        func = getattr(self.obj, "updateRasterInfo", None)
+        if func is not None:
+            got = self._call(func, "updateRasterInfo", **kwargs)
+            kwargs = got if isinstance(got, dict) else kwargs
+        out = kwargs.get("output_info") or output
+        ptype = str(out.get("pixelType") or "f4")
+        if ptype not in PIXEL_TYPES:
+            raise CustomFunctionError(f"updateRasterInfo() of '{self.shown}' set output_info pixelType '{ptype}'; "
+                                      f"expected one of {', '.join(PIXEL_TYPES)}")
+        try:
+            bands = int(out.get("bandCount") or 1)
+        except (TypeError, ValueError):
+            raise CustomFunctionError(f"updateRasterInfo() of '{self.shown}' set output_info bandCount "
+                                      f"{out.get('bandCount')!r}, not a whole number") from None
+        out["pixelType"], out["bandCount"] = ptype, bands
+        return out
+
+    def update_pixels(self, tlc: tuple[float, float], shape: tuple[int, int, int], props: dict[str, Any],
+                      blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        func = getattr(self.obj, "updatePixels", None)
+        got = self._call(func, "updatePixels", tlc, shape, props, **blocks)
+        return got if isinstance(got, dict) else blocks
+
+    def vectorize(self, blocks: dict[str, Any]) -> dict[str, Any]:
+        got = self._call(getattr(self.obj, "vectorize", None), "vectorize", **blocks)
+        if not isinstance(got, dict) or "output_vectors" not in got:
+            raise CustomFunctionError(f"vectorize() of '{self.shown}' must return a dict with 'output_vectors' "
+                                      f"(the features as Esri JSON text), not {type(got).__name__}")
+        vectors = got["output_vectors"]
+        try:
+            data = json.loads(vectors) if isinstance(vectors, (str, bytes)) else vectors
+        except ValueError as exc:
+            raise CustomFunctionError(f"vectorize() of '{self.shown}' returned output_vectors that are not JSON: "
+                                      f"{exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("features", []), list):
+            raise CustomFunctionError(f"vectorize() of '{self.shown}' must return output_vectors as a feature set "
+                                      "{\"features\": [...]}")
+        return data
+
+    def fields(self) -> list[dict[str, Any]]:
+        func = getattr(self.obj, "getFields", None)
+        if func is None:
+            return []
+        text = self._call(func, "getFields")
+        try:
+            data = json.loads(text) if isinstance(text, (str, bytes)) else text
+            return list(data["fields"])
+        except (ValueError, KeyError, TypeError):
+            raise CustomFunctionError(f"getFields() of '{self.shown}' must return JSON text "
+                                      "{\"fields\": [{\"name\": ..., \"type\": ...}]}") from None
+
+    def geometry_type(self) -> int:
+        func = getattr(self.obj, "getGeometryType", None)
+        return int(self._call(func, "getGeometryType")) if func is not None else 4
+
+
+
+
+
+
+def classes_from_rat(rat: Any) -> list[ClassInfo]:
+    """Classes from the JSON raster attribute table an updateRasterInfo returned (Value, ClassName, Red...)."""
+    try:
+        data = json.loads(rat) if isinstance(rat, (str, bytes)) else rat
+        rows = data["features"]
+    except (TypeError, ValueError, KeyError):
+        return []
+    out = []
+    for row in rows:
+        attrs = row.get("attributes", row) if isinstance(row, dict) else {}
+        try:
+            value = int(attrs.get("Value"))
+        except (TypeError, ValueError):
+            continue
+        name = attrs.get("ClassName", attrs.get("Class", f"Class {value}"))
+        rgb = tuple(int(attrs[k]) for k in ("Red", "Green", "Blue")) if all(k in attrs for k in ("Red", "Green", "Blue")) \
+            else None
+        out.append(ClassInfo(value, str(name), rgb))  # type: ignore[arg-type]
+    return out
+
+
+def without_normalisation(md: ModelDefinition, data_range: tuple[float, float] | None) -> ModelDefinition:
+    """A copy of ``md`` whose normaliser only applies the function's dataRange (PRFs get raw pixels)."""
+    return replace(md, normalization_stats=None, data_range=data_range, divide_by_255=False,
+                   standardization_mean=None, standardization_std=None, framework=None, arcgis_learn_version=None)

@@ -1,0 +1,550 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Classify Pixels and Detect Change with the model's own Python raster function, on the block engine.
+
+The tool keeps the reading, tiling, writing and styling: a custom function runs as a
+:class:`~core.engine.blocks.BlockTask` like any model, on the shared chip grid (:class:`~core.raster.grid.TileGrid`: chips
+of ``tx x ty`` with ``padding`` around them), read by the shared :class:`~.pixel_engine.TileReader` (window and
+halo, NoData zeroed, the function's ``dataRange`` applied), written by :class:`~core.raster.gdal_io.BlockWriter`
+through :class:`~core.safe_output.OutputSet`.  The function sees one chip at a time, exactly as ArcGIS hands
+it over: ``raster_pixels`` of shape ``(bands, ty + 2*padding, tx + 2*padding)`` in the raster's pixel type
+(float32 once ``dataRange`` rescales it), ``raster_mask`` (uint8, same shape, 0 at NoData and past the
+raster) when it asked for ``inputMask``, and it writes ``output_pixels`` of shape ``(bands, ty, tx)`` in the
+pixel type ``updateRasterInfo`` chose (and optionally ``output_mask``).
+
+Chips are always full size.  Their edges follow the engine's ``edge_fill`` (a tool argument, as for any
+model; the function's own arguments are the rest): ``mirror`` (the default) moves the last chip of a row or
+column inward and fills the padding past the raster by mirroring it, so an edge pixel sees real pixels;
+``zero`` is ArcGIS's layout (chips at the plain stride, zeros past the raster, masked).  ``block_size``
+(output pixels per block side) is honoured too.  Memory is bounded by the block size, never by the raster.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..arguments.specs import parse_arguments_text
+from ..engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ..engine.normalize import Normaliser, build_normaliser
+from ..engine.pixels import TileReader
+from ..errors import ArgumentError
+from ..model.definition import ModelDefinition
+from ..progress import NullProgress, Progress
+from ..raster.gdal_io import BlockWriter, bounded_gdal_cache
+from ..raster.grid import EDGE_FILLS, TileGrid
+from ..raster.styling import style_class_raster
+from ..safe_output import OutputSet
+from .host import (
+    INHERIT_NODATA,
+    NUMPY_PIXEL_TYPES,
+    PIXEL_TYPES,
+    Configuration,
+    CustomFunctionError,
+    PythonRasterFunction,
+    classes_from_rat,
+    without_normalisation,
+)
+
+#: Arguments the tool itself takes beside the function's own (unless the function declares one of that name).
+TOOL_ARGUMENTS = ("edge_fill", "block_size")
+
+
+@dataclass
+class CustomRunResult:
+    output: str
+    tiles: int
+    tile_size: tuple[int, int]
+    padding: int
+    seconds: float
+    function_seconds: float
+    output_values: list[int]
+    nodata: float | None
+    pixel_counts: dict[int, int] = field(default_factory=dict)
+    sha256: str = ""
+    blocks: int = 0
+    edge_fill: str = "mirror"
+
+
+def _nodata_for(dtype: np.dtype, given: Any) -> float:
+    if given is not None:
+        try:
+            return float(np.asarray(given).ravel()[0])
+        except (TypeError, ValueError, IndexError):
+            pass
+    if dtype.kind == "f":
+        return float("nan")
+    return float(np.iinfo(dtype).max)
+
+
+def _check_block(prf: PythonRasterFunction, key: str, value: Any, shape: tuple[int, int, int],
+                 dtype: np.dtype | None) -> np.ndarray:
+    """``value`` as an array of ``shape`` (a 2-D array for one band is accepted), or a clear error."""
+    if not isinstance(value, np.ndarray):
+        raise CustomFunctionError(f"updatePixels() of '{prf.shown}' set pixelBlocks['{key}'] to a "
+                                  f"{type(value).__name__} on {prf.where}; it must be a numpy array of shape {shape}")
+    arr = value[None] if value.ndim == 2 and shape[0] == 1 else value
+    if arr.shape != shape:
+        raise CustomFunctionError(
+            f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] of shape {tuple(value.shape)} on "
+            f"{prf.where}; expected {shape} (bands from updateRasterInfo, ty, tx from getConfiguration)")
+    if arr.dtype.kind not in "biuf":
+        raise CustomFunctionError(f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] of dtype "
+                                  f"{arr.dtype} on {prf.where}; it must hold numbers")
+    if dtype is not None and arr.dtype != dtype:
+        if not np.can_cast(arr.dtype, dtype, "same_kind"):
+            raise CustomFunctionError(
+                f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] of dtype {arr.dtype} on {prf.where}, "
+                f"but the output pixel type is '{NUMPY_PIXEL_TYPES.get(dtype.name, dtype.name)}' ({dtype}): cast "
+                "it with .astype(props['pixelType'])")
+        if dtype.kind in "iu" and arr.size:
+            info = np.iinfo(dtype)
+            lo, hi = arr.min(), arr.max()
+            if lo < info.min or hi > info.max:
+                raise CustomFunctionError(
+                    f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] values {lo}..{hi} on "
+                    f"{prf.where}, which do not fit the output pixel type {dtype} ({info.min}..{info.max})")
+    return arr
+
+
+def split_arguments(prf: PythonRasterFunction, given: str | dict | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """(the function's arguments, the tool's: ``edge_fill`` and ``block_size``, checked and typed)."""
+    own = {str(p["name"]).lower() for p in prf.arguments()}
+    parsed = parse_arguments_text(given)
+    tool: dict[str, Any] = {"edge_fill": "mirror", "block_size": 0}
+    rest: dict[str, str] = {}
+    for name, value in parsed.items():
+        key = name.lower()
+        if key not in TOOL_ARGUMENTS or key in own:
+            rest[name] = value
+        elif key == "edge_fill":
+            if value.strip().lower() not in EDGE_FILLS:
+                raise ArgumentError(f"Argument 'edge_fill' must be one of {', '.join(EDGE_FILLS)}, not '{value}'")
+            tool[key] = value.strip().lower()
+        else:
+            try:
+                tool[key] = int(value)
+            except ValueError:
+                raise ArgumentError(f"Argument 'block_size' must be a whole number, not '{value}'") from None
+            if tool[key] < 0:
+                raise ArgumentError(f"Argument 'block_size' must be at least 0, not {tool[key]}")
+    return rest, tool
+
+
+class FunctionModel:
+    """The "model" a custom function's block task calls: the function object, and the seconds spent in it."""
+
+    def __init__(self, prf: PythonRasterFunction) -> None:
+        self.prf = prf
+        self.model_seconds = 0.0
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return method(*args)
+        finally:
+            self.model_seconds += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Nothing to release (the function object goes with the worker's run)."""
+
+
+@dataclass
+class FunctionOpener:
+    """How a Dask worker opens the model's function from the file shipped to it (:class:`core.engine.cluster.ModelRef`).
+
+    It runs the code only because this run allowed it (``allowed``, the client's ALLOW_CUSTOM_CODE) and only if
+    the file is the one the client hashed (SHA-256); it then replays what the client did (``initialize``,
+    ``getConfiguration`` with the same arguments, ``updateRasterInfo``) so the function object is in the same
+    state.  One object per worker thread."""
+
+    md: ModelDefinition
+    arguments: dict[str, Any]
+    sha256: str
+    allowed: bool
+    raster_info: tuple[dict[str, Any], int] | None = None
+    per_thread: bool = True
+
+    def open(self, path: Any, device: Any) -> FunctionModel:
+        from .host import CustomCodeRefusedError, sha256_of
+
+        path = Path(path)
+        if not self.allowed:
+            raise CustomCodeRefusedError(f"The model's own Python code '{path.name}' was sent to this worker without "
+                                         "ALLOW_CUSTOM_CODE: it is not run")
+        got = sha256_of(path)
+        if got != self.sha256:
+            raise CustomFunctionError(f"The function file '{path.name}' on this worker has SHA-256 {got}, not "
+                                      f"{self.sha256} as on the client: it is not run")
+        # The model's folder at the client's path (always with local/local:N, on this computer; a shared folder
+        # for remote workers): initialize() gets the .emd path as in-process, and helper modules beside the
+        # function import; otherwise the definition's JSON text, and only the shipped file.
+        home = self.md.base_dir if self.md.base_dir is not None and Path(self.md.base_dir).is_dir() else None
+        emd = self.md.origin == "emd" and home is not None and Path(self.md.source).is_file()
+        md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="emd" if emd else "json",
+                     source=self.md.source if emd else str(path))
+        added = home is not None and str(home) not in sys.path
+        if added:
+            sys.path.append(str(home))
+        try:
+            prf = PythonRasterFunction(md, True, device)
+        finally:
+            if added:
+                sys.path.remove(str(home))
+        prf.configuration(self.arguments)
+        if self.raster_info is not None:
+            prf.raster_info(*self.raster_info)
+        return FunctionModel(prf)
+
+
+def run_function_blocks(task: Any, model: FunctionModel, jobs: list[BlockJob], sink: Any, progress: Progress,
+                        run: FunctionRun, md: ModelDefinition, scheduler: str, retries: int, device: Any,
+                        raster_info: tuple[dict[str, Any], int] | None = None) -> None:
+    """The blocks in-process, or on the Dask cluster ``scheduler``: the function's file shipped like a model
+    file (under its own name, checked by SHA-256 on each worker) and run there because this run allowed it."""
+    if not (scheduler or "").strip():
+        run_in_process(task, model, jobs, sink, progress)
+        return
+    from ..backends import DeviceRequest
+    from ..engine.cluster import ModelRef, run_on_cluster
+
+    prf = run.prf
+    ref = ModelRef.for_file(prf.path, "python-function", device or DeviceRequest())
+    ref = replace(ref, upload_name=prf.path.name,
+                  opener=FunctionOpener(md, run.arguments, prf.sha256, True, raster_info))
+    progress.info(f"Running the model's own Python code on the Dask workers of '{scheduler.strip()}' (ALLOW_CUSTOM_CODE "
+                  f"given for this run): '{prf.shown}' (SHA-256 {prf.sha256}), checked on each worker before it runs")
+    stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+    model.model_seconds += stats.model_seconds
+
+
+@dataclass
+class FunctionRun:
+    """What every custom-function tool on the block engine sets up the same way: arguments, configuration,
+    the bands read, the ``dataRange`` normaliser and the chip grid."""
+
+    prf: PythonRasterFunction
+    conf: Configuration
+    source: Any
+    normaliser: Normaliser | None
+    chips: TileGrid
+    block_size: int
+    edge_fill: str
+    arguments: dict[str, Any] = field(default_factory=dict)  # the function's, resolved (replayed on workers)
+
+    @classmethod
+    def open(cls, prf: PythonRasterFunction, md: ModelDefinition, arguments: str | dict | None,
+             open_source: Callable[[list[int] | None], Any], progress: Progress) -> FunctionRun:
+        """``open_source(bands)`` gets the 0-based bands from ``extractBands`` (None: the model definition's
+        ExtractBands or all bands) and returns a reader with ``grid``, ``dtype``, ``band_count``, ``has_mask``,
+        ``read(x, y, w, h)``, ``band_range(i)`` and ``close()``."""
+        function_args, tool = split_arguments(prf, arguments)
+        args = prf.resolve_arguments(function_args)
+        if args:
+            progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items()))
+        conf = prf.configuration(args)
+        p, tx, ty = conf.padding, conf.tx, conf.ty
+        source = open_source(conf.bands)
+        try:
+            chips = TileGrid(source.grid.width, source.grid.height, ty + 2 * p, tx + 2 * p, p, tool["edge_fill"])
+            normaliser = None
+            if conf.data_range is not None:
+                normaliser = build_normaliser(without_normalisation(md, conf.data_range),
+                                              list(range(source.band_count)), source.dtype, source.band_range)
+                progress.info(f"dataRange: {normaliser.description}")
+        except BaseException:
+            source.close()
+            raise
+        return cls(prf, conf, source, normaliser, chips, int(tool["block_size"]), tool["edge_fill"], args)
+
+    def reader(self) -> TileReader:
+        dtype = "float32" if self.normaliser is not None else str(np.dtype(self.source.dtype))
+        return TileReader(self.source, self.chips, self.normaliser, 1, self.source.band_count, dtype)
+
+    def jobs(self, bytes_per_pixel: float) -> list[BlockJob]:
+        return block_jobs(self.chips, chips_per_block(self.chips, bytes_per_pixel, self.block_size, 1))
+
+    def describe(self, jobs: list[BlockJob]) -> str:
+        c, p = self.chips, self.conf.padding
+        return (f"Blocks: {c.count} ({c.cols} x {c.rows}) of {self.conf.tx}x{self.conf.ty} pixels with padding {p} "
+                f"({c.tile_w}x{c.tile_h} read per block), {self.source.band_count} band(s) in; edges "
+                f"{'mirrored' if c.mirrored else 'zero-filled'}; {len(jobs)} engine block(s)")
+
+
+@dataclass
+class FunctionBlockTask:
+    """The stages every custom function shares on the block engine: the reader (the shared
+    :class:`TileReader`, one chip per batch, each with its validity mask), the function's ``pixelBlocks`` and
+    the chip named in its messages.  :class:`FunctionPixelTask` and the Detect Objects task add ``infer`` and
+    the result.  Picklable: the source reopens by path; the function itself is the "model"."""
+
+    reader: TileReader
+    input_mask: bool
+
+    def units(self, job: BlockJob) -> int:
+        return job.chip_count
+
+    def load(self, job: BlockJob):
+        rows, cols = range(*job.rows), range(*job.cols)
+        data, valid, wx0, wy0 = self.reader.read(rows, cols)
+
+        def batches():
+            for arr, metas in self.reader.batches(data, valid, rows, cols, wx0, wy0):
+                masks = [self.reader.chip_valid(valid, r, c, wx0, wy0) for r, c in metas]
+                yield (arr, masks, metas), metas
+
+        return None, batches()
+
+    def pixel_blocks(self, chip: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+        blocks: dict[str, Any] = {"raster_pixels": chip}
+        if self.input_mask:
+            blocks["raster_mask"] = np.repeat(valid[None].astype(np.uint8), chip.shape[0], axis=0)
+        return blocks
+
+    def locate(self, prf: PythonRasterFunction, r: int, c: int) -> tuple[int, int]:
+        """The grid pixel of chip (r, c)'s top-left without padding, named in the function's errors."""
+        chips = self.reader.chips
+        x0, y0 = chips.core_origin(r, c)
+        prf.where = (f"the block at column {x0}, row {y0} (block {c + 1} of {chips.cols} in row {r + 1} of "
+                     f"{chips.rows})")
+        return x0, y0
+
+    def kept(self, r: int, c: int) -> tuple[int, int, int, int]:
+        """The output pixels (x, y, w, h) chip (r, c) answers for (a moved last chip: only its new part)."""
+        return self.reader.chips.core_window(r, c)
+
+
+@dataclass
+class FunctionBlock:
+    pixels: np.ndarray  # [bands, h, w] in the output type, NoData where not kept
+    counts: dict[int, int]
+
+
+@dataclass
+class FunctionPixelTask(FunctionBlockTask):
+    """``updatePixels`` per chip; a block's result is its output pixels (see :class:`FunctionBlockTask`)."""
+
+    out_bands: int
+    out_dtype: str
+    nodata: float
+    pixel_type: str
+    inherit_nodata: bool
+    geotransform: tuple[float, ...]
+    crs_wkt: str
+    count_values: bool
+
+    def infer(self, model: FunctionModel, batch: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        arrs, masks, metas = batch
+        prf, p = model.prf, self.reader.chips.pad
+        tx, ty = self.reader.chips.core_w, self.reader.chips.core_h
+        gt = self.geotransform
+        cx, cy = abs(gt[1]), abs(gt[5])
+        dtype = np.dtype(self.out_dtype)
+        shape = (self.out_bands, ty, tx)
+        results = []
+        for chip, valid, (r, c) in zip(arrs, masks, metas):
+            x0, y0 = self.locate(prf, r, c)
+            xmin, ymax = gt[0] + x0 * cx, gt[3] - y0 * cy
+            props = {"pixelType": self.pixel_type, "noData": None if math.isnan(self.nodata) else self.nodata,
+                     "width": tx, "height": ty, "cellSize": (cx, cy),
+                     "extent": (xmin, ymax - ty * cy, xmin + tx * cx, ymax), "spatialReference": self.crs_wkt}
+            got = model.call(prf.update_pixels, (xmin, ymax), shape, props, self.pixel_blocks(chip, valid))
+            if "output_pixels" not in got:
+                raise CustomFunctionError(f"updatePixels() of '{prf.shown}' did not set "
+                                          f"pixelBlocks['output_pixels'] on {prf.where}")
+            out = _check_block(prf, "output_pixels", got["output_pixels"], shape, dtype)
+            keep = valid[p:p + ty, p:p + tx].copy() if self.inherit_nodata else np.ones((ty, tx), bool)
+            if got.get("output_mask") is not None:
+                mask = _check_block(prf, "output_mask", got["output_mask"], shape, None)
+                keep &= (mask != 0).all(axis=0)
+            results.append((out, keep))
+        return results
+
+    def start(self, job: BlockJob, context: Any) -> tuple[BlockJob, np.ndarray, np.ndarray]:
+        _, _, w, h = job.window
+        return job, np.full((self.out_bands, h, w), self.nodata, self.out_dtype), np.zeros((h, w), bool)
+
+    def fold(self, acc: tuple[BlockJob, np.ndarray, np.ndarray], metas: list,
+             output: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        job, pixels, ok = acc
+        jx, jy = job.window[:2]
+        for (r, c), (out, keep) in zip(metas, output):
+            ox, oy = self.reader.chips.core_origin(r, c)
+            x, y, w, h = self.kept(r, c)
+            sx, sy = x - ox, y - oy
+            pixels[:, y - jy:y - jy + h, x - jx:x - jx + w] = out[:, sy:sy + h, sx:sx + w]
+            ok[y - jy:y - jy + h, x - jx:x - jx + w] = keep[sy:sy + h, sx:sx + w]
+
+    def finish(self, acc: tuple[BlockJob, np.ndarray, np.ndarray]) -> FunctionBlock:
+        _, pixels, ok = acc
+        pixels[:, ~ok] = self.nodata
+        counts: dict[int, int] = {}
+        if self.count_values:
+            uniq, cnt = np.unique(pixels[0][ok], return_counts=True)
+            counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
+        return FunctionBlock(pixels, counts)
+
+
+class FunctionPixelSink:
+    """Writes finished :class:`FunctionBlock` s into the output GeoTIFF, in any order, and sums the counts."""
+
+    def __init__(self, writer: BlockWriter) -> None:
+        self.writer = writer
+        self.counts: dict[int, int] = {}
+
+    def write(self, job: BlockJob, block: FunctionBlock) -> None:
+        self.writer.write_block(job.window[0], job.window[1], block.pixels)
+        for k, v in block.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + v
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
+def run_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
+                      prf: PythonRasterFunction, arguments: str | dict | None, output: str,
+                      progress: Progress | None = None, scheduler: str = "", retries: int = 2,
+                      device: Any = None) -> CustomRunResult:
+    """:func:`_write_custom_raster` under a temporary name, moved onto ``output`` (with its .qml) only on success:
+    a cancelled or failed run leaves an existing output as it was.  ``scheduler``/``retries``: a Dask cluster, as
+    for any model (:func:`run_function_blocks`)."""
+    with OutputSet() as outputs:
+        result = _write_custom_raster(open_source, md, prf, arguments, outputs.path_for(output), progress,
+                                      scheduler, retries, device)
+    result.output = output
+    return result
+
+
+def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
+                         prf: PythonRasterFunction, arguments: str | dict | None, output: str,
+                         progress: Progress | None = None, scheduler: str = "", retries: int = 2,
+                         device: Any = None) -> CustomRunResult:
+    """Drive ``prf`` over the raster ``open_source(bands)`` returns (see :meth:`FunctionRun.open`) on the block
+    engine and write ``output`` (GeoTIFF, styled)."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    run = FunctionRun.open(prf, md, arguments, open_source, progress)
+    source, conf = run.source, run.conf
+    try:
+        grid = source.grid
+        cx, cy = grid.cell_size
+        src_type = NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4")
+        raster_info = ({"bandCount": source.band_count, "pixelType": src_type, "noData": None, "cellSize": (cx, cy),
+                        "extent": grid.bounds, "nativeExtent": grid.bounds, "width": grid.width,
+                        "height": grid.height, "spatialReference": grid.crs_wkt, "format": "GTiff"}, conf.inherit)
+        info = prf.raster_info(*raster_info)
+        out_dtype = np.dtype(PIXEL_TYPES[info["pixelType"]])
+        out_bands = int(info["bandCount"])
+        nodata = _nodata_for(out_dtype, info.get("noData"))
+        counted = out_bands == 1 and out_dtype.kind in "iu"
+        task = FunctionPixelTask(run.reader(), conf.input_mask, out_bands, out_dtype.name, nodata,
+                                 info["pixelType"], bool(conf.inherit & INHERIT_NODATA), tuple(grid.geotransform),
+                                 grid.crs_wkt, counted)
+        in_bytes = np.dtype(task.reader.dtype).itemsize * source.band_count
+        jobs = run.jobs(in_bytes + out_bands * out_dtype.itemsize + 1.0)
+        progress.info(run.describe(jobs) + f", {out_bands} band(s) of '{info['pixelType']}' out"
+                      + (f", batch_size {conf.batch_size} (the function batches itself)" if conf.batch_size else ""))
+        model = FunctionModel(prf)
+        with bounded_gdal_cache():
+            sink = FunctionPixelSink(BlockWriter(output, grid, out_bands, out_dtype.name, nodata))
+            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device, raster_info)
+    finally:
+        source.close()
+    counts = sink.counts
+    classes = list(md.classes) or classes_from_rat(info.get("rasterAttributeTable"))
+    values = sorted(counts)
+    if counted:
+        style_class_raster(output, classes, values)
+    seconds = time.perf_counter() - started
+    total = run.chips.count
+    progress.info(f"Done: {total} blocks in {seconds:.1f} s ({model.model_seconds:.1f} s in the function)")
+    return CustomRunResult(output=output, tiles=total, tile_size=(conf.tx, conf.ty), padding=conf.padding,
+                           seconds=seconds, function_seconds=model.model_seconds, output_values=values,
+                           nodata=None if math.isnan(nodata) else nodata, pixel_counts=counts, sha256=prf.sha256,
+                           blocks=len(jobs), edge_fill=run.edge_fill)
+
+
+class _Bands:
+    """A reader seen by the driver: positions 0..n-1 of the bands it reads."""
+
+    def __init__(self, source: Any, picks: list[int], closers: list[Any]) -> None:
+        self.source = source
+        self.picks = picks
+        self.grid = source.grid
+        self.dtype = source.dtype
+        self.band_count = len(picks)
+        self.has_mask = bool(getattr(source, "has_mask", True))
+        self._closers = closers
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.read(x, y, w, h)
+
+    def band_range(self, i: int) -> tuple[float, float]:
+        return self.source.band_range(self.picks[i])
+
+    def close(self) -> None:
+        for c in self._closers:
+            c.close()
+
+
+def raster_bands(raster: str, md: ModelDefinition, prf: PythonRasterFunction,
+                 grid: Any) -> Callable[[list[int] | None], _Bands]:
+    """``open_source`` for :meth:`FunctionRun.open` on one raster: the bands ``extractBands`` asks for (else the
+    model definition's ExtractBands, else all), checked against the raster, read on ``grid``."""
+    from ..engine.normalize import resolve_bands
+    from ..raster.gdal_io import RasterSource
+
+    def open_source(bands: list[int] | None) -> _Bands:
+        probe = RasterSource(raster, [0])
+        try:
+            count = probe.ds.RasterCount
+            if bands is None:
+                bands = resolve_bands(md, count, probe.band_names(), probe.name)
+            elif bands and max(bands) >= count:
+                raise CustomFunctionError(f"getConfiguration() of '{prf.shown}' asks for band {max(bands) + 1} "
+                                          f"(extractBands {bands}) but raster '{probe.name}' has {count} band(s)")
+        finally:
+            probe.close()
+        src = RasterSource(raster, list(bands), grid)
+        return _Bands(src, list(bands), [src])
+
+    return open_source
+
+
+def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None,
+                           grid: Any, device: Any, progress: Progress, allowed: bool, scheduler: str = "",
+                           retries: int = 2) -> CustomRunResult:
+    """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``)."""
+    prf = PythonRasterFunction(md, allowed, device, progress)
+    return run_custom_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress, scheduler,
+                             retries, device)
+
+
+def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
+                         output: str, arguments: str | dict | None, device: Any, progress: Progress,
+                         allowed: bool, scheduler: str = "", retries: int = 2) -> CustomRunResult:
+    """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands.
+
+    ``stack(sources, picks)`` reads the dates as one stack of bands (the tool's own StackedSource).
+    """
+    prf = PythonRasterFunction(md, allowed, device, progress)
+    total = sum(len(s.bands) for s in sources)
+
+    def open_source(bands: list[int] | None) -> _Bands:
+        picks = list(bands) if bands is not None else (list(md.extract_bands) if md.extract_bands
+                                                       else list(range(total)))
+        if picks and max(picks) >= total:
+            raise CustomFunctionError(f"The function asks for band {max(picks) + 1} of the two dates stacked "
+                                      f"(extractBands {picks}) but they have {total} bands together")
+        return _Bands(stack(sources, picks), picks, [])
+
+    return run_custom_raster(open_source, md, prf, arguments, output, progress, scheduler, retries, device)

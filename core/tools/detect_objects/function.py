@@ -1,0 +1,236 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Detect Objects with the model's own Python raster function: ``vectorize`` per block.
+
+The tool reads the raster in blocks of ``(bands, ty + 2*padding, tx + 2*padding)`` exactly as for
+``updatePixels``, on the block engine (see :mod:`.custom_raster`: the shared reader, ``edge_fill`` and
+``block_size``), and calls ``vectorize(raster_pixels=..., raster_mask=...)``.
+The function returns ``output_vectors``: Esri JSON features whose polygon ``rings`` are in the block's pixel
+space, ``[x = column, y = row]`` from the top-left of the block without its padding (as Esri documents), with
+attributes ``Class`` (the class name; ``Classname``/``Label`` also read, or ``Classvalue``/``Value``) and
+``Confidence`` (0-100; a value of at most 1 is taken as 0-1 and scaled).  The tool maps the rings to map
+coordinates, names the classes from the model definition, and applies Non Maximum Suppression when asked.
+``getGeometryType()`` must say polygons (4), as every Esri detector does; the fields ``getFields()`` declares
+besides Class and Confidence are added to the output, filled from each feature's attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from osgeo import ogr
+
+from ...detection.nms import nms_polygons
+from ...engine.blocks import BlockJob
+from ...model.definition import ClassInfo, ModelDefinition
+from ...prf.host import CustomFunctionError, PythonRasterFunction
+from ...prf.raster_blocks import FunctionBlockTask, FunctionModel, FunctionRun, raster_bands, run_function_blocks
+from ...progress import NullProgress, Progress
+from ...raster.gdal_io import bounded_gdal_cache
+
+_NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class")
+_VALUE_KEYS = ("Classvalue", "ClassValue", "Value")
+
+
+#: Esri field types -> the kinds the tool writes; the fields it writes itself are not repeated.
+_FIELD_KINDS = {"esrifieldtypestring": "string", "esrifieldtypedouble": "double", "esrifieldtypesingle": "double",
+                "esrifieldtypeinteger": "integer", "esrifieldtypesmallinteger": "integer",
+                "esrifieldtypeoid": None, "esrifieldtypegeometry": None}
+_OWN_FIELDS = {"class", "classname", "classvalue", "value", "confidence", "shape", "oid", "objectid", "fid"}
+
+
+def extra_fields_of(fields: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """getFields() entries the output gains besides Class, ClassValue and Confidence: (name, kind)."""
+    out = []
+    for f in fields:
+        name = str(f.get("name") or "").strip()
+        kind = _FIELD_KINDS.get(str(f.get("type", "esriFieldTypeString")).lower(), "string")
+        if name and kind and name.lower() not in _OWN_FIELDS and name not in {n for n, _ in out}:
+            out.append((name, kind))
+    return out
+
+
+def _typed(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return float(value) if kind == "double" else int(value) if kind == "integer" else str(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _class_of(attrs: dict[str, Any], md: ModelDefinition, prf: PythonRasterFunction) -> ClassInfo:
+    by_name = {c.name.lower(): c for c in md.classes}
+    by_value = {c.value: c for c in md.classes}
+    for key in _NAME_KEYS:
+        if attrs.get(key) not in (None, "") and str(attrs[key]).lower() in by_name:
+            return by_name[str(attrs[key]).lower()]
+    for key in _VALUE_KEYS + _NAME_KEYS:
+        try:
+            value = int(attrs[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if value in by_value:
+            return by_value[value]
+    for key in _NAME_KEYS:
+        if attrs.get(key) not in (None, ""):
+            return ClassInfo(0, str(attrs[key]))  # a class the definition does not list: kept by name
+    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without a class on {prf.where}: "
+                              f"set attributes 'Class' (the name) or 'Classvalue'")
+
+
+def _ring(points: Any, x0: int, y0: int, gt: tuple[float, ...], prf: PythonRasterFunction) -> ogr.Geometry:
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        pts = np.empty((0,))
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
+        raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a ring that is not a list of at least "
+                                  f"3 [x, y] points on {prf.where}: {str(points)[:80]}")
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in pts:
+        px, py = x0 + x, y0 + y
+        ring.AddPoint_2D(gt[0] + px * gt[1] + py * gt[2], gt[3] + px * gt[4] + py * gt[5])
+    ring.CloseRings()
+    return ring
+
+
+@dataclass
+class FunctionDetectionTask(FunctionBlockTask):
+    """``vectorize`` per chip on the block engine (see :class:`.custom_raster.FunctionBlockTask`); a block's
+    result is its objects in map coordinates: ``(WKB, ClassInfo, confidence 0-100, extra values)``.
+
+    A feature whose box centre lies in the part of the chip's centre that another chip answers for (the
+    overlap of a last chip moved inward, ``edge_fill mirror``) is that chip's, and dropped here, so no object is
+    reported twice; everything else the function returns is kept, as ArcGIS keeps it."""
+
+    md: ModelDefinition
+    geotransform: tuple[float, ...]
+    extra_fields: list[tuple[str, str]]
+
+    def _foreign(self, r: int, c: int, x: float, y: float) -> bool:
+        chips = self.reader.chips
+        ox, oy = chips.core_origin(r, c)
+        kx, ky, kw, kh = self.kept(r, c)
+        inside_core = (max(ox, 0) <= x < min(ox + chips.core_w, chips.width)
+                       and max(oy, 0) <= y < min(oy + chips.core_h, chips.height))
+        return inside_core and not (kx <= x < kx + kw and ky <= y < ky + kh)
+
+    def infer(self, model: FunctionModel, batch: Any) -> list[list[tuple]]:
+        arrs, masks, metas = batch
+        prf, md, gt = model.prf, self.md, self.geotransform
+        results = []
+        for chip, valid, (r, c) in zip(arrs, masks, metas):
+            x0, y0 = self.locate(prf, r, c)
+            featureset = model.call(prf.vectorize, self.pixel_blocks(chip, valid))
+            found = []
+            for feature in featureset.get("features", []):
+                attrs = feature.get("attributes", {}) if isinstance(feature, dict) else {}
+                rings = (feature.get("geometry") or {}).get("rings") if isinstance(feature, dict) else None
+                if not rings:
+                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without "
+                                              f"geometry.rings on {prf.where}")
+                poly = ogr.Geometry(ogr.wkbPolygon)
+                for ring in rings:
+                    poly.AddGeometry(_ring(ring, x0, y0, gt, prf))
+                try:
+                    score = float(attrs.get("Confidence", attrs.get("Score", 100.0)))
+                except (TypeError, ValueError):
+                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned Confidence "
+                                              f"{attrs.get('Confidence')!r} on {prf.where}") from None
+                info = _class_of(attrs, md, prf)
+                pts = np.asarray(rings[0], dtype=np.float64)
+                cx, cy = (pts[:, 0].min() + pts[:, 0].max()) / 2, (pts[:, 1].min() + pts[:, 1].max()) / 2
+                if self._foreign(r, c, x0 + cx, y0 + cy):
+                    continue
+                found.append((bytes(poly.ExportToIsoWkb()), info, score * 100.0 if score <= 1.0 else score,
+                              tuple(_typed(attrs.get(name), kind) for name, kind in self.extra_fields)))
+            results.append(found)
+        return results
+
+    def start(self, job: BlockJob, context: Any) -> list[tuple]:
+        return []
+
+    def fold(self, acc: list[tuple], metas: list, output: list[list[tuple]]) -> None:
+        for found in output:
+            acc.extend(found)
+
+    def finish(self, acc: list[tuple]) -> list[tuple]:
+        return acc
+
+
+class _Objects:
+    """The sink: every block's objects, in the order blocks finish."""
+
+    def __init__(self) -> None:
+        self.objects: list[tuple] = []
+
+    def write(self, job: BlockJob, result: list[tuple]) -> None:
+        self.objects.extend(result)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.objects = []
+
+
+def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None, grid: Any, device: Any,
+                          progress: Progress | None, allowed: bool, run_nms: bool = False,
+                          max_overlap_ratio: float = 0.0, scheduler: str = "",
+                          retries: int = 2) -> tuple[list[tuple[bytes, str, int, float]], dict]:
+    """Detect Objects with the model's function on ``grid``, on the block engine.
+
+    Returns the objects as ``(WKB in map coordinates, class name, class value, confidence 0-100)`` and the
+    run's figures, which :func:`.detect_objects.detect_objects` turns into its ``DetectionResult``.
+    """
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    prf = PythonRasterFunction(md, allowed, device, progress)
+    geometry_type = prf.geometry_type()
+    if geometry_type != 4:
+        raise CustomFunctionError(f"getGeometryType() of '{prf.shown}' returns {geometry_type}; Detect Objects "
+                                  "writes polygons (4), as Esri's detectors do")
+    fields = prf.fields()
+    extra_fields = extra_fields_of(fields)
+    if fields:
+        progress.info("Fields the function declares: " + ", ".join(str(f.get("name")) for f in fields)
+                      + (f" (written besides Class, ClassValue, Confidence: {', '.join(n for n, _ in extra_fields)})"
+                         if extra_fields else " (written: Class, ClassValue, Confidence)"))
+
+    run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf, grid), progress)
+    conf = run.conf
+    model = FunctionModel(prf)
+    sink = _Objects()
+    try:
+        task = FunctionDetectionTask(run.reader(), conf.input_mask, md, tuple(grid.geotransform), extra_fields)
+        jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
+        progress.info(run.describe(jobs))
+        with bounded_gdal_cache():
+            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device)
+    finally:
+        run.source.close()
+    found = sink.objects
+    listed = {k.name.lower() for k in md.classes}
+    unlisted = sorted({info.name for _, info, _, _ in found if info.name.lower() not in listed})
+    if unlisted:
+        progress.warning(f"Classes the model definition does not list (written with ClassValue 0): "
+                         f"{', '.join(unlisted)}")
+    keep = np.ones(len(found), bool)
+    if run_nms and found:
+        geoms = [ogr.CreateGeometryFromWkb(w) for w, _, _, _ in found]
+        keep = nms_polygons(geoms, np.array([s for _, _, s, _ in found]) / 100.0, [k.name for _, k, _, _ in found],
+                            max_overlap_ratio)
+        progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
+                      "objects removed")
+    objects = [(w, k.name, int(k.value), round(s, 4), e) for (w, k, s, e), ok in zip(found, keep.tolist()) if ok]
+    progress.set_progress(100.0)
+    return objects, dict(
+        classes=list(md.classes), geometry_type="Polygon", crs_wkt=grid.crs_wkt,
+        layout="the model's Python function", tiles=run.chips.count, batch_size=int(conf.batch_size or 1),
+        tile_size=(conf.tx, conf.ty), padding=conf.padding, device=f"'{prf.shown}'", before_merge=len(found),
+        after_merge=len(found), seconds=time.perf_counter() - started, model_seconds=model.model_seconds,
+        merge_seconds=0.0, per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields)

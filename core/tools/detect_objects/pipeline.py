@@ -1,0 +1,478 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Detect Objects Using Deep Learning: raster in, georeferenced polygons out.
+
+1. The raster is cut into the same padded chips as Classify Pixels (:class:`..tiling.TileGrid`, the last
+   chip of a row or column moved inward, the margin past the raster mirrored or zero-filled: ``edge_fill``)
+   and into blocks of chips run by the block engine (:mod:`..blocks`): in-process threads, or a Dask
+   cluster with ``scheduler``.  :class:`DetectionTask` is one block job: the shared chip reader
+   (:class:`.pixel_engine.TileReader`: window + halo, NoData zeroed, normalised, ArcGIS's batch rule), the
+   model, and the block's objects in raster pixel coordinates as its result, independent of every other
+   block.
+2. Per chip (:mod:`..decoders.detections`): decode the model's layout, drop scores below ``threshold``,
+   NMS within the chip (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
+   centre lies in the chip's centre, plus the pieces of objects cut by the chip's edge.
+3. One global merge over the raster (:func:`..nms.seam_merge`): pieces of an object cut by tile seams are
+   united, copies seen by two chips reduced to the most confident one.
+4. Pixel coordinates -> map coordinates through the raster's full geotransform (rotation terms too, any
+   CRS).  Boxes become 4-corner polygons, rotated boxes their corners, instance masks their outline at
+   pixel precision (GDAL polygonize of the mask, holes kept).
+5. ``run_nms``: the Non Maximum Suppression tool's rule (:func:`..nms.nms_polygons`) on the result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from osgeo import ogr
+
+from ...arguments.specs import resolve_arguments, square_batch_size
+from ...backends import Backend, DeviceRequest, open_backend
+from ...detection.decode import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
+from ...detection.geometry import (
+    box_corners,
+    box_polygons_wkb,
+    clip_mask,
+    concat,
+    invert_transform,
+    mask_geometry,
+    ring_geometry,
+)
+from ...detection.nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
+from ...engine import augment
+from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ...engine.normalize import build_normaliser, resolve_bands
+from ...engine.pixels import TileReader
+from ...engine.tile_reader import open_model_source
+from ...errors import InputDataError
+from ...model.definition import ClassInfo, ModelDefinition
+from ...model.probe import meta_value
+from ...progress import NullProgress, Progress
+from ...raster.gdal_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
+from ...raster.grid import TileGrid
+from ...raster.request import BandSource, RasterRequest, processing_grid
+
+ogr.UseExceptions()
+
+DETECTION_TYPES = ("ObjectDetection", "InstanceDetection")
+
+
+@dataclass
+class DetectedObject:
+    """One output feature: geometry (WKB, map coordinates), class and confidence (0-100)."""
+
+    wkb: bytes
+    class_name: str
+    class_value: int
+    confidence: float
+    extra: tuple = ()  # values of DetectionResult.extra_fields (a custom function's getFields())
+
+
+@dataclass
+class RawObjects:
+    """Objects of one block in raster pixel coordinates, before the global merge (picklable: WKB, not OGR)."""
+
+    boxes: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    classes: list[np.ndarray] = field(default_factory=list)
+    chips: list[np.ndarray] = field(default_factory=list)
+    cut: list[np.ndarray] = field(default_factory=list)
+    shapes: list[bytes | None] = field(default_factory=list)  # map geometry (WKB) of rotated boxes / masks
+
+    def add(self, det: ChipDetections, chip: int, cut: np.ndarray, shapes: list) -> None:
+        self.boxes.append(det.boxes)
+        self.scores.append(det.scores)
+        self.classes.append(det.classes)
+        self.chips.append(np.full(len(det), chip, np.int64))
+        self.cut.append(cut)
+        self.shapes.extend(shapes)
+
+    def extend(self, other: RawObjects) -> None:
+        for name in ("boxes", "scores", "classes", "chips", "cut", "shapes"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        def cat(parts: list[np.ndarray], shape: tuple, dtype: Any) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
+        return (cat(self.boxes, (0, 4), float), cat(self.scores, (0,), float), cat(self.classes, (0,), np.int64),
+                cat(self.chips, (0,), np.int64), cat(self.cut, (0,), bool))
+
+
+@dataclass
+class DetectionResult:
+    objects: list[DetectedObject]
+    classes: list[ClassInfo]
+    geometry_type: str  # "Polygon" or "MultiPolygon"
+    crs_wkt: str
+    layout: str
+    tiles: int
+    batch_size: int
+    tile_size: tuple[int, int]
+    padding: int
+    device: str
+    before_merge: int
+    after_merge: int
+    seconds: float
+    model_seconds: float
+    merge_seconds: float
+    per_class: dict[str, int] = field(default_factory=dict)
+    extra_fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "string"|"double"|"integer")
+    blocks: int = 0
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} in {self.blocks} blocks (padding "
+            f"{self.padding}, batch size {self.batch_size}), layout {self.layout}, {self.device}",
+            f"Objects: {self.before_merge} found in tiles, {self.after_merge} after the seam merge, "
+            f"{len(self.objects)} written",
+            f"Time: {self.seconds:.1f} s ({self.model_seconds:.1f} s in the model, {self.merge_seconds:.2f} s merging)",
+        ]
+        if self.per_class:
+            lines.append("Objects per class:")
+            lines += [f"  {name}: {n}" for name, n in sorted(self.per_class.items())]
+        return lines
+
+
+@dataclass
+class DetectionSetup:
+    """Everything a block needs, fixed once per run (picklable apart from the backend)."""
+
+    grid: RasterGrid
+    chips: TileGrid
+    decoder: DetectionDecoder
+    batch: int
+    threshold: float
+    nms_overlap: float
+    exclude_pad: bool
+    transforms: list[int]
+    nhwc: bool
+    channels: int
+
+
+def _chip_cut(boxes: np.ndarray, window: tuple[int, int, int, int], grid: RasterGrid) -> np.ndarray:
+    """Which boxes (raster pixels) touch an edge of their chip that lies inside the raster."""
+    x, y, w, h = window
+    tol = 1.0
+    left = (boxes[:, 0] <= x + tol) & (x > 0)
+    top = (boxes[:, 1] <= y + tol) & (y > 0)
+    right = (boxes[:, 2] >= x + w - tol) & (x + w < grid.width)
+    bottom = (boxes[:, 3] >= y + h - tol) & (y + h < grid.height)
+    return left | top | right | bottom
+
+
+def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row: int, col: int,
+                 out: RawObjects) -> None:
+    """Threshold (done by the decoder), in-chip NMS, test-time merge, centre rule; add to ``out``."""
+    chips, grid = setup.chips, setup.grid
+    det = concat(per_transform) if len(per_transform) > 1 else per_transform[0]
+    keep = nms_boxes(det.boxes, det.scores, det.classes, setup.nms_overlap, det.corners)
+    det = det.take(keep)
+    if len(per_transform) > 1 and len(det):  # confidence = mean over the transforms of the best match
+        total = np.zeros(len(det))
+        for t in per_transform:
+            if not len(t):
+                continue
+            ii = np.repeat(np.arange(len(det)), len(t))
+            jj = np.tile(np.arange(len(t)), len(det))
+            iou = box_iou_pairs(np.concatenate([det.boxes, t.boxes]), ii, jj + len(det))
+            match = (iou > max(setup.nms_overlap, 0.5)) & (det.classes[ii] == t.classes[jj])
+            best = np.zeros(len(det))
+            np.maximum.at(best, ii[match], t.scores[jj[match]])
+            total += best
+        det.scores = total / len(per_transform)
+    wx, wy, ww, wh = chips.chip_window(row, col)
+    shift = np.array([wx, wy, wx, wy], np.float64)
+    # the centre rule reads the model's own box; what lies past the raster's edge (zeros, or the mirrored
+    # raster) is not observed, so the object itself is clipped to the raster
+    raw_boxes = det.boxes + shift
+    boxes = np.clip(raw_boxes, 0, [grid.width, grid.height, grid.width, grid.height])
+    # the chip's own centre: for the last chip of a row or column, moved inward, that overlaps the previous
+    # chip's, so both may keep an object there; the seam merge then keeps one
+    cx, cy = chips.core_origin(row, col)
+    mx, my = (raw_boxes[:, 0] + raw_boxes[:, 2]) / 2, (raw_boxes[:, 1] + raw_boxes[:, 3]) / 2
+    centre = (mx >= cx) & (mx < cx + chips.core_w) & (my >= cy) & (my < cy + chips.core_h)
+    cut = _chip_cut(boxes, (wx, wy, ww, wh), grid)
+    inside = ((mx >= 0) & (mx < grid.width) & (my >= 0) & (my < grid.height)
+              & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    if setup.exclude_pad:
+        sel = np.nonzero(inside & (centre | cut))[0]
+    else:
+        sel = np.nonzero(inside)[0]
+        off = ~centre[sel] & ~cut[sel]  # arcgis.learn: whole copies off the centre rank below the centre copy
+        det.scores = det.scores.copy()
+        det.scores[sel[off]] = setup.threshold + det.scores[sel[off]] * 1e-4
+    det = det.take(sel)
+    gt = grid.geotransform
+    shapes: list = [None] * len(det)
+    if det.masks is not None:
+        shapes = [mask_geometry(gt, *clip_mask(wx + x0, wy + y0, m, grid.width, grid.height))
+                  for x0, y0, m in det.masks]
+    elif det.corners is not None:
+        footprint = ring_geometry(gt, box_corners(np.array([0.0, 0.0, grid.width, grid.height])))
+        shapes = [ring_geometry(gt, c + shift[:2]).Intersection(footprint) for c in det.corners]
+    det.boxes = boxes[sel]
+    good = np.array([s is not None and not s.IsEmpty() and s.GetArea() > 0 for s in shapes]
+                    if det.masks is not None or det.corners is not None else [True] * len(det), bool)
+    if not good.all():  # e.g. an instance whose mask has no pixel above the threshold: no outline, no object
+        det = det.take(np.nonzero(good)[0])
+        shapes = [s for s, g in zip(shapes, good) if g]
+    out.add(det, row * chips.cols + col, cut[sel][good], [None if s is None else s.ExportToIsoWkb() for s in shapes])
+
+
+@dataclass
+class DetectionTask:
+    """One Detect Objects block job (see :class:`core.engine.blocks.BlockTask`): the block's objects, raster pixels."""
+
+    reader: TileReader
+    setup: DetectionSetup
+
+    def units(self, job: BlockJob) -> int:
+        return job.chip_count
+
+    def load(self, job: BlockJob):
+        rows, cols = range(*job.rows), range(*job.cols)
+        data, valid, wx0, wy0 = self.reader.read(rows, cols)
+        return None, self.reader.batches(data, valid, rows, cols, wx0, wy0)
+
+    def infer(self, backend: Backend, arr: np.ndarray) -> list[tuple[int, Any]]:
+        """The raw output for each test-time transform (decoded by the writer stage)."""
+        outs = []
+        for k in self.setup.transforms:
+            feed = augment.forward(arr, k) if k else arr
+            if self.setup.nhwc:
+                feed = np.ascontiguousarray(feed.transpose(0, 2, 3, 1))
+            outs.append((k, backend.run_structured([feed])))
+        return outs
+
+    def start(self, job: BlockJob, context: Any) -> RawObjects:
+        return RawObjects()
+
+    def fold(self, acc: RawObjects, metas: list, output: list[tuple[int, Any]]) -> None:
+        setup, chips = self.setup, self.setup.chips
+        per_chip: list[list[ChipDetections]] = [[] for _ in metas]
+        for k, raw in output:
+            for b, det in enumerate(setup.decoder.decode(raw, len(metas), setup.threshold)):
+                per_chip[b].append(invert_transform(det, k, chips.tile_h, chips.tile_w))
+        for (r, c), dets in zip(metas, per_chip):
+            chip_objects(setup, dets, r, c, acc)
+
+    def finish(self, acc: RawObjects) -> RawObjects:
+        return acc
+
+
+class DetectionSink:
+    """Collects the blocks' objects (any order) for the global merge."""
+
+    def __init__(self) -> None:
+        self.raw = RawObjects()
+        self.blocks = 0
+
+    def write(self, job: BlockJob, result: RawObjects) -> None:
+        self.raw.extend(result)
+        self.blocks += 1
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.raw = RawObjects()
+
+
+def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGrid, bool]:
+    """The processing grid; a rotated raster is processed on its own grid (mapped through its geotransform)."""
+    ds = open_raster(raster)
+    native = dataset_grid(ds, allow_rotated=True)
+    ds = None
+    rotated = native.geotransform[2] != 0 or native.geotransform[4] != 0
+    if not rotated:
+        return processing_grid(raster, request)[1], False
+    if request is not None and (request.extent is not None or request.cell_size is not None):
+        raise InputDataError(f"Raster '{os.path.basename(raster)}' has a rotated geotransform: it is processed on its "
+                             "own grid, so a processing extent or cell size cannot be applied (warp it north-up first)")
+    if not native.crs_wkt:
+        raise InputDataError(f"Raster '{os.path.basename(raster)}' has no coordinate reference system: assign one")
+    return native, True
+
+
+def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None = None,
+                   request: RasterRequest | None = None, device: DeviceRequest | None = None,
+                   progress: Progress | None = None, run_nms: bool = False, max_overlap_ratio: float = 0.0,
+                   scheduler: str = "", retries: int = 2, allow_custom_code: bool = False) -> DetectionResult:
+    """Detect objects in ``raster`` with ``md``: the merged, georeferenced objects (see the module docstring).
+
+    ``scheduler``: empty = in-process threads; ``local``, ``local:N`` or ``tcp://host:port`` = the same block
+    jobs on a Dask cluster (:mod:`core.engine.cluster`), each failed block retried ``retries`` times.
+    A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``
+    (on a cluster too: its file is shipped and checked by SHA-256, :func:`.custom_raster.run_function_blocks`).
+    """
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    if md.model_type not in DETECTION_TYPES:
+        raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
+                             f"{md.model_type} models (Describe Model tells which)")
+    if md.custom_function:
+        from .function import custom_detect_objects
+
+        grid = processing_grid(raster, request)[1]
+        found, stats = custom_detect_objects(raster, md, arguments, grid, device or DeviceRequest(), progress,
+                                             allow_custom_code, run_nms, max_overlap_ratio, scheduler, retries)
+        result = DetectionResult(objects=[DetectedObject(*o) for o in found], **stats)
+        for line in result.summary_lines():
+            progress.info(line)
+        return result
+    args = resolve_arguments(md, "detect_objects", arguments, progress)
+    device = device or DeviceRequest()
+    device.threads = int(args.get("threads") or device.threads or 0)
+    grid, rotated = detection_grid(raster, request)
+    if rotated:
+        source = RasterSource(raster, open_model_source_bands(raster, md), grid, allow_rotated=True)
+    else:
+        source = open_model_source(raster, md, grid)
+    model_file = md.require_model_file()
+    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
+    try:
+        with bounded_gdal_cache():
+            normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
+            progress.info(f"Normalisation: {normaliser.description}")
+            setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
+            if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
+                backend.configure(setup.threshold, setup.nms_overlap)
+            task = DetectionTask(TileReader(BandSource(source), setup.chips, normaliser, setup.batch,
+                                            setup.channels), setup)
+            per_block = chips_per_block(setup.chips, 4.0 * setup.channels + 8, int(args.get("block_size") or 0),
+                                        setup.batch)
+            jobs = block_jobs(setup.chips, per_block)
+            progress.info(f"Blocks: {len(jobs)} of up to {per_block[1]} x {per_block[0]} tiles; edges "
+                          f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
+            sink = DetectionSink()
+            if scheduler:
+                from ...engine.cluster import ModelRef, run_on_cluster
+
+                ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
+                                        detection=(setup.threshold, setup.nms_overlap))
+                run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+            else:
+                run_in_process(task, backend, jobs, sink, progress)
+    finally:
+        source.close()
+        backend.close()
+    merge_start = time.perf_counter()
+    objects, before, after = finish_objects(sink.raw, setup, table, run_nms, max_overlap_ratio, progress)
+    merge_seconds = time.perf_counter() - merge_start
+    progress.set_progress(100.0)
+    per_class = Counter(o.class_name for o in objects)
+    geometry_type = "MultiPolygon" if setup.decoder.with_masks else "Polygon"
+    result = DetectionResult(
+        objects=objects, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,
+        layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.batch,
+        tile_size=(setup.chips.tile_w, setup.chips.tile_h), padding=setup.chips.pad, device=backend.describe(),
+        before_merge=before, after_merge=after, seconds=time.perf_counter() - started,
+        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class),
+        blocks=len(jobs))
+    for line in result.summary_lines():
+        progress.info(line)
+    return result
+
+
+def open_model_source_bands(raster: str, md: ModelDefinition) -> list[int]:
+    probe = RasterSource(raster, [0], allow_rotated=True)
+    try:
+        return resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name)
+    finally:
+        probe.close()
+
+
+def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, channels: int,
+           progress: Progress) -> tuple[DetectionSetup, ClassTable]:
+    tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
+    if tile_h is None:
+        tile_h, tile_w = md.image_height, md.image_width
+    assert tile_w is not None
+    nhwc = md.model_format == "NHWC"
+    declared = backend.inputs[0].shape if backend.inputs else ()
+    if len(declared) == 4:
+        want_c = declared[3] if nhwc else declared[1]
+        if want_c is not None and want_c != channels:
+            raise InputDataError(f"The model takes {want_c} bands but {channels} are read (ExtractBands "
+                                 f"{md.extract_bands}): fix ExtractBands or choose a raster with the right bands")
+        want = (declared[1], declared[2]) if nhwc else (declared[2], declared[3])
+        if None not in want and want != (tile_h, tile_w):
+            raise InputDataError(f"The model takes {want[1]}x{want[0]} tiles but the model definition says "
+                                 f"{tile_w}x{tile_h}: fix ImageWidth/ImageHeight (or tile_size)")
+    pad = int(args.get("padding", 0))
+    chips = TileGrid(grid.width, grid.height, tile_h, tile_w, pad, str(args.get("edge_fill") or "mirror"))
+    metadata = getattr(backend, "metadata", {}) or {}
+    meta = {k: meta_value(v) for k, v in metadata.items()}
+    probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
+    probe = backend.run_structured([probe_in.transpose(0, 2, 3, 1) if nhwc else probe_in])
+    names = [o.name for o in backend.outputs]
+    n_classes = len(md.classes) or (len(meta["names"]) if isinstance(meta.get("names"), (dict, list)) else None)
+    decoder = make_decoder(md, probe, names, n_classes, meta, tile_h, tile_w)
+    table = class_table(md, meta, n_classes, first_value=decoder.label_offset)
+    requested = int(args.get("batch_size", 1))
+    batch = square_batch_size(requested)
+    fixed = backend.fixed_batch
+    if decoder.layout == "separate" and any(isinstance(o, np.ndarray) and o.ndim == 2 and o.shape[-1] == 4
+                                            for o in _leaves(probe)):
+        fixed = 1  # per-image outputs ([N, 4] boxes, not [B, N, 4])
+    if fixed is not None and fixed != batch:
+        progress.info(f"The model takes {fixed} tile(s) per call: using batch size {fixed}")
+        batch = fixed
+    elif batch != requested:
+        progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
+    tta = bool(args.get("test_time_augmentation"))
+    transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
+    progress.info(f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, "
+                  f"batch size {batch}, output layout {decoder.layout}"
+                  + (", instance masks" if decoder.with_masks else "")
+                  + (f", test-time augmentation x{len(transforms)}" if tta else ""))
+    if table.generated:
+        progress.warning("Neither the model definition nor the model names its classes: they are numbered")
+    setup = DetectionSetup(grid, chips, decoder, batch, float(args["threshold"]), float(args["nms_overlap"]),
+                           bool(args["exclude_pad_detections"]), transforms, nhwc, channels)
+    return setup, table
+
+
+def _leaves(out: Any) -> list:
+    if isinstance(out, (list, tuple)):
+        return [leaf for o in out for leaf in _leaves(o)]
+    return [out]
+
+
+def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, run_nms: bool,
+                   max_overlap_ratio: float, progress: Progress) -> tuple[list[DetectedObject], int, int]:
+    """The global seam merge, map geometries, optional tool NMS: (objects, count before merge, after merge)."""
+    boxes, scores, classes, chips, cut = raw.arrays()
+    groups = seam_merge(boxes, scores, classes, chips, cut, setup.nms_overlap)
+    gt = setup.grid.geotransform
+    first = np.array([int(g[0]) for g in groups], np.int64)
+    group_scores, group_classes = scores[first], classes[first]
+    if raw.shapes and raw.shapes[0] is not None:  # rotated boxes or masks: the union of the pieces' shapes
+        wkbs = []
+        for g in groups:
+            geom = ogr.CreateGeometryFromWkb(raw.shapes[int(g[0])])
+            for k in g[1:].tolist():
+                geom = geom.Union(ogr.CreateGeometryFromWkb(raw.shapes[k]))
+            if setup.decoder.with_masks and geom.GetGeometryType() == ogr.wkbPolygon:
+                geom = ogr.ForceToMultiPolygon(geom)
+            wkbs.append(geom.ExportToIsoWkb())
+    else:  # axis-aligned boxes: the union of the pieces' boxes, as WKB polygons straight from numpy
+        united = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
+                           if len(g) > 1 else boxes[g[0]] for g in groups]).reshape(-1, 4)
+        wkbs = box_polygons_wkb(gt, united)
+    keep = np.ones(len(wkbs), bool)
+    if run_nms and wkbs:
+        names = [table.info(int(c)).name for c in group_classes]
+        geoms = [ogr.CreateGeometryFromWkb(w) for w in wkbs]
+        keep = nms_polygons(geoms, group_scores, names, max_overlap_ratio)
+        progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
+                      "objects removed")
+    infos = {int(c): table.info(int(c)) for c in np.unique(group_classes)}
+    confidence = np.round(group_scores * 100.0, 4)
+    objects = [DetectedObject(w, infos[c].name, int(infos[c].value), conf)
+               for w, c, conf, k in zip(wkbs, group_classes.tolist(), confidence.tolist(), keep.tolist()) if k]
+    return objects, len(scores), len(groups)
