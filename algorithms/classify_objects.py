@@ -18,7 +18,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameters,
     QgsProcessingParameterString,
     QgsWkbTypes,
 )
@@ -36,7 +35,7 @@ from ..core.tools.classify_objects.pipeline import (
 from .base import DLToolsAlgorithm
 from .class_style import style_classified_objects
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
-from .outputs import AtomicSink, refuse_same_files
+from .outputs import AtomicSink, output_destination, refuse_same_files
 from .running import FeedbackProgress, engine_results, run_engine
 
 ARGUMENTS_HELP = (
@@ -221,8 +220,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
     def _refuse_output_over_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: ANN001
                                    raster_path: str | None) -> None:
         """OUTPUT must not be the FEATURES file (writing it would wipe the input layer) nor the raster or model."""
-        output = QgsProcessingParameters.parameterAsOutputLayer(self.parameterDefinition(self.OUTPUT),
-                                                                parameters.get(self.OUTPUT), context)
+        output = output_destination(self, parameters, self.OUTPUT, context)
         inputs: dict[str, Any] = {self.INPUT: raster_path}
         if parameters.get(self.FEATURES) not in (None, ""):
             layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)

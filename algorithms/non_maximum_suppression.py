@@ -15,13 +15,12 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
-    QgsProcessingParameters,
     QgsWkbTypes,
 )
 
 from ..core.detection.nms import nms_polygons
 from .base import DLToolsAlgorithm
-from .outputs import AtomicSink, refuse_same_files
+from .outputs import AtomicSink, output_destination, refuse_same_files
 from .running import run_engine
 
 ogr.UseExceptions()
@@ -88,8 +87,7 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
         if source is None:
             raise QgsProcessingException(self.invalidSourceError(parameters, self.INPUT))
         layer = self.parameterAsVectorLayer(parameters, self.INPUT, context)
-        refuse_same_files({self.OUTPUT: QgsProcessingParameters.parameterAsOutputLayer(
-            self.parameterDefinition(self.OUTPUT), parameters.get(self.OUTPUT), context)},
+        refuse_same_files({self.OUTPUT: output_destination(self, parameters, self.OUTPUT, context)},
             {self.INPUT: layer.source() if layer is not None else None})
         if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PolygonGeometry:
             raise QgsProcessingException(f"Layer '{source.sourceName()}' has {QgsWkbTypes.displayString(source.wkbType())} "

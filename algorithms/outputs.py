@@ -71,6 +71,19 @@ def geotiff_problem(name: str, value: Any) -> str | None:
             "(nothing was written)")
 
 
+def output_destination(alg, parameters: Mapping[str, Any], name: str, context) -> str:  # noqa: ANN001
+    """Where the destination parameter ``name`` will write (``memory:...`` for a temporary layer), without the side
+    effect of ``parameterAsOutputLayer``: in QGIS 3.22 that call also registers the value as a layer to load on
+    completion, and for a temporary sink ("memory:<description>") no such layer ever exists, so the dialog ended
+    every successful run with "The following layers were not correctly generated"."""
+    before = context.layersToLoadOnCompletion()
+    try:
+        return QgsProcessingParameters.parameterAsOutputLayer(alg.parameterDefinition(name), parameters.get(name),
+                                                              context) or ""
+    finally:
+        context.setLayersToLoadOnCompletion(before)
+
+
 def refuse_same_files(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
     """Refuse an output that is one of the inputs (or another output), naming both parameters."""
     try:
@@ -101,9 +114,8 @@ class AtomicSink:
         self.added = 0
 
     def __enter__(self) -> AtomicSink:
-        definition = self.alg.parameterDefinition(self.name)
         value = self.parameters.get(self.name)
-        target = QgsProcessingParameters.parameterAsOutputLayer(definition, value, self.context) or ""
+        target = output_destination(self.alg, self.parameters, self.name, self.context)
         path = file_of(target)
         params = self.parameters
         if path:
@@ -117,8 +129,9 @@ class AtomicSink:
             options = value.createOptions if isinstance(value, QgsProcessingOutputLayerDefinition) else {}
             replacement = QgsProcessingOutputLayerDefinition(new_target)
             replacement.createOptions = options
-            if isinstance(value, QgsProcessingOutputLayerDefinition):
+            if isinstance(value, QgsProcessingOutputLayerDefinition):  # "Open output file after running" too
                 replacement.destinationName = value.destinationName
+                replacement.destinationProject = value.destinationProject
             params = dict(self.parameters)
             params[self.name] = replacement
             self._target, self._tmp = path, tmp

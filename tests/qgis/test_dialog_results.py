@@ -1,0 +1,91 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""What the Processing dialog does after a run (QgsProcessingAlgRunnerTask, then the results handler): every layer
+a run registers to load on completion resolves to a layer, so a successful run never ends in red with "The
+following layers were not correctly generated", for temporary (memory) outputs and files alike."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from builders import write_raster
+from detection_models import square_scene, yolo_v8_onnx
+from osgeo import ogr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_objects"))
+from co_models import grid_raster, mean_emd, mean_model_files, wkt_point  # noqa: E402
+from dialog_run import run_like_the_dialog, to_project  # noqa: E402
+from test_classify_objects import write_layer  # noqa: E402
+from test_non_maximum_suppression import CHAIN, polygon_layer  # noqa: E402
+
+SQUARES = [(5, 5, 10, 0, 200), (40, 20, 20, 1, 230), (56, 50, 16, 0, 190)]
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dialog_detect")
+    raster = write_raster(d / "squares.tif", square_scene(120, 100, SQUARES), origin=(500000.0, 4000000.0), cell=1.0)
+    yolo_v8_onnx(d / "yolo.onnx", 64, {0: "red", 1: "green"})
+    emd = d / "yolo.emd"
+    emd.write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ObjectDetection", "ModelFile": "yolo.onnx", "ImageHeight": 64,
+        "ImageWidth": 64, "ExtractBands": [0, 1, 2], "DataRange": [0, 1],
+        "Classes": [{"Value": 10, "Name": "red roof", "Color": [230, 20, 20]},
+                    {"Value": 20, "Name": "green roof", "Color": [20, 200, 20]}]}))
+    return raster, emd
+
+
+def assert_clean(run, features: int) -> None:
+    """The dialog's view of a good run: success, nothing red, one layer loaded with every feature."""
+    assert run.ok, run.errors
+    assert run.unresolved == [], run.load_entries
+    assert run.handled and not [e for e in run.errors if "not correctly generated" in e], run.errors
+    assert len(run.layers) == 1, [la.name() for la in run.layers]
+    assert run.layers[0].featureCount() == features
+
+
+@pytest.mark.parametrize("output", ["TEMPORARY_OUTPUT", "gpkg"])
+def test_nms_in_the_dialog(qgis_app, tmp_path, output):
+    from qgis.core import QgsProject
+
+    layer = polygon_layer(CHAIN)
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        dest = str(tmp_path / "kept.gpkg") if output == "gpkg" else output
+        run = run_like_the_dialog("dltools:nonmaximumsuppression", {"INPUT": layer.id(), "OUTPUT": to_project(dest)})
+        assert_clean(run, 2)  # one class: 95 removes 90, 80 overlaps only the removed 90
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+@pytest.mark.parametrize("nms", [False, True])
+def test_detect_objects_in_the_dialog_with_a_temporary_output(qgis_app, detector, nms):
+    from qgis.core import QgsProject
+
+    raster, emd = detector
+    try:
+        run = run_like_the_dialog("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(emd),
+                                                            "ARGUMENTS": "padding 8", "RUN_NMS": nms,
+                                                            "OUTPUT": to_project("TEMPORARY_OUTPUT")})
+        assert_clean(run, len(SQUARES))
+        assert run.layers[0].renderer().type() == "categorizedSymbol"
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_classify_objects_in_the_dialog_with_a_temporary_output(qgis_app, tmp_path):
+    from qgis.core import QgsProject
+
+    mean_model_files(tmp_path, 7)
+    grid = grid_raster(tmp_path / "grid.tif")
+    src = write_layer(tmp_path / "in.gpkg", [wkt_point(20.3, 30.7), wkt_point(10, 20)], geom_type=ogr.wkbPoint)
+    try:
+        run = run_like_the_dialog("dltools:classifyobjects", {
+            "INPUT": str(grid), "FEATURES": str(src), "MODEL": str(mean_emd(tmp_path, band=0, tile=7)),
+            "OUTPUT": to_project("TEMPORARY_OUTPUT")})
+        assert_clean(run, 2)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
