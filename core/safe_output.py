@@ -252,3 +252,49 @@ def item_outputs(items: list[str], folder: str, suffix: str = "_classified", ext
         taken.add(key)
         outputs.append(path)
     return outputs
+
+
+def check_new_folder(target: str | os.PathLike[str], what: str = "OUTPUT_FOLDER") -> str:
+    """``target`` as an absolute path when a run may create it: absent, or an empty folder; else OutputError."""
+    target = os.path.abspath(os.fspath(target))
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise OutputError(f"{what} '{target}' is a file, not a folder: choose a new folder name")
+        if any(os.scandir(target)):
+            raise OutputError(f"{what} '{target}' is not empty: choose a new or empty folder (the run never writes "
+                              "over or mixes with what is there)")
+    existing = os.path.dirname(target)
+    while existing and not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
+        raise OutputError(f"{what} '{target}' cannot be created: '{existing}' is not a writable folder")
+    return target
+
+
+@contextlib.contextmanager
+def replacing_folder(target: str | os.PathLike[str], what: str = "OUTPUT_FOLDER") -> Iterator[str]:
+    """A whole output folder: ``with replacing_folder(out) as tmp: write files under tmp``.
+
+    The files go into a hidden temporary folder beside ``out``, renamed onto ``out`` when the block
+    succeeds (``out`` absent or empty); a failure or a cancel removes the temporary folder, so no half
+    folder is ever left under the chosen name.
+    """
+    import shutil
+
+    target = check_new_folder(target, what)
+    parent = os.path.dirname(target)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(target)}.dltools-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
+    try:
+        yield tmp
+        check_new_folder(target, what)  # nothing appeared there meanwhile
+        if os.path.isdir(target):
+            os.rmdir(target)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        message = no_space_message(target, exc)
+        if message:
+            raise OutputError(message) from exc
+        raise

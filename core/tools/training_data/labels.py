@@ -1,0 +1,166 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The class data of an export, and what of it falls in one chip.
+
+Features are kept in one in-memory OGR layer with a spatial index, so each chip asks only for what
+touches it (memory grows with the vector data, never with the raster).  The rules the README repeats:
+
+* A feature belongs to a chip when the part of it inside the chip has an area and is at least
+  ``min_polygon_overlap_ratio`` of the feature's area; the part outside is cut off (a box is the
+  envelope of the part inside, in chip pixels: column 0 / row 0 is the chip's left / top edge).
+* Points become circles of ``buffer_radius`` map units (32 segments a quarter).
+* Masks are rasterised with GDAL's rule (a pixel belongs to a polygon when its centre is inside);
+  where polygons overlap the later feature (input order) wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal, ogr
+
+from ...errors import InputDataError
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+_POINTS = (ogr.wkbPoint, ogr.wkbMultiPoint)
+
+
+@dataclass(frozen=True)
+class ChipObject:
+    """One feature's part in one chip."""
+
+    value: int
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in chip pixels
+    geometry: ogr.Geometry  # the part inside the chip, map coordinates
+
+
+def is_point_geometry(wkb: bytes) -> bool:
+    return ogr.GT_Flatten(ogr.CreateGeometryFromWkb(wkb).GetGeometryType()) in _POINTS
+
+
+class ClassFeatures:
+    """The class features, in the raster's CRS, behind a spatial index."""
+
+    def __init__(self, items: Iterable[tuple[object, bytes | None, object]], buffer_radius: float = 0.0) -> None:
+        self._ds = ogr.GetDriverByName("Memory").CreateDataSource("class_features")
+        self.layer = self._ds.CreateLayer("features", geom_type=ogr.wkbUnknown)
+        self.layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
+        self.values: set[int] = set()
+        self.skipped = 0
+        for key, wkb, value in items:
+            if wkb is None:
+                self.skipped += 1
+                continue
+            geom = ogr.CreateGeometryFromWkb(wkb)
+            if ogr.GT_Flatten(geom.GetGeometryType()) in _POINTS and buffer_radius > 0:
+                geom = geom.Buffer(buffer_radius, 32)
+            elif not geom.IsValid():
+                geom = geom.MakeValid() if hasattr(geom, "MakeValid") else geom.Buffer(0)
+            cls = _class_value(key, value)
+            feature = ogr.Feature(self.layer.GetLayerDefn())
+            feature.SetField("cls", cls)
+            feature.SetGeometry(geom)
+            self.layer.CreateFeature(feature)
+            self.values.add(cls)
+
+    def count(self) -> int:
+        return self.layer.GetFeatureCount()
+
+    def extent(self) -> tuple[float, float, float, float] | None:
+        if not self.count():
+            return None
+        minx, maxx, miny, maxy = self.layer.GetExtent()
+        return minx, miny, maxx, maxy
+
+    def all(self) -> Iterable[tuple[int, ogr.Geometry]]:
+        self.layer.SetSpatialFilter(None)
+        self.layer.ResetReading()
+        for feature in self.layer:
+            yield feature.GetField("cls"), feature.GetGeometryRef().Clone()
+
+    def in_chip(self, gt: tuple[float, ...], width: int, height: int, min_ratio: float) -> list[ChipObject]:
+        """The features' parts inside the chip whose geotransform (north-up) is ``gt``."""
+        rect = chip_rectangle(gt, width, height)
+        minx, maxx, miny, maxy = rect.GetEnvelope()
+        self.layer.SetSpatialFilterRect(minx, miny, maxx, maxy)
+        self.layer.ResetReading()
+        found = []
+        for feature in self.layer:
+            geom = feature.GetGeometryRef()
+            part = geom.Intersection(rect)
+            if part is None or part.IsEmpty():
+                continue
+            area = geom.GetArea()
+            part_area = part.GetArea()
+            if area <= 0 or part_area <= 0 or part_area < min_ratio * area * (1 - 1e-9):
+                continue
+            found.append(ChipObject(feature.GetField("cls"), pixel_box(gt, part.GetEnvelope()), part))
+        self.layer.SetSpatialFilter(None)
+        return found
+
+
+def _class_value(key: object, value: object) -> int:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputDataError(f"Feature {key} has class value {value!r}: CLASS_VALUE_FIELD must hold whole numbers "
+                             "from 1 (0 is the background)") from None
+    if not number.is_integer() or not 1 <= number <= 65535:
+        raise InputDataError(f"Feature {key} has class value {value!r}: class values are whole numbers from 1 to "
+                             "65535 (0 is the background)")
+    return int(number)
+
+
+def chip_rectangle(gt: tuple[float, ...], width: int, height: int) -> ogr.Geometry:
+    x0, y0 = gt[0], gt[3]
+    x1, y1 = gt[0] + width * gt[1], gt[3] + height * gt[5]
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+        ring.AddPoint_2D(x, y)
+    rect = ogr.Geometry(ogr.wkbPolygon)
+    rect.AddGeometry(ring)
+    return rect
+
+
+def pixel_box(gt: tuple[float, ...], envelope: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """A map envelope (minx, maxx, miny, maxy) as x1, y1, x2, y2 in the pixels of ``gt`` (north-up)."""
+    minx, maxx, miny, maxy = envelope
+    xs = sorted(((minx - gt[0]) / gt[1], (maxx - gt[0]) / gt[1]))
+    ys = sorted(((maxy - gt[3]) / gt[5], (miny - gt[3]) / gt[5]))
+    return tuple(round(v, 6) + 0.0 for v in (xs[0], ys[0], xs[1], ys[1]))  # type: ignore[return-value]
+
+
+def pixel_rings(gt: tuple[float, ...], geometry: ogr.Geometry) -> list[list[tuple[float, float]]]:
+    """The outer rings of a (multi)polygon in the pixels of ``gt`` (for COCO's segmentation)."""
+    rings = []
+    flat = ogr.GT_Flatten(geometry.GetGeometryType())
+    parts = [geometry] if flat == ogr.wkbPolygon else [geometry.GetGeometryRef(i) for i in range(geometry.GetGeometryCount())]
+    for part in parts:
+        if ogr.GT_Flatten(part.GetGeometryType()) != ogr.wkbPolygon or part.GetGeometryCount() == 0:
+            continue
+        ring = part.GetGeometryRef(0)
+        rings.append([(round((x - gt[0]) / gt[1], 6) + 0.0, round((y - gt[3]) / gt[5], 6) + 0.0)
+                      for x, y, *_ in ring.GetPoints()])
+    return rings
+
+
+def rasterize(objects: list[ChipObject], values: list[int], gt: tuple[float, ...], width: int, height: int,
+              dtype: str = "uint16") -> np.ndarray:
+    """A ``[height, width]`` array with ``values[i]`` burnt where ``objects[i]`` covers a pixel's centre."""
+    gdal_type = {"uint8": gdal.GDT_Byte, "uint16": gdal.GDT_UInt16}[dtype]
+    ds = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal_type)
+    ds.SetGeoTransform(gt)
+    mem = ogr.GetDriverByName("Memory").CreateDataSource("burn")
+    layer = mem.CreateLayer("burn", geom_type=ogr.wkbUnknown)
+    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
+    for obj, value in zip(objects, values):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetField("v", int(value))
+        feature.SetGeometry(obj.geometry)
+        layer.CreateFeature(feature)
+    if objects:
+        gdal.RasterizeLayer(ds, [1], layer, options=["ATTRIBUTE=v"])
+    return ds.GetRasterBand(1).ReadAsArray()
