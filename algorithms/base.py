@@ -10,6 +10,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputLayerDefinition,
@@ -17,6 +19,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -36,6 +39,7 @@ from .outputs import geotiff_problem
 from .running import run_engine
 
 if TYPE_CHECKING:
+    from ..core.raster.mask import ProcessingMask
     from ..core.raster.request import RasterRequest
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
@@ -171,6 +175,7 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         return output
 
     EXTENT = "EXTENT"
+    MASK = "MASK"
     CELL_SIZE = "CELL_SIZE"
     PROCESSING_MODE = "PROCESSING_MODE"
 
@@ -180,6 +185,12 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         ``mode_help``, PROCESSING_MODE (advanced). The help texts are the tool's own."""
         self.add_param(QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
                        extent_help)
+        self.add_param(
+            QgsProcessingParameterFeatureSource(self.MASK, self.tr("Processing mask (polygons)"),
+                                                [QgsProcessing.TypeVectorPolygon], optional=True),
+            "Only the tiles that touch these polygons (any CRS) are read and run; output pixels outside them are "
+            "NoData and objects whose centre lies outside are dropped. Without a processing extent, the polygons' "
+            "bounding box is the extent. (Deepness's 'processed area from polygons', ArcGIS's mask environment.)")
         self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size"),
                                                     QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
                        cell_size_help, advanced=True)
@@ -200,7 +211,21 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         extent = self.extent_of(parameters, self.EXTENT, context, crs)
         cell = parameters.get(self.CELL_SIZE)
         cell_size = self.parameterAsDouble(parameters, self.CELL_SIZE, context) if cell not in (None, "") else None
-        return RasterRequest(extent=extent, cell_size=cell_size or None)
+        return RasterRequest(extent=extent, cell_size=cell_size or None, mask=self.processing_mask(parameters, context))
+
+    def processing_mask(self, parameters: dict[str, Any], context) -> ProcessingMask | None:  # noqa: ANN001
+        """MASK's polygons as the engine's plain input (WKB in the layer's CRS); None when MASK is empty."""
+        from ..core.raster.mask import ProcessingMask
+
+        if self.parameterDefinition(self.MASK) is None or parameters.get(self.MASK) in (None, ""):
+            return None
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.MASK))
+        crs = source.sourceCrs()
+        wkbs = [bytes(f.geometry().asWkb()) for f in source.getFeatures() if f.hasGeometry()]
+        return ProcessingMask(wkbs, crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else "",
+                              source.sourceName() or self.MASK)
 
     SCHEDULER = "SCHEDULER"
     RETRIES = "RETRIES"

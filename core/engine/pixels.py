@@ -32,7 +32,7 @@ from . import augment
 from .blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from .normalize import Normaliser
 from .pixel_decoder import PixelDecoder
-from .tile_reader import PixelSource, TileReader
+from .tile_reader import PixelSource, TileReader, log_mask
 
 
 @dataclass
@@ -183,7 +183,7 @@ class PixelTask:
 
     def units(self, job: BlockJob) -> int:
         rows, cols = self.chip_ranges(job)
-        return len(rows) * len(cols)
+        return len(self.reader.needed(rows, cols)) if self.reader.mask is not None else len(rows) * len(cols)
 
     # ------------------------------------------------------------------ reader stage
     @property
@@ -195,6 +195,8 @@ class PixelTask:
         data, valid, wx0, wy0 = self.reader.read(rows, cols)
         jx, jy, jw, jh = job.window
         context = valid[jy - wy0:jy - wy0 + jh, jx - wx0:jx - wx0 + jw].copy()
+        if self.reader.mask is not None:  # NoData outside the polygons; the tiles' context is read as without it
+            context &= self.reader.mask.pixels(jx, jy, jw, jh)
         return context, self.reader.batches(data, valid, rows, cols, wx0, wy0)
 
     # ------------------------------------------------------------------ writer stage
@@ -277,7 +279,9 @@ class PixelTask:
         decoder = self.decoder
         counts: dict[int, int] = {}
         if self.blend:
-            probs, indices = acc.acc / acc.wsum, None
+            # a pixel no tile reached (a masked run skips tiles) has no weight: 0, and it is NoData
+            probs = np.divide(acc.acc, acc.wsum, out=np.zeros_like(acc.acc), where=acc.wsum > 0)
+            indices = None
         else:
             probs, indices = acc.probs, acc.idx
             if self.need_probs and not self.split:
@@ -497,6 +501,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                   f"edges {'mirrored' if chips.mirrored else 'zero-filled'}")
     if normaliser is not None:
         progress.info(f"Normalisation: {normaliser.description}")
+    log_mask(task.reader, progress)
 
     class_writer = BlockWriter(output, grid, out_bands, out_dtype, nodata, out_names)
     prob_writer = None

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .gdal_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster
+from .mask import GridMask, ProcessingMask
 
 
 @dataclass
@@ -19,13 +20,20 @@ class RasterRequest:
     extent: tuple[float, float, float, float] | None = None  # (xmin, ymin, xmax, ymax) in extent_crs_wkt
     extent_crs_wkt: str | None = None
     cell_size: float | None = None
+    #: MASK: only what touches these polygons is read and run; without an extent, their bounding box is the extent
+    mask: ProcessingMask | None = None
+
+    def grid_mask(self, grid: RasterGrid) -> GridMask | None:
+        """The mask on the run's processing grid (None without one)."""
+        return self.mask.on_grid(grid) if self.mask is not None else None
 
 
 class BandSource:
-    """A :class:`RasterSource` seen by the engine (one raster, the model's bands)."""
+    """A :class:`RasterSource` seen by the engine (one raster, the model's bands), with the run's mask if any."""
 
-    def __init__(self, source: RasterSource) -> None:
+    def __init__(self, source: RasterSource, mask: GridMask | None = None) -> None:
         self.source = source
+        self.mask = mask
         self.grid = source.grid
         self.dtype = source.dtype
         self.band_count = len(source.bands)
@@ -45,5 +53,15 @@ def processing_grid(path: str, request: RasterRequest | None) -> tuple[RasterGri
         raise InputDataError(f"Raster '{name}' has no coordinate reference system: assign one "
                              "(Raster > Projections > Assign Projection) so the output can be placed on the map")
     request = request or RasterRequest()
-    grid = grid_for_request(native, request.extent, request.cell_size, request.extent_crs_wkt)
+    extent, extent_crs = request.extent, request.extent_crs_wkt
+    if extent is None and request.mask is not None:  # the polygons' bounding box, in the raster's CRS
+        extent, extent_crs = request.mask.bounds_in(native.crs_wkt), native.crs_wkt
+    grid = grid_for_request(native, extent, request.cell_size, extent_crs)
     return native, grid
+
+
+def refuse_mask(request: RasterRequest | None) -> None:
+    """A model run by its own Python function reads its own tiles: a mask cannot skip them, so it is refused."""
+    if request is not None and request.mask is not None:
+        raise InputDataError("MASK is not supported for a model run by its own Python function (InferenceFunction): "
+                             "leave MASK empty, or clip the raster to the polygons first")

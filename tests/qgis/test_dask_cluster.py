@@ -332,3 +332,31 @@ def test_scheduler_values_and_missing_dask(data, tmp_path, monkeypatch):
     with pytest.raises(DependencyMissingError, match="leave SCHEDULER empty to run in-process"):
         classify(data, tmp_path / "x.tif", "padding 2", scheduler="local:1")
     classify(data, tmp_path / "y.tif", "padding 2")  # in-process needs no dask
+
+
+def test_a_mask_on_the_cluster_equals_in_process(cluster, data, tmp_path):
+    """MASK on Dask: the mask travels with the block jobs; the workers skip the same tiles, NoData outside."""
+    from builders import RecordingProgress as Recorder
+    from dltools.core.raster.mask import ProcessingMask
+    from dltools.core.raster.request import RasterRequest
+    from osgeo import ogr, osr
+
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((7.5, 3.2), (80.1, 20.7), (40.2, 70.3), (7.5, 3.2)):
+        ring.AddPoint_2D(500000.0 + x, 4000000.0 - y)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    extent = (500000.0, 4000000.0 - 83, 500000.0 + 101, 4000000.0)
+    request = RasterRequest(extent=extent, mask=ProcessingMask([poly.ExportToIsoWkb()], srs.ExportToWkt(), "tri"))
+    results, logs = {}, {}
+    for name, scheduler in (("here", ""), ("dask", cluster["address"])):
+        progress = Recorder()
+        results[name] = classify(data, tmp_path / f"{name}.tif", "padding 2;block_size 24", request=request,
+                                 progress=progress, **({"scheduler": scheduler} if scheduler else {}))
+        logs[name] = [line for line in progress.infos if line.startswith("MASK 'tri'")]
+    assert same(results["here"], results["dask"])
+    assert logs["here"] == logs["dask"] and "tiles are skipped" in logs["here"][0]
+    classes = results["dask"][0]
+    assert (classes == 255).sum() > 2000 and (classes != 255).sum() > 2000

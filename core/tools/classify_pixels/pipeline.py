@@ -14,7 +14,7 @@ from ...engine.tile_reader import open_model_source
 from ...errors import InputDataError, OutputError
 from ...model.definition import ModelDefinition
 from ...progress import NullProgress, Progress
-from ...raster.request import BandSource, RasterRequest, processing_grid
+from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
 
 
 def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None = None,
@@ -37,6 +37,8 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
     if md.custom_function:
         from ...prf.raster_blocks import custom_classify_pixels
 
+        refuse_mask(request)
+
         if probabilities_output:
             raise InputDataError("A model run by its own Python function writes no class probabilities: leave that "
                                  "output empty")
@@ -46,6 +48,7 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
     args = resolve_arguments(md, "classify_pixels", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)
+    request = request or RasterRequest()
     native, grid = processing_grid(raster, request)
     if grid is not native:
         progress.info(f"Processing grid: {grid.width} x {grid.height} cells of {grid.cell_size[0]:g} x "
@@ -55,8 +58,9 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
         normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
         if source.warped:
             progress.info("The raster is resampled on the fly (bilinear) to the requested grid")
+        band_source = BandSource(source, request.grid_mask(grid))
         return write_outputs(
-            lambda out, probs: run_pixel_model(BandSource(source), md, args, out, probs, device, progress, normaliser,
+            lambda out, probs: run_pixel_model(band_source, md, args, out, probs, device, progress, normaliser,
                                                scheduler=scheduler, retries=retries),
             output, probabilities_output, md, grid, progress)
     finally:

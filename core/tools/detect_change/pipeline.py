@@ -28,14 +28,16 @@ from ...model.definition import ModelDefinition
 from ...prf.host import PythonRasterFunction
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, same_crs
-from ...raster.request import RasterRequest, processing_grid
+from ...raster.mask import GridMask
+from ...raster.request import RasterRequest, processing_grid, refuse_mask
 
 
 class StackedSource:
     """Several rasters on one grid, read as one stack of bands; a pixel is valid where all are."""
 
-    def __init__(self, sources: list[RasterSource], picks: list[int]) -> None:
+    def __init__(self, sources: list[RasterSource], picks: list[int], mask: GridMask | None = None) -> None:
         self.sources = sources
+        self.mask = mask
         self.grid = sources[0].grid
         dtypes = {s.dtype for s in sources}
         self.dtype = dtypes.pop() if len(dtypes) == 1 else "float32"
@@ -119,6 +121,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
     if md.custom_function:
         PythonRasterFunction.refuse_unless(md, allow_custom_code)
+        refuse_mask(request)
         args: dict = {}
     else:
         args = resolve_arguments(md, "detect_change", arguments, progress)
@@ -172,7 +175,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                 f"has {n_from} and the to-raster {n_to} bands")
         if n_from != n_to:
             progress.warning(f"The from-raster has {n_from} bands and the to-raster {n_to}: check ExtractBands {picks}")
-        stacked = StackedSource([src_from, src_to], picks)
+        stacked = StackedSource([src_from, src_to], picks, request.grid_mask(grid) if request else None)
         arcgis_change = md.is_arcgis_learn and (md.model_configuration or "").lower() == "change_detection"
         if arcgis_change:
             normaliser = arcgis_change_normaliser(md, picks, stacked)

@@ -47,14 +47,15 @@ from ...engine import augment
 from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ...engine.normalize import build_normaliser, resolve_bands
 from ...engine.pixels import TileReader
-from ...engine.tile_reader import open_model_source
+from ...engine.tile_reader import log_mask, open_model_source
 from ...errors import InputDataError
 from ...model.definition import ClassInfo, ModelDefinition
 from ...model.probe import meta_value
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
 from ...raster.grid import TileGrid
-from ...raster.request import BandSource, RasterRequest, processing_grid
+from ...raster.mask import GridMask
+from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
 
 ogr.UseExceptions()
 
@@ -231,7 +232,9 @@ class DetectionTask:
     setup: DetectionSetup
 
     def units(self, job: BlockJob) -> int:
-        return job.chip_count
+        if self.reader.mask is None:
+            return job.chip_count
+        return len(self.reader.needed(range(*job.rows), range(*job.cols)))
 
     def load(self, job: BlockJob):
         rows, cols = range(*job.rows), range(*job.cols)
@@ -317,6 +320,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     if md.custom_function:
         from .function import custom_detect_objects
 
+        refuse_mask(request)
         grid = processing_grid(raster, request)[1]
         found, stats = custom_detect_objects(raster, md, arguments, grid, device or DeviceRequest(), progress,
                                              allow_custom_code, run_nms, max_overlap_ratio, scheduler, retries)
@@ -341,8 +345,10 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
             if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
                 backend.configure(setup.threshold, setup.nms_overlap)
-            task = DetectionTask(TileReader(BandSource(source), setup.chips, normaliser, setup.batch,
+            mask = request.grid_mask(grid) if request is not None else None
+            task = DetectionTask(TileReader(BandSource(source, mask), setup.chips, normaliser, setup.batch,
                                             setup.channels), setup)
+            log_mask(task.reader, progress)
             per_block = chips_per_block(setup.chips, 4.0 * setup.channels + 8, int(args.get("block_size") or 0),
                                         setup.batch)
             jobs = block_jobs(setup.chips, per_block)
@@ -361,7 +367,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         source.close()
         backend.close()
     merge_start = time.perf_counter()
-    objects, before, after = finish_objects(sink.raw, setup, table, run_nms, max_overlap_ratio, progress)
+    objects, before, after = finish_objects(sink.raw, setup, table, run_nms, max_overlap_ratio, progress, mask)
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
     per_class = Counter(o.class_name for o in objects)
@@ -444,10 +450,19 @@ def _leaves(out: Any) -> list:
 
 
 def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, run_nms: bool,
-                   max_overlap_ratio: float, progress: Progress) -> tuple[list[DetectedObject], int, int]:
-    """The global seam merge, map geometries, optional tool NMS: (objects, count before merge, after merge)."""
+                   max_overlap_ratio: float, progress: Progress,
+                   mask: GridMask | None = None) -> tuple[list[DetectedObject], int, int]:
+    """The global seam merge, map geometries, optional tool NMS: (objects, count before merge, after merge).
+    With a ``mask``, merged objects whose box centre lies outside its polygons are dropped."""
     boxes, scores, classes, chips, cut = raw.arrays()
     groups = seam_merge(boxes, scores, classes, chips, cut, setup.nms_overlap)
+    if mask is not None and groups:
+        centres = np.array([[(boxes[g, 0].min() + boxes[g, 2].max()) / 2, (boxes[g, 1].min() + boxes[g, 3].max()) / 2]
+                            for g in groups])
+        inside = mask.contains_pixels(centres[:, 0], centres[:, 1])
+        progress.info(f"MASK '{mask.name}': {int((~inside).sum())} objects whose centre lies outside its polygons "
+                      "are dropped")
+        groups = [g for g, keep in zip(groups, inside.tolist()) if keep]
     gt = setup.grid.geotransform
     first = np.array([int(g[0]) for g in groups], np.int64)
     group_scores, group_classes = scores[first], classes[first]
