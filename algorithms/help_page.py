@@ -9,6 +9,7 @@ bold, links, images) and nothing more; it needs no third-party package.  No QGIS
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
@@ -153,8 +154,10 @@ def help_page() -> Path | None:
     readme = PLUGIN_DIR / "README.md"
     if not readme.is_file():
         return None
-    cached = Path(tempfile.gettempdir()) / f"dltools-help-{os.getuid() if hasattr(os, 'getuid') else 'user'}" / \
-        "index.html"
+    # one cache per plugin folder: two checkouts (or a checkout and an installed copy) never share a page
+    where = hashlib.sha1(str(PLUGIN_DIR.resolve()).encode("utf-8")).hexdigest()[:8]
+    cached = Path(tempfile.gettempdir()) / \
+        f"dltools-help-{os.getuid() if hasattr(os, 'getuid') else 'user'}-{where}" / "index.html"
     if not cached.is_file() or cached.stat().st_mtime < readme.stat().st_mtime:
         render_help(cached, readme)
     return cached

@@ -15,6 +15,7 @@ from .classify_pixels import ClassifyPixelsAlgorithm
 from .describe_model import DescribeModelAlgorithm
 from .detect_change import DetectChangeAlgorithm
 from .detect_objects import DetectObjectsAlgorithm
+from .export_training_data import ExportTrainingDataAlgorithm
 from .extract_package import ExtractPackageAlgorithm
 from .model_to_ecd import ModelToEcdAlgorithm
 from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
@@ -44,6 +45,7 @@ def algorithms() -> list:
         ModelToEcdAlgorithm(),
         PackageModelAlgorithm(),
         ExtractPackageAlgorithm(),
+        ExportTrainingDataAlgorithm(),
     ]
 
 

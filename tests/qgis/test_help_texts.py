@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
-            "extractpackage", "detectobjects", "nonmaximumsuppression"}
+            "extractpackage", "detectobjects", "nonmaximumsuppression", "exporttrainingdata"}
 
 
 #: Each tool's README section (its Help button opens the local help page there) and that heading's anchor,
@@ -23,6 +23,7 @@ SECTIONS = {
     "modeltoecd": ("Deep Learning Model To Ecd (legacy)", "deep-learning-model-to-ecd-legacy"),
     "packagemodel": ("Deep learning packages", "deep-learning-packages"),
     "extractpackage": ("Deep learning packages", "deep-learning-packages"),
+    "exporttrainingdata": ("Export Training Data For Deep Learning", "export-training-data-for-deep-learning"),
 }
 
 
