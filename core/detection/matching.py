@@ -55,19 +55,32 @@ def greedy_match(scores: np.ndarray, det_classes: Sequence[Hashable], truth_clas
     ``iou`` is ``[detections, truths]`` (dense; zeros where two objects do not overlap).
     """
     n, m = len(scores), len(truth_classes)
-    matched = np.full(n, -1, np.int64)
-    if n == 0 or m == 0:
-        return matched
     iou = np.asarray(iou, np.float64).reshape(n, m)
+    i, j = np.nonzero(iou > 0)
+    return greedy_match_pairs(scores, det_classes, truth_classes, i, j, iou[i, j], min_iou)
+
+
+def greedy_match_pairs(scores: np.ndarray, det_classes: Sequence[Hashable], truth_classes: Sequence[Hashable],
+                       det_index: np.ndarray, truth_index: np.ndarray, iou: np.ndarray, min_iou: float) -> np.ndarray:
+    """:func:`greedy_match` with the IoU given only for the overlapping pairs (many objects: no dense matrix)."""
+    n = len(scores)
+    matched = np.full(n, -1, np.int64)
+    det_index, truth_index = np.asarray(det_index, np.int64), np.asarray(truth_index, np.int64)
+    iou = np.asarray(iou, np.float64)
+    if n == 0 or len(truth_classes) == 0 or det_index.size == 0:
+        return matched
     det_codes, truth_codes = _codes(det_classes, truth_classes)
-    taken = np.zeros(m, bool)
-    for d in confidence_order(scores).tolist():
-        candidates = (truth_codes == det_codes[d]) & ~taken & (iou[d] >= min_iou)
-        if not candidates.any():
-            continue
-        best = int(np.argmax(np.where(candidates, iou[d], -1.0)))  # argmax: the earlier truth on equal IoU
-        matched[d] = best
-        taken[best] = True
+    usable = (iou >= min_iou) & (det_codes[det_index] == truth_codes[truth_index])
+    det_index, truth_index, iou = det_index[usable], truth_index[usable], iou[usable]
+    rank = np.empty(n, np.int64)
+    rank[confidence_order(scores)] = np.arange(n)
+    # by detection (confidence order), then best IoU, then the earlier truth
+    order = np.lexsort((truth_index, -iou, rank[det_index]))
+    taken = np.zeros(len(truth_classes), bool)
+    for d, t in zip(det_index[order].tolist(), truth_index[order].tolist()):
+        if matched[d] < 0 and not taken[t]:
+            matched[d] = t
+            taken[t] = True
     return matched
 
 
@@ -103,6 +116,14 @@ class ClassAccuracy:
     curve_recall: tuple[float, ...] = ()
 
 
+def _class_order(value: Hashable) -> tuple:
+    """Numbers (and text that reads as a number) first, in numeric order; other text after, alphabetically."""
+    try:
+        return (0, float(value), "")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
 def _ratio(a: float, b: float) -> float:
     return float(a) / float(b) if b else 0.0
 
@@ -129,7 +150,16 @@ class DetectionTally:
                   truth_classes: Sequence[Hashable], iou: np.ndarray) -> np.ndarray:
         """One image given the IoU matrix ``[detections, truths]``; returns each detection's matched truth or -1."""
         det_scores = np.asarray(det_scores, np.float64).reshape(-1)
-        matched = greedy_match(det_scores, det_classes, truth_classes, iou, self.min_iou)
+        iou = np.asarray(iou, np.float64).reshape(len(det_scores), len(truth_classes))
+        i, j = np.nonzero(iou > 0)
+        return self.add_pairs(det_scores, det_classes, truth_classes, i, j, iou[i, j])
+
+    def add_pairs(self, det_scores: np.ndarray, det_classes: Sequence[Hashable], truth_classes: Sequence[Hashable],
+                  det_index: np.ndarray, truth_index: np.ndarray, iou: np.ndarray) -> np.ndarray:
+        """One image given the IoU of its overlapping (detection, truth) pairs only."""
+        det_scores = np.asarray(det_scores, np.float64).reshape(-1)
+        matched = greedy_match_pairs(det_scores, det_classes, truth_classes, det_index, truth_index, iou,
+                                     self.min_iou)
         for score, cls, hit in zip(det_scores.tolist(), det_classes, (matched >= 0).tolist()):
             self._scores.setdefault(cls, []).append(score)
             self._hits.setdefault(cls, []).append(hit)
@@ -139,7 +169,7 @@ class DetectionTally:
 
     def class_values(self) -> list[Hashable]:
         values = set(self._truths) | set(self._scores)
-        return sorted(values, key=lambda v: (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)))
+        return sorted(values, key=_class_order)
 
     def class_accuracy(self, cls: Hashable) -> ClassAccuracy:
         scores = np.asarray(self._scores.get(cls, []), np.float64)

@@ -18,11 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from osgeo import gdal, ogr
+from osgeo import ogr
 
 from ...errors import InputDataError
+from ...raster.burn import FeatureIndex, window_rectangle
+from ...raster.burn import rasterize as burn
 
-gdal.UseExceptions()
 ogr.UseExceptions()
 
 _POINTS = (ogr.wkbPoint, ogr.wkbMultiPoint)
@@ -45,9 +46,7 @@ class ClassFeatures:
     """The class features, in the raster's CRS, behind a spatial index."""
 
     def __init__(self, items: Iterable[tuple[object, bytes | None, object]], buffer_radius: float = 0.0) -> None:
-        self._ds = ogr.GetDriverByName("Memory").CreateDataSource("class_features")
-        self.layer = self._ds.CreateLayer("features", geom_type=ogr.wkbUnknown)
-        self.layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
+        self.index = FeatureIndex()
         self.values: set[int] = set()
         self.skipped = 0
         for key, wkb, value in items:
@@ -60,36 +59,20 @@ class ClassFeatures:
             elif not geom.IsValid():
                 geom = geom.MakeValid() if hasattr(geom, "MakeValid") else geom.Buffer(0)
             cls = _class_value(key, value)
-            feature = ogr.Feature(self.layer.GetLayerDefn())
-            feature.SetField("cls", cls)
-            feature.SetGeometry(geom)
-            self.layer.CreateFeature(feature)
+            self.index.add(cls, geom)
             self.values.add(cls)
 
     def count(self) -> int:
-        return self.layer.GetFeatureCount()
-
-    def extent(self) -> tuple[float, float, float, float] | None:
-        if not self.count():
-            return None
-        minx, maxx, miny, maxy = self.layer.GetExtent()
-        return minx, miny, maxx, maxy
+        return self.index.count()
 
     def all(self) -> Iterable[tuple[int, ogr.Geometry]]:
-        self.layer.SetSpatialFilter(None)
-        self.layer.ResetReading()
-        for feature in self.layer:
-            yield feature.GetField("cls"), feature.GetGeometryRef().Clone()
+        return self.index.all()
 
     def in_chip(self, gt: tuple[float, ...], width: int, height: int, min_ratio: float) -> list[ChipObject]:
         """The features' parts inside the chip whose geotransform (north-up) is ``gt``."""
         rect = chip_rectangle(gt, width, height)
-        minx, maxx, miny, maxy = rect.GetEnvelope()
-        self.layer.SetSpatialFilterRect(minx, miny, maxx, maxy)
-        self.layer.ResetReading()
         found = []
-        for feature in self.layer:
-            geom = feature.GetGeometryRef()
+        for value, geom in self.index.touching(rect):
             part = geom.Intersection(rect)
             if part is None or part.IsEmpty():
                 continue
@@ -97,8 +80,7 @@ class ClassFeatures:
             part_area = part.GetArea()
             if area <= 0 or part_area <= 0 or part_area < min_ratio * area * (1 - 1e-9):
                 continue
-            found.append(ChipObject(feature.GetField("cls"), pixel_box(gt, part.GetEnvelope()), part))
-        self.layer.SetSpatialFilter(None)
+            found.append(ChipObject(value, pixel_box(gt, part.GetEnvelope()), part))
         return found
 
 
@@ -114,15 +96,7 @@ def _class_value(key: object, value: object) -> int:
     return int(number)
 
 
-def chip_rectangle(gt: tuple[float, ...], width: int, height: int) -> ogr.Geometry:
-    x0, y0 = gt[0], gt[3]
-    x1, y1 = gt[0] + width * gt[1], gt[3] + height * gt[5]
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
-        ring.AddPoint_2D(x, y)
-    rect = ogr.Geometry(ogr.wkbPolygon)
-    rect.AddGeometry(ring)
-    return rect
+chip_rectangle = window_rectangle
 
 
 def pixel_box(gt: tuple[float, ...], envelope: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
@@ -150,17 +124,4 @@ def pixel_rings(gt: tuple[float, ...], geometry: ogr.Geometry) -> list[list[tupl
 def rasterize(objects: list[ChipObject], values: list[int], gt: tuple[float, ...], width: int, height: int,
               dtype: str = "uint16") -> np.ndarray:
     """A ``[height, width]`` array with ``values[i]`` burnt where ``objects[i]`` covers a pixel's centre."""
-    gdal_type = {"uint8": gdal.GDT_Byte, "uint16": gdal.GDT_UInt16}[dtype]
-    ds = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal_type)
-    ds.SetGeoTransform(gt)
-    mem = ogr.GetDriverByName("Memory").CreateDataSource("burn")
-    layer = mem.CreateLayer("burn", geom_type=ogr.wkbUnknown)
-    layer.CreateField(ogr.FieldDefn("v", ogr.OFTInteger))
-    for obj, value in zip(objects, values):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetField("v", int(value))
-        feature.SetGeometry(obj.geometry)
-        layer.CreateFeature(feature)
-    if objects:
-        gdal.RasterizeLayer(ds, [1], layer, options=["ATTRIBUTE=v"])
-    return ds.GetRasterBand(1).ReadAsArray()
+    return burn([o.geometry for o in objects], values, gt, width, height, dtype)
