@@ -22,6 +22,7 @@ Ties in confidence are broken by input order (the earlier feature wins).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from osgeo import ogr
@@ -305,3 +306,14 @@ def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips
     kept = kept[priority_order(gscore[kept])]
     pieces = np.split(members, starts[1:])
     return [pieces[t] for t in kept.tolist()]
+
+
+def suppress_for_tool(wkbs: Sequence[bytes], scores: np.ndarray, classes: Sequence, max_overlap: float,
+                      progress: Any) -> np.ndarray:
+    """Detect Objects' ``run_nms`` on its output (map geometries as WKB, scores 0-1, class names), whichever kind of
+    model found them: :func:`nms_polygons`, and the log line saying how many objects it removed."""
+    if not len(wkbs):
+        return np.zeros(0, bool)
+    keep = nms_polygons([ogr.CreateGeometryFromWkb(w) for w in wkbs], scores, classes, max_overlap)
+    progress.info(f"Non maximum suppression (max overlap ratio {max_overlap:g}): {int((~keep).sum())} objects removed")
+    return keep

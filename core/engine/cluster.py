@@ -36,6 +36,7 @@ import time
 import uuid
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from typing import Any
 from ..backends import DeviceRequest, open_backend
 from ..errors import ArgumentError, CancelledError, DependencyMissingError, DLToolsError
 from ..progress import NullProgress, Progress
-from .blocks import BlockJob, BlockSink, BlockTask, run_block
+from .blocks import BlockJob, BlockSink, BlockTask, run_block, run_in_process
 
 _POLL = 0.2
 _CONNECT_TIMEOUT = 20.0  # seconds to reach a scheduler and see a first worker
@@ -459,3 +460,13 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
         shutil.rmtree(staging, ignore_errors=True)
         if not ok:
             sink.abort()
+
+
+def run_jobs(task: BlockTask, model: Any, jobs: list[Any], sink: BlockSink, progress: Progress, scheduler: str,
+             retries: int, model_ref: Callable[[], ModelRef]) -> ClusterStats:
+    """The one door of every tool to the block engine: ``jobs`` in-process (``scheduler`` empty) with ``model``
+    opened here, or on the Dask cluster ``scheduler`` with the model that ``model_ref()`` ships to the workers."""
+    if not (scheduler or "").strip():
+        run_in_process(task, model, jobs, sink, progress)
+        return ClusterStats()
+    return run_on_cluster(task, model_ref(), jobs, sink, progress, scheduler, retries)

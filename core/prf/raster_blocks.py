@@ -21,26 +21,26 @@ column inward and fills the padding past the raster by mirroring it, so an edge 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..arguments.specs import parse_arguments_text
-from ..engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ..engine.blocks import BlockJob, block_jobs, chips_per_block
+from ..engine.cluster import run_jobs
 from ..engine.normalize import Normaliser, build_normaliser
-from ..engine.pixels import TileReader
+from ..engine.pixel_outputs import write_outputs
+from ..engine.pixels import PixelBlock, PixelRunResult, PixelSink
+from ..engine.tile_reader import TileReader
 from ..errors import ArgumentError
 from ..model.definition import ModelDefinition
 from ..progress import NullProgress, Progress
 from ..raster.gdal_io import BlockWriter, bounded_gdal_cache
 from ..raster.grid import EDGE_FILLS, TileGrid
-from ..raster.styling import style_class_raster
-from ..safe_output import OutputSet
+from .function_model import FunctionModel, function_model_ref
 from .host import (
     INHERIT_NODATA,
     NUMPY_PIXEL_TYPES,
@@ -54,22 +54,6 @@ from .host import (
 
 #: Arguments the tool itself takes beside the function's own (unless the function declares one of that name).
 TOOL_ARGUMENTS = ("edge_fill", "block_size")
-
-
-@dataclass
-class CustomRunResult:
-    output: str
-    tiles: int
-    tile_size: tuple[int, int]
-    padding: int
-    seconds: float
-    function_seconds: float
-    output_values: list[int]
-    nodata: float | None
-    pixel_counts: dict[int, int] = field(default_factory=dict)
-    sha256: str = ""
-    blocks: int = 0
-    edge_fill: str = "mirror"
 
 
 def _nodata_for(dtype: np.dtype, given: Any) -> float:
@@ -137,91 +121,17 @@ def split_arguments(prf: PythonRasterFunction, given: str | dict | None) -> tupl
     return rest, tool
 
 
-class FunctionModel:
-    """The "model" a custom function's block task calls: the function object, and the seconds spent in it."""
-
-    def __init__(self, prf: PythonRasterFunction) -> None:
-        self.prf = prf
-        self.model_seconds = 0.0
-
-    def call(self, method: Callable[..., Any], *args: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return method(*args)
-        finally:
-            self.model_seconds += time.perf_counter() - t0
-
-    def close(self) -> None:
-        """Nothing to release (the function object goes with the worker's run)."""
-
-
 @dataclass
-class FunctionOpener:
-    """How a Dask worker opens the model's function from the file shipped to it (:class:`core.engine.cluster.ModelRef`).
+class FunctionOutput:
+    """What ``updateRasterInfo`` made of the output: its info, the input info it was given (replayed on Dask
+    workers), the numpy type, band count and NoData, and whether class values are counted (one integer band)."""
 
-    It runs the code only because this run allowed it (``allowed``, the client's ALLOW_CUSTOM_CODE) and only if
-    the file is the one the client hashed (SHA-256); it then replays what the client did (``initialize``,
-    ``getConfiguration`` with the same arguments, ``updateRasterInfo``) so the function object is in the same
-    state.  One object per worker thread."""
-
-    md: ModelDefinition
-    arguments: dict[str, Any]
-    sha256: str
-    allowed: bool
-    raster_info: tuple[dict[str, Any], int] | None = None
-    per_thread: bool = True
-
-    def open(self, path: Any, device: Any) -> FunctionModel:
-        from .host import CustomCodeRefusedError, sha256_of
-
-        path = Path(path)
-        if not self.allowed:
-            raise CustomCodeRefusedError(f"The model's own Python code '{path.name}' was sent to this worker without "
-                                         "ALLOW_CUSTOM_CODE: it is not run")
-        got = sha256_of(path)
-        if got != self.sha256:
-            raise CustomFunctionError(f"The function file '{path.name}' on this worker has SHA-256 {got}, not "
-                                      f"{self.sha256} as on the client: it is not run")
-        # The model's folder at the client's path (always with local/local:N, on this computer; a shared folder
-        # for remote workers): initialize() gets the .emd path as in-process, and helper modules beside the
-        # function import; otherwise the definition's JSON text, and only the shipped file.
-        home = self.md.base_dir if self.md.base_dir is not None and Path(self.md.base_dir).is_dir() else None
-        emd = self.md.origin == "emd" and home is not None and Path(self.md.source).is_file()
-        md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="emd" if emd else "json",
-                     source=self.md.source if emd else str(path))
-        added = home is not None and str(home) not in sys.path
-        if added:
-            sys.path.append(str(home))
-        try:
-            prf = PythonRasterFunction(md, True, device)
-        finally:
-            if added:
-                sys.path.remove(str(home))
-        prf.configuration(self.arguments)
-        if self.raster_info is not None:
-            prf.raster_info(*self.raster_info)
-        return FunctionModel(prf)
-
-
-def run_function_blocks(task: Any, model: FunctionModel, jobs: list[BlockJob], sink: Any, progress: Progress,
-                        run: FunctionRun, md: ModelDefinition, scheduler: str, retries: int, device: Any,
-                        raster_info: tuple[dict[str, Any], int] | None = None) -> None:
-    """The blocks in-process, or on the Dask cluster ``scheduler``: the function's file shipped like a model
-    file (under its own name, checked by SHA-256 on each worker) and run there because this run allowed it."""
-    if not (scheduler or "").strip():
-        run_in_process(task, model, jobs, sink, progress)
-        return
-    from ..backends import DeviceRequest
-    from ..engine.cluster import ModelRef, run_on_cluster
-
-    prf = run.prf
-    ref = ModelRef.for_file(prf.path, "python-function", device or DeviceRequest())
-    ref = replace(ref, upload_name=prf.path.name,
-                  opener=FunctionOpener(md, run.arguments, prf.sha256, True, raster_info))
-    progress.info(f"Running the model's own Python code on the Dask workers of '{scheduler.strip()}' (ALLOW_CUSTOM_CODE "
-                  f"given for this run): '{prf.shown}' (SHA-256 {prf.sha256}), checked on each worker before it runs")
-    stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
-    model.model_seconds += stats.model_seconds
+    info: dict[str, Any]
+    raster_info: tuple[dict[str, Any], int]
+    dtype: np.dtype
+    bands: int
+    nodata: float
+    counted: bool
 
 
 @dataclass
@@ -262,6 +172,20 @@ class FunctionRun:
             source.close()
             raise
         return cls(prf, conf, source, normaliser, chips, int(tool["block_size"]), tool["edge_fill"], args)
+
+    def output_info(self) -> FunctionOutput:
+        """``updateRasterInfo`` on the source read: the output's bands, pixel type and NoData."""
+        grid, source = self.source.grid, self.source
+        src_type = NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4")
+        raster_info = ({"bandCount": source.band_count, "pixelType": src_type, "noData": None,
+                        "cellSize": grid.cell_size, "extent": grid.bounds, "nativeExtent": grid.bounds,
+                        "width": grid.width, "height": grid.height, "spatialReference": grid.crs_wkt,
+                        "format": "GTiff"}, self.conf.inherit)
+        info = self.prf.raster_info(*raster_info)
+        dtype = np.dtype(PIXEL_TYPES[info["pixelType"]])
+        bands = int(info["bandCount"])
+        return FunctionOutput(info=info, raster_info=raster_info, dtype=dtype, bands=bands,
+                              nodata=_nodata_for(dtype, info.get("noData")), counted=bands == 1 and dtype.kind in "iu")
 
     def reader(self) -> TileReader:
         dtype = "float32" if self.normaliser is not None else str(np.dtype(self.source.dtype))
@@ -321,12 +245,6 @@ class FunctionBlockTask:
 
 
 @dataclass
-class FunctionBlock:
-    pixels: np.ndarray  # [bands, h, w] in the output type, NoData where not kept
-    counts: dict[int, int]
-
-
-@dataclass
 class FunctionPixelTask(FunctionBlockTask):
     """``updatePixels`` per chip; a block's result is its output pixels (see :class:`FunctionBlockTask`)."""
 
@@ -381,96 +299,60 @@ class FunctionPixelTask(FunctionBlockTask):
             pixels[:, y - jy:y - jy + h, x - jx:x - jx + w] = out[:, sy:sy + h, sx:sx + w]
             ok[y - jy:y - jy + h, x - jx:x - jx + w] = keep[sy:sy + h, sx:sx + w]
 
-    def finish(self, acc: tuple[BlockJob, np.ndarray, np.ndarray]) -> FunctionBlock:
+    def finish(self, acc: tuple[BlockJob, np.ndarray, np.ndarray]) -> PixelBlock:
         _, pixels, ok = acc
         pixels[:, ~ok] = self.nodata
         counts: dict[int, int] = {}
         if self.count_values:
             uniq, cnt = np.unique(pixels[0][ok], return_counts=True)
             counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
-        return FunctionBlock(pixels, counts)
+        return PixelBlock(pixels, None, counts)
 
 
-class FunctionPixelSink:
-    """Writes finished :class:`FunctionBlock` s into the output GeoTIFF, in any order, and sums the counts."""
-
-    def __init__(self, writer: BlockWriter) -> None:
-        self.writer = writer
-        self.counts: dict[int, int] = {}
-
-    def write(self, job: BlockJob, block: FunctionBlock) -> None:
-        self.writer.write_block(job.window[0], job.window[1], block.pixels)
-        for k, v in block.counts.items():
-            self.counts[k] = self.counts.get(k, 0) + v
-
-    def close(self) -> None:
-        self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
-def run_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
-                      prf: PythonRasterFunction, arguments: str | dict | None, output: str,
-                      progress: Progress | None = None, scheduler: str = "", retries: int = 2,
-                      device: Any = None) -> CustomRunResult:
-    """:func:`_write_custom_raster` under a temporary name, moved onto ``output`` (with its .qml) only on success:
-    a cancelled or failed run leaves an existing output as it was.  ``scheduler``/``retries``: a Dask cluster, as
-    for any model (:func:`run_function_blocks`)."""
-    with OutputSet() as outputs:
-        result = _write_custom_raster(open_source, md, prf, arguments, outputs.path_for(output), progress,
-                                      scheduler, retries, device)
-    result.output = output
-    return result
-
-
-def _write_custom_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
-                         prf: PythonRasterFunction, arguments: str | dict | None, output: str,
-                         progress: Progress | None = None, scheduler: str = "", retries: int = 2,
-                         device: Any = None) -> CustomRunResult:
+def run_function_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
+                        prf: PythonRasterFunction, arguments: str | dict | None, output: str,
+                        progress: Progress | None = None, scheduler: str = "", retries: int = 2,
+                        device: Any = None) -> PixelRunResult:
     """Drive ``prf`` over the raster ``open_source(bands)`` returns (see :meth:`FunctionRun.open`) on the block
-    engine and write ``output`` (GeoTIFF, styled)."""
+    engine, as any pixel model: its blocks go to the engine's :class:`PixelSink`, the output is written under a
+    temporary name, styled (the definition's Classes, else the attribute table ``updateRasterInfo`` gave) and moved
+    onto ``output`` only on success (:func:`core.engine.pixel_outputs.write_outputs`)."""
     progress = progress or NullProgress()
     started = time.perf_counter()
     run = FunctionRun.open(prf, md, arguments, open_source, progress)
-    source, conf = run.source, run.conf
     try:
-        grid = source.grid
-        cx, cy = grid.cell_size
-        src_type = NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4")
-        raster_info = ({"bandCount": source.band_count, "pixelType": src_type, "noData": None, "cellSize": (cx, cy),
-                        "extent": grid.bounds, "nativeExtent": grid.bounds, "width": grid.width,
-                        "height": grid.height, "spatialReference": grid.crs_wkt, "format": "GTiff"}, conf.inherit)
-        info = prf.raster_info(*raster_info)
-        out_dtype = np.dtype(PIXEL_TYPES[info["pixelType"]])
-        out_bands = int(info["bandCount"])
-        nodata = _nodata_for(out_dtype, info.get("noData"))
-        counted = out_bands == 1 and out_dtype.kind in "iu"
-        task = FunctionPixelTask(run.reader(), conf.input_mask, out_bands, out_dtype.name, nodata,
-                                 info["pixelType"], bool(conf.inherit & INHERIT_NODATA), tuple(grid.geotransform),
-                                 grid.crs_wkt, counted)
-        in_bytes = np.dtype(task.reader.dtype).itemsize * source.band_count
-        jobs = run.jobs(in_bytes + out_bands * out_dtype.itemsize + 1.0)
-        progress.info(run.describe(jobs) + f", {out_bands} band(s) of '{info['pixelType']}' out"
-                      + (f", batch_size {conf.batch_size} (the function batches itself)" if conf.batch_size else ""))
-        model = FunctionModel(prf)
-        with bounded_gdal_cache():
-            sink = FunctionPixelSink(BlockWriter(output, grid, out_bands, out_dtype.name, nodata))
-            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device, raster_info)
+        out = run.output_info()
+        classes = list(md.classes) or classes_from_rat(out.info.get("rasterAttributeTable"))
+        return write_outputs(lambda tmp, _probabilities: _write(run, out, md, tmp, progress, scheduler, retries,
+                                                                 device, started),
+                             output, None, replace(md, classes=classes), run.source.grid, progress)
     finally:
-        source.close()
-    counts = sink.counts
-    classes = list(md.classes) or classes_from_rat(info.get("rasterAttributeTable"))
-    values = sorted(counts)
-    if counted:
-        style_class_raster(output, classes, values)
-    seconds = time.perf_counter() - started
-    total = run.chips.count
-    progress.info(f"Done: {total} blocks in {seconds:.1f} s ({model.model_seconds:.1f} s in the function)")
-    return CustomRunResult(output=output, tiles=total, tile_size=(conf.tx, conf.ty), padding=conf.padding,
-                           seconds=seconds, function_seconds=model.model_seconds, output_values=values,
-                           nodata=None if math.isnan(nodata) else nodata, pixel_counts=counts, sha256=prf.sha256,
-                           blocks=len(jobs), edge_fill=run.edge_fill)
+        run.source.close()
+
+
+def _write(run: FunctionRun, out: FunctionOutput, md: ModelDefinition, output: str, progress: Progress,
+           scheduler: str, retries: int, device: Any, started: float) -> PixelRunResult:
+    source, conf, grid = run.source, run.conf, run.source.grid
+    task = FunctionPixelTask(run.reader(), conf.input_mask, out.bands, out.dtype.name, out.nodata,
+                             out.info["pixelType"], bool(conf.inherit & INHERIT_NODATA), tuple(grid.geotransform),
+                             grid.crs_wkt, out.counted)
+    in_bytes = np.dtype(task.reader.dtype).itemsize * source.band_count
+    jobs = run.jobs(in_bytes + out.bands * out.dtype.itemsize + 1.0)
+    progress.info(run.describe(jobs) + f", {out.bands} band(s) of '{out.info['pixelType']}' out"
+                  + (f", batch_size {conf.batch_size} (the function batches itself)" if conf.batch_size else ""))
+    model = FunctionModel(run.prf)
+    with bounded_gdal_cache():
+        sink = PixelSink(BlockWriter(output, grid, out.bands, out.dtype.name, out.nodata), None)
+        stats = run_jobs(task, model, jobs, sink, progress, scheduler, retries,
+                         lambda: function_model_ref(run.prf, md, run.arguments, device, progress, scheduler,
+                                                    out.raster_info))
+    return PixelRunResult(
+        output=output, probabilities=None, tiles=run.chips.count, batch_size=int(conf.batch_size or 1),
+        tile_size=(conf.tx, conf.ty), padding=conf.padding, device=f"the model's Python function '{run.prf.shown}'",
+        seconds=time.perf_counter() - started, model_seconds=model.model_seconds + stats.model_seconds,
+        pixels=grid.width * grid.height, output_values=sorted(sink.counts),
+        nodata=None if math.isnan(out.nodata) or not out.counted else out.nodata, pixel_counts=sink.counts,
+        blocks=len(jobs), edge_fill=run.edge_fill, workers=stats.workers)
 
 
 class _Bands:
@@ -522,16 +404,16 @@ def raster_bands(raster: str, md: ModelDefinition, prf: PythonRasterFunction,
 
 def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None,
                            grid: Any, device: Any, progress: Progress, allowed: bool, scheduler: str = "",
-                           retries: int = 2) -> CustomRunResult:
+                           retries: int = 2) -> PixelRunResult:
     """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``)."""
     prf = PythonRasterFunction(md, allowed, device, progress)
-    return run_custom_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress, scheduler,
-                             retries, device)
+    return run_function_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress, scheduler,
+                               retries, device)
 
 
 def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
                          output: str, arguments: str | dict | None, device: Any, progress: Progress,
-                         allowed: bool, scheduler: str = "", retries: int = 2) -> CustomRunResult:
+                         allowed: bool, scheduler: str = "", retries: int = 2) -> PixelRunResult:
     """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands.
 
     ``stack(sources, picks)`` reads the dates as one stack of bands (the tool's own StackedSource).
@@ -547,4 +429,4 @@ def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[in
                                       f"(extractBands {picks}) but they have {total} bands together")
         return _Bands(stack(sources, picks), picks, [])
 
-    return run_custom_raster(open_source, md, prf, arguments, output, progress, scheduler, retries, device)
+    return run_function_raster(open_source, md, prf, arguments, output, progress, scheduler, retries, device)

@@ -434,8 +434,8 @@ def test_function_error_on_a_worker_names_its_line_and_leaves_no_output(tmp_path
 def test_worker_runs_the_function_only_when_allowed_and_unchanged(tmp_path):
     """What a worker checks before it loads the shipped file: the run's permission, then its SHA-256."""
     from dltools.core.model.function_source import sha256_of
+    from dltools.core.prf.function_model import FunctionOpener
     from dltools.core.prf.host import CustomCodeRefusedError, PythonRasterFunction
-    from dltools.core.prf.raster_blocks import FunctionOpener
 
     marker = tmp_path / "ran.txt"
     (tmp_path / "model").mkdir()
@@ -511,3 +511,4 @@ def test_cancel_leaves_no_output(tmp_path):
                         allow_custom_code=True)
     assert out.read_bytes() == b"before"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "model", "out.tif"]
+

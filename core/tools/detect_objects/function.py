@@ -10,7 +10,10 @@ attributes ``Class`` (the class name; ``Classname``/``Label`` also read, or ``Cl
 ``Confidence`` (0-100; a value of at most 1 is taken as 0-1 and scaled).  The tool maps the rings to map
 coordinates, names the classes from the model definition, and applies Non Maximum Suppression when asked.
 ``getGeometryType()`` must say polygons (4), as every Esri detector does; the fields ``getFields()`` declares
-besides Class and Confidence are added to the output, filled from each feature's attributes.
+besides Class and Confidence are added to the output, filled from each feature's attributes.  Classes and
+confidences are read as Classify Objects reads them (:mod:`core.prf.features`); the function runs on the block
+engine as any detector, in-process or on Dask (:func:`core.engine.cluster.run_jobs`), and ``run_nms`` is the
+same step as for a model file (:func:`core.detection.nms.suppress_for_tool`).
 """
 
 from __future__ import annotations
@@ -23,17 +26,16 @@ from typing import Any
 import numpy as np
 from osgeo import ogr
 
-from ...detection.nms import nms_polygons
+from ...detection.nms import suppress_for_tool
 from ...engine.blocks import BlockJob
+from ...engine.cluster import run_jobs
 from ...model.definition import ClassInfo, ModelDefinition
+from ...prf.features import feature_attributes, feature_class, feature_confidence, given_name
+from ...prf.function_model import FunctionModel, function_model_ref
 from ...prf.host import CustomFunctionError, PythonRasterFunction
-from ...prf.raster_blocks import FunctionBlockTask, FunctionModel, FunctionRun, raster_bands, run_function_blocks
+from ...prf.raster_blocks import FunctionBlockTask, FunctionRun, raster_bands
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import bounded_gdal_cache
-
-_NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class")
-_VALUE_KEYS = ("Classvalue", "ClassValue", "Value")
-
 
 #: Esri field types -> the kinds the tool writes; the fields it writes itself are not repeated.
 _FIELD_KINDS = {"esrifieldtypestring": "string", "esrifieldtypedouble": "double", "esrifieldtypesingle": "double",
@@ -63,21 +65,13 @@ def _typed(value: Any, kind: str) -> Any:
 
 
 def _class_of(attrs: dict[str, Any], md: ModelDefinition, prf: PythonRasterFunction) -> ClassInfo:
-    by_name = {c.name.lower(): c for c in md.classes}
-    by_value = {c.value: c for c in md.classes}
-    for key in _NAME_KEYS:
-        if attrs.get(key) not in (None, "") and str(attrs[key]).lower() in by_name:
-            return by_name[str(attrs[key]).lower()]
-    for key in _VALUE_KEYS + _NAME_KEYS:
-        try:
-            value = int(attrs[key])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if value in by_value:
-            return by_value[value]
-    for key in _NAME_KEYS:
-        if attrs.get(key) not in (None, ""):
-            return ClassInfo(0, str(attrs[key]))  # a class the definition does not list: kept by name
+    """The definition's class the feature names; a class it does not list is kept by name (value 0)."""
+    info = feature_class(attrs, list(md.classes))
+    if info is not None:
+        return info
+    name = given_name(attrs)
+    if name is not None:
+        return ClassInfo(0, name)
     raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without a class on {prf.where}: "
                               f"set attributes 'Class' (the name) or 'Classvalue'")
 
@@ -128,7 +122,7 @@ class FunctionDetectionTask(FunctionBlockTask):
             featureset = model.call(prf.vectorize, self.pixel_blocks(chip, valid))
             found = []
             for feature in featureset.get("features", []):
-                attrs = feature.get("attributes", {}) if isinstance(feature, dict) else {}
+                attrs = feature_attributes(feature)
                 rings = (feature.get("geometry") or {}).get("rings") if isinstance(feature, dict) else None
                 if not rings:
                     raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned a feature without "
@@ -137,16 +131,15 @@ class FunctionDetectionTask(FunctionBlockTask):
                 for ring in rings:
                     poly.AddGeometry(_ring(ring, x0, y0, gt, prf))
                 try:
-                    score = float(attrs.get("Confidence", attrs.get("Score", 100.0)))
-                except (TypeError, ValueError):
-                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned Confidence "
-                                              f"{attrs.get('Confidence')!r} on {prf.where}") from None
+                    score = feature_confidence(attrs)
+                except ValueError as exc:
+                    raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned {exc} on {prf.where}") from None
                 info = _class_of(attrs, md, prf)
                 pts = np.asarray(rings[0], dtype=np.float64)
                 cx, cy = (pts[:, 0].min() + pts[:, 0].max()) / 2, (pts[:, 1].min() + pts[:, 1].max()) / 2
                 if self._foreign(r, c, x0 + cx, y0 + cy):
                     continue
-                found.append((bytes(poly.ExportToIsoWkb()), info, score * 100.0 if score <= 1.0 else score,
+                found.append((bytes(poly.ExportToIsoWkb()), info, score,
                               tuple(_typed(attrs.get(name), kind) for name, kind in self.extra_fields)))
             results.append(found)
         return results
@@ -172,7 +165,7 @@ class _Objects:
         self.objects.extend(result)
 
     def close(self) -> None:
-        pass
+        """Nothing to flush: the objects go to the tool's merge."""
 
     def abort(self) -> None:
         self.objects = []
@@ -210,7 +203,8 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
         progress.info(run.describe(jobs))
         with bounded_gdal_cache():
-            run_function_blocks(task, model, jobs, sink, progress, run, md, scheduler, retries, device)
+            run_jobs(task, model, jobs, sink, progress, scheduler, retries,
+                     lambda: function_model_ref(prf, md, run.arguments, device, progress, scheduler))
     finally:
         run.source.close()
     found = sink.objects
@@ -221,11 +215,8 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                          f"{', '.join(unlisted)}")
     keep = np.ones(len(found), bool)
     if run_nms and found:
-        geoms = [ogr.CreateGeometryFromWkb(w) for w, _, _, _ in found]
-        keep = nms_polygons(geoms, np.array([s for _, _, s, _ in found]) / 100.0, [k.name for _, k, _, _ in found],
-                            max_overlap_ratio)
-        progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
-                      "objects removed")
+        keep = suppress_for_tool([w for w, _, _, _ in found], np.array([s for _, _, s, _ in found]) / 100.0,
+                                 [k.name for _, k, _, _ in found], max_overlap_ratio, progress)
     objects = [(w, k.name, int(k.value), round(s, 4), e) for (w, k, s, e), ok in zip(found, keep.tolist()) if ok]
     progress.set_progress(100.0)
     return objects, dict(
@@ -233,4 +224,5 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
         layout="the model's Python function", tiles=run.chips.count, batch_size=int(conf.batch_size or 1),
         tile_size=(conf.tx, conf.ty), padding=conf.padding, device=f"'{prf.shown}'", before_merge=len(found),
         after_merge=len(found), seconds=time.perf_counter() - started, model_seconds=model.model_seconds,
-        merge_seconds=0.0, per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields)
+        merge_seconds=0.0, per_class=dict(Counter(o[1] for o in objects)), extra_fields=extra_fields,
+        blocks=len(jobs))

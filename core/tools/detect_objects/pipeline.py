@@ -42,7 +42,7 @@ from ...detection.geometry import (
     mask_geometry,
     ring_geometry,
 )
-from ...detection.nms import box_iou_pairs, nms_boxes, nms_polygons, seam_merge
+from ...detection.nms import box_iou_pairs, nms_boxes, seam_merge, suppress_for_tool
 from ...engine import augment
 from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ...engine.normalize import build_normaliser, resolve_bands
@@ -310,7 +310,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     ``scheduler``: empty = in-process threads; ``local``, ``local:N`` or ``tcp://host:port`` = the same block
     jobs on a Dask cluster (:mod:`core.engine.cluster`), each failed block retried ``retries`` times.
     A model run by its own Python function (``md.custom_function``) runs only with ``allow_custom_code``
-    (on a cluster too: its file is shipped and checked by SHA-256, :func:`.custom_raster.run_function_blocks`).
+    (on a cluster too: its file is shipped and checked by SHA-256, :func:`core.prf.function_model.function_model_ref`).
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
@@ -481,11 +481,8 @@ def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, ru
         wkbs = box_polygons_wkb(gt, united)
     keep = np.ones(len(wkbs), bool)
     if run_nms and wkbs:
-        names = [table.info(int(c)).name for c in group_classes]
-        geoms = [ogr.CreateGeometryFromWkb(w) for w in wkbs]
-        keep = nms_polygons(geoms, group_scores, names, max_overlap_ratio)
-        progress.info(f"Non maximum suppression (max overlap ratio {max_overlap_ratio:g}): {int((~keep).sum())} "
-                      "objects removed")
+        keep = suppress_for_tool(wkbs, group_scores, [table.info(int(c)).name for c in group_classes],
+                                 max_overlap_ratio, progress)
     infos = {int(c): table.info(int(c)) for c in np.unique(group_classes)}
     confidence = np.round(group_scores * 100.0, 4)
     objects = [DetectedObject(w, infos[c].name, int(infos[c].value), conf)
