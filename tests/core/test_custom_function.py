@@ -512,3 +512,20 @@ def test_cancel_leaves_no_output(tmp_path):
     assert out.read_bytes() == b"before"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif", "model", "out.tif"]
 
+
+def test_two_class_function_label_and_confidence_are_written_as_returned(tmp_path):
+    """A 2-class function answering "dark, Confidence 40" is written as dark at 40: the function's own label and
+    confidence, never turned into a probability row whose argmax is the other class (it was "bright" at 60)."""
+    from dltools.core.tools.classify_objects.function import open_object_classifier
+
+    arr = np.zeros((1, 60, 60), np.uint8)
+    arr[0, :, 30:] = 200
+    raster = write_raster(tmp_path / "img.tif", arr, origin=(0.0, 60.0))
+    source = prf.OBJECT_CLASSIFIER.replace('"Confidence": 75.0 if label == "bright" else 60.0',
+                                           '"Confidence": 90.0 if label == "bright" else 40.0')
+    assert source != prf.OBJECT_CLASSIFIER
+    emd = prf.write_function(tmp_path / "model", "Brightness", source, model_type="ObjectClassification", tile=8,
+                             classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 255))))
+    clf = open_object_classifier(load_model_definition(str(emd)), "", allow_custom_code=True)
+    results = list(clf.classify(str(raster), [(0, _square(2.0, 50.0, 8.0)), (1, _square(40.0, 50.0, 8.0))], 2))
+    assert [(r.label, r.class_value, r.confidence) for r in results] == [("dark", 1, 40.0), ("bright", 2, 90.0)]

@@ -124,7 +124,7 @@ def test_algorithm_metadata(qgis_app):
     assert alg is not None and alg.displayName() == "Classify Objects Using Deep Learning"
     names = [p.name() for p in alg.parameterDefinitions()]
     assert names == ["INPUT", "FEATURES", "MODEL", "ARGUMENTS", "CLASS_LABEL_FIELD", "PROCESSING_MODE", "IMAGE_FOLDER",
-                     "DEVICE", "GPU_ID", "ALLOW_CUSTOM_CODE", "OUTPUT"]
+                     "DEVICE", "GPU_ID", "SCHEDULER", "RETRIES", "ALLOW_CUSTOM_CODE", "OUTPUT"]
     assert alg.parameterDefinition("CLASS_LABEL_FIELD").defaultValue() == "ClassLabel"
     assert "CropSizeFixed 1" in alg.shortHelpString() and "suffix _1" in alg.shortHelpString()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
+from qgis.core import NULL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qgis_process_util  # noqa: E402
@@ -208,6 +209,67 @@ def test_qgis_process_with_a_scheduler(qgis_app, cluster, data, tmp_path):
         tmp_path)
     assert np.array_equal(read_raster(got), read_raster(ref))
     assert any("blocks ran on 2 workers" in line for line in answer["log"]["info"])
+
+
+def _object_inputs(folder: Path) -> tuple[Path, Path, Path, Path]:
+    """A co_models grid raster (band 1 = column + 1), 13 point features (one outside the raster), the mean model
+    (label: the doubled mean of band 1 in a 7 x 7 chip) and a model's own function labelling chips bright/dark."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_objects"))
+    import prf_functions
+    from co_models import grid_raster, mean_emd, mean_model_files, wkt_point
+    from osgeo import ogr, osr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raster = grid_raster(folder / "grid.tif")
+    mean_model_files(folder, 7)
+    emd = mean_emd(folder, band=0, tile=7)
+    source = prf_functions.OBJECT_CLASSIFIER.replace("mean > 100", "mean > 30")
+    function = prf_functions.write_function(folder / "function", "Brightness", source,
+                                            model_type="ObjectClassification", tile=7,
+                                            classes=((1, "dark", (0, 0, 0)), (2, "bright", (255, 255, 255))))
+    layer = folder / "points.gpkg"
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(layer))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    lyr = ds.CreateLayer("points", srs, ogr.wkbPoint)
+    for c in [3.5 + 4.7 * i for i in range(12)] + [200.0]:
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetGeometry(ogr.CreateGeometryFromWkt(wkt_point(c, 20.5)))
+        lyr.CreateFeature(f)
+    ds = None
+    return raster, layer, emd, function
+
+
+def test_classify_objects_on_the_cluster_equals_in_process(qgis_context, cluster, tmp_path):
+    """Classify Objects runs on the block engine: its jobs (batch_size objects each) on the cluster give the same
+    labels, values and confidences as in-process, for a model file and for a model's own Python function."""
+    import processing
+    from qgis.core import QgsVectorLayer
+    from recording_feedback import RecordingFeedback
+
+    raster, layer, emd, function = _object_inputs(tmp_path / "inputs")
+    for model, allow in ((emd, False), (function, True)):
+        rows, logs = {}, {}
+        for name, scheduler in (("here", ""), ("dask", cluster["address"])):
+            out = tmp_path / f"{model.stem}_{name}.gpkg"
+            feedback = RecordingFeedback()
+            processing.run("dltools:classifyobjects", {
+                "INPUT": str(raster), "FEATURES": str(layer), "MODEL": str(model), "ARGUMENTS": "batch_size 4",
+                "SCHEDULER": scheduler, "RETRIES": 0, "ALLOW_CUSTOM_CODE": allow, "OUTPUT": str(out)},
+                context=qgis_context, feedback=feedback)
+            rows[name] = [(f["ClassLabel"], f["ClassValue"], f["Confidence"])
+                          for f in QgsVectorLayer(str(out), "out", "ogr").getFeatures()]
+            logs[name] = "\n".join(feedback.infos)
+        assert rows["here"] == rows["dask"] and len(rows["here"]) == 13
+        assert "blocks ran on 2 workers" in logs["dask"] and "no block was retried" in logs["dask"]
+        labelled = [r for r in rows["here"] if r[0] not in (None, NULL)]
+        assert len(labelled) == 12
+        if allow:
+            # mean of band 1 (column + 1) over the 7 x 7 chip around column c: c + 1 (rounded to the pixel)
+            assert [r[0] for r in labelled] == ["dark"] * 6 + ["bright"] * 6
+            assert "Running the model's own Python code on the Dask workers" in logs["dask"]
+        else:
+            assert [r[0] for r in labelled] == [f"m{int(3.5 + 4.7 * i) + 1:g}" for i in range(12)]
 
 
 # ------------------------------------------------------------------------------------------ faults

@@ -23,7 +23,9 @@ from osgeo import ogr, osr
 from ...errors import CancelledError, InputDataError
 from ...progress import Progress, SubProgress
 from ...raster.gdal_io import same_crs
-from .classifier import ImageInfo, ObjectClassifier, ObjectResult, image_info
+from .chip_task import ObjectResult
+from .classifier import ObjectClassifier
+from .images import ImageInfo, image_info
 
 ogr.UseExceptions()
 
@@ -211,7 +213,7 @@ class FeaturesOnRaster:
             wkt = image_info(raster).crs_wkt
             raster_crs = (wkt, crs_label(wkt) if wkt else "")
         self.geometries = ChipGeometries(features, raster_crs[0], raster_crs[1], os.path.basename(raster), progress)
-        self.fields = new_fields(features.field_names, label_field, classifier.decoder.multilabel, False, progress)
+        self.fields = new_fields(features.field_names, label_field, classifier.multilabel, False, progress)
 
     def rows(self) -> Iterator[ObjectRow]:
         pending: dict[Any, Any] = {}
@@ -246,7 +248,7 @@ class FeaturesPerItem:
         if features.count() == 0:
             raise _no_features(features)
         self.input_names = per_item_input_names(features.field_names, progress)
-        self.fields = new_fields(self.input_names, label_field, classifier.decoder.multilabel, True, progress)
+        self.fields = new_fields(self.input_names, label_field, classifier.multilabel, True, progress)
 
     def rows(self) -> Iterator[ObjectRow]:
         matched: set[Any] = set()
@@ -315,7 +317,7 @@ class ImagesAsObjects:
         self.crs_wkt = (layer_crs_wkt or "") if self.crs_from_layer else (georef[0].crs_wkt if georef else "")
         if not georef:
             progress.info("The images are not georeferenced: the output is a table of image paths and labels")
-        self.fields = new_fields([], label_field, classifier.decoder.multilabel, True, progress)
+        self.fields = new_fields([], label_field, classifier.multilabel, True, progress)
 
     def _extent(self, info: ImageInfo) -> bytes | None:
         if not (self.has_geometry and info.georeferenced and not info.error):
