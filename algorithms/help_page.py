@@ -130,8 +130,46 @@ img {{ max-width: 100%; border: 1px solid #ccc; }}
 """
 
 
+#: Relative links of a page: ``docs/x.md`` from the README, ``x.md`` or ``../README.md`` from a docs page.
+_HREF = re.compile(r'href="(?!https?:|mailto:|#)([^"#]+)(#[^"]*)?"')
+
+
+def _page_name(source: Path, root: Path) -> str:
+    """The HTML file a Markdown source becomes in the help folder: the README is index.html, docs/x.md is x.html."""
+    return "index.html" if source == root / "README.md" else source.stem + ".html"
+
+
+def help_pages(readme: Path, image_base: str | None = "") -> dict[str, str]:
+    """The README and every Markdown page it links to (and those link to), as {file name: HTML} for one folder.
+
+    Links between the pages point at their HTML files, so the Help page never links to a ``.md`` file that is not
+    where the page is (the plugin zip has no docs/ folder); a link to anything else relative (a source file, a
+    missing page) is an error here, at packaging time, not a dead link for the user.
+    """
+    root = readme.parent.resolve()
+    pages: dict[str, str] = {}
+    todo = [root / "README.md"]
+    while todo:
+        source = todo.pop(0)
+        name = _page_name(source, root)
+        if name in pages:
+            continue
+        html_text = markdown_to_html(source.read_text(encoding="utf-8"), image_base=image_base)
+
+        def relink(m: re.Match, source: Path = source) -> str:
+            target = (source.parent / m.group(1)).resolve()
+            if target.suffix != ".md" or not target.is_file() or not target.is_relative_to(root):
+                raise ValueError(f"{source.relative_to(root)} links to '{m.group(1)}', which the help cannot ship: "
+                                 "link to a Markdown page of this repository or to a web address")
+            todo.append(target)
+            return f'href="{_page_name(target, root)}{m.group(2) or ""}"'
+
+        pages[name] = _HREF.sub(relink, html_text)
+    return pages
+
+
 def render_help(target: Path, readme: Path | None = None) -> Path:
-    """Write the help page for ``readme`` (the plugin's README.md) to ``target``.
+    """Write the help page for ``readme`` (the plugin's README.md) to ``target``, and the pages it links to beside it.
 
     Images (``docs/...``) are linked relative to the page when it sits inside the plugin folder
     (the packaged page), else by absolute file URL (the cached page).
@@ -139,11 +177,12 @@ def render_help(target: Path, readme: Path | None = None) -> Path:
     readme = readme or PLUGIN_DIR / "README.md"
     root, folder = readme.parent.resolve(), target.parent.resolve()
     base = (os.path.relpath(root, folder) + "/") if folder.is_relative_to(root) else root.as_uri() + "/"
-    page = markdown_to_html(readme.read_text(encoding="utf-8"), image_base=base)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    for name, page in help_pages(readme, image_base=base).items():
+        path = target if name == "index.html" else target.with_name(name)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, path)
     return target
 
 

@@ -98,14 +98,18 @@ def select_files() -> list[str]:
     return sorted(set(names))
 
 
-def help_page_html() -> str:
-    """The README as the local help page (docs/ screenshots are not shipped: their alt text stays)."""
+def help_pages_html() -> dict[str, str]:
+    """The README as the local help page, with the docs pages it links to rendered beside it (docs/ screenshots
+    are not shipped: their alt text stays)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("dltools_help_page", ROOT / "algorithms" / "help_page.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.markdown_to_html((ROOT / "README.md").read_text(encoding="utf-8"), image_base=None)
+    try:
+        return module.help_pages(ROOT / "README.md", image_base=None)
+    except ValueError as exc:
+        raise PackageError(f"the help page has a link it cannot ship: {exc}") from exc
 
 
 def build(output: Path) -> Path:
@@ -125,11 +129,12 @@ def build(output: Path) -> Path:
             info.external_attr = 0o100644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, (ROOT / name).read_bytes())
-        # the tools' Help button opens this page (algorithms/help_page.py renders the README)
-        info = zipfile.ZipInfo(f"{PLUGIN}/resources/help/index.html", date_time=FIXED_TIME)
-        info.external_attr = 0o100644 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, help_page_html().encode("utf-8"))
+        # the tools' Help button opens index.html (algorithms/help_page.py renders the README and its docs pages)
+        for page, text in sorted(help_pages_html().items()):
+            info = zipfile.ZipInfo(f"{PLUGIN}/resources/help/{page}", date_time=FIXED_TIME)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, text.encode("utf-8"))
     size = tmp.stat().st_size
     if size > REPOSITORY_LIMIT:
         tmp.unlink()

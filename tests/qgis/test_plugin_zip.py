@@ -159,7 +159,9 @@ def test_the_zip_holds_the_plugin_and_nothing_else(built):
     expected |= {f"{PLUGIN}/{n}" for n in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", "README.md",
                                             "requirements.txt")}
     expected |= {f"{PLUGIN}/{p.relative_to(ROOT)}" for p in (ROOT / "i18n").glob("*.qm")}
-    expected.add(f"{PLUGIN}/resources/help/index.html")  # the Help button's page, rendered from the README
+    # the Help button's page, rendered from the README, and the docs pages it links to
+    expected |= {f"{PLUGIN}/resources/help/{page}" for page in ("index.html", "classify_objects.html",
+                                                                 "architecture.html")}
     assert set(names) == expected
     page = zf.read(f"{PLUGIN}/resources/help/index.html").decode("utf-8")
     assert 'id="classify-pixels-using-deep-learning"' in page and "<img" not in page
@@ -168,6 +170,39 @@ def test_the_zip_holds_the_plugin_and_nothing_else(built):
     assert zf.read(f"{PLUGIN}/metadata.txt") == (ROOT / "metadata.txt").read_bytes()
     # QGIS's "Install from ZIP" names the plugin after the folder of the first metadata.txt, sorted
     assert sorted(n for n in names if n.endswith("metadata.txt"))[0] == f"{PLUGIN}/metadata.txt"
+
+
+def test_every_link_of_the_packaged_help_leads_somewhere(built):
+    """Each page of the zip's help: a relative link names a page that is in the zip, at an anchor that page has;
+    an in-page anchor exists; nothing links to a Markdown file (the zip has no docs/ folder)."""
+    path, _ = built
+    zf = zipfile.ZipFile(path)
+    folder = f"{PLUGIN}/resources/help/"
+    pages = {n[len(folder):]: zf.read(n).decode("utf-8") for n in zf.namelist() if n.startswith(folder)}
+    ids = {name: set(re.findall(r'id="([^"]+)"', text)) for name, text in pages.items()}
+    checked = 0
+    for name, text in pages.items():
+        for href in re.findall(r'href="([^"]*)"', text):
+            if href.startswith(("http://", "https://")):
+                assert urlparse(href).netloc, (name, href)
+                continue
+            target, _, anchor = href.partition("#")
+            target = target or name
+            assert target in pages, f"{name} links to {href!r}, which is not in the zip's help"
+            assert not anchor or anchor in ids[target], f"{name} links to {href!r}: {target} has no such anchor"
+            checked += 1
+    assert checked > 20 and 'href="classify_objects.html"' in pages["index.html"]
+    assert 'href="index.html#devices-and-threads"' in pages["classify_objects.html"]
+
+
+def test_the_help_refuses_a_link_it_cannot_ship(tmp_path):
+    """A relative link to something that is not a Markdown page of the repository stops packaging, naming it."""
+    spec = importlib.util.spec_from_file_location("dltools_help_page", ROOT / "algorithms" / "help_page.py")
+    help_page = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(help_page)
+    (tmp_path / "README.md").write_text("# Tool\n\nSee [the code](core/x.py).\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="README.md links to 'core/x.py'"):
+        help_page.help_pages(tmp_path / "README.md")
 
 
 def test_the_same_files_give_the_same_zip(built):
