@@ -58,3 +58,18 @@ def test_tool_and_parameters_have_help(algorithms, name):
     for param in alg.parameterDefinitions():
         assert param.help().strip(), f"{name}: parameter {param.name()} has no help text"
         assert param.name() == param.name().upper(), f"{name}: parameter id {param.name()} is not UPPER_CASE"
+
+
+def test_the_manuals_gui_lines_name_what_the_toolbox_shows(algorithms):
+    """Each "**GUI:** Processing Toolbox › …" line of the README and docs/ names the provider and then a tool's
+    display name: the tools sit directly under "Deep Learning Tools" (no "Deep learning" group any more)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    names = {alg.displayName() for alg in algorithms.values()}
+    seen = 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for path in re.findall(r"\*\*GUI:\*\* Processing Toolbox › ([^\n]*?)\*([^*]+)\*", doc.read_text("utf-8")):
+            assert path == ("Deep Learning Tools › ", path[1]) and path[1] in names, (doc.name, path)
+            seen += 1
+    assert seen >= 4
