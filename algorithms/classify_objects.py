@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from qgis.core import (
@@ -35,7 +36,13 @@ from ..core.tools.classify_objects.pipeline import (
 from .base import DLToolsAlgorithm
 from .class_style import style_classified_objects
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
-from .outputs import AtomicSink, output_destination, refuse_same_files
+from .outputs import (
+    AtomicSink,
+    name_result_layer,
+    output_destination,
+    refuse_reserved_field,
+    refuse_same_files,
+)
 from .running import FeedbackProgress, engine_results, run_engine
 
 ARGUMENTS_HELP = (
@@ -127,12 +134,25 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
         self._classes: list = []
         result = self._classify(parameters, context, feedback)
+        name_result_layer(self, context, self.OUTPUT, result[self.OUTPUT], self._input_name(parameters, context),
+                          "classified objects")
         style_classified_objects(result[self.OUTPUT], self._classes, context)  # categorized by class, + .qml
         return result
+
+    def _input_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
+        """What the result is named after: the features, else the raster, else the image folder."""
+        if parameters.get(self.FEATURES) not in (None, ""):
+            layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)
+            return layer.name() if layer is not None else ""
+        if parameters.get(self.INPUT):
+            layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+            return layer.name() if layer is not None else ""
+        return os.path.basename(os.path.normpath(self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or ""))
 
     def _classify(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: ANN001
         progress = FeedbackProgress(feedback)
         label_field = run_engine(check_label_field, self.parameterAsString(parameters, self.CLASS_LABEL_FIELD, context))
+        refuse_reserved_field(self.CLASS_LABEL_FIELD, label_field)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
         folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
         if layer is not None and folder:

@@ -20,7 +20,7 @@ from ..core.safe_output import OutputSet, item_outputs
 from ..core.tools.classify_pixels.pipeline import classify_pixels
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
-from .outputs import refuse_same_files
+from .outputs import name_result_layer, refuse_same_files
 from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -129,4 +129,6 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        **cluster)
 
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
+        name_result_layer(self, context, self.OUTPUT, output, layer.name(), "classified pixels")
+        name_result_layer(self, context, self.OUTPUT_PROBABILITIES, probs, layer.name(), "class probabilities")
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs, self.OUTPUT_FOLDER: folder}

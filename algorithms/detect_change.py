@@ -15,7 +15,7 @@ from qgis.core import (
 from ..core.tools.detect_change.pipeline import detect_change
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
-from .outputs import refuse_same_files
+from .outputs import name_result_layer, refuse_same_files
 from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -78,4 +78,5 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                    self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
                    **self.cluster_options(parameters, context))
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
+        name_result_layer(self, context, self.OUTPUT, output, f"{from_layer.name()} → {to_layer.name()}", "change")
         return {self.OUTPUT: output}

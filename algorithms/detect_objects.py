@@ -30,7 +30,7 @@ from ..core.raster.styling import categorized_qml
 from ..core.tools.detect_objects.pipeline import detect_objects
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor
-from .outputs import AtomicSink
+from .outputs import AtomicSink, name_result_layer, refuse_reserved_field
 from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -110,6 +110,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
         conf_field = self.parameterAsString(parameters, self.CONFIDENCE_FIELD, context) or "Confidence"
         class_field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or "Class"
+        refuse_reserved_field(self.CONFIDENCE_FIELD, conf_field)
+        refuse_reserved_field(self.CLASS_FIELD, class_field)
         if len({conf_field.lower(), class_field.lower(), "classvalue"}) < 3:
             raise QgsProcessingException("The confidence and class fields need two different names, neither "
                                          "'ClassValue' (that field holds the class value)")
@@ -132,10 +134,12 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                 fields.append(QgsField(name, kinds[kind]))
         masks = any(r.geometry_type == "MultiPolygon" for r in results)
         crs = layer.crs()
-        qml = categorized_qml(results[0].classes if results else md.classes, class_field)
+        classes = results[0].classes if results else md.classes
         with AtomicSink(self, parameters, self.OUTPUT, context, fields,
                         QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs) as sink:
             self._write_objects(sink, results, fields, crs, masks, context, parameters)
+            sink.close()
+            qml = categorized_qml(classes, sink.written_name(class_field))  # a shapefile's 10-character name
             style = sink.side_path(".qml")  # the style follows the layer: renamed with it on success
             if style is not None:
                 try:
@@ -144,6 +148,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                 except OSError as exc:
                     progress.warning(f"Could not write the style next to the output: {exc}")
         dest = sink.dest
+        name_result_layer(self, context, self.OUTPUT, dest, layer.name(), "detected objects")
         if context.willLoadLayerOnCompletion(dest):
             context.layerToLoadOnCompletionDetails(dest).setPostProcessor(StylePostProcessor.create(qml))
         return {self.OUTPUT: dest}

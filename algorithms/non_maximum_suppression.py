@@ -20,7 +20,7 @@ from qgis.core import (
 
 from ..core.detection.nms import nms_polygons
 from .base import DLToolsAlgorithm
-from .outputs import AtomicSink, output_destination, refuse_same_files
+from .outputs import AtomicSink, name_result_layer, output_destination, refuse_same_files
 from .running import run_engine
 
 ogr.UseExceptions()
@@ -136,6 +136,7 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
                 if k and not sink.add(feat, QgsFeatureSink.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))
         dest = sink.dest
+        name_result_layer(self, context, self.OUTPUT, dest, source.sourceName(), "non maximum suppression")
         kept = int(keep.sum())
         feedback.pushInfo(f"{len(features)} features in, {kept} kept, {len(features) - kept} removed "
                           f"(max overlap ratio {ratio:g})")

@@ -84,6 +84,35 @@ def output_destination(alg, parameters: Mapping[str, Any], name: str, context) -
         context.setLayersToLoadOnCompletion(before)
 
 
+def name_result_layer(alg, context, name: str, dest: str | None, inputs: str, what: str) -> None:  # noqa: ANN001
+    """Name the layer that output ``name`` loads as ArcGIS does, from the input and the tool: "squares — detected
+    objects" rather than the output's label ("Detected objects"), in the dialog and wherever Processing loads it.
+
+    Only a name nobody chose is replaced: a Graphical Modeler's output or a script's ``destinationName`` stays,
+    and Processing's "use the file name as layer name" setting still wins when it loads the layer.
+    """
+    if not dest or not inputs or not context.willLoadLayerOnCompletion(dest):
+        return
+    details = context.layerToLoadOnCompletionDetails(dest)
+    definition = alg.parameterDefinition(name)
+    if details.name in ("", definition.description() if definition is not None else ""):
+        details.name = f"{inputs} — {what}"
+
+
+#: Field names a tool's field parameters cannot take: a GeoPackage keeps the feature id in "fid" and the geometry in
+#: "geom", and OGR fails on a second one, after the run, naming a temporary file.
+RESERVED_FIELD_NAMES = ("fid", "geom")
+
+
+def refuse_reserved_field(parameter: str, name: str) -> None:
+    """Refuse a field name an output file cannot hold, before the run, naming the parameter."""
+    if name.strip().lower() in RESERVED_FIELD_NAMES:
+        raise QgsProcessingException(
+            f"{parameter} '{name}': '{name.strip().lower()}' is reserved for the GeoPackage's own "
+            f"{'feature id' if name.strip().lower() == 'fid' else 'geometry'} column; choose another field name "
+            "(nothing was written)")
+
+
 def refuse_same_files(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
     """Refuse an output that is one of the inputs (or another output), naming both parameters."""
     try:
@@ -119,29 +148,54 @@ class AtomicSink:
         path = file_of(target)
         params = self.parameters
         if path:
-            try:
-                tmp = self.outputs.path_for(path)
-            except DLToolsError as exc:
-                raise QgsProcessingException(str(exc)) from exc
-            if target != path and os.path.isfile(path):
-                shutil.copy2(path, tmp)  # a layer added to an existing file: the file's other layers stay
-            new_target = target.replace(path, tmp, 1)
-            options = value.createOptions if isinstance(value, QgsProcessingOutputLayerDefinition) else {}
-            replacement = QgsProcessingOutputLayerDefinition(new_target)
-            replacement.createOptions = options
-            if isinstance(value, QgsProcessingOutputLayerDefinition):  # "Open output file after running" too
-                replacement.destinationName = value.destinationName
-                replacement.destinationProject = value.destinationProject
-            params = dict(self.parameters)
-            params[self.name] = replacement
-            self._target, self._tmp = path, tmp
-        sink, dest = self.alg.parameterAsSink(params, self.name, self.context, self.fields, self.wkb_type, self.crs)
+            params = self._temporary_parameters(value, target, path)
+        try:
+            sink, dest = self.alg.parameterAsSink(params, self.name, self.context, self.fields, self.wkb_type,
+                                                  self.crs)
+        except Exception as exc:  # noqa: BLE001 - QGIS raises its own types; the message is all we keep
+            self.outputs.discard()
+            text = str(exc).replace(self._tmp, self._target) if self._tmp else str(exc)
+            raise QgsProcessingException(f"{self.name}: {text}") from None
         if sink is None:
             self.outputs.discard()
             raise QgsProcessingException(self.alg.invalidSinkError(self.parameters, self.name))
         self.sink, self._tmp_dest = sink, dest
         self.dest = dest.replace(self._tmp, self._target, 1) if self._tmp else dest
+        if self._tmp and file_of(target) == target:
+            self.dest = self._target  # a plain file name comes back as given (its one layer is the output)
         return self
+
+    def _temporary_parameters(self, value: Any, target: str, path: str) -> dict[str, Any]:
+        """The parameters with this output pointed at a temporary file beside ``path``.
+
+        ``ogr:dbname='x.gpkg' table="t" (geom)`` (the dialog's "Save to GeoPackage…") adds a layer to an existing
+        file: the temporary file starts as a copy of it, so its other layers stay, and gets a dot-free name (QGIS
+        finds the driver from everything after the name's first dot). A plain ``x.gpkg`` names its layer after
+        the file, as QGIS's own algorithms do (the hidden temporary name would give it an empty name).
+        """
+        in_file = target != path
+        try:
+            tmp = self.outputs.path_for(path, plain_name=in_file)
+        except DLToolsError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        self._target, self._tmp = path, tmp
+        if in_file and os.path.isfile(path):
+            try:
+                shutil.copy2(path, tmp)
+            except OSError as exc:
+                self.outputs.discard()
+                raise QgsProcessingException(f"{self.name}: cannot copy '{path}' to add a layer to it: {exc}") from exc
+        options = dict(value.createOptions) if isinstance(value, QgsProcessingOutputLayerDefinition) else {}
+        if not in_file and os.path.splitext(path)[1].lower() == ".gpkg":
+            options.setdefault("layerName", os.path.splitext(os.path.basename(path))[0])
+        replacement = QgsProcessingOutputLayerDefinition(target.replace(path, tmp, 1))
+        replacement.createOptions = options
+        if isinstance(value, QgsProcessingOutputLayerDefinition):  # "Open output file after running" too
+            replacement.destinationName = value.destinationName
+            replacement.destinationProject = value.destinationProject
+        params = dict(self.parameters)
+        params[self.name] = replacement
+        return params
 
     def side_path(self, suffix: str) -> str | None:
         """Where a side file (``.qml``) goes so that it follows the output: beside the temporary file, renamed with
@@ -156,6 +210,19 @@ class AtomicSink:
             return True
         self._raise_if_disk_full()
         return False
+
+    def written_name(self, field: str) -> str:
+        """The name ``field`` has in the file as written, once :meth:`close` has flushed it: a shapefile cuts
+        names to 10 characters (``ConfidenceScore`` -> ``Confidence``), so a style must name the field the file
+        has, not the one asked for. Memory and database outputs keep their names."""
+        index = self.fields.lookupField(field)
+        if not self._tmp or index < 0:
+            return field
+        layer = QgsVectorLayer(self._tmp_dest, "written", "ogr")
+        written = [f.name() for f in layer.fields()] if layer.isValid() else []
+        del layer
+        offset = len(written) - self.fields.count()  # a GeoPackage adds its fid column first
+        return written[index + offset] if offset >= 0 and index + offset < len(written) else field
 
     def _raise_if_disk_full(self) -> None:
         """OGR reports a full disk only as a failed write: say what it is when the output's disk has no room left."""

@@ -98,14 +98,21 @@ class OutputSet:
     def __init__(self) -> None:
         self._pending: list[tuple[str, str, str]] = []  # (temporary, target, temporary stem)
 
-    def path_for(self, target: str | os.PathLike[str]) -> str:
-        """A fresh temporary path beside ``target``, registered for commit/discard."""
+    def path_for(self, target: str | os.PathLike[str], plain_name: bool = False) -> str:
+        """A fresh temporary path beside ``target``, registered for commit/discard.
+
+        ``plain_name``: a name with no dot but the extension's (``out_dltools-1a2b3c4d.gpkg``, not hidden), for
+        writers that take everything after the first dot of a file name for its extension (QGIS's
+        ``ogr:dbname='…'`` destinations find no driver for ``.out.dltools-1a2b3c4d.gpkg``).
+        """
         target = os.fspath(target)
         directory = check_output_folder(target)
         if os.path.isdir(target):
             raise OutputError(f"Output '{target}' is a folder; give a file name")
         ext = os.path.splitext(target)[1]
-        tmp_stem = f".{_stem(target)}.dltools-{secrets.token_hex(4)}"
+        token = secrets.token_hex(4)
+        tmp_stem = f"{_stem(target).replace('.', '_')}_dltools-{token}" if plain_name else \
+            f".{_stem(target)}.dltools-{token}"
         tmp = os.path.join(directory, tmp_stem + ext)
         self._pending.append((tmp, target, tmp_stem))
         return tmp

@@ -76,3 +76,22 @@ def test_refuse_overlap_names_both_parameters(tmp_path):
         refuse_overlap({"OUTPUT": f"{tmp_path}/f.gpkg"}, {"FEATURES": f"{tmp_path}/f.gpkg|layername=roofs"})
     refuse_overlap({"OUTPUT": str(tmp_path / "b.tif"), "OUTPUT_PROBABILITIES": None}, {"INPUT": str(src)})
     refuse_overlap({"OUTPUT": "TEMPORARY_OUTPUT"}, {"INPUT": "TEMPORARY_OUTPUT"})
+
+
+def test_a_plain_temporary_name_has_no_dot_but_the_extensions_and_follows_the_same_rules(tmp_path):
+    """For writers that read everything after a name's first dot as its extension (QGIS's ogr:dbname= destinations):
+    the name is visible and dot-free but for the extension, and it is committed or discarded like any other."""
+    target = tmp_path / "my.data.gpkg"
+    with OutputSet() as outs:
+        tmp = outs.path_for(target, plain_name=True)
+        name = os.path.basename(tmp)
+        assert name.startswith("my_data_dltools-") and name.count(".") == 1 and name.endswith(".gpkg")
+        open(tmp, "wb").write(b"new")
+        open(os.path.splitext(tmp)[0] + ".qml", "w").write("style")
+    assert target.read_bytes() == b"new" and (tmp_path / "my.data.qml").read_text() == "style"
+    with pytest.raises(RuntimeError), OutputSet() as outs:
+        tmp = outs.path_for(target, plain_name=True)
+        open(tmp, "wb").write(b"partial")
+        open(tmp + "-journal", "wb").write(b"journal")
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.data.gpkg", "my.data.qml"]

@@ -57,6 +57,7 @@ def test_nms_in_the_dialog(qgis_app, tmp_path, output):
         dest = str(tmp_path / "kept.gpkg") if output == "gpkg" else output
         run = run_like_the_dialog("dltools:nonmaximumsuppression", {"INPUT": layer.id(), "OUTPUT": to_project(dest)})
         assert_clean(run, 2)  # one class: 95 removes 90, 80 overlaps only the removed 90
+        assert run.layers[0].name() == "dets — non maximum suppression"  # named as ArcGIS does: input — tool
     finally:
         QgsProject.instance().removeAllMapLayers()
 
@@ -72,6 +73,7 @@ def test_detect_objects_in_the_dialog_with_a_temporary_output(qgis_app, detector
                                                             "OUTPUT": to_project("TEMPORARY_OUTPUT")})
         assert_clean(run, len(SQUARES))
         assert run.layers[0].renderer().type() == "categorizedSymbol"
+        assert run.layers[0].name() == "squares — detected objects"
     finally:
         QgsProject.instance().removeAllMapLayers()
 
@@ -87,5 +89,34 @@ def test_classify_objects_in_the_dialog_with_a_temporary_output(qgis_app, tmp_pa
             "INPUT": str(grid), "FEATURES": str(src), "MODEL": str(mean_emd(tmp_path, band=0, tile=7)),
             "OUTPUT": to_project("TEMPORARY_OUTPUT")})
         assert_clean(run, 2)
+        assert run.layers[0].name() == "in — classified objects"
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_classify_pixels_in_the_dialog_names_its_layers(qgis_app, tmp_path):
+    import numpy as np
+    from builders import conv_module, export_onnx, write_emd
+    from qgis.core import QgsProject
+
+    image = np.random.default_rng(1).integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    raster = write_raster(tmp_path / "naip_2020.tif", image)
+    export_onnx(conv_module(3, 3, 1, weight=np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1)), tmp_path / "p.onnx", 3,
+                32)
+    emd = write_emd(tmp_path / "p.emd", "p.onnx", tile=32,
+                    classes=[(1, "water", (0, 90, 255)), (2, "field", (240, 200, 0)), (3, "forest", (0, 140, 40))])
+    try:
+        run = run_like_the_dialog("dltools:classifypixels", {
+            "INPUT": str(raster), "MODEL": str(emd), "OUTPUT": to_project("TEMPORARY_OUTPUT"),
+            "OUTPUT_PROBABILITIES": to_project(str(tmp_path / "probs.tif"))})
+        assert run.ok and run.handled and run.unresolved == [], run.errors
+        names = sorted(la.name() for la in run.layers)
+        assert names == ["naip_2020 — class probabilities", "naip_2020 — classified pixels"]
+        # a name somebody chose (a model's output, a script's destinationName) stays
+        named = to_project(str(tmp_path / "mine.tif"))
+        named.destinationName = "my land cover"
+        run = run_like_the_dialog("dltools:classifypixels", {"INPUT": str(raster), "MODEL": str(emd),
+                                                             "OUTPUT": named})
+        assert [la.name() for la in run.layers] == ["my land cover"]
     finally:
         QgsProject.instance().removeAllMapLayers()
