@@ -41,3 +41,7 @@ class OutputError(DLToolsError):
 
 class CancelledError(DLToolsError):
     """The user cancelled the run; partial outputs have been removed."""
+
+
+class InstallError(DLToolsError):
+    """pip could not install, upgrade or remove the plugin's inference libraries; the previous state is kept."""

@@ -195,6 +195,7 @@ def test_core_has_no_import_cycles():
 LAYERS: list[tuple[str, ...]] = [
     ("core.errors",),
     ("core.progress", "core.threads", "core.safe_output"),
+    ("core.installer",),  # the plugin's own libraries: QGIS's interpreter, pip into a private folder, the report
     ("core.backends",),  # runtimes: ONNX Runtime, torch, the arcgis.learn rebuilds; know nothing of definitions
     ("core.model",),  # what a model is: definition types, .emd/.ecd/.dlpk readers, probe, the loader
     ("core.arguments",),  # the run's arguments and the dialog's table rows
