@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, DependencyMissingError
+from ..installer.advice import not_installed
 from .arcgis_learn.families import Family, describe_family, resolve_family
 from .base import Backend, DeviceRequest, TensorInfo
 from .torch_backend import import_torch, select_device
@@ -24,10 +25,8 @@ def import_torchvision():  # noqa: ANN201 - returns the module
     try:
         import torchvision
     except ImportError as exc:
-        raise DependencyMissingError(
-            "torchvision is not installed in QGIS's Python, and models trained with arcgis.learn are rebuilt with it: "
-            "install it with 'python3 -m pip install torchvision' (the version that matches your torch, see the "
-            "README)") from exc
+        raise DependencyMissingError(not_installed(
+            "torchvision", "torch", ", and models trained with arcgis.learn are rebuilt with it")) from exc
     return torchvision
 
 

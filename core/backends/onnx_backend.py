@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, DependencyMissingError
+from ..installer.advice import not_installed
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
 
@@ -22,9 +23,7 @@ def import_onnxruntime():  # noqa: ANN201 - returns the module
     try:
         import onnxruntime
     except ImportError as exc:
-        raise DependencyMissingError(
-            "ONNX Runtime is not installed in QGIS's Python: install it with "
-            "'python3 -m pip install onnxruntime' (or onnxruntime-gpu for NVIDIA GPUs); see the README") from exc
+        raise DependencyMissingError(not_installed("ONNX Runtime", "onnxruntime")) from exc
     return onnxruntime
 
 
@@ -43,7 +42,8 @@ class OnnxBackend(Backend):
         if device.kind == "gpu" and not has_cuda:
             raise BackendError(
                 "A GPU was requested but ONNX Runtime has no CUDA provider here (available: "
-                f"{', '.join(available)}): install onnxruntime-gpu with a matching CUDA, or choose CPU/Auto")
+                f"{', '.join(available)}): install 'ONNX Runtime for NVIDIA GPUs' with Install Inference Libraries "
+                "(dltools:installlibraries) and a matching CUDA, or choose CPU/Auto")
         options = ort.SessionOptions()
         threads = thread_count(device.threads)
         options.intra_op_num_threads = threads

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, DependencyMissingError
+from ..installer.advice import not_installed
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
 from .torch_safety import (
@@ -28,9 +29,7 @@ def import_torch():  # noqa: ANN201 - returns the module
     try:
         import torch
     except ImportError as exc:
-        raise DependencyMissingError(
-            "PyTorch is not installed in QGIS's Python: install it with 'python3 -m pip install torch' "
-            "(see the README), or export the model to ONNX") from exc
+        raise DependencyMissingError(not_installed("PyTorch", "torch") + "; or export the model to ONNX") from exc
     return torch
 
 
@@ -98,8 +97,8 @@ class TorchBackend(Backend):
                 import torchvision  # noqa: F401 - registers torchvision::nms, roi_align for the archive
             except ImportError as exc:
                 raise DependencyMissingError(
-                    f"'{Path(model_file).name}' uses torchvision operators (a torchvision detector): install "
-                    "torchvision matching your torch (python3 -m pip install torchvision)") from exc
+                    f"'{Path(model_file).name}' uses torchvision operators (a torchvision detector), and "
+                    + not_installed("torchvision", "torch")) from exc
         try:
             if exported:
                 with weights_only_loading():

@@ -29,7 +29,6 @@ import logging
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -43,6 +42,8 @@ from typing import Any
 
 from ..backends import DeviceRequest, open_backend
 from ..errors import ArgumentError, CancelledError, DependencyMissingError, DLToolsError
+from ..installer.advice import not_installed
+from ..installer.interpreter import RunningPython, locate_python, own_interpreter
 from ..progress import NullProgress, Progress
 from .blocks import BlockJob, BlockSink, BlockTask, run_block, run_in_process
 
@@ -120,9 +121,8 @@ def import_distributed():
         import distributed
     except ImportError as exc:
         raise DependencyMissingError(
-            "Running on a Dask cluster (SCHEDULER) needs dask and distributed, which are not installed for this "
-            f"Python ({sys.executable}): install them with  python3 -m pip install \"dask[distributed]\"  "
-            "(or leave SCHEDULER empty to run in-process)") from exc
+            "Running on a Dask cluster (SCHEDULER) needs " + not_installed("Dask", "dask")
+            + " (or leave SCHEDULER empty to run in-process)") from exc
     return distributed
 
 
@@ -284,24 +284,19 @@ class _Call:
 
 def _worker_python() -> None:
     """Spawned local workers need a Python interpreter; inside QGIS (and ``qgis_process``) ``sys.executable`` is
-    QGIS itself, so point multiprocessing's spawn context at the interpreter QGIS embeds (same version, same
-    ``sys.path`` through the inherited environment), for the whole session: the nanny respawns workers with it."""
+    QGIS itself, so point multiprocessing's spawn context at the interpreter QGIS embeds (found as the installer
+    finds it: same version, same ``sys.path`` through the spawn preparation), for the whole session: the nanny
+    respawns workers with it."""
     import multiprocessing
 
-    exe = os.path.abspath(sys.executable or "")
-    if os.path.basename(exe).lower().startswith("python") and any(
-            os.path.commonpath([exe, os.path.abspath(p)]) == os.path.abspath(p)
-            for p in (sys.exec_prefix, sys.base_exec_prefix)):
+    running = RunningPython.current()
+    if own_interpreter(running):
         return  # a plain (or virtual-environment) Python: its own interpreter
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [Path(prefix) / folder / name for prefix in (sys.exec_prefix, sys.base_exec_prefix)
-                  for folder in ("bin", "") for name in (version, "python3", "python.exe")]
-    found = next((str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)), None) or \
-        shutil.which(version)
-    if found is None:
-        raise ClusterError(f"SCHEDULER local needs the {version} interpreter that QGIS uses to start worker "
-                           f"processes; it was not found under {sys.exec_prefix}")
-    multiprocessing.get_context("spawn").set_executable(found)
+    try:
+        found = locate_python(running)
+    except DependencyMissingError as exc:
+        raise ClusterError(f"SCHEDULER local needs the Python that QGIS uses to start worker processes. {exc}") from exc
+    multiprocessing.get_context("spawn").set_executable(str(found))
 
 
 def _connect(distributed, address: str, n_local: int | None, progress: Progress):

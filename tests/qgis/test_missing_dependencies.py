@@ -52,6 +52,11 @@ def test_plugin_loads_and_explains_without_inference_libraries(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     tools = int(proc.stdout.split("TOOLS ", 1)[1].split()[0])
     assert tools >= 9  # every tool, Detect Objects and Non Maximum Suppression included
-    assert "ERROR ONNX Runtime is not installed in QGIS's Python" in proc.stdout
-    assert "pip install onnxruntime" in proc.stdout
+    assert "ERROR ONNX Runtime is not installed in QGIS's Python: install it from QGIS with Processing Toolbox › " \
+           "Deep Learning Tools › Install Inference Libraries (dltools:installlibraries, LIBRARY 'ONNX Runtime for the " \
+           "CPU'), then run again; or in a terminal: " in proc.stdout
+    # a command that works as written here: the interpreter that runs (the test's virtual environment: no --user,
+    # which pip refuses there; tests/qgis/test_installer_qgis_process.py checks QGIS's own), QGIS's numpy pinned
+    assert f'"{sys.executable}" -m pip install "numpy==' in proc.stdout
+    assert f'"numpy=={np.__version__}" onnxruntime' in proc.stdout
     assert not (tmp_path / "out.tif").exists()

@@ -21,13 +21,13 @@ def device_summary(md: ModelDefinition, kind: str = "auto", gpu_id: int = 0) -> 
         try:
             ort = import_onnxruntime()
         except DependencyMissingError:
-            return "ONNX Runtime is not installed: install onnxruntime to run this model"
+            return "ONNX Runtime is not installed: install it with Install Inference Libraries (dltools:installlibraries)"
         gpu = "CUDAExecutionProvider" in ort.get_available_providers()
         if kind == "cpu" or (kind == "auto" and not gpu):
             return "CPU (ONNX Runtime)" + ("" if gpu or kind == "cpu" else "; no GPU provider is available")
         return f"GPU {gpu_id} (ONNX Runtime, CUDA)" if gpu else "GPU requested, but ONNX Runtime has no GPU provider"
     if importlib.util.find_spec("torch") is None:
-        return "PyTorch is not installed: install torch to run this model"
+        return "PyTorch is not installed: install it with Install Inference Libraries (dltools:installlibraries)"
     if kind == "cpu":
         return "CPU (PyTorch)"
     if "torch" in sys.modules:  # already loaded: asking costs nothing
