@@ -10,6 +10,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
+from .check_libraries import CheckLibrariesAlgorithm
 from .classify_objects import ClassifyObjectsAlgorithm
 from .classify_pixels import ClassifyPixelsAlgorithm
 from .describe_model import DescribeModelAlgorithm
@@ -17,6 +18,7 @@ from .detect_change import DetectChangeAlgorithm
 from .detect_objects import DetectObjectsAlgorithm
 from .export_training_data import ExportTrainingDataAlgorithm
 from .extract_package import ExtractPackageAlgorithm
+from .install_libraries import InstallLibrariesAlgorithm
 from .model_to_ecd import ModelToEcdAlgorithm
 from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
 from .outputs import GEOTIFF_EXTENSIONS
@@ -46,6 +48,8 @@ def algorithms() -> list:
         PackageModelAlgorithm(),
         ExtractPackageAlgorithm(),
         ExportTrainingDataAlgorithm(),
+        InstallLibrariesAlgorithm(),
+        CheckLibrariesAlgorithm(),
     ]
 
 

@@ -24,6 +24,8 @@ for p in (str(PLUGINS), str(Path(__file__).parent), "/usr/share/qgis/python/plug
 os.environ["QGIS_PLUGINPATH"] = str(PLUGINS)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DLTOOLS_THREADS", "2")
+# the plugin's private libraries (Install Inference Libraries) of the user's QGIS profile stay out of the tests
+os.environ.setdefault("DLTOOLS_LIBS_DIR", str(ROOT / "build" / "test-libs"))
 
 
 def testdata_path(*parts: str) -> Path:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
-            "extractpackage", "detectobjects", "nonmaximumsuppression", "exporttrainingdata"}
+            "extractpackage", "detectobjects", "nonmaximumsuppression", "exporttrainingdata", "installlibraries",
+            "checklibraries"}
 
 
 #: Each tool's README section (its Help button opens the local help page there) and that heading's anchor,
@@ -24,6 +25,8 @@ SECTIONS = {
     "packagemodel": ("Deep learning packages", "deep-learning-packages"),
     "extractpackage": ("Deep learning packages", "deep-learning-packages"),
     "exporttrainingdata": ("Export Training Data For Deep Learning", "export-training-data-for-deep-learning"),
+    "installlibraries": ("Install Inference Libraries", "install-inference-libraries"),
+    "checklibraries": ("Check Inference Libraries", "check-inference-libraries"),
 }
 
 

@@ -95,9 +95,9 @@ def test_the_provider_lists_every_tool_by_hand(qgis_app):
     """The public ids, exactly: a tool that disappears from the toolbox breaks saved models and scripts."""
     provider = QgsApplication.processingRegistry().providerById("dltools")
     assert sorted(a.name() for a in provider.algorithms()) == sorted([
-        "classifyobjects", "classifypixels", "describemodel", "detectchange", "detectobjects", "exporttrainingdata",
-        "extractpackage",
-        "modeltoecd", "nonmaximumsuppression", "packagemodel"])
+        "checklibraries", "classifyobjects", "classifypixels", "describemodel", "detectchange", "detectobjects",
+        "exporttrainingdata", "extractpackage", "installlibraries", "modeltoecd", "nonmaximumsuppression",
+        "packagemodel"])
 
 
 def test_a_broken_tool_fails_loudly(tmp_path):
