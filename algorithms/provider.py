@@ -13,6 +13,8 @@ from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
 from .check_libraries import CheckLibrariesAlgorithm
 from .classify_objects import ClassifyObjectsAlgorithm
 from .classify_pixels import ClassifyPixelsAlgorithm
+from .compute_accuracy_objects import ComputeAccuracyObjectsAlgorithm
+from .compute_accuracy_pixels import ComputeAccuracyPixelsAlgorithm
 from .describe_model import DescribeModelAlgorithm
 from .detect_change import DetectChangeAlgorithm
 from .detect_objects import DetectObjectsAlgorithm
@@ -50,6 +52,8 @@ def algorithms() -> list:
         ExportTrainingDataAlgorithm(),
         InstallLibrariesAlgorithm(),
         CheckLibrariesAlgorithm(),
+        ComputeAccuracyObjectsAlgorithm(),
+        ComputeAccuracyPixelsAlgorithm(),
     ]
 
 

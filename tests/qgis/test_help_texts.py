@@ -9,7 +9,7 @@ import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
             "extractpackage", "detectobjects", "nonmaximumsuppression", "exporttrainingdata", "installlibraries",
-            "checklibraries"}
+            "checklibraries", "computeaccuracyobjectdetection", "computeaccuracypixelclassification"}
 
 
 #: Each tool's README section (its Help button opens the local help page there) and that heading's anchor,
@@ -27,6 +27,9 @@ SECTIONS = {
     "exporttrainingdata": ("Export Training Data For Deep Learning", "export-training-data-for-deep-learning"),
     "installlibraries": ("Install Inference Libraries", "install-inference-libraries"),
     "checklibraries": ("Check Inference Libraries", "check-inference-libraries"),
+    "computeaccuracyobjectdetection": ("Compute Accuracy For Object Detection", "compute-accuracy-for-object-detection"),
+    "computeaccuracypixelclassification": ("Compute Accuracy For Pixel Classification",
+                                           "compute-accuracy-for-pixel-classification"),
 }
 
 

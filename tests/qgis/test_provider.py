@@ -95,7 +95,8 @@ def test_the_provider_lists_every_tool_by_hand(qgis_app):
     """The public ids, exactly: a tool that disappears from the toolbox breaks saved models and scripts."""
     provider = QgsApplication.processingRegistry().providerById("dltools")
     assert sorted(a.name() for a in provider.algorithms()) == sorted([
-        "checklibraries", "classifyobjects", "classifypixels", "describemodel", "detectchange", "detectobjects",
+        "checklibraries", "classifyobjects", "classifypixels", "computeaccuracyobjectdetection",
+        "computeaccuracypixelclassification", "describemodel", "detectchange", "detectobjects",
         "exporttrainingdata", "extractpackage", "installlibraries", "modeltoecd", "nonmaximumsuppression",
         "packagemodel"])
 

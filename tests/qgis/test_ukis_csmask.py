@@ -115,6 +115,15 @@ def test_ukis_csmask_accuracy(qgis_app, tmp_path, ukis_emd):
     agreement = (predicted == ref_classes).mean()
     print(f"ukis-csmask {MODEL}: Cohen's kappa {kappa:.4f}, overall agreement {agreement:.4f}")
     assert kappa >= KAPPA_MIN
+    # the same figure from Compute Accuracy For Pixel Classification, the reference mapped by CLASS_MAPPING
+    accuracy = processing.run("dltools:computeaccuracypixelclassification", {
+        "INPUT": str(out), "REFERENCE": str(reference), "CLASS_MAPPING": "0:2;1:0;2:0;3:0;4:1",
+        "OUTPUT": str(tmp_path / "confusion.csv"), "OUTPUT_METRICS": str(tmp_path / "per_class.csv"),
+        "OUTPUT_HTML": str(tmp_path / "accuracy.html")}, context=context, feedback=QgsProcessingFeedback())
+    print(f"Compute Accuracy For Pixel Classification: kappa {accuracy['KAPPA']:.4f}, overall accuracy "
+          f"{accuracy['OVERALL_ACCURACY']:.4f}, mean IoU {accuracy['MEAN_IOU']:.4f}")
+    assert accuracy["KAPPA"] == pytest.approx(kappa, abs=1e-12)
+    assert accuracy["OVERALL_ACCURACY"] == pytest.approx(agreement, abs=1e-12)
     ds = gdal.Open(str(out))
     assert ds.GetGeoTransform() == gdal.Open(str(image)).GetGeoTransform()
     assert out.with_suffix(".qml").read_text().count("<paletteEntry") == 3
