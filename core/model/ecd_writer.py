@@ -20,6 +20,7 @@ from ..backends.base import DeviceRequest
 from ..errors import BackendError, DependencyMissingError, ModelDefinitionError, OutputError
 from .definition import ONNX_SUFFIXES, TORCH_EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, ClassInfo
 from .ecd import CLASSIFIER_TYPE, ENVELOPE_KEY, EXTRA_INFO_KEY, FILE_VERSION, _integer, emd_data_from_ecd_definition
+from .layout import image_size, input_layout
 from .torch_archive import embedded_definition
 from .validators import check_model_padding, parse_classes, read_json_file, require_known_model_type
 from .validators import data_range as valid_data_range
@@ -133,10 +134,9 @@ def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, s
         raise ModelDefinitionError(
             f"ONNX model '{model_path.name}' takes an input of rank {len(shape)} ({declared}), not an image batch "
             "[batch, bands, height, width]")
-    if shape[1] == bands or (shape[1] is None and shape[3] != bands):
-        return shape[2], shape[3], "NCHW"
-    if shape[3] == bands:
-        return shape[1], shape[2], "NHWC"
+    layout = input_layout(shape, bands)
+    if layout is not None:
+        return *image_size(shape, layout), layout
     raise ModelDefinitionError(
         f"ONNX model '{model_path.name}' takes {shape[1]} bands (input shape {declared}) but the class info says "
         f"NumberRasterBands {bands}")

@@ -28,6 +28,7 @@ from ..backends.torch_backend import TorchBackend
 from ..errors import BackendError, ModelDefinitionError
 from .definition import ClassInfo, ModelDefinition, palette
 from .emd import definition_from_emd_data
+from .layout import band_axis, image_size, input_layout
 from .torch_archive import check_torchscript_archive, embedded_definition
 from .validators import float_list
 
@@ -147,11 +148,9 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
         raise ModelDefinitionError(
             f"ONNX model '{path.name}' takes an input of shape {inputs[0].shape_text()}, not an image batch "
             "[batch, bands, height, width]: write an .emd that describes it")
-    model_format = "NCHW"
-    if shape[3] is not None and shape[3] <= 16 and (shape[1] is None or shape[1] > 16):
-        model_format = "NHWC"
-    bands = shape[3] if model_format == "NHWC" else shape[1]
-    h, w = (shape[1], shape[2]) if model_format == "NHWC" else (shape[2], shape[3])
+    model_format = input_layout(shape) or "NCHW"
+    bands = shape[band_axis(model_format)]
+    h, w = image_size(shape, model_format)
     warnings: list[str] = []
 
     declared_tile = _number(meta, "tile_size", "tiles_size", minimum=1, maximum=65536, integer=True)
