@@ -248,6 +248,33 @@ def square_batch_size(requested: int) -> int:
     return side * side
 
 
+@dataclass(frozen=True)
+class BatchDecision:
+    """The batch size a run uses, and why it is not the one asked for ('' when it is)."""
+
+    requested: int
+    used: int
+    why: str = ""
+    fixed: bool = False  # the model's batch dimension decided it
+
+    def log_line(self) -> str:
+        """The run's log line for a changed batch size ('' when unchanged)."""
+        if self.fixed:
+            return f"The model's batch dimension is fixed at {self.used}: using batch size {self.used}"
+        return f"batch_size {self.requested} is not a perfect square: using {self.used}" if self.why else ""
+
+
+def decide_batch(requested: int, fixed: int | None = None) -> BatchDecision:
+    """The one batch rule of every tool and of the dialog: ArcGIS's square rule, then the model's fixed batch
+    dimension (``fixed``: None when it takes any) over it."""
+    used = square_batch_size(requested)
+    if fixed is not None and fixed != used:
+        return BatchDecision(requested=requested, used=fixed, why=f"the model's batch dimension is fixed at {fixed}",
+                             fixed=True)
+    why = f"{requested} is not a perfect square: lowered as ArcGIS does" if used != requested else ""
+    return BatchDecision(requested=requested, used=used, why=why)
+
+
 def format_arguments(values: dict[str, Any]) -> str:
     """Back to the ArcGIS string form, for logs."""
     return ";".join(f"{k} {v}" for k, v in values.items())

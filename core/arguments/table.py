@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..model.definition import ModelDefinition
 from ..model.function_source import check_argument, function_path, model_arguments, parameter_info_from_source
-from .specs import ArgSpec, _convert, argument_specs, parse_arguments_text, square_batch_size
+from .specs import ArgSpec, _convert, argument_specs, decide_batch, parse_arguments_text
 
 _KINDS = {"numeric": "float", "boolean": "bool", "string": "str"}
 
@@ -116,12 +116,8 @@ def effective_arguments(md: ModelDefinition, tool: str, given: str | dict | None
             except ValueError:
                 requested = None
             if requested is not None:
-                used = square_batch_size(requested)
-                if fixed_batch is not None and fixed_batch != used:
-                    used, note = fixed_batch, f"the model's batch dimension is fixed at {fixed_batch}"
-                elif used != requested:
-                    note = f"{requested} is not a perfect square: lowered as ArcGIS does"
-                value = str(used)
+                decision = decide_batch(requested, fixed_batch)
+                value, note = str(decision.used), decision.why
         problem = row.check(value)
         out.append({"name": row.name, "value": value, "default": row.default, "note": note or problem,
                     "valid": not problem, "help": row.description})

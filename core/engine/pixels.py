@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from ..arguments.specs import square_batch_size
 from ..backends import Backend, DeviceRequest, open_backend
 from ..errors import InputDataError
 from ..model.definition import ModelDefinition
@@ -30,6 +29,7 @@ from ..raster.gdal_io import BlockWriter, bounded_gdal_cache, smallest_type
 from ..raster.grid import TileGrid
 from . import augment
 from .blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from .contract import ModelContract, decide_contract
 from .normalize import Normaliser
 from .pixel_decoder import PixelDecoder
 from .tile_reader import PixelSource, TileReader, log_mask
@@ -58,20 +58,11 @@ class PixelRunResult:
     #: class values the model returned that are not in Classes (written as NoData), with their pixel counts
     unknown_values: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def overhead_ratio(self) -> float:
-        return self.seconds / self.model_seconds if self.model_seconds else float("inf")
 
-
-def call_model(backend: Backend, arr: np.ndarray, nhwc: bool, n_inputs: int, per_input: int) -> np.ndarray:
-    """Feed [B, C, H, W] chips to the model (NHWC and two-input models too); its first output as [B, C, h, w]."""
-    feed = arr.transpose(0, 2, 3, 1) if nhwc else arr
-    feeds = [feed] if n_inputs == 1 else ([feed[..., :per_input]] + [feed[..., per_input:]] if nhwc
-                                           else [feed[:, :per_input], feed[:, per_input:]])
-    out = backend.run(feeds)[0]
-    if nhwc and out.ndim == 4:
-        out = out.transpose(0, 3, 1, 2)
-    return out
+def call_model(backend: Backend, arr: np.ndarray, contract: ModelContract) -> np.ndarray:
+    """Feed [B, C, H, W] chips to the model as its contract says (NHWC, two inputs); its first output as
+    [B, C, h, w]."""
+    return contract.output_nchw(backend.run(contract.feeds(arr))[0])
 
 
 def hann_window(h: int, w: int) -> np.ndarray:
@@ -115,6 +106,24 @@ class _Acc:
         self.bad: np.ndarray | None = None  # pixels whose raw scores were not finite
 
 
+@dataclass(frozen=True)
+class PixelPlan:
+    """What a pixel run makes of the model's output, decided once per run from its probe output and the
+    arguments (the model's own side is the :class:`~core.engine.contract.ModelContract`)."""
+
+    need_probs: bool  # probabilities are needed (TTA, blend, a probability raster, a regression)
+    split: bool  # classes from the raw scores, probabilities beside them (only written)
+    blend: bool  # tiles blended with a Hann window instead of cut
+    tta: bool  # the contract's transforms are applied (the model returns scores)
+    crop: int  # pixels cut off each side of the model's output tile
+    out_h: int
+    out_w: int
+    out_channels: int
+    out_dtype: str
+    nodata: float
+    write_probabilities: bool
+
+
 @dataclass
 class PixelTask:
     """One pixel-model block job (see :class:`core.engine.blocks.BlockTask`): picklable settings, no open handles."""
@@ -123,31 +132,20 @@ class PixelTask:
     chips: TileGrid
     normaliser: Normaliser | None
     decoder: PixelDecoder
-    batch: int
-    channels: int
-    nhwc: bool
-    n_inputs: int
-    per_input: int
-    need_probs: bool
-    split: bool
-    blend: bool
-    transforms: list[int]
-    merge_policy: str
-    crop: int
-    out_h: int
-    out_w: int
-    out_channels: int
-    out_dtype: str
-    nodata: float
-    write_probabilities: bool
+    contract: ModelContract
+    plan: PixelPlan
 
     # ------------------------------------------------------------------ the model call
     def model_call(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
-        return call_model(backend, arr, self.nhwc, self.n_inputs, self.per_input)
+        return call_model(backend, arr, self.contract)
+
+    @property
+    def transforms(self) -> tuple[int, ...]:
+        return self.contract.transforms if self.plan.tta else (0,)
 
     def infer(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
         """Raw scores (decoded by the writer stage, off the model's critical path), or merged probabilities."""
-        if not self.need_probs or self.split:
+        if not self.plan.need_probs or self.plan.split:
             return self.model_call(backend, arr)
         stack = []
         for k in self.transforms:
@@ -158,14 +156,14 @@ class PixelTask:
                 probs = np.array(probs, np.float32, copy=True)
                 np.moveaxis(probs, 1, 0)[:, bad] = np.nan
             stack.append(augment.inverse(probs, k) if k else probs)
-        return stack[0] if len(stack) == 1 else augment.merge(stack, self.merge_policy)
+        return stack[0] if len(stack) == 1 else augment.merge(stack, self.contract.merge_policy)
 
     # ------------------------------------------------------------------ which chips a block needs
     def _span(self, lo: int, hi: int, n: int, origin, core: int, out: int) -> range:
         """Chip indices along one axis whose output (blend) reaches output pixels [lo, hi)."""
-        first = max(0, lo // core - self.crop // core - 3)
-        last = min(n, (hi - 1) // core + self.crop // core + 4)
-        keep = [i for i in range(first, last) if origin(i) - self.crop < hi and origin(i) - self.crop + out > lo]
+        first = max(0, lo // core - self.plan.crop // core - 3)
+        last = min(n, (hi - 1) // core + self.plan.crop // core + 4)
+        keep = [i for i in range(first, last) if origin(i) - self.plan.crop < hi and origin(i) - self.plan.crop + out > lo]
         return range(keep[0], keep[-1] + 1)
 
     def _row_origin(self, r: int) -> int:
@@ -175,11 +173,11 @@ class PixelTask:
         return self.chips.core_origin(0, c)[0]
 
     def chip_ranges(self, job: BlockJob) -> tuple[range, range]:
-        if not self.blend:
+        if not self.plan.blend:
             return range(*job.rows), range(*job.cols)
         x, y, w, h = job.window
-        return (self._span(y, y + h, self.chips.rows, self._row_origin, self.chips.core_h, self.out_h),
-                self._span(x, x + w, self.chips.cols, self._col_origin, self.chips.core_w, self.out_w))
+        return (self._span(y, y + h, self.chips.rows, self._row_origin, self.chips.core_h, self.plan.out_h),
+                self._span(x, x + w, self.chips.cols, self._col_origin, self.chips.core_w, self.plan.out_w))
 
     def units(self, job: BlockJob) -> int:
         rows, cols = self.chip_ranges(job)
@@ -188,7 +186,7 @@ class PixelTask:
     # ------------------------------------------------------------------ reader stage
     @property
     def reader(self) -> TileReader:
-        return TileReader(self.source, self.chips, self.normaliser, self.batch, self.channels)
+        return TileReader(self.source, self.chips, self.normaliser, self.contract.batch_size, self.contract.channels)
 
     def load(self, job: BlockJob):
         rows, cols = self.chip_ranges(job)
@@ -210,23 +208,23 @@ class PixelTask:
     def start(self, job: BlockJob, valid: np.ndarray) -> _Acc:
         acc = _Acc(job, valid)
         _, _, w, h = job.window
-        if self.blend:
-            acc.acc = np.zeros((self.out_channels, h, w), np.float32)
+        if self.plan.blend:
+            acc.acc = np.zeros((self.plan.out_channels, h, w), np.float32)
             acc.wsum = np.zeros((h, w), np.float32)
         else:
-            if self.split or not self.need_probs:
+            if self.plan.split or not self.plan.need_probs:
                 acc.idx = np.zeros((h, w), self.index_dtype)
-            if self.need_probs:
-                acc.probs = np.zeros((self.out_channels, h, w), np.float32)
+            if self.plan.need_probs:
+                acc.probs = np.zeros((self.plan.out_channels, h, w), np.float32)
         return acc
 
     def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
-        decoder, crop = self.decoder, self.crop
+        decoder, crop = self.decoder, self.plan.crop
         bad = None
-        if not self.need_probs:
+        if not self.plan.need_probs:
             result = decoder.indices_from_raw(output)
             bad = nonfinite_pixels(output)
-        elif self.split:
+        elif self.plan.split:
             result = (decoder.indices_from_raw(output), decoder.probabilities(output))
             bad = nonfinite_pixels(output)
         else:
@@ -236,11 +234,11 @@ class PixelTask:
         jx, jy, jw, jh = acc.job.window
         for b, (r, c) in enumerate(metas):
             ox, oy = self.chips.core_origin(r, c)
-            if self.blend:
+            if self.plan.blend:
                 # chip output pixel (0, 0) is grid pixel (ox - crop, oy - crop); add the part inside the block
                 gx0, gy0 = ox - crop, oy - crop
-                x0, x1 = max(gx0, jx), min(gx0 + self.out_w, jx + jw)
-                y0, y1 = max(gy0, jy), min(gy0 + self.out_h, jy + jh)
+                x0, x1 = max(gx0, jx), min(gx0 + self.plan.out_w, jx + jw)
+                y0, y1 = max(gy0, jy), min(gy0 + self.plan.out_h, jy + jh)
                 if x0 >= x1 or y0 >= y1:
                     continue
                 sy, sx = slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0)
@@ -253,10 +251,10 @@ class PixelTask:
             dy, dx = y - jy, x - jx
             if bad is not None:
                 acc.bad[dy:dy + h, dx:dx + w] = bad[b][sy:sy + h, sx:sx + w]
-            if self.need_probs:
-                probs_b = result[1][b] if self.split else result[b]
+            if self.plan.need_probs:
+                probs_b = result[1][b] if self.plan.split else result[b]
                 acc.probs[:, dy:dy + h, dx:dx + w] = probs_b[:, sy:sy + h, sx:sx + w]
-                if self.split:
+                if self.plan.split:
                     acc.idx[dy:dy + h, dx:dx + w] = result[0][b][sy:sy + h, sx:sx + w]
             else:
                 acc.idx[dy:dy + h, dx:dx + w] = result[b][sy:sy + h, sx:sx + w]
@@ -264,7 +262,7 @@ class PixelTask:
     def _window(self) -> np.ndarray:
         w = getattr(self, "_hann", None)
         if w is None:
-            w = self._hann = hann_window(self.out_h, self.out_w)
+            w = self._hann = hann_window(self.plan.out_h, self.plan.out_w)
         return w
 
     def _allowed_values(self, values: np.ndarray) -> np.ndarray:
@@ -272,19 +270,19 @@ class PixelTask:
         lut = getattr(self.decoder, "lut", None)
         if lut is not None and len(lut):
             return np.isin(values, lut)
-        info = np.iinfo(np.dtype(self.out_dtype))
-        return (values >= info.min) & (values <= info.max) & (values != int(self.nodata))
+        info = np.iinfo(np.dtype(self.plan.out_dtype))
+        return (values >= info.min) & (values <= info.max) & (values != int(self.plan.nodata))
 
     def finish(self, acc: _Acc) -> PixelBlock:
         decoder = self.decoder
         counts: dict[int, int] = {}
-        if self.blend:
+        if self.plan.blend:
             # a pixel no tile reached (a masked run skips tiles) has no weight: 0, and it is NoData
             probs = np.divide(acc.acc, acc.wsum, out=np.zeros_like(acc.acc), where=acc.wsum > 0)
             indices = None
         else:
             probs, indices = acc.probs, acc.idx
-            if self.need_probs and not self.split:
+            if self.plan.need_probs and not self.plan.split:
                 indices = None
         bad = acc.bad
         if probs is not None and (indices is None or decoder.mode == "regression"):
@@ -310,16 +308,16 @@ class PixelTask:
                 valid = valid & allowed
             uniq, cnt = np.unique(values[valid], return_counts=True)
             counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
-            out = np.where(valid, values, 0).astype(self.out_dtype)
+            out = np.where(valid, values, 0).astype(self.plan.out_dtype)
         else:
             binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
             for i, k in enumerate(binc.tolist()):
                 if k:
                     counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
-            out = lut.astype(self.out_dtype)[indices]
-        out[~valid] = self.nodata
+            out = lut.astype(self.plan.out_dtype)[indices]
+        out[~valid] = self.plan.nodata
         prob_block = None
-        if self.write_probabilities:
+        if self.plan.write_probabilities:
             prob_block = decoder.probability_bands(probs[None])[0].astype(np.float32)
             prob_block[:, ~valid] = np.nan
         return PixelBlock(out[None], prob_block, counts, nonfinite, unknown)
@@ -389,55 +387,55 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
          progress: Progress, normaliser: Normaliser | None, backend: Backend, started: float,
          binary_change: bool, scheduler: str, retries: int, device: DeviceRequest, model_file) -> PixelRunResult:
     grid = source.grid
-    tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
-    if tile_h is None:
-        tile_h, tile_w = md.image_height, md.image_width
-    assert tile_w is not None
-    channels = source.band_count
-    n_inputs = len(backend.inputs)
-    if n_inputs > 2:
-        raise InputDataError(f"The model has {n_inputs} inputs; only one (bands stacked) or two (one per date) are supported")
-    if n_inputs == 2 and channels % 2:
-        raise InputDataError(f"The model takes two images but {channels} bands were read, which do not split in two")
-    per_input = channels // n_inputs
-    nhwc = md.model_format == "NHWC"
-    declared = backend.inputs[0].shape
-    if len(declared) == 4:
-        want = declared[3] if nhwc else declared[1]
-        if want is not None and want != per_input:
-            raise InputDataError(
-                f"The model takes {want} bands per image but {per_input} are read (ExtractBands {md.extract_bands}); "
-                "fix ExtractBands in the model definition or choose a raster with the right bands")
-        want_h, want_w = (declared[1], declared[2]) if nhwc else (declared[2], declared[3])
-        if want_h is not None and want_w is not None and (want_h, want_w) != (tile_h, tile_w):
-            if md.supports_variable_tile_size or args.get("tile_size"):
-                raise InputDataError(f"The model takes {want_w}x{want_h} tiles only; tile_size {tile_w} is not possible")
-            raise InputDataError(f"The model takes {want_w}x{want_h} tiles but ImageWidth/ImageHeight say "
-                                 f"{tile_w}x{tile_h}: fix the model definition")
+    contract = decide_contract(md, args, "detect_change" if binary_change else "classify_pixels",
+                               inputs=backend.inputs, outputs=backend.outputs, channels=source.band_count)
+    if contract.batch.why:
+        progress.info(contract.batch.log_line())
+    probe, model_pad = _probe(backend, contract, md)
+    pad = max(int(args.get("padding", 0)), model_pad)
+    chips = TileGrid(grid.width, grid.height, contract.tile_height, contract.tile_width, pad,
+                     str(args.get("edge_fill") or "mirror"))
+    decoder = PixelDecoder(md, args, probe.shape[1] if probe.ndim == 4 else 1, probe.dtype.kind in "iub")
+    if binary_change:
+        decoder.collapse_to_binary()
+    if decoder.mode not in ("regression", "values"):
+        # Logits or probabilities is the model's property: judged once, on the contract's probe inputs
+        decoder.calibrate([probe] + [call_model(backend, x, contract) for x in contract.probe_inputs()[1:]])
+    plan = _plan(args, decoder, probe, pad - model_pad, probabilities_output, progress)
+    task = PixelTask(source=source, chips=chips, normaliser=normaliser, decoder=decoder, contract=contract,
+                     plan=plan)
+    jobs, per_block = _jobs(task, args)
+    _log_setup(task, jobs, per_block, pad, backend, progress)
+    sink = _sink(task, output, probabilities_output, grid)
+    workers, cluster_model_seconds = 0, 0.0
+    if scheduler:
+        from .cluster import ModelRef, run_on_cluster
 
-    requested = int(args.get("batch_size", 1))
-    batch = square_batch_size(requested)
-    fixed = backend.fixed_batch
-    out_decl = backend.outputs[0].shape if backend.outputs else ()
-    if fixed is None and out_decl and out_decl[0] == 1:
-        fixed = 1  # any batch goes in, but the output's batch is baked in at 1 (a reshape in the graph)
-    if fixed is not None and fixed != batch:
-        progress.info(f"The model's batch dimension is fixed at {fixed}: using batch size {fixed}")
-        batch = fixed
-    elif batch != requested:
-        progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
+        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
+        stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
+        workers, cluster_model_seconds = stats.workers, stats.model_seconds
+    else:
+        run_in_process(task, backend, jobs, sink, progress)
+    return PixelRunResult(
+        output=output, probabilities=probabilities_output, tiles=chips.count, batch_size=contract.batch_size,
+        tile_size=(contract.tile_width, contract.tile_height), padding=pad, device=backend.describe(),
+        seconds=time.perf_counter() - started, model_seconds=backend.model_seconds + cluster_model_seconds,
+        pixels=grid.width * grid.height, output_values=decoder.output_values,
+        nodata=None if decoder.mode == "regression" else plan.nodata, pixel_counts=sink.counts, blocks=len(jobs),
+        edge_fill=chips.edge_fill, workers=workers, nonfinite=sink.nonfinite, unknown_values=sink.unknown)
 
-    def model_call(arr: np.ndarray) -> np.ndarray:
-        return call_model(backend, arr, nhwc, n_inputs, per_input)
 
-    probe = model_call(np.zeros((fixed or 1, channels, tile_h, tile_w), np.float32))
+def _probe(backend: Backend, contract: ModelContract, md: ModelDefinition) -> tuple[np.ndarray, int]:
+    """The model's output on the contract's zero probe, and the padding it cuts off itself (ModelPadding)."""
+    probe = call_model(backend, contract.probe_inputs()[0], contract)
     if probe.ndim == 4:
-        out_channels, out_h, out_w = probe.shape[1:]
+        out_h, out_w = probe.shape[2:]
     elif probe.ndim == 3:
-        out_channels, (out_h, out_w) = 1, probe.shape[1:]
+        out_h, out_w = probe.shape[1:]
     else:
         raise InputDataError(f"The model returns an output of shape {list(probe.shape)}; a pixel model must return "
                              "[batch, channels, height, width] or [batch, height, width]")
+    tile_h, tile_w = contract.tile_height, contract.tile_width
     if (out_h, out_w) == (tile_h, tile_w):
         model_pad = 0
     elif tile_h - out_h == tile_w - out_w and (tile_h - out_h) % 2 == 0 and 0 < out_h < tile_h:
@@ -449,20 +447,14 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     if md.model_padding and md.model_padding != model_pad:
         raise InputDataError(f"ModelPadding is {md.model_padding} but the model returns {out_w}x{out_h} from "
                              f"{tile_w}x{tile_h} (a padding of {model_pad}): fix ModelPadding")
-    pad = max(int(args.get("padding", 0)), model_pad)
-    crop = pad - model_pad
-    edge_fill = str(args.get("edge_fill") or "mirror")
-    chips = TileGrid(grid.width, grid.height, tile_h, tile_w, pad, edge_fill)
-    decoder = PixelDecoder(md, args, out_channels, probe.dtype.kind in "iub")
-    if binary_change:
-        decoder.collapse_to_binary()
-    if decoder.mode not in ("regression", "values"):
-        # Logits or probabilities is the model's property: judge it once, on zeros and on seeded noise of
-        # magnitudes 0.1..100, never per batch (the batch size must not change a pixel).
-        rng = np.random.default_rng(0)
-        shape = (fixed or 1, channels, tile_h, tile_w)
-        noise = rng.standard_normal(shape) * 10.0 ** rng.uniform(-1.0, 2.0, shape)
-        decoder.calibrate([probe, model_call(noise.astype(np.float32))])
+    return probe, model_pad
+
+
+def _plan(args: dict, decoder: PixelDecoder, probe: np.ndarray, crop: int, probabilities_output: str | None,
+          progress: Progress) -> PixelPlan:
+    """What the run makes of the model's scores: TTA, blending, probabilities, the output type."""
+    out_channels = probe.shape[1] if probe.ndim == 4 else 1
+    out_h, out_w = probe.shape[-2:]
     tta = bool(args.get("test_time_augmentation")) and decoder.writes_probabilities
     blend = bool(args.get("blend")) and decoder.writes_probabilities
     if args.get("blend") and not decoder.writes_probabilities:
@@ -471,40 +463,59 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     # Probabilities only to be written: the classes still come from the raw scores, as without them (a float32
     # softmax can round close scores to a tie, and asking for probabilities must not change a class).
     split = need_probs and not (tta or blend) and decoder.mode != "regression"
-    transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
-    merge_policy = str(args.get("merge_policy", "mean"))
-
     if decoder.mode == "regression":
         out_dtype, nodata = "float32", float("nan")
-        out_bands, out_names = out_channels, decoder.prob_names
     else:
         out_dtype, nodata = smallest_type(decoder.output_values or [0])
-        out_bands, out_names = 1, ["class"]
     if probabilities_output is not None and decoder.mode == "values":
         raise InputDataError("This model returns class values, not scores: there are no probabilities to write")
-    prob_bands = 0
-    if probabilities_output is not None and decoder.mode != "regression":
-        prob_bands = decoder.probability_bands(np.zeros((1, out_channels, 1, 1), np.float32)).shape[1]
-    task = PixelTask(source, chips, normaliser, decoder, batch, channels, nhwc, n_inputs, per_input, need_probs,
-                     split, blend, transforms, merge_policy, crop, out_h, out_w, out_channels, out_dtype, nodata,
-                     prob_bands > 0)
-    # bytes per output pixel a block holds: the window (float32 chips), accumulators and the result
-    per_pixel = 4.0 * channels + 8 + (4.0 * out_channels * (2 if blend else 1) + 4 * prob_bands if need_probs else 0)
-    per_block = chips_per_block(chips, per_pixel, int(args.get("block_size") or 0), batch)
-    jobs = block_jobs(chips, per_block)
+    return PixelPlan(need_probs=need_probs, split=split, blend=blend, tta=tta, crop=crop, out_h=int(out_h),
+                     out_w=int(out_w), out_channels=int(out_channels), out_dtype=out_dtype, nodata=nodata,
+                     write_probabilities=probabilities_output is not None and decoder.mode != "regression")
+
+
+def _probability_bands(task: PixelTask) -> int:
+    if not task.plan.write_probabilities:
+        return 0
+    return task.decoder.probability_bands(np.zeros((1, task.plan.out_channels, 1, 1), np.float32)).shape[1]
+
+
+def _jobs(task: PixelTask, args: dict) -> tuple[list[BlockJob], tuple[int, int]]:
+    """The run's blocks, sized by what a block holds per output pixel: the window (float32 chips), the
+    accumulators and the result."""
+    plan, channels = task.plan, task.contract.channels
+    prob_bands = _probability_bands(task)
+    per_pixel = 4.0 * channels + 8 + (4.0 * plan.out_channels * (2 if plan.blend else 1) + 4 * prob_bands
+                                      if plan.need_probs else 0)
+    per_block = chips_per_block(task.chips, per_pixel, int(args.get("block_size") or 0), task.contract.batch_size)
+    return block_jobs(task.chips, per_block), per_block
+
+
+def _log_setup(task: PixelTask, jobs: list[BlockJob], per_block: tuple[int, int], pad: int, backend: Backend,
+               progress: Progress) -> None:
+    chips, contract, grid = task.chips, task.contract, task.source.grid
     progress.info(
-        f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, batch size "
-        f"{batch}, device {backend.describe()}" + (f", test-time augmentation x{len(transforms)}" if tta else "")
-        + (", blended" if blend else ""))
+        f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {contract.tile_width}x{contract.tile_height} pixels "
+        f"with padding {pad}, batch size {contract.batch_size}, device {backend.describe()}"
+        + (contract.augmentation_text() if task.plan.tta else "") + (", blended" if task.plan.blend else ""))
     bw, bh = min(per_block[1] * chips.core_w, grid.width), min(per_block[0] * chips.core_h, grid.height)
     progress.info(f"Blocks: {len(jobs)} of up to {bw} x {bh} pixels ({per_block[1]} x {per_block[0]} tiles); "
                   f"edges {'mirrored' if chips.mirrored else 'zero-filled'}")
-    if normaliser is not None:
-        progress.info(f"Normalisation: {normaliser.description}")
+    if task.normaliser is not None:
+        progress.info(f"Normalisation: {task.normaliser.description}")
     log_mask(task.reader, progress)
 
-    class_writer = BlockWriter(output, grid, out_bands, out_dtype, nodata, out_names)
+
+def _sink(task: PixelTask, output: str, probabilities_output: str | None, grid) -> PixelSink:
+    """The class (and probability) writers, under their temporary names."""
+    plan, decoder = task.plan, task.decoder
+    if decoder.mode == "regression":
+        out_bands, out_names = plan.out_channels, decoder.prob_names
+    else:
+        out_bands, out_names = 1, ["class"]
+    class_writer = BlockWriter(output, grid, out_bands, plan.out_dtype, plan.nodata, out_names)
     prob_writer = None
+    prob_bands = _probability_bands(task)
     try:
         if prob_bands:
             prob_writer = BlockWriter(probabilities_output, grid, prob_bands, "float32", float("nan"),
@@ -512,21 +523,4 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     except BaseException:
         class_writer.abort()
         raise
-    sink = PixelSink(class_writer, prob_writer)
-    workers, cluster_model_seconds = 0, 0.0
-    if scheduler:
-        from .cluster import ModelRef, run_on_cluster
-
-        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
-        stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
-        workers, cluster_model_seconds = stats.workers, stats.model_seconds
-    else:
-        run_in_process(task, backend, jobs, sink, progress)
-    seconds = time.perf_counter() - started
-    return PixelRunResult(
-        output=output, probabilities=probabilities_output, tiles=chips.count, batch_size=batch,
-        tile_size=(tile_w, tile_h), padding=pad, device=backend.describe(), seconds=seconds,
-        model_seconds=backend.model_seconds + cluster_model_seconds, pixels=grid.width * grid.height,
-        output_values=decoder.output_values, nodata=None if decoder.mode == "regression" else nodata,
-        pixel_counts=sink.counts, blocks=len(jobs), edge_fill=chips.edge_fill, workers=workers,
-        nonfinite=sink.nonfinite, unknown_values=sink.unknown)
+    return PixelSink(class_writer, prob_writer)

@@ -195,7 +195,8 @@ def test_batch_size_never_changes_labels(models, grid):
         assert got == base
         used = {6: 4}.get(batch, batch)
         line = next(m for m in log.infos if m.startswith("Batch size "))
-        assert line.startswith(f"Batch size {used}" + (" (6 requested; not a perfect square" if batch == 6 else ";"))
+        assert line.startswith(f"Batch size {used}" + (" (6 is not a perfect square: lowered as ArcGIS does; 6 requested)"
+                                                        if batch == 6 else ";"))
 
 
 def test_fixed_batch_model(models, grid, tmp_path):

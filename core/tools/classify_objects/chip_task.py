@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...engine import augment
+from ...engine.contract import ModelContract
 from ...engine.normalize import Normaliser, build_normaliser, resolve_bands
 from ...errors import OutputError
 from ...model.definition import ModelDefinition
@@ -187,12 +188,14 @@ class ModelChips:
     decoded by the run's :class:`ObjectDecoder` (probabilities or logits decided once, on the client)."""
 
     decoder: ObjectDecoder
-    transforms: list[int]
-    nhwc: bool
+    contract: ModelContract  # the layout and the test-time transforms
+
+    @property
+    def transforms(self) -> tuple[int, ...]:
+        return self.contract.transforms
 
     def scores(self, backend: Any, batch: np.ndarray) -> np.ndarray:
-        feed = np.ascontiguousarray(batch.transpose(0, 2, 3, 1) if self.nhwc else batch)
-        return scores_2d(backend.run(feed)[0], batch.shape[0])
+        return scores_2d(backend.run(self.contract.feeds(batch))[0], batch.shape[0])
 
     def classify(self, backend: Any, chips: np.ndarray, masks: list[np.ndarray | None]) -> list[tuple]:
         stack = [self.decoder.probabilities(self.scores(backend, augment.forward(chips, k) if k else chips))

@@ -4,7 +4,7 @@
 For every object a chip is cut from the raster (:mod:`.feature_chips`), NoData pixels are
 zeroed, the chip is normalised exactly as Classify Pixels does (ExtractBands via
 :func:`core.engine.normalize.resolve_bands`, :func:`core.engine.normalize.build_normaliser`), chips are
-batched (the batch size follows :func:`core.arguments.specs.square_batch_size`) and the model's
+batched (the batch size and the layout follow the run's :mod:`core.engine.contract`) and the model's
 labels are decided by the run's chip model (:mod:`.chip_models`):
 
 * **a model file**: its ``[batch, classes]`` scores are decoded by :class:`.decode.ObjectDecoder`:
@@ -163,7 +163,9 @@ class ObjectClassifier:
         self.progress.info(f"Chips: {crop}; BlackenAroundFeature {int(spec.blacken)}")
         transforms = getattr(self.chips.decider, "transforms", [0])
         tta = f"; test-time augmentation x{len(transforms)}" if len(transforms) > 1 else ""
-        self.progress.info(f"Batch size {self.batch_size}{self.chips.batch_note}; {self.chips.description}{tta}")
+        batch = self.chips.batch
+        note = f" ({batch.why}; {batch.requested} requested)" if batch.why else ""
+        self.progress.info(f"Batch size {batch.used}{note}; {self.chips.description}{tta}")
         if self.decoder is not None and self.decoder.confidence_scale != 100.0:
             self.progress.info("Confidence is the probability (0-1), as ArcGIS writes it for arcgis.learn "
                                "FeatureClassifier models")

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ...arguments.specs import resolve_arguments
+from ...arguments.specs import decide_batch, resolve_arguments
 from ...backends.base import DeviceRequest
 from ...errors import ModelDefinitionError
 from ...model.definition import ClassInfo, ModelDefinition
@@ -30,7 +30,7 @@ from ...prf.features import feature_attributes, feature_class, feature_confidenc
 from ...prf.function_model import FunctionModel, function_model_ref
 from ...prf.host import CustomFunctionError, PythonRasterFunction, without_normalisation
 from ...progress import NullProgress, Progress
-from .chip_models import ChipModel, batch_rule
+from .chip_models import ChipModel
 from .classifier import ObjectClassifier
 
 
@@ -90,10 +90,9 @@ def custom_object_classifier(md: ModelDefinition, arguments: str | dict | None, 
             chip_md = replace(chip_md, **{attr: int(raw[key])})
     tool_args = resolve_arguments(chip_md, "classify_objects", None, progress)
     tool_args.update(batch_size=int(conf.batch_size or md.batch_size or 4), test_time_augmentation=False)
-    batch, note = batch_rule(tool_args["batch_size"], None)
     where = "cpu" if prf.device_id < 0 else f"gpu {prf.device_id}"
-    model = ChipModel(model=FunctionModel(prf), decider=FunctionChips(list(md.classes)), batch_size=batch,
-                      batch_note=note, model_channels=None,
+    model = ChipModel(model=FunctionModel(prf), decider=FunctionChips(list(md.classes)),
+                      batch=decide_batch(tool_args["batch_size"]), model_channels=None,
                       description=f"the model's Python function '{prf.shown}' ({where})",
                       model_ref=lambda sched: function_model_ref(prf, md, args, device, progress, sched))
     return ObjectClassifier(chip_md, tool_args, device, progress, chip_model=model, scheduler=scheduler,

@@ -16,6 +16,7 @@ from typing import Any
 from ...arguments.specs import TOOLS
 from ...arguments.table import argument_rows, effective_arguments
 from ...backends import DeviceRequest, TensorInfo, open_backend
+from ...engine.contract import fixed_batch
 from ...errors import ModelDefinitionError
 from ...model.loader import ModelDefinition, load_model_definition
 from ...progress import NullProgress, Progress
@@ -93,7 +94,7 @@ def backend_info(md: ModelDefinition, device: DeviceRequest | None = None,
             "description": backend.describe(),
             "device": backend.device,
             "provider": backend.provider,
-            "fixed_batch": backend.fixed_batch,
+            "fixed_batch": fixed_batch(backend.inputs, backend.outputs),
             "inputs": [_tensor(i) for i in backend.inputs],
             "outputs": [_tensor(o) for o in backend.outputs],
         }

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from osgeo import ogr
 
-from ...arguments.specs import resolve_arguments, square_batch_size
+from ...arguments.specs import resolve_arguments
 from ...backends import Backend, DeviceRequest, open_backend
 from ...detection.decode import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
 from ...detection.geometry import (
@@ -45,6 +45,7 @@ from ...detection.geometry import (
 from ...detection.nms import box_iou_pairs, nms_boxes, seam_merge, suppress_for_tool
 from ...engine import augment
 from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ...engine.contract import ModelContract, decide_contract
 from ...engine.normalize import build_normaliser, resolve_bands
 from ...engine.pixels import TileReader
 from ...engine.tile_reader import log_mask, open_model_source
@@ -145,13 +146,16 @@ class DetectionSetup:
     grid: RasterGrid
     chips: TileGrid
     decoder: DetectionDecoder
-    batch: int
-    threshold: float
-    nms_overlap: float
+    contract: ModelContract
     exclude_pad: bool
-    transforms: list[int]
-    nhwc: bool
-    channels: int
+
+    @property
+    def threshold(self) -> float:
+        return float(self.contract.threshold or 0.0)
+
+    @property
+    def nms_overlap(self) -> float:
+        return float(self.contract.nms_overlap or 0.0)
 
 
 def _chip_cut(boxes: np.ndarray, window: tuple[int, int, int, int], grid: RasterGrid) -> np.ndarray:
@@ -244,11 +248,9 @@ class DetectionTask:
     def infer(self, backend: Backend, arr: np.ndarray) -> list[tuple[int, Any]]:
         """The raw output for each test-time transform (decoded by the writer stage)."""
         outs = []
-        for k in self.setup.transforms:
-            feed = augment.forward(arr, k) if k else arr
-            if self.setup.nhwc:
-                feed = np.ascontiguousarray(feed.transpose(0, 2, 3, 1))
-            outs.append((k, backend.run_structured([feed])))
+        contract = self.setup.contract
+        for k in contract.transforms:
+            outs.append((k, backend.run_structured(contract.feeds(augment.forward(arr, k) if k else arr))))
         return outs
 
     def start(self, job: BlockJob, context: Any) -> RawObjects:
@@ -345,12 +347,13 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
             if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
                 backend.configure(setup.threshold, setup.nms_overlap)
+            contract = setup.contract
             mask = request.grid_mask(grid) if request is not None else None
-            task = DetectionTask(TileReader(BandSource(source, mask), setup.chips, normaliser, setup.batch,
-                                            setup.channels), setup)
+            task = DetectionTask(TileReader(BandSource(source, mask), setup.chips, normaliser, contract.batch_size,
+                                            contract.channels), setup)
             log_mask(task.reader, progress)
-            per_block = chips_per_block(setup.chips, 4.0 * setup.channels + 8, int(args.get("block_size") or 0),
-                                        setup.batch)
+            per_block = chips_per_block(setup.chips, 4.0 * contract.channels + 8, int(args.get("block_size") or 0),
+                                        contract.batch_size)
             jobs = block_jobs(setup.chips, per_block)
             progress.info(f"Blocks: {len(jobs)} of up to {per_block[1]} x {per_block[0]} tiles; edges "
                           f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
@@ -374,7 +377,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     geometry_type = "MultiPolygon" if setup.decoder.with_masks else "Polygon"
     result = DetectionResult(
         objects=objects, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,
-        layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.batch,
+        layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.contract.batch_size,
         tile_size=(setup.chips.tile_w, setup.chips.tile_h), padding=setup.chips.pad, device=backend.describe(),
         before_merge=before, after_merge=after, seconds=time.perf_counter() - started,
         model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class),
@@ -394,52 +397,32 @@ def open_model_source_bands(raster: str, md: ModelDefinition) -> list[int]:
 
 def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, channels: int,
            progress: Progress) -> tuple[DetectionSetup, ClassTable]:
-    tile_h = tile_w = int(args["tile_size"]) if args.get("tile_size") else None
-    if tile_h is None:
-        tile_h, tile_w = md.image_height, md.image_width
-    assert tile_w is not None
-    nhwc = md.model_format == "NHWC"
-    declared = backend.inputs[0].shape if backend.inputs else ()
-    if len(declared) == 4:
-        want_c = declared[3] if nhwc else declared[1]
-        if want_c is not None and want_c != channels:
-            raise InputDataError(f"The model takes {want_c} bands but {channels} are read (ExtractBands "
-                                 f"{md.extract_bands}): fix ExtractBands or choose a raster with the right bands")
-        want = (declared[1], declared[2]) if nhwc else (declared[2], declared[3])
-        if None not in want and want != (tile_h, tile_w):
-            raise InputDataError(f"The model takes {want[1]}x{want[0]} tiles but the model definition says "
-                                 f"{tile_w}x{tile_h}: fix ImageWidth/ImageHeight (or tile_size)")
-    pad = int(args.get("padding", 0))
-    chips = TileGrid(grid.width, grid.height, tile_h, tile_w, pad, str(args.get("edge_fill") or "mirror"))
+    contract = decide_contract(md, args, "detect_objects", inputs=backend.inputs, outputs=backend.outputs,
+                               channels=channels)
+    chips = TileGrid(grid.width, grid.height, contract.tile_height, contract.tile_width, int(args.get("padding", 0)),
+                     str(args.get("edge_fill") or "mirror"))
     metadata = getattr(backend, "metadata", {}) or {}
     meta = {k: meta_value(v) for k, v in metadata.items()}
-    probe_in = np.zeros((backend.fixed_batch or 1, channels, tile_h, tile_w), np.float32)
-    probe = backend.run_structured([probe_in.transpose(0, 2, 3, 1) if nhwc else probe_in])
+    probe = backend.run_structured(contract.feeds(contract.probe_inputs()[0]))
     names = [o.name for o in backend.outputs]
     n_classes = len(md.classes) or (len(meta["names"]) if isinstance(meta.get("names"), (dict, list)) else None)
-    decoder = make_decoder(md, probe, names, n_classes, meta, tile_h, tile_w)
+    decoder = make_decoder(md, probe, names, n_classes, meta, contract.tile_height, contract.tile_width)
     table = class_table(md, meta, n_classes, first_value=decoder.label_offset)
-    requested = int(args.get("batch_size", 1))
-    batch = square_batch_size(requested)
-    fixed = backend.fixed_batch
     if decoder.layout == "separate" and any(isinstance(o, np.ndarray) and o.ndim == 2 and o.shape[-1] == 4
                                             for o in _leaves(probe)):
-        fixed = 1  # per-image outputs ([N, 4] boxes, not [B, N, 4])
-    if fixed is not None and fixed != batch:
-        progress.info(f"The model takes {fixed} tile(s) per call: using batch size {fixed}")
-        batch = fixed
-    elif batch != requested:
-        progress.info(f"batch_size {requested} is not a perfect square: using {batch}")
-    tta = bool(args.get("test_time_augmentation"))
-    transforms = augment.transform_ids(tile_h == tile_w, md.image_space_used.upper() == "MAP_SPACE") if tta else [0]
-    progress.info(f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {tile_w}x{tile_h} pixels with padding {pad}, "
-                  f"batch size {batch}, output layout {decoder.layout}"
-                  + (", instance masks" if decoder.with_masks else "")
-                  + (f", test-time augmentation x{len(transforms)}" if tta else ""))
+        # per-image outputs ([N, 4] boxes, not [B, N, 4]): one tile per call
+        contract = decide_contract(md, args, "detect_objects", inputs=backend.inputs, outputs=backend.outputs,
+                                   channels=channels, per_image_outputs=True)
+    if contract.batch.why:
+        progress.info(contract.batch.log_line())
+    progress.info(f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {contract.tile_width}x"
+                  f"{contract.tile_height} pixels with padding {chips.pad}, batch size {contract.batch_size}, output "
+                  f"layout {decoder.layout}" + (", instance masks" if decoder.with_masks else "")
+                  + contract.augmentation_text())
     if table.generated:
         progress.warning("Neither the model definition nor the model names its classes: they are numbered")
-    setup = DetectionSetup(grid, chips, decoder, batch, float(args["threshold"]), float(args["nms_overlap"]),
-                           bool(args["exclude_pad_detections"]), transforms, nhwc, channels)
+    setup = DetectionSetup(grid=grid, chips=chips, decoder=decoder, contract=contract,
+                           exclude_pad=bool(args["exclude_pad_detections"]))
     return setup, table
 
 
