@@ -12,6 +12,7 @@ Imported only when a dialog is built (the parameters name these classes by their
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 from processing.gui.wrappers import WidgetWrapper
@@ -32,7 +33,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.arguments.specs import parse_arguments_text
-from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text
+from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text, effective_arguments
+from ..core.engine.contract import declared_fixed_batch
 from ..core.errors import DLToolsError
 from ..core.model.loader import load_model_definition
 from ..core.tools.describe.device import device_summary
@@ -178,7 +180,7 @@ class ModelWidgetFactory:
 class ArgumentsWidget(QWidget):
     """The arguments table (name, value, default, description) and a line saying what is wrong, if anything."""
 
-    COLUMNS = ("Name", "Value", "Default", "Description")
+    COLUMNS = ("Name", "Value", "Default", "Description", "The run uses")
 
     def __init__(self) -> None:
         super().__init__()
@@ -197,6 +199,8 @@ class ArgumentsWidget(QWidget):
         layout.addWidget(self.note)
         self.rows: list[ArgumentRow] = []
         self.source_note = ""
+        #: the values a run will use for the table's values (name -> (value, why)); None: not known
+        self.effective: Callable[[dict[str, str]], dict[str, tuple[str, str]]] | None = None
 
     def fill(self, rows: list[ArgumentRow], values: dict[str, str], note: str = "") -> None:
         """Rows for the model, with ``values`` (name -> text) over their defaults; unknown names kept, flagged."""
@@ -218,7 +222,7 @@ class ArgumentsWidget(QWidget):
         self.validate()
 
     def _set_row(self, i: int, name: str, value: str, default: str, description: str, fixed: bool) -> None:
-        for col, text in enumerate((name, value, default, description)):
+        for col, text in enumerate((name, value, default, description, "")):
             item = QTableWidgetItem(text)
             if col != 1 or fixed:
                 item.setFlags(item.flags() & ~Qt.ItemIsEditable)
@@ -255,12 +259,24 @@ class ArgumentsWidget(QWidget):
                 problems.append(problem)
             elif row is None and item.text().strip():
                 problems.append(f"'{name}' is not an argument of this model and would be ignored")
+        self._show_effective()
         self.table.blockSignals(False)
         notes = [f'<span style="color:#a00000">{html.escape(p)}</span>' for p in problems]
         if self.source_note:
             notes.append(f"<i>Arguments {html.escape(self.source_note)}.</i>")
         self.note.setText("<br>".join(notes))
         return problems
+
+
+    def _show_effective(self) -> None:
+        """The "run uses" column: each value as the run's contract will take it (batch_size after the square rule
+        and the model's fixed batch dimension), and why where it differs from the value typed."""
+        used = self.effective(self.values()) if self.effective is not None else {}
+        for i in range(self.table.rowCount()):
+            value, why = used.get(self.table.item(i, 0).text(), ("", ""))
+            cell = self.table.item(i, 4)
+            cell.setText(f"{value} ({why})" if why else value)
+            cell.setToolTip(why)
 
 
 class ArgumentsWrapper(WidgetWrapper):
@@ -291,11 +307,13 @@ class ArgumentsWrapper(WidgetWrapper):
             md = load_model_definition(self.model_text) if self.model_text.strip() else None
         except (DLToolsError, OSError, ValueError):
             md = None
+        self.widget.effective = None
         if md is not None:
             tool = self.tool or {"ObjectClassification": "classify_objects", "ObjectDetection": "detect_objects",
                                  "InstanceDetection": "detect_objects"}.get(md.model_type, "classify_pixels")
             try:
                 rows, note = argument_rows(md, tool)
+                self.widget.effective = _effective(md, tool)
             except ValueError:
                 rows, note = [], "for this tool are not known"
         # values equal to the old defaults follow the new model's defaults
@@ -310,6 +328,18 @@ class ArgumentsWrapper(WidgetWrapper):
 
     def value(self) -> str:
         return self.widget.text()
+
+
+def _effective(md: Any, tool: str) -> Callable[[dict[str, str]], dict[str, tuple[str, str]]]:
+    """What a run of ``tool`` with ``md`` will use for given values: the argument table's rule with the model's
+    fixed batch dimension (read from an ONNX file's declared shapes, nothing run)."""
+    fixed = declared_fixed_batch(md)
+
+    def used(values: dict[str, str]) -> dict[str, tuple[str, str]]:
+        rows = effective_arguments(md, tool, values, fixed)
+        return {r["name"]: (r["value"], r["note"] if r["valid"] else "") for r in rows}
+
+    return used
 
 
 class ArgumentsWidgetFactory:
