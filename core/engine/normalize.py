@@ -11,7 +11,8 @@ as one fused multiply-add.  Rules, first match wins (esri-compat.md 4.5):
 2. ``DataRange [lo, hi]``: a linear stretch to ``[lo, hi]`` from the source range. The
    source range is 0-255 for 8-bit rasters; for other types it is each band's
    minimum..maximum (GDAL statistics, NoData excluded), computed once per raster.
-3. Deepness ONNX metadata: ``x / 255``, then ``(x - standardization_mean) / standardization_std``.
+3. Deepness ONNX metadata (or an Ultralytics export's): ``x / 255``, then ``(x - standardization_mean) /
+   standardization_std``; the log says which convention was recognised and from what.
 4. arcgis.learn without statistics, 3 bands: ImageNet mean/std on 0-255 RGB.
 5. Otherwise the pixel values are passed unchanged (Esri's framework PRFs do this).
 
@@ -57,6 +58,27 @@ def _pick(values: Sequence[float] | None, bands: Sequence[int], what: str) -> np
         raise ModelDefinitionError(
             f"NormalizationStats.{what} has {len(values)} values but ExtractBands uses band index {max(bands)}")
     return np.asarray([values[b] for b in bands], np.float64)
+
+
+#: ONNX metadata keys an Ultralytics export writes, and keys only Deepness models carry.
+ULTRALYTICS_KEYS = ("task", "imgsz", "stride", "names")
+DEEPNESS_KEYS = ("model_type", "class_names", "standardization_mean", "standardization_std", "resolution",
+                 "tile_size", "tiles_size", "tiles_overlap", "seg_thresh", "det_conf")
+
+
+def scaling_convention(md: ModelDefinition) -> str:
+    """Which convention asked for ``x / 255`` (and mean/std), and what in the model said so, for the log: a user
+    reading "Normalisation: …" should know why their pixels were scaled, not guess from a tool's name."""
+    meta = md.deepness_metadata or {}
+    deepness = sorted(k for k in meta if k in DEEPNESS_KEYS)
+    ultralytics = sorted(k for k in meta if k in ULTRALYTICS_KEYS)
+    if ultralytics and not deepness:
+        return (f"Ultralytics YOLO convention, recognised from the ONNX metadata ({', '.join(ultralytics)}): RGB "
+                "scaled to 0..1 as Ultralytics trains")
+    if meta:
+        found = ", ".join(deepness) or ", ".join(sorted(meta)[:4])
+        return f"Deepness convention, recognised from the ONNX metadata ({found})"
+    return "QGISPlugin.divide_by_255 / standardization_mean in the model definition"
 
 
 def build_normaliser(md: ModelDefinition, bands: Sequence[int], source_dtype: str,
@@ -120,7 +142,7 @@ def build_normaliser(md: ModelDefinition, bands: Sequence[int], source_dtype: st
             std = np.where(std == 0, 1.0, std)
             scale, offset = scale / std, -mean / std
             text += ", then (x - mean) / std"
-        return Normaliser(scale.astype(np.float32), offset.astype(np.float32), f"Deepness metadata: {text}")
+        return Normaliser(scale.astype(np.float32), offset.astype(np.float32), f"{scaling_convention(md)}: {text}")
     if md.is_arcgis_learn and n == 3:
         mean = np.asarray(IMAGENET_MEAN) * 255.0
         std = np.asarray(IMAGENET_STD) * 255.0

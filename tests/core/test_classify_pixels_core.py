@@ -252,7 +252,8 @@ def test_deepness_dummy_model_x_to_the_8th(tmp_path, testdata):
     assert classes.shape == (841, 1243)
     assert np.array_equal(classes, np.argmax(scores, axis=0))  # x^8 is increasing: exact, ties included
     assert len(np.unique(classes)) == 3
-    assert "Normalisation: Deepness metadata: x / 255" in progress.infos
+    assert "Normalisation: QGISPlugin.divide_by_255 / standardization_mean in the model definition: x / 255" in \
+        progress.infos
     assert "The model's batch dimension is fixed at 1: using batch size 1" in progress.infos
     np.testing.assert_allclose(probs, softmax(scores), atol=1e-5)
 

@@ -74,11 +74,22 @@ def test_data_range_on_other_types_is_from_each_band_min_max():
 def test_deepness_metadata():
     n = build_normaliser(md(divide_by_255=True), [0, 1, 2], "uint8", no_range)
     np.testing.assert_allclose(n.scale, [1 / 255] * 3, rtol=1e-6)
-    assert n.description == "Deepness metadata: x / 255"
-    n = build_normaliser(md(divide_by_255=True, standardization_mean=[0.5], standardization_std=[0.25]), [0, 1],
+    assert n.description == "QGISPlugin.divide_by_255 / standardization_mean in the model definition: x / 255"
+    n = build_normaliser(md(divide_by_255=True, standardization_mean=[0.5], standardization_std=[0.25],
+                            deepness_metadata={"model_type": "Segmentor", "standardization_mean": "[0.5]"}), [0, 1],
                          "uint8", no_range)
     np.testing.assert_allclose(n.apply(np.array([[[255.0]], [[0.0]]], np.float32))[:, 0, 0], [2.0, -2.0], atol=1e-5)
-    assert n.description == "Deepness metadata: x / 255, then (x - mean) / std"
+    assert n.description == ("Deepness convention, recognised from the ONNX metadata (model_type, "
+                             "standardization_mean): x / 255, then (x - mean) / std")
+
+
+def test_an_ultralytics_export_is_named_as_such():
+    """An Ultralytics YOLO ONNX export carries task/imgsz/names/stride and no Deepness key: the log says so."""
+    meta = {"task": "detect", "imgsz": "[640, 640]", "names": "{0: 'car'}", "stride": "32", "author": "Ultralytics"}
+    n = build_normaliser(md(divide_by_255=True, deepness_metadata=meta), [0, 1, 2], "uint8", no_range)
+    np.testing.assert_allclose(n.scale, [1 / 255] * 3, rtol=1e-6)
+    assert n.description == ("Ultralytics YOLO convention, recognised from the ONNX metadata (imgsz, names, stride, "
+                             "task): RGB scaled to 0..1 as Ultralytics trains: x / 255")
 
 
 def test_arcgis_learn_defaults_to_imagenet_on_three_bands_only():

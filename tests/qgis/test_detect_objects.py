@@ -91,6 +91,18 @@ def test_run_nms_and_fields(context, files, tmp_path):
     assert sorted(f["Score"] for f in nms.getFeatures())[-1] == pytest.approx(250 / 2.55, abs=1e-3)
 
 
+def test_an_ultralytics_models_normalisation_is_explained(context, files):
+    """The log says which convention scaled the pixels and what in the model said so (not "Deepness metadata")."""
+    import processing
+
+    _, raster, onnx, _ = files
+    feedback = RecordingFeedback()
+    processing.run("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(onnx), "ARGUMENTS": "padding 8",
+                                             "OUTPUT": "memory:"}, context=context, feedback=feedback)
+    assert ("Normalisation: Ultralytics YOLO convention, recognised from the ONNX metadata (imgsz, names, stride, "
+            "task): RGB scaled to 0..1 as Ultralytics trains: x / 255") in feedback.infos
+
+
 def test_torchvision_masks_give_multipolygons(context, files, tmp_path):
     import processing
     from qgis.core import QgsWkbTypes
