@@ -36,6 +36,7 @@ from ..core.arguments.specs import parse_arguments_text
 from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text, effective_arguments
 from ..core.engine.contract import declared_fixed_batch
 from ..core.errors import DLToolsError
+from ..core.model.definition import colours_from_palette, palette
 from ..core.model.loader import load_model_definition
 from ..core.tools.describe.device import device_summary
 from ..core.tools.describe.report import bands_text
@@ -71,14 +72,17 @@ def model_summary_html(text: str, device_kind: str = "auto", gpu_id: int = 0) ->
         return f'<span style="color:#a00000">{html.escape(str(exc))}</span>', None
     parts = [f"<b>{html.escape(md.model_type)}</b>", f"tile {md.image_width}x{md.image_height}",
              html.escape(bands_text(md))]
+    fill = palette(len(md.classes))  # what the output uses for a class without a colour
     classes = " ".join(
-        f'<span style="background-color:#{c.color[0]:02x}{c.color[1]:02x}{c.color[2]:02x}">&nbsp;&nbsp;&nbsp;</span>'
-        f"&nbsp;{html.escape(str(c.value))} {html.escape(c.name)}" if c.color else
-        f"{html.escape(str(c.value))} {html.escape(c.name)}" for c in md.classes[:24])
+        f'<span style="background-color:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x}">&nbsp;&nbsp;&nbsp;</span>'
+        f"&nbsp;{html.escape(str(c.value))} {html.escape(c.name)}"
+        for c, rgb in ((c, c.color or fill[i]) for i, c in enumerate(md.classes[:24])))
     if len(md.classes) > 24:
         classes += f" … ({len(md.classes)} classes)"
-    lines = [" · ".join(parts), f"Classes: {classes or 'none listed'}",
-             f"Runs on: {html.escape(device_summary(md, device_kind, gpu_id))}"]
+    lines = [" · ".join(parts), f"Classes: {classes or 'none listed'}"]
+    if colours_from_palette(md.classes):
+        lines.append("<i>The model gives no class colours: the output uses a fixed colour-blind-safe palette.</i>")
+    lines.append(f"Runs on: {html.escape(device_summary(md, device_kind, gpu_id))}")
     lines += [f'<span style="color:#9a3b00">{html.escape(w)}</span>' for w in md.warnings]
     return "<br>".join(lines), md
 

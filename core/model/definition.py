@@ -133,11 +133,31 @@ class ModelDefinition:
         return self.model_file
 
 
+#: The colours of classes that come without any: Paul Tol's "muted" qualitative scheme, chosen to stay apart for
+#: the common colour-vision deficiencies and in grey scale, and the same for every model and run.
+COLOUR_BLIND_SAFE = [(204, 102, 119), (51, 34, 136), (221, 204, 119), (17, 119, 51), (136, 204, 238), (136, 34, 85),
+                     (68, 170, 153), (153, 153, 51), (170, 68, 153)]
+
+
 def palette(n: int) -> list[tuple[int, int, int]]:
-    """Distinct, reproducible colours for classes that come without any."""
-    base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-    return [base[i % len(base)] if i < len(base) else
-            ((base[i % len(base)][0] + 67 * (i // len(base))) % 256,
-             (base[i % len(base)][1] + 101 * (i // len(base))) % 256,
-             (base[i % len(base)][2] + 37 * (i // len(base))) % 256) for i in range(n)]
+    """Reproducible colours for ``n`` classes that come without any: the colour-blind-safe scheme, then (for more
+    classes than it has) the scheme again lighter, then darker, and so on, so that neighbours stay apart."""
+    base = COLOUR_BLIND_SAFE
+    out = []
+    for i in range(n):
+        r, g, b = base[i % len(base)]
+        round_ = i // len(base)
+        if round_:
+            towards = 255 if round_ % 2 else 0  # odd rounds lighter, even rounds darker
+            share = min(0.6, 0.35 * ((round_ + 1) // 2))
+            r, g, b = (round(v + (towards - v) * share) for v in (r, g, b))
+        out.append((r, g, b))
+    return out
+
+
+def colours_from_palette(classes: list[ClassInfo]) -> bool:
+    """True when the model gave its classes no colours: some have none, or all are the palette's (a plain ONNX or
+    TorchScript file, whose reader fills them in). The dialog says so, so nobody reads meaning into them."""
+    if not classes:
+        return False
+    return any(c.color is None for c in classes) or [tuple(c.color) for c in classes] == palette(len(classes))

@@ -366,3 +366,17 @@ def test_plain_torchscript_probe(tmp_path):
     assert (md.image_height, md.supports_variable_tile_size) == (256, True)
     assert md.warnings == ["No input shape declared: a probe found 4 bands; tiles of 256 pixels are used. "
                            "Pixel values are passed unchanged"]
+
+
+def test_classes_without_colours_get_one_fixed_colour_blind_safe_palette():
+    from dltools.core.model.definition import COLOUR_BLIND_SAFE, ClassInfo, colours_from_palette, palette
+
+    assert palette(3) == [(204, 102, 119), (51, 34, 136), (221, 204, 119)]  # Paul Tol's muted scheme, in order
+    assert palette(9) == COLOUR_BLIND_SAFE and palette(30) == palette(30)  # the same for every model and run
+    many = palette(30)
+    assert len(set(many)) == 30  # past the nine, lighter then darker rounds: still all different
+    assert many[9] == (222, 156, 167) and many[18] == (133, 66, 77)
+    assert colours_from_palette([ClassInfo(0, "a", palette(2)[0]), ClassInfo(1, "b", palette(2)[1])])
+    assert colours_from_palette([ClassInfo(0, "a", None), ClassInfo(1, "b", (1, 2, 3))])
+    assert not colours_from_palette([ClassInfo(0, "a", (1, 2, 3)), ClassInfo(1, "b", (4, 5, 6))])
+    assert not colours_from_palette([])

@@ -38,3 +38,27 @@ def test_create_package_says_which_inputs_go_together(qgis_app):
     assert labels["MODEL_DEFINITION"].startswith("(A)") and "or (B)" in labels["MODEL_DEFINITION"]
     assert labels["MODEL_FILE"].startswith("(B)") and labels["CLASS_INFO"].startswith("(B)")
     assert "either (A) a model definition, or (B) a model file AND its class info JSON" in alg.shortHelpString()
+
+
+def test_the_summary_says_when_the_model_gives_no_class_colours(qgis_app, tmp_path):
+    """A plain ONNX export names its classes but gives no colours: the summary shows the palette the output will
+    use and says so; a model definition with its own colours shows those and says nothing of a palette."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from detection_models import yolo_v8_onnx
+    from dltools.algorithms.widgets import model_summary_html
+
+    onnx = yolo_v8_onnx(tmp_path / "yolo.onnx", 64, {0: "car", 1: "truck"})
+    text, md = model_summary_html(str(onnx))
+    assert md is not None and "no class colours" in text and "colour-blind-safe palette" in text
+    assert "background-color:#cc6677" in text and "background-color:#332288" in text  # the palette's first two
+    emd = tmp_path / "own.emd"
+    emd.write_text(json.dumps({"Framework": "ONNX", "ModelType": "ObjectDetection", "ModelFile": "yolo.onnx",
+                               "ImageHeight": 64, "ImageWidth": 64,
+                               "Classes": [{"Value": 1, "Name": "car", "Color": [230, 20, 20]},
+                                           {"Value": 2, "Name": "truck", "Color": [20, 200, 20]}]}))
+    text, md = model_summary_html(str(emd))
+    assert md is not None and "palette" not in text and "background-color:#e61414" in text
