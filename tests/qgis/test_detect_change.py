@@ -84,7 +84,7 @@ def test_algorithm_metadata(qgis_app):
     assert alg.displayName() == "Detect Change Using Deep Learning"
     assert alg.group() == "" and alg.groupId() == ""
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        "FROM_RASTER", "TO_RASTER", "MODEL", "ARGUMENTS", "EXTENT", "CELL_SIZE", "DEVICE", "GPU_ID", "SCHEDULER",
+        "FROM_RASTER", "TO_RASTER", "MODEL", "ARGUMENTS", "EXTENT", "MASK", "CELL_SIZE", "DEVICE", "GPU_ID", "SCHEDULER",
         "RETRIES", "ALLOW_CUSTOM_CODE", "OUTPUT"]
     assert all(p.help() for p in alg.parameterDefinitions())
     assert [o.name() for o in alg.outputDefinitions()] == ["OUTPUT"]
