@@ -57,9 +57,9 @@ class InstallLibrariesAlgorithm(DLToolsAlgorithm):
                        "Install the chosen libraries, upgrade them to their newest versions, or remove everything "
                        "the plugin installed (libraries that came with QGIS stay).")
         self.add_param(QgsProcessingParameterEnum(
-            self.LIBRARY, self.tr("Libraries"), options=[f"{lib.label} ({lib.download})" for lib in LIBRARIES],
-            allowMultiple=True, defaultValue=[0]),
-            "What to install or upgrade: " + "; ".join(f"{i}: {lib.label}, {lib.download}"
+            self.LIBRARY, self.tr("Library"), options=[f"{lib.label}, {lib.size}" for lib in LIBRARIES],
+            defaultValue=0),
+            "What to install or upgrade (Remove ignores it): " + "; ".join(f"{i}: {lib.label}, {lib.download}"
                                                       for i, lib in enumerate(LIBRARIES)) + ".")
         self.add_param(QgsProcessingParameterString(self.INDEX_URL, self.tr("Package index URL"), defaultValue="",
                                                     optional=True),
@@ -75,9 +75,7 @@ class InstallLibrariesAlgorithm(DLToolsAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context, feedback) -> dict[str, Any]:  # noqa: N802, ANN001
         action = ACTIONS[self.parameterAsEnum(parameters, self.ACTION, context)]
-        chosen = [LIBRARIES[i] for i in self.parameterAsEnums(parameters, self.LIBRARY, context)]
-        if action != "remove" and not chosen:
-            raise QgsProcessingException("LIBRARY: choose at least one library to install or upgrade")
+        chosen = [LIBRARIES[self.parameterAsEnum(parameters, self.LIBRARY, context)]]
         wheels = self.parameterAsFile(parameters, self.WHEELS, context) or ""
         proxy, note = qgis_proxy_url()
         if note:

@@ -17,19 +17,21 @@ class Library:
     #: distributions that provide the same modules (onnxruntime and onnxruntime-gpu): choosing one drops the other
     replaces: tuple[str, ...] = ()
     download: str = ""
+    size: str = ""  # the short form, for the dialog's list
 
 
 LIBRARIES: tuple[Library, ...] = (
     Library(key="onnxruntime", label="ONNX Runtime for the CPU", requirements=("onnxruntime",),
-            modules=("onnxruntime",), replaces=("onnxruntime-gpu",), download="about 15-30 MB"),
+            modules=("onnxruntime",), replaces=("onnxruntime-gpu",), download="about 15-30 MB", size="15-30 MB"),
     Library(key="onnxruntime-gpu", label="ONNX Runtime for NVIDIA GPUs (CUDA)", requirements=("onnxruntime-gpu",),
             modules=("onnxruntime",), replaces=("onnxruntime",),
-            download="about 200-300 MB; needs a matching NVIDIA driver and CUDA/cuDNN"),
-    Library(key="torch", label="PyTorch + torchvision (TorchScript and arcgis.learn models)",
+            download="about 200-300 MB; needs a matching NVIDIA driver and CUDA/cuDNN", size="200-300 MB"),
+    Library(key="torch", label="PyTorch + torchvision (TorchScript, arcgis.learn)",
             requirements=("torch", "torchvision"), modules=("torch", "torchvision"),
-            download="about 200 MB on Windows and macOS, 1-3 GB on Linux (with NVIDIA CUDA libraries)"),
+            download="about 200 MB on Windows and macOS, 1-3 GB on Linux (with NVIDIA CUDA libraries)",
+            size="0.2-3 GB"),
     Library(key="dask", label="Dask (clusters)", requirements=("dask[distributed]",), modules=("dask", "distributed"),
-            download="about 5 MB"),
+            download="about 5 MB", size="5 MB"),
 )
 
 #: what a check reports, in this order (numpy is QGIS's own and is never installed by the plugin)
