@@ -175,6 +175,144 @@ class SpotDetector:
 '''
 
 
+#: Only getParameterInfo, updateRasterInfo (band count only) and updatePixels: no initialize, no getConfiguration,
+#: as Esri's general raster functions are written.  The sum of every band, in the pixel type inherited.
+BAND_SUM = '''
+import numpy as np
+
+
+class BandSum:
+    def getParameterInfo(self):
+        return [{"name": "raster", "dataType": "raster", "value": None, "required": True}]
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["bandCount"] = 1
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        pixels = pixelBlocks["raster_pixels"].astype(np.uint32)
+        pixelBlocks["output_pixels"] = pixels.sum(axis=0).astype(props["pixelType"])
+        return pixelBlocks
+'''
+
+#: A normalised difference whose output type follows the user's 'method', read in updateRasterInfo (as Esri's NDVI
+#: reads it): 'raw' float32, 'scaled' uint8 100 + 100 x index; raster_info must describe the two bands extracted.
+INDEX = '''
+import numpy as np
+
+
+class Index:
+    def getParameterInfo(self):
+        return [
+            {"name": "raster", "dataType": "raster", "value": None, "required": True},
+            {"name": "red", "dataType": "numeric", "value": 1, "required": True},
+            {"name": "nir", "dataType": "numeric", "value": 2, "required": True},
+            {"name": "method", "dataType": "string", "value": "scaled", "required": False,
+             "domain": ("raw", "scaled")},
+        ]
+
+    def getConfiguration(self, **scalars):
+        return {"extractBands": (int(scalars["red"]) - 1, int(scalars["nir"]) - 1), "inheritProperties": 4 | 8}
+
+    def updateRasterInfo(self, **kwargs):
+        if kwargs["raster_info"]["bandCount"] != 2:
+            raise ValueError("raster_info describes %d bands" % kwargs["raster_info"]["bandCount"])
+        self.raw = kwargs["method"].lower() == "raw"
+        kwargs["output_info"]["bandCount"] = 1
+        kwargs["output_info"]["pixelType"] = "f4" if self.raw else "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        red, nir = pixelBlocks["raster_pixels"].astype("f4")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            index = (nir - red) / (nir + red)
+        if not self.raw:
+            index = index * 100.0 + 100.0
+        pixelBlocks["output_pixels"] = index.astype(props["pixelType"])
+        return pixelBlocks
+
+    def updateKeyMetadata(self, names, bandIndex, **keyMetadata):
+        if bandIndex == -1:
+            keyMetadata["datatype"] = "Processed"
+        elif bandIndex == 0:
+            keyMetadata["bandname"] = "Index"
+        return keyMetadata
+'''
+
+#: A raster parameter that is not called 'raster': pixelBlocks['dem_pixels'] x z, type and NoData inherited.
+DEM_FUNCTION = '''
+import numpy as np
+
+
+class Dem:
+    def getParameterInfo(self):
+        return [{"name": "dem", "dataType": "raster", "value": None, "required": True},
+                {"name": "z", "dataType": "numeric", "value": 1, "required": False}]
+
+    def getConfiguration(self, **scalars):
+        self.z = int(scalars.get("z", 1))
+        return {"inputMask": True, "padding": 0}
+
+    def updateRasterInfo(self, **kwargs):
+        assert kwargs["dem_info"]["bandCount"] == 1 and kwargs["z"] == self.z
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        assert pixelBlocks["dem_mask"].shape == pixelBlocks["dem_pixels"].shape
+        pixelBlocks["output_pixels"] = (pixelBlocks["dem_pixels"] * self.z).astype(props["pixelType"])
+        return pixelBlocks
+'''
+
+#: A 'rasters' parameter (tuples) and keyMetadata: band 2 plus 8 when the input's SensorName is Landsat-8.
+SENSOR_OFFSET = '''
+import numpy as np
+
+
+class Sensor:
+    def getParameterInfo(self):
+        return [{"name": "rasters", "dataType": "rasters", "value": None, "required": True}]
+
+    def getConfiguration(self, **scalars):
+        return {"extractBands": (1,), "keyMetadata": ("SensorName",)}
+
+    def updateRasterInfo(self, **kwargs):
+        infos, metadata = kwargs["rasters_info"], kwargs["rasters_keyMetadata"]
+        assert isinstance(infos, tuple) and len(infos) == 1 and infos[0]["bandCount"] == 1
+        assert set(metadata[0]) == {"SensorName"}
+        self.offset = 8 if metadata[0]["SensorName"] == "Landsat-8" else 0
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        (pixels,) = pixelBlocks["rasters_pixels"]
+        pixelBlocks["output_pixels"] = (pixels + self.offset).astype(props["pixelType"])
+        return pixelBlocks
+'''
+
+#: Detect Change with two raster parameters: 1 where band 2 of r2 (the later date) is above band 2 of r1.
+TWO_DATES = '''
+import numpy as np
+
+
+class TwoDates:
+    def getParameterInfo(self):
+        return [{"name": "r1", "dataType": "raster", "value": None, "required": True},
+                {"name": "r2", "dataType": "raster", "value": None, "required": True}]
+
+    def getConfiguration(self, **scalars):
+        return {"extractBands": (1,)}
+
+    def updateRasterInfo(self, **kwargs):
+        assert kwargs["r1_info"]["bandCount"] == kwargs["r2_info"]["bandCount"] == 1
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        later, earlier = pixelBlocks["r2_pixels"][0], pixelBlocks["r1_pixels"][0]
+        pixelBlocks["output_pixels"] = (later > earlier).astype(props["pixelType"])[None]
+        return pixelBlocks
+'''
+
+
 def raising(after_blocks: int = 1) -> str:
     """A pixel function that raises on its block number ``after_blocks`` (0-based)."""
     return _COMMON + f'''
@@ -222,6 +360,7 @@ class Wrong:
         return {{"padding": 2, "tx": 10, "ty": 10}}
 
     def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["bandCount"] = 1
         kwargs["output_info"]["pixelType"] = "u1"
         return kwargs
 

@@ -128,9 +128,21 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
     return params, note
 
 
-def model_arguments(params: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The entries of getParameterInfo() that are tool arguments (all but raster/model/device)."""
-    return [p for p in params if str(p.get("name", "")).lower() not in RESERVED_PARAMETERS]
+RASTER_TYPES = ("raster", "rasters")
+
+
+def raster_parameters(params: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of getParameterInfo() whose ``dataType`` is ``raster`` or ``rasters``, in order (Esri passes
+    each one's pixels as ``<name>_pixels``, whatever its name)."""
+    return [p for p in params if str(p.get("dataType", "")).strip().lower() in RASTER_TYPES]
+
+
+def model_arguments(params: Sequence[dict[str, Any]], inputs: int = 1) -> list[dict[str, Any]]:
+    """The entries of getParameterInfo() that are tool arguments: all but model/device and the first ``inputs``
+    raster parameters, which the tool fills with its input raster(s); a further raster parameter is an argument
+    whose value is a raster path."""
+    first = {str(p.get("name", "")).lower() for p in raster_parameters(params)[:inputs]}
+    return [p for p in params if str(p.get("name", "")).lower() not in RESERVED_PARAMETERS + tuple(first)]
 
 
 def typed_value(param: dict[str, Any], raw: str) -> Any:

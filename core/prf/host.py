@@ -26,44 +26,34 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..arguments.specs import parse_arguments_text
-from ..errors import ArgumentError, BackendError, DLToolsError, ModelDefinitionError
-from ..model.definition import ClassInfo, ModelDefinition
-from ..model.function_source import function_path, model_arguments, sha256_of, shown_path, typed_value
+from ..errors import ArgumentError, DLToolsError, ModelDefinitionError
+from ..model.definition import ModelDefinition
+from ..model.function_source import (
+    function_path,
+    model_arguments,
+    raster_parameters,
+    sha256_of,
+    shown_path,
+    typed_value,
+)
 from ..progress import NullProgress, Progress
+from .configuration import Configuration, read_configuration
+from .errors import CustomCodeRefusedError, CustomFunctionError
+from .raster_info import read_output, update_kwargs
+
+__all__ = ["PARAMETER_NAME", "SETTING_NAME", "CustomCodeRefusedError", "CustomFunctionError", "PythonRasterFunction",
+           "refusal_message", "without_normalisation"]
 
 #: The id of the plugin setting and of the per-run parameter; named in every refusal.
 SETTING_NAME = "Allow custom Python inference functions (model code)"
 PARAMETER_NAME = "ALLOW_CUSTOM_CODE"
-
-
-#: Esri pixel type codes -> numpy.
-PIXEL_TYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "i1": "int8", "i2": "int16", "i4": "int32",
-               "f4": "float32", "f8": "float64"}
-NUMPY_PIXEL_TYPES = {v: k for k, v in PIXEL_TYPES.items()}
-
-#: Bits of ``inheritProperties`` (PRF wiki): pixel type, NoData, dimensions, resampling.
-INHERIT_PIXEL_TYPE, INHERIT_NODATA = 1, 2
-
-class CustomCodeRefusedError(ModelDefinitionError):
-    """The model needs its own Python code and running it was not allowed."""
-
-
-class CustomFunctionError(BackendError):
-    """The model's Python function failed or broke the contract."""
-
-
-# ------------------------------------------------------------------------------------------------ locating
-
-
-
-
 
 
 def refusal_message(md: ModelDefinition, path: Path) -> str:
@@ -99,27 +89,6 @@ def _frames(exc: BaseException, folder: Path) -> list[str]:
     return lines
 
 
-@dataclass
-class Configuration:
-    """What ``getConfiguration`` asked for, with ArcGIS's defaults filled in."""
-
-    bands: list[int] | None
-    padding: int
-    tx: int
-    ty: int
-    batch_size: int | None
-    data_range: tuple[float, float] | None
-    input_mask: bool
-    inherit: int
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "t", "y", "yes")
-    return bool(value)
-
-
 class PythonRasterFunction:
     """One instance of the model's PRF class, initialised, with every call guarded.
 
@@ -148,13 +117,17 @@ class PythonRasterFunction:
         cls = self._find_class(module)
         self.obj = self._call(cls, "creating the function object")
         self.device_id = self._device_id(device)
-        self._call(getattr(self.obj, "initialize", None), "initialize", model=self._model_argument(),
-                   device=self.device_id)
+        if callable(getattr(self.obj, "initialize", None)):  # optional in Esri's contract
+            self._call(self.obj.initialize, "initialize", model=self._model_argument(), device=self.device_id)
         raw = self._call(getattr(self.obj, "getParameterInfo", None), "getParameterInfo") or []
         if not isinstance(raw, list) or not all(isinstance(p, dict) and "name" in p for p in raw):
             raise CustomFunctionError(f"getParameterInfo() of '{self.shown}' must return a list of dicts with a "
                                       f"'name', not {type(raw).__name__}")
         self.parameter_info: list[dict[str, Any]] = raw
+        self.tool_inputs = 1
+        if callable(getattr(self.obj, "selectRasters", None)):
+            self.progress.warning(f"'{self.shown}' defines selectRasters, which this plugin does not call: every raster "
+                                  "parameter is read for every block")
 
     @staticmethod
     def refuse_unless(md: ModelDefinition, allowed: bool) -> None:
@@ -228,7 +201,9 @@ class PythonRasterFunction:
 
     # -- the contract ----------------------------------------------------------------------------
     def arguments(self) -> list[dict[str, Any]]:
-        return model_arguments(self.parameter_info)
+        """The function's arguments: its parameters but model, device and the rasters the tool fills
+        (``tool_inputs``: the first one, the first two for Detect Change)."""
+        return model_arguments(self.parameter_info, self.tool_inputs)
 
     def resolve_arguments(self, given: str | dict | None) -> dict[str, Any]:
         """The user's ``name value`` pairs over the function's defaults, typed as ArcGIS passes them."""
@@ -251,72 +226,40 @@ class PythonRasterFunction:
                                     f"arguments ('{name} <value>')")
         return values
 
+    def rasters(self) -> list[dict[str, Any]]:
+        """The function's raster parameters (``dataType`` raster or rasters), in order; the first is the tool's
+        input.  A function that declares none gets ``raster``, as Esri's template names it."""
+        return raster_parameters(self.parameter_info) or [{"name": "raster", "dataType": "raster"}]
+
     def configuration(self, arguments: dict[str, Any]) -> Configuration:
-        conf = self._call(getattr(self.obj, "getConfiguration", None), "getConfiguration", **arguments) or {}
-        if not isinstance(conf, dict):
-            raise CustomFunctionError(f"getConfiguration() of '{self.shown}' must return a dict, "
-                                      f"not {type(conf).__name__}")
+        """``getConfiguration(**arguments)`` (optional: Esri's defaults without it), read."""
+        func = getattr(self.obj, "getConfiguration", None)
+        conf = self._call(func, "getConfiguration", **arguments) if callable(func) else None
+        size = (self.md.image_width, self.md.image_height)
+        read = read_configuration(conf, size, self.shown)
+        if read.hints:
+            self.progress.info(f"getConfiguration() of '{self.shown}' asks for "
+                               + ", ".join(f"{k} {v}" for k, v in read.hints.items())
+                               + ": hints for ArcGIS's own block cache, without effect here (ignored)")
+        return read
 
-        def integer(key: str, default: int) -> int:
-            value = conf.get(key, default)
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned {key}={value!r}, "
-                                          "which is not a whole number") from None
-
-        padding = integer("padding", 0)
-        tx = integer("tx", self.md.image_width - 2 * padding)
-        ty = integer("ty", self.md.image_height - 2 * padding)
-        if padding < 0 or tx < 1 or ty < 1:
-            raise CustomFunctionError(f"getConfiguration() of '{self.shown}' asks for tiles of tx={tx}, ty={ty} "
-                                      f"with padding {padding}: tx and ty must be at least 1, padding at least 0")
-        bands = conf.get("extractBands")
-        if bands is not None:
-            try:
-                bands = [int(b) for b in bands]
-            except (TypeError, ValueError):
-                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned extractBands={bands!r}: "
-                                          "expected a tuple of 0-based band indexes") from None
-        data_range = conf.get("dataRange")
-        if data_range is not None:
-            try:
-                lo, hi = (float(v) for v in data_range)
-            except (TypeError, ValueError):
-                raise CustomFunctionError(f"getConfiguration() of '{self.shown}' returned dataRange="
-                                          f"{data_range!r}: expected (min, max)") from None
-            data_range = (lo, hi)
-        batch = conf.get("batch_size")
-        return Configuration(bands=bands, padding=padding, tx=tx, ty=ty,
-                             batch_size=int(batch) if isinstance(batch, (int, float, str)) and str(batch).isdigit()
-                             else None,
-                             data_range=data_range, input_mask=_as_bool(conf.get("inputMask", False)),
-                             inherit=integer("inheritProperties", 2 | 4 | 8), raw=conf)
-
-    def raster_info(self, raster_info: dict[str, Any], inherit: int) -> dict[str, Any]:
-        """``updateRasterInfo``: the output's band count, pixel type, NoData and attribute table."""
-        output = {"bandCount": 1, "pixelType": raster_info["pixelType"] if inherit & INHERIT_PIXEL_TYPE else "f4",
-                  "noData": None, "cellSize": raster_info["cellSize"], "extent": raster_info["extent"],
-                  "nativeExtent": raster_info["extent"], "spatialReference": raster_info.get("spatialReference"),
-                  "width": raster_info["width"], "height": raster_info["height"], "rasterAttributeTable": None,
-                  "statistics": (), "histogram": ()}
-        kwargs = {"output_info": output, "raster_info": dict(raster_info)}
+    def raster_info(self, scalars: dict[str, Any], inputs: dict[str, Any], metadata: dict[str, Any],
+                    inherit: int) -> dict[str, Any]:
+        """``updateRasterInfo`` (optional) with Esri's keyword arguments (:mod:`.raster_info`): the output's band
+        count, pixel type, NoData and attribute table."""
+        kwargs = update_kwargs(scalars, inputs, metadata, inherit)
+        inherited = kwargs["output_info"].get("noData")
         func = getattr(self.obj, "updateRasterInfo", None)
-        if func is not None:
-            got = self._call(func, "updateRasterInfo", **kwargs)
-            kwargs = got if isinstance(got, dict) else kwargs
-        out = kwargs.get("output_info") or output
-        ptype = str(out.get("pixelType") or "f4")
-        if ptype not in PIXEL_TYPES:
-            raise CustomFunctionError(f"updateRasterInfo() of '{self.shown}' set output_info pixelType '{ptype}'; "
-                                      f"expected one of {', '.join(PIXEL_TYPES)}")
-        try:
-            bands = int(out.get("bandCount") or 1)
-        except (TypeError, ValueError):
-            raise CustomFunctionError(f"updateRasterInfo() of '{self.shown}' set output_info bandCount "
-                                      f"{out.get('bandCount')!r}, not a whole number") from None
-        out["pixelType"], out["bandCount"] = ptype, bands
-        return out
+        got = self._call(func, "updateRasterInfo", **kwargs) if callable(func) else None
+        return read_output(got, kwargs, self.shown, inherited)
+
+    def key_metadata(self, band_index: int, given: dict[str, Any]) -> dict[str, Any]:
+        """``updateKeyMetadata(names, bandIndex, **keyMetadata)``: the output's key metadata (-1: the dataset)."""
+        got = self._call(self.obj.updateKeyMetadata, "updateKeyMetadata", (), band_index, **given)
+        if not isinstance(got, dict):
+            raise CustomFunctionError(f"updateKeyMetadata() of '{self.shown}' must return a dict, not "
+                                      f"{type(got).__name__}")
+        return got
 
     def update_pixels(self, tlc: tuple[float, float], shape: tuple[int, int, int], props: dict[str, Any],
                       blocks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -359,27 +302,6 @@ class PythonRasterFunction:
 
 
 
-
-
-def classes_from_rat(rat: Any) -> list[ClassInfo]:
-    """Classes from the JSON raster attribute table an updateRasterInfo returned (Value, ClassName, Red...)."""
-    try:
-        data = json.loads(rat) if isinstance(rat, (str, bytes)) else rat
-        rows = data["features"]
-    except (TypeError, ValueError, KeyError):
-        return []
-    out = []
-    for row in rows:
-        attrs = row.get("attributes", row) if isinstance(row, dict) else {}
-        try:
-            value = int(attrs.get("Value"))
-        except (TypeError, ValueError):
-            continue
-        name = attrs.get("ClassName", attrs.get("Class", f"Class {value}"))
-        rgb = tuple(int(attrs[k]) for k in ("Red", "Green", "Blue")) if all(k in attrs for k in ("Red", "Green", "Blue")) \
-            else None
-        out.append(ClassInfo(value, str(name), rgb))  # type: ignore[arg-type]
-    return out
 
 
 def without_normalisation(md: ModelDefinition, data_range: tuple[float, float] | None) -> ModelDefinition:

@@ -40,31 +40,15 @@ from ..model.definition import ModelDefinition
 from ..progress import NullProgress, Progress
 from ..raster.gdal_io import BlockWriter, bounded_gdal_cache
 from ..raster.grid import EDGE_FILLS, TileGrid
+from .configuration import INHERIT_NODATA, Configuration
+from .errors import CustomFunctionError
 from .function_model import FunctionModel, function_model_ref
-from .host import (
-    INHERIT_NODATA,
-    NUMPY_PIXEL_TYPES,
-    PIXEL_TYPES,
-    Configuration,
-    CustomFunctionError,
-    PythonRasterFunction,
-    classes_from_rat,
-    without_normalisation,
-)
+from .host import PythonRasterFunction, without_normalisation
+from .raster_info import NUMPY_PIXEL_TYPES, PIXEL_TYPES, classes_from_rat, input_info, key_metadata
+from .sources import FunctionSource, InputPart, raster_bands, stacked_dates
 
 #: Arguments the tool itself takes beside the function's own (unless the function declares one of that name).
 TOOL_ARGUMENTS = ("edge_fill", "block_size")
-
-
-def _nodata_for(dtype: np.dtype, given: Any) -> float:
-    if given is not None:
-        try:
-            return float(np.asarray(given).ravel()[0])
-        except (TypeError, ValueError, IndexError):
-            pass
-    if dtype.kind == "f":
-        return float("nan")
-    return float(np.iinfo(dtype).max)
 
 
 def _check_block(prf: PythonRasterFunction, key: str, value: Any, shape: tuple[int, int, int],
@@ -127,7 +111,7 @@ class FunctionOutput:
     workers), the numpy type, band count and NoData, and whether class values are counted (one integer band)."""
 
     info: dict[str, Any]
-    raster_info: tuple[dict[str, Any], int]
+    raster_info: tuple  # the arguments of PythonRasterFunction.raster_info, replayed on Dask workers
     dtype: np.dtype
     bands: int
     nodata: float
@@ -141,7 +125,7 @@ class FunctionRun:
 
     prf: PythonRasterFunction
     conf: Configuration
-    source: Any
+    source: FunctionSource
     normaliser: Normaliser | None
     chips: TileGrid
     block_size: int
@@ -162,6 +146,11 @@ class FunctionRun:
         p, tx, ty = conf.padding, conf.tx, conf.ty
         source = open_source(conf.bands)
         try:
+            if not conf.resampling and _resampled(source):
+                raise CustomFunctionError(
+                    f"getConfiguration() of '{prf.shown}' says resampling False, but the input is resampled to the "
+                    "processing grid (a processing extent or cell size, or a second date on another grid): run it "
+                    "on the raster's own grid")
             chips = TileGrid(source.grid.width, source.grid.height, ty + 2 * p, tx + 2 * p, p, tool["edge_fill"])
             normaliser = None
             if conf.data_range is not None:
@@ -175,17 +164,20 @@ class FunctionRun:
 
     def output_info(self) -> FunctionOutput:
         """``updateRasterInfo`` on the source read: the output's bands, pixel type and NoData."""
-        grid, source = self.source.grid, self.source
-        src_type = NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4")
-        raster_info = ({"bandCount": source.band_count, "pixelType": src_type, "noData": None,
-                        "cellSize": grid.cell_size, "extent": grid.bounds, "nativeExtent": grid.bounds,
-                        "width": grid.width, "height": grid.height, "spatialReference": grid.crs_wkt,
-                        "format": "GTiff"}, self.conf.inherit)
+        inputs: dict[str, Any] = {}
+        metadata: dict[str, dict[str, Any]] = {}
+        for part in self.source.parts:
+            view = _PartView(self.source, part.bands)
+            info = input_info(view, list(part.nodata))
+            inputs[part.name] = (info,) if part.is_list else info
+            found = key_metadata(part.metadata, self.conf.key_metadata)
+            metadata[part.name] = (found,) if part.is_list else found
+        raster_info = (dict(self.arguments), inputs, metadata, self.conf.inherit)
         info = self.prf.raster_info(*raster_info)
         dtype = np.dtype(PIXEL_TYPES[info["pixelType"]])
         bands = int(info["bandCount"])
-        return FunctionOutput(info=info, raster_info=raster_info, dtype=dtype, bands=bands,
-                              nodata=_nodata_for(dtype, info.get("noData")), counted=bands == 1 and dtype.kind in "iu")
+        return FunctionOutput(info=info, raster_info=raster_info, dtype=dtype, bands=bands, nodata=info["noData"],
+                              counted=bands == 1 and dtype.kind in "iu")
 
     def reader(self) -> TileReader:
         dtype = "float32" if self.normaliser is not None else str(np.dtype(self.source.dtype))
@@ -210,6 +202,7 @@ class FunctionBlockTask:
 
     reader: TileReader
     input_mask: bool
+    parts: list[InputPart]
 
     def units(self, job: BlockJob) -> int:
         return job.chip_count
@@ -226,9 +219,17 @@ class FunctionBlockTask:
         return None, batches()
 
     def pixel_blocks(self, chip: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
-        blocks: dict[str, Any] = {"raster_pixels": chip}
-        if self.input_mask:
-            blocks["raster_mask"] = np.repeat(valid[None].astype(np.uint8), chip.shape[0], axis=0)
+        """Esri's ``pixelBlocks``: ``<name>_pixels`` (and ``<name>_mask`` with ``inputMask``) for each raster
+        parameter the tool fills, a tuple of arrays for a ``rasters`` parameter."""
+        blocks: dict[str, Any] = {}
+        start = 0
+        for part in self.parts:
+            pixels = chip[start:start + part.bands]
+            start += part.bands
+            mask = np.repeat(valid[None].astype(np.uint8), part.bands, axis=0) if self.input_mask else None
+            blocks[f"{part.name}_pixels"] = (pixels,) if part.is_list else pixels
+            if mask is not None:
+                blocks[f"{part.name}_mask"] = (mask,) if part.is_list else mask
         return blocks
 
     def locate(self, prf: PythonRasterFunction, r: int, c: int) -> tuple[int, int]:
@@ -323,9 +324,14 @@ def run_function_raster(open_source: Callable[[list[int] | None], Any], md: Mode
     try:
         out = run.output_info()
         classes = list(md.classes) or classes_from_rat(out.info.get("rasterAttributeTable"))
-        return write_outputs(lambda tmp, _probabilities: _write(run, out, md, tmp, progress, scheduler, retries,
-                                                                 device, started),
-                             output, None, replace(md, classes=classes), run.source.grid, progress)
+        given = run.source.parts[0].metadata
+
+        def write(tmp: str, _probabilities: str | None) -> PixelRunResult:
+            result = _write(run, out, md, tmp, progress, scheduler, retries, device, started)
+            write_key_metadata(run.prf, tmp, out.bands, given)
+            return result
+
+        return write_outputs(write, output, None, replace(md, classes=classes), run.source.grid, progress)
     finally:
         run.source.close()
 
@@ -333,9 +339,10 @@ def run_function_raster(open_source: Callable[[list[int] | None], Any], md: Mode
 def _write(run: FunctionRun, out: FunctionOutput, md: ModelDefinition, output: str, progress: Progress,
            scheduler: str, retries: int, device: Any, started: float) -> PixelRunResult:
     source, conf, grid = run.source, run.conf, run.source.grid
-    task = FunctionPixelTask(run.reader(), conf.input_mask, out.bands, out.dtype.name, out.nodata,
-                             out.info["pixelType"], bool(conf.inherit & INHERIT_NODATA), tuple(grid.geotransform),
-                             grid.crs_wkt, out.counted)
+    task = FunctionPixelTask(reader=run.reader(), input_mask=conf.input_mask, parts=source.parts, out_bands=out.bands,
+                             out_dtype=out.dtype.name, nodata=out.nodata, pixel_type=out.info["pixelType"],
+                             inherit_nodata=bool(conf.inherit & INHERIT_NODATA),
+                             geotransform=tuple(grid.geotransform), crs_wkt=grid.crs_wkt, count_values=out.counted)
     in_bytes = np.dtype(task.reader.dtype).itemsize * source.band_count
     jobs = run.jobs(in_bytes + out.bands * out.dtype.itemsize + 1.0)
     progress.info(run.describe(jobs) + f", {out.bands} band(s) of '{out.info['pixelType']}' out"
@@ -355,51 +362,34 @@ def _write(run: FunctionRun, out: FunctionOutput, md: ModelDefinition, output: s
         blocks=len(jobs), edge_fill=run.edge_fill, workers=stats.workers)
 
 
-class _Bands:
-    """A reader seen by the driver: positions 0..n-1 of the bands it reads."""
-
-    def __init__(self, source: Any, picks: list[int], closers: list[Any]) -> None:
-        self.source = source
-        self.picks = picks
-        self.grid = source.grid
-        self.dtype = source.dtype
-        self.band_count = len(picks)
-        self.has_mask = bool(getattr(source, "has_mask", True))
-        self._closers = closers
-
-    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.source.read(x, y, w, h)
-
-    def band_range(self, i: int) -> tuple[float, float]:
-        return self.source.band_range(self.picks[i])
-
-    def close(self) -> None:
-        for c in self._closers:
-            c.close()
+def _resampled(source: FunctionSource) -> bool:
+    """Whether any raster the source reads is resampled (warped) to the processing grid."""
+    inner = source.source
+    return any(bool(getattr(s, "warped", False)) for s in [inner, *getattr(inner, "sources", [])])
 
 
-def raster_bands(raster: str, md: ModelDefinition, prf: PythonRasterFunction,
-                 grid: Any) -> Callable[[list[int] | None], _Bands]:
-    """``open_source`` for :meth:`FunctionRun.open` on one raster: the bands ``extractBands`` asks for (else the
-    model definition's ExtractBands, else all), checked against the raster, read on ``grid``."""
-    from ..engine.normalize import resolve_bands
-    from ..raster.gdal_io import RasterSource
+def write_key_metadata(prf: PythonRasterFunction, path: str, bands: int, given: dict[str, Any]) -> None:
+    """``updateKeyMetadata`` (optional) for the dataset (band index -1, starting from the first input's key metadata
+    ``given``) and each band, written as the output GeoTIFF's metadata."""
+    from osgeo import gdal
 
-    def open_source(bands: list[int] | None) -> _Bands:
-        probe = RasterSource(raster, [0])
-        try:
-            count = probe.ds.RasterCount
-            if bands is None:
-                bands = resolve_bands(md, count, probe.band_names(), probe.name)
-            elif bands and max(bands) >= count:
-                raise CustomFunctionError(f"getConfiguration() of '{prf.shown}' asks for band {max(bands) + 1} "
-                                          f"(extractBands {bands}) but raster '{probe.name}' has {count} band(s)")
-        finally:
-            probe.close()
-        src = RasterSource(raster, list(bands), grid)
-        return _Bands(src, list(bands), [src])
+    if not callable(getattr(prf.obj, "updateKeyMetadata", None)):
+        return
+    ds = gdal.Open(path, gdal.GA_Update)
+    try:
+        for index in range(-1, bands):
+            meta = prf.key_metadata(index, dict(given) if index == -1 else {})
+            target = ds if index == -1 else ds.GetRasterBand(index + 1)
+            target.SetMetadata({str(k): str(v) for k, v in meta.items() if v is not None})
+    finally:
+        ds = None
 
-    return open_source
+
+class _PartView:
+    """A source's grid and type with one part's band count: what ``<name>_info`` describes."""
+
+    def __init__(self, source: FunctionSource, bands: int) -> None:
+        self.grid, self.dtype, self.band_count = source.grid, source.dtype, bands
 
 
 def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None,
@@ -407,26 +397,20 @@ def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, argume
                            retries: int = 2) -> PixelRunResult:
     """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``)."""
     prf = PythonRasterFunction(md, allowed, device, progress)
-    return run_function_raster(raster_bands(raster, md, prf, grid), md, prf, arguments, output, progress, scheduler,
-                               retries, device)
+    return run_function_raster(raster_bands(raster, md, prf.shown, prf.rasters()[0], grid), md, prf, arguments,
+                               output, progress, scheduler, retries, device)
 
 
 def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
                          output: str, arguments: str | dict | None, device: Any, progress: Progress,
                          allowed: bool, scheduler: str = "", retries: int = 2) -> PixelRunResult:
-    """Detect Change with the model's function: ``raster_pixels`` is the from-bands then the to-bands.
+    """Detect Change with the model's function: the two dates fill its first two raster parameters, or its one
+    raster parameter holds the from-bands then the to-bands (:func:`.sources.stacked_dates`).
 
     ``stack(sources, picks)`` reads the dates as one stack of bands (the tool's own StackedSource).
     """
     prf = PythonRasterFunction(md, allowed, device, progress)
-    total = sum(len(s.bands) for s in sources)
-
-    def open_source(bands: list[int] | None) -> _Bands:
-        picks = list(bands) if bands is not None else (list(md.extract_bands) if md.extract_bands
-                                                       else list(range(total)))
-        if picks and max(picks) >= total:
-            raise CustomFunctionError(f"The function asks for band {max(picks) + 1} of the two dates stacked "
-                                      f"(extractBands {picks}) but they have {total} bands together")
-        return _Bands(stack(sources, picks), picks, [])
-
-    return run_function_raster(open_source, md, prf, arguments, output, progress, scheduler, retries, device)
+    rasters = prf.rasters()
+    prf.tool_inputs = min(2, len(rasters))
+    return run_function_raster(stacked_dates(sources, stack, md, prf.shown, rasters), md, prf, arguments, output,
+                               progress, scheduler, retries, device)

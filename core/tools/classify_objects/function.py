@@ -46,7 +46,8 @@ class FunctionChips:
         stack = [np.ones(c.shape, np.uint8) if m is None else np.repeat(m[None].astype(np.uint8), c.shape[0], axis=0)
                  for c, m in zip(chips, masks)]
         prf.where = f"chip batch {model.calls + 1} ({len(chips)} chip(s))"
-        data = model.call(prf.vectorize, {"rasters_pixels": list(chips), "rasters_mask": stack})
+        name = prf.rasters()[0]["name"]  # Esri's object classifiers call it "rasters"
+        data = model.call(prf.vectorize, {f"{name}_pixels": list(chips), f"{name}_mask": stack})
         features = data.get("features", [])
         if len(features) != len(chips):
             raise CustomFunctionError(f"vectorize() of '{prf.shown}' returned {len(features)} feature(s) for "

@@ -33,7 +33,8 @@ from ...model.definition import ClassInfo, ModelDefinition
 from ...prf.features import feature_attributes, feature_class, feature_confidence, given_name
 from ...prf.function_model import FunctionModel, function_model_ref
 from ...prf.host import CustomFunctionError, PythonRasterFunction
-from ...prf.raster_blocks import FunctionBlockTask, FunctionRun, raster_bands
+from ...prf.raster_blocks import FunctionBlockTask, FunctionRun
+from ...prf.sources import raster_bands
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import bounded_gdal_cache
 
@@ -194,12 +195,13 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                       + (f" (written besides Class, ClassValue, Confidence: {', '.join(n for n, _ in extra_fields)})"
                          if extra_fields else " (written: Class, ClassValue, Confidence)"))
 
-    run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf, grid), progress)
+    run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf.shown, prf.rasters()[0], grid), progress)
     conf = run.conf
     model = FunctionModel(prf)
     sink = _Objects()
     try:
-        task = FunctionDetectionTask(run.reader(), conf.input_mask, md, tuple(grid.geotransform), extra_fields)
+        task = FunctionDetectionTask(reader=run.reader(), input_mask=conf.input_mask, parts=run.source.parts, md=md,
+                                     geotransform=tuple(grid.geotransform), extra_fields=extra_fields)
         jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
         progress.info(run.describe(jobs))
         with bounded_gdal_cache():

@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The rasters a model's function reads, as its raster parameters see them.
+
+Esri hands every raster parameter over by its own name (``<name>_pixels``, ``<name>_mask``; ``<name>_info`` in
+``updateRasterInfo``).  The tool's input fills the function's first raster parameter; Detect Change's two dates
+fill the first two when the function declares two (one stack of both dates' bands when it declares one, as
+arcgis.learn's change detector takes them).  A :class:`FunctionSource` is what the block engine reads: one stack of
+bands on the processing grid, cut back into the parameters' parts (:class:`InputPart`) when the function is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model.definition import ModelDefinition
+from .errors import CustomFunctionError
+
+
+@dataclass(frozen=True)
+class InputPart:
+    """One raster parameter's share of the stack read: its name, whether it is a ``rasters`` list, its bands, and
+    the NoData and key metadata of the raster it comes from."""
+
+    name: str
+    is_list: bool
+    bands: int
+    nodata: tuple = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class FunctionSource:
+    """A reader seen by the function's block task: positions 0..n-1 of the bands it reads, in ``parts``."""
+
+    def __init__(self, source: Any, range_bands: list[int], parts: list[InputPart], closers: list[Any]) -> None:
+        """``range_bands[i]``: what ``source.band_range`` calls the band read at position ``i``."""
+        self.source = source
+        self.range_bands = range_bands
+        self.parts = parts
+        self.grid = source.grid
+        self.dtype = source.dtype
+        self.band_count = len(range_bands)
+        self.has_mask = bool(getattr(source, "has_mask", True))
+        self._closers = closers
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.source.read(x, y, w, h)
+
+    def band_range(self, i: int) -> tuple[float, float]:
+        return self.source.band_range(self.range_bands[i])
+
+    def close(self) -> None:
+        for c in self._closers:
+            c.close()
+
+
+def _metadata(ds: Any) -> dict[str, str]:
+    return dict(ds.GetMetadata() or {})
+
+
+def raster_bands(raster: str, md: ModelDefinition, shown: str, parameter: dict[str, Any],
+                 grid: Any) -> Callable[[list[int] | None], FunctionSource]:
+    """``open_source`` for one raster filling the raster parameter ``parameter``: the bands ``extractBands`` asks
+    for (else the model definition's ExtractBands, else all), checked against the raster, read on ``grid``."""
+    from ..engine.normalize import resolve_bands
+    from ..raster.gdal_io import RasterSource
+
+    def open_source(bands: list[int] | None) -> FunctionSource:
+        probe = RasterSource(raster, [0])
+        try:
+            count = probe.ds.RasterCount
+            metadata = _metadata(probe.ds)
+            if bands is None:
+                bands = resolve_bands(md, count, probe.band_names(), probe.name)
+            elif bands and max(bands) >= count:
+                raise CustomFunctionError(f"getConfiguration() of '{shown}' asks for band {max(bands) + 1} "
+                                          f"(extractBands {bands}) but raster '{probe.name}' has {count} band(s)")
+        finally:
+            probe.close()
+        src = RasterSource(raster, list(bands), grid)
+        part = InputPart(str(parameter["name"]), _is_list(parameter), len(bands), tuple(src.nodata), metadata)
+        return FunctionSource(src, list(bands), [part], [src])
+
+    return open_source
+
+
+def _is_list(parameter: dict[str, Any]) -> bool:
+    return str(parameter.get("dataType", "")).strip().lower() == "rasters"
+
+
+def stacked_dates(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
+                  shown: str, parameters: list[dict[str, Any]]) -> Callable[[list[int] | None], FunctionSource]:
+    """``open_source`` for Detect Change: the two dates as the first two raster parameters (``extractBands`` picks
+    the same bands of each), or as one stack of the from-bands then the to-bands for a function with one
+    (``extractBands`` indexes that stack).  ``stack(sources, picks)`` reads the dates as one stack of bands."""
+    counts = [len(s.bands) for s in sources]
+    total = sum(counts)
+
+    def open_source(bands: list[int] | None) -> FunctionSource:
+        if len(parameters) >= 2:
+            own = list(bands) if bands is not None else list(range(min(counts)))
+            if own and max(own) >= min(counts):
+                raise CustomFunctionError(f"getConfiguration() of '{shown}' asks for band {max(own) + 1} of each date "
+                                          f"(extractBands {own}) but the dates have {counts[0]} and {counts[1]} bands")
+            picks = own + [counts[0] + b for b in own]
+            parts = [InputPart(str(p["name"]), _is_list(p), len(own), tuple(s.nodata[b] for b in own),
+                               _metadata(s.ds)) for p, s in zip(parameters[:2], sources)]
+        else:
+            picks = list(bands) if bands is not None else (list(md.extract_bands) if md.extract_bands
+                                                           else list(range(total)))
+            if picks and max(picks) >= total:
+                raise CustomFunctionError(f"The function asks for band {max(picks) + 1} of the two dates stacked "
+                                          f"(extractBands {picks}) but they have {total} bands together")
+            parts = [InputPart(str(parameters[0]["name"]), _is_list(parameters[0]), len(picks))]
+        stacked = stack(sources, picks)
+        return FunctionSource(stacked, picks, parts, [])
+
+    return open_source

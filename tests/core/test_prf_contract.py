@@ -1,0 +1,140 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Esri's Python raster function contract as Esri documents it (raster-functions ``Reference.py`` and wiki): the
+documented variants of a function, each written here, each with an output computed with numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import prf_functions as prf
+import pytest
+from builders import RecordingProgress, read_raster, write_raster
+from dltools.core.model.loader import load_model_definition
+from dltools.core.prf.host import CustomFunctionError
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+from dltools.core.tools.detect_change.pipeline import detect_change
+from osgeo import gdal
+
+H, W = 17, 21
+
+
+def _image(tmp_path, dtype=np.uint16, nodata=0, metadata=None):
+    rng = np.random.default_rng(3)
+    arr = rng.integers(1, 200, (3, H, W)).astype(dtype)
+    arr[:, 5, 6] = 0  # one NoData pixel
+    path = write_raster(tmp_path / "in.tif", arr, nodata=nodata)
+    if metadata:
+        ds = gdal.Open(str(path), gdal.GA_Update)
+        ds.SetMetadata(metadata)
+        ds = None
+    return path, arr
+
+
+def _run(tmp_path, source: str, name: str, arguments: str = "", raster=None, **emd) -> tuple:
+    raster = raster or _image(tmp_path)[0]
+    md = load_model_definition(str(prf.write_function(tmp_path / name, name, source, **emd)))
+    out = tmp_path / f"{name}.tif"
+    progress = RecordingProgress()
+    classify_pixels(str(raster), md, str(out), arguments, allow_custom_code=True, progress=progress)
+    ds = gdal.Open(str(out))
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    dtype = gdal.GetDataTypeName(ds.GetRasterBand(1).DataType)
+    ds = None
+    return read_raster(out), nodata, dtype, progress
+
+
+def test_no_initialize_and_no_getconfiguration(tmp_path):
+    """Only getParameterInfo and updatePixels: every band (no extractBands), no padding, tiles of ImageWidth x
+    ImageHeight, and everything inherited (pixel type uint16, NoData 0, the band count until it says 1)."""
+    raster, arr = _image(tmp_path)
+    out, nodata, dtype, _ = _run(tmp_path, prf.BAND_SUM, "BandSum", raster=raster, tile=8)
+    valid = (arr != 0).all(axis=0)
+    expected = np.where(valid, arr.astype(np.uint32).sum(axis=0), 0).astype(np.uint16)
+    assert dtype == "UInt16" and nodata == 0
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_update_raster_info_gets_arguments_and_raster_info(tmp_path):
+    """updateRasterInfo reads the user's argument values and raster_info, and sets the output's pixel type and
+    band count: NDVI-like, 'raw' gives float32 NDVI, 'scaled' uint8 100 + 100 x NDVI."""
+    raster, arr = _image(tmp_path)
+    red, nir = arr[0].astype(np.float32), arr[2].astype(np.float32)
+    valid = (arr != 0).all(axis=0)
+    ndvi = (nir - red) / (nir + red)
+    out, nodata, dtype, _ = _run(tmp_path, prf.INDEX, "Index", "method raw;red 1;nir 3", raster=raster)
+    assert dtype == "Float32" and np.isnan(nodata)
+    np.testing.assert_array_equal(np.isnan(out), ~valid)
+    np.testing.assert_allclose(out[valid], ndvi[valid], rtol=0, atol=1e-6)
+    scaled, nodata, dtype, _ = _run(tmp_path, prf.INDEX, "Index", "method scaled;red 1;nir 3", raster=raster)
+    assert dtype == "Byte" and nodata == 255
+    np.testing.assert_array_equal(scaled[valid], (ndvi[valid] * 100.0 + 100.0).astype(np.uint8))
+    # updateKeyMetadata: the output's dataset and band key metadata
+    ds = gdal.Open(str(tmp_path / "Index.tif"))
+    assert ds.GetMetadata()["datatype"] == "Processed" and ds.GetRasterBand(1).GetMetadata()["bandname"] == "Index"
+    ds = None
+
+
+def test_raster_parameter_by_its_own_name_and_inherited_type(tmp_path):
+    """A first raster parameter called 'dem' is the tool's input (not a model argument): dem_pixels, dem_mask and
+    dem_info; without pixelType the output inherits the input's (int16), NoData too (-9999)."""
+    dem = (np.arange(H * W, dtype=np.int16).reshape(1, H, W) - 100)
+    dem[0, 2, 3] = -9999
+    raster = write_raster(tmp_path / "dem.tif", dem, nodata=-9999)
+    out, nodata, dtype, _ = _run(tmp_path, prf.DEM_FUNCTION, "Dem", "z 3", raster=raster)
+    assert dtype == "Int16" and nodata == -9999
+    expected = np.where(dem[0] == -9999, -9999, dem[0] * 3).astype(np.int16)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_rasters_parameter_and_key_metadata(tmp_path):
+    """A 'rasters' parameter gets tuples (rasters_pixels, rasters_info); keyMetadata asks for the input's key
+    metadata, which updateRasterInfo reads from rasters_keyMetadata."""
+    raster, arr = _image(tmp_path, metadata={"SensorName": "Landsat-8", "Other": "x"})
+    out, _, dtype, _ = _run(tmp_path, prf.SENSOR_OFFSET, "Sensor", raster=raster)
+    valid = (arr != 0).all(axis=0)
+    assert dtype == "UInt16"
+    np.testing.assert_array_equal(out[valid], arr[1][valid] + 8)
+
+
+def test_two_raster_parameters_in_detect_change(tmp_path):
+    """A function with two raster parameters gets the earlier date as r1 and the later as r2 (extractBands picks
+    the same band of each)."""
+    rng = np.random.default_rng(4)
+    before = rng.integers(1, 100, (2, 20, 30)).astype(np.uint8)
+    after = rng.integers(1, 100, (2, 20, 30)).astype(np.uint8)
+    r1 = write_raster(tmp_path / "before.tif", before)
+    r2 = write_raster(tmp_path / "after.tif", after)
+    emd = prf.write_function(tmp_path / "model", "TwoDates", prf.TWO_DATES,
+                             classes=((0, "same", (0, 0, 0)), (1, "brighter", (0, 255, 0))))
+    out = tmp_path / "change.tif"
+    detect_change(str(r1), str(r2), load_model_definition(str(emd)), str(out), "", allow_custom_code=True)
+    np.testing.assert_array_equal(read_raster(out), (after[1] > before[1]).astype(np.uint8))
+
+
+def test_resampling_false_is_refused_when_the_input_is_resampled(tmp_path):
+    from dltools.core.raster.request import RasterRequest
+
+    raster, _ = _image(tmp_path)
+    source = prf.BAND_SUM.replace("    def updateRasterInfo", "    def getConfiguration(self, **scalars):\n"
+                                  "        return {'resampling': False, 'compressionFactor': 50}\n\n"
+                                  "    def updateRasterInfo")
+    md = load_model_definition(str(prf.write_function(tmp_path / "m", "BandSum", source)))
+    progress = RecordingProgress()
+    classify_pixels(str(raster), md, str(tmp_path / "same.tif"), "", allow_custom_code=True, progress=progress)
+    assert any("compressionFactor 50" in m and "ignored" in m for m in progress.infos)
+    with pytest.raises(CustomFunctionError, match="resampling False"):
+        classify_pixels(str(raster), md, str(tmp_path / "coarse.tif"), "", request=RasterRequest(cell_size=2.0),
+                        allow_custom_code=True)
+    assert not (tmp_path / "coarse.tif").exists()
+
+
+def test_nodata_the_output_type_cannot_hold_is_refused(tmp_path):
+    raster, _ = _image(tmp_path)
+    source = prf.BAND_SUM.replace("class BandSum:", "class BadNoData:").replace(
+        "    def updatePixels", "    def updateRasterInfo(self, **kwargs):\n"
+        "        kwargs['output_info']['pixelType'] = 'u1'\n"
+        "        kwargs['output_info']['bandCount'] = 1\n"
+        "        kwargs['output_info']['noData'] = np.array([-1.0])\n"
+        "        return kwargs\n\n    def updatePixels")
+    with pytest.raises(CustomFunctionError, match=r"noData -1, which the output pixel type 'u1' \(0\.\.255"):
+        _run(tmp_path, source, "BadNoData", raster=raster)
+    assert not (tmp_path / "BadNoData.tif").exists()
