@@ -121,7 +121,7 @@ def import_distributed():
         import distributed
     except ImportError as exc:
         raise DependencyMissingError(
-            "Running on a Dask cluster (SCHEDULER) needs " + not_installed("Dask", "dask")
+            not_installed("Dask", "dask", ", which running on a Dask cluster (SCHEDULER) needs")
             + " (or leave SCHEDULER empty to run in-process)") from exc
     return distributed
 

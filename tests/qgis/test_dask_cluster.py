@@ -389,8 +389,10 @@ def test_scheduler_values_and_missing_dask(data, tmp_path, monkeypatch):
     with pytest.raises(ArgumentError, match="tcp://host:8786"):
         parse_scheduler("cluster")
     monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(DependencyMissingError, match=r"Install Inference Libraries \(dltools:installlibraries, LIBRARY "
-                                                     r"'Dask \(clusters\)'\).*-m pip install --user .*\"dask\[distributed\]\""):
+    with pytest.raises(DependencyMissingError, match=r"^Dask is not installed in QGIS's Python, which running on a Dask "
+                                                     r"cluster \(SCHEDULER\) needs: install it from QGIS with .*Install "
+                                                     r"Inference Libraries \(dltools:installlibraries, LIBRARY 'Dask "
+                                                     r"\(clusters\)'\).* -m pip install .*\"dask\[distributed\]\""):
         import_distributed()
     with pytest.raises(DependencyMissingError, match="leave SCHEDULER empty to run in-process"):
         classify(data, tmp_path / "x.tif", "padding 2", scheduler="local:1")
