@@ -9,7 +9,6 @@ cluster exactly as a model file does.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -55,8 +54,9 @@ class FunctionOpener:
     arguments: dict[str, Any]
     sha256: str
     allowed: bool
-    raster_info: tuple[dict[str, Any], int] | None = None
+    raster_info: tuple | None = None  # the arguments of PythonRasterFunction.raster_info on the client
     per_thread: bool = True
+    tool_inputs: int = 1
 
     def open(self, path: Any, device: Any) -> FunctionModel:
         path = Path(path)
@@ -74,14 +74,8 @@ class FunctionOpener:
         emd = self.md.origin == "emd" and home is not None and Path(self.md.source).is_file()
         md = replace(self.md, base_dir=path.parent, inference_function=path.name, origin="emd" if emd else "json",
                      source=self.md.source if emd else str(path))
-        added = home is not None and str(home) not in sys.path
-        if added:
-            sys.path.append(str(home))
-        try:
-            prf = PythonRasterFunction(md, True, device)
-        finally:
-            if added:
-                sys.path.remove(str(home))
+        prf = PythonRasterFunction(md, True, device, helpers=Path(home) if home is not None else None)
+        prf.tool_inputs = self.tool_inputs
         prf.configuration(self.arguments)
         if self.raster_info is not None:
             prf.raster_info(*self.raster_info)
@@ -90,7 +84,7 @@ class FunctionOpener:
 
 def function_model_ref(prf: PythonRasterFunction, md: ModelDefinition, arguments: dict[str, Any], device: Any,
                        progress: Progress, scheduler: str,
-                       raster_info: tuple[dict[str, Any], int] | None = None) -> Any:
+                       raster_info: tuple | None = None) -> Any:
     """The function's file as a :class:`core.engine.cluster.ModelRef`: shipped under its own name, checked by
     SHA-256 on each worker and run there because this run allowed it."""
     from ..backends import DeviceRequest
@@ -100,4 +94,4 @@ def function_model_ref(prf: PythonRasterFunction, md: ModelDefinition, arguments
     progress.info(f"Running the model's own Python code on the Dask workers of '{scheduler.strip()}' (ALLOW_CUSTOM_CODE "
                   f"given for this run): '{prf.shown}' (SHA-256 {prf.sha256}), checked on each worker before it runs")
     return replace(ref, upload_name=prf.path.name,
-                   opener=FunctionOpener(md, arguments, prf.sha256, True, raster_info))
+                   opener=FunctionOpener(md, arguments, prf.sha256, True, raster_info, tool_inputs=prf.tool_inputs))

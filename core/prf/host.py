@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,6 +45,7 @@ from ..model.function_source import (
 from ..progress import NullProgress, Progress
 from .configuration import Configuration, read_configuration
 from .errors import CustomCodeRefusedError, CustomFunctionError
+from .loading import ModelModules
 from .raster_info import read_output, update_kwargs
 
 __all__ = ["PARAMETER_NAME", "SETTING_NAME", "CustomCodeRefusedError", "CustomFunctionError", "PythonRasterFunction",
@@ -99,7 +99,9 @@ class PythonRasterFunction:
     _counter = itertools.count()
 
     def __init__(self, md: ModelDefinition, allowed: bool, device: Any = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, helpers: Path | None = None) -> None:
+        """``helpers``: where the function's helper modules are when that is not the function's own folder (a Dask
+        worker runs the file shipped to it, its helpers stay in the model's folder)."""
         self.md = md
         self.progress = progress or NullProgress()
         path = function_path(md)
@@ -112,6 +114,8 @@ class PythonRasterFunction:
             raise CustomCodeRefusedError(refusal_message(md, path))
         self.sha256 = sha256_of(path)
         self.progress.info(f"Running the model's own Python code: '{self.shown}' (SHA-256 {self.sha256})")
+        self.modules = ModelModules([path.parent] + ([helpers] if helpers is not None else []))
+        self._logged = 0
         self.where = "loading the function"
         module = self._load_module()
         cls = self._find_class(module)
@@ -143,15 +147,7 @@ class PythonRasterFunction:
         if spec is None or spec.loader is None:
             raise CustomFunctionError(f"'{self.shown}' cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(spec)
-        folder = str(self.path.parent)
-        added = folder not in sys.path
-        if added:
-            sys.path.insert(0, folder)  # PRFs import helpers that sit next to them
-        try:
-            self._call(spec.loader.exec_module, "loading the module", module)
-        finally:
-            if added:
-                sys.path.remove(folder)
+        self._call(spec.loader.exec_module, "loading the module", module)  # helpers beside it import (loading.py)
         return module
 
     def _find_class(self, module: Any) -> type:
@@ -186,7 +182,8 @@ class PythonRasterFunction:
         if func is None:
             raise CustomFunctionError(f"'{self.shown}' has no {what} method, which the tool needs")
         try:
-            return func(*args, **kwargs)
+            with self.modules.active():
+                return func(*args, **kwargs)
         except DLToolsError:
             raise
         except Exception as exc:  # the function's own error: show where in its code
@@ -195,6 +192,17 @@ class PythonRasterFunction:
             raise CustomFunctionError(
                 f"The model's Python function '{self.shown}' failed in {what}{self.where_text()}: "
                 f"{type(exc).__name__}: {exc}\n{where}\nNo output was written.") from exc
+        finally:
+            self._log_helpers()
+
+    def _log_helpers(self) -> None:
+        """Name each file the function imported from the model's folder, with its SHA-256, once."""
+        hashes = self.modules.hashes
+        if len(hashes) > self._logged:
+            for path, digest in list(hashes.items())[self._logged:]:
+                self.progress.info(f"The model's function imported '{path.name}' from the model's folder "
+                                   f"(SHA-256 {digest})")
+            self._logged = len(hashes)
 
     def where_text(self) -> str:
         return f" on {self.where}" if self.where and not self.where.startswith("loading") else ""

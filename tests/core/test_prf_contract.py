@@ -138,3 +138,55 @@ def test_nodata_the_output_type_cannot_hold_is_refused(tmp_path):
     with pytest.raises(CustomFunctionError, match=r"noData -1, which the output pixel type 'u1' \(0\.\.255"):
         _run(tmp_path, source, "BadNoData", raster=raster)
     assert not (tmp_path / "BadNoData.tif").exists()
+
+
+HELPER_USER = '''
+import numpy as np
+
+import helper
+
+
+class Scaled:
+    def getParameterInfo(self):
+        return [{"name": "raster", "dataType": "raster", "value": None, "required": True}]
+
+    def getConfiguration(self, **scalars):
+        return {"extractBands": (0,), "inheritProperties": 4 | 8}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["pixelType"] = "u2"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        import helper_late  # imported on the first call, from the model's own folder too
+
+        factor = helper.FACTOR * helper_late.FACTOR
+        pixelBlocks["output_pixels"] = (pixelBlocks["raster_pixels"] * factor).astype(props["pixelType"])
+        return pixelBlocks
+'''
+
+
+def test_two_models_with_same_named_helper_modules_in_one_session(tmp_path):
+    """Model A and model B each import their own 'helper' and 'helper_late' (same names, other factors): each runs
+    its own, in any order, and the log names every file imported from the model's folder with its SHA-256."""
+    import hashlib
+    import sys
+
+    raster, arr = _image(tmp_path)
+    outs = {}
+    for name, factors in (("a", (2, 3)), ("b", (5, 7)), ("a2", (2, 3))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "helper.py").write_text(f"FACTOR = {factors[0]}\n", encoding="utf-8")
+        (folder / "helper_late.py").write_text(f"FACTOR = {factors[1]}\n", encoding="utf-8")
+        md = load_model_definition(str(prf.write_function(folder, "Scaled", HELPER_USER)))
+        progress = RecordingProgress()
+        classify_pixels(str(raster), md, str(tmp_path / f"{name}.tif"), "", allow_custom_code=True, progress=progress)
+        outs[name] = read_raster(tmp_path / f"{name}.tif")
+        valid = (arr != 0).all(axis=0)
+        np.testing.assert_array_equal(outs[name][valid], (arr[0] * factors[0] * factors[1])[valid])
+        log = "\n".join(progress.infos)
+        for helper in ("helper.py", "helper_late.py"):
+            digest = hashlib.sha256((folder / helper).read_bytes()).hexdigest()
+            assert f"imported '{helper}' from the model's folder (SHA-256 {digest})" in log
+        assert "helper" not in sys.modules and "helper_late" not in sys.modules
