@@ -141,3 +141,13 @@ def test_object_accuracy_mask_and_refusals():
     with pytest.raises(InputDataError, match="MIN_IOU"):
         object_detection_accuracy(detections, truths, min_iou=0)
     assert (class_key(1.0), class_key("2"), class_key(" car "), class_key(0.5)) == ("1", "2", "car", "0.5")
+
+
+def test_pair_counts_small_and_wide_value_ranges():
+    from core.tools.accuracy.pixels import _pair_counts
+
+    cls = np.array([0, 0, 1, 1, 1], np.int64)
+    ref = np.array([0, 1, 1, 1, 0], np.int64)
+    assert sorted(_pair_counts(cls, ref)) == [(0, 0, 1), (0, 1, 1), (1, 0, 1), (1, 1, 2)]
+    wide = np.array([-70000, 5, 5, 3_000_000], np.int64)  # too wide for a bincount: the sorted-code path
+    assert sorted(_pair_counts(wide, wide[::-1].copy())) == [(-70000, 3_000_000, 1), (5, 5, 2), (3_000_000, -70000, 1)]

@@ -249,3 +249,89 @@ def test_an_existing_folder_is_never_written_into_and_a_cancel_leaves_nothing(ra
         export_training_data(str(path), str(tmp_path / "cancelled"), ClassData(features=FEATURES), settings,
                              progress=CancelAfterOne())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "image.tif"]
+
+
+def test_kitti_lines(raster, tmp_path):
+    path, _ = raster
+    out = tmp_path / "kitti"
+    export(path, out, "KITTI_rectangles")
+    assert (out / "labels" / "000000000.txt").read_text() == \
+        "1 0.00 0 0.00 1.00 1.00 4.00 3.00 0.00 0.00 0.00 0.00 0.00 0.00 0.00\n"
+    assert (out / "labels" / "000000002.txt").read_text() == \
+        "2 0.00 0 0.00 0.00 0.00 2.00 3.00 0.00 0.00 0.00 0.00 0.00 0.00 0.00\n"
+    assert (out / "map.txt").read_text().splitlines()[1] == "images\\000000001.tif labels\\000000001.txt"
+    assert json.loads((out / "esri_accumulated_stats.json").read_text())["MetaDataMode"] == "KITTI_rectangles"
+
+
+def test_rcnn_masks_number_each_feature_per_class(raster, tmp_path):
+    path, _ = raster
+    out = tmp_path / "rcnn"
+    features = FEATURES + [(3, pixel_rect(0, 3, 2, 4), 1)]  # a second class-1 feature in the first chip
+    summary = export(path, out, "RCNN_Masks", features=features)
+    assert summary.chips == 3
+    mask = read_raster(out / "labels" / "1" / "000000000.tif")
+    expected = np.zeros((4, 4), np.uint8)
+    expected[1:3, 1:4] = 1
+    expected[3, 0:2] = 2
+    assert np.array_equal(mask, expected)
+    assert not (out / "labels" / "2" / "000000000.tif").exists()
+    assert np.array_equal(read_raster(out / "labels" / "2" / "000000001.tif"), (np.arange(4)[None, :] >= 2) *
+                          (np.arange(4)[:, None] < 3).astype(np.uint8))
+    assert (out / "map.txt").read_text().splitlines()[:2] == [
+        "images\\000000000.tif labels\\1\\000000000.tif", "images\\000000001.tif labels\\2\\000000001.tif"]
+    stats = json.loads((out / "esri_accumulated_stats.json").read_text())
+    assert stats["FeatureStats"]["NumFeaturesPerClass"] == [2, 2]
+
+
+def test_labeled_tiles_fixed_size_bounding_box_and_blacken(raster, tmp_path):
+    path, data = raster
+    out = tmp_path / "fixed"
+    summary = export(path, out, "Labeled_Tiles")
+    assert summary.chips == 2  # one chip per feature
+    # class 1: bounding box centre (2.5, 2) -> a 4 x 4 chip from column 1, row 0
+    assert np.array_equal(read_raster(out / "images" / "000000000.tif"), data[:, 0:4, 1:5])
+    obj = ET.parse(out / "labels" / "000000000.xml").getroot().findall("object")
+    assert len(obj) == 1 and obj[0].findtext("name") == "1"
+    assert [obj[0].findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")] == ["0", "1", "3", "3"]
+    emd = json.loads((out / "esri_model_definition.emd").read_text())
+    assert (emd["MetaDataMode"], emd["CropTileMode"], emd["BlackenAroundFeature"]) == ("Labeled_Tiles", "FIXED_SIZE", False)
+    out = tmp_path / "bbox"
+    export(path, out, "Labeled_Tiles", crop_mode="BOUNDING_BOX")
+    assert np.array_equal(read_raster(out / "images" / "000000000.tif"), data[:, 1:3, 1:4])
+    out = tmp_path / "black"
+    export(path, out, "Labeled_Tiles", features=[FEATURES[1]], blacken_around_feature=True)
+    # class 2 (columns 6..10, rows 4..7): centre (8, 5.5) -> chip from column 6, row 4; row 7 is outside the polygon
+    # and row 8 past the raster: both black
+    expected = np.zeros((2, 4, 4), np.uint8)
+    expected[:, 0:3] = data[:, 4:7, 6:10]
+    assert np.array_equal(read_raster(out / "images" / "000000000.tif"), expected)
+
+
+def test_yolo_labels_and_data_yaml(raster, tmp_path):
+    path, _ = raster
+    out = tmp_path / "yolo"
+    export(path, out, "YOLO")
+    assert (out / "labels" / "000000000.txt").read_text() == "0 0.625000 0.500000 0.750000 0.500000\n"
+    assert (out / "labels" / "000000001.txt").read_text() == "1 0.750000 0.375000 0.500000 0.750000\n"
+    assert (out / "data.yaml").read_text() == \
+        "path: .\ntrain: images\nval: images\nnc: 2\nnames:\n  0: '1'\n  1: '2'\n"
+    assert not (out / "esri_model_definition.emd").exists()
+    assert (out / "map.txt").read_text().splitlines()[0] == "images\\000000000.tif labels\\000000000.txt"
+
+
+def test_coco_instances_json(raster, tmp_path):
+    path, _ = raster
+    out = tmp_path / "coco"
+    export(path, out, "COCO")
+    coco = json.loads((out / "labels.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["000000000.tif", "000000001.tif", "000000002.tif"]
+    assert coco["images"][0] == {"id": 1, "file_name": "000000000.tif", "width": 4, "height": 4}
+    first = coco["annotations"][0]
+    assert (first["image_id"], first["category_id"], first["bbox"], first["area"], first["iscrowd"]) == \
+        (1, 1, [1.0, 1.0, 3.0, 2.0], 6.0, 0)
+    ring = first["segmentation"][0]
+    assert len(ring) == 10 and set(zip(ring[0::2], ring[1::2])) == {(1.0, 1.0), (4.0, 1.0), (4.0, 3.0), (1.0, 3.0)}
+    assert [a["category_id"] for a in coco["annotations"]] == [1, 2, 2]
+    assert coco["categories"] == [{"id": 1, "name": "1", "supercategory": "none"},
+                                  {"id": 2, "name": "2", "supercategory": "none"}]
+    assert not (out / "map.txt").exists() and not list(out.glob(".coco*"))

@@ -27,7 +27,7 @@ from osgeo import ogr
 from ...errors import InputDataError
 from ...progress import NullProgress, Progress, SubProgress, check_canceled
 from ...raster.burn import FeatureIndex, rasterize, window_rectangle
-from ...raster.gdal_io import RasterSource
+from ...raster.gdal_io import RasterSource, bounded_gdal_cache
 
 SAMPLINGS = ("ALL", "RANDOM", "STRATIFIED_RANDOM", "EQUALIZED_STRATIFIED_RANDOM")
 BLOCK = 512
@@ -164,13 +164,12 @@ def pixel_accuracy(classified: str, reference: Reference, class_mapping: dict[in
     if sampling != "ALL" and points < 1:
         raise InputDataError(f"NUMBER_OF_POINTS must be at least 1 for {sampling}, not {points}")
     blocks = _Blocks(classified, reference, class_mapping or {})
-    if sampling == "ALL":
-        pairs = _all_pairs(blocks, progress)
-    else:
+    with bounded_gdal_cache():
+        if sampling == "ALL":
+            return _confusion(_all_pairs(blocks, progress), sampling)
         counts = _reference_counts(blocks, SubProgress(progress, 0, 50))
         picks = _draw(counts, sampling, points, seed)
-        pairs = _picked_pairs(blocks, picks, SubProgress(progress, 50, 100))
-    return _confusion(pairs, sampling)
+        return _confusion(_picked_pairs(blocks, picks, SubProgress(progress, 50, 100)), sampling)
 
 
 def _all_pairs(blocks: _Blocks, progress: Progress) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -216,7 +215,11 @@ def _picked_pairs(blocks: _Blocks, picks: dict, progress: Progress) -> Iterator[
         if None in picks:
             groups = {None: np.arange(len(ref))}
         else:
-            groups = {c: np.nonzero(ref == c)[0] for c in picks}
+            order = np.argsort(ref, kind="stable")  # each class's positions stay in block order
+            keys, ranked = list(picks), ref[order]
+            starts = np.searchsorted(ranked, keys, side="left").tolist()
+            ends = np.searchsorted(ranked, keys, side="right").tolist()
+            groups = {c: order[lo:hi] for c, lo, hi in zip(keys, starts, ends)}
         chosen = []
         for key, where in groups.items():
             ranks = picks[key]
@@ -227,13 +230,27 @@ def _picked_pairs(blocks: _Blocks, picks: dict, progress: Progress) -> Iterator[
         yield cls[take], ref[take]
 
 
+def _pair_counts(cls: np.ndarray, ref: np.ndarray) -> list[tuple[int, int, int]]:
+    """How often each (classified, reference) pair occurs: a bincount over the block's value ranges when they are
+    small (class rasters), a sort of 64-bit pair codes otherwise."""
+    if not len(cls):
+        return []
+    c0, r0 = int(cls.min()), int(ref.min())
+    cspan, rspan = int(cls.max()) - c0 + 1, int(ref.max()) - r0 + 1
+    if cspan * rspan <= 1 << 20:
+        counts = np.bincount((cls - c0) * rspan + (ref - r0), minlength=cspan * rspan)
+        hit = np.nonzero(counts)[0]
+        return [(c0 + k // rspan, r0 + k % rspan, n) for k, n in zip(hit.tolist(), counts[hit].tolist())]
+    codes = ((cls - c0).astype(np.uint64) << np.uint64(32)) | (ref - r0).astype(np.uint64)
+    values, numbers = np.unique(codes, return_counts=True)
+    return [(c0 + (v >> 32), r0 + (v & 0xFFFFFFFF), n)
+            for v, n in zip(values.tolist(), numbers.tolist())]
+
+
 def _confusion(pairs: Iterator[tuple[np.ndarray, np.ndarray]], sampling: str) -> PixelAccuracy:
     counts: dict[tuple[int, int], int] = {}
     for cls, ref in pairs:
-        if not len(cls):
-            continue
-        stacked, numbers = np.unique(np.stack([cls, ref], axis=1), axis=0, return_counts=True)
-        for (c, r), n in zip(stacked.tolist(), numbers.tolist()):
+        for c, r, n in _pair_counts(cls, ref):
             counts[(c, r)] = counts.get((c, r), 0) + n
     if not counts:
         raise InputDataError("The classified raster and the reference share no valid pixel: nothing to compare")

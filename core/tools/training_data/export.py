@@ -33,7 +33,7 @@ from osgeo import ogr
 
 from ...errors import InputDataError
 from ...progress import NullProgress, Progress, check_canceled
-from ...raster.gdal_io import RasterSource
+from ...raster.gdal_io import RasterSource, bounded_gdal_cache
 from ...safe_output import check_new_folder, replacing_folder
 from .chip_files import pixel_space_transform, turn_array, turn_box, turn_point, turn_transform, write_chip
 from .labels import ChipObject, ClassFeatures, chip_rectangle, is_point_geometry, pixel_box, pixel_rings, rasterize
@@ -124,7 +124,7 @@ def export_training_data(raster: str, folder: str, class_data: ClassData, settin
         if class_data.raster else None
     mask = _union(mask_wkbs)
     run = _Run(source, settings, features, labels_raster, mask, progress)
-    with replacing_folder(folder) as tmp:
+    with bounded_gdal_cache(), replacing_folder(folder) as tmp:
         run.write_all(tmp)
     progress.info(f"{run.tally.chips} chips written to '{folder}' ({settings.metadata_format}, "
                   f"{settings.image_format}); classes: {', '.join(map(str, run.classes())) or 'none'}")

@@ -50,10 +50,10 @@ class BandStats:
     def add(self, data: np.ndarray, valid: np.ndarray) -> None:
         if not valid.any():
             return
-        values = data[:, valid].astype(np.float64)  # [bands, n]
+        values = data.reshape(data.shape[0], -1) if valid.all() else data[:, valid]  # [bands, n], raw type
         n = values.shape[1]
-        mean = values.mean(axis=1)
-        m2 = ((values - mean[:, None]) ** 2).sum(axis=1)
+        mean = values.mean(axis=1, dtype=np.float64)
+        m2 = values.var(axis=1, dtype=np.float64) * n
         total = self.num + n
         delta = mean - self.mean
         self.mean = self.mean + delta * n / total
