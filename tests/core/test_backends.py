@@ -163,7 +163,9 @@ def test_gpu_requested_without_gpu_onnx(models):
         OnnxBackend(models["dynamic"], DeviceRequest("gpu"))
     available = ", ".join(onnxruntime.get_available_providers())
     assert str(info.value) == (f"A GPU was requested but ONNX Runtime has no CUDA provider here (available: {available}): "
-                               "install onnxruntime-gpu with a matching CUDA, or choose CPU/Auto")
+                               "install 'ONNX Runtime for NVIDIA GPUs' with Install Inference Libraries "
+                               "(dltools:installlibraries) "
+                               "and a matching CUDA, or choose CPU/Auto")
 
 
 def test_gpu_requested_without_gpu_torch(models):

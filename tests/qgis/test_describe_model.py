@@ -216,7 +216,8 @@ def test_gpu_requested_without_gpu(small_onnx, tmp_path, context):
         pytest.skip("ONNX Runtime has a CUDA provider here")
     message = describe_error(small_onnx, tmp_path, context, DEVICE=2)
     assert message.startswith("A GPU was requested but ONNX Runtime has no CUDA provider here (available: ")
-    assert message.endswith("install onnxruntime-gpu with a matching CUDA, or choose CPU/Auto")
+    assert message.endswith("install 'ONNX Runtime for NVIDIA GPUs' with Install Inference Libraries "
+                            "(dltools:installlibraries) and a matching CUDA, or choose CPU/Auto")
 
 
 def test_temporary_outputs_when_none_are_given(small_onnx, context):
