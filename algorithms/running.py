@@ -7,13 +7,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingException, QgsProcessingFeedback
 
 from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
 
+#: The tab of QGIS's Log Messages panel (View > Panels > Log Messages) where the plugin's warnings also go.
+LOG_TAG = "Deep Learning Tools"
+
+
+def log_message(message: str, level: Qgis.MessageLevel = Qgis.Warning) -> None:
+    """Into the Log Messages panel under the plugin's own tab, as QGIS plugins do: the dialog's log is gone once
+    the dialog is closed (and a script's run has none), the panel keeps it. Safe from a worker thread."""
+    QgsMessageLog.logMessage(message, LOG_TAG, level)
+
 
 class FeedbackProgress:
-    """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`."""
+    """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`; warnings also go to the
+    Log Messages panel."""
 
     def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
         self.feedback = feedback or QgsProcessingFeedback()
@@ -29,6 +39,7 @@ class FeedbackProgress:
 
     def warning(self, message: str) -> None:
         self.feedback.reportError(message, fatalError=False)
+        log_message(message)
 
     def debug(self, message: str) -> None:
         self.feedback.pushDebugInfo(message)
