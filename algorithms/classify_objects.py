@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -102,14 +103,23 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             "score_threshold, joined with ';'.")
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
-        self.add_param(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster"), optional=True),
-                       "The image the chips are cut from; its bands are picked by the model's ExtractBands. Leave it "
-                       "empty when an image folder is given. A VRT mosaic can be processed item by item "
-                       "(Processing mode).")
-        self.add_param(QgsProcessingParameterFeatureSource(self.FEATURES, self.tr("Input features"),
-                                                           [QgsProcessing.TypeVectorAnyGeometry], optional=True),
-                       "Points, lines or polygons, in any CRS: one chip and one label per feature. Without features "
-                       "every image is one object.")
+        # INPUT is required, as the dialog shows it (no "[optional]", a raster layer preselected); IMAGE_FOLDER is the
+        # alternative right under it, and checkParameterValues lets INPUT be empty when a folder is given
+        self.add_param(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")),
+                       "The image the chips are cut from; its bands are picked by the model's ExtractBands. A VRT "
+                       "mosaic can be processed item by item (Processing mode). Not read when an image folder is "
+                       "given.")
+        self.add_param(QgsProcessingParameterFile(self.IMAGE_FOLDER,
+                                                  self.tr("…or an image folder, used instead of the input raster"),
+                                                  behavior=QgsProcessingParameterFile.Folder, optional=True),
+                       "Instead of the input raster: a folder of images (.tif, .png, .jpg, ...; not its sub-folders). "
+                       "When a folder is given, the input raster is not read (the log says so). Without input "
+                       "features each image is classified as one object.")
+        self.add_param(QgsProcessingParameterFeatureSource(
+            self.FEATURES, self.tr("Input features (empty: each image is one object)"),
+            [QgsProcessing.TypeVectorAnyGeometry], optional=True),
+            "Points, lines or polygons, in any CRS: one chip and one label per feature. Without features "
+            "every image is one object.")
         self.add_model_parameters(ARGUMENTS_HELP)
         self.add_param(QgsProcessingParameterString(self.CLASS_LABEL_FIELD, self.tr("Class label field"),
                                                     defaultValue="ClassLabel"),
@@ -119,10 +129,6 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             "raster (the folder's images must share CRS and bands) and every feature gets one label. 'Items "
             "separately': every feature is classified on each image it touches, one output row per feature and "
             "image, with the image in an 'Image' field. A single raster is always one image.")
-        self.add_param(QgsProcessingParameterFile(self.IMAGE_FOLDER, self.tr("Image folder"),
-                                                  behavior=QgsProcessingParameterFile.Folder, optional=True),
-                       "Instead of an input raster: a folder of images (.tif, .png, .jpg, ...; not its sub-folders). "
-                       "Without input features each image is classified as one object.", advanced=True)
         self.add_device_parameters()
         self.add_cluster_parameters()
         self.add_custom_code_parameter()
@@ -139,15 +145,29 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         style_classified_objects(result[self.OUTPUT], self._classes, context)  # categorized by class, + .qml
         return result
 
+    def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
+        """INPUT may be empty: the imagery can be an image folder instead (processAlgorithm says clearly when there
+        is neither), so the required-parameter check alone would refuse a valid run."""
+        definition = self.parameterDefinition(self.INPUT)
+        if parameters.get(self.INPUT) not in (None, "") or definition is None:
+            return super().checkParameterValues(parameters, context)
+        flags = definition.flags()
+        definition.setFlags(flags | QgsProcessingParameterDefinition.FlagOptional)  # for this check only
+        try:
+            return super().checkParameterValues(parameters, context)
+        finally:
+            definition.setFlags(flags)
+
     def _input_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
-        """What the result is named after: the features, else the raster, else the image folder."""
+        """What the result is named after: the features, else the image folder, else the raster."""
         if parameters.get(self.FEATURES) not in (None, ""):
             layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)
             return layer.name() if layer is not None else ""
-        if parameters.get(self.INPUT):
-            layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-            return layer.name() if layer is not None else ""
-        return os.path.basename(os.path.normpath(self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or ""))
+        folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
+        if folder:
+            return os.path.basename(os.path.normpath(folder))
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
+        return layer.name() if layer is not None else ""
 
     def _classify(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: ANN001
         progress = FeedbackProgress(feedback)
@@ -155,8 +175,9 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         refuse_reserved_field(self.CLASS_LABEL_FIELD, label_field)
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
         folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
-        if layer is not None and folder:
-            raise QgsProcessingException(self.tr("Give either an input raster or an image folder, not both"))
+        if layer is not None and folder:  # the dialog always has a raster (INPUT is required): the folder wins
+            progress.info(f"Image folder given: the input raster '{layer.name()}' is not read")
+            layer = None
         if layer is None and not folder:
             if parameters.get(self.INPUT):
                 raise QgsProcessingException(self.tr(f"The input raster '{parameters.get(self.INPUT)}' cannot be loaded"))

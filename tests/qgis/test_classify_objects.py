@@ -123,8 +123,13 @@ def test_algorithm_metadata(qgis_app):
     alg = QgsApplication.processingRegistry().algorithmById(ALG)
     assert alg is not None and alg.displayName() == "Classify Objects Using Deep Learning"
     names = [p.name() for p in alg.parameterDefinitions()]
-    assert names == ["INPUT", "FEATURES", "MODEL", "ARGUMENTS", "CLASS_LABEL_FIELD", "PROCESSING_MODE", "IMAGE_FOLDER",
+    # the imagery, its alternative right under it, then the features
+    assert names == ["INPUT", "IMAGE_FOLDER", "FEATURES", "MODEL", "ARGUMENTS", "CLASS_LABEL_FIELD", "PROCESSING_MODE",
                      "DEVICE", "GPU_ID", "SCHEDULER", "RETRIES", "ALLOW_CUSTOM_CODE", "OUTPUT"]
+    flags = {n: alg.parameterDefinition(n).flags() for n in ("INPUT", "IMAGE_FOLDER", "FEATURES")}
+    optional, advanced = alg.parameterDefinition("INPUT").FlagOptional, alg.parameterDefinition("INPUT").FlagAdvanced
+    assert not flags["INPUT"] & optional and flags["IMAGE_FOLDER"] & optional and flags["FEATURES"] & optional
+    assert not any(f & advanced for f in flags.values())  # the alternative is in sight, not under Advanced
     assert alg.parameterDefinition("CLASS_LABEL_FIELD").defaultValue() == "ClassLabel"
     assert "CropSizeFixed 1" in alg.shortHelpString() and "suffix _1" in alg.shortHelpString()
 
@@ -256,8 +261,9 @@ def test_wrong_models_and_inputs(context, models, grid, tmp_path):
     emd = str(mean_emd(models, band=0, tile=7))
     assert classify_error(context, {"FEATURES": str(src), "MODEL": emd}, tmp_path) == \
         "No imagery: give an input raster or an image folder"
+    # the dialog always has a raster (INPUT is required there): a folder given as well is the imagery, the log says so
     assert classify_error(context, {"INPUT": str(grid), "IMAGE_FOLDER": str(tmp_path), "FEATURES": str(src),
-                                    "MODEL": emd}, tmp_path) == "Give either an input raster or an image folder, not both"
+                                    "MODEL": emd}, tmp_path).startswith(f"Image folder '{tmp_path}' holds no images")
 
 
 def test_cancel(context, models, grid, tmp_path):
