@@ -13,6 +13,7 @@ from typing import Any
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
@@ -28,6 +29,11 @@ from ..core.progress import SubProgress
 from .base import DLToolsAlgorithm
 from .model_to_ecd import MODEL_FILE_FILTER
 from .running import FeedbackProgress, run_engine
+
+#: What makes MODEL_DEFINITION a definition; any other file there is a bare model file.
+DEFINITION_SUFFIXES = (".emd", ".ecd", ".json")
+MODEL_OR_DEFINITION_FILTER = ("Model definitions and model files (*.emd *.ecd *.json *.onnx *.pt *.pth *.pt2 "
+                              "*.torchscript *.pb *.h5 *.model *.dnn);;All files (*.*)")
 
 
 def split_file_list(values: list[str]) -> list[str]:
@@ -67,37 +73,40 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return self.tr(
-            "Inputs that go together: either (A) a model definition, or (B) a model file AND its class info JSON. "
-            "Give one of the two, not both; extra files, description, summary and tags go with either.\n\n"
+            "Choose the model: its model definition (.emd, or an .ecd from Deep Learning Model To Ecd), or a bare "
+            "model file (.onnx, .pt, ...) together with its class info JSON, from which the .emd is built the way "
+            "Deep Learning Model To Ecd does it.\n\n"
             "Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, "
             "the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, "
             "TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package "
-            "works wherever it is extracted, in this plugin and in ArcGIS Pro.\n\n"
-            "Give the model either as an .emd (or an .ecd from Deep Learning Model To Ecd), or as a model file with its "
-            "class info JSON, from which the .emd is built the way Deep Learning Model To Ecd does it. The tool refuses "
-            "a definition whose referenced files are missing, so a package is never incomplete. The description, "
-            "summary and tags are stored in the .emd under \"QGISPlugin\" (ArcGIS ignores that key) and shown by "
-            "Extract Deep Learning Package.")
+            "works wherever it is extracted, in this plugin and in ArcGIS Pro. The tool refuses a definition whose "
+            "referenced files are missing, so a package is never incomplete. The description, summary and tags are "
+            "stored in the .emd under \"QGISPlugin\" (ArcGIS ignores that key) and shown by Extract Deep Learning "
+            "Package.")
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802 - QGIS API
+        # One choice in the dialog: MODEL_DEFINITION takes a definition or a model file, CLASS_INFO goes with a
+        # model file only. MODEL_FILE (the earlier way to give a model file) stays for scripts and saved models,
+        # hidden from the dialog.
         self.add_param(
-            QgsProcessingParameterFile(self.MODEL_DEFINITION, self.tr("(A) Model definition (.emd or .ecd), or (B) below"),
-                                       QgsProcessingParameterFile.File, optional=True,
-                                       fileFilter="Model definitions (*.emd *.ecd *.json);;All files (*.*)"),
-            "The Esri model definition (.emd) to package; its ModelFile and other referenced files are found relative to "
-            "it. An .ecd written by Deep Learning Model To Ecd works too. Leave empty to give a model file and class info "
-            "instead.")
+            QgsProcessingParameterFile(self.MODEL_DEFINITION,
+                                       self.tr("Model: its definition (.emd, .ecd) or a model file (.onnx, .pt, …)"),
+                                       QgsProcessingParameterFile.File, fileFilter=MODEL_OR_DEFINITION_FILTER),
+            "The Esri model definition (.emd) to package; its ModelFile and other referenced files are found relative "
+            "to it. An .ecd written by Deep Learning Model To Ecd works too. Or a bare model file (.onnx, TorchScript "
+            ".pt ...): then give its class info JSON below.")
         self.add_param(
-            QgsProcessingParameterFile(self.MODEL_FILE, self.tr("(B) Model file, together with (B) class info, instead of (A)"),
-                                       QgsProcessingParameterFile.File, optional=True, fileFilter=MODEL_FILE_FILTER),
-            "Only when no model definition is given: the trained model file (.onnx, TorchScript .pt ...). Needs the "
-            "class info JSON below.")
-        self.add_param(
-            QgsProcessingParameterFile(self.CLASS_INFO, self.tr("(B) Class info JSON, together with (B) model file"),
+            QgsProcessingParameterFile(self.CLASS_INFO, self.tr("Class info JSON (only with a model file)"),
                                        QgsProcessingParameterFile.File, optional=True,
                                        fileFilter="JSON files (*.json);;All files (*.*)"),
-            "Only when no model definition is given: the \"Esri Extra Info\" class info of Deep Learning Model To Ecd "
-            "(Classifier, NumberRasterBands, Classes; ImageHeight/ImageWidth when the model file does not fix them).")
+            "Only with a model file: the \"Esri Extra Info\" class info of Deep Learning Model To Ecd (Classifier, "
+            "NumberRasterBands, Classes; ImageHeight/ImageWidth when the model file does not fix them).")
+        model_file = QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Model file (scripts: instead of the model)"),
+                                                QgsProcessingParameterFile.File, optional=True,
+                                                fileFilter=MODEL_FILE_FILTER)
+        model_file.setFlags(model_file.flags() | QgsProcessingParameterDefinition.FlagHidden)
+        self.add_param(model_file, "For scripts and saved models: a model file given here instead of in "
+                                   "MODEL_DEFINITION (with CLASS_INFO). The dialog takes it in the Model field.")
         self.add_param(
             QgsProcessingParameterMultipleLayers(self.EXTRA_FILES, self.tr("Extra files"), QgsProcessing.TypeFile,
                                                  optional=True),
@@ -119,11 +128,26 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
                                                   fileFilter="Deep learning packages (*.dlpk)"),
             "The .dlpk file to write. It is written under a temporary name and renamed when complete.")
 
+    def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
+        """MODEL_DEFINITION may be empty for a script that gives MODEL_FILE (the earlier way); processAlgorithm says
+        clearly what is missing when neither is given."""
+        definition = self.parameterDefinition(self.MODEL_DEFINITION)
+        if parameters.get(self.MODEL_DEFINITION) not in (None, "") or definition is None:
+            return super().checkParameterValues(parameters, context)
+        flags = definition.flags()
+        definition.setFlags(flags | QgsProcessingParameterDefinition.FlagOptional)  # for this check only
+        try:
+            return super().checkParameterValues(parameters, context)
+        finally:
+            definition.setFlags(flags)
+
     def _model_emd(self, parameters: dict[str, Any], context, workdir: Path) -> tuple[Path, str]:  # noqa: ANN001
         """The .emd to package (written into ``workdir`` when it comes from an .ecd or class info) and its origin."""
         definition = self.parameterAsFile(parameters, self.MODEL_DEFINITION, context)
         model_file = self.parameterAsFile(parameters, self.MODEL_FILE, context)
         class_info = self.parameterAsFile(parameters, self.CLASS_INFO, context)
+        if definition and not model_file and Path(definition).suffix.lower() not in DEFINITION_SUFFIXES:
+            definition, model_file = "", definition  # the dialog's Model field holds a bare model file
         if definition:
             if model_file or class_info:
                 raise QgsProcessingException(self.tr(
@@ -152,7 +176,11 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
                     "bare model file, leave the model definition empty and give the model file and its class info JSON")
         else:
             if not model_file or not class_info:
-                missing = "class info JSON" if model_file else "model file" if class_info else \
+                if model_file:
+                    raise QgsProcessingException(
+                        f"No class info JSON given: the model file '{Path(model_file).name}' needs one (CLASS_INFO) "
+                        "for the package's model definition; or give the model's .emd instead")
+                missing = "model file" if class_info else \
                     "model definition (.emd), or a model file with its class info JSON"
                 raise QgsProcessingException(f"No {missing} given: the package needs a model definition")
             data = run_engine(emd_data_from_class_info, model_file, class_info)

@@ -30,14 +30,21 @@ def test_help_page_renders_the_readme(tmp_path):
     assert 'id="classify-pixels-using-deep-learning"' in target.read_text(encoding="utf-8")
 
 
-def test_create_package_says_which_inputs_go_together(qgis_app):
-    from qgis.core import QgsApplication
+def test_create_package_reads_as_one_choice(qgis_app):
+    """The dialog shows one required Model field (a definition or a model file) and the class info that goes with a
+    model file; MODEL_FILE stays for scripts and saved models, hidden from the dialog."""
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
 
     alg = QgsApplication.processingRegistry().algorithmById("dltools:packagemodel")
-    labels = {p.name(): p.description() for p in alg.parameterDefinitions()}
-    assert labels["MODEL_DEFINITION"].startswith("(A)") and "or (B)" in labels["MODEL_DEFINITION"]
-    assert labels["MODEL_FILE"].startswith("(B)") and labels["CLASS_INFO"].startswith("(B)")
-    assert "either (A) a model definition, or (B) a model file AND its class info JSON" in alg.shortHelpString()
+    params = {p.name(): p for p in alg.parameterDefinitions()}
+    shown = [n for n, p in params.items() if not p.flags() & QgsProcessingParameterDefinition.FlagHidden]
+    assert shown[:2] == ["MODEL_DEFINITION", "CLASS_INFO"] and "MODEL_FILE" not in shown
+    assert not params["MODEL_DEFINITION"].flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert params["MODEL_DEFINITION"].description() == \
+        "Model: its definition (.emd, .ecd) or a model file (.onnx, .pt, …)"
+    assert params["CLASS_INFO"].description() == "Class info JSON (only with a model file)"
+    assert not any("(A)" in p.description() or "(B)" in p.description() for p in params.values())
+    assert "*.onnx" in params["MODEL_DEFINITION"].fileFilter() and "*.emd" in params["MODEL_DEFINITION"].fileFilter()
 
 
 def test_the_summary_says_when_the_model_gives_no_class_colours(qgis_app, tmp_path):

@@ -55,7 +55,7 @@ def test_algorithm_metadata(qgis_app):
     assert package.displayName() == "Create Deep Learning Package"
     assert extract.displayName() == "Extract Deep Learning Package"
     assert [p.name() for p in package.parameterDefinitions()] == [
-        "MODEL_DEFINITION", "MODEL_FILE", "CLASS_INFO", "EXTRA_FILES", "DESCRIPTION", "SUMMARY", "TAGS", "OUTPUT"]
+        "MODEL_DEFINITION", "CLASS_INFO", "MODEL_FILE", "EXTRA_FILES", "DESCRIPTION", "SUMMARY", "TAGS", "OUTPUT"]
     assert [p.name() for p in extract.parameterDefinitions()] == ["INPUT", "OUTPUT_FOLDER"]
     assert sorted(o.name() for o in extract.outputDefinitions()) == [
         "DESCRIPTION", "EMD", "FRAMEWORK", "MODEL_FILE", "MODEL_TYPE", "OUTPUT_FOLDER", "SUMMARY", "TAGS"]
@@ -119,6 +119,13 @@ def test_package_from_model_file_and_class_info(qgis_context, tmp_path: Path, mo
     dlpk = tmp_path / "water.dlpk"
     run("packagemodel", {"MODEL_FILE": str(model_dir / "weights" / "trees.onnx"), "CLASS_INFO": str(info),
                          "OUTPUT": str(dlpk)}, qgis_context)
+    # the dialog's way: the model file in the one Model field (MODEL_DEFINITION) gives the same package
+    same = tmp_path / "same" / "water.dlpk"
+    same.parent.mkdir()
+    run("packagemodel", {"MODEL_DEFINITION": str(model_dir / "weights" / "trees.onnx"), "CLASS_INFO": str(info),
+                         "OUTPUT": str(same)}, qgis_context)
+    with zipfile.ZipFile(dlpk) as zf, zipfile.ZipFile(same) as zs:
+        assert {n: zs.read(n) for n in zs.namelist()} == {n: zf.read(n) for n in zf.namelist()}
     with zipfile.ZipFile(dlpk) as zf:
         assert sorted(zf.namelist()) == ["trees.onnx", "water.emd"]
         assert json.loads(zf.read("water.emd")) == {
@@ -173,10 +180,10 @@ def test_unrunnable_model_is_packaged_with_a_warning(qgis_context, tmp_path: Pat
 # ------------------------------------------------------------------------------------------- refused packaging
 @pytest.mark.parametrize("params, message", [
     ({}, "No model definition (.emd), or a model file with its class info JSON given"),
-    ({"MODEL_FILE": "{model}"}, "No class info JSON given: the package needs a model definition"),
+    ({"MODEL_FILE": "{model}"}, "No class info JSON given: the model file 'trees.onnx' needs one (CLASS_INFO)"),
     ({"MODEL_DEFINITION": "{emd}", "MODEL_FILE": "{model}"},
      "Give either a model definition, or a model file with its class info JSON, not both"),
-    ({"MODEL_DEFINITION": "{model}"}, "Model definition 'trees.onnx' is not an .emd or .ecd file"),
+    ({"MODEL_DEFINITION": "{model}"}, "No class info JSON given: the model file 'trees.onnx' needs one (CLASS_INFO)"),
     ({"MODEL_DEFINITION": "{info}"}, "'classInfo.json' is a class info JSON, not a model definition"),
     ({"MODEL_DEFINITION": "{broken}"}, "Cannot read model definition '{broken}': Expecting value"),
     ({"MODEL_DEFINITION": "{emd}", "EXTRA_FILES": ["{missing}"]}, "Extra file '{missing}' not found"),
@@ -295,6 +302,17 @@ def test_qgis_process_package_and_extract(tmp_path: Path, model_dir: Path):
         "FRAMEWORK": "ONNX", "MODEL_TYPE": "ImageClassification", "DESCRIPTION": "", "SUMMARY": "", "TAGS": "qp"}
     assert "Tags: qp" in answer["log"]["info"]
     assert snapshot(folder) == ["TreeClassifier.py", "more.txt", "notes.txt", "qp.emd", "trees.onnx"]
+
+    info = tmp_path / "classInfo.json"  # the dialog's way through qgis_process: a model file in MODEL_DEFINITION
+    info.write_text(json.dumps({"ImportDeepLearningModelToEsriExtraInfo": 0, "Classifier": "ONNX",
+                                "NumberRasterBands": 3,
+                                "Classes": [{"Value": 7, "Name": "Water", "Color": [0, 0, 255]}]}), encoding="utf-8")
+    bare = tmp_path / "bare.dlpk"
+    answer = util.qgis_process_json("dltools:packagemodel", {
+        "MODEL_DEFINITION": model_dir / "weights" / "trees.onnx", "CLASS_INFO": info, "OUTPUT": bare}, tmp_path)
+    assert answer["results"] == {"OUTPUT": str(bare)}
+    with zipfile.ZipFile(bare) as zf:
+        assert sorted(zf.namelist()) == ["bare.emd", "trees.onnx"]
 
     slip = _zip(tmp_path / "slip.dlpk", [("../escaped.txt", b"x")])
     def outside_profile() -> list[str]:
