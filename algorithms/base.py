@@ -26,7 +26,6 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsProperty,
     QgsRasterLayer,
-    QgsSettings,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -37,10 +36,14 @@ from ..core.model.loader import load_model_definition
 from ..core.progress import Progress
 from .outputs import geotiff_problem
 from .running import run_engine
+from .trust import ALLOW_CUSTOM_CODE_SETTING, code_trust, custom_code_allowed_by_setting
+
+__all__ = ["ALLOW_CUSTOM_CODE_SETTING", "DLToolsAlgorithm", "custom_code_allowed_by_setting"]
 
 if TYPE_CHECKING:
     from ..core.raster.mask import ProcessingMask
     from ..core.raster.request import RasterRequest
+    from ..core.trust import CodeTrust
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
@@ -48,8 +51,6 @@ MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.
 DEVICE_OPTIONS = ["Auto", "CPU", "GPU"]
 #: PROCESSING_MODE's options (a VRT mosaic as one image, or item by item), as in ArcGIS.
 MOSAIC_MODES = ["Process as mosaicked image", "Process all raster items separately"]
-#: Processing > Options > Providers > Deep Learning Tools: let models run their own Python code (off by default).
-ALLOW_CUSTOM_CODE_SETTING = "DLTOOLS_ALLOW_CUSTOM_CODE"
 
 
 def _static_value(value: Any) -> Any:
@@ -60,12 +61,6 @@ def _static_value(value: Any) -> Any:
     if isinstance(value, QgsProperty):
         return value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else None
     return value
-
-
-def custom_code_allowed_by_setting() -> bool:
-    """The plugin setting, read the way ProcessingConfig stores it (safe from a worker thread)."""
-    value = QgsSettings().value(f"Processing/Configuration/{ALLOW_CUSTOM_CODE_SETTING}", False)
-    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 class DLToolsAlgorithm(QgsProcessingAlgorithm):
@@ -252,12 +247,15 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
 
     def add_custom_code_parameter(self) -> None:
         self.add_param(
-            QgsProcessingParameterBoolean(self.ALLOW_CUSTOM_CODE, self.tr("Allow the model's own Python code"),
+            QgsProcessingParameterBoolean(self.ALLOW_CUSTOM_CODE,
+                                          self.tr("Allow the model's own code (Python or TorchScript)"),
                                           defaultValue=False),
-            "Some models bring their own Python inference function (InferenceFunction in the .emd). That file is "
-            "someone else's program and can do anything you can do, so it runs only if you allow it, here for this "
-            "run or for every run in Processing > Options > Providers > Deep Learning Tools. The log names the file "
-            "and its SHA-256.", advanced=True)
+            "Some models are programs: TorchScript (.pt, .pth, .torchscript) and torch.export (.pt2) files, and "
+            "models that bring their own Python inference function (InferenceFunction in the .emd). Such a file is "
+            "someone else's program and can do anything you can do, so it is opened only if you allow it: here for "
+            "this run, for this very file in the tool's dialog (kept by its SHA-256), or for every model in "
+            "Processing > Options > Providers > Deep Learning Tools. ONNX files and arcgis.learn weights are data "
+            "and need no permission. The log names the file and its SHA-256.", advanced=True)
 
     def custom_code_allowed(self, parameters: dict[str, Any], context) -> bool:  # noqa: ANN001
         """The per-run parameter, or the plugin setting."""
@@ -266,9 +264,18 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
             return True
         return custom_code_allowed_by_setting()
 
+    def code_trust(self, parameters: dict[str, Any], context) -> CodeTrust:  # noqa: ANN001
+        """The user's trust in code-bearing models for this run: ALLOW_CUSTOM_CODE, the provider setting, or the
+        files trusted one by one in the dialog."""
+        allowed = self.parameterDefinition(self.ALLOW_CUSTOM_CODE) is not None and \
+            self.parameterAsBoolean(parameters, self.ALLOW_CUSTOM_CODE, context)
+        return code_trust(allowed)
+
     def model_definition(self, parameters: dict[str, Any], context, progress: Progress) -> ModelDefinition:  # noqa: ANN001
-        """The MODEL parameter's model definition (file, package or JSON text), its warnings logged."""
-        md = run_engine(load_model_definition, self.model_text(parameters, context))
+        """The MODEL parameter's model definition (file, package or JSON text), its warnings logged; it carries
+        the run's trust in code-bearing models, which the backend checks before opening the file."""
+        md = run_engine(load_model_definition, self.model_text(parameters, context),
+                        trust=self.code_trust(parameters, context))
         for w in md.warnings:
             progress.warning(w)
         return md

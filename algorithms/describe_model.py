@@ -64,7 +64,7 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
 
         model_path = None if model.strip().startswith("{") else model
         refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path}, {self.MODEL: model_path})
-        md = run_engine(load_for_description, model)
+        md = run_engine(load_for_description, model, trust=self.code_trust(parameters, context))
         if md.model_file is not None:
             refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path},
                               {f"{self.MODEL}'s model file": str(md.model_file)})

@@ -9,7 +9,7 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .base import ALLOW_CUSTOM_CODE_SETTING, ICON_PATH
+from .base import ICON_PATH
 from .check_libraries import CheckLibrariesAlgorithm
 from .classify_objects import ClassifyObjectsAlgorithm
 from .classify_pixels import ClassifyPixelsAlgorithm
@@ -25,6 +25,7 @@ from .model_to_ecd import ModelToEcdAlgorithm
 from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
 from .outputs import GEOTIFF_EXTENSIONS
 from .package_model import PackageModelAlgorithm
+from .trust import ALLOW_CUSTOM_CODE_SETTING
 
 
 def _plugin_version() -> str:
@@ -91,8 +92,9 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
             ProcessingConfig.settingIcons[self.name()] = self.icon()
             ProcessingConfig.addSetting(Setting(
                 self.name(), ALLOW_CUSTOM_CODE_SETTING,
-                "Allow custom Python inference functions (model code): run the .py a model brings "
-                "(InferenceFunction). Only for models from people you trust", False))
+                "Allow every model's own code (Python or TorchScript): open TorchScript/.pt2 programs and run the "
+                ".py a model brings (InferenceFunction). Only if every model you use comes from people you trust; "
+                "one file can be trusted in the tool's dialog instead", False))
             ProcessingConfig.readSettings()
         self.refreshAlgorithms()
         return True

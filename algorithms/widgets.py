@@ -5,7 +5,8 @@ and ARGUMENTS (an editable table filled from the model when MODEL changes).
 Only the tool's own dialog gets these; batch mode and the Graphical Modeler keep QGIS's standard widgets
 (text for ARGUMENTS), so model inputs and batch rows work as before.  The value of ARGUMENTS stays the
 ArcGIS string form (``padding 64;batch_size 4``): what ``processing.run`` and ``qgis_process`` take.
-Nothing here runs a model or a model's Python code; a custom function's arguments are read from its source.
+Nothing here runs a model's Python code or opens a program (TorchScript, .pt2) the user has not trusted; a
+custom function's arguments are read from its source.
 Imported only when a dialog is built (the parameters name these classes by their dotted path).
 """
 
@@ -25,6 +26,7 @@ from qgis.PyQt.QtWidgets import (
     QHeaderView,
     QLabel,
     QPlainTextEdit,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -35,11 +37,13 @@ from qgis.PyQt.QtWidgets import (
 from ..core.arguments.specs import parse_arguments_text
 from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text, effective_arguments
 from ..core.engine.contract import declared_fixed_batch
-from ..core.errors import DLToolsError
+from ..core.errors import DLToolsError, UntrustedCodeError
 from ..core.model.definition import colours_from_palette, palette
 from ..core.model.loader import load_model_definition
 from ..core.tools.describe.device import device_summary
 from ..core.tools.describe.report import bands_text
+from ..core.trust import CODE_KINDS, file_sha256
+from .trust import code_trust, trust_model
 
 _INVALID = QColor(255, 200, 200)
 _UNKNOWN = QColor(255, 240, 190)
@@ -62,14 +66,45 @@ def _is_standard(dialog: Any) -> bool:
     return dialog.__class__.__name__ not in ("ModelerParametersDialog", "BatchAlgorithmDialog")
 
 
+def untrusted_code(md: Any) -> tuple[str, str] | None:
+    """(file, SHA-256) when ``md`` names a code-bearing model file (TorchScript, .pt2) the user has not trusted."""
+    if md is None or md.model_format_kind not in CODE_KINDS or md.model_file is None or not md.model_file.is_file():
+        return None
+    if md.code_trust is not None and md.code_trust.allows(md.model_file):
+        return None
+    try:
+        return str(md.model_file), file_sha256(md.model_file)
+    except OSError:
+        return None
+
+
+def model_summary(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tuple[str, Any, tuple[str, str] | None]:
+    """(rich text summary, the ModelDefinition or None, (file, SHA-256) of an untrusted code-bearing model or None)
+    for what MODEL holds; never raises, and never opens a program the user has not trusted."""
+    if not str(text or "").strip():
+        return "<i>Choose a model (.emd, .dlpk, .onnx, .pt) or paste the .emd JSON.</i>", None, None
+    try:
+        md = load_model_definition(text, trust=code_trust())
+    except UntrustedCodeError as exc:
+        return f'<span style="color:#9a3b00">{html.escape(str(exc))}</span>', None, (exc.path, exc.sha256)
+    except (DLToolsError, OSError, ValueError) as exc:
+        return f'<span style="color:#a00000">{html.escape(str(exc))}</span>', None, None
+    summary = _summary_lines(md, device_kind, gpu_id)
+    untrusted = untrusted_code(md)
+    if untrusted:
+        summary += ('<br><span style="color:#9a3b00">This model contains code (a TorchScript or torch.export '
+                    "program). It runs only if you trust it.</span>")
+    return summary, md, untrusted
+
+
 def model_summary_html(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tuple[str, Any]:
     """(rich text summary, the ModelDefinition or None) for what MODEL holds; never raises."""
-    if not str(text or "").strip():
-        return "<i>Choose a model (.emd, .dlpk, .onnx, .pt) or paste the .emd JSON.</i>", None
-    try:
-        md = load_model_definition(text)
-    except (DLToolsError, OSError, ValueError) as exc:
-        return f'<span style="color:#a00000">{html.escape(str(exc))}</span>', None
+    summary, md, _ = model_summary(text, device_kind, gpu_id)
+    return summary, md
+
+
+def _summary_lines(md: Any, device_kind: str, gpu_id: int) -> str:
+    """Type, tile, bands, classes with their colours, the device, and the definition's warnings."""
     parts = [f"<b>{html.escape(md.model_type)}</b>", f"tile {md.image_width}x{md.image_height}",
              html.escape(bands_text(md))]
     fill = palette(len(md.classes))  # what the output uses for a class without a colour
@@ -84,7 +119,20 @@ def model_summary_html(text: str, device_kind: str = "auto", gpu_id: int = 0) ->
         lines.append("<i>The model gives no class colours: the output uses a fixed colour-blind-safe palette.</i>")
     lines.append(f"Runs on: {html.escape(device_summary(md, device_kind, gpu_id))}")
     lines += [f'<span style="color:#9a3b00">{html.escape(w)}</span>' for w in md.warnings]
-    return "<br>".join(lines), md
+    return "<br>".join(lines)
+
+
+def table_definition(text: str) -> tuple[Any, str]:
+    """(the ModelDefinition or None, a note) for the argument table; never raises, and never opens a program the
+    user has not trusted (a plain TorchScript file without a stored definition would need a probe run)."""
+    if not str(text or "").strip():
+        return None, ""
+    try:
+        return load_model_definition(text, trust=code_trust()), ""
+    except UntrustedCodeError:
+        return None, "are read from the model once you trust its code"
+    except (DLToolsError, OSError, ValueError):
+        return None, ""
 
 
 # ------------------------------------------------------------------------------------------------ MODEL
@@ -115,7 +163,21 @@ class ModelWidget(QWidget):
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.RichText)
         layout.addWidget(self.summary)
+        #: "This model contains code. Run it?": trusts the file's exact bytes (SHA-256), kept in QGIS settings
+        self.trust = QPushButton("This model contains code. Run it (trust this file)")
+        self.trust.setObjectName("dltools_trust_model")
+        self.trust.setVisible(False)
+        layout.addWidget(self.trust, 0, Qt.AlignLeft)
+        self.untrusted: tuple[str, str] | None = None
         self.paste.toggled.connect(self.json.setVisible)
+
+    def show_trust(self, untrusted: tuple[str, str] | None) -> None:
+        """Offer to trust the code-bearing model file ``(path, sha256)``, or hide the offer (None)."""
+        self.untrusted = untrusted
+        self.trust.setVisible(bool(untrusted and untrusted[1]))
+        if untrusted:
+            self.trust.setToolTip(f"Trust '{untrusted[0]}' (SHA-256 {untrusted[1]}): its code will run in this and "
+                                  "later runs. A changed file is not trusted. Only for models from people you trust")
 
     def value(self) -> str:
         if self.paste.isChecked() and self.json.toPlainText().strip():
@@ -138,15 +200,23 @@ class ModelWrapper(WidgetWrapper):
         widget.file.fileChanged.connect(self._changed)
         widget.json.textChanged.connect(self._changed)
         widget.paste.toggled.connect(self._changed)
+        widget.trust.clicked.connect(self._trust_clicked)
         return widget
+
+    def _trust_clicked(self) -> None:
+        """The user answered "Run it": trust this file's SHA-256 from now on, then show the model."""
+        if self.widget.untrusted and self.widget.untrusted[1]:
+            trust_model(self.widget.untrusted[1])
+        self._changed()
 
     def _changed(self, *args: Any) -> None:
         self.refresh_summary()
         self.widgetValueHasChanged.emit(self)
 
     def refresh_summary(self) -> None:
-        text, _ = model_summary_html(self.value(), *self.device)
+        text, _, untrusted = model_summary(self.value(), *self.device)
         self.widget.summary.setText(text)
+        self.widget.show_trust(untrusted)
 
     def postInitialize(self, wrappers: list) -> None:  # noqa: N802 - QGIS API
         for w in wrappers:
@@ -306,11 +376,8 @@ class ArgumentsWrapper(WidgetWrapper):
         """Refill the table for the model ``text`` names, keeping the values the user typed."""
         values = self.widget.values() if self.widget.rows else dict(self.pending)
         self.model_text = str(text or "")
-        rows, note = [], ""
-        try:
-            md = load_model_definition(self.model_text) if self.model_text.strip() else None
-        except (DLToolsError, OSError, ValueError):
-            md = None
+        rows = []
+        md, note = table_definition(self.model_text)
         self.widget.effective = None
         if md is not None:
             tool = self.tool or {"ObjectClassification": "classify_objects", "ObjectDetection": "detect_objects",

@@ -45,3 +45,14 @@ class CancelledError(DLToolsError):
 
 class InstallError(DLToolsError):
     """pip could not install, upgrade or remove the plugin's inference libraries; the previous state is kept."""
+
+
+class UntrustedCodeError(BackendError):
+    """A model that carries code (TorchScript, torch.export, its own Python) was not trusted by the user.
+
+    ``sha256`` is the file's digest: the dialog offers to trust exactly that file."""
+
+    def __init__(self, message: str, path: str = "", sha256: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.sha256 = sha256

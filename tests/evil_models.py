@@ -164,3 +164,4 @@ class _SetState(torch.nn.Module):
         self.marker = state[0]
         self.training = state[1]
         torch.save(torch.zeros(1), self.marker)
+

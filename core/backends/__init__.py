@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import BackendError
 from ..progress import NullProgress, Progress
+from ..trust import CodeTrust
 from .arcgis_learn_backend import ArcgisLearnBackend
 from .base import Backend, DeviceRequest, TensorInfo
 from .onnx_backend import OnnxBackend
@@ -22,18 +23,20 @@ __all__ = ["Backend", "DeviceRequest", "TensorInfo", "open_backend"]
 
 
 def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = None,
-                 progress: Progress | None = None, definition: dict | None = None) -> Backend:
+                 progress: Progress | None = None, definition: dict | None = None,
+                 trust: CodeTrust | None = None) -> Backend:
     """Load ``model_file`` with the backend for ``kind`` (onnx, torchscript, torch_export, arcgis_learn).
 
     ``definition`` is the model definition's JSON (its raw dict): arcgis.learn weights need it to
-    rebuild their network; the other kinds ignore it.
+    rebuild their network; the other kinds ignore it. ``trust`` is the user's permission to run code-bearing
+    files (TorchScript, torch.export): without it they are refused before torch opens them.
     """
     device = device or DeviceRequest()
     progress = progress or NullProgress()
     if kind == "onnx":
         backend: Backend = OnnxBackend(model_file, device)
     elif kind in ("torchscript", "torch_export"):
-        backend = TorchBackend(model_file, device, exported=(kind == "torch_export"))
+        backend = TorchBackend(model_file, device, exported=(kind == "torch_export"), trust=trust)
     elif kind == "arcgis_learn":
         backend = ArcgisLearnBackend(model_file, device, definition or {})
     else:

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import BackendError, DependencyMissingError
 from ..installer.advice import not_installed
 from ..threads import thread_count
+from ..trust import CodeTrust, require_trust
 from .base import Backend, DeviceRequest, TensorInfo
 from .torch_safety import (
     check_exported_program,
@@ -82,8 +83,10 @@ class TorchBackend(Backend):
     kind = "torch"
 
     def __init__(self, model_file: Path, device: DeviceRequest, exported: bool = False,
-                 input_shape: tuple[int | None, ...] | None = None) -> None:
+                 input_shape: tuple[int | None, ...] | None = None, trust: CodeTrust | None = None) -> None:
         super().__init__()
+        # first, before torch is even imported: an untrusted program is never opened (CodeTrust)
+        require_trust(model_file, "torch_export" if exported else "torchscript", trust)
         torch = import_torch()
         self._torch = torch
         self.torch_device, self.provider = select_device(torch, device)

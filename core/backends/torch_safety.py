@@ -27,7 +27,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -67,20 +66,32 @@ def check_operator(op: str, where: str, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- TorchScript
-_SETSTATE = re.compile(rb"\bdef\s+__setstate__\s*\(")
+_SETSTATE = b"__setstate__"
+
+
+def _mentions(zf: zipfile.ZipFile, info: zipfile.ZipInfo, word: bytes) -> bool:
+    """Whether the member contains ``word``, read in 1 MiB pieces (any size: a limit would be a way around)."""
+    tail = b""
+    with zf.open(info) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if word in tail + chunk:
+                return True
+            tail = chunk[-len(word):]
+    return False
 
 
 def check_torchscript_archive_code(path: Path) -> None:
-    """Refuse, before ``torch.jit.load``, an archive whose code defines ``__setstate__`` (run while loading)."""
+    """Refuse, before ``torch.jit.load``, an archive whose code mentions ``__setstate__`` (TorchScript runs it while
+    loading). Any mention counts, however the ``def`` is spelt (``def \\`` + newline + ``__setstate__(`` is one)
+    and however large the file."""
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 parts = PurePosixPath(info.filename).parts
-                if "code" in parts and info.filename.endswith(".py") and info.file_size < 64 * 1024**2:
-                    if _SETSTATE.search(zf.read(info)):
-                        raise BackendError(
-                            f"Model '{path.name}' is refused: its TorchScript code '{info.filename}' defines "
-                            "__setstate__, which TorchScript runs while loading the file, before it can be inspected")
+                if "code" in parts and info.filename.endswith(".py") and _mentions(zf, info, _SETSTATE):
+                    raise BackendError(
+                        f"Model '{path.name}' is refused: its TorchScript code '{info.filename}' defines "
+                        "__setstate__, which TorchScript runs while loading the file, before it can be inspected")
     except (zipfile.BadZipFile, OSError) as exc:
         raise BackendError(f"'{path.name}' cannot be read as a TorchScript archive: {exc}") from exc
 
@@ -132,6 +143,12 @@ def _check_torchscript_module(module: Any, path: Path) -> None:
             graph = c._get_method(name).graph.copy()
             torch._C._jit_pass_inline(graph)
             _walk_block(graph, f"method '{owner}.{name}'", path)
+        # hooks registered before scripting run with forward but are not among the methods
+        for kind in ("_get_forward_pre_hooks", "_get_forward_hooks"):
+            for hook in getattr(c, kind, lambda: [])():
+                graph = hook.graph.copy()
+                torch._C._jit_pass_inline(graph)
+                _walk_block(graph, f"hook '{owner}.{getattr(hook, 'name', 'hook')}'", path)
 
 
 # ---------------------------------------------------------------------------------------------- torch.export

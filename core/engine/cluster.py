@@ -80,17 +80,21 @@ class ModelRef:
     #: opens the shipped file instead of :func:`~core.backends.open_backend` (a model's own Python function:
     #: ``open(path, device)``, one per worker thread when ``per_thread``); picklable
     opener: Any = None
+    #: the user's permission to run a code-bearing model (core.trust.CodeTrust), checked again on each worker
+    trust: Any = None
 
     @classmethod
     def for_file(cls, path: str | os.PathLike[str], kind: str, device: DeviceRequest,
-                 definition: dict | None = None, detection: tuple[float, float] | None = None) -> ModelRef:
+                 definition: dict | None = None, detection: tuple[float, float] | None = None,
+                 trust: Any = None) -> ModelRef:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
         sha = digest.hexdigest()
         suffix = "".join(Path(path).suffixes[-1:])
-        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path), definition, detection)
+        return cls(f"dltools-model-{sha[:20]}{suffix}", sha, kind, replace(device), str(path), definition, detection,
+                   trust=trust)
 
 
 def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
@@ -194,7 +198,8 @@ def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
             if ref.opener is not None:
                 backend = ref.opener.open(path, replace(ref.device))
             else:
-                backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition)
+                backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition,
+                                       trust=ref.trust)
                 if ref.detection is not None and hasattr(backend, "configure"):
                     backend.configure(*ref.detection)
             _MODELS[key] = backend

@@ -373,7 +373,8 @@ def run_pixel_model(source: PixelSource, md: ModelDefinition, args: dict, output
     own_backend = backend is None
     model_file = md.require_model_file()
     if backend is None:
-        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
+        backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw,
+                               trust=md.code_trust)
     try:
         with bounded_gdal_cache():
             return _run(source, md, args, output, probabilities_output, progress, normaliser, backend, started,
@@ -411,7 +412,8 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     if scheduler:
         from .cluster import ModelRef, run_on_cluster
 
-        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
+        ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
+                                trust=md.code_trust)
         stats = run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
         workers, cluster_model_seconds = stats.workers, stats.model_seconds
     else:

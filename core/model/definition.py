@@ -104,6 +104,8 @@ class ModelDefinition:
     resolution_cm: float | None = None
     deepness_metadata: dict[str, Any] = field(default_factory=dict)
     custom_function: bool = False  # run by its own Python raster function (InferenceFunction)
+    #: the user's permission to run code-bearing model files (core.trust.CodeTrust); None trusts nothing
+    code_trust: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 

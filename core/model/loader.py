@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelDefinitionError
+from ..trust import CodeTrust
 from .definition import (
     KNOWN_MODEL_TYPES,
     ONNX_SUFFIXES,
@@ -55,21 +56,25 @@ __all__ = [
 
 
 def load_model_definition(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
-                          check_file: bool = True) -> ModelDefinition:
+                          check_file: bool = True, trust: CodeTrust | None = None) -> ModelDefinition:
     """Turn what the user gave as MODEL (a path or JSON text) into a :class:`ModelDefinition`.
 
     ``cache_dir`` is where packages are extracted (a per-package folder below it);
     ``check_file`` makes a missing or unsupported model file an error (Describe Model
     turns it off for JSON text so that a definition can be inspected before its file exists).
+    ``trust`` (kept on the definition as ``code_trust``) is the user's permission to run code-bearing model
+    files: a plain TorchScript/.pt2 file without a stored definition is probed only when trusted, and a run opens
+    such a file only when trusted (None: nothing is trusted).
     """
     notes: list[str] = []  # what reading the JSON noticed (a key given twice), shown with the definition's warnings
-    md = _load(model, cache_dir, check_file, notes)
+    md = _load(model, cache_dir, check_file, notes, trust)
     md.warnings[:0] = notes
+    md.code_trust = trust
     return md
 
 
 def _load(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None, check_file: bool,
-          notes: list[str]) -> ModelDefinition:
+          notes: list[str], trust: CodeTrust | None) -> ModelDefinition:
     text = str(model).strip()
     if not text:
         raise ModelDefinitionError("No model was given: pass an .emd, .dlpk, .onnx or TorchScript file, or the .emd JSON text")
@@ -107,7 +112,7 @@ def _load(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | Non
     if suffix in ONNX_SUFFIXES:
         return definition_from_onnx(path)
     if suffix in TORCHSCRIPT_SUFFIXES + TORCH_EXPORT_SUFFIXES:
-        return definition_from_torch(path)
+        return definition_from_torch(path, trust)
     raise ModelDefinitionError(
         f"Model '{path.name}' has an unknown extension '{suffix}': expected .emd, .dlpk, .ecd, .onnx, "
         ".pt/.pth/.torchscript (TorchScript) or .pt2 (torch.export)"

@@ -26,10 +26,11 @@ from ..backends import DeviceRequest
 from ..backends.onnx_backend import OnnxBackend
 from ..backends.torch_backend import TorchBackend
 from ..errors import BackendError, ModelDefinitionError
+from ..trust import CodeTrust, require_trust
 from .definition import ClassInfo, ModelDefinition, palette
 from .emd import definition_from_emd_data
 from .layout import band_axis, image_size, input_layout
-from .torch_archive import check_torchscript_archive, embedded_definition
+from .torch_archive import archive_summary, check_torchscript_archive, embedded_definition
 from .validators import float_list
 
 DEFAULT_TILE = 512
@@ -217,8 +218,9 @@ def definition_from_onnx(path: Path) -> ModelDefinition:
     return md
 
 
-def definition_from_torch(path: Path) -> ModelDefinition:
-    """A definition for a plain TorchScript/torch.export file."""
+def definition_from_torch(path: Path, trust: CodeTrust | None = None) -> ModelDefinition:
+    """A definition for a plain TorchScript/torch.export file: the ``dltools.json`` it stores (read as data from the
+    zip, the program is not opened), else a probe run, which needs the user's ``trust``: the file is a program."""
     exported = path.suffix.lower() == ".pt2"
     if not exported:
         check_torchscript_archive(path)
@@ -233,15 +235,13 @@ def definition_from_torch(path: Path) -> ModelDefinition:
         md = definition_from_emd_data(data, source=str(path), origin="torchscript", base_dir=Path(os.path.abspath(path.parent)))
         md.model_format_kind = kind
         return md
-    return _probe_torch(path, kind)
+    require_trust(path, kind, trust, f"It holds {archive_summary(path)} but no model definition (dltools.json), "
+                                     "and finding its input and classes would mean running it, so it was not opened")
+    return _probe_torch(path, kind, trust)
 
 
-def _probe_torch(path: Path, kind: str) -> ModelDefinition:
-
-    from ..backends.base import DeviceRequest
-    from ..errors import ModelDefinitionError
-
-    backend = TorchBackend(path, DeviceRequest("cpu", threads=1), exported=(kind == "torch_export"))
+def _probe_torch(path: Path, kind: str, trust: CodeTrust | None) -> ModelDefinition:
+    backend = TorchBackend(path, DeviceRequest("cpu", threads=1), exported=(kind == "torch_export"), trust=trust)
     try:
         for bands in _PROBE_BANDS:
             try:

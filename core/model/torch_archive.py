@@ -48,3 +48,21 @@ def embedded_definition(path: Path) -> dict[str, Any] | None:
                     raise ModelDefinitionError(f"The dltools.json stored in '{path.name}' must be a JSON object")
                 return data
     return None
+
+
+def archive_summary(path: Path) -> str:
+    """What a TorchScript/torch.export zip holds, read from its directory only (nothing is opened or run): the
+    number of code files, data records and extra files, with the extra files named. For Describe Model and the
+    dialog, which may not load an untrusted program."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"its zip directory cannot be read ({exc})"
+    code = [i for i in infos if i.filename.endswith(".py") and "/code/" in f"/{i.filename}"]
+    data = [i for i in infos if "/data/" in f"/{i.filename}" or i.filename.endswith(".pkl")]
+    extra = [i.filename.rsplit("/extra/", 1)[1] for i in infos if "/extra/" in f"/{i.filename}"]
+    size = sum(i.file_size for i in infos)
+    text = (f"{len(infos)} archive members ({size:,} bytes unpacked): {len(code)} code files, "
+            f"{len(data)} data records")
+    return text + (f", extra files {', '.join(sorted(extra)[:10])}" if extra else ", no extra files")

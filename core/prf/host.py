@@ -52,7 +52,7 @@ __all__ = ["PARAMETER_NAME", "SETTING_NAME", "CustomCodeRefusedError", "CustomFu
            "refusal_message", "without_normalisation"]
 
 #: The id of the plugin setting and of the per-run parameter; named in every refusal.
-SETTING_NAME = "Allow custom Python inference functions (model code)"
+SETTING_NAME = "Allow every model's own code (Python or TorchScript)"
 PARAMETER_NAME = "ALLOW_CUSTOM_CODE"
 
 
@@ -60,9 +60,9 @@ def refusal_message(md: ModelDefinition, path: Path) -> str:
     return (f"The model runs its own Python code: '{shown_path(md, path)}' (InferenceFunction). That file came "
             "with the model and can do anything your user account can: read or delete files, send data away, "
             "install software. It is not run unless you allow it. If you trust whoever made the model, allow "
-            f"custom code for this run (the '{PARAMETER_NAME}' parameter, 'Allow the model's own Python code' in "
+            f"custom code for this run (the '{PARAMETER_NAME}' parameter, 'Allow the model's own code' in "
             "the dialog), or for every run in Processing > Options > Providers > Deep Learning Tools > "
-            f"'{SETTING_NAME}'. Otherwise ask for the model as ONNX or TorchScript, which the plugin runs without "
+            f"'{SETTING_NAME}'. Otherwise ask for the model as ONNX, which the plugin runs without "
             "any of its code.")
 
 

@@ -16,6 +16,9 @@ from dltools.core.backends.torch_backend import TorchBackend
 from dltools.core.errors import BackendError, ModelDefinitionError
 from dltools.core.model.loader import load_model_definition
 from dltools.core.progress import NullProgress
+from dltools.core.trust import CodeTrust
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 IN_CH, OUT_CH, K, TILE = 3, 2, 3, 16
 RNG = np.random.default_rng(42)
@@ -105,7 +108,7 @@ def test_model_seconds_accumulate(models):
 
 
 def test_torchscript_backend(conv, models):
-    with TorchBackend(models["torchscript"], CPU) as backend:
+    with TorchBackend(models["torchscript"], CPU, trust=TRUSTED) as backend:
         assert backend.describe().startswith("torch on cpu (PyTorch ")
         assert backend.fixed_batch is None
         (out,) = backend.run(BATCH)
@@ -124,15 +127,15 @@ def test_open_backend_picks_by_kind(models):
             self.infos.append(message)
 
     progress = Recording()
-    backend = open_backend(models["dynamic"], "onnx", CPU, progress)
+    backend = open_backend(models["dynamic"], "onnx", CPU, progress, trust=TRUSTED)
     assert isinstance(backend, OnnxBackend)
     backend.close()
-    backend = open_backend(models["torchscript"], "torchscript", CPU, progress)
+    backend = open_backend(models["torchscript"], "torchscript", CPU, progress, trust=TRUSTED)
     assert isinstance(backend, TorchBackend)
     backend.close()
     assert progress.infos[0] == "Model runs with onnxruntime on cpu (ONNX Runtime CPUExecutionProvider, 1 threads)"
     with pytest.raises(BackendError) as info:
-        open_backend(models["dynamic"], "tflite", CPU)
+        open_backend(models["dynamic"], "tflite", CPU, trust=TRUSTED)
     assert str(info.value) == "No backend runs models of kind 'tflite'"
 
 
@@ -172,7 +175,7 @@ def test_gpu_requested_without_gpu_torch(models):
     if _has_cuda()[1]:
         pytest.skip("PyTorch sees a CUDA device here")
     with pytest.raises(BackendError) as info:
-        TorchBackend(models["torchscript"], DeviceRequest("gpu"))
+        TorchBackend(models["torchscript"], DeviceRequest("gpu"), trust=TRUSTED)
     assert str(info.value) == ("A GPU was requested but PyTorch sees no CUDA device here: install a CUDA build of torch, "
                                "or choose CPU/Auto")
 
@@ -183,7 +186,7 @@ def test_auto_falls_back_to_cpu_without_gpu(models):
         pytest.skip("a GPU is reachable here")
     with OnnxBackend(models["dynamic"], DeviceRequest("auto", threads=1)) as backend:
         assert backend.device == "cpu"
-    with TorchBackend(models["torchscript"], DeviceRequest("auto", threads=1)) as backend:
+    with TorchBackend(models["torchscript"], DeviceRequest("auto", threads=1), trust=TRUSTED) as backend:
         assert backend.device == "cpu"
 
 
@@ -191,7 +194,7 @@ def test_gpu_when_there_is_one(conv, models):
     ort_cuda, torch_cuda = _has_cuda()
     if not torch_cuda:
         pytest.skip("no CUDA device here")
-    with TorchBackend(models["torchscript"], DeviceRequest("gpu", 0)) as backend:
+    with TorchBackend(models["torchscript"], DeviceRequest("gpu", 0), trust=TRUSTED) as backend:
         assert backend.device == "cuda:0"
         (out,) = backend.run(BATCH)
     np.testing.assert_allclose(out, _expected(conv, BATCH), rtol=1e-5, atol=1e-4)
@@ -212,11 +215,11 @@ def _export_pt2(conv, path: Path, extra: dict | None = None) -> Path:
 
 def test_torch_export_probe_without_dltools_json(conv, tmp_path):
     path = _export_pt2(conv, tmp_path / "model.pt2")
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.origin, md.model_format_kind, md.framework) == ("torchscript", "torch_export", "PyTorch")
     assert (md.model_type, md.extract_bands, md.image_height) == ("ImageClassification", [0, 1, 2], 256)
     assert [c.name for c in md.classes] == ["class 0", "class 1"]
-    backend = open_backend(md.model_file, md.model_format_kind, CPU)
+    backend = open_backend(md.model_file, md.model_format_kind, CPU, trust=TRUSTED)
     try:
         image = RNG.integers(0, 3, size=(1, IN_CH, 256, 256)).astype(np.float32)
         (out,) = backend.run(image)
@@ -230,7 +233,7 @@ def test_torch_export_with_embedded_dltools_json(conv, tmp_path):
            "DataRange": [0, 1], "Classes": [{"Value": 5, "Name": "field", "Color": [9, 9, 9]},
                                             {"Value": 7, "Name": "forest", "Color": [0, 99, 0]}]}
     path = _export_pt2(conv, tmp_path / "declared.pt2", emd)
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.model_format_kind, md.model_file, md.warnings) == ("torch_export", path.resolve(), [])
     assert (md.extract_bands, md.data_range) == ([2, 1, 0], (0.0, 1.0))
     assert [(c.value, c.name, c.color) for c in md.classes] == [(5, "field", (9, 9, 9)), (7, "forest", (0, 99, 0))]
@@ -240,7 +243,7 @@ def test_pt2_that_is_not_an_export(tmp_path):
     path = tmp_path / "fake.pt2"
     path.write_bytes(b"plain bytes")
     with pytest.raises(ModelDefinitionError) as info:
-        load_model_definition(path)
+        load_model_definition(path, trust=TRUSTED)
     assert str(info.value) == "'fake.pt2' is not a torch.export program (torch.export.save writes a zip)"
 
 
@@ -254,7 +257,7 @@ def test_torchscript_that_runs_on_no_probe(tmp_path):
     path = tmp_path / "odd.pt"
     torch.jit.save(torch.jit.script(NeedsFive()), str(path))
     with pytest.raises(ModelDefinitionError) as info:
-        load_model_definition(path)
+        load_model_definition(path, trust=TRUSTED)
     assert str(info.value) == (
         "'odd.pt' declares no input shape and did not run on a 256x256 tile with 3, 4, 1, 6, 8, 12, 13, 2 bands: write "
         "an .emd for it (ImageHeight, ImageWidth, ExtractBands, Classes), or store one in the archive as the extra file "
@@ -264,7 +267,7 @@ def test_torchscript_that_runs_on_no_probe(tmp_path):
 # ------------------------------------------------------------------------------------------ plain ONNX
 def test_deepness_metadata_regression_model(testdata):
     path = testdata("deepness", "models", "dummy_regression_models__dummy_regression_model.onnx")
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.origin, md.model_type, md.framework, md.model_format_kind) == ("onnx", "Regression", "ONNX", "onnx")
     # the graph takes 512 x 512 only, so the fixed size wins over tiles_size 256
     assert (md.image_height, md.image_width, md.batch_size) == (512, 512, 1)
@@ -277,7 +280,7 @@ def test_deepness_metadata_regression_model(testdata):
 
 def test_deepness_metadata_class_names(testdata):
     path = testdata("deepness", "models", "dummy_segmentation_models__two_outputs_softmax_bsx2x512x512.onnx")
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.model_type, md.image_height, md.batch_size, md.extract_bands) == ("ImageClassification", 512, None, [0, 1, 2])
     assert [(c.value, c.name) for c in md.classes] == [(0, "Coffee"), (1, "Tea")]
     assert md.divide_by_255
@@ -285,7 +288,7 @@ def test_deepness_metadata_class_names(testdata):
 
 def test_onnx_without_metadata_gets_shapes_from_the_graph(testdata):
     path = testdata("deepness", "models", "dummy_segmentation_models__dummy_model.onnx")
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.model_type, md.image_height, md.image_width, md.batch_size) == ("ImageClassification", 512, 512, 1)
     assert (md.extract_bands, md.divide_by_255, md.deepness_metadata) == ([0, 1, 2], False, {})
     assert [c.name for c in md.classes] == ["class 0", "class 1", "class 2"]
@@ -301,7 +304,7 @@ def test_onnx_standardization_metadata(conv, tmp_path):
             "tiles_overlap": 15, "standardization_mean": [0.1, 0.2, 0.3], "standardization_std": [0.5, 0.5, 0.25],
             "seg_thresh": 0.4}
     path = export_onnx(conv, tmp_path / "std.onnx", IN_CH, TILE, dynamic_hw=True, metadata=meta)
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.image_height, md.supports_variable_tile_size, md.tile_overlap_percent) == (64, True, 15.0)
     assert (md.standardization_mean, md.standardization_std) == ([0.1, 0.2, 0.3], [0.5, 0.5, 0.25])
     assert (md.threshold, md.resolution_cm, md.divide_by_255) == (0.4, 20.0, True)
@@ -310,7 +313,7 @@ def test_onnx_standardization_metadata(conv, tmp_path):
 
 def test_onnx_dynamic_size_without_metadata(conv, tmp_path):
     path = export_onnx(conv, tmp_path / "any.onnx", IN_CH, TILE, dynamic_hw=True)
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.image_height, md.supports_variable_tile_size) == (512, True)
     assert md.warnings[0] == "The model takes any tile size and says none: using 512 pixels"
 
@@ -318,6 +321,6 @@ def test_onnx_dynamic_size_without_metadata(conv, tmp_path):
 def test_onnx_bad_metadata(conv, tmp_path):
     path = export_onnx(conv, tmp_path / "bad.onnx", IN_CH, TILE, metadata={"model_type": "Painter"})
     with pytest.raises(ModelDefinitionError) as info:
-        load_model_definition(path)
+        load_model_definition(path, trust=TRUSTED)
     assert str(info.value) == ("ONNX metadata model_type 'Painter' is unknown; expected one of Segmentor, Detector, "
                                "Regressor, Recognition, Superresolution")

@@ -39,6 +39,9 @@ from dltools.core.errors import CancelledError, InputDataError, ModelDefinitionE
 from dltools.core.model.loader import load_model_definition  # noqa: E402
 from dltools.core.tools.classify_objects.classifier import ObjectClassifier, classify_objects
 from dltools.core.tools.classify_objects.decode import ObjectDecoder, scores_2d  # noqa: E402
+from dltools.core.trust import CodeTrust
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "build" / "cache"
@@ -74,7 +77,7 @@ def wkb(wkt: str | None) -> bytes | None:
 
 
 def run(raster: Path, emd: Path, features: dict, arguments: str = "", log: Log | None = None):
-    md = load_model_definition(str(emd))
+    md = load_model_definition(str(emd), trust=TRUSTED)
     results = classify_objects(str(raster), [(k, wkb(w)) for k, w in features.items()], md, arguments,
                                progress=log or Log(), total=len(features))
     assert [r.key for r in results] == list(features)
@@ -213,7 +216,7 @@ def test_fixed_batch_model(models, grid, tmp_path):
 
 def test_progress_and_cancel(models, grid):
     feats = {i: wkt_point(10.5 + i, 10.5) for i in range(12)}
-    md = load_model_definition(str(mean_emd(models, band=0, tile=7)))
+    md = load_model_definition(str(mean_emd(models, band=0, tile=7)), trust=TRUSTED)
     log = Log()
     list(ObjectClassifier(md, "batch_size 4", progress=log).classify(str(grid), [(k, wkb(w)) for k, w in feats.items()],
                                                                    total=12))
@@ -326,7 +329,7 @@ def test_model_output_that_is_not_b_c_is_refused(tmp_path, grid):
     emd = _module_model(tmp_path, PixelOut(), "pix", 2)
     with pytest.raises(InputDataError, match=r"shape \[1, 2, 4, 4\] .* \[batch, classes\]"):
         run(grid, emd, {1: wkt_point(5, 5)})
-    md = load_model_definition(str(emd))
+    md = load_model_definition(str(emd), trust=TRUSTED)
     md.model_type = "ImageClassification"
     with pytest.raises(ModelDefinitionError, match="use Classify Pixels"):
         ObjectClassifier(md)
@@ -484,7 +487,7 @@ def test_onnx_runtime_and_torchscript_agree(tmp_path):
 
 
 def test_resolved_arguments_dict_is_accepted(models, grid):
-    md = load_model_definition(str(mean_emd(models, band=0, tile=7)))
+    md = load_model_definition(str(mean_emd(models, band=0, tile=7)), trust=TRUSTED)
     args = resolve_arguments(md, "classify_objects", "batch_size 16")
     with ObjectClassifier(md, args) as clf:
         assert clf.batch_size == 16
@@ -681,7 +684,7 @@ def test_jobs_keep_order_with_many_unlabelled_objects(models, grid):
     feats = {}
     for i in range(310):
         feats[i] = wkt_point(20.3, 30.7) if i % 100 == 5 else (wkt_point(-50.0, 5.0) if i % 3 else None)
-    md = load_model_definition(str(mean_emd(models, band=0, tile=7)))
+    md = load_model_definition(str(mean_emd(models, band=0, tile=7)), trust=TRUSTED)
     with ObjectClassifier(md, "batch_size 4", progress=Log()) as clf:
         calls = clf.backend.calls
         res = list(clf.classify(str(grid), [(k, wkb(w)) for k, w in feats.items()], total=310))
@@ -698,9 +701,9 @@ def test_real_esri_object_classifier_definition(testdata, tmp_path):
 
     woolsey = testdata("esri", "emd", "woolseyFire_600_50.emd")
     with pytest.raises(ModelDefinitionError, match=r"ModelFile 'woolseyFire_600_50.pth' not found next to the .emd"):
-        load_model_definition(str(woolsey))
+        load_model_definition(str(woolsey), trust=TRUSTED)
     with pytest.raises(ModelDefinitionError, match="Framework 'Keras' is not supported"):
-        load_model_definition(str(testdata("esri", "emd", "HouseDamageClassifier_ProBuiltin.emd")))
+        load_model_definition(str(testdata("esri", "emd", "HouseDamageClassifier_ProBuiltin.emd")), trust=TRUSTED)
 
     class Burnt(torch.nn.Module):
         def forward(self, x):

@@ -12,7 +12,10 @@ from detection_models import expected_boxes, square_scene, torchvision_script, y
 from dltools.core.errors import InputDataError
 from dltools.core.model.loader import load_model_definition
 from dltools.core.tools.detect_objects.pipeline import detect_objects
+from dltools.core.trust import CodeTrust
 from osgeo import gdal, ogr, osr
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 W, H = 150, 130
 # (x, y, size, class, value): squares across seams of 32/48/64-pixel tile centres, at corners of four tiles,
@@ -67,7 +70,7 @@ def assert_found_exactly(result, gt, value_of_class=lambda c: c, names=NAMES):
                                                 (64, 24, 2)])
 def test_yolo_v8_every_square_once(scene, yolo, tile, padding, batch):
     _, raster = scene
-    md = load_model_definition(str(yolo(tile)))
+    md = load_model_definition(str(yolo(tile)), trust=TRUSTED)
     assert md.model_type == "ObjectDetection" and [c.name for c in md.classes] == ["red", "green"]
     progress = RecordingProgress()
     result = detect_objects(str(raster), md, f"padding {padding};batch_size {batch}", progress=progress)
@@ -80,7 +83,7 @@ def test_yolo_v8_every_square_once(scene, yolo, tile, padding, batch):
 
 def test_exclude_pad_detections_off_still_once(scene, yolo):
     _, raster = scene
-    md = load_model_definition(str(yolo(64)))
+    md = load_model_definition(str(yolo(64)), trust=TRUSTED)
     result = detect_objects(str(raster), md, "padding 16;exclude_pad_detections false;nms_overlap 0.3")
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
     assert result.before_merge > result.after_merge
@@ -88,7 +91,7 @@ def test_exclude_pad_detections_off_still_once(scene, yolo):
 
 def test_test_time_augmentation_keeps_boxes_and_scores(scene, yolo):
     _, raster = scene
-    md = load_model_definition(str(yolo(64)))
+    md = load_model_definition(str(yolo(64)), trust=TRUSTED)
     result = detect_objects(str(raster), md, "padding 16;test_time_augmentation true")
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
 
@@ -99,7 +102,7 @@ def test_emd_without_classes_takes_names_from_onnx_metadata(scene, yolo, tmp_pat
     emd = tmp_path / "m.emd"
     emd.write_text(json.dumps({"Framework": "ONNX", "ModelType": "ObjectDetection", "ModelFile": str(onnx),
                                "ImageHeight": 64, "ImageWidth": 64, "ExtractBands": [0, 1, 2], "DataRange": [0, 1]}))
-    result = detect_objects(str(raster), load_model_definition(str(emd)), "padding 8")
+    result = detect_objects(str(raster), load_model_definition(str(emd), trust=TRUSTED), "padding 8")
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
 
 
@@ -114,7 +117,7 @@ TV_EMD = {"Framework": "PyTorch", "ModelType": "ObjectDetection", "ImageHeight":
 def test_torchvision_style_torchscript(scene, tmp_path, masks, padding, batch):
     _, raster = scene
     ts = torchvision_script(tmp_path / "tv.pt", with_masks=masks, emd=TV_EMD)
-    md = load_model_definition(str(ts))
+    md = load_model_definition(str(ts), trust=TRUSTED)
     result = detect_objects(str(raster), md, f"padding {padding};batch_size {batch}")
     assert result.layout == "torchvision"
     assert result.geometry_type == ("MultiPolygon" if masks else "Polygon")
@@ -150,7 +153,7 @@ def _map(gt, x, y):
 ])
 def test_rotated_and_geographic_grids(scene, yolo, tmp_path, gt, epsg):
     raster = _rotated_raster(tmp_path / "r.tif", gt, epsg)
-    md = load_model_definition(str(yolo(64)))
+    md = load_model_definition(str(yolo(64)), trust=TRUSTED)
     result = detect_objects(str(raster), md, "padding 8;batch_size 4")
     srs = osr.SpatialReference()
     srs.ImportFromWkt(result.crs_wkt)
@@ -173,7 +176,7 @@ def test_rotated_raster_refuses_extent(tmp_path, yolo):
 
     raster = _rotated_raster(tmp_path / "r.tif", (0.0, 0.8, 0.2, 0.0, 0.2, -0.8), 32633)
     with pytest.raises(InputDataError, match="rotated geotransform"):
-        detect_objects(str(raster), load_model_definition(str(yolo(64))), request=RasterRequest(cell_size=2.0))
+        detect_objects(str(raster), load_model_definition(str(yolo(64)), trust=TRUSTED), request=RasterRequest(cell_size=2.0))
 
 
 def test_non_detector_and_unknown_layout_are_refused(scene, tmp_path):
@@ -189,11 +192,11 @@ def test_non_detector_and_unknown_layout_are_refused(scene, tmp_path):
     emd = dict(TV_EMD)
     torch.jit.save(torch.jit.script(Pixels()), str(path), _extra_files={"dltools.json": json.dumps(emd)})
     with pytest.raises(InputDataError, match=r"returned \[1, 2, 64, 64\].*supported layouts"):
-        detect_objects(str(raster), load_model_definition(str(path)))
+        detect_objects(str(raster), load_model_definition(str(path), trust=TRUSTED))
     emd["ModelType"] = "ImageClassification"
     torch.jit.save(torch.jit.script(Pixels()), str(path), _extra_files={"dltools.json": json.dumps(emd)})
     with pytest.raises(InputDataError, match="not an object detection model"):
-        detect_objects(str(raster), load_model_definition(str(path)))
+        detect_objects(str(raster), load_model_definition(str(path), trust=TRUSTED))
 
 
 def test_cancel_stops_the_run(scene, yolo):
@@ -201,13 +204,13 @@ def test_cancel_stops_the_run(scene, yolo):
 
     _, raster = scene
     with pytest.raises(CancelledError):
-        detect_objects(str(raster), load_model_definition(str(yolo(48))), "padding 8;batch_size 1",
+        detect_objects(str(raster), load_model_definition(str(yolo(48)), trust=TRUSTED), "padding 8;batch_size 1",
                        progress=RecordingProgress(cancel_after=1))
 
 
 def test_run_nms_applies_the_tool_rule(scene, yolo):
     _, raster = scene
-    md = load_model_definition(str(yolo(64)))
+    md = load_model_definition(str(yolo(64)), trust=TRUSTED)
     result = detect_objects(str(raster), md, "padding 8", run_nms=True, max_overlap_ratio=0.0)
     assert len(result.objects) == len(expected_boxes(W, H, SQUARES))  # the squares do not overlap
 
@@ -216,7 +219,7 @@ def test_run_nms_applies_the_tool_rule(scene, yolo):
 def test_edge_fill_and_block_sizes(scene, yolo, extra):
     _, raster = scene
     progress = RecordingProgress()
-    result = detect_objects(str(raster), load_model_definition(str(yolo(64))), f"padding 8;batch_size 4;{extra}",
+    result = detect_objects(str(raster), load_model_definition(str(yolo(64)), trust=TRUSTED), f"padding 8;batch_size 4;{extra}",
                             progress=progress)
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5))
     assert result.blocks == (12 if extra == "block_size 48" else (4 if "100" in extra else 1))
@@ -228,7 +231,7 @@ def test_ultralytics_obb_and_segmentation_exports(scene, tmp_path, kind):
     from detection_models import yolo_variant_onnx
 
     _, raster = scene
-    md = load_model_definition(str(yolo_variant_onnx(tmp_path / f"{kind}.onnx", 64, kind)))
+    md = load_model_definition(str(yolo_variant_onnx(tmp_path / f"{kind}.onnx", 64, kind)), trust=TRUSTED)
     result = detect_objects(str(raster), md, "padding 16;batch_size 4")
     assert result.layout == ("yolo_obb" if kind == "obb" else "yolo_seg")
     assert result.geometry_type == ("Polygon" if kind == "obb" else "MultiPolygon")
@@ -247,7 +250,7 @@ def test_onnx_with_separate_outputs(scene, tmp_path):
     emd = tmp_path / "separate.emd"
     emd.write_text(json.dumps({**TV_EMD, "Framework": "ONNX", "ModelFile": "separate.onnx"}))
     progress = RecordingProgress()
-    result = detect_objects(str(raster), load_model_definition(str(emd)), "padding 16;batch_size 4",
+    result = detect_objects(str(raster), load_model_definition(str(emd), trust=TRUSTED), "padding 16;batch_size 4",
                             progress=progress)
     assert result.layout == "separate" and result.batch_size == 1
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5), value_of_class=lambda c: c + 1)
@@ -261,7 +264,7 @@ def test_blocks_are_independent_picklable_jobs(scene, yolo, monkeypatch):
     from dltools.core.engine.blocks import run_block
 
     _, raster = scene
-    md = load_model_definition(str(yolo(48)))
+    md = load_model_definition(str(yolo(48)), trust=TRUSTED)
     args = "padding 8;batch_size 4;block_size 64"
     in_process = detect_objects(str(raster), md, args)
 
@@ -281,7 +284,7 @@ def test_blocks_are_independent_picklable_jobs(scene, yolo, monkeypatch):
 def test_dynamic_size_export_takes_imgsz_and_tile_size(scene, tmp_path):
     _, raster = scene
     onnx = yolo_v8_onnx(tmp_path / "dyn.onnx", 96, NAMES, dynamic_size=True)
-    md = load_model_definition(str(onnx))
+    md = load_model_definition(str(onnx), trust=TRUSTED)
     assert (md.image_height, md.image_width, md.supports_variable_tile_size) == (96, 96, True)
     for args in ("padding 16", "padding 8;tile_size 48"):
         result = detect_objects(str(raster), md, args)
@@ -292,7 +295,7 @@ def test_dynamic_size_export_takes_imgsz_and_tile_size(scene, tmp_path):
 def test_test_time_augmentation_inverts_masks(scene, tmp_path):
     _, raster = scene
     ts = torchvision_script(tmp_path / "tv.pt", with_masks=True, emd=TV_EMD)
-    result = detect_objects(str(raster), load_model_definition(str(ts)), "padding 16;test_time_augmentation true")
+    result = detect_objects(str(raster), load_model_definition(str(ts), trust=TRUSTED), "padding 16;test_time_augmentation true")
     assert_found_exactly(result, (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5), value_of_class=lambda c: c + 1)
     for o in result.objects:  # each outline is its square: the masks of all 8 transforms were turned back
         g = ogr.CreateGeometryFromWkb(o.wkb)

@@ -11,7 +11,10 @@ import pytest
 from builders import write_raster
 from dltools.core.model.loader import load_model_definition
 from dltools.core.tools.detect_objects.pipeline import detect_objects
+from dltools.core.trust import CodeTrust
 from osgeo import gdal, ogr
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 TILE = 128
 GT = (500000.0, 0.5, 0.0, 4000000.0, 0.0, -0.5)
@@ -48,7 +51,7 @@ def test_scripted_maskrcnn_end_to_end(tmp_path):
     image = rng.uniform(0, 1, (3, TILE, TILE)).astype(np.float32)  # 0-1 floats: what torchvision expects
     raster = write_raster(tmp_path / "img.tif", image, origin=(GT[0], GT[3]), cell=GT[1])
 
-    result = detect_objects(str(raster), load_model_definition(str(emd)), "padding 0;batch_size 1;threshold 0.3")
+    result = detect_objects(str(raster), load_model_definition(str(emd), trust=TRUSTED), "padding 0;batch_size 1;threshold 0.3")
     assert result.layout == "torchvision" and result.geometry_type == "MultiPolygon"
     with torch.inference_mode():
         _, detections = scripted([torch.from_numpy(image)])

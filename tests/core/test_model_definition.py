@@ -12,6 +12,9 @@ from builders import conv_module, export_onnx, export_torchscript, write_emd
 from dltools.core.errors import ModelDefinitionError
 from dltools.core.model.definition import ClassInfo
 from dltools.core.model.loader import load_model_definition
+from dltools.core.trust import CodeTrust
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 _KERAS = ("Framework 'Keras' is not supported: convert the model to ONNX (tf2onnx, which reads Keras .h5) "
           "and set Framework to ONNX")
@@ -57,7 +60,7 @@ def test_every_real_esri_emd_is_covered(testdata):
 def test_real_esri_emd_fails_with_its_specific_message(testdata, name):
     path = testdata("esri", "emd", name)
     with pytest.raises(ModelDefinitionError) as info:
-        load_model_definition(path)
+        load_model_definition(path, trust=TRUSTED)
     assert str(info.value) == ESRI_EMD_ERRORS[name].format(dir=path.parent.resolve())
 
 
@@ -65,7 +68,7 @@ def test_real_esri_emd_fails_with_its_specific_message(testdata, name):
 def test_real_esri_emd_parses_without_the_file_check(testdata, name):
     """Where only the model file is at fault, the rest of the definition is read."""
     path = testdata("esri", "emd", name)
-    md = load_model_definition(path, check_file=False)
+    md = load_model_definition(path, check_file=False, trust=TRUSTED)
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert md.model_type == raw["ModelType"]
     assert md.image_height == raw["ImageHeight"]
@@ -73,7 +76,7 @@ def test_real_esri_emd_parses_without_the_file_check(testdata, name):
 
 
 def test_woolsey_fire_object_classifier_keys(testdata):
-    md = load_model_definition(testdata("esri", "emd", "woolseyFire_600_50.emd"), check_file=False)
+    md = load_model_definition(testdata("esri", "emd", "woolseyFire_600_50.emd"), check_file=False, trust=TRUSTED)
     assert (md.model_type, md.crop_size_fixed, md.blacken_around_feature) == ("ObjectClassification", 1, 0)
     assert md.classes == [ClassInfo(1, "Damaged", (17, 157, 34)), ClassInfo(2, "Undamaged", (158, 187, 171))]
     assert md.extra["ModelParameters"] == {"backbone": "resnet34"}
@@ -84,7 +87,7 @@ def test_woolsey_fire_object_classifier_keys(testdata):
 
 def test_esri_landcover_emd_loads(testdata):
     emd = testdata("esri", "landcover", "trained.emd")
-    md = load_model_definition(emd)
+    md = load_model_definition(emd, trust=TRUSTED)
     assert md.origin == "emd"
     assert md.framework == "Onnx"
     assert md.model_format_kind == "onnx"
@@ -126,12 +129,12 @@ def _write(tmp_path: Path, data: dict | str, name: str = "model.emd", encoding: 
 
 def _error(model, **kwargs) -> str:
     with pytest.raises(ModelDefinitionError) as info:
-        load_model_definition(model, **kwargs)
+        load_model_definition(model, **kwargs, trust=TRUSTED)
     return str(info.value)
 
 
 def test_json_text_with_absolute_model_file(onnx_file):
-    md = load_model_definition(json.dumps(_emd(ModelFile=str(onnx_file))))
+    md = load_model_definition(json.dumps(_emd(ModelFile=str(onnx_file))), trust=TRUSTED)
     assert (md.origin, md.source, md.model_file, md.base_dir) == ("json", "JSON text", onnx_file, None)
     assert md.classes == [ClassInfo(1, "Tree", (0, 255, 0))]
 
@@ -143,7 +146,7 @@ def test_json_text_with_relative_model_file_is_refused():
 
 
 def test_json_text_with_relative_model_file_without_file_check():
-    md = load_model_definition("  " + json.dumps(_emd()), check_file=False)
+    md = load_model_definition("  " + json.dumps(_emd()), check_file=False, trust=TRUSTED)
     assert (md.model_file, md.model_file_text, md.model_format_kind) == (None, "model.onnx", "onnx")
     with pytest.raises(ModelDefinitionError, match="is relative, and a model definition given as JSON text"):
         md.require_model_file()
@@ -153,7 +156,7 @@ def test_utf8_bom_is_accepted(tmp_path, onnx_file):
     (tmp_path / "model.onnx").write_bytes(onnx_file.read_bytes())
     path = _write(tmp_path, _emd(), encoding="utf-8-sig")
     assert path.read_bytes()[:3] == b"\xef\xbb\xbf"
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert md.model_file == (tmp_path / "model.onnx").resolve()
 
 
@@ -161,20 +164,20 @@ def test_windows_backslash_model_file(tmp_path, onnx_file):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "model.onnx").write_bytes(onnx_file.read_bytes())
     path = _write(tmp_path, _emd(ModelFile=".\\sub\\model.onnx"))
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert md.model_file == (tmp_path / "sub" / "model.onnx").resolve()
     assert md.model_file_text == ".\\sub\\model.onnx"
 
 
 def test_class_name_given_as_a_number(tmp_path):
     data = _emd(Classes=[{"Value": 1, "Name": 1, "Color": [1, 2, 3]}, {"Value": 2, "Name": 2.5}])
-    md = load_model_definition(json.dumps(data), check_file=False)
+    md = load_model_definition(json.dumps(data), check_file=False, trust=TRUSTED)
     assert md.classes == [ClassInfo(1, "1", (1, 2, 3)), ClassInfo(2, "2.5", None)]
 
 
 def test_unknown_keys_are_kept_in_extra():
     data = _emd(Kwargs={"pretrained_backbone": True}, LearningRate="1e-3", MyOwnKey=[1, 2])
-    md = load_model_definition(json.dumps(data), check_file=False)
+    md = load_model_definition(json.dumps(data), check_file=False, trust=TRUSTED)
     assert md.extra == {"Kwargs": {"pretrained_backbone": True}, "LearningRate": "1e-3", "MyOwnKey": [1, 2]}
 
 
@@ -236,17 +239,17 @@ def test_bad_definition_values(overrides, message):
 
 
 def test_extract_bands_by_name():
-    md = load_model_definition(json.dumps(_emd(ExtractBands=["red", " nir ", "green"])), check_file=False)
+    md = load_model_definition(json.dumps(_emd(ExtractBands=["red", " nir ", "green"])), check_file=False, trust=TRUSTED)
     assert (md.extract_bands, md.extract_band_names) == (None, ["red", "nir", "green"])
 
 
 def test_extract_bands_as_digit_strings_are_indexes():
-    md = load_model_definition(json.dumps(_emd(ExtractBands=["2", 0, 1.0])), check_file=False)
+    md = load_model_definition(json.dumps(_emd(ExtractBands=["2", 0, 1.0])), check_file=False, trust=TRUSTED)
     assert (md.extract_bands, md.extract_band_names) == ([2, 0, 1], None)
 
 
 def test_misspelt_objection_detection_is_accepted():
-    md = load_model_definition(json.dumps(_emd(ModelType="ObjectionDetection")), check_file=False)
+    md = load_model_definition(json.dumps(_emd(ModelType="ObjectionDetection")), check_file=False, trust=TRUSTED)
     assert md.model_type == "ObjectDetection"
 
 
@@ -286,7 +289,7 @@ def test_arcgis_learn_torchscript_key_is_preferred_over_pth(tmp_path, torchscrip
     emd = _write(tmp_path, _emd(Framework="arcgis.learn.models._inferencing", ModelFile="model.pth",
                                 TorchScript={"CPU": "torch_scripts/model_cpu.pt", "GPU": "torch_scripts/model_gpu.pt"},
                                 ArcGISLearnVersion="2.2.0"))
-    md = load_model_definition(emd)
+    md = load_model_definition(emd, trust=TRUSTED)
     assert md.model_file == (tmp_path / "torch_scripts" / "model_cpu.pt").resolve()
     assert md.model_format_kind == "torchscript"
     assert md.is_arcgis_learn
@@ -345,7 +348,7 @@ def test_pth_state_dict_is_refused_without_unpickling(tmp_path, monkeypatch, zip
 def test_torchscript_emd_loads(tmp_path, torchscript_file):
     (tmp_path / "net.pt").write_bytes(torchscript_file.read_bytes())
     md = load_model_definition(write_emd(tmp_path / "net.emd", "net.pt", framework="PyTorch",
-                                         classes=[(0, "a", (1, 1, 1)), (1, "b", (2, 2, 2))]))
+                                         classes=[(0, "a", (1, 1, 1)), (1, "b", (2, 2, 2))]), trust=TRUSTED)
     assert (md.model_format_kind, md.model_file) == ("torchscript", (tmp_path / "net.pt").resolve())
 
 
@@ -353,7 +356,7 @@ def test_plain_torchscript_with_embedded_definition(tmp_path):
     emd = _emd(ExtractBands=[2, 1, 0], Classes=[{"Value": 0, "Name": "bg"}, {"Value": 1, "Name": "fg"}], DataRange=[0, 1])
     del emd["ModelFile"], emd["Framework"]
     path = export_torchscript(conv_module(3, 2, 3), tmp_path / "embedded.pt", emd=emd)
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.origin, md.framework, md.model_format_kind) == ("torchscript", "PyTorch", "torchscript")
     assert (md.extract_bands, md.data_range, [c.name for c in md.classes]) == ([2, 1, 0], (0.0, 1.0), ["bg", "fg"])
     assert md.model_file == path.resolve()
@@ -361,7 +364,7 @@ def test_plain_torchscript_with_embedded_definition(tmp_path):
 
 def test_plain_torchscript_probe(tmp_path):
     path = export_torchscript(conv_module(4, 5, 1), tmp_path / "probe.pt")
-    md = load_model_definition(path)
+    md = load_model_definition(path, trust=TRUSTED)
     assert (md.model_type, md.extract_bands, len(md.classes)) == ("ImageClassification", [0, 1, 2, 3], 5)
     assert (md.image_height, md.supports_variable_tile_size) == (256, True)
     assert md.warnings == ["No input shape declared: a probe found 4 bands; tiles of 256 pixels are used. "

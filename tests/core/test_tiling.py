@@ -32,6 +32,9 @@ from dltools.core.errors import ArgumentError, InputDataError
 from dltools.core.model.loader import load_model_definition
 from dltools.core.raster.grid import TileGrid
 from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+from dltools.core.trust import CodeTrust
+
+TRUSTED = CodeTrust.all()  # these tests' own TorchScript files
 
 CLASSES = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (5, "five", (0, 0, 255))]
 VALUES = np.array([v for v, _, _ in CLASSES])
@@ -67,7 +70,7 @@ def onnx_emd(folder: Path, conv, tile: int, **kwargs) -> Path:
 
 
 def run(raster: Path, emd: Path, out: Path, arguments: str, progress=None) -> np.ndarray:
-    classify_pixels(str(raster), load_model_definition(str(emd)), str(out), arguments, progress=progress)
+    classify_pixels(str(raster), load_model_definition(str(emd), trust=TRUSTED), str(out), arguments, progress=progress)
     return read_raster(out)
 
 
@@ -150,7 +153,7 @@ def test_blended_tiles_are_the_same_whatever_the_blocks(tmp_path, conv, odd_rast
     for block_size in (1, 24, 1000):
         out = tmp_path / f"b{block_size}.tif"
         probs = tmp_path / f"b{block_size}_p.tif"
-        classify_pixels(str(raster), load_model_definition(str(emd)), str(out),
+        classify_pixels(str(raster), load_model_definition(str(emd), trust=TRUSTED), str(out),
                         f"padding 3;batch_size 4;blend True;edge_fill {edge_fill};block_size {block_size}", str(probs))
         outs.append((read_raster(out), read_raster(probs)))
     for classes, probs in outs[1:]:
@@ -349,7 +352,7 @@ def test_output_grid_is_the_input_grid(tmp_path, conv):
     image = RNG.integers(0, 10, size=(3, 30, 41)).astype(np.uint8)
     raster = write_raster(tmp_path / "in.tif", image, origin=(345678.5, 5432109.25), cell=(0.5, 0.25), epsg=32632)
     out = tmp_path / "out.tif"
-    classify_pixels(str(raster), load_model_definition(str(onnx_emd(tmp_path, conv, 16))), str(out), "padding 2")
+    classify_pixels(str(raster), load_model_definition(str(onnx_emd(tmp_path, conv, 16)), trust=TRUSTED), str(out), "padding 2")
     from osgeo import gdal
 
     src, dst = gdal.Open(str(raster)), gdal.Open(str(out))

@@ -36,6 +36,9 @@ from dltools.core.engine.cluster import ClusterError  # noqa: E402
 from dltools.core.errors import CancelledError  # noqa: E402
 from dltools.core.model.loader import load_model_definition  # noqa: E402
 from dltools.core.tools.classify_pixels.pipeline import classify_pixels  # noqa: E402
+from dltools.core.trust import CodeTrust  # noqa: E402
+
+TRUSTED = CodeTrust.all()  # the TorchScript models these tests build
 
 _spec = importlib.util.spec_from_file_location(
     "detect_change_core_tests_dask", Path(__file__).resolve().parents[1] / "core" / "test_detect_change_core.py")
@@ -135,7 +138,8 @@ def failing_model(folder: Path, conv, salt: float) -> Path:
 
 
 def classify(data, out: Path, arguments: str, emd: Path | None = None, **kwargs) -> np.ndarray:
-    classify_pixels(str(data["raster"]), load_model_definition(str(emd or data["emd"])), str(out), arguments,
+    classify_pixels(str(data["raster"]), load_model_definition(str(emd or data["emd"]), trust=TRUSTED), str(out),
+                    arguments,
                     str(out.with_name(out.stem + "_p.tif")), **kwargs)
     return read_raster(out), read_raster(out.with_name(out.stem + "_p.tif"))
 
@@ -343,8 +347,8 @@ def test_a_model_the_workers_cannot_open_is_refused_up_front(cluster, data, tmp_
     broken.write_bytes(b"not an ONNX model")
     real = cluster_module.ModelRef.for_file.__func__
 
-    def ship_broken(cls, path, kind, device, definition=None, detection=None):
-        return real(cls, broken, kind, device, definition, detection)
+    def ship_broken(cls, path, kind, device, definition=None, detection=None, trust=None):
+        return real(cls, broken, kind, device, definition, detection, trust)
 
     monkeypatch.setattr(cluster_module.ModelRef, "for_file", classmethod(ship_broken))
     out = tmp_path / "out.tif"

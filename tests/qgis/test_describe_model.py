@@ -162,8 +162,15 @@ def test_describe_deepness_onnx(testdata, tmp_path, context):
 
 
 def test_describe_torchscript(tmp_path, context):
+    from dltools.algorithms.trust import forget_model, trust_model
+    from dltools.core.trust import file_sha256
+
     model = export_torchscript(conv_module(4, 3, 1), tmp_path / "net.pt")
-    report, _, feedback = describe(model, tmp_path, context, DEVICE=1)
+    trust_model(file_sha256(model))  # a program: described (probed) only when trusted (test_model_trust.py)
+    try:
+        report, _, feedback = describe(model, tmp_path, context, DEVICE=1)
+    finally:
+        forget_model(file_sha256(model))
     assert (report["origin"], report["framework"], report["model_format_kind"]) == ("torchscript", "PyTorch", "torchscript")
     assert (report["backend"]["kind"], report["backend"]["device"]) == ("torch", "cpu")
     assert report["backend"]["inputs"][0]["shape"] == [None, None, None, None]

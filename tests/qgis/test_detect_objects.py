@@ -113,7 +113,7 @@ def test_torchvision_masks_give_multipolygons(context, files, tmp_path):
            "Classes": [{"Value": 1, "Name": "red", "Color": [255, 0, 0]}, {"Value": 2, "Name": "green",
                                                                              "Color": [0, 255, 0]}]}
     ts = torchvision_script(tmp_path / "tv.pt", with_masks=True, emd=emd)
-    layer = processing.run("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(ts),
+    layer = processing.run("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(ts), "ALLOW_CUSTOM_CODE": True,
                                                      "ARGUMENTS": "padding 8;threshold 0.3", "OUTPUT": "memory:"},
                            context=context)["OUTPUT"]
     assert layer.wkbType() == QgsWkbTypes.MultiPolygon

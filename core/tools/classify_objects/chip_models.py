@@ -50,7 +50,8 @@ def open_model_chips(md: ModelDefinition, args: dict[str, Any], device: DeviceRe
     """The model file as a :class:`ChipModel`: opened, its contract decided (:mod:`core.engine.contract`: the
     input checked, the batch, TTA), logits or probabilities decided once on the contract's probe inputs."""
     model_file = md.require_model_file()
-    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
+    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw,
+                           trust=md.code_trust)
     try:
         contract = decide_contract(md, args, "classify_objects", inputs=backend.inputs, outputs=backend.outputs)
         plain = ModelChips(None, contract)  # type: ignore[arg-type]  # only its model call, for the probes
@@ -65,7 +66,8 @@ def open_model_chips(md: ModelDefinition, args: dict[str, Any], device: DeviceRe
     def model_ref(scheduler: str) -> Any:
         from ...engine.cluster import ModelRef
 
-        return ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw)
+        return ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
+                                 trust=md.code_trust)
 
     return ChipModel(model=backend, decider=ModelChips(decoder, contract), batch=contract.batch,
                      model_channels=contract.declared_bands, description=backend.describe(), model_ref=model_ref,

@@ -19,7 +19,9 @@ from ...backends import DeviceRequest, TensorInfo, open_backend
 from ...engine.contract import fixed_batch
 from ...errors import ModelDefinitionError
 from ...model.loader import ModelDefinition, load_model_definition
+from ...model.torch_archive import archive_summary
 from ...progress import NullProgress, Progress
+from ...trust import CODE_KINDS, HOW_TO_TRUST, CodeTrust
 
 TOOL_TITLES = {
     "classify_pixels": "Classify Pixels",
@@ -40,19 +42,21 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def load_for_description(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> ModelDefinition:
+def load_for_description(model: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None,
+                         trust: CodeTrust | None = None) -> ModelDefinition:
     """Load like the tools do; JSON text whose relative ModelFile cannot be resolved is still described.
 
     Every other problem (a missing file next to an .emd, an unsupported framework,
-    a definition without ModelFile) stays an error, as in the tools themselves.
+    a definition without ModelFile) stays an error, as in the tools themselves. A code-bearing model is
+    opened only with the user's ``trust`` (:mod:`core.trust`).
     """
     try:
-        return load_model_definition(model, cache_dir=cache_dir, check_file=True)
+        return load_model_definition(model, cache_dir=cache_dir, check_file=True, trust=trust)
     except ModelDefinitionError as exc:
         if not str(model).strip().startswith("{"):
             raise
         try:
-            md = load_model_definition(model, cache_dir=cache_dir, check_file=False)
+            md = load_model_definition(model, cache_dir=cache_dir, check_file=False, trust=trust)
         except ModelDefinitionError:
             raise exc from None
         if md.model_file is not None or not md.model_file_text:
@@ -85,8 +89,12 @@ def backend_info(md: ModelDefinition, device: DeviceRequest | None = None,
         return {"opened": False, "reason": reason}
     if not md.model_file.is_file():
         return {"opened": False, "reason": f"the model file {md.model_file} does not exist"}
+    if md.model_format_kind in CODE_KINDS and not (md.code_trust and md.code_trust.allows(md.model_file)):
+        return {"opened": False, "reason": f"the model file is a program ({archive_summary(md.model_file)}); "
+                                           "it is opened only when you trust it, so its inputs and outputs are not "
+                                           f"shown. {HOW_TO_TRUST}"}
     backend = open_backend(md.model_file, md.model_format_kind, device or DeviceRequest(), progress,
-                           definition=md.raw)
+                           definition=md.raw, trust=md.code_trust)
     try:
         return {
             "opened": True,

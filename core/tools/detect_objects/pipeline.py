@@ -339,7 +339,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     else:
         source = open_model_source(raster, md, grid)
     model_file = md.require_model_file()
-    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw)
+    backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw,
+                           trust=md.code_trust)
     try:
         with bounded_gdal_cache():
             normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
@@ -362,7 +363,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
                 from ...engine.cluster import ModelRef, run_on_cluster
 
                 ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
-                                        detection=(setup.threshold, setup.nms_overlap))
+                                        detection=(setup.threshold, setup.nms_overlap), trust=md.code_trust)
                 run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
             else:
                 run_in_process(task, backend, jobs, sink, progress)
