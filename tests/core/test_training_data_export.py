@@ -335,3 +335,26 @@ def test_coco_instances_json(raster, tmp_path):
     assert coco["categories"] == [{"id": 1, "name": "1", "supercategory": "none"},
                                   {"id": 2, "name": "2", "supercategory": "none"}]
     assert not (out / "map.txt").exists() and not list(out.glob(".coco*"))
+
+
+@pytest.mark.parametrize("fmt", ["Classified_Tiles", "PASCAL_VOC_rectangles", "KITTI_rectangles", "RCNN_Masks",
+                                 "Labeled_Tiles"])
+def test_arcgis_learn_finds_every_label_the_way_it_reads_them(raster, tmp_path, fmt):
+    """The reading rules of arcgis.learn's prepare_data (facts from its source, not its code): the three esri files
+    mark the folder; map.txt's first line gives the image and the label extension; a label is
+    labels/<image stem>.<ext> (RCNN_Masks: labels/<class Name from the .emd>/<stem>.<ext>)."""
+    path, _ = raster
+    out = tmp_path / fmt
+    export(path, out, fmt)
+    assert all((out / name).is_file() for name in ("esri_model_definition.emd", "map.txt", "esri_accumulated_stats.json"))
+    first = (out / "map.txt").read_text().splitlines()[0].split()
+    assert (out / first[0].replace("\\", "/")).is_file()
+    ext = first[-1].split(".")[-1]
+    stats = json.loads((out / "esri_accumulated_stats.json").read_text())
+    assert stats["MetaDataMode"] == fmt
+    names = [c["Name"] for c in json.loads((out / "esri_model_definition.emd").read_text())["Classes"]]
+    for image in sorted((out / "images").glob("*.tif")):
+        if fmt == "RCNN_Masks":
+            assert [n for n in names if (out / "labels" / n / f"{image.stem}.{ext}").is_file()]
+        else:
+            assert (out / "labels" / f"{image.stem}.{ext}").is_file()

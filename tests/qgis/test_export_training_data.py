@@ -126,3 +126,20 @@ def test_qgis_process_with_a_classified_raster(tmp_path, image, qgis_app):
         "INPUT": str(path), "CLASS_DATA": str(classes_path), "OUTPUT_FOLDER": str(tmp_path / "k"),
         "METADATA_FORMAT": 2}, tmp_path)
     assert "Classified_Tiles only" in message
+
+
+def test_cancel_leaves_no_folder(context, image, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+    from recording_feedback import RecordingFeedback
+
+    path, _ = image
+    layer = sample_layer([(rect(1, 1, 4, 3), 1), (rect(6, 4, 10, 7), 2)])
+    feedback = RecordingFeedback(cancel_at=10.0)  # after the first chips are written
+    out = tmp_path / "cancelled"
+    with pytest.raises(QgsProcessingException, match="cancelled. No output was kept"):
+        processing.run(ALG, {"INPUT": str(path), "CLASS_DATA": layer, "OUTPUT_FOLDER": str(out), "TILE_SIZE_X": 2,
+                             "TILE_SIZE_Y": 2, "STRIDE_X": 2, "STRIDE_Y": 2, "OUTPUT_NOFEATURE_TILES": True},
+                       context=context, feedback=feedback)
+    assert max(feedback.progress_seen) < 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif"]
