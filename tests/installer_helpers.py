@@ -101,3 +101,52 @@ def import_in(python: Path, base: Path, module: str, plugins: Path) -> subproces
               "print('NUMPY', numpy.__file__)")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return subprocess.run([str(python), "-c", script], capture_output=True, text=True, env=env, timeout=120)
+
+
+def simple_index_handler(wheels: Path) -> type[http.server.BaseHTTPRequestHandler]:
+    """A package index (PEP 503 "simple" pages) over a folder of wheel files, as a mirror serves it."""
+
+    def project(filename: str) -> str:
+        return filename.split("-")[0].lower().replace("_", "-")
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) == 2 and parts[0] == "simple":
+                links = "".join(f'<a href="/files/{w.name}">{w.name}</a>' for w in sorted(wheels.glob("*.whl"))
+                                if project(w.name) == parts[1].lower())
+                body, kind = f"<html><body>{links}</body></html>".encode(), "text/html"
+                if not links:
+                    self.send_error(404)
+                    return
+            elif len(parts) == 2 and parts[0] == "files" and (wheels / parts[1]).is_file():
+                body, kind = (wheels / parts[1]).read_bytes(), "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    return Index
+
+
+def python_with_new_pip(folder: Path, minimum: str = "24.1") -> Path:
+    """A virtual environment over the system Python (so it sees QGIS's numpy) with pip >= ``minimum``, which
+    prints download percentages (``--progress-bar raw``); skipped where pip cannot be fetched."""
+    wheels = folder / "pip-wheel"
+    proc = subprocess.run([str(SYSTEM_PYTHON), "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels),
+                           f"pip>={minimum}"], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"pip>={minimum} cannot be downloaded: {proc.stderr[-300:]}")
+    venv = folder / "venv"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    wheel = next(wheels.glob("pip-*.whl"))
+    subprocess.run([str(venv / "bin" / "python"), str(wheel / "pip"), "install", "-q", "--no-index", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    return venv / "bin" / "python"

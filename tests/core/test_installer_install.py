@@ -15,16 +15,19 @@ from pathlib import Path
 
 import pytest
 from builders import RecordingProgress
-from dltools.core.errors import CancelledError, InstallError
+from dltools.core.errors import CancelledError, DependencyMissingError, InstallError
 from dltools.core.installer import folder as libfolder
 from dltools.core.installer.catalogue import Library, library
 from dltools.core.installer.install import change_libraries
 from dltools.core.installer.pip_run import PipOptions
 from installer_helpers import (
+    SYSTEM_PYTHON,
     closed_port,
     import_in,
     isolate_pip,
+    python_with_new_pip,
     serve,
+    simple_index_handler,
     system_python_without_onnxruntime,
     tree_hashes,
     write_wheel,
@@ -268,3 +271,36 @@ def test_a_deferred_swap_and_removal_happen_at_the_next_load(tmp_path):
     base.with_name(base.name + libfolder.REMOVE_MARK).write_text("x")
     assert libfolder.apply_pending(base) == "removed"
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_mirror_index_and_pip_percentages(tmp_path, monkeypatch, onnxruntime_wheels):
+    """INDEX_URL on a real mirror (an HTTP package index on 127.0.0.1); a pip that reports percentages (24.1+)
+    moves the progress bar through the download instead of line by line."""
+    system_python_without_onnxruntime()
+    isolate_pip(monkeypatch)
+    python = python_with_new_pip(tmp_path)
+    base = tmp_path / "libs" / "py3.11"
+    progress = RecordingProgress()
+    with serve(simple_index_handler(onnxruntime_wheels)) as url:
+        outcome = change_libraries(base, "install", [library("onnxruntime")],
+                                   PipOptions(index_url=f"{url}/simple"), progress, python=python)
+    assert "onnxruntime" in outcome.versions
+    downloading = [p for p in progress.percents if 40 < p < 75]
+    # pip's own percentages of the wheel's bytes land between "downloading" (40) and "installing" (80)
+    assert downloading, progress.percents
+    assert progress.percents == sorted(progress.percents) and progress.percents[-1] == 100
+    assert not any(line.startswith("Progress ") for line in progress.infos)  # the bar moves; the log stays readable
+    assert any(f"Looking in indexes: {url}/simple" in line for line in progress.infos)
+
+
+def test_a_python_without_pip_is_refused_clearly(tmp_path):
+    system_python_without_onnxruntime()
+    venv = tmp_path / "nopip"
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(venv)], check=True)
+    base = tmp_path / "libs" / "py3.11"
+    with pytest.raises(DependencyMissingError) as e:
+        change_libraries(base, "install", [library("onnxruntime")], PipOptions(), RecordingProgress(),
+                         python=venv / "bin" / "python")
+    assert str(e.value).startswith(f"QGIS's Python ({venv / 'bin' / 'python'}) has no pip, which the installer needs. "
+                                   "Debian/Ubuntu: sudo apt install python3-pip")
+    assert not base.parent.exists() or not list(base.parent.iterdir())
