@@ -55,6 +55,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: List methods whose effect on getParameterInfo's list the reader follows (append, extend) or gives up on.
+_LIST_METHODS = ("append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse")
+
+
 def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
     """``getParameterInfo()`` read from the source with :mod:`ast`, never running it.
 
@@ -77,11 +81,20 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             assigned[node.targets[0].id] = node.value
     returned: ast.expr | None = None
+    changes: dict[str, list[tuple[int, int, str, ast.expr | None]]] = {}  # a list grown after it is assigned
     for node in ast.walk(method):
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             assigned[node.targets[0].id] = node.value
         elif isinstance(node, ast.Return) and node.value is not None:
             returned = node.value
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            changes.setdefault(node.target.id, []).append(
+                (node.lineno, node.col_offset, "extend" if isinstance(node.op, ast.Add) else "?", node.value))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.attr in _LIST_METHODS:
+            kind = node.func.attr if node.func.attr in ("append", "extend") and len(node.args) == 1 else "?"
+            changes.setdefault(node.func.value.id, []).append(
+                (node.lineno, node.col_offset, kind, node.args[0] if node.args else None))
     computed: list[str] = []
 
     def entries(expr: ast.expr | None, depth: int = 0) -> list[ast.expr] | None:
@@ -93,7 +106,14 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
             left, right = entries(expr.left, depth + 1), entries(expr.right, depth + 1)
             return None if left is None or right is None else left + right
         if isinstance(expr, ast.Name) and expr.id in assigned:
-            return entries(assigned[expr.id], depth + 1)
+            found = entries(assigned[expr.id], depth + 1)
+            for _, _, kind, arg in sorted(changes.get(expr.id, []), key=lambda c: c[:2]):  # in source order
+                more = [arg] if kind == "append" and arg is not None else \
+                    entries(arg, depth + 1) if kind == "extend" else None
+                if found is None or more is None:
+                    return None
+                found = found + more
+            return found
         if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):  # PARAMS[1:]
             base = entries(expr.value, depth + 1)
             try:
@@ -106,7 +126,8 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
 
     items = entries(returned)
     if items is None:
-        return [], "getParameterInfo builds its list at run time, so its arguments are only known when it runs"
+        return [], ("getParameterInfo builds its list in a way that cannot be read without running it (only list "
+                    "literals, +, .append and .extend of them are read), so its arguments are only known when it runs")
     params: list[dict[str, Any]] = []
     for item in items:
         if not isinstance(item, ast.Dict):

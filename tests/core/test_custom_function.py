@@ -208,7 +208,24 @@ def test_parameter_info_read_without_running(tmp_path):
     assert params == [{"name": "padding", "dataType": "numeric", "value": None}] and "padding" in note
     dynamic = tmp_path / "h.py"
     dynamic.write_text("class H:\n    def getParameterInfo(self):\n        return make()\n", encoding="utf-8")
-    assert parameter_info_from_source(dynamic)[0] == []
+    params, note = parameter_info_from_source(dynamic)
+    assert params == [] and "cannot be read without running it" in note
+    # Esri's Draft templates: a list of the required entries, then .extend([...]); also .append and +=
+    grown = tmp_path / "grown.py"
+    grown.write_text("class G:\n    def getParameterInfo(self):\n"
+                     "        params = [{'name': 'raster', 'dataType': 'raster'}, {'name': 'model'}]\n"
+                     "        params.extend([{'name': 'a', 'value': 1}, {'name': 'b', 'value': 'x'}])\n"
+                     "        params.append({'name': 'c', 'value': True})\n"
+                     "        params += [{'name': 'd', 'value': 2.5}]\n"
+                     "        return params\n", encoding="utf-8")
+    params, note = parameter_info_from_source(grown)
+    assert [(p["name"], p["value"]) for p in model_arguments(params)] == [("a", 1), ("b", "x"), ("c", True),
+                                                                          ("d", 2.5)] and note == ""
+    unknown = tmp_path / "unknown.py"
+    unknown.write_text("class U:\n    def getParameterInfo(self):\n        params = [{'name': 'a'}]\n"
+                       "        params.extend(more())\n        return params\n", encoding="utf-8")
+    params, note = parameter_info_from_source(unknown)
+    assert params == [] and "cannot be read without running it" in note
 
 
 def test_symlinked_model_is_named_as_given(tmp_path):
