@@ -69,7 +69,7 @@ def _pip_into(work: Path, facts: PythonFacts, requirements: list[str], options: 
         cmd = install_command(facts, requirements, _constraints(facts, Path(scratch)), options, upgrade=upgrade)
         progress.info(f"pip ({facts.python}, pip {facts.pip}) installs {' '.join(requirements)} into {work.name}; "
                       f"QGIS's numpy {facts.numpy} is kept")
-        result = run_pip(cmd, child_env(work), progress)
+        result = run_pip(cmd, child_env(work, options.proxy), progress)
     if result.returncode != 0:
         raise InstallError(explain_failure(result, requirements, facts, options, work.parent))
 

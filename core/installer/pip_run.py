@@ -71,11 +71,15 @@ class PipResult:
     lines: list[str] = field(default_factory=list)
 
 
-def child_env(user_base: Path | None) -> dict[str, str]:
+def child_env(user_base: Path | None, proxy: str = "") -> dict[str, str]:
+    """The child's environment; the proxy goes in ``PIP_PROXY`` (pip's ``--proxy``), where other users of the
+    machine cannot read its password (a command line is public, a process's environment is not)."""
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
     if user_base is not None:
         env["PYTHONUSERBASE"] = str(user_base)
+    if proxy:
+        env["PIP_PROXY"] = proxy
     return env
 
 
@@ -124,8 +128,6 @@ def install_command(facts: PythonFacts, requirements: list[str], constraints: Pa
         cmd += ["--no-index", "--find-links", options.wheels]
     elif options.index_url:
         cmd += ["--index-url", options.index_url]
-    if options.proxy:
-        cmd += ["--proxy", options.proxy]
     return cmd + list(requirements)
 
 

@@ -34,6 +34,7 @@ SCRIPT = textwrap.dedent("""
         processing.run("dltools:classifypixels", {{"INPUT": {raster!r}, "MODEL": {model!r}, "OUTPUT": {out!r}}})
     except QgsProcessingException as exc:
         print("ERROR", exc)
+    print("OFFERED", plugin.offer_installer())   # no message bar without a desktop (iface None)
     print("IMPORTED", "onnxruntime" in sys.modules and sys.modules["onnxruntime"] is not None)
 """)
 
@@ -60,3 +61,4 @@ def test_plugin_loads_and_explains_without_inference_libraries(tmp_path):
     assert f'"{sys.executable}" -m pip install "numpy==' in proc.stdout
     assert f'"numpy=={np.__version__}" onnxruntime' in proc.stdout
     assert not (tmp_path / "out.tif").exists()
+    assert "OFFERED False" in proc.stdout
