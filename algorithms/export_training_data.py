@@ -121,8 +121,9 @@ class ExportTrainingDataAlgorithm(DLToolsAlgorithm):
                        "Also write chips without any labelled feature (ArcGIS's ALL_TILES).")
         self.add_param(QgsProcessingParameterNumber(self.ROTATION_ANGLE, self.tr("Rotation angle"), double,
                                                     defaultValue=0.0, minValue=0.0, maxValue=360.0),
-                       "Extra copies of every chip turned counter-clockwise by this angle and its multiples: 0, 90, "
-                       "180 or 270 (quarter turns keep pixels and labels exact; other angles are refused).")
+                       "Extra copies of every chip turned counter-clockwise about its centre by this angle and its "
+                       "multiples below 360 (90: three copies). Quarter turns are exact; other angles take the input "
+                       "pixel under each pixel's centre. 0: none.")
         self.add_param(QgsProcessingParameterNumber(self.BUFFER_RADIUS, self.tr("Buffer radius"), double,
                                                     defaultValue=0.0, minValue=0.0),
                        "Map units around point samples: each point becomes a circle of this radius.")

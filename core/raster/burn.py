@@ -21,12 +21,10 @@ _GDAL_TYPES = {"uint8": gdal.GDT_Byte, "uint16": gdal.GDT_UInt16, "int32": gdal.
 
 
 def window_rectangle(gt: tuple[float, ...], width: int, height: int) -> ogr.Geometry:
-    """The map rectangle of a ``width`` x ``height`` window whose north-up geotransform is ``gt``."""
-    x0, y0 = gt[0], gt[3]
-    x1, y1 = gt[0] + width * gt[1], gt[3] + height * gt[5]
+    """The map footprint of a ``width`` x ``height`` window whose geotransform is ``gt`` (rotated ones too)."""
     ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
-        ring.AddPoint_2D(x, y)
+    for j, i in ((0, 0), (width, 0), (width, height), (0, height), (0, 0)):
+        ring.AddPoint_2D(gt[0] + j * gt[1] + i * gt[2], gt[3] + j * gt[4] + i * gt[5])
     rect = ogr.Geometry(ogr.wkbPolygon)
     rect.AddGeometry(ring)
     return rect

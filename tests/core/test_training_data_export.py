@@ -195,7 +195,73 @@ def test_rotation_by_quarter_turns(raster, tmp_path):
     gt = ds.GetGeoTransform()
     assert (gt[0] + 0.5 * gt[1] + 0.5 * gt[2], gt[3] + 0.5 * gt[4] + 0.5 * gt[5]) == (X0 + 3.5, Y0 - 0.5)
     with pytest.raises(InputDataError, match="ROTATION_ANGLE"):
-        export(path, tmp_path / "r45", "PASCAL_VOC_rectangles", rotation_angle=45)
+        export(path, tmp_path / "r05", "PASCAL_VOC_rectangles", rotation_angle=0.5)
+
+
+def _centres(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates of every pixel centre of a (possibly rotated) chip, from its own geotransform."""
+    gt = ds.GetGeoTransform()
+    j, i = np.meshgrid(np.arange(ds.RasterXSize) + 0.5, np.arange(ds.RasterYSize) + 0.5)
+    return gt[0] + j * gt[1] + i * gt[2], gt[3] + j * gt[4] + i * gt[5]
+
+
+def test_rotation_by_any_angle_keeps_pixels_and_labels_on_the_map(raster, tmp_path):
+    path, data = raster
+    out = tmp_path / "r30"
+    big = [(1, pixel_rect(2, 2, 7, 6), 1)]  # a 5 x 4 polygon in the 8 x 8 chip at the origin
+    summary = export(path, out, "Classified_Tiles", features=big, tile_x=8, tile_y=8, stride_x=8, stride_y=8,
+                     rotation_angle=30)
+    angles = summary.chips
+    assert angles == 12  # 0, 30, ..., 330: the chip at the origin only (the others hold no feature)
+    polygon = ogr.CreateGeometryFromWkb(big[0][1])
+    for n in range(angles):
+        ds = gdal.Open(str(out / "images" / f"{n:09d}.tif"))
+        gt = ds.GetGeoTransform()
+        assert (ds.RasterXSize, ds.RasterYSize) == (8, 8)
+        assert gt[2] == pytest.approx(-np.sin(np.radians(30 * n)), abs=1e-9)  # the rotation is in the georeference
+        x, y = _centres(ds)
+        col, row = np.floor(x - X0).astype(int), np.floor(Y0 - y).astype(int)
+        inside = (col >= 0) & (col < 12) & (row >= 0) & (row < 8)
+        expected = np.where(inside, data[0][row.clip(0, 7), col.clip(0, 11)], 0)
+        assert np.array_equal(ds.ReadAsArray()[0], expected), n  # each pixel is the input pixel under its centre
+        label = read_raster(out / "labels" / f"{n:09d}.tif")
+        point = ogr.Geometry(ogr.wkbPoint)
+        want = np.zeros((8, 8), np.uint8)
+        for i in range(8):
+            for j in range(8):
+                point.SetPoint_2D(0, float(x[i, j]), float(y[i, j]))
+                want[i, j] = 1 if polygon.Contains(point) else 0
+        assert np.array_equal(label, want), n  # a label pixel is the class where its centre is in the polygon
+    # 90 degrees by this path equals the exact quarter turn
+    assert np.array_equal(read_raster(out / "images" / "000000003.tif"), np.rot90(data[:, 0:8, 0:8], 1, axes=(1, 2)))
+
+
+def test_rotated_boxes_and_labeled_tiles(raster, tmp_path):
+    path, _ = raster
+    out = tmp_path / "voc45"
+    export(path, out, "PASCAL_VOC_rectangles", features=[(1, pixel_rect(3, 3, 5, 5), 1)], tile_x=8, tile_y=8,
+           stride_x=8, stride_y=8, rotation_angle=45)
+    ds = gdal.Open(str(out / "images" / "000000001.tif"))
+    inv = gdal.InvGeoTransform(ds.GetGeoTransform())
+    corners = [gdal.ApplyGeoTransform(inv, X0 + c, Y0 - r) for c, r in ((3, 3), (5, 3), (5, 5), (3, 5))]
+    obj = ET.parse(out / "labels" / "000000001.xml").getroot().find("object")
+    box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+    xs, ys = [p[0] for p in corners], [p[1] for p in corners]
+    assert box == pytest.approx([min(xs), min(ys), max(xs), max(ys)], abs=1e-5)
+    assert box[2] - box[0] == pytest.approx(2 * np.sqrt(2), abs=1e-5)  # a 2 x 2 square turned 45 degrees
+    out = tmp_path / "lab45"
+    summary = export(path, out, "Labeled_Tiles", features=[FEATURES[0]], rotation_angle=45, blacken_around_feature=True)
+    assert summary.chips == 8
+    ds = gdal.Open(str(out / "images" / "000000001.tif"))
+    x, y = _centres(ds)
+    polygon = ogr.CreateGeometryFromWkb(FEATURES[0][1])
+    point = ogr.Geometry(ogr.wkbPoint)
+    chip = ds.ReadAsArray()
+    for i in range(4):
+        for j in range(4):
+            point.SetPoint_2D(0, float(x[i, j]), float(y[i, j]))
+            if not polygon.Contains(point):
+                assert chip[:, i, j].tolist() == [0, 0]  # blackened around the feature
 
 
 def test_pixel_space(raster, tmp_path):

@@ -56,11 +56,6 @@ def write_world_file(path: str, gt: tuple[float, ...]) -> None:
         fh.write("\n".join(repr(float(v)) for v in (gt[1], gt[4], gt[2], gt[5], cx, cy)) + "\n")
 
 
-def pixel_space_transform(x0: int, y0: int) -> tuple[float, ...]:
-    """PIXEL_SPACE georeference of a chip whose top-left pixel is column ``x0``, row ``y0`` of the input."""
-    return (float(x0), 1.0, 0.0, -float(y0), 0.0, -1.0)
-
-
 def turn_array(arr: np.ndarray) -> np.ndarray:
     """A quarter turn counter-clockwise of ``[..., h, w]``."""
     return np.rot90(arr, 1, axes=(-2, -1))

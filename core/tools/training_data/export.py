@@ -16,8 +16,12 @@ Where the chips are (the README repeats it):
   OUTPUT_NOFEATURE_TILES.  With MASK only chips lying completely inside the mask polygons are written.
 * Labeled_Tiles cuts one chip per feature instead (FIXED_SIZE: the tile size, centred on the centre of
   the feature's bounding box; BOUNDING_BOX: every pixel the bounding box touches).
-* ROTATION_ANGLE 90 (180) adds each chip turned by 90, 180, 270 (180) degrees counter-clockwise, with
-  its labels turned the same way and a world file that keeps every pixel in its place on the map.
+* ROTATION_ANGLE adds each chip turned counter-clockwise about its centre by that angle and its multiples below
+  360 (90: 90, 180, 270; 45: 45, 90, ..., 315), same size, with a geotransform (and world file) that keeps every
+  pixel in its place on the map.  Quarter turns rearrange the pixels and labels exactly; other angles take each
+  pixel from the input pixel under its centre (nearest: raw values) and cut the labels anew on the turned
+  footprint (see rotation.py).  A turned copy is written under the same rules as any chip (valid pixels, a
+  labelled feature unless OUTPUT_NOFEATURE_TILES).
 * Chips are numbered from START_INDEX, 9 digits: ``000000000.tif``.
 """
 
@@ -35,10 +39,11 @@ from ...errors import InputDataError
 from ...progress import NullProgress, Progress, check_canceled
 from ...raster.gdal_io import RasterSource, bounded_gdal_cache
 from ...safe_output import check_new_folder, replacing_folder
-from .chip_files import pixel_space_transform, turn_array, turn_box, turn_point, turn_transform, write_chip
+from .chip_files import turn_array, turn_box, turn_point, turn_transform, write_chip
 from .labels import ChipObject, ClassFeatures, chip_rectangle, is_point_geometry, pixel_box, pixel_rings, rasterize
 from .layouts import WRITERS, ChipLabels, ChipObjectLabel
 from .metadata import BandStats, ClassTally, RunInfo, write_metadata
+from .rotation import read_rotated, rotated_transform
 from .settings import (
     BOUNDING_BOX,
     CHIP_FORMATS,
@@ -50,6 +55,9 @@ from .settings import (
     ExportSettings,
     check_settings,
 )
+
+#: PIXEL_SPACE: chips are placed on the input's pixel grid (x = column, y = -row)
+PIXEL_GRID = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ class _Chip:
     objects: list[ChipObject]
     class_mask: np.ndarray | None = None
     instance_masks: dict[int, np.ndarray] | None = None
+    angle: float = 0.0  # degrees counter-clockwise (map_gt then carries the rotation)
+    feature: ogr.Geometry | None = None  # Labeled_Tiles: the feature the chip is cut around
 
     def amounts(self, fmt: str) -> dict[int, int]:
         if fmt == CLASSIFIED_TILES:
@@ -172,8 +182,13 @@ class _Run:
         with open(os.path.join(folder, "map.txt"), "w", encoding="utf-8") as map_txt:
             for chip in chips:
                 check_canceled(self.progress)
-                for quarter_turns in self.settings.rotations():
-                    map_txt.write(self._write_chip(folder, writer, chip, quarter_turns) + "\n")
+                for angle in self.settings.angles():
+                    if angle % 90 == 0:
+                        map_txt.write(self._write_chip(folder, writer, chip, int(angle // 90)) + "\n")
+                        continue
+                    turned = self._rotated(chip, angle)
+                    if turned is not None:
+                        map_txt.write(self._write_chip(folder, writer, turned, 0) + "\n")
         writer.finish(self.classes())
         if self.settings.metadata_format == COCO:
             os.remove(os.path.join(folder, "map.txt"))
@@ -219,11 +234,11 @@ class _Run:
             if not valid.any():
                 continue
             part = geom.Intersection(chip_rectangle(gt, w, h)) if area else geom
-            box = pixel_box(gt, part.GetEnvelope())
-            yield _Chip(data, valid, x0, y0, gt, [ChipObject(value, box, part)])
+            box = pixel_box(gt, part)
+            yield _Chip(data, valid, x0, y0, gt, [ChipObject(value, box, part)], feature=geom)
 
     def _feature_window(self, geom: ogr.Geometry) -> tuple[int, int, int, int]:
-        x1, y1, x2, y2 = pixel_box(self.grid.geotransform, geom.GetEnvelope())
+        x1, y1, x2, y2 = pixel_box(self.grid.geotransform, geom)
         if self.settings.crop_mode == BOUNDING_BOX:
             x0, y0 = math.floor(x1), math.floor(y1)
             return x0, y0, max(1, math.ceil(x2) - x0), max(1, math.ceil(y2) - y0)
@@ -239,7 +254,8 @@ class _Run:
         h, w = chip.valid.shape
         fmt = self.settings.metadata_format
         if self.labels_raster is not None:
-            labels, known = self.labels_raster.read(chip.x0, chip.y0, w, h)
+            labels, known = read_rotated(self.labels_raster, chip.x0, chip.y0, w, h, chip.angle) if chip.angle \
+                else self.labels_raster.read(chip.x0, chip.y0, w, h)
             mask = np.where(known, labels[0], 0).astype(np.uint16)
             self.seen.update(int(v) for v in np.unique(mask) if v)
             return replace(chip, class_mask=mask)
@@ -256,11 +272,16 @@ class _Run:
         return replace(chip, objects=objects)
 
     # -- writing -------------------------------------------------------------------------------
+    def _rotated(self, chip: _Chip, degrees: float) -> _Chip | None:
+        return _rotated_chip(self, chip, degrees)
+
     def _write_chip(self, folder: str, writer, chip: _Chip, quarter_turns: int) -> str:  # noqa: ANN001
         s = self.settings
         stem = f"{self.index:09d}"
         self.index += 1
-        gt = chip.map_gt if s.reference_system != PIXEL_SPACE else pixel_space_transform(chip.x0, chip.y0)
+        h, w = chip.valid.shape
+        gt = chip.map_gt if s.reference_system != PIXEL_SPACE else \
+            rotated_transform(PIXEL_GRID, chip.x0, chip.y0, w, h, chip.angle)
         crs = self.grid.crs_wkt if s.reference_system != PIXEL_SPACE else ""
         data, valid = np.where(chip.valid, chip.data, 0).astype(chip.data.dtype), chip.valid
         labels = ChipLabels(stem=stem, image_name=f"{stem}.{self.image_ext}", width=data.shape[2],
@@ -276,6 +297,33 @@ class _Run:
         self.stats.add(data, valid)
         self.tally.add(chip.amounts(s.metadata_format))
         return f"images\\{labels.image_name} {label_path}"
+
+
+def _rotated_chip(run: _Run, chip: _Chip, degrees: float) -> _Chip | None:
+    """``chip`` turned by ``degrees`` (not a quarter turn): pixels gathered nearest, labels cut anew on its footprint;
+    None when the turned chip has no valid pixel, or no labelled feature where those are required."""
+    s = run.settings
+    h, w = chip.valid.shape
+    data, valid = read_rotated(run.source, chip.x0, chip.y0, w, h, degrees)
+    gt = rotated_transform(run.grid.geotransform, chip.x0, chip.y0, w, h, degrees)
+    turned = _Chip(data, valid, chip.x0, chip.y0, gt, [], angle=degrees, feature=chip.feature)
+    if chip.feature is not None:  # Labeled_Tiles: the same feature, on the turned footprint
+        geom = chip.feature
+        if geom.GetArea() > 0:
+            if s.blacken_around_feature:
+                inside = rasterize([ChipObject(0, (0, 0, 0, 0), geom)], [1], gt, w, h, "uint8") > 0
+                turned.data[:, ~inside] = 0
+                turned.valid = valid & inside
+            geom = geom.Intersection(chip_rectangle(gt, w, h))
+        turned.data[:, ~turned.valid] = 0
+        turned.objects = [ChipObject(chip.objects[0].value, pixel_box(gt, geom), geom)]
+    else:
+        turned = run._labelled(turned)
+    if not turned.valid.any():
+        return None
+    if chip.feature is None and not s.output_nofeature_tiles and not any(turned.amounts(s.metadata_format).values()):
+        return None
+    return turned
 
 
 def _turned(labels: ChipLabels) -> ChipLabels:

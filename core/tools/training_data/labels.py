@@ -69,7 +69,7 @@ class ClassFeatures:
         return self.index.all()
 
     def in_chip(self, gt: tuple[float, ...], width: int, height: int, min_ratio: float) -> list[ChipObject]:
-        """The features' parts inside the chip whose geotransform (north-up) is ``gt``."""
+        """The features' parts inside the chip whose geotransform is ``gt`` (a turned chip's is rotated)."""
         rect = chip_rectangle(gt, width, height)
         found = []
         for value, geom in self.index.touching(rect):
@@ -80,7 +80,7 @@ class ClassFeatures:
             part_area = part.GetArea()
             if area <= 0 or part_area <= 0 or part_area < min_ratio * area * (1 - 1e-9):
                 continue
-            found.append(ChipObject(value, pixel_box(gt, part.GetEnvelope()), part))
+            found.append(ChipObject(value, pixel_box(gt, part), part))
         return found
 
 
@@ -99,12 +99,24 @@ def _class_value(key: object, value: object) -> int:
 chip_rectangle = window_rectangle
 
 
-def pixel_box(gt: tuple[float, ...], envelope: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """A map envelope (minx, maxx, miny, maxy) as x1, y1, x2, y2 in the pixels of ``gt`` (north-up)."""
-    minx, maxx, miny, maxy = envelope
-    xs = sorted(((minx - gt[0]) / gt[1], (maxx - gt[0]) / gt[1]))
-    ys = sorted(((maxy - gt[3]) / gt[5], (miny - gt[3]) / gt[5]))
-    return tuple(round(v, 6) + 0.0 for v in (xs[0], ys[0], xs[1], ys[1]))  # type: ignore[return-value]
+def _to_pixels(gt: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map coordinates to the (fractional) pixels of ``gt``, rotated geotransforms included."""
+    det = gt[1] * gt[5] - gt[2] * gt[4]
+    dx, dy = x - gt[0], y - gt[3]
+    return (gt[5] * dx - gt[2] * dy) / det, (gt[1] * dy - gt[4] * dx) / det
+
+
+def _vertices(geometry: ogr.Geometry) -> list[tuple[float, float]]:
+    if geometry.GetGeometryCount():
+        return [p for k in range(geometry.GetGeometryCount()) for p in _vertices(geometry.GetGeometryRef(k))]
+    return [(p[0], p[1]) for p in (geometry.GetPoints() or [])]
+
+
+def pixel_box(gt: tuple[float, ...], geometry: ogr.Geometry) -> tuple[float, float, float, float]:
+    """x1, y1, x2, y2 of ``geometry`` in the pixels of ``gt``: the envelope of its vertices there."""
+    points = np.array(_vertices(geometry), np.float64).reshape(-1, 2)
+    px, py = _to_pixels(gt, points[:, 0], points[:, 1])
+    return tuple(round(float(v), 6) + 0.0 for v in (px.min(), py.min(), px.max(), py.max()))  # type: ignore[return-value]
 
 
 def pixel_rings(gt: tuple[float, ...], geometry: ogr.Geometry) -> list[list[tuple[float, float]]]:
@@ -115,9 +127,9 @@ def pixel_rings(gt: tuple[float, ...], geometry: ogr.Geometry) -> list[list[tupl
     for part in parts:
         if ogr.GT_Flatten(part.GetGeometryType()) != ogr.wkbPolygon or part.GetGeometryCount() == 0:
             continue
-        ring = part.GetGeometryRef(0)
-        rings.append([(round((x - gt[0]) / gt[1], 6) + 0.0, round((y - gt[3]) / gt[5], 6) + 0.0)
-                      for x, y, *_ in ring.GetPoints()])
+        points = np.array([(p[0], p[1]) for p in part.GetGeometryRef(0).GetPoints()], np.float64)
+        px, py = _to_pixels(gt, points[:, 0], points[:, 1])
+        rings.append([(round(float(x), 6) + 0.0, round(float(y), 6) + 0.0) for x, y in zip(px, py)])
     return rings
 
 

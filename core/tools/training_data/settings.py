@@ -8,6 +8,7 @@ documentation.  Every refusal names the parameter at fault.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ...errors import InputDataError
@@ -47,7 +48,7 @@ class ExportSettings:
     stride_x: int = 128
     stride_y: int = 128
     output_nofeature_tiles: bool = False
-    rotation_angle: float = 0.0  # degrees, counter-clockwise; 0 or a divisor of 360 that is a multiple of 90
+    rotation_angle: float = 0.0  # degrees, counter-clockwise: extra copies at this angle and its multiples
     buffer_radius: float = 0.0  # map units, around point features
     reference_system: str = MAP_SPACE
     min_polygon_overlap_ratio: float = 0.0
@@ -56,13 +57,13 @@ class ExportSettings:
     blacken_around_feature: bool = False  # Labeled_Tiles only
     bands: tuple[int, ...] = field(default_factory=tuple)  # 0-based; empty: every band
 
-    def rotations(self) -> list[int]:
-        """Quarter turns of each chip: [0] without rotation, [0, 1, 2, 3] for 90 degrees, [0, 2] for 180."""
+    def angles(self) -> list[float]:
+        """The angles every chip is written at: [0] without rotation; [0, 90, 180, 270] for 90; [0, 45, ..., 315]
+        for 45; [0, 100, 200, 300] for 100."""
         angle = self.rotation_angle % 360
         if angle == 0:
-            return [0]
-        step = int(round(angle / 90))
-        return list(range(0, 4, step))
+            return [0.0]
+        return [k * angle for k in range(math.ceil(360 / angle - 1e-9))]
 
 
 def check_settings(s: ExportSettings, dtype: str, band_count: int, class_raster: bool, points: bool) -> None:
@@ -75,10 +76,9 @@ def check_settings(s: ExportSettings, dtype: str, band_count: int, class_raster:
                         ("STRIDE_Y", s.stride_y)):
         if value < 1:
             raise InputDataError(f"{name} must be at least 1 pixel, not {value}")
-    angle = s.rotation_angle % 360
-    if angle and (angle % 90 or 360 % angle):
-        raise InputDataError(f"ROTATION_ANGLE {s.rotation_angle:g}: chips are rotated by quarter turns only "
-                             "(0, 90, 180 or 270 degrees), which keeps every pixel and label exact")
+    if not 0 <= s.rotation_angle < 360 or 0 < s.rotation_angle < 1:
+        raise InputDataError(f"ROTATION_ANGLE {s.rotation_angle:g}: give 0 (no rotation) or an angle from 1 to 360 "
+                             "degrees (each chip is also written at that angle and its multiples)")
     if not 0.0 <= s.min_polygon_overlap_ratio <= 1.0:
         raise InputDataError(f"MIN_POLYGON_OVERLAP_RATIO must be between 0 and 1, not {s.min_polygon_overlap_ratio}")
     if s.start_index < 0:
