@@ -93,6 +93,11 @@ class InstallLibrariesAlgorithm(DLToolsAlgorithm):
             activate(base)
         for name, version in sorted(outcome.versions.items()):
             feedback.pushInfo(f"  {name} {version}")
+        installed = {n.lower().replace("_", "-") for n in outcome.versions}
+        for lib in chosen if action != "remove" else []:
+            if not any(r.split("[")[0].lower() in installed for r in lib.requirements):
+                feedback.pushInfo(f"{lib.label}: QGIS's Python already has it, so pip added nothing (Check Inference "
+                                  "Libraries says where it is loaded from)")
         if not outcome.active_now:
             feedback.reportError(f"The folder is in use: the change is applied the next time QGIS starts ({base})",
                                  fatalError=False)

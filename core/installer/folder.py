@@ -73,6 +73,9 @@ def apply_pending(base: str | os.PathLike[str]) -> str:
     base = Path(base)
     pending = base.with_name(base.name + PENDING_SUFFIX)
     remove = base.with_name(base.name + REMOVE_MARK)
+    if base.parent.is_dir():  # old folders a locked file kept from being deleted (Windows)
+        for stale in base.parent.glob(f".{base.name}-*.old"):
+            shutil.rmtree(stale, ignore_errors=True)
     done = ""
     if remove.exists():
         if not base.exists() or _retire(base):

@@ -304,3 +304,24 @@ def test_a_python_without_pip_is_refused_clearly(tmp_path):
     assert str(e.value).startswith(f"QGIS's Python ({venv / 'bin' / 'python'}) has no pip, which the installer needs. "
                                    "Debian/Ubuntu: sudo apt install python3-pip")
     assert not base.parent.exists() or not list(base.parent.iterdir())
+
+
+def test_a_locked_folder_is_swapped_in_at_the_next_load(previous_state, tmp_path):
+    """Windows keeps a loaded library's files locked, so the folder cannot be renamed: the new state waits beside
+    it and the next plugin load swaps it in (here the lock is an immutable folder, chattr +i)."""
+    python, base = previous_state
+    write_wheel(tmp_path / "v2", "dltools-probe", "2.0", 2)
+    if subprocess.run(["chattr", "+i", str(base)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+    try:
+        outcome = change_libraries(base, "upgrade", [PROBE], PipOptions(wheels=str(tmp_path / "v2")),
+                                   RecordingProgress(), python=python)
+    finally:
+        subprocess.run(["chattr", "-i", str(base)], check=True)
+    assert not outcome.active_now and outcome.versions["dltools-probe"] == "2.0"
+    pending = base.with_name(base.name + libfolder.PENDING_SUFFIX)
+    assert libfolder.read_manifest(pending)["versions"]["dltools-probe"] == "2.0"
+    assert libfolder.read_manifest(base)["versions"]["dltools-probe"] == "1.0"  # still what this session uses
+    proc = import_in(python, base, "dltools_probe", PLUGINS)  # the next start: activate() swaps first
+    assert "VALUE 2" in proc.stdout, proc.stderr
+    assert sorted(p.name for p in base.parent.iterdir()) == [base.name]

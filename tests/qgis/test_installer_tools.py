@@ -97,3 +97,20 @@ def test_qgis_proxy_settings_become_pip_proxy(proxy_settings):
     s.setValue("proxy/proxyType", "Socks5Proxy")
     url, note = qgis_proxy_url(s)
     assert url == "" and note.startswith("QGIS's proxy type Socks5Proxy is not passed to pip")
+
+
+def test_a_library_qgis_already_has_is_left_where_it_is(context, tmp_path, monkeypatch):
+    """This test's Python has onnxruntime: offline (an empty wheel folder) the install succeeds, adds nothing and
+    says so."""
+    import processing
+
+    isolate_pip(monkeypatch)
+    monkeypatch.setenv("DLTOOLS_LIBS_DIR", str(tmp_path / "libs"))
+    (tmp_path / "wheels").mkdir()
+    feedback = RecordingFeedback()
+    result = processing.run("dltools:installlibraries", {"LIBRARY": 0, "WHEELS": str(tmp_path / "wheels")},
+                            context=context, feedback=feedback)
+    assert result["INSTALLED"] == ""
+    log = "\n".join(feedback.infos)
+    assert "ONNX Runtime for the CPU: QGIS's Python already has it, so pip added nothing" in log
+    assert any("Requirement already satisfied: onnxruntime" in line for line in log.splitlines())
