@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ..core.raster.mask import ProcessingMask
     from ..core.raster.request import RasterRequest
     from ..core.trust import CodeTrust
+    from .online_inputs import RasterInput
 
 ICON_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "icons", "dltools.svg")
 MODEL_FILTER = ("Model definitions and models (*.emd *.dlpk *.ecd *.onnx *.pt *.pth *.pt2 *.torchscript *.json);;"
@@ -147,6 +148,9 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         """Raster outputs must be GeoTIFF names (processing.run and qgis_process do not check the extension, the
         dialog does); MODEL may be the .emd JSON text, which the file parameter's extension check alone would
         refuse."""
+        from .online_inputs import with_online_uris_loadable
+
+        parameters = with_online_uris_loadable(self, parameters)
         for definition in self.parameterDefinitions():
             if isinstance(definition, QgsProcessingParameterRasterDestination):
                 problem = geotiff_problem(definition.name(), _static_value(parameters.get(definition.name())))
@@ -297,12 +301,41 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         (or unreadable) rectangle is an error, never "the whole raster"."""
         if parameters.get(name) in (None, ""):
             return None
-        rect = self.parameterAsExtent(parameters, name, context, crs)
+        rect = self.parameterAsExtent(parameters, name, context, crs) if crs is not None else \
+            self.parameterAsExtent(parameters, name, context)  # in its own CRS (online layers)
         if rect.isNull() or not rect.width() > 0 or not rect.height() > 0:
             raise QgsProcessingException(
                 f"{name} has zero width or height ({rect.width():g} x {rect.height():g} map units): give a rectangle "
                 "with an area, or leave it empty to process the whole raster")
         return (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+
+    def raster_input(self, parameters: dict[str, Any], name: str, context, what: str) -> RasterInput:  # noqa: ANN001
+        """A raster parameter as the engine's input: a GDAL file, or an online layer (a layer of QGIS's ``wms`` or
+        ``arcgismapserver`` provider, or such a layer's source string, ``wms://`` prefixed or not)."""
+        from .online_inputs import raster_input
+
+        return raster_input(self, parameters, name, context, what)
+
+    def input_request(self, parameters: dict[str, Any], context, raster: RasterInput) -> RasterRequest:  # noqa: ANN001
+        """EXTENT, CELL_SIZE and MASK for ``raster``: in the raster's CRS for a file; for an online layer the extent
+        stays in its own CRS (the engine reprojects it into the layer's)."""
+        if raster.online is None:
+            return self.raster_request(parameters, context, raster.crs)
+        request = self.raster_request(parameters, context, None)
+        if parameters.get(self.EXTENT) not in (None, ""):
+            crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+            request.extent_crs_wkt = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED) if crs.isValid() else None
+        return request
+
+    def engine_input(self, raster: RasterInput, md: ModelDefinition, request: RasterRequest,
+                     progress: Progress) -> tuple[str, RasterRequest]:
+        """(what the engine reads, the request): a file as it is; an online layer as its GDAL description at the
+        resolution chosen for this run (core.raster.online)."""
+        if raster.online is None:
+            return raster.path, request
+        from ..core.raster.online import plan_online_raster
+
+        return run_engine(plan_online_raster, raster.online, md, request, progress)
 
     @staticmethod
     def gdal_source(layer: QgsRasterLayer | None, what: str) -> str:

@@ -79,12 +79,11 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        advanced=True)
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        path = self.gdal_source(layer, "input")
+        raster = self.raster_input(parameters, self.INPUT, context, "input")
         progress = FeedbackProgress(feedback)
         md = self.model_definition(parameters, context, progress)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        request = self.raster_request(parameters, context, layer.crs())
+        path, request = self.engine_input(raster, md, self.input_request(parameters, context, raster), progress)
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
         cluster = self.cluster_options(parameters, context)
@@ -129,6 +128,6 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                        **cluster)
 
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
-        name_result_layer(self, context, self.OUTPUT, output, layer.name(), "classified pixels")
-        name_result_layer(self, context, self.OUTPUT_PROBABILITIES, probs, layer.name(), "class probabilities")
+        name_result_layer(self, context, self.OUTPUT, output, raster.name, "classified pixels")
+        name_result_layer(self, context, self.OUTPUT_PROBABILITIES, probs, raster.name, "class probabilities")
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probs, self.OUTPUT_FOLDER: folder}

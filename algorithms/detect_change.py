@@ -63,13 +63,14 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                        "where either image has none.")
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
-        from_layer = self.parameterAsRasterLayer(parameters, self.FROM_RASTER, context)
-        to_layer = self.parameterAsRasterLayer(parameters, self.TO_RASTER, context)
-        from_path = self.gdal_source(from_layer, "from")
-        to_path = self.gdal_source(to_layer, "to")
+        from_raster = self.raster_input(parameters, self.FROM_RASTER, context, "from")
+        to_raster = self.raster_input(parameters, self.TO_RASTER, context, "to")
         progress = FeedbackProgress(feedback)
         md = self.model_definition(parameters, context, progress)
-        request = self.raster_request(parameters, context, from_layer.crs())
+        from_path, request = self.engine_input(from_raster, md, self.input_request(parameters, context, from_raster),
+                                               progress)
+        # the to-raster is read on the from-raster's grid: an online one at the same extent and cell size
+        to_path, _ = self.engine_input(to_raster, md, request, progress)
         output = self.geotiff_output(parameters, self.OUTPUT, context)
         refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
         run_engine(detect_change, from_path, to_path, md, output,
@@ -78,5 +79,5 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
                    self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
                    **self.cluster_options(parameters, context))
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
-        name_result_layer(self, context, self.OUTPUT, output, f"{from_layer.name()} → {to_layer.name()}", "change")
+        name_result_layer(self, context, self.OUTPUT, output, f"{from_raster.name} → {to_raster.name}", "change")
         return {self.OUTPUT: output}

@@ -98,12 +98,11 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                        "One polygon per object with Class, ClassValue and Confidence (0-100).")
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        path = self.gdal_source(layer, "input")
+        raster = self.raster_input(parameters, self.INPUT, context, "input")
         progress = FeedbackProgress(feedback)
         md = self.model_definition(parameters, context, progress)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        request = self.raster_request(parameters, context, layer.crs())
+        path, request = self.engine_input(raster, md, self.input_request(parameters, context, raster), progress)
         device = self.device_request(parameters, context)
         allow = self.custom_code_allowed(parameters, context)
         run_nms = self.parameterAsBool(parameters, self.RUN_NMS, context)
@@ -133,7 +132,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
             if fields.lookupField(name) < 0:
                 fields.append(QgsField(name, kinds[kind]))
         masks = any(r.geometry_type == "MultiPolygon" for r in results)
-        crs = layer.crs()
+        crs = raster.crs if raster.online is None or not results else \
+            QgsCoordinateReferenceSystem.fromWkt(results[0].crs_wkt)  # an online layer's: the grid's
         classes = results[0].classes if results else md.classes
         with AtomicSink(self, parameters, self.OUTPUT, context, fields,
                         QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs) as sink:
@@ -148,7 +148,7 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                 except OSError as exc:
                     progress.warning(f"Could not write the style next to the output: {exc}")
         dest = sink.dest
-        name_result_layer(self, context, self.OUTPUT, dest, layer.name(), "detected objects")
+        name_result_layer(self, context, self.OUTPUT, dest, raster.name, "detected objects")
         if context.willLoadLayerOnCompletion(dest):
             context.layerToLoadOnCompletionDetails(dest).setPostProcessor(StylePostProcessor.create(qml))
         return {self.OUTPUT: dest}

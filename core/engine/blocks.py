@@ -41,6 +41,8 @@ from ..progress import Progress
 from ..raster.grid import TileGrid
 
 QUEUE_DEPTH = 2
+#: Seconds a failed or cancelled run waits for a stage to stop before leaving it behind (cancel within 2 s).
+ABANDON_AFTER = 1.0
 _POLL = 0.1
 #: Output pixels on a block's side when nothing else limits it (the issue's "about 2048 x 2048").
 BLOCK_PIXELS = 2048
@@ -287,6 +289,9 @@ def run_in_process(task: BlockTask, model: Any, jobs: Iterable[BlockJob], sink: 
         stop.set()
         for s in stages:
             if s.ident is not None:  # started
-                s.join()
+                # after a failure or a cancel, a stage still blocked after ABANDON_AFTER (a read waiting on a web
+                # server that does not answer) is left behind: a daemon thread holding no output, which stops
+                # at its next step (the closed source, a queue)
+                s.join(None if ok else ABANDON_AFTER)
         if not ok:
             sink.abort()

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputDataError
 from ..model.definition import ModelDefinition
 from ..progress import Progress
-from ..raster.gdal_io import RasterGrid, RasterSource, read_mirrored
+from ..raster.gdal_io import RasterGrid, RasterSource, data_band_count, read_mirrored
 from ..raster.grid import TileGrid
 from ..raster.mask import GridMask
 from .normalize import Normaliser, resolve_bands
@@ -136,7 +136,7 @@ def open_model_source(path: str, md: ModelDefinition, grid: RasterGrid, model_ch
     """Open ``path`` reading the model's bands (ExtractBands) on ``grid``."""
     probe = RasterSource(path, [0])
     try:
-        bands = resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name, model_channels)
+        bands = resolve_bands(md, data_band_count(probe.ds, path), probe.band_names(), probe.name, model_channels)
     finally:
         probe.close()
     return RasterSource(path, bands, grid)

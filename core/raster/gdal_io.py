@@ -22,6 +22,7 @@ from osgeo import gdal, osr
 
 from ..errors import InputDataError, OutputError
 from ..safe_output import check_output_folder
+from .online_reads import is_online, read_with_retries, service_url
 
 gdal.UseExceptions()
 
@@ -83,13 +84,28 @@ def same_crs(a: str, b: str) -> bool:
     return bool(sa.IsSame(sb))
 
 
+def raster_name(path: str) -> str:
+    """A raster's name for messages: the file's name, or an online layer's URL."""
+    return service_url(str(path)) if is_online(path) else Path(path).name
+
+
+def data_band_count(ds: gdal.Dataset, path: str) -> int:
+    """The bands that hold data: an online layer's alpha band (GDAL adds it so that missing tiles are NoData) is
+    its mask, not a band of the image."""
+    count = ds.RasterCount
+    if is_online(path) and count > 1 and \
+            ds.GetRasterBand(count).GetColorInterpretation() == gdal.GCI_AlphaBand:
+        return count - 1
+    return count
+
+
 def open_raster(path: str) -> gdal.Dataset:
     try:
         ds = gdal.Open(str(path))
     except RuntimeError as exc:
-        raise InputDataError(f"Cannot open raster '{path}': {exc}") from exc
+        raise InputDataError(f"Cannot open raster '{raster_name(path)}': {exc}") from exc
     if ds is None:
-        raise InputDataError(f"Cannot open raster '{path}'")
+        raise InputDataError(f"Cannot open raster '{raster_name(path)}'")
     return ds
 
 
@@ -222,7 +238,8 @@ class RasterSource:
         self.path = str(path)
         self._init_args = (self.path, list(bands), grid, resampling, allow_rotated)
         self.ds = open_raster(self.path)
-        self.name = Path(self.path).name
+        self.online = is_online(self.path)
+        self.name = raster_name(self.path)
         self.native = dataset_grid(self.ds, allow_rotated)
         self.grid = grid or self.native
         if not self.native.crs_wkt and self.grid is not self.native and not self.grid.same_as(self.native):
@@ -288,6 +305,9 @@ class RasterSource:
 
     def band_range(self, band: int) -> tuple[float, float]:
         """Minimum and maximum of raster band ``band`` (0-based), NoData excluded; GDAL caches it."""
+        if self.online:  # statistics of a web service would download all of it
+            raise InputDataError(f"The online layer {self.name} has no band statistics: the model needs band "
+                                 f"{band + 1}'s minimum and maximum; give NormalizationStats in the model definition")
         b = self.ds.GetRasterBand(band + 1)
         try:
             lo, hi = b.ComputeRasterMinMax(False)
@@ -314,10 +334,28 @@ class RasterSource:
         dx, dy = gx0 - x + (sx0 - rx), gy0 - y + (sy0 - ry)
         sw, sh = sx1 - sx0, sy1 - sy0
         buf_type = NUMPY_TO_GDAL.get(out_dtype, gdal.GDT_Float32)
-        block = self._reader.ReadAsArray(sx0, sy0, sw, sh, band_list=[b + 1 for b in self.bands], buf_type=buf_type)
-        block = block.reshape(len(self.bands), sh, sw)
-        data[:, dy:dy + sh, dx:dx + sw] = block
         region = valid[dy:dy + sh, dx:dx + sw]
+
+        def fetch() -> None:
+            if self._reader is None:  # closed: the run ended (cancelled) while this read waited for a server
+                raise InputDataError(f"Raster '{self.name}' was closed: the run has ended")
+            block = self._reader.ReadAsArray(sx0, sy0, sw, sh, band_list=[b + 1 for b in self.bands],
+                                             buf_type=buf_type)
+            data[:, dy:dy + sh, dx:dx + sw] = block.reshape(len(self.bands), sh, sw)
+            self._read_valid(region, sx0, sy0, sw, sh)
+
+        if self.online:  # a web service: 5xx and time-outs are retried, failures name the tile's URL
+            read_with_retries(fetch, self.path)
+        else:
+            fetch()
+        if np.issubdtype(data.dtype, np.floating):
+            nan = np.isnan(data[:, dy:dy + sh, dx:dx + sw]).any(axis=0)
+            if nan.any():
+                region &= ~nan
+        return data, valid
+
+    def _read_valid(self, region: np.ndarray, sx0: int, sy0: int, sw: int, sh: int) -> None:
+        """Fill ``region`` with the validity of the reader's window (alpha, GDAL masks, or all valid)."""
         if self._alpha_band is not None:
             region[...] = self._reader.GetRasterBand(self._alpha_band).ReadAsArray(sx0, sy0, sw, sh) > 0
         elif self.has_mask:
@@ -333,11 +371,6 @@ class RasterSource:
                     region |= m > 0
         else:
             region[...] = True
-        if np.issubdtype(data.dtype, np.floating):
-            nan = np.isnan(data[:, dy:dy + sh, dx:dx + sw]).any(axis=0)
-            if nan.any():
-                region &= ~nan
-        return data, valid
 
     def close(self) -> None:
         self._reader = None

@@ -27,7 +27,15 @@ from ...errors import InputDataError, OutputError
 from ...model.definition import ModelDefinition
 from ...prf.host import PythonRasterFunction
 from ...progress import NullProgress, Progress
-from ...raster.gdal_io import RasterGrid, RasterSource, dataset_grid, grid_for_request, open_raster, same_crs
+from ...raster.gdal_io import (
+    RasterGrid,
+    RasterSource,
+    data_band_count,
+    dataset_grid,
+    grid_for_request,
+    open_raster,
+    same_crs,
+)
 from ...raster.mask import GridMask
 from ...raster.request import RasterRequest, processing_grid, refuse_mask
 
@@ -131,7 +139,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
     native_from, grid = processing_grid(from_raster, request)
     ds_to = open_raster(to_raster)
     native_to = dataset_grid(ds_to)
-    n_to = ds_to.RasterCount
+    n_to = data_band_count(ds_to, to_raster)
     ds_to = None
     if not native_to.crs_wkt:
         raise InputDataError(f"Raster '{os.path.basename(to_raster)}' has no coordinate reference system: assign one")
@@ -151,7 +159,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
             progress.info(f"Only the overlap of the two rasters is processed: {grid.width} x {grid.height} cells")
 
     ds_from = open_raster(from_raster)
-    n_from = ds_from.RasterCount
+    n_from = data_band_count(ds_from, from_raster)
     ds_from = None
     src_from = RasterSource(from_raster, list(range(n_from)), grid)
     src_to = RasterSource(to_raster, list(range(n_to)), grid)

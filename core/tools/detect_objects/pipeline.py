@@ -53,7 +53,14 @@ from ...errors import InputDataError
 from ...model.definition import ClassInfo, ModelDefinition
 from ...model.probe import meta_value
 from ...progress import NullProgress, Progress
-from ...raster.gdal_io import RasterGrid, RasterSource, bounded_gdal_cache, dataset_grid, open_raster
+from ...raster.gdal_io import (
+    RasterGrid,
+    RasterSource,
+    bounded_gdal_cache,
+    data_band_count,
+    dataset_grid,
+    open_raster,
+)
 from ...raster.grid import TileGrid
 from ...raster.mask import GridMask
 from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
@@ -391,7 +398,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
 def open_model_source_bands(raster: str, md: ModelDefinition) -> list[int]:
     probe = RasterSource(raster, [0], allow_rotated=True)
     try:
-        return resolve_bands(md, probe.ds.RasterCount, probe.band_names(), probe.name)
+        return resolve_bands(md, data_band_count(probe.ds, raster), probe.band_names(), probe.name)
     finally:
         probe.close()
 

@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Raster parameters as the engine's inputs: a GDAL file's path, or an online layer's plain description.
+
+A layer of QGIS's ``wms`` provider (XYZ tiles, WMS, WMTS) or ``arcgismapserver`` provider is not read through
+QGIS (its provider belongs to the project's thread): its source string is parsed into a
+:class:`~core.raster.online.OnlineLayer`, which core/ turns into a GDAL description at the resolution of the
+run.  The same source string works as the parameter's value in ``processing.run`` and ``qgis_process``
+(``type=xyz&url=...``, with or without QGIS's ``wms://`` prefix).  Other providers keep the refusal that asks
+for a GeoTIFF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from qgis.core import QgsProcessingException, QgsProcessingParameterRasterLayer
+
+from ..core.raster.online import OnlineLayer, looks_like_online_uri, parse_layer_uri
+from .running import run_engine
+
+ONLINE_PROVIDERS = ("wms", "arcgismapserver")
+_PREFIX = "wms://"
+
+
+@dataclass
+class RasterInput:
+    """A raster parameter's value: ``path`` of a GDAL raster, or ``online`` layer; ``crs`` the layer's."""
+
+    path: str | None
+    online: OnlineLayer | None
+    crs: Any  # QgsCoordinateReferenceSystem, or None for a source string
+    name: str
+
+
+def _online_text(value: Any) -> str | None:
+    if isinstance(value, str) and looks_like_online_uri(value):
+        text = value.strip()
+        return text[len(_PREFIX):] if text.startswith(_PREFIX) else text
+    return None
+
+
+def raster_input(alg, parameters: dict[str, Any], name: str, context, what: str) -> RasterInput:  # noqa: ANN001
+    """The raster parameter ``name`` (see the module docstring); a clear error for what cannot be read."""
+    text = _online_text(parameters.get(name))
+    if text is not None:
+        online = run_engine(parse_layer_uri, text, "wms", name)
+        return RasterInput(None, online, None, f"{online.service.upper()} {urlsplit(online.url).netloc}".strip())
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(f"The {what} raster layer could not be loaded")
+    provider = layer.providerType()
+    if provider in ONLINE_PROVIDERS:
+        return RasterInput(None, run_engine(parse_layer_uri, layer.source(), provider, layer.name()), layer.crs(),
+                           layer.name())
+    return RasterInput(alg.gdal_source(layer, what), None, layer.crs(), layer.name())
+
+
+def with_online_uris_loadable(alg, parameters: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    """``parameters`` with each raster parameter's plain online source string given QGIS's ``wms://`` prefix, so
+    QGIS's own parameter check can load it (it tries GDAL for a plain string)."""
+    changed = dict(parameters)
+    for definition in alg.parameterDefinitions():
+        if isinstance(definition, QgsProcessingParameterRasterLayer):
+            text = _online_text(parameters.get(definition.name()))
+            if text is not None:
+                changed[definition.name()] = _PREFIX + text
+    return changed

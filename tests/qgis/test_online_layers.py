@@ -1,0 +1,287 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Online layers (XYZ tiles, WMS, WMTS) as the input of Classify Pixels, Detect Objects and Detect Change, from a
+map server run by the test on 127.0.0.1 (tests/tile_server.py) that cuts its tiles and GetMap answers from a
+GeoTIFF on zoom 17's pixel grid.
+
+The same pixels read from the GeoTIFF give the same output, bit for bit, for each kind of service; on XYZ tiles
+the network's faults: a tile that
+answers 500 twice (retried, same output), always 500 (an error naming the URL and the status, no output), a
+server that never answers (cancelled within 2 s; a time-out error otherwise), 404 tiles (NoData); a second run
+fetches nothing (GDAL's tile cache, counted on the server); a MASK's skipped tiles are never requested;
+processing.run and qgis_process with the layer's source string."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import conv_module, export_onnx, read_raster, write_emd
+from detection_models import square_scene, yolo_v8_onnx
+from osgeo import gdal, osr
+from recording_feedback import RecordingFeedback
+from tile_server import ORIGIN_SHIFT as HALF
+from tile_server import TileServer, zoom_resolution
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import qgis_process_util  # noqa: E402
+
+ZOOM = 17
+RES = zoom_resolution(ZOOM)
+TX, TY = 68000, 47000  # the GeoTIFF starts inside tile (TX, TY), off the tile corner
+PX0, PY0 = TX * 256 + 100, TY * 256 + 37
+W, H = 600, 520
+SQUARES = [(20, 30, 14, 0, 220), (150, 140, 20, 1, 240), (300, 250, 12, 0, 200), (460, 400, 24, 1, 230),
+           (140, 248, 16, 0, 250)]  # the last one across a tile row seam (global y 256)
+CLASSES = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (5, "five", (0, 0, 255))]
+
+
+def extent_text(x0: int = 0, y0: int = 0, x1: int = W, y1: int = H) -> str:
+    """The extent of GeoTIFF pixels x0..x1, y0..y1 as an EXTENT parameter in EPSG:3857."""
+    left, top = -HALF + (PX0 + x0) * RES, HALF - (PY0 + y0) * RES
+    right, bottom = -HALF + (PX0 + x1) * RES, HALF - (PY0 + y1) * RES
+    return f"{left!r},{right!r},{bottom!r},{top!r} [EPSG:3857]"
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> dict:
+    d = tmp_path_factory.mktemp("xyz")
+    image = square_scene(W, H, SQUARES)
+    image[2] = np.random.default_rng(4).integers(0, 40, size=(H, W))  # texture for the pixel model
+    path = d / "scene3857.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), W, H, 3, gdal.GDT_Byte, ["TILED=YES"])
+    ds.SetGeoTransform((-HALF + PX0 * RES, RES, 0.0, HALF - PY0 * RES, 0.0, -RES))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    ds.SetProjection(srs.ExportToWkt())
+    for i in range(3):
+        ds.GetRasterBand(i + 1).WriteArray(image[i])
+    ds = None
+    export_onnx(conv_module(3, 3, 5), d / "conv5.onnx", 3, 32)
+    return {"dir": d, "tif": str(path), "image": image,
+            "emd": str(write_emd(d / "conv5.emd", "conv5.onnx", tile=32, classes=CLASSES)),
+            "yolo": str(yolo_v8_onnx(d / "yolo.onnx", 64, {0: "red", 1: "green"}))}
+
+
+@pytest.fixture
+def server(scene, tmp_path, monkeypatch):
+    """A fresh server (its own port, so its own URLs) and a fresh tile cache for each test."""
+    monkeypatch.setenv("DLTOOLS_CACHE_DIR", str(tmp_path / "cache"))
+    with TileServer(scene["tif"], ZOOM) as srv:
+        srv.uri = f"type=xyz&url={srv.url}/xyz/%7Bz%7D/%7Bx%7D/%7By%7D.png&zmax=19&zmin=0"
+        yield srv
+
+
+def source(server: TileServer, kind: str) -> str:
+    """The layer's source string, as QGIS writes it for an XYZ, WMS or WMTS layer of its 'wms' provider."""
+    if kind == "xyz":
+        return server.uri
+    if kind == "arcgis":  # a layer of QGIS's ArcGIS MapServer provider (a source string cannot name the provider)
+        from qgis.core import QgsRasterLayer
+
+        layer = QgsRasterLayer(f"crs='EPSG:3857' format='PNG32' layer='0' url='{server.url}/arcgis/rest/services/"
+                               "ortho/MapServer'", "ortho", "arcgismapserver")
+        assert layer.isValid()
+        server.keep = layer
+        return layer
+    if kind == "wms":
+        return f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=ortho&styles=&url={server.url}/wms"
+    return (f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=ortho&styles=default"
+            f"&tileMatrixSet=mercator&url={server.url}/wmts/WMTSCapabilities.xml")
+
+
+LOG = {"xyz": "XYZ tiles: zoom 17", "wms": "WMS GetMap: 600 x 520 pixels", "wmts": "WMTS: tile matrix 0 of 'mercator'",
+       "arcgis": "ArcGIS REST export: 600 x 520 pixels"}
+
+
+def run(alg: str, context, feedback=None, **params) -> tuple[dict, RecordingFeedback]:
+    import processing
+
+    feedback = feedback or RecordingFeedback()
+    return processing.run(alg, params, context=context, feedback=feedback), feedback
+
+
+def classify(context, source: str, out: Path, feedback=None, **extra) -> RecordingFeedback:
+    params = {"INPUT": source, "MODEL": extra.pop("MODEL"), "ARGUMENTS": "padding 4;batch_size 4",
+              "OUTPUT": str(out), **extra}
+    return run("dltools:classifypixels", context, feedback, **params)[1]
+
+
+@pytest.mark.parametrize("kind", ["xyz", "wms", "wmts", "arcgis"])
+def test_classify_pixels_online_equals_the_geotiff(context, scene, server, tmp_path, kind):
+    ref, got = tmp_path / "ref.tif", tmp_path / f"{kind}.tif"
+    classify(context, scene["tif"], ref, MODEL=scene["emd"])
+    feedback = classify(context, source(server, kind), got, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    a, b = gdal.Open(str(ref)), gdal.Open(str(got))
+    assert np.array_equal(a.ReadAsArray(), b.ReadAsArray())
+    assert b.GetGeoTransform() == pytest.approx(a.GetGeoTransform(), rel=1e-12)
+    assert any(LOG[kind] in line for line in feedback.infos)
+    tiles = server.tile_requests()
+    # XYZ and WMTS: 3 x 3 tiles of 256; WMS and ArcGIS: pieces of 512 x 512 (clamped to the extent), each once
+    assert len(tiles) == len(set(tiles)) == (4 if kind in ("wms", "arcgis") else 9)
+    agents = {ua for r, ua in zip(server.requests, server.user_agents) if r in tiles}
+    assert len(agents) == 1 and agents.pop().startswith("Deep Learning Tools for QGIS")
+    # a second run reads GDAL's tile cache: no tile is requested again, the output is the same
+    again = tmp_path / "again.tif"
+    classify(context, source(server, kind), again, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    assert len(server.tile_requests()) == len(tiles)
+    assert np.array_equal(read_raster(again), a.ReadAsArray())
+
+
+@pytest.mark.parametrize("kind", ["xyz", "wms", "wmts", "arcgis"])
+def test_detect_objects_online_equals_the_geotiff(context, scene, server, tmp_path, kind):
+    from qgis.core import QgsVectorLayer
+
+    found = {}
+    for name, source_, extra in (("tif", scene["tif"], {}),
+                                 (kind, source(server, kind), {"EXTENT": extent_text(), "CELL_SIZE": RES})):
+        result, _ = run("dltools:detectobjects", context, INPUT=source_, MODEL=scene["yolo"], ARGUMENTS="padding 8",
+                        OUTPUT=str(tmp_path / f"{name}.gpkg"), **extra)
+        layer = QgsVectorLayer(result["OUTPUT"], name, "ogr")
+        assert layer.crs().authid() == "EPSG:3857"
+        found[name] = sorted((f.geometry().asWkt(6), f["Class"], f["Confidence"]) for f in layer.getFeatures())
+    assert len(found["tif"]) == len(SQUARES) and found[kind] == found["tif"]
+
+
+def test_detect_change_on_two_xyz_layers(context, scene, server, tmp_path):
+    d = scene["dir"]
+    export_onnx(conv_module(6, 2, 1), d / "change.onnx", 6, 32)
+    emd = write_emd(d / "change.emd", "change.onnx", tile=32, bands=list(range(6)),
+                    classes=[(0, "no change", (0, 0, 0)), (1, "change", (255, 0, 0))])
+    ref, got = tmp_path / "ref.tif", tmp_path / "xyz.tif"
+    run("dltools:detectchange", context, FROM_RASTER=scene["tif"], TO_RASTER=scene["tif"], MODEL=str(emd),
+        ARGUMENTS="padding 2", OUTPUT=str(ref))
+    run("dltools:detectchange", context, FROM_RASTER=server.uri, TO_RASTER="wms://" + server.uri, MODEL=str(emd),
+        ARGUMENTS="padding 2", EXTENT=extent_text(), CELL_SIZE=RES, OUTPUT=str(got))
+    assert np.array_equal(read_raster(got), read_raster(ref))
+
+
+def test_a_tile_failing_twice_is_retried(context, scene, server, tmp_path):
+    ref, got = tmp_path / "ref.tif", tmp_path / "xyz.tif"
+    classify(context, scene["tif"], ref, MODEL=scene["emd"])
+    flaky = f"/xyz/{ZOOM}/{TX + 1}/{TY + 1}.png"
+    server.faults[flaky] = [500, 500]
+    classify(context, server.uri, got, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    assert np.array_equal(read_raster(got), read_raster(ref))
+    assert sum(r == flaky for r in server.requests) == 3
+
+
+def test_a_tile_always_failing_names_the_url_and_leaves_no_output(context, scene, server, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "never.tif"
+    server.faults[f"/xyz/{ZOOM}/{TX}/{TY + 2}.png"] = [500] * 20
+    with pytest.raises(QgsProcessingException) as err:
+        classify(context, server.uri, out, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    message = str(err.value)
+    assert f"HTTP 500 for {server.url}/xyz/{ZOOM}/{TX}/{TY + 2}.png (4 tries)" in message, message
+    assert not out.exists() and not list(tmp_path.glob("never*"))
+
+
+def test_a_server_that_never_answers_is_cancelled_within_2_s(context, scene, server, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    server.hang = True
+    feedback = RecordingFeedback()
+    cancelled_at = []
+
+    def cancel() -> None:
+        time.sleep(1.5)
+        cancelled_at.append(time.monotonic())
+        feedback.cancel()
+
+    threading.Thread(target=cancel, daemon=True).start()
+    out = tmp_path / "never.tif"
+    with pytest.raises(QgsProcessingException, match="cancel"):
+        classify(context, server.uri, out, feedback, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    assert time.monotonic() - cancelled_at[0] < 2.0
+    assert not out.exists()
+
+
+def test_a_server_that_never_answers_times_out(context, scene, server, tmp_path, monkeypatch):
+    from qgis.core import QgsProcessingException
+
+    monkeypatch.setenv("DLTOOLS_HTTP_TIMEOUT", "1")
+    server.hang = True
+    with pytest.raises(QgsProcessingException, match=r"did not answer: http://127\.0\.0\.1:\d+/xyz/17/.*timed out"):
+        classify(context, server.uri, tmp_path / "never.tif", MODEL=scene["emd"], EXTENT=extent_text(),
+                 CELL_SIZE=RES)
+
+
+def test_404_tiles_are_nodata(context, scene, server, tmp_path):
+    out = tmp_path / "wide.tif"
+    # 300 pixels past the GeoTIFF's right edge: tile column TX + 3 answers 404, the rest of TX + 2 is transparent
+    classify(context, server.uri, out, MODEL=scene["emd"], EXTENT=extent_text(0, 0, W + 300, H), CELL_SIZE=RES)
+    classes = read_raster(out)
+    assert classes.shape == (H, W + 300)
+    assert (classes[:, W:] == 255).all() and (classes[:, :W - 8] != 255).all()
+    assert any(r.startswith(f"/xyz/{ZOOM}/{TX + 3}/") for r in server.requests)
+
+
+def test_mask_skipped_tiles_are_never_requested(context, scene, server, tmp_path):
+    import json
+
+    # a small square around GeoTIFF pixels (40..80, 40..80): only tile (TX, TY) is needed
+    to_wgs = osr.CoordinateTransformation(_srs(3857), _srs(4326))
+    ring = [list(to_wgs.TransformPoint(-HALF + (PX0 + x) * RES, HALF - (PY0 + y) * RES)[:2])
+            for x, y in ((40, 40), (80, 40), (80, 80), (40, 80), (40, 40))]
+    mask = tmp_path / "mask.geojson"
+    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    out = tmp_path / "masked.tif"
+    feedback = classify(context, server.uri, out, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES,
+                        MASK=str(mask))
+    assert server.tile_requests() == [f"/xyz/{ZOOM}/{TX}/{TY}.png"]
+    assert any("tiles are skipped" in line for line in feedback.infos)
+    classes = read_raster(out)
+    assert (classes[:30] == 255).all() and (classes[45:75, 45:75] != 255).all()
+
+
+def _srs(epsg: int) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def test_extent_and_cell_size_are_required(context, scene, server, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException, match="An online layer has no edge: give EXTENT"):
+        classify(context, server.uri, tmp_path / "a.tif", MODEL=scene["emd"], CELL_SIZE=RES)
+    with pytest.raises(QgsProcessingException, match="no cell size of its own .* give CELL_SIZE"):
+        classify(context, server.uri, tmp_path / "b.tif", MODEL=scene["emd"], EXTENT=extent_text())
+    assert server.tile_requests() == []
+
+
+def test_qgis_process_with_an_xyz_uri(scene, server, tmp_path):
+    if not qgis_process_util.available():
+        pytest.skip("qgis_process is not installed")
+    out = tmp_path / "cli.tif"
+    answer = qgis_process_util.qgis_process_json("dltools:classifypixels", {
+        "INPUT": server.uri, "MODEL": scene["emd"], "ARGUMENTS": "padding 4;batch_size 4", "EXTENT": extent_text(),
+        "CELL_SIZE": repr(RES), "OUTPUT": str(out)}, tmp_path)
+    assert answer["results"]["OUTPUT"] == str(out)
+    ref = tmp_path / "ref.tif"
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    classify_pixels(scene["tif"], load_model_definition(scene["emd"]), str(ref), "padding 4;batch_size 4")
+    assert np.array_equal(read_raster(out), read_raster(ref))
+    assert len(server.tile_requests()) == 9
+
+
+def test_a_project_layer_of_the_wms_provider(context, scene, server, tmp_path):
+    """An XYZ layer as QGIS holds it (added from the Browser: provider 'wms'), not its source string."""
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(server.uri, "basemap", "wms")
+    assert layer.isValid() and layer.providerType() == "wms"
+    ref, got = tmp_path / "ref.tif", tmp_path / "layer.tif"
+    classify(context, scene["tif"], ref, MODEL=scene["emd"])
+    feedback = classify(context, layer, got, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    assert np.array_equal(read_raster(got), read_raster(ref))
+    assert any("XYZ tiles: zoom 17" in line for line in feedback.infos)
