@@ -67,14 +67,14 @@ class NeighbourClassifier:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        pix = pixelBlocks["raster_pixels"]
-        assert pix.shape == (1, shape[1] + 2, shape[2] + 2), pix.shape
+        pix = pixelBlocks["raster_pixels"]  # one band: (rows, columns), as Esri passes a single band
+        assert pix.shape == (shape[0] + 2, shape[1] + 2), pix.shape
         assert pixelBlocks["raster_mask"].shape == pix.shape
-        right = pix[0, 1:-1, 2:].astype(float)
+        right = pix[1:-1, 2:].astype(float)
         high = right > self.threshold
         if self.invert:
             high = ~high
-        pixelBlocks["output_pixels"] = (1 + high).astype(props["pixelType"])[None]
+        pixelBlocks["output_pixels"] = (1 + high).astype(props["pixelType"])
         return pixelBlocks
 '''
 
@@ -239,7 +239,8 @@ class Index:
         return keyMetadata
 '''
 
-#: A raster parameter that is not called 'raster': pixelBlocks['dem_pixels'] x z, type and NoData inherited.
+#: A raster parameter that is not called 'raster': (dem - its minimum from dem_info's statistics) x z, type and NoData
+#: inherited.
 DEM_FUNCTION = '''
 import numpy as np
 
@@ -255,11 +256,12 @@ class Dem:
 
     def updateRasterInfo(self, **kwargs):
         assert kwargs["dem_info"]["bandCount"] == 1 and kwargs["z"] == self.z
+        self.low = kwargs["dem_info"]["statistics"][0]["minimum"]
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
         assert pixelBlocks["dem_mask"].shape == pixelBlocks["dem_pixels"].shape
-        pixelBlocks["output_pixels"] = (pixelBlocks["dem_pixels"] * self.z).astype(props["pixelType"])
+        pixelBlocks["output_pixels"] = ((pixelBlocks["dem_pixels"] - self.low) * self.z).astype(props["pixelType"])
         return pixelBlocks
 '''
 
@@ -307,8 +309,9 @@ class TwoDates:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        later, earlier = pixelBlocks["r2_pixels"][0], pixelBlocks["r1_pixels"][0]
-        pixelBlocks["output_pixels"] = (later > earlier).astype(props["pixelType"])[None]
+        later, earlier = pixelBlocks["r2_pixels"], pixelBlocks["r1_pixels"]  # one band each: (rows, columns)
+        assert later.shape == earlier.shape == (shape[0], shape[1])
+        pixelBlocks["output_pixels"] = (later > earlier).astype(props["pixelType"])
         return pixelBlocks
 '''
 
@@ -345,7 +348,7 @@ class Raiser:
 
 def wrong(kind: str) -> str:
     """A pixel function that breaks the contract: ``shape`` or ``dtype``."""
-    body = ("np.zeros((shape[0], shape[1] - 1, shape[2]), np.uint8)" if kind == "shape"
+    body = ("np.zeros((shape[0] - 1, shape[1]), np.uint8)" if kind == "shape"
             else "np.full(shape, 1.5, np.float64)")
     return _COMMON + f'''
 

@@ -53,15 +53,17 @@ TOOL_ARGUMENTS = ("edge_fill", "block_size")
 
 def _check_block(prf: PythonRasterFunction, key: str, value: Any, shape: tuple[int, int, int],
                  dtype: np.dtype | None) -> np.ndarray:
-    """``value`` as an array of ``shape`` (a 2-D array for one band is accepted), or a clear error."""
+    """``value`` as an array of ``shape`` (bands, rows, columns), or a clear error; one band may come as Esri's
+    (rows, columns) or with its band axis."""
+    shown = shape[1:] if shape[0] == 1 else shape  # what updatePixels was told (Esri: 2-D for one band)
     if not isinstance(value, np.ndarray):
         raise CustomFunctionError(f"updatePixels() of '{prf.shown}' set pixelBlocks['{key}'] to a "
-                                  f"{type(value).__name__} on {prf.where}; it must be a numpy array of shape {shape}")
+                                  f"{type(value).__name__} on {prf.where}; it must be a numpy array of shape {shown}")
     arr = value[None] if value.ndim == 2 and shape[0] == 1 else value
     if arr.shape != shape:
         raise CustomFunctionError(
             f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] of shape {tuple(value.shape)} on "
-            f"{prf.where}; expected {shape} (bands from updateRasterInfo, ty, tx from getConfiguration)")
+            f"{prf.where}; expected {shown} (bands from updateRasterInfo, ty, tx from getConfiguration)")
     if arr.dtype.kind not in "biuf":
         raise CustomFunctionError(f"updatePixels() of '{prf.shown}' returned pixelBlocks['{key}'] of dtype "
                                   f"{arr.dtype} on {prf.where}; it must hold numbers")
@@ -168,7 +170,7 @@ class FunctionRun:
         metadata: dict[str, dict[str, Any]] = {}
         for part in self.source.parts:
             view = _PartView(self.source, part.bands)
-            info = input_info(view, list(part.nodata))
+            info = input_info(view, list(part.nodata), part.statistics)
             inputs[part.name] = (info,) if part.is_list else info
             found = key_metadata(part.metadata, self.conf.key_metadata)
             metadata[part.name] = (found,) if part.is_list else found
@@ -220,13 +222,16 @@ class FunctionBlockTask:
 
     def pixel_blocks(self, chip: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
         """Esri's ``pixelBlocks``: ``<name>_pixels`` (and ``<name>_mask`` with ``inputMask``) for each raster
-        parameter the tool fills, a tuple of arrays for a ``rasters`` parameter."""
+        parameter the tool fills, a tuple of arrays for a ``rasters`` parameter; as Esri documents, the arrays are
+        three-dimensional (bands, rows, columns) for a multiband raster and (rows, columns) for a single band."""
         blocks: dict[str, Any] = {}
         start = 0
         for part in self.parts:
             pixels = chip[start:start + part.bands]
             start += part.bands
             mask = np.repeat(valid[None].astype(np.uint8), part.bands, axis=0) if self.input_mask else None
+            if part.bands == 1:
+                pixels, mask = pixels[0], None if mask is None else mask[0]
             blocks[f"{part.name}_pixels"] = (pixels,) if part.is_list else pixels
             if mask is not None:
                 blocks[f"{part.name}_mask"] = (mask,) if part.is_list else mask
@@ -273,7 +278,8 @@ class FunctionPixelTask(FunctionBlockTask):
             props = {"pixelType": self.pixel_type, "noData": None if math.isnan(self.nodata) else self.nodata,
                      "width": tx, "height": ty, "cellSize": (cx, cy),
                      "extent": (xmin, ymax - ty * cy, xmin + tx * cx, ymax), "spatialReference": self.crs_wkt}
-            got = model.call(prf.update_pixels, (xmin, ymax), shape, props, self.pixel_blocks(chip, valid))
+            told = shape[1:] if self.out_bands == 1 else shape  # Esri: (rows, columns) for a single-band output
+            got = model.call(prf.update_pixels, (xmin, ymax), told, props, self.pixel_blocks(chip, valid))
             if "output_pixels" not in got:
                 raise CustomFunctionError(f"updatePixels() of '{prf.shown}' did not set "
                                           f"pixelBlocks['output_pixels'] on {prf.where}")

@@ -28,15 +28,16 @@ PIXEL_TYPES = {"u1": "uint8", "u2": "uint16", "u4": "uint32", "i1": "int8", "i2"
 NUMPY_PIXEL_TYPES = {v: k for k, v in PIXEL_TYPES.items()}
 
 
-def input_info(source: Any, nodata: list[float | None] | None = None) -> dict[str, Any]:
-    """The ``<name>_info`` of a raster the tool reads (``grid``, ``dtype``, ``band_count`` of its reader)."""
+def input_info(source: Any, nodata: list[float | None] | None = None, statistics: tuple = ()) -> dict[str, Any]:
+    """The ``<name>_info`` of a raster the tool reads (``grid``, ``dtype``, ``band_count`` of its reader), with
+    its bands' approximate ``statistics``."""
     grid = source.grid
     values = [v for v in (nodata or []) if v is not None]
     return {"bandCount": int(source.band_count), "pixelType": NUMPY_PIXEL_TYPES.get(np.dtype(source.dtype).name, "f4"),
             "noData": np.array(values, dtype=np.dtype(source.dtype)) if values else None,
             "cellSize": tuple(grid.cell_size), "extent": tuple(grid.bounds), "nativeExtent": tuple(grid.bounds),
             "spatialReference": grid.crs_wkt, "width": grid.width, "height": grid.height, "format": "GTiff",
-            "statistics": (), "histogram": (), "resampling": False, "bandSelection": True}
+            "statistics": tuple(statistics), "histogram": (), "resampling": False, "bandSelection": True}
 
 
 def key_metadata(metadata: dict[str, str], names: tuple[str, ...]) -> dict[str, Any]:

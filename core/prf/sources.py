@@ -30,6 +30,7 @@ class InputPart:
     bands: int
     nodata: tuple = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    statistics: tuple = ()  # per band: minimum, maximum, mean, standardDeviation, skipFactorX/Y
 
 
 class FunctionSource:
@@ -61,6 +62,28 @@ def _metadata(ds: Any) -> dict[str, str]:
     return dict(ds.GetMetadata() or {})
 
 
+#: Band statistics for ``<name>_info`` are taken on at most this many pixels per side (Esri's skip factors).
+STATISTICS_SIDE = 1024
+
+
+def band_statistics(ds: Any, bands: list[int]) -> tuple[dict[str, float], ...]:
+    """Approximate statistics of ``bands`` (0-based) of ``ds``, NoData left out: every pixel up to
+    :data:`STATISTICS_SIDE` per side, else every n-th (the skip factors).  Read, never written to the input."""
+    w, h = ds.RasterXSize, ds.RasterYSize
+    skip_x, skip_y = max(1, -(-w // STATISTICS_SIDE)), max(1, -(-h // STATISTICS_SIDE))
+    out = []
+    for b in bands:
+        band = ds.GetRasterBand(b + 1)
+        data = band.ReadAsArray(buf_xsize=-(-w // skip_x), buf_ysize=-(-h // skip_y)).astype(np.float64)
+        nodata = band.GetNoDataValue()
+        values = data[np.isfinite(data) & ((data != nodata) if nodata is not None else True)]
+        if not values.size:
+            values = np.zeros(1)
+        out.append({"minimum": float(values.min()), "maximum": float(values.max()), "mean": float(values.mean()),
+                    "standardDeviation": float(values.std()), "skipFactorX": skip_x, "skipFactorY": skip_y})
+    return tuple(out)
+
+
 def raster_bands(raster: str, md: ModelDefinition, shown: str, parameter: dict[str, Any],
                  grid: Any) -> Callable[[list[int] | None], FunctionSource]:
     """``open_source`` for one raster filling the raster parameter ``parameter``: the bands ``extractBands`` asks
@@ -81,7 +104,8 @@ def raster_bands(raster: str, md: ModelDefinition, shown: str, parameter: dict[s
         finally:
             probe.close()
         src = RasterSource(raster, list(bands), grid)
-        part = InputPart(str(parameter["name"]), _is_list(parameter), len(bands), tuple(src.nodata), metadata)
+        part = InputPart(str(parameter["name"]), _is_list(parameter), len(bands), tuple(src.nodata), metadata,
+                         band_statistics(src.ds, list(bands)))
         return FunctionSource(src, list(bands), [part], [src])
 
     return open_source
@@ -107,7 +131,8 @@ def stacked_dates(sources: list[Any], stack: Callable[[list[Any], list[int]], An
                                           f"(extractBands {own}) but the dates have {counts[0]} and {counts[1]} bands")
             picks = own + [counts[0] + b for b in own]
             parts = [InputPart(str(p["name"]), _is_list(p), len(own), tuple(s.nodata[b] for b in own),
-                               _metadata(s.ds)) for p, s in zip(parameters[:2], sources)]
+                               _metadata(s.ds), band_statistics(s.ds, [s.bands[b] for b in own]))
+                     for p, s in zip(parameters[:2], sources)]
         else:
             picks = list(bands) if bands is not None else (list(md.extract_bands) if md.extract_bands
                                                            else list(range(total)))

@@ -148,7 +148,7 @@ def test_function_error_shows_its_own_lines_and_the_block(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind,needle", [("shape", "shape (1, 9, 10)"), ("dtype", "dtype float64")])
+@pytest.mark.parametrize("kind,needle", [("shape", "shape (9, 10)"), ("dtype", "dtype float64")])
 def test_wrong_shapes_and_dtypes_name_the_key(tmp_path, kind, needle):
     raster, _ = _raster(tmp_path)
     emd = prf.write_function(tmp_path / "model", "Wrong", prf.wrong(kind))
@@ -159,7 +159,7 @@ def test_wrong_shapes_and_dtypes_name_the_key(tmp_path, kind, needle):
     text = str(err.value)
     assert "output_pixels" in text and needle in text
     if kind == "shape":
-        assert "expected (1, 10, 10)" in text
+        assert "expected (10, 10)" in text  # a single-band output's shape is (rows, columns), as Esri documents
     assert not out.exists()
 
 
@@ -495,9 +495,9 @@ class Stretch:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        pix = pixelBlocks["raster_pixels"]
-        assert pix.dtype == np.float32, pix.dtype
-        pixelBlocks["output_pixels"] = pix[:1, 2:-2, 2:-2].copy()
+        pix = pixelBlocks["raster_pixels"]  # one band: (rows, columns)
+        assert pix.dtype == np.float32 and pix.ndim == 2, pix.shape
+        pixelBlocks["output_pixels"] = pix[2:-2, 2:-2].copy()
         return pixelBlocks
 '''
 

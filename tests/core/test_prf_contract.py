@@ -75,13 +75,14 @@ def test_update_raster_info_gets_arguments_and_raster_info(tmp_path):
 
 def test_raster_parameter_by_its_own_name_and_inherited_type(tmp_path):
     """A first raster parameter called 'dem' is the tool's input (not a model argument): dem_pixels, dem_mask and
-    dem_info; without pixelType the output inherits the input's (int16), NoData too (-9999)."""
+    dem_info (with the band's statistics, NoData left out: minimum -100); without pixelType the output inherits the
+    input's (int16), NoData too (-9999)."""
     dem = (np.arange(H * W, dtype=np.int16).reshape(1, H, W) - 100)
     dem[0, 2, 3] = -9999
     raster = write_raster(tmp_path / "dem.tif", dem, nodata=-9999)
     out, nodata, dtype, _ = _run(tmp_path, prf.DEM_FUNCTION, "Dem", "z 3", raster=raster)
     assert dtype == "Int16" and nodata == -9999
-    expected = np.where(dem[0] == -9999, -9999, dem[0] * 3).astype(np.int16)
+    expected = np.where(dem[0] == -9999, -9999, (dem[0] + 100) * 3).astype(np.int16)
     np.testing.assert_array_equal(out, expected)
 
 
