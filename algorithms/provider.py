@@ -25,6 +25,7 @@ from .model_to_ecd import ModelToEcdAlgorithm
 from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
 from .outputs import GEOTIFF_EXTENSIONS
 from .package_model import PackageModelAlgorithm
+from .train_model import TrainModelAlgorithm
 from .trust import ALLOW_CUSTOM_CODE_SETTING
 
 
@@ -55,6 +56,7 @@ def algorithms() -> list:
         CheckLibrariesAlgorithm(),
         ComputeAccuracyObjectsAlgorithm(),
         ComputeAccuracyPixelsAlgorithm(),
+        TrainModelAlgorithm(),
     ]
 
 

@@ -279,13 +279,14 @@ def _folder_members(folder: Path, progress: Progress) -> list[tuple[Path, str]]:
 def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[str],
                    extra_files: list[str | os.PathLike[str]] | None = None,
                    description: str = "", summary: str = "", tags: str = "",
-                   progress: Progress | None = None) -> Path:
+                   progress: Progress | None = None, stored: tuple[str, ...] = ()) -> Path:
     """Write a .dlpk: the .emd at the root, every file it references, and extra files.
 
     The .emd inside gets relative ModelFile/InferenceFunction paths, so the package
     works wherever it is extracted; description/summary/tags go under ``QGISPlugin``
     (a key ArcGIS ignores).  The archive is written to a temporary name and renamed,
-    so a failure or a cancel (through ``progress``) never leaves a half-written package.
+    so a failure or a cancel (through ``progress``) never leaves a half-written package.  Members whose names end
+    with one of ``stored`` (e.g. ``.pth``: float weights barely compress) are stored, not deflated.
     """
     progress = progress or NullProgress()
     emd = Path(emd_path)
@@ -359,7 +360,8 @@ def create_package(emd_path: str | os.PathLike[str], output: str | os.PathLike[s
                 if arcname.lower().endswith(".emd"):
                     raise PackageError(f"Extra file '{src.name}' is a second .emd: a package holds exactly one")
                 info = zipfile.ZipInfo.from_file(src, arcname)
-                info.compress_type = zipfile.ZIP_DEFLATED
+                info.compress_type = zipfile.ZIP_STORED if arcname.lower().endswith(stored) else \
+                    zipfile.ZIP_DEFLATED
                 with src.open("rb") as fin, zf.open(info, "w") as fout:
                     for chunk in iter(lambda: fin.read(1 << 20), b""):
                         fout.write(chunk)

@@ -9,7 +9,8 @@ import pytest
 
 EXPECTED = {"classifypixels", "classifyobjects", "detectchange", "describemodel", "modeltoecd", "packagemodel",
             "extractpackage", "detectobjects", "nonmaximumsuppression", "exporttrainingdata", "installlibraries",
-            "checklibraries", "computeaccuracyobjectdetection", "computeaccuracypixelclassification"}
+            "checklibraries", "computeaccuracyobjectdetection", "computeaccuracypixelclassification",
+            "trainmodel"}
 
 
 #: Each tool's README section (its Help button opens the local help page there) and that heading's anchor,
@@ -30,6 +31,7 @@ SECTIONS = {
     "computeaccuracyobjectdetection": ("Compute Accuracy For Object Detection", "compute-accuracy-for-object-detection"),
     "computeaccuracypixelclassification": ("Compute Accuracy For Pixel Classification",
                                            "compute-accuracy-for-pixel-classification"),
+    "trainmodel": ("Train Deep Learning Model", "train-deep-learning-model"),
 }
 
 

@@ -98,7 +98,7 @@ def test_the_provider_lists_every_tool_by_hand(qgis_app):
         "checklibraries", "classifyobjects", "classifypixels", "computeaccuracyobjectdetection",
         "computeaccuracypixelclassification", "describemodel", "detectchange", "detectobjects",
         "exporttrainingdata", "extractpackage", "installlibraries", "modeltoecd", "nonmaximumsuppression",
-        "packagemodel"])
+        "packagemodel", "trainmodel"])
 
 
 def test_a_broken_tool_fails_loudly(tmp_path):

@@ -1,0 +1,74 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Validation metrics, from one confusion matrix per epoch (rows: truth, columns: prediction).
+
+Pixel models (UnetClassifier, DeepLab): accuracy over all pixels, precision, recall and F1 per class and the IoU
+per class with its mean (mIoU) over the classes, background included, as arcgis.learn's ``per_class_metrics`` and
+``mIOU`` report them.  FeatureClassifier: accuracy and the confusion matrix itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """``classes x classes`` counts of (truth, prediction) pairs."""
+    index = truth.astype(np.int64).ravel() * classes + predicted.astype(np.int64).ravel()
+    return np.bincount(index, minlength=classes * classes).reshape(classes, classes)
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+@dataclass
+class ClassScores:
+    """Per class: precision, recall, F1 and IoU (each a list in class order)."""
+
+    names: list[str]
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    iou: list[float]
+
+
+def scores_of(matrix: np.ndarray, names: list[str]) -> tuple[float, ClassScores]:
+    """(accuracy, per-class scores) of a confusion matrix."""
+    m = matrix.astype(np.float64)
+    hits = np.diag(m)
+    truth, predicted = m.sum(axis=1), m.sum(axis=0)
+    precision, recall = _ratio(hits, predicted), _ratio(hits, truth)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    iou = _ratio(hits, truth + predicted - hits)
+    accuracy = float(hits.sum() / m.sum()) if m.sum() else 0.0
+    return accuracy, ClassScores(names=list(names), precision=precision.tolist(), recall=recall.tolist(),
+                                 f1=f1.tolist(), iou=iou.tolist())
+
+
+def epoch_metrics(matrix: np.ndarray, names: list[str], pixels: bool) -> dict:
+    """The plain numbers an epoch records (JSON-ready): accuracy and, for pixels, mIoU and per-class scores."""
+    accuracy, per_class = scores_of(matrix, names)
+    out: dict = {"accuracy": accuracy}
+    if pixels:
+        present = [i for i in range(len(names)) if matrix[i].sum() + matrix[:, i].sum() > 0]
+        out["miou"] = float(np.mean([per_class.iou[i] for i in present])) if present else 0.0
+        out["per_class"] = {name: {"precision": per_class.precision[i], "recall": per_class.recall[i],
+                                   "f1": per_class.f1[i], "iou": per_class.iou[i]} for i, name in enumerate(names)}
+    else:
+        out["confusion_matrix"] = matrix.astype(int).tolist()
+    return out
+
+
+def metric_table(metrics: dict) -> list[str]:
+    """The per-class table written to the log after each epoch."""
+    rows = metrics.get("per_class")
+    if not rows:
+        matrix = metrics.get("confusion_matrix") or []
+        return ["  confusion (rows: truth) " + " | ".join(" ".join(f"{v:5d}" for v in row) for row in matrix)]
+    width = max(len(n) for n in rows)
+    lines = [f"  {'class':<{width}}  precision  recall     F1    IoU"]
+    for name, r in rows.items():
+        lines.append(f"  {name:<{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}  {r['iou']:.4f}")
+    return lines

@@ -1,0 +1,169 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Train Deep Learning Model: one run, from a training-data folder to a model folder.
+
+The algorithm gives a :class:`TrainRequest` (plain paths, numbers and flags); :func:`train_model` reads and checks
+the training data (:mod:`.layouts`, :mod:`.chips`), builds the family's network (:mod:`.networks`), trains it with
+checkpoints in ``OUTPUT_FOLDER/checkpoints`` (:mod:`.loop`) and writes the model folder from the epoch with the
+lowest validation loss (:mod:`.model_folder`).  A cancelled training still writes the folder from its best finished
+epoch and says so; cancelled before an epoch ends, it writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...backends import DeviceRequest
+from ...errors import ArgumentError, InputDataError, OutputError
+from ...progress import NullProgress, Progress
+from .chips import ChipReader, chip_shape, read_array, scan_labels, training_normalisation
+from .layouts import read_training_folder
+from .loop import FitOutcome, Trainer, TrainSettings
+from .model_folder import PIXEL_MODELS, finish_emd, model_emd, write_model_folder
+
+#: ARGUMENTS keys (ArcGIS's "name value;name value" form) -> their type
+ARGUMENT_TYPES: dict[str, type] = {"seed": int, "lr_finder_steps": int, "threads": int}
+SAMPLES = 4  # validation chips drawn in show_results.png
+
+
+@dataclass
+class TrainRequest:
+    input_folder: str
+    output_folder: str
+    settings: TrainSettings
+    pretrained_model: str = ""
+    pretrained_backbone: str = ""
+    arguments: str = ""
+    device: DeviceRequest = field(default_factory=DeviceRequest)
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    files: dict[str, Path]
+    outcome: FitOutcome
+    emd: dict[str, Any]
+
+
+def parse_arguments(text: str) -> dict[str, Any]:
+    """``"seed 3;lr_finder_steps 20"`` -> typed values; unknown names are refused, naming the known ones."""
+    values: dict[str, Any] = {}
+    for part in (text or "").replace(",", ";").split(";"):
+        if not part.strip():
+            continue
+        key, _, value = part.strip().partition(" ")
+        key, value = key.strip(), value.strip()
+        if key not in ARGUMENT_TYPES:
+            raise ArgumentError(f"ARGUMENTS: '{key}' is not an argument of Train Deep Learning Model (known: "
+                                f"{', '.join(ARGUMENT_TYPES)})")
+        kind = ARGUMENT_TYPES[key]
+        try:
+            values[key] = value.lower() in ("true", "1", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise ArgumentError(f"ARGUMENTS: {key} must be {kind.__name__}, not '{value}'") from None
+    return values
+
+
+def _check_folders(request: TrainRequest) -> tuple[Path, Path]:
+    source, target = Path(request.input_folder).resolve(), Path(request.output_folder).resolve()
+    if not request.output_folder:
+        raise OutputError("OUTPUT_FOLDER is empty: give the folder the model is written to")
+    if target == source or source in target.parents or target in source.parents:
+        raise OutputError(f"OUTPUT_FOLDER '{target}' overlaps the training data '{source}': choose a folder outside "
+                          "it (a run never writes into its inputs)")
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"OUTPUT_FOLDER '{target}' is a file, not a folder")
+    if not target.parent.is_dir():
+        raise OutputError(f"The folder OUTPUT_FOLDER goes in, '{target.parent}', does not exist")
+    return source, target
+
+
+def _samples(trainer: Trainer, reader: ChipReader, torch) -> list[tuple]:  # noqa: ANN001
+    module = trainer.module.eval()
+    picked = trainer.valid_idx[:SAMPLES]
+    out = []
+    with torch.no_grad():
+        for i in picked:
+            scores = module(torch.from_numpy(reader.image(i)[None]).to(trainer.device))
+            scores = scores["out"] if isinstance(scores, dict) else scores
+            predicted = scores.argmax(dim=1)[0].cpu().numpy()
+            out.append((read_array(reader.data.images[i]), reader.target(i),
+                        predicted if predicted.ndim else int(predicted)))
+    return out
+
+
+def train_model(request: TrainRequest, progress: Progress | None = None) -> TrainResult:
+    """Train ``request.settings.model_type`` on ``request.input_folder``; write the model folder."""
+    from ...backends.arcgis_learn_backend import import_torchvision
+    from ...backends.torch_backend import import_torch, select_device
+    from .networks import build_network, freeze_backbone, load_backbone_weights
+
+    progress = progress or NullProgress()
+    s = request.settings
+    args = parse_arguments(request.arguments)
+    s.seed = int(args.get("seed", s.seed))
+    s.lr_finder_steps = int(args.get("lr_finder_steps", s.lr_finder_steps))
+    if args.get("threads"):
+        request.device.threads = int(args["threads"])
+    if s.max_epochs < 1 or s.batch_size < 1:
+        raise ArgumentError("MAX_EPOCHS and BATCH_SIZE must be 1 or more")
+    source, target = _check_folders(request)
+    data = read_training_folder(source, s.model_type)
+    bands, rows, cols, dtype = chip_shape(data)
+    counts = scan_labels(data)
+    names = (["background"] if s.model_type in PIXEL_MODELS else []) + [c.name for c in data.classes]
+    progress.info(f"{data.layout} training data: {data.count} chips of {cols} x {rows} pixels, {bands} bands "
+                  f"({dtype}); " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)) +
+                  (" pixels" if s.model_type in PIXEL_MODELS else " chips"))
+    norm = training_normalisation(data, bands, dtype)
+    emd = model_emd(target.name, s.model_type, s.backbone, data, (rows, cols), norm.emd_keys(bands))
+    torch, torchvision = import_torch(), import_torchvision()
+    device, provider = select_device(torch, request.device)
+    progress.info(f"Device: {provider}" + (" (mixed precision)" if device.type == "cuda" else ""))
+    module = build_network(emd, s.seed, torch, torchvision)
+    if request.pretrained_model:
+        _fine_tune(module, request.pretrained_model, s.model_type, torch, progress)
+    elif request.pretrained_backbone:
+        load_backbone_weights(module, s.model_type, Path(request.pretrained_backbone), torch, progress)
+    else:
+        progress.info(f"No PRETRAINED_BACKBONE: the {s.backbone} backbone starts from random weights (seed {s.seed})")
+    if s.freeze and not (request.pretrained_model or request.pretrained_backbone):
+        progress.warning("FREEZE without PRETRAINED_BACKBONE or PRETRAINED_MODEL: the backbone keeps its random "
+                         "weights and only the head learns")
+    if s.freeze:
+        progress.info(f"FREEZE: {freeze_backbone(module, s.model_type):,} backbone weights stay as loaded")
+    module.to(device)
+    reader = ChipReader(data, norm, (bands, rows, cols))
+    fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols],
+                   "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone}
+    trainer = Trainer(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
+                      target / "checkpoints", fingerprint)
+    outcome = trainer.run()
+    module.load_state_dict(outcome.best_state)
+    best = next(h for h in outcome.history if h.epoch == outcome.best_epoch)
+    final = finish_emd(emd, outcome.learning_rate, best)
+    files = write_model_folder(target, final, module.state_dict(), outcome.history, outcome.best_epoch,
+                               _samples(trainer, reader, torch), torch, progress)
+    last = outcome.history[-1].epoch
+    if outcome.canceled:
+        progress.warning(f"Training was cancelled during epoch {last + 1}: the model folder holds epoch "
+                         f"{outcome.best_epoch}, the best finished epoch (validation loss {best.valid_loss:.4f}); "
+                         f"run again with the same OUTPUT_FOLDER to resume from epoch {last}'s checkpoint")
+    else:
+        progress.info(f"Kept epoch {outcome.best_epoch} of {last} (lowest validation loss {best.valid_loss:.4f})")
+    progress.info(f"Model written to '{files['emd']}' and '{files['dlpk']}'")
+    return TrainResult(folder=target, files=files, outcome=outcome, emd=final)
+
+
+def _fine_tune(module, model: str, model_type: str, torch, progress: Progress) -> None:  # noqa: ANN001
+    from ...backends.arcgis_learn.weights import read_state_dict
+    from ...model.loader import load_model_definition
+    from .networks import load_pretrained_model
+
+    md = load_model_definition(model)
+    if md.model_name != model_type or md.model_file is None:
+        raise InputDataError(f"PRETRAINED_MODEL '{model}' is a {md.model_name or md.model_type} model: fine-tuning "
+                             f"needs a {model_type} model with its .pth")
+    load_pretrained_model(module, read_state_dict(torch, md.model_file), os.path.basename(model), progress)

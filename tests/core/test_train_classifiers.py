@@ -1,0 +1,96 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Train Deep Learning Model beyond UnetClassifier: FeatureClassifier on Labeled_Tiles (then Classify Objects on a
+new scene) and DeepLab on Classified_Tiles (a one-epoch run whose .pth loads strictly and classifies)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from builders import RecordingProgress, read_raster, write_raster  # noqa: E402
+from dltools.core.backends.base import DeviceRequest  # noqa: E402
+from dltools.core.tools.train.loop import TrainSettings  # noqa: E402
+from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa: E402
+from training_data_builders import noise, paint, write_classified_tiles, write_labeled_tiles  # noqa: E402
+
+CPU = DeviceRequest("cpu", threads=1)
+
+#: ``_FeatureClassifier._get_emd_params`` adds these to the common keys (no metrics but accuracy here)
+FEATURE_EMD_KEYS = {"Framework", "ModelConfiguration", "ModelType", "InferenceFunction", "MetaDataMode",
+                    "ExtractBands", "CropSizeFixed", "BlackenAroundFeature", "ImageSpaceUsed", "Classes", "ModelFormat",
+                    "ArcGISLearnVersion", "ModelFile", "ImageHeight", "ImageWidth", "LearningRate", "ModelName",
+                    "backend", "ModelParameters", "IsMultispectral", "IsImageNetNormalization", "resize_to"}
+
+
+def test_feature_classifier_trains_and_classify_objects_labels_new_shapes(tmp_path):
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.weights import load_strict, read_state_dict
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_objects.classifier import classify_objects
+    from osgeo import ogr
+
+    data = write_labeled_tiles(tmp_path / "chips", count=40, chip=32, seed=5)
+    progress = RecordingProgress()
+    settings = TrainSettings(model_type="FeatureClassifier", backbone="resnet18", max_epochs=5, batch_size=8,
+                             learning_rate=0.003, validation_percent=20, seed=0)
+    result = train_model(TrainRequest(str(data), str(tmp_path / "shapes_fc"), settings, device=CPU), progress)
+    best = next(h for h in result.outcome.history if h.epoch == result.outcome.best_epoch)
+    assert best.metrics["accuracy"] >= 0.85, progress.infos
+    assert np.asarray(best.metrics["confusion_matrix"]).sum() == 8  # 20 % of 40 chips validate
+    assert any("confusion (rows: truth)" in line for line in progress.infos)
+    folder = tmp_path / "shapes_fc"
+    emd = json.loads((folder / "shapes_fc.emd").read_text())
+    assert FEATURE_EMD_KEYS <= set(emd), sorted(FEATURE_EMD_KEYS - set(emd))
+    assert emd["ModelType"] == "ObjectClassification" and emd["MetaDataMode"] == "Labeled_Tiles"
+    state = read_state_dict(torch, folder / "shapes_fc.pth")
+    rebuilt = build_module(resolve_family(emd), emd, torchvision)
+    assert list(state) == list(rebuilt.state_dict()) and "1.8.weight" in state  # Sequential(body, fastai head)
+    load_strict(rebuilt, state, "FeatureClassifier", "shapes_fc.pth")
+
+    # a new scene: six shapes, one polygon around each; Classify Objects names each one's class
+    rng = np.random.default_rng(99)
+    image = noise(rng, 64, 192)
+    mask = np.zeros((64, 192), np.uint8)
+    kinds = ["square", "disc", "disc", "square", "disc", "square"]
+    for i, kind in enumerate(kinds):
+        paint(image, mask, kind, 32, 16 + 32 * i, 11, rng)
+    raster = write_raster(tmp_path / "scene.tif", np.clip(image, 0, 255).astype(np.uint8), origin=(0.0, 64.0))
+
+    def box(i: int) -> bytes:
+        x0, x1 = 16 + 32 * i - 13, 16 + 32 * i + 13
+        ring = f"{x0} {19}, {x1} {19}, {x1} {45}, {x0} {45}, {x0} {19}"
+        return bytes(ogr.CreateGeometryFromWkt(f"POLYGON (({ring}))").ExportToWkb())
+
+    found = classify_objects(str(raster), [(i, box(i)) for i in range(len(kinds))],
+                             load_model_definition(str(folder / "shapes_fc.dlpk")), device=CPU)
+    assert [r.label for r in found] == kinds
+
+
+def test_deeplab_trains_one_epoch_into_a_folder_classify_pixels_runs(tmp_path):
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.weights import load_strict, read_state_dict
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    data = write_classified_tiles(tmp_path / "chips", count=6, chip=32, seed=6)
+    settings = TrainSettings(model_type="DeepLab", backbone="resnet101", max_epochs=1, batch_size=3,
+                             learning_rate=0.001, validation_percent=34, seed=0)
+    train_model(TrainRequest(str(data), str(tmp_path / "dl"), settings, device=CPU), RecordingProgress())
+    emd = json.loads((tmp_path / "dl" / "dl.emd").read_text())
+    assert emd["ModelConfiguration"] == "_deeplab_infrencing" and emd["ModelParameters"]["backbone"] == "resnet101"
+    state = read_state_dict(torch, tmp_path / "dl" / "dl.pth")
+    rebuilt = build_module(resolve_family(emd), emd, torchvision)
+    assert list(state) == list(rebuilt.state_dict()) and "aux_classifier.4.weight" in state
+    load_strict(rebuilt, state, "DeepLab", "dl.pth")
+    raster = write_raster(tmp_path / "scene.tif", np.random.default_rng(1).integers(0, 255, (3, 32, 32)).astype(
+        np.uint8))
+    classify_pixels(str(raster), load_model_definition(str(tmp_path / "dl" / "dl.emd")), str(tmp_path / "o.tif"),
+                    device=CPU)
+    assert set(np.unique(read_raster(tmp_path / "o.tif"))) <= {0, 1, 2}
