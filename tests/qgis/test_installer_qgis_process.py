@@ -100,6 +100,12 @@ def test_install_run_remove_offline_upgrade_in_qgis_own_python(tmp_path, two_cla
            "Learning Tools › Install Inference Libraries (dltools:installlibraries" in message
     assert f'"{python}" -m pip install --user --break-system-packages "numpy==' in message
     assert not (tmp_path / "no.tif").exists()
+    # the terminal command works as written (its --user folder redirected into this test's folder)
+    command = next(line for line in message.splitlines() if "or in a terminal: " in line).split(
+        "or in a terminal: ", 1)[1]
+    user_env = dict(_env(profile), PYTHONUSERBASE=str(tmp_path / "user-site"))
+    assert subprocess.run(command, shell=True, env=user_env, capture_output=True, timeout=600).returncode == 0
+    assert subprocess.run([str(python), "-c", "import onnxruntime"], env=user_env).returncode == 0
 
     # 3. offline, from a folder of wheel files: an older version
     wheels = tmp_path / "wheels"
