@@ -151,3 +151,15 @@ def test_pair_counts_small_and_wide_value_ranges():
     assert sorted(_pair_counts(cls, ref)) == [(0, 0, 1), (0, 1, 1), (1, 0, 1), (1, 1, 2)]
     wide = np.array([-70000, 5, 5, 3_000_000], np.int64)  # too wide for a bincount: the sorted-code path
     assert sorted(_pair_counts(wide, wide[::-1].copy())) == [(-70000, 3_000_000, 1), (5, 5, 2), (3_000_000, -70000, 1)]
+
+
+def test_object_iou_is_that_of_the_bounding_rectangles_as_arcgis_documents():
+    triangle = ogr.Geometry(ogr.wkbPolygon)
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for c, r in ((0, 0), (10, 0), (0, 10), (0, 0)):
+        ring.AddPoint_2D(X0 + c, Y0 - r)
+    triangle.AddGeometry(ring)
+    # the triangle covers half its square (polygon IoU 0.5), but its bounding rectangle is the square (IoU 1)
+    result = object_detection_accuracy([(1, bytes(triangle.ExportToWkb()), 1, 0.9)], [(1, rect(0, 0, 10, 10), 1)],
+                                       min_iou=0.6)
+    assert result.classes[0].true_positives == 1

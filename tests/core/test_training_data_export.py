@@ -84,7 +84,8 @@ def test_classified_tiles_chips_labels_and_esri_files(raster, tmp_path):
         f"images\\{n:09d}.tif labels\\{n:09d}.tif" for n in range(3)]
     stats = json.loads((out / "esri_accumulated_stats.json").read_text())
     assert stats["MetaDataMode"] == "Classified_Tiles" and stats["NumTiles"] == 3 and stats["NumBands"] == 2
-    assert stats["ClassPixelStats"] == {"NumImagesTotal": 3, "NumImagesPerClass": [1, 2], "NumPixelsPerClass": [6, 12]}
+    assert stats["ClassPixelStats"] == {"NumClasses": 2, "NumImagesTotal": 3, "NumImagesPerClass": [1, 2],
+                                        "NumPixelsPerClass": [6, 12]}
     pixels = np.concatenate([data[:, y:y + 4, x:x + 4].reshape(2, -1) for x, y in origins], axis=1).astype(float)
     band = stats["BandStatsState"][0]
     assert (band["Min"], band["Max"], band["Num"]) == (pixels[0].min(), pixels[0].max(), 48)

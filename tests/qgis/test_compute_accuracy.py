@@ -110,16 +110,25 @@ def test_object_accuracy_processing_run(context, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
 
-    dets = polygons(DETECTIONS, "field=Class:string&field=Confidence:double")
+    dets = polygons(DETECTIONS, "field=ClassValue:string&field=Confidence:double")
     truths = polygons(TRUTHS, "field=Classvalue:string")
     html = tmp_path / "objects.html"
     result = processing.run(OBJECTS, {"DETECTED_FEATURES": dets, "GROUND_TRUTH_FEATURES": truths,
                                       "OUTPUT": str(tmp_path / "acc.csv"), "OUTPUT_HTML": str(html)}, context=context)
     rows = table(tmp_path / "acc.csv")
-    assert [(r["Class"], int(r["TP"]), int(r["FP"]), int(r["FN"])) for r in rows] == [("car", 2, 1, 1), ("tree", 1, 0, 0)]
+    assert [(r["Class"], int(r["True_Positive"]), int(r["False_Positive"]), int(r["False_Negative"])) for r in rows] == [
+        ("car", 2, 1, 1), ("tree", 1, 0, 0), ("All classes", 3, 1, 1)]
     assert float(rows[0]["AP"]) == pytest.approx(2 / 3)
+    assert float(rows[2]["AP"]) == pytest.approx((2 / 3 + 1) / 2) and float(rows[2]["Precision"]) == pytest.approx(0.75)
     assert result["MEAN_AP"] == pytest.approx((2 / 3 + 1) / 2)
     assert html.read_text().count("<svg") == 2
+    # no class field on either side (nor Classvalue / Value): everything is one class, as ArcGIS does
+    one = polygons([(w, c) for w, _, c in DETECTIONS], "field=Confidence:double")
+    plain = polygons([(w, "x") for w, _ in TRUTHS], "field=Name:string")
+    result = processing.run(OBJECTS, {"DETECTED_FEATURES": one, "GROUND_TRUTH_FEATURES": plain, "OUTPUT": "memory:"},
+                            context=context)
+    rows = [f.attributes() for f in result["OUTPUT"].getFeatures()]
+    assert [(r[0], r[5], r[6], r[7]) for r in rows] == [("", 3, 1, 1), ("All classes", 3, 1, 1)]
     with pytest.raises(QgsProcessingException, match="no field 'Kind'"):
         processing.run(OBJECTS, {"DETECTED_FEATURES": dets, "GROUND_TRUTH_FEATURES": truths,
                                  "GROUND_TRUTH_CLASS_FIELD": "Kind", "OUTPUT": "memory:"}, context=context)
@@ -136,7 +145,7 @@ def test_qgis_process_both(tmp_path, rasters, qgis_app):
     assert float(answer["results"]["KAPPA"]) == pytest.approx(KAPPA)
     assert "nearest neighbour" in str(answer["log"])
     files = {}
-    for name, rows, fields in (("dets", DETECTIONS, "field=Class:string&field=Confidence:double"),
+    for name, rows, fields in (("dets", DETECTIONS, "field=Value:string&field=Confidence:double"),
                                ("truths", TRUTHS, "field=Classvalue:string")):
         layer = polygons(rows, fields)
         files[name] = tmp_path / f"{name}.gpkg"

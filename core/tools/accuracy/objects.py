@@ -3,9 +3,10 @@
 
 The whole map is one image: every detection is matched (greedy by confidence, within its class, to the
 free truth of highest IoU at or above ``min_iou``) by :mod:`core.detection.matching`, the rule the training
-tool's validation uses too.  IoU is the exact polygon intersection over union (OGR); a spatial index keeps
-the pairs to those whose envelopes meet.  With a mask only the features whose bounding-box centre lies inside
-it count (the project's MASK rule for objects).
+tool's validation uses too.  IoU is that of the features' bounding rectangles, as ArcGIS documents it ("the
+overlap between the bounding rectangle around a predicted object and the bounding rectangle around the ground
+reference data"); a spatial index keeps the pairs to those whose rectangles meet.  With a mask only the features
+whose bounding-box centre lies inside it count (the project's MASK rule for objects).
 
 Classes are compared as text, with whole numbers written without decimals (``1``, ``1.0`` and ``"1"`` are one
 class), so a detector's class values meet the ground truth's whatever the field types.
@@ -20,7 +21,7 @@ import numpy as np
 from osgeo import ogr
 
 from ...detection.matching import ClassAccuracy, DetectionTally
-from ...detection.nms import polygon_iou_pairs
+from ...detection.nms import box_iou_pairs
 from ...errors import InputDataError
 from ...progress import NullProgress, Progress, check_canceled
 from ...raster.burn import FeatureIndex
@@ -39,7 +40,7 @@ class ObjectAccuracy:
 
 def class_key(value: object) -> str:
     """A class value as text: whole numbers without decimals, text stripped."""
-    if value is None:
+    if value is None:  # no class field: one class
         return ""
     try:
         number = float(value)  # type: ignore[arg-type]
@@ -49,6 +50,7 @@ def class_key(value: object) -> str:
 
 
 def _geometries(items: Iterable[tuple], what: str, mask: ogr.Geometry | None, with_score: bool):
+    """(bounding rectangles as polygons, classes, confidences) of the features that count."""
     geoms, classes, scores = [], [], []
     for item in items:
         key, wkb, cls = item[0], item[1], item[2]
@@ -69,9 +71,19 @@ def _geometries(items: Iterable[tuple], what: str, mask: ogr.Geometry | None, wi
             except (TypeError, ValueError):
                 raise InputDataError(f"{what} feature {key} has no confidence ({item[3]!r}): fill it or remove the "
                                      "feature") from None
-        geoms.append(geom if geom.IsValid() else geom.MakeValid())
+        minx, maxx, miny, maxy = geom.GetEnvelope()
+        geoms.append((minx, miny, maxx, maxy))
         classes.append(class_key(cls))
     return geoms, classes, np.asarray(scores, np.float64)
+
+
+def _rectangle(box: tuple[float, float, float, float]) -> ogr.Geometry:
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((box[0], box[1]), (box[2], box[1]), (box[2], box[3]), (box[0], box[3]), (box[0], box[1])):
+        ring.AddPoint_2D(x, y)
+    rect = ogr.Geometry(ogr.wkbPolygon)
+    rect.AddGeometry(ring)
+    return rect
 
 
 def object_detection_accuracy(detections: Iterable[tuple[object, bytes | None, object, object]],
@@ -84,18 +96,19 @@ def object_detection_accuracy(detections: Iterable[tuple[object, bytes | None, o
     det_geoms, det_classes, scores = _geometries(detections, "Detected", mask, True)
     truth_geoms, truth_classes, _ = _geometries(truths, "Ground truth", mask, False)
     index = FeatureIndex()
-    for t, geom in enumerate(truth_geoms):
-        index.add(t, geom)
+    for t, box in enumerate(truth_geoms):
+        index.add(t, _rectangle(box))
     pairs_i, pairs_j = [], []
-    for d, geom in enumerate(det_geoms):
+    for d, box in enumerate(det_geoms):
         if d % 256 == 0:
             check_canceled(progress)
             progress.set_progress(80.0 * d / max(1, len(det_geoms)))
-        for t, _truth in index.touching(geom):
+        for t, _truth in index.touching(_rectangle(box)):
             pairs_i.append(d)
             pairs_j.append(t)
     i, j = np.asarray(pairs_i, np.int64), np.asarray(pairs_j, np.int64)
-    iou = polygon_iou_pairs(det_geoms + truth_geoms, i, j + len(det_geoms))
+    boxes = np.array(det_geoms + truth_geoms, np.float64).reshape(-1, 4)
+    iou = box_iou_pairs(boxes, i, j + len(det_geoms))
     tally = DetectionTally(min_iou=min_iou)
     tally.add_pairs(scores, det_classes, truth_classes, i, j, iou)
     progress.set_progress(100.0)

@@ -152,6 +152,7 @@ def model_definition(info: RunInfo, stats: BandStats, classes: list[int]) -> dic
 def accumulated_stats(info: RunInfo, stats: BandStats, tally: ClassTally, classes: list[int]) -> dict:
     pixels = info.settings.metadata_format == CLASSIFIED_TILES
     per_class = {
+        "NumClasses": len(classes),  # older arcgis.learn versions read it here when merging folders
         "NumImagesTotal": tally.chips,
         "NumImagesPerClass": [tally.images.get(c, 0) for c in classes],
         ("NumPixelsPerClass" if pixels else "NumFeaturesPerClass"): [tally.amounts.get(c, 0) for c in classes],
