@@ -251,6 +251,10 @@ class ModelWidgetFactory:
 
 
 # ------------------------------------------------------------------------------------------------ ARGUMENTS
+#: How many rows of the arguments table the dialog shows without scrolling (about).
+ROWS_SHOWN = 9
+
+
 class ArgumentsWidget(QWidget):
     """The arguments table (name, value, default, description) and a line saying what is wrong, if anything."""
 
@@ -265,11 +269,23 @@ class ArgumentsWidget(QWidget):
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
         self.table.verticalHeader().setVisible(False)
-        self.table.setMinimumHeight(140)
+        # room for about ten rows, and descriptions wrapped in their cell rather than cut off with "…"
+        self.table.setMinimumHeight(ROWS_SHOWN * 30)
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.ElideNone)
+        self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.currentCellChanged.connect(lambda row, *_: self._show_detail(row))
+        # wrapped descriptions need their rows' heights again whenever the dialog gives the column another width
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.detail = QLabel()  # the selected row in full: name, description, default, what the run uses
+        self.detail.setObjectName("dltools_arguments_detail")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.note = QLabel()
         self.note.setObjectName("dltools_arguments_note")
         self.note.setWordWrap(True)
-        layout.addWidget(self.table)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.detail)
         layout.addWidget(self.note)
         self.rows: list[ArgumentRow] = []
         self.source_note = ""
@@ -294,6 +310,9 @@ class ArgumentsWidget(QWidget):
         self.table.resizeColumnsToContents()
         self.table.blockSignals(False)
         self.validate()
+        if self.table.rowCount():
+            self.table.setCurrentCell(0, 1)
+        self._show_detail(self.table.currentRow())
 
     def _set_row(self, i: int, name: str, value: str, default: str, description: str, fixed: bool) -> None:
         for col, text in enumerate((name, value, default, description, "")):
@@ -334,6 +353,7 @@ class ArgumentsWidget(QWidget):
             elif row is None and item.text().strip():
                 problems.append(f"'{name}' is not an argument of this model and would be ignored")
         self._show_effective()
+        self._show_detail(self.table.currentRow())
         self.table.blockSignals(False)
         notes = [f'<span style="color:#a00000">{html.escape(p)}</span>' for p in problems]
         if self.source_note:
@@ -341,6 +361,22 @@ class ArgumentsWidget(QWidget):
         self.note.setText("<br>".join(notes))
         return problems
 
+
+    def _show_detail(self, row: int) -> None:
+        """The line under the table: the selected argument's whole description, its default and what the run
+        uses, however narrow the dialog."""
+        cells = [self.table.item(row, c) for c in range(self.table.columnCount())] if 0 <= row < \
+            self.table.rowCount() else []
+        if not cells or any(c is None for c in cells):
+            self.detail.setText("<i>Select an argument to read about it.</i>" if self.table.rowCount() else "")
+            return
+        name, value, default, description, uses = (c.text() for c in cells)
+        parts = [f"<b>{html.escape(name)}</b>: {html.escape(description)}"]
+        if default:
+            parts.append(f"Default: {html.escape(default)}.")
+        if uses and uses != value:
+            parts.append(f"The run uses {html.escape(uses)}.")
+        self.detail.setText(" ".join(parts))
 
     def _show_effective(self) -> None:
         """The "run uses" column: each value as the run's contract will take it (batch_size after the square rule
