@@ -4,10 +4,12 @@ and the engine's errors as ``QgsProcessingException`` messages written for the u
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingException, QgsProcessingFeedback
+from qgis.PyQt.QtCore import Qt
 
 from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
 
@@ -21,12 +23,32 @@ def log_message(message: str, level: Qgis.MessageLevel = Qgis.Warning) -> None:
     QgsMessageLog.logMessage(message, LOG_TAG, level)
 
 
+#: What the log and the progress text say the moment Cancel is clicked.
+CANCELLING = "Cancelling… the run stops after the model call under way; no output is kept"
+
+
+def acknowledge_cancel(feedback: QgsProcessingFeedback) -> None:
+    """Say "Cancelling…" the moment the user cancels, not when the engine next looks (a model call can take
+    seconds): the canceled signal is emitted in the thread that cancels, the dialog's, so the line shows at once."""
+    if getattr(feedback, "_dltools_acknowledges", False):
+        return  # one line per run, however many adapters wrap the same feedback
+    feedback._dltools_acknowledges = True
+    # direct: connected from the worker thread, a queued slot would wait for that thread's (absent) event loop
+    feedback.canceled.connect(functools.partial(_cancelling, feedback), Qt.DirectConnection)
+
+
+def _cancelling(feedback: QgsProcessingFeedback) -> None:
+    feedback.setProgressText(CANCELLING)
+    feedback.pushInfo(CANCELLING)
+
+
 class FeedbackProgress:
     """Adapts ``QgsProcessingFeedback`` to the engine's :class:`core.progress.Progress`; warnings also go to the
     Log Messages panel."""
 
     def __init__(self, feedback: QgsProcessingFeedback | None) -> None:
         self.feedback = feedback or QgsProcessingFeedback()
+        acknowledge_cancel(self.feedback)
 
     def set_progress(self, percent: float) -> None:
         self.feedback.setProgress(percent)

@@ -44,6 +44,8 @@ class DialogRun:
     load_entries: dict = field(default_factory=dict)  # load-on-completion id -> layer name QGIS gave it
     unresolved: list[str] = field(default_factory=list)  # entries that resolved to no layer
     layers: list = field(default_factory=list)  # the layers the handler added to the project
+    cancel_to_end: float | None = None  # seconds from the Cancel click to the end of the run
+    said_at_cancel: list[str] = field(default_factory=list)  # log lines present right after the click
 
 
 def to_project(value: str) -> QgsProcessingOutputLayerDefinition:
@@ -51,7 +53,9 @@ def to_project(value: str) -> QgsProcessingOutputLayerDefinition:
     return QgsProcessingOutputLayerDefinition(value, QgsProject.instance())
 
 
-def run_like_the_dialog(alg_id: str, parameters: dict, timeout: float = 120.0) -> DialogRun:
+def run_like_the_dialog(alg_id: str, parameters: dict, timeout: float = 120.0,
+                        cancel_at: float | None = None) -> DialogRun:
+    """``cancel_at``: click Cancel (from this, the dialog's thread) once the run reports that much progress."""
     from processing.gui.Postprocessing import handleAlgorithmResults
 
     project = QgsProject.instance()
@@ -62,12 +66,17 @@ def run_like_the_dialog(alg_id: str, parameters: dict, timeout: float = 120.0) -
     alg = QgsApplication.processingRegistry().createAlgorithmById(alg_id)
     done: dict = {}
     task = QgsProcessingAlgRunnerTask(alg, parameters, context, feedback)
-    task.executed.connect(lambda ok, res: done.update(ok=ok, results=res))
+    task.executed.connect(lambda ok, res: done.update(ok=ok, results=res, end=time.time()))
     QgsApplication.taskManager().addTask(task)
     end = time.time() + timeout
+    clicked, said = None, []
     while not done and time.time() < end:
         QgsApplication.processEvents()
-        time.sleep(0.01)
+        if cancel_at is not None and clicked is None and feedback.progress() >= cancel_at:
+            clicked = time.time()
+            feedback.cancel()
+            said = list(feedback.infos)
+        time.sleep(0.005)
     assert done, f"{alg_id} did not finish in {timeout} s"
     entries = context.layersToLoadOnCompletion()
     unresolved = [key for key, details in entries.items()
@@ -76,4 +85,5 @@ def run_like_the_dialog(alg_id: str, parameters: dict, timeout: float = 120.0) -
     added = [layer for lid, layer in project.mapLayers().items() if lid not in before]
     return DialogRun(ok=done["ok"], results=dict(done["results"] or {}), handled=handled, errors=feedback.errors,
                      infos=feedback.infos, load_entries={k: d.name for k, d in entries.items()},
-                     unresolved=unresolved, layers=added)
+                     unresolved=unresolved, layers=added,
+                     cancel_to_end=None if clicked is None else done["end"] - clicked, said_at_cancel=said)

@@ -120,3 +120,29 @@ def test_classify_pixels_in_the_dialog_names_its_layers(qgis_app, tmp_path):
         assert [la.name() for la in run.layers] == ["my land cover"]
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_cancel_is_acknowledged_at_once_and_the_run_stops_within_a_second(qgis_app, tmp_path):
+    """Cancel in the dialog: "Cancelling…" is in the log the moment of the click (before the engine looks), and a
+    Classify Pixels run of many model calls ends within a second of it, keeping no output."""
+    import numpy as np
+    from builders import conv_module, export_onnx, write_emd
+    from qgis.core import QgsProject
+
+    image = np.random.default_rng(2).integers(0, 255, (3, 1536, 1536)).astype(np.uint8)
+    raster = write_raster(tmp_path / "big.tif", image)
+    export_onnx(conv_module(3, 3, 3), tmp_path / "p.onnx", 3, 128)
+    emd = write_emd(tmp_path / "p.emd", "p.onnx", tile=128,
+                    classes=[(1, "water", (0, 90, 255)), (2, "field", (240, 200, 0)), (3, "forest", (0, 140, 40))])
+    out = tmp_path / "classes.tif"
+    try:
+        run = run_like_the_dialog("dltools:classifypixels", {"INPUT": str(raster), "MODEL": str(emd),
+                                                             "ARGUMENTS": "batch_size 1",
+                                                             "OUTPUT": to_project(str(out))}, cancel_at=5.0)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    assert run.cancel_to_end is not None and not run.ok
+    assert any(line.startswith("Cancelling…") for line in run.said_at_cancel), run.said_at_cancel
+    print(f"cancel to end: {run.cancel_to_end:.3f} s")
+    assert run.cancel_to_end < 1.0, f"the run went on {run.cancel_to_end:.2f} s after Cancel"
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if "dltools" in p.name] == []
