@@ -66,6 +66,9 @@ class FeedbackProgress:
     def debug(self, message: str) -> None:
         self.feedback.pushDebugInfo(message)
 
+    def set_text(self, text: str) -> None:
+        self.feedback.setProgressText(text)
+
 
 def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
     """Call into ``core`` and turn its errors into ``QgsProcessingException``."""

@@ -80,6 +80,17 @@ class SubProgress:
     def debug(self, message: str) -> None:
         self._parent.debug(message)
 
+    def set_text(self, text: str) -> None:
+        show_stage(self._parent, text)
+
+
+def show_stage(progress: Progress, text: str) -> None:
+    """Say what is going on over the progress bar ("Dask: 3 of 8 blocks done"), where the caller can show it (the
+    QGIS dialog's progress text); an optional method, so a plain :class:`Progress` needs none."""
+    set_text = getattr(progress, "set_text", None)
+    if callable(set_text):
+        set_text(text)
+
 
 def check_canceled(progress: Progress) -> None:
     """Raise :class:`CancelledError` if the user asked to stop."""

@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import threading
@@ -44,7 +45,7 @@ from ..backends import DeviceRequest, open_backend
 from ..errors import ArgumentError, CancelledError, DependencyMissingError, DLToolsError
 from ..installer.advice import not_installed
 from ..installer.interpreter import RunningPython, locate_python, own_interpreter
-from ..progress import NullProgress, Progress
+from ..progress import NullProgress, Progress, show_stage
 from .blocks import BlockJob, BlockSink, BlockTask, run_block, run_in_process
 
 _POLL = 0.2
@@ -115,8 +116,12 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
         return "local", n
     if "://" in text or ":" in text:
         return text, None
-    raise ArgumentError(f"SCHEDULER '{text}' is not empty (in-process), local, local:N or a Dask scheduler address "
-                        "such as tcp://host:8786")
+    spaced = re.fullmatch(r"local\s+(\d+)", text)
+    hint = f" (for {spaced.group(1)} local workers write local:{spaced.group(1)})" if spaced else ""
+    raise ArgumentError(
+        f"SCHEDULER '{text}' is not a setting this tool knows{hint}. Leave it empty to run in this process; write "
+        "local for a Dask cluster on this computer, local:N for one of N worker processes (e.g. local:2), or give "
+        "the address of a running Dask scheduler (e.g. tcp://192.168.1.10:8786)")
 
 
 def import_distributed():
@@ -326,6 +331,15 @@ def _connect(distributed, address: str, n_local: int | None, progress: Progress)
     return client, None
 
 
+#: The progress a Dask run reports before its first block ends: enough for QGIS to show a percentage.
+_FIRST_TICK = 0.1
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 block``, ``2 blocks``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _cancelled(progress: Progress) -> None:
     if progress.is_canceled():
         raise CancelledError("The run was cancelled.")
@@ -348,6 +362,10 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
     pending: dict[Any, tuple[BlockJob, int]] = {}
     ok = False
     staging = Path(tempfile.mkdtemp(prefix="dltools-dask-"))
+    # a percentage from the start, not a busy bar until the first block ends (QGIS's feedback only reports a
+    # change of at least 0.1 %, and starts at 0)
+    progress.set_progress(_FIRST_TICK)
+    show_stage(progress, "Dask: connecting to the scheduler" if address != "local" else "Dask: starting workers")
     try:
         client, cluster = _connect(distributed, address, n_local, progress)
         _cancelled(progress)
@@ -385,11 +403,12 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
                 f"worker {w} {p}" for w, p in sorted(problems.items())))
         workers = client.scheduler_info(n_workers=-1)["workers"]
         threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
-        progress.info(f"Dask: {len(jobs)} blocks on {len(workers)} worker{'s' if len(workers) != 1 else ''} "
+        progress.info(f"Dask: {_count(len(jobs), 'block')} on {_count(len(workers), 'worker')} "
                       f"({threads} thread{'s' if threads != 1 else ''}) at {client.scheduler.address}, up to {retries} retr"
                       f"{'y' if retries == 1 else 'ies'} per block")
         total = sum(task.units(j) for j in jobs) or 1
-        done_units = 0
+        done_units = done_jobs = 0
+        show_stage(progress, f"Dask: 0 of {_count(len(jobs), 'block')} done")
         queue = list(reversed(jobs))
         limit = max(4, 2 * threads)
         ran_on: Counter[str] = Counter()
@@ -420,7 +439,9 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
                     sink.write(job, result)
                     ran_on[worker] += 1
                     done_units += task.units(job)
+                    done_jobs += 1
                     progress.set_progress(100.0 * done_units / total)
+                    show_stage(progress, f"Dask: {done_jobs} of {_count(len(jobs), 'block')} done")
                     continue
                 error = fut.exception() if fut.status == "error" else f"the task was {fut.status}"
                 fut.release()

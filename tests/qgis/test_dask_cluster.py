@@ -172,6 +172,37 @@ def test_classify_pixels_on_the_cluster_equals_in_process(qgis_context, cluster,
     assert (tmp_path / "dask.qml").exists()
 
 
+def test_progress_on_the_cluster_is_a_percentage_and_counts_blocks(qgis_context, cluster, data, tmp_path):
+    """From the start a percentage (not QGIS's busy bar until the first block ends), the progress text counting
+    blocks done of the total, and the log's counts in the singular where there is one."""
+    import processing
+    from recording_feedback import RecordingFeedback
+
+    class Texts(RecordingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[tuple[str, int]] = []  # (text, how many progress values came before it)
+
+        def setProgressText(self, text):  # noqa: N802 - QGIS API
+            self.texts.append((text, len(self.progress_seen)))
+            super().setProgressText(text)
+
+    for arguments, blocks in (("padding 2;block_size 20", None), ("padding 2", 1)):
+        feedback = Texts()
+        processing.run("dltools:classifypixels", {
+            "INPUT": str(data["raster"]), "MODEL": str(data["emd"]), "ARGUMENTS": arguments, "DEVICE": 1,
+            "SCHEDULER": cluster["address"], "OUTPUT": str(tmp_path / "out.tif")}, context=qgis_context,
+            feedback=feedback)
+        assert feedback.progress_seen[0] == pytest.approx(0.1)  # shown as a percentage before any block ends
+        counts = [t for t, _ in feedback.texts if t.startswith("Dask: ") and t.endswith(" done")]
+        total = int(counts[0].split(" of ")[1].split()[0])
+        assert blocks is None or total == blocks
+        noun = "block" if total == 1 else "blocks"
+        assert counts == [f"Dask: {k} of {total} {noun} done" for k in range(total + 1)]
+        start = next(line for line in feedback.infos if line.startswith(f"Dask: {total} {noun} on "))
+        assert ("1 block on" in start) == (total == 1) and " on 2 workers (" in start
+
+
 def test_detect_change_on_the_cluster_equals_in_process(qgis_context, cluster, data, tmp_path):
     import processing
 
@@ -390,8 +421,13 @@ def test_scheduler_values_and_missing_dask(data, tmp_path, monkeypatch):
     assert parse_scheduler("local:3") == ("local", 3) and parse_scheduler("tcp://h:8786") == ("tcp://h:8786", None)
     with pytest.raises(ArgumentError, match="local:2"):
         parse_scheduler("local:zero")
-    with pytest.raises(ArgumentError, match="tcp://host:8786"):
+    with pytest.raises(ArgumentError, match=r"^SCHEDULER 'cluster' is not a setting this tool knows\. Leave it empty "
+                                            r"to run in this process; write local .* \(e\.g\. local:2\), or give "
+                                            r"the address of a running Dask scheduler \(e\.g\. tcp://"):
         parse_scheduler("cluster")
+    with pytest.raises(ArgumentError, match=r"^SCHEDULER 'local 2' is not a setting this tool knows \(for 2 local "
+                                            r"workers write local:2\)\. "):
+        parse_scheduler("local 2")
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(DependencyMissingError, match=r"^Dask is not installed in QGIS's Python, which running on a Dask "
                                                      r"cluster \(SCHEDULER\) needs: install it from QGIS with .*Install "
