@@ -39,11 +39,12 @@ def matrix_rows(result: PixelAccuracy) -> tuple[list[tuple[str, str]], list[list
                                                                          ("Kappa", "real")]
     m = result.matrix
     per_class = result.per_class()
-    rows = [[names[k]] + [float(v) for v in m[k]] + [float(m[k].sum()), per_class[k]["precision"], None]
+    # cells without a meaning hold 0, as in ArcGIS's tables
+    rows = [[names[k]] + [float(v) for v in m[k]] + [float(m[k].sum()), per_class[k]["precision"], 0.0]
             for k in range(len(names))]
-    rows.append(["Total"] + [float(v) for v in m.sum(axis=0)] + [float(m.sum()), None, None])
-    rows.append(["P_Accuracy"] + [r["recall"] for r in per_class] + [None, result.overall_accuracy(), None])
-    rows.append(["Kappa"] + [None] * len(names) + [None, None, result.kappa()])
+    rows.append(["Total"] + [float(v) for v in m.sum(axis=0)] + [float(m.sum()), 0.0, 0.0])
+    rows.append(["P_Accuracy"] + [r["recall"] for r in per_class] + [0.0, result.overall_accuracy(), 0.0])
+    rows.append(["Kappa"] + [0.0] * len(names) + [0.0, 0.0, result.kappa()])
     return columns, rows
 
 
