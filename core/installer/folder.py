@@ -128,13 +128,25 @@ def _retire(folder: Path) -> bool:
 
 
 def swap_in(new: Path, base: Path) -> bool:
-    """Make ``new`` the user base ``base``; True when done now, False when it waits for the next plugin load."""
-    if base.exists() and not _retire(base):
+    """Make ``new`` the user base ``base``; True when done now, False when it waits for the next plugin load.
+
+    The old folder is deleted only once the new one is in place (it is renamed back if that fails)."""
+    old = temporary_sibling(base, "old")
+    try:
+        if base.exists():
+            base.rename(old)
+    except OSError:  # locked (Windows): the next plugin load swaps
         pending = base.with_name(base.name + PENDING_SUFFIX)
         shutil.rmtree(pending, ignore_errors=True)
         new.rename(pending)
         return False
-    new.rename(base)
+    try:
+        new.rename(base)
+    except OSError:
+        if old.exists():
+            old.rename(base)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     return True
 
 

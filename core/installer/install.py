@@ -9,12 +9,14 @@ so pip never installs another numpy over or beside it.
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import InstallError
+from ..errors import CancelledError, InstallError
 from ..progress import Progress
 from . import folder as libfolder
 from .catalogue import Library
@@ -53,14 +55,26 @@ def _constraints(facts: PythonFacts, folder: Path) -> Path:
     return path
 
 
-def _prepare(base: Path, copy: bool) -> Path:
-    """The working copy: the current folder's content, or a fresh folder (a replaced choice's files must go)."""
-    work = libfolder.temporary_sibling(base, "partial")
-    if copy and base.is_dir():
-        shutil.copytree(base, work, symlinks=True)
-    else:
-        work.mkdir(parents=True)
-    return work
+def _prepare(base: Path, work: Path, copy: bool, progress: Progress) -> None:
+    """The working copy: the current folder's content, or a fresh folder (a replaced choice's files must go).
+    A cancel stops the copy (PyTorch's folder is gigabytes); a full disk is said in words."""
+
+    def copy_file(src: str, dst: str) -> str:
+        if progress.is_canceled():
+            raise CancelledError("The installation was cancelled while the library folder was copied; nothing "
+                                 "was changed.")
+        return shutil.copy2(src, dst)
+
+    try:
+        if copy and base.is_dir():
+            shutil.copytree(base, work, symlinks=True, copy_function=copy_file)
+        else:
+            work.mkdir(parents=True)
+    except OSError as exc:  # shutil.Error (several files) carries the errors' texts, not an errno
+        full = exc.errno == errno.ENOSPC or os.strerror(errno.ENOSPC) in str(exc)
+        reason = os.strerror(errno.ENOSPC) + ": free some space there" if full else (exc.strerror or str(exc)[:300])
+        raise InstallError(f"Cannot copy the library folder {base} to prepare the change ({reason}). Nothing was "
+                           "changed.") from exc
 
 
 def _pip_into(work: Path, facts: PythonFacts, requirements: list[str], options: PipOptions, upgrade: bool,
@@ -112,8 +126,9 @@ def change_libraries(base: Path, action: str, chosen: list[Library], options: Pi
     base.parent.mkdir(parents=True, exist_ok=True)
     facts = probe(python or locate_python())
     progress.set_progress(2)
-    work = _prepare(base, copy=not fresh)
+    work = libfolder.temporary_sibling(base, "partial")
     try:
+        _prepare(base, work, not fresh, progress)
         _pip_into(work, facts, list(dict.fromkeys(requirements)), options, action == "upgrade", progress)
         now_libs = keep + list(chosen)
         versions = installed_versions(work)

@@ -7,6 +7,7 @@ Each failure leaves the previous state working: a small library installed before
 from __future__ import annotations
 
 import http.server
+import shutil
 import subprocess
 import sys
 import threading
@@ -325,3 +326,25 @@ def test_a_locked_folder_is_swapped_in_at_the_next_load(previous_state, tmp_path
     proc = import_in(python, base, "dltools_probe", PLUGINS)  # the next start: activate() swaps first
     assert "VALUE 2" in proc.stdout, proc.stderr
     assert sorted(p.name for p in base.parent.iterdir()) == [base.name]
+
+
+def test_a_disk_too_full_to_copy_the_folder(tmp_path, monkeypatch, small_disk):
+    python = system_python_without_onnxruntime()
+    isolate_pip(monkeypatch)
+    write_wheel(tmp_path / "probe-wheels", "dltools-probe", "1.0", 1)
+    base = small_disk / "py3.11"
+    change_libraries(base, "install", [PROBE], PipOptions(wheels=str(tmp_path / "probe-wheels")), RecordingProgress(),
+                     python=python)
+    before = tree_hashes(base)
+    filler = small_disk / ".filler"
+    filler.write_bytes(b"\0" * shutil.disk_usage(small_disk).free)
+    try:
+        with pytest.raises(InstallError) as e:
+            change_libraries(base, "upgrade", [PROBE], PipOptions(wheels=str(tmp_path / "probe-wheels")),
+                             RecordingProgress(), python=python)
+    finally:
+        filler.unlink()
+    assert str(e.value).startswith(f"Cannot copy the library folder {base} to prepare the change (No space left on "
+                                   "device: free some space there). Nothing was changed.")
+    assert tree_hashes(base) == before
+    _still_works(python, base)
