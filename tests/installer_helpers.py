@@ -42,10 +42,12 @@ def isolate_pip(monkeypatch) -> None:  # noqa: ANN001 - pytest's monkeypatch
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
 
 
-def write_wheel(folder: Path, name: str, version: str, value: int) -> Path:
-    """A pure-Python wheel ``name`` whose module says ``VALUE = value`` (a small library to install offline)."""
-    module = name.replace("-", "_")
-    dist_info = f"{module}-{version}.dist-info"
+def write_wheel(folder: Path, name: str, version: str, value: int, module: str = "") -> Path:
+    """A pure-Python wheel ``name`` whose module (``name`` with underscores unless given) says ``VALUE = value``
+    (a small library to install offline; two wheels may share a module, as onnxruntime and onnxruntime-gpu do)."""
+    dist = name.replace("-", "_")
+    module = module or dist
+    dist_info = f"{dist}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": f"VALUE = {value}\n",
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
@@ -58,7 +60,7 @@ def write_wheel(folder: Path, name: str, version: str, value: int) -> Path:
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
-    wheel = folder / f"{module}-{version}-py3-none-any.whl"
+    wheel = folder / f"{dist}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         for path, text in files.items():
             z.writestr(path, text)

@@ -348,3 +348,30 @@ def test_a_disk_too_full_to_copy_the_folder(tmp_path, monkeypatch, small_disk):
                                    "device: free some space there). Nothing was changed.")
     assert tree_hashes(base) == before
     _still_works(python, base)
+
+
+def test_a_choice_that_replaces_another_rebuilds_the_folder_without_it(tmp_path, monkeypatch):
+    """As ONNX Runtime for NVIDIA GPUs replaces the CPU build (one module, two distributions): the folder is built
+    anew from the other choices, without the replaced one's files."""
+    python = system_python_without_onnxruntime()
+    isolate_pip(monkeypatch)
+    wheels = tmp_path / "wheels"
+    write_wheel(wheels, "dltools-probe-cpu", "1.0", 1, module="dltools_probe")
+    write_wheel(wheels, "dltools-probe-gpu", "1.0", 2, module="dltools_probe")
+    write_wheel(wheels, "dltools-other", "1.0", 3)
+    cpu = Library(key="cpu", label="cpu", requirements=("dltools-probe-cpu",), modules=("dltools_probe",),
+                  replaces=("dltools-probe-gpu",))
+    gpu = Library(key="gpu", label="gpu", requirements=("dltools-probe-gpu",), modules=("dltools_probe",),
+                  replaces=("dltools-probe-cpu",))
+    other = Library(key="other", label="other", requirements=("dltools-other",), modules=("dltools_other",))
+    base = tmp_path / "libs" / "py3.11"
+    options = PipOptions(wheels=str(wheels))
+    for lib in (cpu, other, gpu):
+        outcome = change_libraries(base, "install", [lib], options, RecordingProgress(), python=python)
+    assert outcome.libraries == ["other", "gpu"]
+    assert sorted(outcome.versions) == ["dltools-other", "dltools-probe-gpu"]
+    assert "VALUE 2" in import_in(python, base, "dltools_probe", PLUGINS).stdout
+    assert "VALUE 3" in import_in(python, base, "dltools_other", PLUGINS).stdout
+    outcome = change_libraries(base, "install", [cpu], options, RecordingProgress(), python=python)
+    assert sorted(outcome.versions) == ["dltools-other", "dltools-probe-cpu"]
+    assert "VALUE 1" in import_in(python, base, "dltools_probe", PLUGINS).stdout
