@@ -334,7 +334,9 @@ class DLToolsAlgorithm(QgsProcessingAlgorithm):
         if raster.online is None:
             return raster.path, request
         from ..core.raster.online import plan_online_raster
+        from .online_inputs import use_qgis_proxy
 
+        use_qgis_proxy(raster.online.url, progress)
         return run_engine(plan_online_raster, raster.online, md, request, progress)
 
     @staticmethod

@@ -67,3 +67,28 @@ def with_online_uris_loadable(alg, parameters: dict[str, Any]) -> dict[str, Any]
             if text is not None:
                 changed[definition.name()] = _PREFIX + text
     return changed
+
+
+def use_qgis_proxy(url: str, progress) -> None:  # noqa: ANN001
+    """QGIS's proxy (Settings > Options > Network) for GDAL's requests, process-wide as QGIS's own GDAL layers get
+    it: ``GDAL_HTTP_PROXY`` (and ``GDAL_HTTP_PROXYUSERPWD``) unless GDAL already has a proxy or ``url`` is one
+    QGIS excludes from the proxy.  The system's proxy (QGIS's "Default Proxy") reaches GDAL through the
+    environment (``http_proxy``) already."""
+    from osgeo import gdal
+    from qgis.core import QgsSettings
+
+    settings = QgsSettings()
+    if not settings.value("proxy/proxyEnabled", False, type=bool) or gdal.GetConfigOption("GDAL_HTTP_PROXY"):
+        return
+    kind = str(settings.value("proxy/proxyType", "HttpProxy"))
+    host, port = str(settings.value("proxy/proxyHost", "")), str(settings.value("proxy/proxyPort", ""))
+    excluded = [u for u in str(settings.value("proxy/proxyExcludedUrls", "") or "").split("|") if u]
+    if kind not in ("HttpProxy", "HttpCachingProxy", "Socks5Proxy") or not host or \
+            any(url.startswith(u) for u in excluded):
+        return
+    address = f"{'socks5://' if kind == 'Socks5Proxy' else ''}{host}" + (f":{port}" if port else "")
+    gdal.SetConfigOption("GDAL_HTTP_PROXY", address)
+    user = str(settings.value("proxy/proxyUser", "") or "")
+    if user:
+        gdal.SetConfigOption("GDAL_HTTP_PROXYUSERPWD", f"{user}:{settings.value('proxy/proxyPassword', '')}")
+    progress.info(f"Requests go through QGIS's proxy {address}")

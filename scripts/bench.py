@@ -14,6 +14,9 @@ Cases (each in its own process, so peak RSS is per case):
   trivial-wide-local2, unet-4096-local2
               the same runs on a Dask LocalCluster of 2 worker processes (SCHEDULER local:2): peak RSS of the
               client and of the largest worker, throughput against the in-process run
+  online-2048 Classify Pixels (a 3-band small U-Net) on XYZ tiles served from 127.0.0.1 by another process
+              (tests/tile_server.py) against the same pixels from the GeoTIFF: cold (every tile fetched) and warm
+              (GDAL's tile cache); target: cold within 1.3x of the GeoTIFF (requests overlap the model)
 Printed per case: wall seconds, seconds inside the model, their ratio (pipeline overhead), megapixels per
 second and peak RSS; the detection cases also print objects per second and merge seconds.  Targets: ratio
 <= 1.10 for the model-bound pixel cases; peak RSS of 16384^2 within 150 MB of 4096^2.  Rasters and models
@@ -40,7 +43,7 @@ WHEELS = ROOT / "build" / "cache" / "wheels"
 CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096": ("ukis", 4096),
          "detect-4096": ("detect", 4096), "merge-100k": ("merge", 100_000),
          "trivial-4096": ("trivial", 4096), "trivial-wide": ("trivial", 4096), "trivial-tall": ("trivial", 4096),
-         "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096)}
+         "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096), "online-2048": ("online", 2048)}
 #: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
 SHAPES = {"trivial-wide": (65536, 1024, ""), "trivial-tall": (1024, 65536, ""),
           "trivial-wide-local2": (65536, 1024, "local:2"), "unet-4096-local2": (4096, 4096, "local:2")}
@@ -91,9 +94,10 @@ def synthetic_raster(size: int, height: int | None = None) -> Path:
     return path
 
 
-def unet_model() -> Path:
-    """A small U-Net (4 bands -> 6 classes), fixed random weights, exported to ONNX with a dynamic batch."""
-    path = BENCH / "small_unet.onnx"
+def unet_model(bands: int = 4) -> Path:
+    """A small U-Net (``bands`` bands -> 6 classes), fixed random weights, exported to ONNX with a dynamic batch."""
+    stem = "small_unet" if bands == 4 else f"small_unet_{bands}"
+    path = BENCH / f"{stem}.onnx"
     if path.exists():
         return path
     import torch
@@ -107,7 +111,7 @@ def unet_model() -> Path:
     class SmallUNet(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.e1, self.e2, self.e3 = block(4, 16), block(16, 32), block(32, 64)
+            self.e1, self.e2, self.e3 = block(bands, 16), block(16, 32), block(32, 64)
             self.pool = torch.nn.MaxPool2d(2)
             self.u2 = torch.nn.ConvTranspose2d(64, 32, 2, stride=2)
             self.d2 = block(64, 32)
@@ -125,12 +129,12 @@ def unet_model() -> Path:
 
     BENCH.mkdir(parents=True, exist_ok=True)
     model = SmallUNet().eval()
-    torch.onnx.export(model, torch.zeros(1, 4, 256, 256), str(path), dynamo=False, input_names=["input"],
+    torch.onnx.export(model, torch.zeros(1, bands, 256, 256), str(path), dynamo=False, input_names=["input"],
                       output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
                       opset_version=13)
-    (BENCH / "small_unet.emd").write_text(json.dumps({
-        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "small_unet.onnx",
-        "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3], "DataRange": [0, 1],
+    (BENCH / f"{stem}.emd").write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": f"{stem}.onnx",
+        "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": list(range(bands)), "DataRange": [0, 1],
         "Classes": [{"Value": i, "Name": f"class {i}", "Color": [40 * i, 255 - 40 * i, 128]} for i in range(6)],
     }, indent=2))
     return path
@@ -280,9 +284,84 @@ def run_merge_case(name: str) -> dict:
             "kept": int(keep.sum()), "peak_rss_mb": _peak_mb()}
 
 
+def mercator_raster(size: int) -> Path:
+    """A 3-band uint8 GeoTIFF in EPSG:3857 on XYZ zoom 17's pixel grid (smooth fields and noise), for the online case."""
+    from osgeo import gdal, osr
+
+    path = BENCH / f"mercator_{size}.tif"
+    if path.exists():
+        return path
+    BENCH.mkdir(parents=True, exist_ok=True)
+    half = 20037508.342789244
+    res = 2 * half / 256 / 2 ** 17
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, 3, gdal.GDT_Byte, ["TILED=YES"])
+    ds.SetGeoTransform((-half + 68000 * 256 * res, res, 0.0, half - 47000 * 256 * res, 0.0, -res))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(3857)
+    ds.SetProjection(srs.ExportToWkt())
+    y, x = np.mgrid[0:size, 0:size]
+    rng = np.random.default_rng(1)
+    for b in range(3):
+        field = 120 + 80 * np.sin(x / (37.0 + 11 * b)) * np.cos(y / (53.0 - 7 * b))
+        ds.GetRasterBand(b + 1).WriteArray(np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8))
+    ds = None
+    return path
+
+
+def run_online_case(name: str, device: str) -> dict:
+    """Classify Pixels on XYZ tiles from a tile server in another process on 127.0.0.1 (tests/tile_server.py),
+    against the same pixels read from the GeoTIFF: a cold run (every tile fetched) and a warm one (GDAL's cache)."""
+    import tempfile
+
+    from dltools.core.backends.base import DeviceRequest
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.progress import NullProgress
+    from dltools.core.raster.online import parse_layer_uri, plan_online_raster
+    from dltools.core.raster.request import RasterRequest
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    size = CASES[name][1]
+    raster = mercator_raster(size)
+    md = load_model_definition(str(BENCH / "small_unet_3.emd"))
+    args = "padding 32;batch_size 4"
+    start = time.perf_counter()
+    local = classify_pixels(str(raster), md, str(BENCH / f"out_{name}_file.tif"), args, device=DeviceRequest(device))
+    file_s = time.perf_counter() - start
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, sys.argv[1]); from tile_server import TileServer\n"
+        "with TileServer(sys.argv[2], 17) as s:\n    print(s.url, flush=True); sys.stdin.read()"),
+        str(ROOT / "tests"), str(raster)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = server.stdout.readline().strip()
+        layer = parse_layer_uri(f"type=xyz&url={url}/xyz/%7Bz%7D/%7Bx%7D/%7By%7D.png", "wms", "bench")
+        from osgeo import gdal
+
+        ds = gdal.Open(str(raster))
+        gt = ds.GetGeoTransform()
+        extent = (gt[0], gt[3] + size * gt[5], gt[0] + size * gt[1], gt[3])
+        request = RasterRequest(extent=extent, extent_crs_wkt=ds.GetProjection(), cell_size=gt[1])
+        ds = None
+        times = []
+        with tempfile.TemporaryDirectory() as cache:
+            for run in ("cold", "warm"):
+                start = time.perf_counter()
+                description, planned = plan_online_raster(layer, md, request, NullProgress(), Path(cache))
+                result = classify_pixels(description, md, str(BENCH / f"out_{name}_{run}.tif"), args,
+                                         request=planned, device=DeviceRequest(device))
+                times.append(time.perf_counter() - start)
+    finally:
+        server.stdin.close()
+        server.wait(10)
+    return {"case": name, "pixels": size * size, "file_s": file_s, "file_model_s": local.model_seconds,
+            "cold_s": times[0], "warm_s": times[1], "model_s": result.model_seconds, "device": result.device,
+            "cold_ratio": times[0] / file_s, "warm_ratio": times[1] / file_s, "peak_rss_mb": _peak_mb()}
+
+
 def run_case(name: str, device: str) -> dict:
     """Runs in a child process: one classification, then the figures as JSON."""
     _plugin_path()
+    if CASES[name][0] == "online":
+        return run_online_case(name, device)
     if CASES[name][0] == "detect":
         return run_detection_case(name, device)
     if CASES[name][0] == "merge":
@@ -326,6 +405,10 @@ def main() -> int:
             continue
         if kind == "merge":
             continue
+        if kind == "online":
+            mercator_raster(size)
+            unet_model(3)
+            continue
         synthetic_raster(*case_shape(name)[:2])
         if kind == "unet":
             unet_model()
@@ -355,6 +438,10 @@ def main() -> int:
         print(f"{r['case']:<20} {r['wall_s']:>8.1f} {r['model_s']:>8.1f} {r['ratio']:>6.3f} {r['mpix_per_s']:>7.2f} "
               f"{r['peak_rss_mb']:>12.0f} {workers}  {r.get('scheduler', 'in-process')}, {r['device']}")
     for r in results:
+        if "cold_ratio" in r:
+            print(f"\n{r['case']}: Classify Pixels on XYZ tiles from 127.0.0.1: {r['cold_s']:.1f} s with every tile "
+                  f"fetched ({r['cold_ratio']:.2f}x the GeoTIFF's {r['file_s']:.1f} s; target: at most 1.3x), "
+                  f"{r['warm_s']:.1f} s from the tile cache ({r['warm_ratio']:.2f}x); {r['model_s']:.1f} s in the model")
         if "objects_per_s" in r:
             print(f"\n{r['case']}: {r['objects']} objects found of {r['expected']} in the scene, "
                   f"{r['objects_per_s']:.0f} objects per second, merge + geometries {r['merge_s']:.2f} s")

@@ -285,3 +285,29 @@ def test_a_project_layer_of_the_wms_provider(context, scene, server, tmp_path):
     feedback = classify(context, layer, got, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
     assert np.array_equal(read_raster(got), read_raster(ref))
     assert any("XYZ tiles: zoom 17" in line for line in feedback.infos)
+
+
+def test_requests_go_through_the_qgis_proxy(context, scene, server, tmp_path):
+    """QGIS's proxy settings reach GDAL: the layer's host does not exist (.invalid), the test server is the proxy."""
+    from osgeo import gdal as gdal_
+    from qgis.core import QgsSettings
+
+    settings = QgsSettings()
+    keys = {"proxy/proxyEnabled": True, "proxy/proxyType": "HttpProxy", "proxy/proxyHost": "127.0.0.1",
+            "proxy/proxyPort": str(server.httpd.server_address[1]), "proxy/proxyExcludedUrls": ""}
+    before = {k: settings.value(k) for k in keys}
+    try:
+        for k, v in keys.items():
+            settings.setValue(k, v)
+        ref, got = tmp_path / "ref.tif", tmp_path / "proxied.tif"
+        classify(context, scene["tif"], ref, MODEL=scene["emd"])
+        feedback = classify(context, "type=xyz&url=http://tiles.invalid/xyz/{z}/{x}/{y}.png", got,
+                            MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES)
+    finally:
+        for k, v in before.items():
+            settings.remove(k) if v is None else settings.setValue(k, v)
+        gdal_.SetConfigOption("GDAL_HTTP_PROXY", None)
+    assert np.array_equal(read_raster(got), read_raster(ref))
+    assert all(r.startswith("http://tiles.invalid/xyz/17/") for r in server.tile_requests())
+    assert len(server.tile_requests()) == 9
+    assert any(f"QGIS's proxy 127.0.0.1:{server.httpd.server_address[1]}" in line for line in feedback.infos)
