@@ -67,10 +67,10 @@ class NeighbourClassifier:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        pix = pixelBlocks["raster_pixels"]  # one band: (rows, columns), as Esri passes a single band
-        assert pix.shape == (shape[0] + 2, shape[1] + 2), pix.shape
+        pix = pixelBlocks["raster_pixels"]  # (bands, rows, columns); a single-band output's shape is (rows, columns)
+        assert pix.shape == (1, shape[0] + 2, shape[1] + 2), pix.shape
         assert pixelBlocks["raster_mask"].shape == pix.shape
-        right = pix[1:-1, 2:].astype(float)
+        right = pix[0, 1:-1, 2:].astype(float)
         high = right > self.threshold
         if self.invert:
             high = ~high
@@ -309,9 +309,39 @@ class TwoDates:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        later, earlier = pixelBlocks["r2_pixels"], pixelBlocks["r1_pixels"]  # one band each: (rows, columns)
-        assert later.shape == earlier.shape == (shape[0], shape[1])
+        later, earlier = pixelBlocks["r2_pixels"][0], pixelBlocks["r1_pixels"][0]  # band 2 of each date
+        assert later.shape == earlier.shape == shape
         pixelBlocks["output_pixels"] = (later > earlier).astype(props["pixelType"])
+        return pixelBlocks
+'''
+
+
+#: A second raster parameter given by path in the arguments ('other /path.tif'): raster band 1 + other band 1.
+TWO_RASTERS = '''
+import numpy as np
+
+
+class TwoRasters:
+    def getParameterInfo(self):
+        return [{"name": "raster", "dataType": "raster", "value": None, "required": True},
+                {"name": "other", "dataType": "raster", "value": None, "required": True},
+                {"name": "gain", "dataType": "numeric", "value": 1, "required": False}]
+
+    def getConfiguration(self, **scalars):
+        assert "other" not in scalars  # scalars only
+        self.gain = float(scalars["gain"])
+        return {"extractBands": (0,), "inputMask": True}
+
+    def updateRasterInfo(self, **kwargs):
+        assert kwargs["other_info"]["bandCount"] == 2 and "other" not in kwargs
+        kwargs["output_info"]["pixelType"] = "f4"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        other = pixelBlocks["other_pixels"]
+        assert other.shape == (2, shape[0], shape[1]) and pixelBlocks["other_mask"].shape == other.shape
+        total = pixelBlocks["raster_pixels"].astype("f4") + self.gain * other[0].astype("f4")
+        pixelBlocks["output_pixels"] = total.astype(props["pixelType"])
         return pixelBlocks
 '''
 

@@ -214,13 +214,11 @@ class PythonRasterFunction:
         return model_arguments(self.parameter_info, self.tool_inputs)
 
     def resolve_arguments(self, given: str | dict | None) -> dict[str, Any]:
-        """The user's ``name value`` pairs over the function's defaults, typed as ArcGIS passes them."""
+        """The user's ``name value`` pairs over the function's defaults, typed as ArcGIS passes them: every
+        argument is there, None when it has neither a value nor a default."""
         params = {str(p["name"]): p for p in self.arguments()}
         lowered = {k.lower(): k for k in params}
-        values: dict[str, Any] = {}
-        for name, p in params.items():
-            if p.get("value") is not None:
-                values[name] = p["value"]
+        values: dict[str, Any] = {name: p.get("value") for name, p in params.items()}
         for name, raw in parse_arguments_text(given).items():
             key = lowered.get(name.lower())
             if key is None:
@@ -230,6 +228,9 @@ class PythonRasterFunction:
             values[key] = typed_value(params[key], raw)
         for name, p in params.items():
             if p.get("required") and values.get(name) in (None, ""):
+                if str(p.get("dataType", "")).lower() in ("raster", "rasters"):
+                    raise ArgumentError(f"Raster parameter '{name}' is required by the function: give a raster's path "
+                                        f"in the model arguments ('{name} /path/to/{name}.tif')")
                 raise ArgumentError(f"Model argument '{name}' is required by the function: give it in the model "
                                     f"arguments ('{name} <value>')")
         return values
@@ -264,6 +265,8 @@ class PythonRasterFunction:
     def key_metadata(self, band_index: int, given: dict[str, Any]) -> dict[str, Any]:
         """``updateKeyMetadata(names, bandIndex, **keyMetadata)``: the output's key metadata (-1: the dataset)."""
         got = self._call(self.obj.updateKeyMetadata, "updateKeyMetadata", (), band_index, **given)
+        if got is None:  # returned nothing (Esri's FuzzyMembership): no key metadata to write
+            return {}
         if not isinstance(got, dict):
             raise CustomFunctionError(f"updateKeyMetadata() of '{self.shown}' must return a dict, not "
                                       f"{type(got).__name__}")

@@ -45,7 +45,7 @@ from .errors import CustomFunctionError
 from .function_model import FunctionModel, function_model_ref
 from .host import PythonRasterFunction, without_normalisation
 from .raster_info import NUMPY_PIXEL_TYPES, PIXEL_TYPES, classes_from_rat, input_info, key_metadata
-from .sources import FunctionSource, InputPart, raster_bands, stacked_dates
+from .sources import FunctionSource, InputPart, raster_bands, stacked_dates, with_extra_rasters
 
 #: Arguments the tool itself takes beside the function's own (unless the function declares one of that name).
 TOOL_ARGUMENTS = ("edge_fill", "block_size")
@@ -142,11 +142,21 @@ class FunctionRun:
         ``read(x, y, w, h)``, ``band_range(i)`` and ``close()``."""
         function_args, tool = split_arguments(prf, arguments)
         args = prf.resolve_arguments(function_args)
-        if args:
-            progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items()))
+        if any(v is not None for v in args.values()):
+            progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items() if v is not None))
+        # further raster parameters take a raster path; getConfiguration and updateRasterInfo get the scalars only
+        paths = {str(q["name"]): (q, args.pop(str(q["name"]), None)) for q in prf.rasters()[prf.tool_inputs:]}
+        extra = [(q, str(path)) for q, path in paths.values() if path not in (None, "")]
         conf = prf.configuration(args)
         p, tx, ty = conf.padding, conf.tx, conf.ty
         source = open_source(conf.bands)
+        if extra:
+            try:
+                source = with_extra_rasters(source, extra)
+            except BaseException:
+                source.close()
+                raise
+            progress.info("Further raster parameters: " + "; ".join(f"{q['name']} = '{path}'" for q, path in extra))
         try:
             if not conf.resampling and _resampled(source):
                 raise CustomFunctionError(
@@ -222,16 +232,15 @@ class FunctionBlockTask:
 
     def pixel_blocks(self, chip: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
         """Esri's ``pixelBlocks``: ``<name>_pixels`` (and ``<name>_mask`` with ``inputMask``) for each raster
-        parameter the tool fills, a tuple of arrays for a ``rasters`` parameter; as Esri documents, the arrays are
-        three-dimensional (bands, rows, columns) for a multiband raster and (rows, columns) for a single band."""
+        parameter the tool fills, a tuple of arrays for a ``rasters`` parameter; always (bands, rows, columns),
+        a single band too, as Esri's own single-band functions index them (BasicChuckClose, LandsatC2QA,
+        CompoundTopographicIndex_64bitScipy) and as raster-deep-learning documents ``raster_pixels``."""
         blocks: dict[str, Any] = {}
         start = 0
         for part in self.parts:
             pixels = chip[start:start + part.bands]
             start += part.bands
             mask = np.repeat(valid[None].astype(np.uint8), part.bands, axis=0) if self.input_mask else None
-            if part.bands == 1:
-                pixels, mask = pixels[0], None if mask is None else mask[0]
             blocks[f"{part.name}_pixels"] = (pixels,) if part.is_list else pixels
             if mask is not None:
                 blocks[f"{part.name}_mask"] = (mask,) if part.is_list else mask

@@ -144,3 +144,68 @@ def stacked_dates(sources: list[Any], stack: Callable[[list[Any], list[int]], An
         return FunctionSource(stacked, picks, parts, [])
 
     return open_source
+
+
+class _WithExtras:
+    """The tool's input(s) and the rasters given by path for the function's further raster parameters, read as one
+    stack on the input's grid (resampled bilinearly when another raster's grid differs); a pixel is valid where
+    every raster has data."""
+
+    def __init__(self, primary: FunctionSource, extras: list[Any]) -> None:
+        self.primary, self.extras = primary, extras
+        self.grid = primary.grid
+        dtypes = {np.dtype(primary.dtype)} | {np.dtype(e.dtype) for e in extras}
+        self.dtype = str(primary.dtype) if len(dtypes) == 1 else "float32"
+        self.has_mask = primary.has_mask or any(e.has_mask for e in extras)
+        self.warped = any(getattr(e, "warped", False) for e in extras)
+
+    @property
+    def sources(self) -> list[Any]:
+        return [self.primary.source, *self.extras]
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        data, valid = self.primary.read(x, y, w, h)
+        stack = [data.astype(self.dtype, copy=False)]
+        for extra in self.extras:
+            more, ok = extra.read(x, y, w, h, self.dtype)
+            stack.append(more)
+            valid = valid & ok
+        return np.concatenate(stack, axis=0), valid
+
+    def band_range(self, i: int) -> tuple[float, float]:
+        if i < self.primary.band_count:
+            return self.primary.band_range(i)
+        i -= self.primary.band_count
+        for extra in self.extras:
+            if i < len(extra.bands):
+                return extra.band_range(extra.bands[i])
+            i -= len(extra.bands)
+        raise IndexError(i)
+
+    def close(self) -> None:
+        self.primary.close()
+        for extra in self.extras:
+            extra.close()
+
+
+def with_extra_rasters(primary: FunctionSource, rasters: list[tuple[dict[str, Any], str]]) -> FunctionSource:
+    """``primary`` plus the rasters given by path for further raster parameters (``(parameter, path)``), every band
+    of each, on ``primary``'s grid: each becomes ``<name>_pixels`` of its own parameter."""
+    from ..raster.gdal_io import RasterSource, open_raster
+
+    extras, parts = [], list(primary.parts)
+    try:
+        for param, path in rasters:
+            ds = open_raster(path)
+            count, metadata = ds.RasterCount, _metadata(ds)
+            ds = None
+            src = RasterSource(path, list(range(count)), primary.grid)
+            extras.append(src)
+            parts.append(InputPart(str(param["name"]), _is_list(param), count, tuple(src.nodata), metadata,
+                                   band_statistics(src.ds, list(range(count)))))
+    except BaseException:
+        for extra in extras:
+            extra.close()
+        raise
+    stack = _WithExtras(primary, extras)
+    return FunctionSource(stack, list(range(primary.band_count + sum(len(e.bands) for e in extras))), parts, [stack])

@@ -495,9 +495,9 @@ class Stretch:
         return kwargs
 
     def updatePixels(self, tlc, shape, props, **pixelBlocks):
-        pix = pixelBlocks["raster_pixels"]  # one band: (rows, columns)
-        assert pix.dtype == np.float32 and pix.ndim == 2, pix.shape
-        pixelBlocks["output_pixels"] = pix[2:-2, 2:-2].copy()
+        pix = pixelBlocks["raster_pixels"]  # (1, rows, columns); the output's shape is (rows, columns)
+        assert pix.dtype == np.float32 and pix.shape == (1, shape[0] + 4, shape[1] + 4), pix.shape
+        pixelBlocks["output_pixels"] = pix[0, 2:-2, 2:-2].copy()
         return pixelBlocks
 '''
 

@@ -128,6 +128,26 @@ def test_resampling_false_is_refused_when_the_input_is_resampled(tmp_path):
     assert not (tmp_path / "coarse.tif").exists()
 
 
+def test_a_further_raster_parameter_takes_a_path_in_the_arguments(tmp_path):
+    """A second raster parameter ('other') is a model argument whose value is a raster path: its pixels arrive as
+    other_pixels/other_mask on the input's grid, other_info in updateRasterInfo; NoData where either has none."""
+    from dltools.core.errors import ArgumentError
+
+    raster, arr = _image(tmp_path)
+    rng = np.random.default_rng(9)
+    other = rng.integers(1, 50, (2, H, W)).astype(np.uint8)
+    other[:, 10, 11] = 0
+    other_path = write_raster(tmp_path / "other.tif", other, nodata=0)
+    out, nodata, dtype, progress = _run(tmp_path, prf.TWO_RASTERS, "TwoRasters", f"other {other_path};gain 2",
+                                        raster=raster)
+    valid = (arr != 0).all(axis=0) & (other != 0).all(axis=0)
+    assert dtype == "Float32" and nodata == 0 and (out[~valid] == 0).all()  # NoData inherited from the input
+    np.testing.assert_array_equal(out[valid], (arr[0].astype(np.float32) + 2 * other[0].astype(np.float32))[valid])
+    assert any("Further raster parameters: other = " in m for m in progress.infos)
+    with pytest.raises(ArgumentError, match=r"Raster parameter 'other' is required by the function: give a raster's"):
+        _run(tmp_path, prf.TWO_RASTERS, "TwoRasters", "", raster=raster)
+
+
 def test_nodata_the_output_type_cannot_hold_is_refused(tmp_path):
     raster, _ = _image(tmp_path)
     source = prf.BAND_SUM.replace("class BandSum:", "class BadNoData:").replace(

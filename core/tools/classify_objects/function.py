@@ -79,8 +79,8 @@ def custom_object_classifier(md: ModelDefinition, arguments: str | dict | None, 
         raise ModelDefinitionError("A custom object classifier's model definition must list its Classes (at "
                                    "least two) so that the labels it returns can be named and valued")
     args = prf.resolve_arguments(arguments)
-    if args:
-        progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items()))
+    if any(v is not None for v in args.values()):
+        progress.info("Function arguments: " + ";".join(f"{k} {v}" for k, v in args.items() if v is not None))
     conf = prf.configuration(args)
     raw = conf.raw
     chip_md = without_normalisation(md, conf.data_range)
