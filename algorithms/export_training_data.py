@@ -25,6 +25,7 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
+from ..core.raster.gdal_io import mosaic_items
 from ..core.tools.training_data.export import ClassData, export_training_data
 from ..core.tools.training_data.settings import BOUNDING_BOX, FIXED_SIZE, FORMATS, MAP_SPACE, PIXEL_SPACE, ExportSettings
 from .base import DLToolsAlgorithm
@@ -105,6 +106,9 @@ class ExportTrainingDataAlgorithm(DLToolsAlgorithm):
         self.add_param(QgsProcessingParameterBand(self.BANDS, self.tr("Bands"), parentLayerParameterName=self.INPUT,
                                                   optional=True, allowMultiple=True),
                        "The bands written into the chips, in this order. Empty: every band.", advanced=True)
+        self.add_processing_mode_parameter(
+            "For a VRT mosaic: export it as one image (default), or export each raster it is made of separately "
+            "(chips of every item in the one folder, numbered on; items must share pixel type and bands).")
         self.addOutput(QgsProcessingOutputNumber(self.CHIPS, self.tr("Chips written")))
 
     def _add_numbers(self) -> None:
@@ -144,8 +148,9 @@ class ExportTrainingDataAlgorithm(DLToolsAlgorithm):
         settings = self._settings(parameters, context)
         class_data = self._class_data(parameters, context, raster.crs())
         mask = self._mask(parameters, context, raster.crs())
-        summary = run_engine(export_training_data, raster_path, folder, class_data, settings, mask,
-                             FeedbackProgress(feedback))
+        items = mosaic_items(raster_path) if self.parameterAsEnum(parameters, self.PROCESSING_MODE, context) == 1 \
+            else raster_path
+        summary = run_engine(export_training_data, items, folder, class_data, settings, mask, FeedbackProgress(feedback))
         return {self.OUTPUT_FOLDER: folder, self.CHIPS: summary.chips}
 
     def _settings(self, parameters: dict[str, Any], context: QgsProcessingContext) -> ExportSettings:

@@ -143,3 +143,28 @@ def test_cancel_leaves_no_folder(context, image, tmp_path):
                        context=context, feedback=feedback)
     assert max(feedback.progress_seen) < 100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image.tif"]
+
+
+def test_a_mosaic_as_one_image_or_item_by_item(context, image, tmp_path):
+    from osgeo import gdal
+
+    _, data = image
+    left = write_raster(tmp_path / "left.tif", data[:, :, :8], origin=(X0, Y0))
+    right = write_raster(tmp_path / "right.tif", data[:, :, 8:], origin=(X0 + 8, Y0))
+    vrt = str(tmp_path / "mosaic.vrt")
+    gdal.BuildVRT(vrt, [str(left), str(right)]).FlushCache()
+    layer = sample_layer([(rect(5, 1, 11, 3), 1)])  # across the seam between the items
+    whole = run(context, INPUT=vrt, CLASS_DATA=layer, OUTPUT_FOLDER=str(tmp_path / "whole"), TILE_SIZE_X=8,
+                STRIDE_X=8)
+    # one image: chips at columns 0 and 8 of the mosaic, both holding part of the feature
+    assert whole["CHIPS"] == 2
+    items = run(context, INPUT=vrt, CLASS_DATA=layer, OUTPUT_FOLDER=str(tmp_path / "items"), TILE_SIZE_X=8,
+                STRIDE_X=8, PROCESSING_MODE=1)
+    # item by item: the left item's chip (its columns 0-7), then the right item's (its columns 0-3, 4 past its edge)
+    assert items["CHIPS"] == 2
+    first = read_raster(tmp_path / "items" / "images" / "000000000.tif")
+    second = read_raster(tmp_path / "items" / "images" / "000000001.tif")
+    assert np.array_equal(first, data[:, 0:4, 0:8])
+    assert np.array_equal(second[:, :, :4], data[:, 0:4, 8:12]) and not second[:, :, 4:].any()
+    stats = json.loads((tmp_path / "items" / "esri_accumulated_stats.json").read_text())
+    assert stats["BandStatsState"][0]["Num"] == 32 + 16

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from osgeo import ogr
 
 from ...errors import InputDataError
-from ...progress import NullProgress, Progress, check_canceled
+from ...progress import NullProgress, Progress, SubProgress, check_canceled
 from ...raster.gdal_io import RasterSource, bounded_gdal_cache
 from ...safe_output import check_new_folder, replacing_folder
 from .chip_files import turn_array, turn_box, turn_point, turn_transform, write_chip
@@ -112,28 +112,28 @@ def tile_origins(size: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
-def export_training_data(raster: str, folder: str, class_data: ClassData, settings: ExportSettings,
+def export_training_data(raster: str | Sequence[str], folder: str, class_data: ClassData, settings: ExportSettings,
                          mask_wkbs: Iterable[bytes] = (), progress: Progress | None = None) -> ExportSummary:
-    """Write the training-data folder ``folder`` (new or empty) from ``raster`` and ``class_data``."""
+    """Write the training-data folder ``folder`` (new or empty) from ``raster`` and ``class_data``.
+
+    ``raster`` may be several rasters (a mosaic's items, processed separately): their chips go into the one
+    folder, numbered on, with one set of statistics; they must share pixel type and bands."""
     progress = progress or NullProgress()
     check_new_folder(folder)
-    bands = list(settings.bands) if settings.bands else None
-    source = RasterSource(raster, bands if bands is not None else range(_band_count(raster)))
+    items = [raster] if isinstance(raster, str) else list(raster)
+    bands = list(settings.bands) if settings.bands else list(range(_band_count(items[0])))
+    source = RasterSource(items[0], bands)
     features = None
-    points = False
     if class_data.features is not None:
-        items = list(class_data.features)
-        points = any(wkb is not None and is_point_geometry(wkb) for _k, wkb, _v in items)
+        samples = list(class_data.features)
+        points = any(wkb is not None and is_point_geometry(wkb) for _k, wkb, _v in samples)
         check_settings(settings, source.dtype, len(source.bands), False, points)
-        features = ClassFeatures(items, settings.buffer_radius)
+        features = ClassFeatures(samples, settings.buffer_radius)
         if not features.count():
             raise InputDataError(f"{class_data.name} has no features with a geometry: nothing to label")
     else:
         check_settings(settings, source.dtype, len(source.bands), True, False)
-    labels_raster = RasterSource(class_data.raster, [0], grid=source.grid, resampling="near") \
-        if class_data.raster else None
-    mask = _union(mask_wkbs)
-    run = _Run(source, settings, features, labels_raster, mask, progress)
+    run = _Run(items, bands, settings, features, class_data.raster, _union(mask_wkbs), progress)
     with bounded_gdal_cache(), replacing_folder(folder) as tmp:
         run.write_all(tmp)
     progress.info(f"{run.tally.chips} chips written to '{folder}' ({settings.metadata_format}, "
@@ -161,16 +161,28 @@ def _union(wkbs: Iterable[bytes]) -> ogr.Geometry | None:
 class _Run:
     """One export's state: the writer, the statistics, the chip counter."""
 
-    def __init__(self, source: RasterSource, settings: ExportSettings, features: ClassFeatures | None,
-                 labels_raster: RasterSource | None, mask: ogr.Geometry | None, progress: Progress) -> None:
-        self.source, self.settings, self.features = source, settings, features
-        self.labels_raster, self.mask, self.progress = labels_raster, mask, progress
-        self.grid = source.grid
-        self.stats = BandStats(len(source.bands))
+    def __init__(self, items: list[str], bands: list[int], settings: ExportSettings, features: ClassFeatures | None,
+                 class_raster: str | None, mask: ogr.Geometry | None, progress: Progress) -> None:
+        self.items, self.bands, self.settings, self.features = items, bands, settings, features
+        self.class_raster, self.mask, self.progress = class_raster, mask, progress
+        self._use(0)
+        self.band_names = [self.source.band_names()[b] for b in self.source.bands]
+        self.dtype = self.source.dtype
+        self.stats = BandStats(len(bands))
         self.tally = ClassTally()
         self.seen: set[int] = set()
         self.index = settings.start_index
         self.driver, self.image_ext, self.world_ext = CHIP_FORMATS[settings.image_format]
+
+    def _use(self, k: int) -> None:
+        """Read item ``k`` from now on (its own grid; the class raster read onto it)."""
+        self.source = RasterSource(self.items[k], self.bands)
+        if k and self.source.dtype != self.dtype:
+            raise InputDataError(f"Raster item '{self.items[k]}' holds {self.source.dtype} pixels, the first item "
+                                 f"{self.dtype}: the items of one export must share their pixel type")
+        self.grid = self.source.grid
+        self.labels_raster = RasterSource(self.class_raster, [0], grid=self.grid, resampling="near") \
+            if self.class_raster else None
 
     def classes(self) -> list[int]:
         return sorted(self.features.values if self.features is not None else self.seen)
@@ -178,9 +190,8 @@ class _Run:
     def write_all(self, folder: str) -> None:
         os.makedirs(os.path.join(folder, "images"))
         writer = WRITERS[self.settings.metadata_format](folder, self.image_ext, self.world_ext, self.classes())
-        chips = self._feature_chips() if self.settings.metadata_format == LABELED_TILES else self._tile_chips()
         with open(os.path.join(folder, "map.txt"), "w", encoding="utf-8") as map_txt:
-            for chip in chips:
+            for chip in self._all_chips():
                 check_canceled(self.progress)
                 for angle in self.settings.angles():
                     if angle % 90 == 0:
@@ -192,14 +203,25 @@ class _Run:
         writer.finish(self.classes())
         if self.settings.metadata_format == COCO:
             os.remove(os.path.join(folder, "map.txt"))
-        band_names = [self.source.band_names()[b] for b in self.source.bands]
-        info = RunInfo(settings=self.settings, band_names=band_names, dtype=str(self.source.dtype),
+        info = RunInfo(settings=self.settings, band_names=self.band_names, dtype=str(self.dtype),
                        cell_size=self.grid.cell_size, crs_wkt=self.grid.crs_wkt,
                        chip_width=self.settings.tile_x, chip_height=self.settings.tile_y)
         write_metadata(folder, info, self.stats, self.tally, self.classes())
         self.progress.set_progress(100.0)
 
     # -- where the chips are ---------------------------------------------------------------
+    def _all_chips(self) -> Iterator[_Chip]:
+        """Every item's chips, item after item (one raster: just its chips)."""
+        parent = self.progress
+        for k in range(len(self.items)):
+            if k:
+                self._use(k)
+            if len(self.items) > 1:
+                parent.info(f"Item {k + 1}/{len(self.items)}: {self.items[k]}")
+                self.progress = SubProgress(parent, 100.0 * k / len(self.items), 100.0 * (k + 1) / len(self.items))
+            yield from self._feature_chips() if self.settings.metadata_format == LABELED_TILES else self._tile_chips()
+        self.progress = parent
+
     def _tile_chips(self) -> Iterator[_Chip]:
         s = self.settings
         xs = tile_origins(self.grid.width, s.tile_x, s.stride_x)
