@@ -40,6 +40,7 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
     AUGMENTATION = "AUGMENTATION"
     PRETRAINED_MODEL = "PRETRAINED_MODEL"
     PRETRAINED_BACKBONE = "PRETRAINED_BACKBONE"
+    DOWNLOAD_BACKBONE = "DOWNLOAD_BACKBONE"
     OUTPUT_MODEL = "OUTPUT_MODEL"
     OUTPUT_PACKAGE = "OUTPUT_PACKAGE"
 
@@ -121,7 +122,12 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             QgsProcessingParameterFile(self.PRETRAINED_BACKBONE, self.tr("Pre-trained backbone weights"),
                                        optional=True, fileFilter="PyTorch weights (*.pth *.pt);;All files (*)"),
             "A torchvision ResNet state_dict (e.g. resnet34-b627a593.pth, saved on a machine that is online) for "
-            "the backbone. Empty: the backbone starts from random weights (the log says so).", advanced=True)
+            "the backbone. Empty: DOWNLOAD_BACKBONE, else random weights (the log says so).", advanced=True)
+        self.add_param(
+            QgsProcessingParameterBoolean(self.DOWNLOAD_BACKBONE, self.tr("Download ImageNet backbone weights"),
+                                          defaultValue=False),
+            "Without PRETRAINED_BACKBONE: torchvision's ImageNet weights for the backbone, from torchvision's cache "
+            "or downloaded from download.pytorch.org (needs network once).", advanced=True)
         self.add_param(
             QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="", optional=True),
             "'name value' pairs separated by ';': seed (random seed, default 0), lr_finder_steps (batches tried "
@@ -149,6 +155,7 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             settings=settings,
             pretrained_model=self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context) or "",
             pretrained_backbone=self.parameterAsFile(parameters, self.PRETRAINED_BACKBONE, context) or "",
+            download_backbone=self.parameterAsBoolean(parameters, self.DOWNLOAD_BACKBONE, context),
             arguments=self.parameterAsString(parameters, self.ARGUMENTS, context) or "",
             device=self.device_request(parameters, context))
         result = run_engine(train_model, request, FeedbackProgress(feedback))

@@ -7,6 +7,9 @@ Cases (each in its own process, so peak RSS is per case):
   ukis-4096   the real ukis-csmask cloud model (PyPI ukis-csmask==1.0.0, 4-band L2A) on 4096 x 4096
   detect-4096 Detect Objects: a 4096 x 4096 scene of 99,225 squares found by the tests' exact YOLOv8-layout
               square finder (tests/detection_models.py; 256 px tiles, padding 16, batch 4)
+  train-s2    Train Deep Learning Model: UnetClassifier resnet18 from random weights on chips exported from the
+              upper half of ../shared/testdata/sentinel2 and its mask, Classify Pixels on the lower half; prints
+              Cohen's kappa there and seconds per epoch (scripts/bench_train.py)
   merge-100k  the seam merge and the Non Maximum Suppression rule alone, on 100,000 objects
   trivial-4096, trivial-wide, trivial-tall
               the block engine's memory: a trivial (1x1 convolution) model on 4096 x 4096, 65536 x 1024 and
@@ -43,7 +46,8 @@ WHEELS = ROOT / "build" / "cache" / "wheels"
 CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096": ("ukis", 4096),
          "detect-4096": ("detect", 4096), "merge-100k": ("merge", 100_000),
          "trivial-4096": ("trivial", 4096), "trivial-wide": ("trivial", 4096), "trivial-tall": ("trivial", 4096),
-         "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096), "online-2048": ("online", 2048)}
+         "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096), "online-2048": ("online", 2048),
+         "train-s2": ("train", 512)}
 #: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
 SHAPES = {"trivial-wide": (65536, 1024, ""), "trivial-tall": (1024, 65536, ""),
           "trivial-wide-local2": (65536, 1024, "local:2"), "unet-4096-local2": (4096, 4096, "local:2")}
@@ -364,6 +368,11 @@ def run_case(name: str, device: str) -> dict:
         return run_online_case(name, device)
     if CASES[name][0] == "detect":
         return run_detection_case(name, device)
+    if CASES[name][0] == "train":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_train import run_train_case
+
+        return run_train_case(BENCH / "train-s2", device)
     if CASES[name][0] == "merge":
         return run_merge_case(name)
     import resource
@@ -403,7 +412,7 @@ def main() -> int:
             square_scene_raster(size)
             square_finder()
             continue
-        if kind == "merge":
+        if kind in ("merge", "train"):
             continue
         if kind == "online":
             mercator_raster(size)
@@ -445,6 +454,12 @@ def main() -> int:
         if "objects_per_s" in r:
             print(f"\n{r['case']}: {r['objects']} objects found of {r['expected']} in the scene, "
                   f"{r['objects_per_s']:.0f} objects per second, merge + geometries {r['merge_s']:.2f} s")
+        elif r["case"] == "train-s2":
+            print("\ntrain-s2: " + (r["skipped"] if "skipped" in r else
+                  f"UnetClassifier resnet18 (random initialisation) on {r['chips']} chips of the upper half, "
+                  f"{r['epochs']} epochs at {r['s_per_epoch']:.1f} s per epoch (learning rate {r['learning_rate']:.2e}, "
+                  f"kept epoch {r['best_epoch']}); lower half: Cohen's kappa {r['kappa']:.3f}, accuracy "
+                  f"{r['accuracy']:.3f}"))
         elif r["case"].startswith("merge"):
             print(f"\n{r['case']}: seam merge of {r['objects']} objects {r['merge_s']:.2f} s ({r['groups']} left); "
                   f"Non Maximum Suppression rule {r['nms_s']:.2f} s ({r['kept']} kept); peak RSS "

@@ -94,3 +94,36 @@ def test_deeplab_trains_one_epoch_into_a_folder_classify_pixels_runs(tmp_path):
     classify_pixels(str(raster), load_model_definition(str(tmp_path / "dl" / "dl.emd")), str(tmp_path / "o.tif"),
                     device=CPU)
     assert set(np.unique(read_raster(tmp_path / "o.tif"))) <= {0, 1, 2}
+
+
+def test_multispectral_chips_get_normalization_stats_that_classify_pixels_uses(tmp_path):
+    """Chips that are not 8-bit RGB (here 4 bands, uint16): NormalizationStats from the training chips in the .emd,
+    and Classify Pixels, reading them, gives the network exactly the values the training gave it."""
+    from dltools.core.engine.normalize import build_normaliser
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.train.chips import ChipReader, chip_shape, training_normalisation
+    from dltools.core.tools.train.layouts import read_training_folder
+
+    data = write_classified_tiles(tmp_path / "chips", count=6, chip=32, seed=8)
+    for path in sorted((data / "images").glob("*.tif")):
+        rgb = read_raster(path).astype(np.uint16)
+        write_raster(path, np.concatenate([rgb * 40, (rgb[:1] + rgb[2:3]) * 20]), block=None)
+    settings = TrainSettings(model_type="UnetClassifier", backbone="resnet18", max_epochs=1, batch_size=4,
+                             learning_rate=0.003, validation_percent=34, seed=0)
+    train_model(TrainRequest(str(data), str(tmp_path / "ms"), settings, device=CPU), RecordingProgress())
+    emd = json.loads((tmp_path / "ms" / "ms.emd").read_text())
+    assert emd["IsImageNetNormalization"] is False and emd["IsMultispectral"] is True
+    assert emd["ExtractBands"] == [0, 1, 2, 3]
+    stack = np.stack([read_raster(p).astype(np.float64) for p in sorted((data / "images").glob("*.tif"))])
+    stats = emd["NormalizationStats"]
+    assert stats["band_min_values"] == stack.min(axis=(0, 2, 3)).tolist()
+    assert stats["band_max_values"] == stack.max(axis=(0, 2, 3)).tolist()
+    np.testing.assert_allclose(stats["band_mean_values"], stack.mean(axis=(0, 2, 3)), rtol=1e-9)
+    # the inference side's normaliser (Classify Pixels) equals the training's on a chip
+    md = load_model_definition(str(tmp_path / "ms" / "ms.emd"))
+    infer = build_normaliser(md, [0, 1, 2, 3], "uint16", lambda i: (0.0, 0.0))
+    training = read_training_folder(data, "UnetClassifier")
+    bands, rows, cols, dtype = chip_shape(training)
+    reader = ChipReader(training, training_normalisation(training, bands, dtype), (bands, rows, cols))
+    chip = stack[0].astype(np.float32)
+    np.testing.assert_allclose(infer.apply(chip.copy()), reader.image(0), rtol=1e-5, atol=1e-5)

@@ -5,6 +5,7 @@ clear refusals (layouts, empty folders, classes the .emd does not list)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,35 @@ def test_a_label_with_a_class_the_emd_does_not_list(tmp_path):
 def test_unknown_arguments_are_refused(chips, tmp_path):
     with pytest.raises(ArgumentError, match="'chip_size' is not an argument of Train Deep Learning Model"):
         train_model(TrainRequest(str(chips), str(tmp_path / "o"), _settings(), arguments="chip_size 64", device=CPU))
+
+
+def test_download_backbone_reads_torchvision_s_cache_with_weights_only(tmp_path, monkeypatch):
+    """DOWNLOAD_BACKBONE: torchvision's ImageNet file, found in torchvision's cache (no network here), goes into the
+    body; a file that is not plain tensors is refused (weights_only)."""
+    import torchvision
+    from dltools.core.tools.train.networks import imagenet_state, load_backbone_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cache = tmp_path / "torch_home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), str(cache / "resnet18-f37072fd.pth"))
+    state, name = imagenet_state(torchvision, "resnet18")
+    assert name == "resnet18-f37072fd.pth"
+    from dltools.core.backends.arcgis_learn.fastai_layers import create_body
+    from dltools.core.backends.arcgis_learn.unet import DynamicUnet
+
+    net = DynamicUnet(create_body(torchvision, "resnet18", 3), 3, (32, 32), 3)
+    progress = RecordingProgress()
+    load_backbone_weights(net, "UnetClassifier", Path(name), torch, progress, state=state)
+    assert torch.equal(net.state_dict()["layers.0.4.0.conv1.weight"], resnet.layer1[0].conv1.weight)
+    assert len(progress.infos) == 1 and progress.infos[0].startswith("Backbone weights from 'resnet18-f37072fd.pth': ")
+    assert "not taken" not in progress.infos[0]
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled",))
+
+    torch.save({"x": Evil()}, str(cache / "resnet18-f37072fd.pth"))
+    with pytest.raises(InputDataError, match="DOWNLOAD_BACKBONE: torchvision's ImageNet weights for resnet18"):
+        imagenet_state(torchvision, "resnet18")

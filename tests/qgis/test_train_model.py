@@ -27,53 +27,80 @@ def chips(tmp_path_factory):
     return write_classified_tiles(tmp_path_factory.mktemp("qgis_chips") / "chips", count=40, chip=32, seed=1)
 
 
-def test_model3_trains_then_classifies_a_new_scene(context, tmp_path, chips):
+def _child(alg: str, child_id: str, sources: dict):  # noqa: ANN202
+    from qgis.core import QgsProcessingModelChildAlgorithm, QgsProcessingModelChildParameterSource
+
+    child = QgsProcessingModelChildAlgorithm(alg)
+    child.setChildId(child_id)
+    for name, source in sources.items():
+        if not isinstance(source, QgsProcessingModelChildParameterSource):
+            source = QgsProcessingModelChildParameterSource.fromStaticValue(source)
+        child.addParameterSources(name, [source])
+    return child
+
+
+def test_model3_export_train_classify_accuracy(context, tmp_path):
+    """One .model3: Export Training Data (Classified_Tiles from a class raster) -> Train -> Classify Pixels on a new
+    scene -> Compute Accuracy against that scene's truth."""
     import processing
     from qgis.core import (
         QgsProcessingModelAlgorithm,
-        QgsProcessingModelChildAlgorithm,
         QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
         QgsProcessingModelParameter,
-        QgsProcessingParameterFile,
         QgsProcessingParameterRasterLayer,
     )
 
     src = QgsProcessingModelChildParameterSource
-    model = QgsProcessingModelAlgorithm("train and classify", "dltools tests")
-    model.addModelParameter(QgsProcessingParameterFile("chips", "Training data", QgsProcessingParameterFile.Folder),
-                            QgsProcessingModelParameter("chips"))
-    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
-    train = QgsProcessingModelChildAlgorithm("dltools:trainmodel")
-    train.setChildId("train")
-    train.addParameterSources("INPUT_FOLDER", [src.fromModelParameter("chips")])
-    train.addParameterSources("OUTPUT_FOLDER", [src.fromStaticValue(str(tmp_path / "shapes"))])
-    for name, value in {**FAST, "MAX_EPOCHS": 6}.items():
-        train.addParameterSources(name, [src.fromStaticValue(value)])
-    model.addChildAlgorithm(train)
-    classify = QgsProcessingModelChildAlgorithm("dltools:classifypixels")
-    classify.setChildId("classify")
-    classify.addParameterSources("INPUT", [src.fromModelParameter("scene")])
-    classify.addParameterSources("MODEL", [src.fromChildOutput("train", "OUTPUT_MODEL")])
+    model = QgsProcessingModelAlgorithm("export train classify assess", "dltools tests")
+    for name in ("image", "truth", "scene", "scene_truth"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    model.addChildAlgorithm(_child("dltools:exporttrainingdata", "export", {
+        "INPUT": src.fromModelParameter("image"), "CLASS_DATA": src.fromModelParameter("truth"),
+        "OUTPUT_FOLDER": str(tmp_path / "chips"), "METADATA_FORMAT": 0, "TILE_SIZE_X": 32, "TILE_SIZE_Y": 32,
+        "STRIDE_X": 32, "STRIDE_Y": 32, "OUTPUT_NOFEATURE_TILES": True}))
+    model.addChildAlgorithm(_child("dltools:trainmodel", "train", {
+        **FAST, "INPUT_FOLDER": src.fromChildOutput("export", "OUTPUT_FOLDER"),
+        "OUTPUT_FOLDER": str(tmp_path / "shapes"), "MAX_EPOCHS": 6}))
+    classify = _child("dltools:classifypixels", "classify", {
+        "INPUT": src.fromModelParameter("scene"), "MODEL": src.fromChildOutput("train", "OUTPUT_MODEL")})
     out = QgsProcessingModelOutput("classes")
     out.setChildId("classify")
     out.setChildOutputName("OUTPUT")
     classify.setModelOutputs({"classes": out})
     model.addChildAlgorithm(classify)
-    path = tmp_path / "train_classify.model3"
+    assess = _child("dltools:computeaccuracypixelclassification", "assess", {
+        "INPUT": src.fromChildOutput("classify", "OUTPUT"), "REFERENCE": src.fromModelParameter("scene_truth")})
+    matrix = QgsProcessingModelOutput("matrix")
+    matrix.setChildId("assess")
+    matrix.setChildOutputName("OUTPUT")
+    assess.setModelOutputs({"matrix": matrix})
+    model.addChildAlgorithm(assess)
+    path = tmp_path / "export_train_classify_assess.model3"
     assert model.toFile(str(path))
     loaded = QgsProcessingModelAlgorithm()
     assert loaded.fromFile(str(path))
+    assert sorted(c.algorithmId() for c in loaded.childAlgorithms().values()) == [
+        "dltools:classifypixels", "dltools:computeaccuracypixelclassification", "dltools:exporttrainingdata",
+        "dltools:trainmodel"]
 
-    image, truth = shapes_scene(96, 128, 8, seed=4242)
-    scene = write_raster(tmp_path / "scene.tif", image)
-    out_name = next(p.name() for p in loaded.destinationParameterDefinitions())
-    feedback = RecordingFeedback()
-    result = processing.run(loaded, {"chips": str(chips), "scene": str(scene), out_name: str(tmp_path / "c.tif")},
-                            context=context, feedback=feedback)
-    got = read_raster(result[out_name])
-    assert float((got == truth).mean()) >= 0.93
+    image, truth = shapes_scene(192, 192, 26, seed=7)
+    scene, scene_truth = shapes_scene(96, 128, 8, seed=4242)
+    params = {"image": str(write_raster(tmp_path / "image.tif", image)),
+              "truth": str(write_raster(tmp_path / "truth.tif", truth)),
+              "scene": str(write_raster(tmp_path / "scene.tif", scene)),
+              "scene_truth": str(write_raster(tmp_path / "scene_truth.tif", scene_truth))}
+    names = {p.name(): p for p in loaded.destinationParameterDefinitions()}
+    classes_name = next(n for n in names if n.endswith("classes"))
+    matrix_name = next(n for n in names if n.endswith("matrix"))
+    params[classes_name] = str(tmp_path / "classes.tif")
+    params[matrix_name] = str(tmp_path / "confusion.csv")
+    result = processing.run(loaded, params, context=context, feedback=RecordingFeedback())
+    got = read_raster(result[classes_name])
+    assert float((got == scene_truth).mean()) >= 0.93
     assert (tmp_path / "shapes" / "shapes.emd").is_file() and (tmp_path / "shapes" / "shapes.dlpk").is_file()
+    rows = (tmp_path / "confusion.csv").read_text().splitlines()
+    assert any(row.startswith("Kappa") or ",Kappa" in row or "Kappa," in row for row in rows), rows
 
 
 def test_processing_run_refuses_clearly(context, tmp_path):

@@ -51,12 +51,27 @@ def _body_state(state: dict[str, Any], numbered: bool) -> dict[str, Any]:
     return out
 
 
-def load_backbone_weights(module, model_type: str, path: Path, torch, progress: Progress) -> None:  # noqa: ANN001
-    """A torchvision ResNet state_dict (e.g. ImageNet weights saved on a machine that is online) into the body."""
+def imagenet_state(torchvision, backbone: str) -> tuple[dict[str, Any], str]:  # noqa: ANN001
+    """torchvision's ImageNet weights of ``backbone`` (its cache first, then download.pytorch.org), read with
+    ``weights_only=True``; a machine without network is told to give a local file."""
+    weights = torchvision.models.get_model_weights(backbone).DEFAULT
     try:
-        state = read_state_dict(torch, path)
-    except BackendError as exc:
-        raise InputDataError(f"PRETRAINED_BACKBONE: {exc}") from exc
+        return weights.get_state_dict(progress=False, weights_only=True), weights.url.rsplit("/", 1)[-1]
+    except Exception as exc:  # noqa: BLE001 - URLError, OSError, a damaged cache file: one message
+        raise InputDataError(
+            f"DOWNLOAD_BACKBONE: torchvision's ImageNet weights for {backbone} ({weights.url}) could not be fetched "
+            f"({exc}). Offline, download that file on a machine with network and give it as PRETRAINED_BACKBONE") \
+            from exc
+
+
+def load_backbone_weights(module, model_type: str, path: Path, torch, progress: Progress,  # noqa: ANN001
+                          state: dict[str, Any] | None = None) -> None:
+    """A torchvision ResNet state_dict (the file ``path``, or ``state`` already read from it) into the backbone."""
+    if state is None:
+        try:
+            state = read_state_dict(torch, path)
+        except BackendError as exc:
+            raise InputDataError(f"PRETRAINED_BACKBONE: {exc}") from exc
     body, numbered = backbone_body(module, model_type)
     wanted = _body_state(state, numbered)
     own = body.state_dict()

@@ -35,6 +35,7 @@ class TrainRequest:
     settings: TrainSettings
     pretrained_model: str = ""
     pretrained_backbone: str = ""
+    download_backbone: bool = False
     arguments: str = ""
     device: DeviceRequest = field(default_factory=DeviceRequest)
 
@@ -98,7 +99,7 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     """Train ``request.settings.model_type`` on ``request.input_folder``; write the model folder."""
     from ...backends.arcgis_learn_backend import import_torchvision
     from ...backends.torch_backend import import_torch, select_device
-    from .networks import build_network, freeze_backbone, load_backbone_weights
+    from .networks import build_network, freeze_backbone, imagenet_state, load_backbone_weights
 
     progress = progress or NullProgress()
     s = request.settings
@@ -127,9 +128,12 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         _fine_tune(module, request.pretrained_model, s.model_type, torch, progress)
     elif request.pretrained_backbone:
         load_backbone_weights(module, s.model_type, Path(request.pretrained_backbone), torch, progress)
+    elif request.download_backbone:
+        state, name = imagenet_state(torchvision, s.backbone)
+        load_backbone_weights(module, s.model_type, Path(name), torch, progress, state=state)
     else:
         progress.info(f"No PRETRAINED_BACKBONE: the {s.backbone} backbone starts from random weights (seed {s.seed})")
-    if s.freeze and not (request.pretrained_model or request.pretrained_backbone):
+    if s.freeze and not (request.pretrained_model or request.pretrained_backbone or request.download_backbone):
         progress.warning("FREEZE without PRETRAINED_BACKBONE or PRETRAINED_MODEL: the backbone keeps its random "
                          "weights and only the head learns")
     if s.freeze:
@@ -137,7 +141,8 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     module.to(device)
     reader = ChipReader(data, norm, (bands, rows, cols))
     fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols],
-                   "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone}
+                   "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone,
+                   "download_backbone": request.download_backbone}
     trainer = Trainer(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
                       target / "checkpoints", fingerprint)
     outcome = trainer.run()
