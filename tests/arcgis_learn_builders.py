@@ -102,6 +102,20 @@ def write_package(folder: Path, emd: dict[str, Any], state: dict, *, form: str =
     return dlpk
 
 
+def decoded_detections(backend, x: np.ndarray, threshold: float, nms_overlap: float = 1.0) -> list[dict]:  # noqa: ANN001
+    """SSD/RetinaNet: the head's raw per-anchor outputs through the shared detection decoder (what Detect Objects
+    runs), as torchvision-style dicts (labels 1-based) for comparing with an independent decoding."""
+    from dltools.core.detection.decode import anchor_outputs, decode_anchors
+
+    raw = backend.detect(x)
+    assert anchor_outputs(raw) is not None, "the head did not return raw anchor outputs"
+    out = []
+    for d in raw:
+        det = decode_anchors(d, threshold, nms_overlap)
+        out.append({"boxes": det.boxes, "scores": det.scores, "labels": det.classes + 1})
+    return out
+
+
 def imagenet_normalise(chips: np.ndarray) -> np.ndarray:
     """arcgis.learn's RGB rule on 0-255 chips [B, 3, H, W]."""
     return ((chips.astype(np.float64) - IMAGENET_MEAN[None, :, None, None]) /

@@ -24,12 +24,14 @@ __all__ = ["Backend", "DeviceRequest", "TensorInfo", "open_backend"]
 
 def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = None,
                  progress: Progress | None = None, definition: dict | None = None,
-                 trust: CodeTrust | None = None) -> Backend:
+                 trust: CodeTrust | None = None, detection: tuple[float, float] | None = None) -> Backend:
     """Load ``model_file`` with the backend for ``kind`` (onnx, torchscript, torch_export, arcgis_learn).
 
     ``definition`` is the model definition's JSON (its raw dict): arcgis.learn weights need it to
     rebuild their network; the other kinds ignore it. ``trust`` is the user's permission to run code-bearing
-    files (TorchScript, torch.export): without it they are refused before torch opens them.
+    files (TorchScript, torch.export): without it they are refused before torch opens them.  ``detection``: the
+    run's (threshold, nms_overlap) for the rebuilt arcgis.learn R-CNN detectors, whose torchvision heads apply them
+    inside the network.
     """
     device = device or DeviceRequest()
     progress = progress or NullProgress()
@@ -38,7 +40,7 @@ def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = Non
     elif kind in ("torchscript", "torch_export"):
         backend = TorchBackend(model_file, device, exported=(kind == "torch_export"), trust=trust)
     elif kind == "arcgis_learn":
-        backend = ArcgisLearnBackend(model_file, device, definition or {})
+        backend = ArcgisLearnBackend(model_file, device, definition or {}, detection)
     else:
         raise BackendError(f"No backend runs models of kind '{kind}'")
     progress.info(f"Model runs with {backend.describe()}")

@@ -3,8 +3,10 @@
 
 Pixel families return ``[B, N + 1, H, W]`` class scores and FeatureClassifier ``[B, N]`` from
 :meth:`Backend.run`, so Classify Pixels and Classify Objects run them like any other model.
-Detectors answer :meth:`ArcgisLearnBackend.detect` with one torchvision-style dict per chip
-(``boxes`` xyxy in chip pixels, ``scores`` 0..1, ``labels`` 1-based, ``masks`` for MaskRCNN).
+Detectors answer :meth:`ArcgisLearnBackend.detect` with one dict per chip: R-CNN's torchvision-style
+detections (``boxes`` xyxy in chip pixels, ``scores`` 0..1, ``labels`` 1-based, ``masks`` for MaskRCNN), or SSD's
+and RetinaNet's raw per-anchor outputs (``anchor_boxes``, ``anchor_scores``), which the shared detection decoder
+(:mod:`core.detection.decode`) thresholds and suppresses like any other detector's.
 """
 
 from __future__ import annotations
@@ -30,12 +32,28 @@ def import_torchvision():  # noqa: ANN201 - returns the module
     return torchvision
 
 
+def _numpy(key: str, value: Any) -> Any:
+    """A detector dict's tensor as numpy (boxes [N, 4], scores [N], labels int64 [N]); plain values as they are."""
+    if not hasattr(value, "detach"):
+        return value
+    if key == "labels":
+        return value.detach().cpu().numpy().astype(np.int64).reshape(-1)
+    array = value.detach().float().cpu().numpy()
+    if key == "boxes":
+        return array.reshape(-1, 4)
+    return array.reshape(-1) if key == "scores" else array
+
+
 class ArcgisLearnBackend(Backend):
     kind = "arcgis.learn"
 
-    def __init__(self, model_file: Path, device: DeviceRequest, definition: dict[str, Any]) -> None:
+    def __init__(self, model_file: Path, device: DeviceRequest, definition: dict[str, Any],
+                 detection: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.family: Family = resolve_family(definition)
+        #: the run's (threshold, nms_overlap) for R-CNN, whose torchvision heads apply them before their top-100
+        #: cut; None: the family's defaults.  SSD and RetinaNet return raw outputs and ignore it.
+        self.detection = detection
         torch = import_torch()
         torchvision = import_torchvision()
         from .arcgis_learn.network import RebuiltNetwork
@@ -70,20 +88,16 @@ class ArcgisLearnBackend(Backend):
             out = self.net.scores(self._tensor(arrays[0]))
         return [out.detach().float().cpu().numpy()]
 
-    def configure(self, threshold: float, nms_overlap: float) -> None:
-        """The run's threshold and NMS overlap: arcgis.learn applies them inside the network (R-CNN roi_heads,
-        SSD/RetinaNet decoding), before the top-100 / top-k cut, so the tool hands them over here."""
-        self.threshold, self.nms_overlap = float(threshold), float(nms_overlap)
-
     def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - detectors: one dict per chip
-        """Detectors: torchvision-style dicts per chip (Detect Objects' decoder reads them); others: :meth:`run`."""
+        """Detectors: one dict per chip (Detect Objects' decoder reads them); others: :meth:`run`."""
         if self.family.task != "detection":
             return self.run(arrays)
-        return self.detect(arrays[0], getattr(self, "threshold", None), getattr(self, "nms_overlap", None))
+        return self.detect(arrays[0], *(self.detection or (None, None)))
 
     def detect(self, batch: np.ndarray, threshold: float | None = None,
-               nms_overlap: float | None = None) -> list[dict[str, np.ndarray]]:
-        """Detections per chip of a normalised ``[B, C, H, W]`` batch, as numpy torchvision-style dicts."""
+               nms_overlap: float | None = None) -> list[dict[str, Any]]:
+        """One numpy dict per chip of a normalised ``[B, C, H, W]`` batch (see the module docstring); ``threshold``
+        and ``nms_overlap`` reach R-CNN's heads only (None: the family's defaults)."""
         if self.family.task != "detection":
             raise BackendError(f"{self.family.title} is not a detector")
         defaults = self.family.defaults
@@ -101,15 +115,7 @@ class ArcgisLearnBackend(Backend):
             raise BackendError(f"{self.family.title} failed on input of shape {tuple(batch.shape)}: {exc}") from exc
         self.model_seconds += time.perf_counter() - start
         self.calls += 1
-        out = []
-        for d in found:
-            item = {"boxes": d["boxes"].detach().float().cpu().numpy().reshape(-1, 4),
-                    "scores": d["scores"].detach().float().cpu().numpy().reshape(-1),
-                    "labels": d["labels"].detach().cpu().numpy().astype(np.int64).reshape(-1)}
-            if "masks" in d:
-                item["masks"] = d["masks"].detach().float().cpu().numpy()
-            out.append(item)
-        return out
+        return [{k: _numpy(k, v) for k, v in d.items()} for d in found]
 
     def close(self) -> None:
         self.net = None  # type: ignore[assignment]

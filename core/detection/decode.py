@@ -18,6 +18,12 @@ chip pixel coordinates (x = column, y = row, pixel edges: a box covering columns
               Faster R-CNN, RetinaNet, SSD, FCOS, and arcgis.learn's exports of them.
 ``separate``  an ONNX model with separate boxes / scores / labels (/ masks) outputs, named so, per image
               (``[N, 4]``, batch 1) or batched (``[B, N, 4]``); labels 1-based as torchvision exports them.
+``anchors``   raw per-anchor outputs, one dict per image: ``anchor_boxes`` [A, 4] (x1, y1, x2, y2 pixels),
+              ``anchor_scores`` [A, nc] probabilities, ``class_rule`` ``each`` (every class above the threshold is
+              a candidate, NMS per class, the ``top_k`` best of each class kept: arcgis.learn's SSD) or ``best``
+              (each anchor's best class, one NMS over all classes: arcgis.learn's RetinaNet).  The rebuilt
+              arcgis.learn heads return this; the threshold and the NMS are applied here, with the run's
+              ``threshold`` and ``nms_overlap``, by the same :func:`core.detection.nms.nms_boxes` the tool uses.
 
 Which one: the model definition's ``DetectionLayout`` key (or Deepness's ``det_type`` metadata, or
 Ultralytics's ``task`` metadata) when present, else the output shapes when they fit only one layout.
@@ -36,8 +42,9 @@ import numpy as np
 
 from ..errors import InputDataError, ModelDefinitionError
 from ..model.definition import ClassInfo, ModelDefinition, palette
+from .nms import nms_boxes
 
-LAYOUTS = ("yolo_v5", "yolo_v8", "yolo_obb", "yolo_seg", "torchvision", "separate")
+LAYOUTS = ("yolo_v5", "yolo_v8", "yolo_obb", "yolo_seg", "torchvision", "separate", "anchors")
 MASK_THRESHOLD = 0.5
 
 #: Deepness's det_type values -> our layouts
@@ -128,6 +135,14 @@ def torchvision_detections(outputs: Any) -> list[dict[str, np.ndarray]] | None:
     return None
 
 
+def anchor_outputs(outputs: Any) -> list[dict[str, Any]] | None:
+    """The per-image raw anchor dicts (layout ``anchors``) in a result, or None if it has none."""
+    if isinstance(outputs, (list, tuple)) and outputs and \
+            all(isinstance(d, dict) and "anchor_boxes" in d and "anchor_scores" in d for d in outputs):
+        return list(outputs)
+    return None
+
+
 def _separate_roles(names: Sequence[str], arrays: Sequence[np.ndarray]) -> dict[str, int] | None:
     roles: dict[str, int] = {}
     for i, name in enumerate(names):
@@ -167,6 +182,8 @@ def choose_layout(md: ModelDefinition, outputs: Any, output_names: Sequence[str]
         if declared not in LAYOUTS:
             raise ModelDefinitionError(f"DetectionLayout '{declared}' is unknown; {LAYOUT_HELP}")
         return declared
+    if anchor_outputs(outputs) is not None:
+        return "anchors"
     if torchvision_detections(outputs) is not None:
         return "torchvision"
     arrays = [o for o in _flatten(outputs) if isinstance(o, np.ndarray)]
@@ -263,14 +280,21 @@ class DetectionDecoder:
     @property
     def label_offset(self) -> int:
         """torchvision-style labels count from 1 (0 is the background): slot = label - 1; YOLO's from 0."""
-        return 1 if self.layout in ("torchvision", "separate") else 0
+        return 1 if self.layout in ("torchvision", "separate", "anchors") else 0
 
     @property
     def rotated(self) -> bool:
         return self.layout == "yolo_obb"
 
-    def decode(self, outputs: Any, batch: int, threshold: float) -> list[ChipDetections]:
-        """Everything scoring at least ``threshold`` in each chip of the batch."""
+    def decode(self, outputs: Any, batch: int, threshold: float, nms_overlap: float = 1.0) -> list[ChipDetections]:
+        """Everything scoring at least ``threshold`` in each chip of the batch (raw anchor outputs: above it, then
+        suppressed at ``nms_overlap``)."""
+        if self.layout == "anchors":
+            dets = anchor_outputs(outputs)
+            if dets is None or len(dets) != batch:
+                raise InputDataError(f"The detector returned {describe_outputs(outputs)} for {batch} images; raw "
+                                     "anchor outputs come as one dict per image")
+            return [decode_anchors(d, threshold, nms_overlap) for d in dets]
         if self.layout == "torchvision":
             dets = torchvision_detections(outputs)
             if dets is None or len(dets) != batch:
@@ -368,6 +392,35 @@ class DetectionDecoder:
                 raise InputDataError(f"The detector returned {masks.shape[0]} masks for {len(scores)} boxes")
             det.masks = _full_masks(masks[keep].astype(np.float32))
         return det
+
+
+def decode_anchors(d: dict[str, Any], threshold: float, nms_overlap: float) -> ChipDetections:
+    """One image's raw anchor outputs (layout ``anchors``) -> its objects: candidates scoring above ``threshold``,
+    suppressed per class (``class_rule`` ``each``, then the ``top_k`` best of each class) or over all classes
+    (``best``), most confident first."""
+    boxes = np.asarray(d["anchor_boxes"], np.float64).reshape(-1, 4)
+    probs = np.asarray(d["anchor_scores"], np.float64)
+    probs = probs.reshape(len(boxes), -1)
+    rule = str(d.get("class_rule", "each"))
+    if rule == "best":
+        slots = probs.argmax(axis=1) if probs.shape[1] else np.zeros(len(boxes), np.int64)
+        scores = probs[np.arange(len(boxes)), slots] if probs.shape[1] else np.zeros(len(boxes))
+        idx = np.nonzero(scores > threshold)[0]
+        det = ChipDetections(boxes[idx], scores[idx], slots[idx].astype(np.int64))
+        return det.take(nms_boxes(det.boxes, det.scores, None, nms_overlap))
+    if rule != "each":
+        raise InputDataError(f"Raw anchor outputs with class_rule '{rule}': expected 'each' or 'best'")
+    idx, slots = np.nonzero(probs > threshold)
+    det = ChipDetections(boxes[idx], probs[idx, slots], slots.astype(np.int64))
+    keep = nms_boxes(det.boxes, det.scores, det.classes, nms_overlap)  # most confident first
+    top_k = int(d.get("top_k") or 0)
+    if top_k:
+        rank = np.zeros(len(keep), np.int64)
+        for c in np.unique(det.classes[keep]):
+            mine = det.classes[keep] == c
+            rank[mine] = np.arange(int(mine.sum()))
+        keep = keep[rank < top_k]
+    return det.take(keep)
 
 
 def make_decoder(md: ModelDefinition, probe: Any, output_names: Sequence[str], n_classes: int | None,

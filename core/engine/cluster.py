@@ -75,8 +75,8 @@ class ModelRef:
     device: DeviceRequest
     source: str  # the client's path (for messages)
     definition: dict | None = None  # the model definition's JSON: arcgis.learn weights rebuild their network from it
-    #: (threshold, nms_overlap) of the run, for detectors that apply them inside the network (arcgis.learn):
-    #: the client's ``backend.configure`` does not reach a worker, which opens the model afresh
+    #: (threshold, nms_overlap) of the run, for detectors that apply them inside the network (arcgis.learn
+    #: R-CNN): each worker opens the model afresh with them, as the client did
     detection: tuple[float, float] | None = None
     #: opens the shipped file instead of :func:`~core.backends.open_backend` (a model's own Python function:
     #: ``open(path, device)``, one per worker thread when ``per_thread``); picklable
@@ -204,9 +204,7 @@ def _model_on_worker(run_id: str, ref: ModelRef, local_directory: str) -> Any:
                 backend = ref.opener.open(path, replace(ref.device))
             else:
                 backend = open_backend(path, ref.kind, replace(ref.device), NullProgress(), definition=ref.definition,
-                                       trust=ref.trust)
-                if ref.detection is not None and hasattr(backend, "configure"):
-                    backend.configure(*ref.detection)
+                                       trust=ref.trust, detection=ref.detection)
             _MODELS[key] = backend
         return backend
 

@@ -20,6 +20,7 @@ pytest.importorskip("torchvision")
 
 from arcgis_learn_builders import (  # noqa: E402
     arcgis_emd,
+    decoded_detections,
     imagenet_normalise,
     reference_deeplab,
     reference_feature_classifier,
@@ -301,7 +302,7 @@ def test_single_shot_detector_decoding(tmp_path):
     md, backend = _detector_backend(dlpk)
     image = np.random.default_rng(10).integers(0, 256, (2, 3, chip, chip)).astype(np.float32)
     x = imagenet_normalise(image)
-    got = backend.detect(x, threshold=0.3, nms_overlap=0.1)
+    got = decoded_detections(backend, x, threshold=0.3, nms_overlap=0.1)
     with torch.no_grad():
         cls, off = (t.numpy().astype(np.float64) for t in net(torch.from_numpy(x)))
     scales = [(z * i, z * j) for z in (1.0, 0.7) for i, j in ((1.0, 1.0), (1.0, 0.5))]
@@ -341,7 +342,7 @@ def test_retinanet_decoding(tmp_path):
     md, backend = _detector_backend(dlpk)
     assert md.arcgis_family.num_classes == 2
     x = imagenet_normalise(np.random.default_rng(11).integers(0, 256, (1, 3, chip, chip)).astype(np.float32))
-    got = backend.detect(x, threshold=0.5, nms_overlap=0.1)[0]
+    got = decoded_detections(backend, x, threshold=0.5, nms_overlap=0.1)[0]
     with torch.no_grad():
         cls, off, sizes = net(torch.from_numpy(x))
     assert sizes == [[8, 8], [4, 4], [2, 2], [1, 1], [1, 1]]
@@ -597,7 +598,7 @@ def test_retinanet_through_detect_objects_names_classes_by_position(tmp_path):
     image = np.random.default_rng(11).integers(0, 256, (3, chip, chip)).astype(np.uint8)
     raster = write_raster(tmp_path / "in.tif", image, origin=(0.0, float(chip)))
     md, backend = _detector_backend(dlpk)
-    direct = backend.detect(imagenet_normalise(image[None]), threshold=0.5, nms_overlap=0.1)[0]
+    direct = decoded_detections(backend, imagenet_normalise(image[None]), threshold=0.5, nms_overlap=0.1)[0]
     result = detect_objects(str(raster), md, "padding 0", device=CPU)
     inside = [(lab, s) for lab, s, b in zip(direct["labels"], direct["scores"], direct["boxes"])
               if 0 <= (b[0] + b[2]) / 2 < chip and 0 <= (b[1] + b[3]) / 2 < chip]

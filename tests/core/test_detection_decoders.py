@@ -138,3 +138,44 @@ def test_test_time_transforms_invert_boxes_corners_and_masks(k):
     full = np.zeros((h, w), bool)
     full[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
     assert (full == mask).all()
+
+
+def _anchors(rule: str, top_k: int = 0) -> dict:
+    """Five anchors, two classes: 0 and 1 overlap (IoU 0.81), 2 lies apart, 3 overlaps 2 only a little (IoU 0.2),
+    4 is 0's twin for class 1."""
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30], [24, 20, 34, 30], [0, 0, 10, 10]], np.float32)
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.3, 0.6], [0.55, 0.1], [0.1, 0.95]], np.float32)
+    out = {"anchor_boxes": boxes, "anchor_scores": scores, "class_rule": rule}
+    if top_k:
+        out["top_k"] = top_k
+    return out
+
+
+def test_raw_anchor_outputs_each_class_nms_per_class_and_top_k():
+    """arcgis.learn's SSD rule: every (anchor, class) above the threshold, NMS within a class, the top_k of each."""
+    decoder = make_decoder(md(), [_anchors("each")], [], 2, None, 32, 32)
+    assert (decoder.layout, decoder.label_offset) == ("anchors", 1)
+    det = decoder.decode([_anchors("each")], 1, threshold=0.5, nms_overlap=0.5)[0]
+    # class 0: anchors 0 (0.9), 1 (0.8, suppressed by 0), 3 (0.55); class 1: anchors 4 (0.95), 1 (0.7, IoU 0.81
+    # with 4: suppressed), 2 (0.6)
+    assert det.classes.tolist() == [1, 0, 1, 0]
+    np.testing.assert_allclose(det.scores, [0.95, 0.9, 0.6, 0.55], atol=1e-6)
+    np.testing.assert_allclose(det.boxes, [[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [24, 20, 34, 30]])
+    top1 = decoder.decode([_anchors("each", top_k=1)], 1, threshold=0.5, nms_overlap=0.5)[0]
+    assert top1.classes.tolist() == [1, 0] and top1.scores.round(2).tolist() == [0.95, 0.9]
+    # strictly above the threshold, as arcgis.learn; no suppression at overlap 1.0
+    strict = decoder.decode([_anchors("each")], 1, threshold=float(np.float32(0.6)), nms_overlap=1.0)[0]
+    assert strict.scores.round(2).tolist() == [0.95, 0.9, 0.8, 0.7]
+
+
+def test_raw_anchor_outputs_best_class_one_nms_for_all_classes():
+    """arcgis.learn's RetinaNet rule: each anchor's best class, then one NMS over every class."""
+    decoder = make_decoder(md(), [_anchors("best")], [], 2, None, 32, 32)
+    det = decoder.decode([_anchors("best")], 1, threshold=0.5, nms_overlap=0.5)[0]
+    # best classes: 0 (0.9), 0 (0.8), 1 (0.6), 0 (0.55), 1 (0.95); anchor 4 (class 1) suppresses 0 and 1 (class 0)
+    assert det.classes.tolist() == [1, 1, 0]
+    np.testing.assert_allclose(det.scores, [0.95, 0.6, 0.55], atol=1e-6)
+    with pytest.raises(InputDataError, match="for 2 images"):
+        decoder.decode([_anchors("best")], 2, 0.5, 0.5)
+    with pytest.raises(InputDataError, match="class_rule 'other'"):
+        decoder.decode([_anchors("other")], 1, 0.5, 0.5)

@@ -16,6 +16,7 @@ pytest.importorskip("torchvision")
 
 from arcgis_learn_builders import (  # noqa: E402
     arcgis_emd,
+    decoded_detections,
     imagenet_normalise,
     reference_feature_classifier,
     reference_ssd,
@@ -99,7 +100,7 @@ def _ssd_expected(case: dict) -> int:
     md = load_model_definition(case["ssd"])
     backend = open_backend(md.model_file, md.model_format_kind, DeviceRequest("cpu"), definition=md.raw)
     image = read_raster(case["raster"])[None]
-    found = backend.detect(imagenet_normalise(image), threshold=0.5, nms_overlap=0.1)[0]
+    found = decoded_detections(backend, imagenet_normalise(image), threshold=0.5, nms_overlap=0.1)[0]
     return len(found["scores"])
 
 

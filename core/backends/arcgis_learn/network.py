@@ -102,7 +102,10 @@ class RebuiltNetwork:
         return out
 
     # -- detectors ---------------------------------------------------------------------------
-    def detect(self, x: torch.Tensor, threshold: float, nms_overlap: float) -> list[dict[str, torch.Tensor]]:
+    def detect(self, x: torch.Tensor, threshold: float, nms_overlap: float) -> list[dict[str, Any]]:
+        """Per chip: R-CNN's detections (torchvision's own heads threshold and suppress, before their top-100 cut,
+        with the run's ``threshold`` and ``nms_overlap``), or SSD's and RetinaNet's raw per-anchor outputs (the
+        shared decoder thresholds and suppresses them)."""
         name = self.family.model_name
         if name in ("MaskRCNN", "FasterRCNN"):
             heads = self.module.roi_heads
@@ -111,7 +114,7 @@ class RebuiltNetwork:
             return list(self.module(list(x)))
         h, w = int(x.shape[-2]), int(x.shape[-1])
         if name == "SingleShotDetector":
-            from .ssd import decode_ssd, ssd_anchors, ssd_settings
+            from .ssd import ssd_anchors, ssd_raw_outputs, ssd_settings
 
             classes, offsets = self.module(x)
             key = ("ssd", h, w)
@@ -124,10 +127,9 @@ class RebuiltNetwork:
                 raise ValueError(f"the SSD head gives {classes.shape[1]} anchors on a {w}x{h} chip but Grids/Zooms/"
                                  f"Ratios describe {anchors.shape[0]}: run it on {self.data.get('ImageWidth')}-pixel "
                                  "tiles")
-            return [decode_ssd(classes[i], offsets[i], anchors, cells, (h, w), threshold, nms_overlap)
-                    for i in range(x.shape[0])]
+            return [ssd_raw_outputs(classes[i], offsets[i], anchors, cells, (h, w)) for i in range(x.shape[0])]
         if name == "RetinaNet":
-            from .retinanet import decode_retinanet, retinanet_anchors, retinanet_settings
+            from .retinanet import retinanet_anchors, retinanet_raw_outputs, retinanet_settings
 
             classes, offsets, sizes = self.module(x)
             key = ("retina", h, w)
@@ -135,6 +137,5 @@ class RebuiltNetwork:
                 scales, ratios = retinanet_settings(self.data)
                 self._anchors[key] = retinanet_anchors(sizes, ratios, scales).to(x.device)
             anchors = self._anchors[key]
-            return [decode_retinanet(classes[i], offsets[i], anchors, (h, w), threshold, nms_overlap)
-                    for i in range(x.shape[0])]
+            return [retinanet_raw_outputs(classes[i], offsets[i], anchors, (h, w)) for i in range(x.shape[0])]
         raise ValueError(f"{name} is not a detector")  # pragma: no cover

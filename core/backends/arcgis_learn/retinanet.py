@@ -10,7 +10,8 @@ finest levels), and two head subnets (``classifier``, ``box_regressor``): four f
 Decoding: anchors are (row, column, height, width) in -1..1, ``len(ratios) x len(scales)``
 per cell of each pyramid level, sized 4 x scale x sqrt(ratio) cells; offsets are scaled by
 (0.1, 0.1, 0.2, 0.2) (centre shift in anchor sizes, log size); sigmoid class scores (no
-background), a threshold and a class-agnostic NMS.  Anchors follow from the chip size, so a
+background).  The head returns these raw per-anchor outputs; the threshold and the class-agnostic NMS are the
+shared detection decoder's (:mod:`core.detection.decode`).  Anchors follow from the chip size, so a
 RetinaNet runs on tiles of ImageHeight.
 """
 
@@ -120,10 +121,11 @@ def retinanet_anchors(sizes: list[list[int]], ratios: list[float], scales: list[
     return torch.cat(out)
 
 
-def decode_retinanet(classes: torch.Tensor, offsets: torch.Tensor, anchors: torch.Tensor, chip_hw: tuple[int, int],
-                     threshold: float, nms_overlap: float) -> dict:
-    from torchvision.ops import nms
-
+def retinanet_raw_outputs(classes: torch.Tensor, offsets: torch.Tensor, anchors: torch.Tensor,
+                          chip_hw: tuple[int, int]) -> dict:
+    """One chip's raw head outputs as every anchor's box (xyxy pixels) and class probabilities (sigmoid, no
+    background).  The threshold on each anchor's best class and the class-agnostic NMS are the shared detection
+    decoder's (:mod:`core.detection.decode`, layout ``anchors``, ``class_rule`` ``best``)."""
     acts = offsets * offsets.new_tensor([0.1, 0.1, 0.2, 0.2])
     centres = anchors[:, 2:] * acts[:, :2] + anchors[:, :2]
     hw = anchors[:, 2:] * torch.exp(acts[:, 2:])
@@ -131,8 +133,4 @@ def decode_retinanet(classes: torch.Tensor, offsets: torch.Tensor, anchors: torc
     h, w = chip_hw
     boxes = torch.stack([(tl[:, 1] + 1) / 2 * w, (tl[:, 0] + 1) / 2 * h, (br[:, 1] + 1) / 2 * w,
                          (br[:, 0] + 1) / 2 * h], dim=1)
-    scores, cls = torch.sigmoid(classes).max(dim=1)
-    keep = scores > threshold
-    boxes, scores, labels = boxes[keep], scores[keep], cls[keep] + 1
-    keep = nms(boxes, scores, nms_overlap)
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    return {"anchor_boxes": boxes, "anchor_scores": torch.sigmoid(classes), "class_rule": "best"}

@@ -10,7 +10,8 @@ len(Ratios)`` anchors per cell).
 
 Decoding: anchors are centred on each grid cell, of size ``zoom x ratio / grid``; offsets go
 through tanh (centre moves by at most half a cell, size by at most x1.5); class scores through
-a sigmoid, column 0 (background) ignored; then a threshold and NMS per class (top 50 kept).
+a sigmoid, column 0 (background) ignored.  The head returns these raw per-anchor outputs; the threshold and NMS
+per class (top 50 kept, as arcgis.learn does) are the shared detection decoder's (:mod:`core.detection.decode`).
 Coordinates are (row, column) internally, xyxy pixels on the way out.
 """
 
@@ -23,6 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fastai_layers import body_channels, create_body
+
+#: arcgis.learn keeps the 50 most confident objects of each class per chip
+TOP_K = 50
 
 
 class StdConv(nn.Module):
@@ -115,25 +119,16 @@ def ssd_anchors(grids: list[int], zooms: list[float], ratios: list[tuple[float, 
     return torch.cat([torch.cat(rows), torch.cat(sizes)], dim=1), torch.cat(cells)
 
 
-def decode_ssd(classes: torch.Tensor, offsets: torch.Tensor, anchors: torch.Tensor, cells: torch.Tensor,
-               chip_hw: tuple[int, int], threshold: float, nms_overlap: float, top_k: int = 50) -> dict:
-    """One chip's raw outputs -> boxes xyxy (pixels), scores and 1-based labels (torchvision form)."""
-    from torchvision.ops import batched_nms
-
+def ssd_raw_outputs(classes: torch.Tensor, offsets: torch.Tensor, anchors: torch.Tensor, cells: torch.Tensor,
+                    chip_hw: tuple[int, int]) -> dict:
+    """One chip's raw head outputs as every anchor's box (xyxy pixels) and class probabilities (sigmoid, the
+    background column dropped).  The threshold, the per-class NMS and arcgis.learn's top 50 per class are the
+    shared detection decoder's (:mod:`core.detection.decode`, layout ``anchors``, ``class_rule`` ``each``)."""
     act = torch.tanh(offsets)
     centres = act[:, :2] / 2 * cells + anchors[:, :2]
     hw = (act[:, 2:] / 2 + 1) * anchors[:, 2:]
     tl, br = centres - hw / 2, centres + hw / 2
     h, w = chip_hw
     boxes = torch.stack([tl[:, 1] * w, tl[:, 0] * h, br[:, 1] * w, br[:, 0] * h], dim=1)
-    probs = torch.sigmoid(classes)[:, 1:]
-    idx, cls = torch.nonzero(probs > threshold, as_tuple=True)
-    scores = probs[idx, cls]
-    boxes, labels = boxes[idx], cls + 1
-    keep = batched_nms(boxes, scores, labels, nms_overlap)
-    kept = []
-    for c in labels[keep].unique():
-        kept.append(keep[labels[keep] == c][:top_k])
-    keep = torch.cat(kept) if kept else keep
-    keep = keep[torch.argsort(scores[keep], descending=True)]
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    return {"anchor_boxes": boxes, "anchor_scores": torch.sigmoid(classes)[:, 1:], "class_rule": "each",
+            "top_k": TOP_K}

@@ -267,7 +267,7 @@ class DetectionTask:
         setup, chips = self.setup, self.setup.chips
         per_chip: list[list[ChipDetections]] = [[] for _ in metas]
         for k, raw in output:
-            for b, det in enumerate(setup.decoder.decode(raw, len(metas), setup.threshold)):
+            for b, det in enumerate(setup.decoder.decode(raw, len(metas), setup.threshold, setup.nms_overlap)):
                 per_chip[b].append(invert_transform(det, k, chips.tile_h, chips.tile_w))
         for (r, c), dets in zip(metas, per_chip):
             chip_objects(setup, dets, r, c, acc)
@@ -346,15 +346,14 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     else:
         source = open_model_source(raster, md, grid)
     model_file = md.require_model_file()
+    detection = (float(args["threshold"]), float(args["nms_overlap"]))  # for R-CNN heads that apply them inside
     backend = open_backend(model_file, md.model_format_kind or "onnx", device, progress, definition=md.raw,
-                           trust=md.code_trust)
+                           trust=md.code_trust, detection=detection)
     try:
         with bounded_gdal_cache():
             normaliser = build_normaliser(md, source.bands, source.dtype, source.band_range)
             progress.info(f"Normalisation: {normaliser.description}")
             setup, table = _setup(md, args, grid, backend, len(source.bands), progress)
-            if hasattr(backend, "configure"):  # rebuilt arcgis.learn detectors threshold inside the network
-                backend.configure(setup.threshold, setup.nms_overlap)
             contract = setup.contract
             mask = request.grid_mask(grid) if request is not None else None
             task = DetectionTask(TileReader(BandSource(source, mask), setup.chips, normaliser, contract.batch_size,
@@ -370,7 +369,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
                 from ...engine.cluster import ModelRef, run_on_cluster
 
                 ref = ModelRef.for_file(model_file, md.model_format_kind or "onnx", device, definition=md.raw,
-                                        detection=(setup.threshold, setup.nms_overlap), trust=md.code_trust)
+                                        detection=detection, trust=md.code_trust)
                 run_on_cluster(task, ref, jobs, sink, progress, scheduler, retries)
             else:
                 run_in_process(task, backend, jobs, sink, progress)
