@@ -174,15 +174,15 @@ def render_help(target: Path, readme: Path | None = None) -> Path:
     Images (``docs/...``) are linked relative to the page when it sits inside the plugin folder
     (the packaged page), else by absolute file URL (the cached page).
     """
+    from ..core.safe_output import write_texts  # here: packaging loads this file alone, outside the plugin
+
     readme = readme or PLUGIN_DIR / "README.md"
     root, folder = readme.parent.resolve(), target.parent.resolve()
     base = (os.path.relpath(root, folder) + "/") if folder.is_relative_to(root) else root.as_uri() + "/"
     target.parent.mkdir(parents=True, exist_ok=True)
     for name, page in help_pages(readme, image_base=base).items():
         path = target if name == "index.html" else target.with_name(name)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, path)
+        write_texts({path: page})
     return target
 
 

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from qgis.core import QgsApplication, QgsSettings
 
+from ..core.flags import is_true
 from ..core.installer.folder import activate, libs_root, version_folder
 
 #: QGIS proxy types pip can use (Settings › Options › Network); "DefaultProxy" is the system's, which pip reads
@@ -31,7 +32,7 @@ def activate_private_libraries() -> Path | None:
 def qgis_proxy_url(settings: QgsSettings | None = None) -> tuple[str, str]:
     """(proxy URL for pip, a note for the log) from QGIS's network settings; ("", note) when none applies."""
     settings = settings or QgsSettings()
-    if str(settings.value("proxy/proxyEnabled", False)).lower() not in ("true", "1"):
+    if not is_true(str(settings.value("proxy/proxyEnabled", False))):
         return "", ""
     kind = str(settings.value("proxy/proxyType", "DefaultProxy"))
     if kind not in _HTTP_PROXY_TYPES:

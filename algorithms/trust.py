@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from qgis.core import QgsSettings
 
+from ..core.flags import is_true
 from ..core.trust import CodeTrust
 
 #: Processing > Options > Providers > Deep Learning Tools: run every model's own code (off by default).
@@ -23,7 +24,7 @@ TRUSTED_MODELS_KEY = "DeepLearningTools/trusted_model_sha256"
 def custom_code_allowed_by_setting() -> bool:
     """The provider setting, read the way ProcessingConfig stores it (safe from a worker thread)."""
     value = QgsSettings().value(f"Processing/Configuration/{ALLOW_CUSTOM_CODE_SETTING}", False)
-    return str(value).strip().lower() in ("true", "1", "yes")
+    return is_true(str(value))
 
 
 def trusted_digests() -> frozenset[str]:

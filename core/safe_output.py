@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TextIO
 
 from .errors import DLToolsError, OutputError
 
@@ -223,19 +225,38 @@ def no_space_message(target: str | os.PathLike[str], exc: BaseException) -> str 
     return None
 
 
-def write_texts(files: Mapping[str, str], encoding: str = "utf-8") -> None:
-    """Write several text outputs together: all of them replace their targets, or none does."""
+def _write_text(outputs: OutputSet, target: str | os.PathLike[str], fill: Callable[[TextIO], None],
+                encoding: str) -> None:
+    """``fill`` writes one text output into its temporary file of ``outputs`` (flushed to the disk)."""
+    tmp = outputs.path_for(target)
+    try:
+        with open(tmp, "w", encoding=encoding, newline="\n") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(no_space_message(target, exc) or
+                          f"Cannot write the output '{os.fspath(target)}': {exc.strerror or exc}") from exc
+
+
+def write_texts(files: Mapping[str | os.PathLike[str], str], encoding: str = "utf-8") -> None:
+    """Write several text outputs together: all of them replace their targets, or none does.  The one atomic
+    text writer of the plugin (:func:`write_json_atomic` is it for one JSON document)."""
     with OutputSet() as outputs:
         for target, text in files.items():
-            tmp = outputs.path_for(target)
-            try:
-                with open(tmp, "w", encoding=encoding) as fh:
-                    fh.write(text)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise OutputError(no_space_message(target, exc) or
-                                  f"Cannot write the output '{target}': {exc.strerror or exc}") from exc
+            _write_text(outputs, target, lambda fh, text=text: fh.write(text), encoding)
+
+
+def write_json_atomic(data: Any, target: str | os.PathLike[str], indent: int = 4) -> Path:
+    """One JSON document (UTF-8, ``indent``, a final newline) under a temporary name, renamed onto ``target``
+    when complete: never a half-written file, and a failure leaves the earlier file as it was."""
+    def fill(fh: TextIO) -> None:
+        json.dump(data, fh, indent=indent, ensure_ascii=False)
+        fh.write("\n")
+
+    with OutputSet() as outputs:
+        _write_text(outputs, target, fill, "utf-8")
+    return Path(target)
 
 
 def item_outputs(items: list[str], folder: str, suffix: str = "_classified", ext: str = ".tif") -> list[str]:

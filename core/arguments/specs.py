@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ArgumentError
+from ..flags import parse_bool
 from ..model.definition import ModelDefinition
 from ..progress import NullProgress, Progress
 from ..threads import available_cores
@@ -195,12 +196,8 @@ def _convert(spec: ArgSpec, raw: str) -> Any:
         if not math.isfinite(out):
             raise ArgumentError(f"Argument '{spec.name}' must be a finite number, not '{raw}'")
     elif spec.kind == "bool":
-        low = text.lower()
-        if low in ("true", "1", "t", "y", "yes"):
-            out = True
-        elif low in ("false", "0", "f", "n", "no"):
-            out = False
-        else:
+        out = parse_bool(text)
+        if out is None:
             raise ArgumentError(f"Argument '{spec.name}' must be True or False, not '{raw}'")
     elif spec.kind == "choice":
         if text.lower() not in spec.choices:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from ..backends import open_backend
 from ..backends.base import DeviceRequest
 from ..errors import BackendError, DependencyMissingError, ModelDefinitionError, OutputError
+from ..safe_output import write_json_atomic
 from .definition import ONNX_SUFFIXES, TORCH_EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, ClassInfo
 from .ecd import CLASSIFIER_TYPE, ENVELOPE_KEY, EXTRA_INFO_KEY, FILE_VERSION, _integer, emd_data_from_ecd_definition
 from .layout import image_size, input_layout
@@ -231,28 +231,6 @@ def ecd_document(definition: dict[str, Any]) -> dict[str, Any]:
     return {ENVELOPE_KEY: 0, "FileVersion": FILE_VERSION, "NumberDefinitions": 1, "Definitions": [definition]}
 
 
-def write_json_atomic(data: dict[str, Any], output: Path) -> Path:
-    """Write JSON to a temporary file beside ``output`` and rename it: never a half-written file."""
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    except OSError as exc:
-        raise OutputError(f"Cannot write '{output}': {exc.strerror or exc}") from exc
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            json.dump(data, fh, indent=4, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, output)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"Cannot write '{output}': {exc.strerror or exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return output
-
-
 def ecd_output_path(output_path: str | os.PathLike[str]) -> Path:
     """The output path with an ``.ecd`` extension (appended when missing, as QGIS does)."""
     out = Path(output_path).expanduser()
@@ -269,6 +247,10 @@ def write_ecd(model_file: str | os.PathLike[str], class_info_path_or_dict: str |
     if out.is_dir():
         raise ModelDefinitionError(f"Output '{out}' is a folder: give an .ecd file name")
     definition = ecd_definition(model_file, info, out.parent.resolve())
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the folder of '{out}': {exc.strerror or exc}") from exc
     return write_json_atomic(ecd_document(definition), out)
 
 

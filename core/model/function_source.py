@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ArgumentError
+from ..flags import parse_bool
 from .definition import ModelDefinition
 from .emd import local_function_file
 
@@ -178,10 +179,10 @@ def typed_value(param: dict[str, Any], raw: str) -> Any:
             raise ArgumentError(f"Model argument '{name}' must be a number, not '{raw}'") from None
         return int(number) if number.is_integer() and "." not in text else number
     if kind == "boolean":
-        low = text.lower()
-        if low not in ("true", "false", "1", "0", "t", "f", "y", "n", "yes", "no"):
+        flag = parse_bool(text)
+        if flag is None:
             raise ArgumentError(f"Model argument '{name}' must be True or False, not '{raw}'")
-        return "True" if low in ("true", "1", "t", "y", "yes") else "False"
+        return "True" if flag else "False"
     domain = param.get("domain")
     if domain and text not in [str(d) for d in domain]:
         raise ArgumentError(f"Model argument '{name}' must be one of {', '.join(str(d) for d in domain)}, "

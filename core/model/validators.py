@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelDefinitionError
+from ..flags import parse_bool
 from .definition import KNOWN_MODEL_TYPES, ClassInfo
 
 #: The hint for a definition file that is not UTF-8 text.
@@ -154,17 +155,10 @@ def as_float(data: dict[str, Any], key: str, *, minimum: float | None = None,
 
 
 def as_bool(value: Any, what: str) -> bool:
-    """ArcGIS-style truthiness: true/1/t/y/yes (any case) are true, false/0/f/n/no false."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        low = value.strip().lower()
-        if low in ("true", "1", "t", "y", "yes"):
-            return True
-        if low in ("false", "0", "f", "n", "no", ""):
-            return False
+    """A definition's boolean (:func:`core.flags.parse_bool`; an empty text is false), or an error naming it."""
+    parsed = False if isinstance(value, str) and not value.strip() else parse_bool(value)
+    if parsed is not None:
+        return parsed
     raise ModelDefinitionError(f"{what} must be true or false, not {json.dumps(value)}")
 
 

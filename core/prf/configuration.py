@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..flags import is_true
 from .errors import CustomFunctionError
 
 #: Bits of ``inheritProperties`` (Esri's wiki): pixel type, NoData, dimensions, resampling.
@@ -56,9 +57,7 @@ class Configuration:
 
 def as_bool(value: Any) -> bool:
     """A configuration flag as Esri's functions write them: True/False, 1/0 or their text."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "t", "y", "yes")
-    return bool(value)
+    return is_true(value) if isinstance(value, str) else bool(value)
 
 
 def _integer(conf: dict[str, Any], key: str, default: int, shown: str) -> int:

@@ -229,7 +229,7 @@ def test_failed_write_leaves_previous_file(tmp_path: Path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr("dltools.core.model.ecd.json.dump", broken_dump)
-    with pytest.raises(OutputError, match=r"^Cannot write '.*m.ecd': disk full$"):
+    with pytest.raises(OutputError, match=r"^Cannot write the output '.*m.ecd': disk full$"):
         write_ecd(model, seed(ImageHeight=8, ImageWidth=8), out)
     assert out.read_text(encoding="utf-8") == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ecd", "m.model"]

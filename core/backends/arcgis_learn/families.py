@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ModelDefinitionError
+from ...flags import is_true
 
 #: What to do instead, for every refusal.
 EXPORT_HINT = ("export the model from arcgis.learn to TorchScript or ONNX (e.g. torch.jit.save of the trained "
@@ -205,9 +206,8 @@ def resolve_family(data: dict[str, Any]) -> Family:
 
 
 def as_flag(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value) if value is not None else False
+    """A flag in an arcgis.learn definition (``pointrend``): true only when it says so."""
+    return is_true(value) if isinstance(value, str) else bool(value)
 
 
 def describe_family(family: Family) -> str:
