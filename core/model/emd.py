@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +160,7 @@ def _arcgis_torchscript_file(data: dict[str, Any]) -> str | None:
     return None
 
 
-def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, base_dir: Path | None,
-                             check_file: bool = True) -> ModelDefinition:
-    """Validate the .emd keys and build a :class:`ModelDefinition`."""
+def _model_type(data: dict[str, Any]) -> str:
     model_type = data.get("ModelType")
     if model_type is None:
         raise ModelDefinitionError("Key 'ModelType' is missing from the model definition (e.g. \"ImageClassification\")")
@@ -170,133 +169,114 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
     if model_type == "ObjectionDetection":  # misspelt in Esri's own documentation sample
         model_type = "ObjectDetection"
     require_known_model_type(model_type, f"ModelType '{model_type}'")
+    return model_type
 
+
+def _tile_size(data: dict[str, Any]) -> tuple[int, int]:
     height = as_int(data, "ImageHeight", minimum=1, required=True)
     width = as_int(data, "ImageWidth", minimum=1, required=True)
     assert height is not None and width is not None
     for key, size in (("ImageHeight", height), ("ImageWidth", width)):
         if size > MAX_TILE:
             raise ModelDefinitionError(f"Key '{key}' must be at most {MAX_TILE} pixels, not {size}")
+    return height, width
 
-    framework = data.get("Framework")
-    if framework is not None and not isinstance(framework, str):
-        raise ModelDefinitionError(f"Key 'Framework' must be text, not {json.dumps(framework)}")
+
+def _configuration_name(data: dict[str, Any]) -> str | None:
     config = data.get("ModelConfiguration")
     if isinstance(config, dict):
-        config_name = config.get("Name")
-        config_name = str(config_name) if config_name is not None else None
-    elif config is None or isinstance(config, str):
-        config_name = config
-    else:
-        raise ModelDefinitionError("Key 'ModelConfiguration' must be text or an object with a 'Name'")
+        name = config.get("Name")
+        return str(name) if name is not None else None
+    if config is None or isinstance(config, str):
+        return config
+    raise ModelDefinitionError("Key 'ModelConfiguration' must be text or an object with a 'Name'")
 
-    model_file_text = data.get("ModelFile")
-    if model_file_text is not None and not isinstance(model_file_text, str):
-        raise ModelDefinitionError(f"Key 'ModelFile' must be a file name, not {json.dumps(model_file_text)}")
+
+def _text_key(data: dict[str, Any], key: str, what: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ModelDefinitionError(f"Key '{key}' must be {what}, not {json.dumps(value)}")
+    return value
+
+
+@dataclass
+class _Runner:
+    """What runs the model: a model file of a kind the plugin runs, or the model's own Python function."""
+
+    kind: str | None
+    model_path: Path | None
+    custom_function: bool
+
+
+def _native_problem(model_file_text: str | None, model_path: Path | None, kind: str | None, origin: str,
+                    inference_function: str | None) -> ModelDefinitionError | None:
+    """Why the plugin cannot run the model file itself (None when it can)."""
+    if not model_file_text:
+        what = f" (it relies on the Python raster function '{inference_function}')" if inference_function else ""
+        return ModelDefinitionError(
+            f"The model definition has no ModelFile{what}: the plugin runs ONNX and TorchScript model files, not custom "
+            "Python raster functions. Export the model to ONNX and add \"ModelFile\" and \"Framework\": \"ONNX\"")
+    if model_path is None:
+        return ModelDefinitionError(
+            f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder to "
+            "resolve it against: give an absolute path in ModelFile, or pass the .emd file")
+    if not model_path.is_file():
+        where = "next to the .emd" if origin in ("emd", "dlpk") else "at that path"
+        return ModelDefinitionError(f"ModelFile '{model_file_text}' not found {where} ({model_path})")
+    if kind == "torchscript":
+        try:
+            check_torchscript_archive(model_path, model_file_text)
+        except ModelDefinitionError as exc:
+            return exc
+    return None
+
+
+def _runner(data: dict[str, Any], framework: str | None, model_file_text: str | None, family: Any,
+            inference_function: str | None, base_dir: Path | None, origin: str, check_file: bool) -> _Runner:
+    """The model file's kind and path; where the plugin cannot run that file but the model brings its own Python
+    function beside the definition, the function runs it (when the user allows)."""
+    kind, problem = None, None
+    if model_file_text and family is not None:
+        kind = "arcgis_learn"
+    elif model_file_text:
+        try:
+            kind = _framework_kind(framework, model_file_text, data)
+        except ModelDefinitionError as exc:  # a framework the plugin does not run: perhaps the function does
+            problem = exc
+    model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
+    if problem is None and check_file:
+        problem = _native_problem(model_file_text, model_path, kind, origin, inference_function)
+    local_function = local_function_file(inference_function, base_dir)
+    if problem is not None:
+        if local_function is None:
+            raise problem
+        return _Runner(kind=None, model_path=model_path, custom_function=True)
+    return _Runner(kind=kind, model_path=model_path, custom_function=kind is None and local_function is not None)
+
+
+def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, base_dir: Path | None,
+                             check_file: bool = True) -> ModelDefinition:
+    """Validate the .emd keys and build a :class:`ModelDefinition`."""
+    model_type = _model_type(data)
+    height, width = _tile_size(data)
+    framework = _text_key(data, "Framework", "text")
+    model_file_text = _text_key(data, "ModelFile", "a file name")
     ts_file = _arcgis_torchscript_file(data)
     warnings: list[str] = []
     if ts_file and (model_file_text or "").lower().endswith(".pth"):
         warnings.append(f"Using the TorchScript file '{ts_file}' the definition lists instead of '{model_file_text}'")
         model_file_text = ts_file
-
     inference_function = data.get("InferenceFunction")
     if inference_function is not None and not isinstance(inference_function, str):
         raise ModelDefinitionError("Key 'InferenceFunction' must be a file name")
-
     # arcgis.learn weights (.pth): the network is rebuilt from ModelName, never from the package's Python (its
     # ArcGIS*.py needs arcpy and arcgis.learn, its ModelConfiguration.py is code): a family that cannot be
     # rebuilt is refused here, before any fallback to the model's own function
     family = None
     if model_file_text and _is_arcgis_learn_weights(framework, model_file_text, data):
         family = resolve_family(data)
-
-    def native() -> tuple[str | None, Path | None]:
-        if not model_file_text:
-            if check_file:
-                what = f" (it relies on the Python raster function '{inference_function}')" if inference_function else ""
-                raise ModelDefinitionError(
-                    f"The model definition has no ModelFile{what}: the plugin runs ONNX and TorchScript model files, "
-                    "not custom Python raster functions. Export the model to ONNX and add \"ModelFile\" and "
-                    "\"Framework\": \"ONNX\"")
-            kind = None
-        else:
-            kind = _framework_kind(framework, model_file_text, data)
-            if family is not None:
-                kind = "arcgis_learn"
-
-        model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
-        if check_file and model_file_text:
-            if model_path is None:
-                raise ModelDefinitionError(
-                    f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder "
-                    "to resolve it against: give an absolute path in ModelFile, or pass the .emd file")
-            if not model_path.is_file():
-                where = "next to the .emd" if origin in ("emd", "dlpk") else "at that path"
-                raise ModelDefinitionError(f"ModelFile '{model_file_text}' not found {where} ({model_path})")
-            if kind == "torchscript":
-                check_torchscript_archive(model_path, model_file_text)
-        return kind, model_path
-
-    custom_function = False
-    local_function = local_function_file(inference_function, base_dir)
-    try:
-        kind, model_path = native()
-    except ModelDefinitionError:
-        if local_function is None:
-            raise
-        # No model file the plugin runs itself: the model's own Python function runs it (if the user allows).
-        custom_function = True
-        kind = None
-        model_path = _resolve_model_file(model_file_text, base_dir) if model_file_text else None
-    if kind is None and local_function is not None:
-        custom_function = True
-
-    extract_bands = None
-    extract_band_names = None
-    eb = data.get("ExtractBands")
-    if eb is not None:
-        if not isinstance(eb, list) or not eb:
-            raise ModelDefinitionError("Key 'ExtractBands' must be a non-empty list of 0-based band indexes or band names")
-        if all(isinstance(b, str) and not b.strip().lstrip("-").isdigit() for b in eb):
-            extract_band_names = [b.strip() for b in eb]
-        else:
-            extract_bands = []
-            for b in eb:
-                try:
-                    if isinstance(b, bool):
-                        raise ValueError
-                    idx = int(b)
-                    if float(b) != idx:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise ModelDefinitionError(f"ExtractBands entry {json.dumps(b)} is not a band index") from None
-                if idx < 0:
-                    raise ModelDefinitionError(f"ExtractBands entry {idx} is negative: indexes are 0-based")
-                extract_bands.append(idx)
-
-    data_range = None
-    if data.get("DataRange") is not None:
-        data_range = valid_data_range(data["DataRange"], "Key 'DataRange'")
-
-    model_format = str(data.get("ModelFormat") or "NCHW").upper()
-    if model_format not in ("NCHW", "NHWC"):
-        raise ModelDefinitionError(f"Key 'ModelFormat' must be NCHW or NHWC, not '{data.get('ModelFormat')}'")
-
-    ignore = data.get("ignore_mapped_class") or []
-    params = data.get("ModelParameters")
-    if not ignore and family is not None and isinstance(params, dict):
-        ignore = params.get("ignore_mapped_class") or []
-    if not isinstance(ignore, list):
-        raise ModelDefinitionError("Key 'ignore_mapped_class' must be a list of channel indexes")
-    for item in ignore:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or not float(item).is_integer() or item < 0:
-            raise ModelDefinitionError(f"Key 'ignore_mapped_class' must be a list of channel indexes (whole numbers, "
-                                       f"0 or more); found {json.dumps(item)}")
-
-    plugin_keys = data.get("QGISPlugin") if isinstance(data.get("QGISPlugin"), dict) else {}
-    mean = plugin_keys.get("standardization_mean")
-    std = plugin_keys.get("standardization_std")
-
+    runner = _runner(data, framework, model_file_text, family, inference_function, base_dir, origin, check_file)
+    extract_bands, extract_band_names = _extract_bands(data)
     md = ModelDefinition(
         source=source,
         origin=origin,
@@ -305,21 +285,20 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         image_height=height,
         image_width=width,
         framework=framework,
-        model_configuration=config_name,
+        model_configuration=_configuration_name(data),
         model_name=str(data["ModelName"]) if data.get("ModelName") is not None else None,
-        model_file=model_path,
+        model_file=runner.model_path,
         model_file_text=model_file_text,
-        model_format_kind=kind,
+        model_format_kind=runner.kind,
         inference_function=inference_function,
-        custom_function=custom_function,
+        custom_function=runner.custom_function,
         base_dir=base_dir,
         extract_bands=extract_bands,
         extract_band_names=extract_band_names,
-        data_range=data_range,
+        data_range=valid_data_range(data["DataRange"], "Key 'DataRange'") if data.get("DataRange") is not None
+        else None,
         normalization_stats=_normalization_stats(data.get("NormalizationStats")),
-        standardization_mean=float_list(mean, "QGISPlugin.standardization_mean") if mean is not None else None,
-        standardization_std=float_list(std, "QGISPlugin.standardization_std") if std is not None else None,
-        divide_by_255=bool(plugin_keys.get("divide_by_255", False)),
+        **_plugin_keys(data),
         model_padding=as_int(data, "ModelPadding", minimum=0, default=0) or 0,
         batch_size=as_int(data, "BatchSize", minimum=1),
         padding=as_int(data, "Padding", minimum=0),
@@ -332,25 +311,88 @@ def definition_from_emd_data(data: dict[str, Any], *, source: str, origin: str, 
         supports_variable_tile_size=as_bool(data.get("SupportsVariableTileSize", False), "Key 'SupportsVariableTileSize'"),
         arcgis_learn_version=str(data["ArcGISLearnVersion"]) if data.get("ArcGISLearnVersion") is not None else None,
         is_multispectral=as_bool(data.get("IsMultispectral", False), "Key 'IsMultispectral'"),
-        model_format=model_format,
+        model_format=_model_format(data),
         min_cell_size=data.get("MinCellSize") if isinstance(data.get("MinCellSize"), dict) else None,
         max_cell_size=data.get("MaxCellSize") if isinstance(data.get("MaxCellSize"), dict) else None,
         test_time_augmentation=(as_bool(data["test_time_augmentation"], "Key 'test_time_augmentation'")
                                 if data.get("test_time_augmentation") is not None else None),
         meta_data_mode=str(data["MetaDataMode"]) if data.get("MetaDataMode") is not None else None,
-        ignore_mapped_class=[int(i) for i in ignore],
+        ignore_mapped_class=_ignore_mapped_class(data, family),
         extra={k: v for k, v in data.items() if k not in _KNOWN_KEYS},
         warnings=warnings,
     )
     if family is not None and family.task == "detection" and md.threshold is None:
         md.threshold = float(family.defaults["threshold"])
-    check_model_padding(md.model_padding, height, width, "ModelPadding")
+    _check_sizes(md)
+    return md
+
+
+def _extract_bands(data: dict[str, Any]) -> tuple[list[int] | None, list[str] | None]:
+    """ExtractBands as 0-based indexes, or as band names: (indexes, names), one of them None."""
+    eb = data.get("ExtractBands")
+    if eb is None:
+        return None, None
+    if not isinstance(eb, list) or not eb:
+        raise ModelDefinitionError("Key 'ExtractBands' must be a non-empty list of 0-based band indexes or band names")
+    if all(isinstance(b, str) and not b.strip().lstrip("-").isdigit() for b in eb):
+        return None, [b.strip() for b in eb]
+    extract_bands = []
+    for b in eb:
+        idx = int(b) if not isinstance(b, bool) and isinstance(b, (int, float, str)) and _whole(b) else None
+        if idx is None:
+            raise ModelDefinitionError(f"ExtractBands entry {json.dumps(b)} is not a band index")
+        if idx < 0:
+            raise ModelDefinitionError(f"ExtractBands entry {idx} is negative: indexes are 0-based")
+        extract_bands.append(idx)
+    return extract_bands, None
+
+
+def _whole(value: Any) -> bool:
+    """Whether ``value`` (a number or its text) is a whole number."""
+    try:
+        return float(value) == int(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+def _model_format(data: dict[str, Any]) -> str:
+    model_format = str(data.get("ModelFormat") or "NCHW").upper()
+    if model_format not in ("NCHW", "NHWC"):
+        raise ModelDefinitionError(f"Key 'ModelFormat' must be NCHW or NHWC, not '{data.get('ModelFormat')}'")
+    return model_format
+
+
+def _ignore_mapped_class(data: dict[str, Any], family: Any) -> list[int]:
+    ignore = data.get("ignore_mapped_class") or []
+    params = data.get("ModelParameters")
+    if not ignore and family is not None and isinstance(params, dict):
+        ignore = params.get("ignore_mapped_class") or []
+    if not isinstance(ignore, list):
+        raise ModelDefinitionError("Key 'ignore_mapped_class' must be a list of channel indexes")
+    for item in ignore:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not float(item).is_integer() or item < 0:
+            raise ModelDefinitionError(f"Key 'ignore_mapped_class' must be a list of channel indexes (whole numbers, "
+                                       f"0 or more); found {json.dumps(item)}")
+    return [int(i) for i in ignore]
+
+
+def _plugin_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """The plugin's own QGISPlugin keys: standardization_mean/std, divide_by_255."""
+    plugin_keys = data.get("QGISPlugin") if isinstance(data.get("QGISPlugin"), dict) else {}
+    mean = plugin_keys.get("standardization_mean")
+    std = plugin_keys.get("standardization_std")
+    return {"standardization_mean": float_list(mean, "QGISPlugin.standardization_mean") if mean is not None else None,
+            "standardization_std": float_list(std, "QGISPlugin.standardization_std") if std is not None else None,
+            "divide_by_255": bool(plugin_keys.get("divide_by_255", False))}
+
+
+def _check_sizes(md: ModelDefinition) -> None:
+    check_model_padding(md.model_padding, md.image_height, md.image_width, "ModelPadding")
     if md.padding is not None:
-        check_model_padding(md.padding, height, width, "Key 'Padding'")
+        check_model_padding(md.padding, md.image_height, md.image_width, "Key 'Padding'")
     if md.standardization_std is not None and any(v <= 0 for v in md.standardization_std):
         raise ModelDefinitionError(f"QGISPlugin.standardization_std values must be above 0, not "
                                    f"{md.standardization_std}")
     if md.standardization_mean is not None and md.standardization_std is not None and \
             len(md.standardization_mean) != len(md.standardization_std):
         raise ModelDefinitionError("QGISPlugin.standardization_mean and standardization_std differ in length")
-    return md
