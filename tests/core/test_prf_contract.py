@@ -211,3 +211,51 @@ def test_two_models_with_same_named_helper_modules_in_one_session(tmp_path):
             digest = hashlib.sha256((folder / helper).read_bytes()).hexdigest()
             assert f"imported '{helper}' from the model's folder (SHA-256 {digest})" in log
         assert "helper" not in sys.modules and "helper_late" not in sys.modules
+
+
+CONSTANT = '''
+import numpy as np
+
+
+class {name}:
+    def getParameterInfo(self):
+        return [{{"name": "raster", "dataType": "raster", "value": None, "required": True}}]
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"].update(bandCount=1, pixelType="u1")
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        pixelBlocks["output_pixels"] = np.full(shape, 2, props["pixelType"])
+        return pixelBlocks
+'''
+
+
+def test_a_function_beside_a_native_model_file_runs_when_allowed(tmp_path):
+    """An ONNX model whose .emd also names its own function: with custom code allowed the function runs (as ArcGIS
+    runs it); without, the ONNX file runs and the log says the function was not run; an arcgis.learn standard
+    function (ArcGISImageClassifier.py) stays native either way."""
+    from builders import conv_module, export_onnx, write_emd
+
+    rng = np.random.default_rng(2)
+    image = rng.integers(1, 255, (3, 24, 24)).astype(np.uint8)
+    raster = write_raster(tmp_path / "img.tif", image)
+    export_onnx(conv_module(3, 2, 3, seed=4), tmp_path / "conv.onnx", 3, 16)
+    classes = ((1, "one", (255, 0, 0)), (2, "two", (0, 0, 255)))
+    plain = load_model_definition(str(write_emd(tmp_path / "plain.emd", "conv.onnx", tile=16, classes=classes)))
+    classify_pixels(str(raster), plain, str(tmp_path / "native.tif"))
+    native = read_raster(tmp_path / "native.tif")
+    assert set(np.unique(native)) == {1, 2}  # the comparison below can tell the two apart
+    for stem in ("Constant", "ArcGISImageClassifier"):
+        (tmp_path / f"{stem}.py").write_text(CONSTANT.format(name=stem), encoding="utf-8")
+        md = load_model_definition(str(write_emd(tmp_path / f"{stem}.emd", "conv.onnx", tile=16, classes=classes,
+                                                 InferenceFunction=f"{stem}.py")))
+        for allowed in (True, False):
+            progress = RecordingProgress()
+            out = tmp_path / f"{stem}_{allowed}.tif"
+            classify_pixels(str(raster), md, str(out), allow_custom_code=allowed, progress=progress)
+            ran_function = stem == "Constant" and allowed
+            np.testing.assert_array_equal(read_raster(out), np.full((24, 24), 2, np.uint8) if ran_function else native)
+            not_run = [w for w in progress.warnings if f"'{tmp_path / stem}.py' (InferenceFunction) was not run" in w]
+            assert len(not_run) == (1 if stem == "Constant" and not allowed else 0)
+            assert any("Running the model's own Python code" in m for m in progress.infos) == ran_function

@@ -26,6 +26,7 @@ from ...arguments.specs import decide_batch, resolve_arguments
 from ...backends.base import DeviceRequest
 from ...errors import ModelDefinitionError
 from ...model.definition import ClassInfo, ModelDefinition
+from ...prf.choice import model_to_run
 from ...prf.features import feature_attributes, feature_class, feature_confidence, given_label
 from ...prf.function_model import FunctionModel, function_model_ref
 from ...prf.host import CustomFunctionError, PythonRasterFunction, without_normalisation
@@ -105,6 +106,7 @@ def open_object_classifier(md: ModelDefinition, arguments: str | dict | None = N
                            allow_custom_code: bool = False, scheduler: str = "", retries: int = 2) -> ObjectClassifier:
     """The classifier for ``md``: its own Python function when it has one, else the model file; its jobs run
     in-process or on the Dask cluster ``scheduler`` (each failed job retried ``retries`` times)."""
+    md = model_to_run(md, allow_custom_code, progress or NullProgress())
     if md.custom_function:
         return custom_object_classifier(md, arguments, device, progress, allow_custom_code, scheduler, retries)
     return ObjectClassifier(md, arguments, device, progress, scheduler=scheduler, retries=retries)

@@ -13,6 +13,7 @@ from ...engine.pixels import PixelRunResult, run_pixel_model
 from ...engine.tile_reader import open_model_source
 from ...errors import InputDataError, OutputError
 from ...model.definition import ModelDefinition
+from ...prf.choice import model_to_run
 from ...progress import NullProgress, Progress
 from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
 
@@ -34,6 +35,7 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                              f"{md.model_type} models")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
+    md = model_to_run(md, allow_custom_code, progress)
     if md.custom_function:
         from ...prf.raster_blocks import custom_classify_pixels
 

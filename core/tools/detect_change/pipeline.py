@@ -25,6 +25,7 @@ from ...engine.pixel_outputs import write_outputs
 from ...engine.pixels import PixelRunResult, run_pixel_model
 from ...errors import InputDataError, OutputError
 from ...model.definition import ModelDefinition
+from ...prf.choice import model_to_run
 from ...prf.host import PythonRasterFunction
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import (
@@ -127,6 +128,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
                              "ImageClassification model (arcgis.learn change_detection)")
     if os.path.splitext(output)[1].lower() not in (".tif", ".tiff"):
         raise OutputError(f"Output '{output}' must be a GeoTIFF (.tif)")
+    md = model_to_run(md, allow_custom_code, progress)
     if md.custom_function:
         PythonRasterFunction.refuse_unless(md, allow_custom_code)
         refuse_mask(request)

@@ -52,6 +52,7 @@ from ...engine.tile_reader import log_mask, open_model_source
 from ...errors import InputDataError
 from ...model.definition import ClassInfo, ModelDefinition
 from ...model.probe import meta_value
+from ...prf.choice import model_to_run
 from ...progress import NullProgress, Progress
 from ...raster.gdal_io import (
     RasterGrid,
@@ -326,6 +327,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
+    md = model_to_run(md, allow_custom_code, progress)
     if md.custom_function:
         from .function import custom_detect_objects
 
