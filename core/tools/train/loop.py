@@ -69,6 +69,14 @@ class FitOutcome:
     finder: dict[str, list[float]] = field(default_factory=dict)
 
 
+def stopped_improving(valid_losses: list[float], patience: int = PATIENCE, min_delta: float = MIN_DELTA) -> bool:
+    """STOP_TRAINING's rule: none of the last ``patience`` epochs beat the best before them by ``min_delta``."""
+    if len(valid_losses) <= patience:
+        return False
+    best = min(valid_losses[:-patience])
+    return all(loss > best - min_delta for loss in valid_losses[-patience:])
+
+
 def split_indices(count: int, percent: float, seed: int) -> tuple[list[int], list[int]]:
     """(training, validation) chip indices: a seeded shuffle, ``percent`` of the chips (at least one) validate."""
     if count < 2:
@@ -237,10 +245,7 @@ class Trainer:
         return outcome
 
     def _stale(self, history: list[EpochRecord], best_epoch: int) -> bool:
-        if not self.s.stop_training or len(history) <= PATIENCE:
-            return False
-        best = min(h.valid_loss for h in history[:-PATIENCE])
-        return all(h.valid_loss > best - MIN_DELTA for h in history[-PATIENCE:])
+        return self.s.stop_training and stopped_improving([h.valid_loss for h in history])
 
     def _epoch(self, epoch: int, lr: float, total_steps: int) -> EpochRecord | None:
         torch = self.torch
