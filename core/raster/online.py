@@ -35,6 +35,8 @@ ZOOM0_RESOLUTION = 2 * WEB_MERCATOR_HALF / 256
 USER_AGENT = "Deep Learning Tools for QGIS (dltools plugin; GDAL WMS driver)"
 #: parallel requests per read (GDAL's MaxConnections) and seconds before a request counts as failed
 MAX_CONNECTIONS = 4
+#: a cell size this close (relative) to a zoom level's pixel size is that pixel size (a dialog shows 6 decimals)
+SNAP_TOLERANCE = 1e-5
 DEFAULT_TIMEOUT = 30
 _WEB_MERCATOR_CODES = ("3857", "900913", "102100", "102113", "3785")
 
@@ -194,9 +196,9 @@ def choose_cell_size(layer_crs: str, extent: tuple[float, float, float, float], 
 def choose_zoom(cell_size: float, zmin: int, zmax: int, tile_size: int = 256,
                 zoom0: float = ZOOM0_RESOLUTION) -> int:
     """The coarsest zoom level whose pixels are no larger than ``cell_size`` (so no detail is invented),
-    within the layer's ``zmin``..``zmax``."""
+    within the layer's ``zmin``..``zmax``; a cell size within :data:`SNAP_TOLERANCE` of a level's pixels is it."""
     ratio = zoom0 * 256 / tile_size / cell_size
-    z = math.ceil(math.log2(ratio) - 1e-9) if ratio > 0 else 0
+    z = math.ceil(math.log2(ratio) - SNAP_TOLERANCE) if ratio > 0 else 0
     return int(min(max(z, zmin), zmax))
 
 
@@ -319,6 +321,9 @@ def plan_online_raster(layer: OnlineLayer, md: ModelDefinition, request: RasterR
     if layer.service == "xyz":
         zoom = choose_zoom(cell, layer.zmin, layer.zmax)
         res = ZOOM0_RESOLUTION / 2 ** zoom
+        if abs(cell - res) <= SNAP_TOLERANCE * res and cell != res:
+            # a dialog's 6 decimals (1.194329) mean zoom 17's 1.194328566955879: the pixels are read as served
+            cell, planned = res, replace(planned, cell_size=res)
         progress.info(f"XYZ tiles: zoom {zoom} ({res:.6g} Web Mercator units per pixel) for a cell size of "
                       f"{cell:.6g}; up to {MAX_CONNECTIONS} requests at once, tiles cached in {cache}")
         return xyz_description(layer, zoom, cache, timeout), planned
@@ -342,8 +347,10 @@ def _plan_wmts(layer: OnlineLayer, cell: float, cache: Path, timeout: int, plann
     band = ds.GetRasterBand(1)
     sizes += [sizes[0] * ds.RasterXSize / band.GetOverview(i).XSize for i in range(band.GetOverviewCount())]
     finest = len(sizes) - 1
-    fitting = [i for i, s in enumerate(sizes) if s <= cell * (1 + 1e-9)]
+    fitting = [i for i, s in enumerate(sizes) if s <= cell * (1 + SNAP_TOLERANCE)]
     index = max(fitting, key=lambda i: sizes[i]) if fitting else 0
+    if abs(cell - sizes[index]) <= SNAP_TOLERANCE * sizes[index]:  # the matrix's own pixels, read as served
+        cell, planned = sizes[index], replace(planned, cell_size=sizes[index])
     level = finest - index  # ZoomLevel counts the tile matrices from the coarsest
     progress.info(f"WMTS: tile matrix {level} of '{layer.tile_matrix_set}' ({sizes[index]:.6g} per pixel) for a "
                   f"cell size of {cell:.6g}; up to {MAX_CONNECTIONS} requests at once, tiles cached in {cache}")

@@ -181,3 +181,14 @@ def test_xyz_on_a_dask_cluster_the_workers_fetch_their_own_tiles(served, tmp_pat
     ref, got, progress = _classify_both(served, layer, tmp_path, scheduler="local:1", retries=0)
     assert (ref == got).all()
     assert len(served["server"].tile_requests()) - before == 4  # 2 x 2 tiles, fetched by the worker
+
+
+def test_a_cell_size_rounded_to_6_decimals_is_the_zoom_levels_pixel_size(tmp_path):
+    """The dialog's spin box shows 6 decimals: 1.194329 stands for zoom 17's 1.194328566955879..., read as served."""
+    res = ZOOM0_RESOLUTION / 2 ** 17
+    md = definition()
+    layer = parse_layer_uri("type=xyz&url=http://h/{z}/{x}/{y}.png")
+    for typed, want in ((round(res, 6), res), (1.2, 1.2)):
+        _, planned = plan_online_raster(layer, md, RasterRequest(extent=(0.0, 0.0, 100.0, 100.0), cell_size=typed),
+                                        RecordingProgress(), tmp_path)
+        assert planned.cell_size == want
