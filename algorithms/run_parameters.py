@@ -111,8 +111,12 @@ class RunParameters:
     RETRIES = "RETRIES"
 
     def add_cluster_parameters(self) -> None:
+        scheduler = QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler"), defaultValue="",
+                                                 optional=True)
+        # in the tool's dialog: a hint under the field (what to type, or why the value would be refused)
+        scheduler.setMetadata({"widget_wrapper": {"class": f"{__package__}.scheduler_widget.SchedulerWidgetFactory"}})
         self.add_param(
-            QgsProcessingParameterString(self.SCHEDULER, self.tr("Dask scheduler"), defaultValue="", optional=True),
+            scheduler,
             "Where the blocks of work run: empty = in this process (the default); 'local' or 'local:N' = a Dask "
             "cluster of N worker processes on this computer, started for this run and closed after; "
             "'tcp://host:8786' = a running Dask scheduler, whose workers must reach the input raster at the same "
