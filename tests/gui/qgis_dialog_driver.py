@@ -56,10 +56,30 @@ def run_tool(step):
     panel = dlg.mainWidget()
     wrappers = panel.wrappers
     ctx = QgsProcessingContext()
-    out["model_wrapper"] = type(wrappers["MODEL"]).__name__
-    out["arguments_wrapper"] = type(wrappers["ARGUMENTS"]).__name__
     for name, value in step.get("inputs", {}).items():
         wrappers[name].setParameterValue(value, ctx)
+    if "model" in step:
+        model_part(step, out, dlg, wrappers)
+    for name, value in step.get("outputs", {}).items():
+        wrappers[name].setWidgetValue(value, ctx)
+    finished = {}
+    dlg.algorithmFinished.connect(lambda ok, res: finished.update(ok=ok, result=res))
+    dlg.runAlgorithm()
+    wait(120, lambda: bool(finished))
+    wait(1.0)
+    out["finished"] = {"ok": finished.get("ok"),
+                       "result": {k: str(v) for k, v in (finished.get("result") or {}).items()}}
+    out["log"] = dlg.textLog.toPlainText()[-3000:] if hasattr(dlg, "textLog") else ""
+    dlg.grab().save(os.path.join(SHOTS, f"{step['name']}_log.png"))
+    out["layers"] = project_layers()
+    dlg.close()
+    return out
+
+
+def model_part(step, out, dlg, wrappers):
+    """What a tool with a model does in its dialog: the model set, the argument table read, edited and checked."""
+    out["model_wrapper"] = type(wrappers["MODEL"]).__name__
+    out["arguments_wrapper"] = type(wrappers["ARGUMENTS"]).__name__
     wrappers["MODEL"].setValue(step["model"])
     wait(0.5)
     out["summary"] = wrappers["MODEL"].widget.summary.text()
@@ -103,20 +123,13 @@ def run_tool(step):
         out["modeler_wrappers"] = {name: type(ws[name]).__name__ for name in ("MODEL", "ARGUMENTS")}
         mdlg.grab().save(os.path.join(SHOTS, f"{step['name']}_modeler.png"))
         mdlg.close()
-    for name, value in step.get("outputs", {}).items():
-        wrappers[name].setWidgetValue(value, ctx)
-    finished = {}
-    dlg.algorithmFinished.connect(lambda ok, res: finished.update(ok=ok, result=res))
-    dlg.runAlgorithm()
-    wait(120, lambda: bool(finished))
-    wait(1.0)
-    out["finished"] = {"ok": finished.get("ok"),
-                       "result": {k: str(v) for k, v in (finished.get("result") or {}).items()}}
-    out["log"] = dlg.textLog.toPlainText()[-3000:] if hasattr(dlg, "textLog") else ""
-    dlg.grab().save(os.path.join(SHOTS, f"{step['name']}_log.png"))
+
+
+def project_layers():
+    """Every layer in the project: name, source and how it is drawn."""
     layers = []
     for layer in QgsProject.instance().mapLayers().values():
-        info = {"name": layer.name(), "source": layer.source()}
+        info = {"name": layer.name(), "source": layer.source(), "provider": layer.providerType()}
         if isinstance(layer, QgsRasterLayer):
             info["renderer"] = layer.renderer().type()
             if info["renderer"] == "paletted":
@@ -124,13 +137,12 @@ def run_tool(step):
         elif isinstance(layer, QgsVectorLayer):
             r = layer.renderer()
             info["renderer"] = r.type()
+            info["count"] = layer.featureCount()
             if r.type() == "categorizedSymbol":
                 info["field"] = r.classAttribute()
                 info["categories"] = [[c.value(), c.label(), c.symbol().color().name()] for c in r.categories()]
         layers.append(info)
-    out["layers"] = layers
-    dlg.close()
-    return out
+    return layers
 
 
 def toolbox():

@@ -27,6 +27,7 @@ import prf_functions as prf  # noqa: E402
 from builders import conv_module, export_onnx, write_emd, write_raster  # noqa: E402
 
 PIXEL_CLASSES = [(1, "water", (0, 90, 255)), (2, "field", (240, 200, 0)), (3, "forest", (0, 140, 40))]
+SQUARES = [(5, 5, 10, 0, 200), (40, 20, 20, 1, 230), (56, 50, 16, 0, 190)]
 
 
 def _need_desktop() -> None:
@@ -80,11 +81,40 @@ def _data(tmp: Path) -> dict:
             f"POLYGON(({x0} {y0},{x0 + 8} {y0},{x0 + 8} {y0 - 8},{x0} {y0 - 8},{x0} {y0}))"))
         lyr.CreateFeature(f)
     ds = None
+    objects = _detection_data(tmp)
     pixel_json = json.loads(pixel_emd.read_text(encoding="utf-8"))
     pixel_json["ModelFile"] = str(tmp / "pixels.onnx")
     return {"pixel_json": json.dumps(pixel_json, indent=2), "raster": str(raster),
             "later": str(later), "boxes": str(tmp / "boxes.gpkg"), "pixel_emd": str(pixel_emd),
-            "objects_emd": str(objects_emd), "change_emd": str(change_emd)}
+            "objects_emd": str(objects_emd), "change_emd": str(change_emd), **objects}
+
+
+def _detection_data(tmp: Path) -> dict:
+    """A scene of squares, an Ultralytics-style detector of them with its .emd, and overlapping scored polygons for
+    Non Maximum Suppression."""
+    from detection_models import square_scene, yolo_v8_onnx
+    from osgeo import ogr, osr
+
+    scene = write_raster(tmp / "squares.tif", square_scene(120, 100, SQUARES), origin=(500000.0, 4000000.0), cell=1.0)
+    yolo_v8_onnx(tmp / "yolo.onnx", 64, {0: "red", 1: "green"})
+    emd = tmp / "yolo.emd"
+    emd.write_text(json.dumps({
+        "Framework": "ONNX", "ModelType": "ObjectDetection", "ModelFile": "yolo.onnx", "ImageHeight": 64,
+        "ImageWidth": 64, "ExtractBands": [0, 1, 2], "DataRange": [0, 1],
+        "Classes": [{"Value": 10, "Name": "red roof", "Color": [230, 20, 20]},
+                    {"Value": 20, "Name": "green roof", "Color": [20, 200, 20]}]}))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp / "scored.gpkg"))
+    lyr = ds.CreateLayer("scored", srs, ogr.wkbPolygon)
+    lyr.CreateField(ogr.FieldDefn("Confidence", ogr.OFTReal))
+    for x, conf in ((0, 95.0), (8, 90.0), (16, 80.0)):  # a chain: 95 removes 90, 80 stays
+        f = ogr.Feature(lyr.GetLayerDefn())
+        f.SetField("Confidence", conf)
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x} 0,{x + 10} 0,{x + 10} 10,{x} 10,{x} 0))"))
+        lyr.CreateFeature(f)
+    ds = None
+    return {"squares": str(scene), "detector_emd": str(emd), "scored": str(tmp / "scored.gpkg")}
 
 
 def _plugin_zip() -> str:
@@ -118,6 +148,14 @@ def desktop(request, tmp_path_factory):
         {"name": "detect_change", "alg": "dltools:detectchange", "model": d["change_emd"],
          "inputs": {"FROM_RASTER": d["raster"], "TO_RASTER": d["later"], "ALLOW_CUSTOM_CODE": True},
          "change": {"margin": "10"}, "outputs": {"OUTPUT": str(tmp / "change.tif")}},
+        # temporary outputs, as a first-time user leaves them: the run must end without any error in the log
+        {"name": "detect_objects", "alg": "dltools:detectobjects", "model": d["detector_emd"],
+         "inputs": {"INPUT": d["squares"]}, "change": {"padding": "8"}, "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
+        {"name": "nms", "alg": "dltools:nonmaximumsuppression", "inputs": {"INPUT": d["scored"]},
+         "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
+        {"name": "classify_objects_temporary", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
+         "inputs": {"INPUT": d["raster"], "FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
+         "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
         {"name": "describe_model_json", "alg": "dltools:describemodel", "model": d["pixel_json"],
          "outputs": {"OUTPUT_HTML": str(tmp / "j.html"), "OUTPUT_JSON": str(tmp / "j.json")}},
         {"name": "describe_model", "alg": "dltools:describemodel", "model": d["pixel_emd"],
@@ -168,6 +206,8 @@ def _rows(tool: dict, key: str = "rows_before") -> dict:
 def test_plugin_loads_in_the_desktop_with_our_widgets(desktop):
     assert "dltools" in desktop["plugins"]
     for name, tool in desktop["tools"].items():
+        if name == "nms":  # no model
+            continue
         assert tool["model_wrapper"] == "ModelWrapper" and tool["arguments_wrapper"] == "ArgumentsWrapper", name
         assert tool["group"] == "" and tool["help_url"].startswith("file://")
 
@@ -213,6 +253,24 @@ def test_classify_objects_dialog_and_styled_layer(desktop):
     assert layer["renderer"] == "categorizedSymbol" and layer["field"] == "ClassLabel"
     assert {c[0]: c[2] for c in layer["categories"]} == {"dark": "#282828", "bright": "#ffff00"}
     assert (desktop["paths"]["tmp"] / "labels.qml").is_file()
+
+
+@pytest.mark.parametrize(("step", "name", "count"), [("detect_objects", "squares — detected objects", len(SQUARES)),
+                                                    ("nms", "scored — non maximum suppression", 2),
+                                                    ("classify_objects_temporary", "boxes — classified objects", 3)])
+def test_temporary_outputs_end_without_an_error(desktop, step, name, count):
+    """Detect Objects, NMS and Classify Objects with temporary outputs, from their dialogs: success, no red line
+    ("The following layers were not correctly generated" came after every such run), the layer in the project
+    under the ArcGIS-style name, styled by class where there are classes."""
+    tool = desktop["tools"][step]
+    assert tool["finished"]["ok"] is True, tool["log"]
+    assert "not correctly generated" not in tool["log"] and "memory:" not in tool["log"], tool["log"]
+    layer = next((la for la in tool["layers"] if la["name"] == name), None)
+    assert layer is not None, [la["name"] for la in tool["layers"]]
+    assert layer["provider"] == "memory"  # the temporary layer itself
+    assert layer["count"] == count
+    if step != "nms":
+        assert layer["renderer"] == "categorizedSymbol"
 
 
 def test_detect_change_dialog(desktop):
