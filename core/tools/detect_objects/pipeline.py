@@ -135,7 +135,8 @@ class DetectionResult:
 
     def summary_lines(self) -> list[str]:
         lines = [
-            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} in {self.blocks} blocks (padding "
+            f"Done: {self.tiles} tiles of {self.tile_size[0]}x{self.tile_size[1]} in {self.blocks} "
+            f"block{'' if self.blocks == 1 else 's'} (padding "
             f"{self.padding}, batch size {self.batch_size}), layout {self.layout}, {self.device}",
             f"Objects: {self.before_merge} found in tiles, {self.after_merge} after the seam merge, "
             f"{len(self.objects)} written",
