@@ -267,7 +267,15 @@ class ArgumentsWidget(QWidget):
         self.table = QTableWidget(0, len(self.COLUMNS))
         self.table.setObjectName("dltools_arguments_table")
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
-        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.Stretch)
+        # names and defaults fit their contents; values and what the run uses get a set width (a long path or a
+        # reason wraps, and is in full in the line under the table); the description takes the rest
+        header = self.table.horizontalHeader()
+        for col, mode in enumerate((QHeaderView.ResizeToContents, QHeaderView.Interactive,
+                                    QHeaderView.ResizeToContents, QHeaderView.Stretch, QHeaderView.Interactive)):
+            header.setSectionResizeMode(col, mode)
+        self.table.setColumnWidth(1, 90)
+        self.table.setColumnWidth(4, 120)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # wrap the description, never scroll it away
         self.table.verticalHeader().setVisible(False)
         # room for about ten rows, and descriptions wrapped in their cell rather than cut off with "…"
         self.table.setMinimumHeight(ROWS_SHOWN * 30)
@@ -307,7 +315,6 @@ class ArgumentsWidget(QWidget):
         for j, (name, value) in enumerate(extra):
             self._set_row(len(rows) + j, name, value, "", "Not an argument of this model: it would be ignored",
                           False)
-        self.table.resizeColumnsToContents()
         self.table.blockSignals(False)
         self.validate()
         if self.table.rowCount():

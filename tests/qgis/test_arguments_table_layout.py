@@ -45,7 +45,8 @@ descriptions = {t.item(i, 0).text(): t.item(i, 3).text() for i in range(t.rowCou
 longest = max(descriptions, key=lambda n: len(descriptions[n]))
 out = {"min_height": t.minimumHeight(), "wrap": t.wordWrap(), "elide": int(t.textElideMode()),
        "first_detail": widget.detail.text(), "names": names, "descriptions": descriptions, "longest": longest,
-       "row_heights": {n: t.rowHeight(i) for i, n in enumerate(names)}, "widths": [t.columnWidth(c) for c in range(5)]}
+       "row_heights": {n: t.rowHeight(i) for i, n in enumerate(names)}, "widths": [t.columnWidth(c) for c in range(5)],
+       "viewport": t.viewport().width(), "hscroll": t.horizontalScrollBar().isVisible()}
 t.setCurrentCell(names.index("batch_size"), 1)
 out["batch_detail"] = widget.detail.text()
 t.setCurrentCell(names.index(longest), 1)
@@ -72,5 +73,7 @@ def test_the_table_has_room_and_shows_whole_descriptions(tmp_path):
     longest = got["longest"]
     assert len(got["descriptions"][longest]) > 80
     assert html.escape(got["descriptions"][longest]) in got["longest_detail"]
+    # every column in sight (the description is wrapped, not scrolled out of the table)
+    assert sum(got["widths"]) <= got["viewport"] and not got["hscroll"], (got["widths"], got["viewport"])
     # a long description wraps onto more lines: its row is taller than a one-line row
     assert got["row_heights"][longest] > min(got["row_heights"].values()), (got["widths"], got["descriptions"][longest])
