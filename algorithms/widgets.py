@@ -268,23 +268,21 @@ class ArgumentsWidget(QWidget):
         self.table.setObjectName("dltools_arguments_table")
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         # names and defaults fit their contents; values and what the run uses get a set width (a long path or a
-        # reason wraps, and is in full in the line under the table); the description takes the rest
+        # reason is in full in the line under the table); the description takes the rest
         header = self.table.horizontalHeader()
         for col, mode in enumerate((QHeaderView.ResizeToContents, QHeaderView.Interactive,
                                     QHeaderView.ResizeToContents, QHeaderView.Stretch, QHeaderView.Interactive)):
             header.setSectionResizeMode(col, mode)
         self.table.setColumnWidth(1, 90)
         self.table.setColumnWidth(4, 120)
-        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # wrap the description, never scroll it away
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # every column in sight, never scrolled away
         self.table.verticalHeader().setVisible(False)
-        # room for about ten rows, and descriptions wrapped in their cell rather than cut off with "…"
-        self.table.setMinimumHeight(ROWS_SHOWN * 30)
-        self.table.setWordWrap(True)
-        self.table.setTextElideMode(Qt.ElideNone)
+        # room for about nine one-line rows; a description too long for its cell is in full in its tooltip and in
+        # the line under the table (wrapped cells made rows so tall that two filled the table)
+        self.table.setMinimumHeight(ROWS_SHOWN * 32 + 30)  # rows and the header
+        self.table.setWordWrap(False)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
         self.table.currentCellChanged.connect(lambda row, *_: self._show_detail(row))
-        # wrapped descriptions need their rows' heights again whenever the dialog gives the column another width
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.detail = QLabel()  # the selected row in full: name, description, default, what the run uses
         self.detail.setObjectName("dltools_arguments_detail")
         self.detail.setWordWrap(True)
