@@ -273,8 +273,8 @@ class ArgumentsWidget(QWidget):
         for col, mode in enumerate((QHeaderView.ResizeToContents, QHeaderView.Interactive,
                                     QHeaderView.ResizeToContents, QHeaderView.Stretch, QHeaderView.Interactive)):
             header.setSectionResizeMode(col, mode)
-        self.table.setColumnWidth(1, 90)
-        self.table.setColumnWidth(4, 120)
+        self.table.setColumnWidth(1, 70)
+        self.table.setColumnWidth(4, 100)
         self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # every column in sight, never scrolled away
         self.table.verticalHeader().setVisible(False)
         # room for about nine one-line rows; a description too long for its cell is in full in its tooltip and in
