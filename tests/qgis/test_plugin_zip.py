@@ -159,9 +159,10 @@ def test_the_zip_holds_the_plugin_and_nothing_else(built):
     expected |= {f"{PLUGIN}/{n}" for n in ("metadata.txt", "__init__.py", "plugin.py", "LICENSE", "README.md",
                                             "requirements.txt")}
     expected |= {f"{PLUGIN}/{p.relative_to(ROOT)}" for p in (ROOT / "i18n").glob("*.qm")}
-    # the Help button's page, rendered from the README, and the docs pages it links to
-    expected |= {f"{PLUGIN}/resources/help/{page}" for page in ("index.html", "classify_objects.html",
-                                                                 "architecture.html")}
+    # the Help button's page, rendered from the README, and the docs pages it links to (each docs/x.md as x.html)
+    linked = set(re.findall(r"\]\(docs/([\w-]+)\.md", (ROOT / "README.md").read_text(encoding="utf-8")))
+    assert {"classify_objects", "architecture"} <= linked
+    expected |= {f"{PLUGIN}/resources/help/{page}.html" for page in linked | {"index"}}
     assert set(names) == expected
     page = zf.read(f"{PLUGIN}/resources/help/index.html").decode("utf-8")
     assert 'id="classify-pixels-using-deep-learning"' in page and "<img" not in page
