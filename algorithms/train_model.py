@@ -151,7 +151,7 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             augmentation=self.parameterAsBoolean(parameters, self.AUGMENTATION, context))
         request = TrainRequest(
             input_folder=self.parameterAsFile(parameters, self.INPUT_FOLDER, context),
-            output_folder=self.parameterAsString(parameters, self.OUTPUT_FOLDER, context),
+            output_folder=self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context),
             settings=settings,
             pretrained_model=self.parameterAsFile(parameters, self.PRETRAINED_MODEL, context) or "",
             pretrained_backbone=self.parameterAsFile(parameters, self.PRETRAINED_BACKBONE, context) or "",

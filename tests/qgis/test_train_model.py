@@ -13,7 +13,7 @@ pytest.importorskip("torchvision")
 
 from builders import read_raster, write_raster  # noqa: E402
 from recording_feedback import RecordingFeedback  # noqa: E402
-from training_data_builders import shapes_scene, write_classified_tiles  # noqa: E402
+from training_data_builders import shapes_scene, write_classified_tiles, write_labeled_tiles  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
 import qgis_process_util  # noqa: E402
@@ -101,6 +101,24 @@ def test_model3_export_train_classify_accuracy(context, tmp_path):
     assert (tmp_path / "shapes" / "shapes.emd").is_file() and (tmp_path / "shapes" / "shapes.dlpk").is_file()
     rows = (tmp_path / "confusion.csv").read_text().splitlines()
     assert any(row.startswith("Kappa") or ",Kappa" in row or "Kappa," in row for row in rows), rows
+
+
+def test_processing_run_feature_classifier_into_a_temporary_folder(context, tmp_path):
+    """FeatureClassifier on Labeled_Tiles through processing.run, OUTPUT_FOLDER left to Processing's temporary
+    folder: the model files are named after it and Describe Model reads the result."""
+    import processing
+
+    chips = write_labeled_tiles(tmp_path / "labeled", count=16, chip=32, seed=2)
+    feedback = RecordingFeedback()
+    result = processing.run("dltools:trainmodel", {
+        **FAST, "MODEL_TYPE": 2, "INPUT_FOLDER": str(chips), "OUTPUT_FOLDER": "TEMPORARY_OUTPUT", "MAX_EPOCHS": 1,
+        "VALIDATION_PERCENT": 25}, context=context, feedback=feedback)
+    folder = Path(result["OUTPUT_FOLDER"])
+    assert folder.is_dir() and folder.name != "TEMPORARY_OUTPUT"
+    assert result["OUTPUT_MODEL"] == str(folder / f"{folder.name}.emd") and Path(result["OUTPUT_MODEL"]).is_file()
+    described = processing.run("dltools:describemodel", {"MODEL": result["OUTPUT_PACKAGE"],
+                                                        "OUTPUT_JSON": str(tmp_path / "d.json")}, context=context)
+    assert "FeatureClassifier" in Path(described["OUTPUT_JSON"]).read_text()
 
 
 def test_processing_run_refuses_clearly(context, tmp_path):

@@ -111,7 +111,7 @@ class Trainer:
     # -- one step and one pass ------------------------------------------------------------------
     def _loss(self, images, targets):  # noqa: ANN001, ANN202
         torch = self.torch
-        with torch.autocast("cuda", enabled=self.amp):
+        with torch.autocast(self.device.type, enabled=self.amp):
             out = self.module(images.to(self.device))
             aux = None
             if isinstance(out, dict):  # torchvision DeepLab: "out" and, in training, "aux"

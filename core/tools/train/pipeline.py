@@ -76,8 +76,6 @@ def _check_folders(request: TrainRequest) -> tuple[Path, Path]:
                           "it (a run never writes into its inputs)")
     if target.exists() and not target.is_dir():
         raise OutputError(f"OUTPUT_FOLDER '{target}' is a file, not a folder")
-    if not target.parent.is_dir():
-        raise OutputError(f"The folder OUTPUT_FOLDER goes in, '{target.parent}', does not exist")
     return source, target
 
 
