@@ -115,12 +115,15 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                 with OutputSet() as pending:
                     for i, (item, out) in enumerate(zip(items, outs)):
                         progress.info(f"Item {i + 1}/{len(items)}: {item} -> {os.path.basename(out)}")
+                        if i == 0:  # the first item also fills OUTPUT (and its probabilities), so models chaining
+                            # this tool always get a raster: run once, written under both names
+                            run_engine(classify_pixels, item, md, pending.path_for(output), arguments,
+                                       pending.path_for(probs) if probs else None, request, device, progress, allow,
+                                       **cluster)
+                            pending.copy_of(output, out)
+                            continue
                         run_engine(classify_pixels, item, md, pending.path_for(out), arguments, None, request, device,
                                    progress, allow, **cluster)
-                    # the first item also fills OUTPUT, so models chaining this tool always get a raster
-                    run_engine(classify_pixels, items[0], md, pending.path_for(output), arguments,
-                               pending.path_for(probs) if probs else None, request, device, progress, allow,
-                               **cluster)
             except DLToolsError as exc:
                 raise QgsProcessingException(str(exc)) from exc
         else:

@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -126,6 +127,26 @@ class OutputSet:
             if tgt == target:
                 return tmp
         return None
+
+    def copy_of(self, written: str | os.PathLike[str], target: str | os.PathLike[str]) -> str:
+        """``target`` as a copy of the output ``written`` (already written under its temporary name), side files
+        (its style, statistics) included, committed or discarded with the rest: one result under two names,
+        without producing it twice.  Returns the copy's temporary path."""
+        source = next((entry for entry in self._pending if entry[1] == os.fspath(written)), None)
+        if source is None or not os.path.exists(source[0]):
+            raise OutputError(f"Internal error: the output '{os.fspath(written)}' was not written before its copy")
+        tmp, _, stem = source
+        copy = self.path_for(target)
+        copy_stem = self._pending[-1][2]
+        if os.path.splitext(copy)[1] != os.path.splitext(tmp)[1]:
+            raise OutputError(f"Internal error: '{os.fspath(target)}' cannot be a copy of '{os.fspath(written)}'")
+        try:
+            for side in self._side_files(tmp, stem):
+                shutil.copyfile(side, Path(os.path.dirname(copy)) / (copy_stem + side.name[len(stem):]))
+        except OSError as exc:
+            raise OutputError(no_space_message(target, exc) or
+                              f"Cannot write the output '{os.fspath(target)}': {exc.strerror or exc}") from exc
+        return copy
 
     @staticmethod
     def _side_files(tmp: str, stem: str) -> list[Path]:

@@ -95,3 +95,29 @@ def test_a_plain_temporary_name_has_no_dot_but_the_extensions_and_follows_the_sa
         open(tmp + "-journal", "wb").write(b"journal")
         raise RuntimeError("failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my.data.gpkg", "my.data.qml"]
+
+
+def test_one_result_under_two_names(tmp_path):
+    """OutputSet.copy_of: a written output (and its side files) also becomes another target, committed or discarded
+    with the rest; a copy of what was not written is refused."""
+    first, second = tmp_path / "a.tif", tmp_path / "b" / "a_copy.tif"
+    second.parent.mkdir()
+    with OutputSet() as outputs:
+        tmp = outputs.path_for(first)
+        with open(tmp, "wb") as fh:
+            fh.write(b"raster")
+        with open(os.path.splitext(tmp)[0] + ".qml", "w", encoding="utf-8") as fh:
+            fh.write("<qgis/>")
+        outputs.copy_of(first, second)
+    assert first.read_bytes() == second.read_bytes() == b"raster"
+    assert (tmp_path / "a.qml").read_text(encoding="utf-8") == (second.parent / "a_copy.qml").read_text(encoding="utf-8")
+    assert sorted(p.name for p in second.parent.iterdir()) == ["a_copy.qml", "a_copy.tif"]
+    with pytest.raises(RuntimeError), OutputSet() as outputs:
+        with open(outputs.path_for(first), "wb") as fh:
+            fh.write(b"new")
+        outputs.copy_of(first, second)
+        raise RuntimeError("the run failed after both were written")
+    assert first.read_bytes() == second.read_bytes() == b"raster"
+    assert sorted(p.name for p in second.parent.iterdir()) == ["a_copy.qml", "a_copy.tif"]
+    with pytest.raises(OutputError, match="was not written before its copy"), OutputSet() as outputs:
+        outputs.copy_of(tmp_path / "never.tif", second)

@@ -61,6 +61,32 @@ def test_items_separately_into_the_output_folder(context, tmp_path):
     assert any("Item 2/2" in line for line in feedback.infos)
 
 
+def test_the_first_item_runs_once_and_fills_output_and_probabilities(context, tmp_path):
+    """OUTPUT (and OUTPUT_PROBABILITIES) hold the first item's result without running the model on it again: one
+    run per item, the first item's raster written under both names (its style too)."""
+    import processing
+
+    vrt, emd, left, right, _ = _case(tmp_path)
+    folder, out, probs = tmp_path / "items", tmp_path / "first.tif", tmp_path / "first_probs.tif"
+    feedback = RecordingFeedback()
+    processing.run("dltools:classifypixels", {
+        "INPUT": str(vrt), "MODEL": str(emd), "ARGUMENTS": "padding 2", "PROCESSING_MODE": 1,
+        "OUTPUT_FOLDER": str(folder), "OUTPUT": str(out), "OUTPUT_PROBABILITIES": str(probs)},
+        context=context, feedback=feedback)
+    runs = [line for line in feedback.infos if line.startswith("Tiles: ")]
+    assert len(runs) == 2, runs  # one model run per item, none again for OUTPUT
+    assert np.array_equal(read_raster(out), left) and np.array_equal(read_raster(folder / "left_classified.tif"), left)
+    assert np.array_equal(read_raster(folder / "right_classified.tif"), right)
+    assert read_raster(probs).shape == (3,) + left.shape  # the first item's probabilities
+    assert (folder / "left_classified.qml").read_text(encoding="utf-8") == \
+        out.with_suffix(".qml").read_text(encoding="utf-8")
+    names = sorted(p.name for p in folder.iterdir())
+    # the copy brings the same side files as a run writes (style, statistics), and no temporary file stays
+    assert [n.replace("left_", "") for n in names if n.startswith("left_")] == \
+        [n.replace("right_", "") for n in names if n.startswith("right_")]
+    assert all(n.startswith(("left_classified", "right_classified")) for n in names), names
+
+
 def test_model_given_as_json_text(context, tmp_path):
     import processing
 
