@@ -4,7 +4,7 @@ output checks; the run parameters (device, extent, mask, cluster, permission for
 :mod:`.run_parameters`.
 
 The algorithms' side of the engine interface (the feedback adapter, engine errors as messages for the
-user) is :mod:`.engine`."""
+user) is :mod:`.running`."""
 
 from __future__ import annotations
 

@@ -270,8 +270,3 @@ def decide_batch(requested: int, fixed: int | None = None) -> BatchDecision:
                              fixed=True)
     why = f"{requested} is not a perfect square: lowered as ArcGIS does" if used != requested else ""
     return BatchDecision(requested=requested, used=used, why=why)
-
-
-def format_arguments(values: dict[str, Any]) -> str:
-    """Back to the ArcGIS string form, for logs."""
-    return ";".join(f"{k} {v}" for k, v in values.items())

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Backend for arcgis.learn ``.pth`` weights: the network is rebuilt (:mod:`..arcgis_learn`), never unpickled.
+"""Backend for arcgis.learn ``.pth`` weights: the network is rebuilt (:mod:`.arcgis_learn`), never unpickled.
 
 Pixel families return ``[B, N + 1, H, W]`` class scores and FeatureClassifier ``[B, N]`` from
 :meth:`Backend.run`, so Classify Pixels and Classify Objects run them like any other model.

@@ -2,7 +2,7 @@
 """The data types of a model definition: what every reader produces and every tool consumes.
 
 This is the bottom floor of the model-definition layers: the readers (:mod:`.emd`, :mod:`.ecd`,
-:mod:`.model_probe`, the loader :mod:`.model_definition`) build a :class:`ModelDefinition`; arguments,
+:mod:`.probe`, the loader :mod:`.loader`) build a :class:`ModelDefinition`; arguments,
 normalisers, decoders, styling and pipelines only read one.  It imports nothing of ``core/`` but the
 error types, so any module may use it without pulling in a reader or a backend.
 """

@@ -2,7 +2,7 @@
 """Esri model definition (``.emd``) keys -> a validated :class:`~.definition.ModelDefinition`.
 
 Every reader ends here: an .emd file or its JSON text, a package's .emd, an .ecd mapped onto .emd keys
-(:mod:`.ecd`), the ``dltools.json`` a TorchScript archive carries (:mod:`.model_probe`).  So every
+(:mod:`.ecd`), the ``dltools.json`` a TorchScript archive carries (:mod:`.probe`).  So every
 check and message is the same whatever the model came in.  Keys are read case-sensitively, as Esri's
 Python raster functions do; keys we do not use are kept in :attr:`ModelDefinition.extra`.
 """
@@ -212,10 +212,11 @@ def _native_problem(model_file_text: str | None, model_path: Path | None, kind: 
                     inference_function: str | None) -> ModelDefinitionError | None:
     """Why the plugin cannot run the model file itself (None when it can)."""
     if not model_file_text:
-        what = f" (it relies on the Python raster function '{inference_function}')" if inference_function else ""
+        what = (f", and its Python raster function '{inference_function}' is not beside it" if inference_function
+                else "")
         return ModelDefinitionError(
-            f"The model definition has no ModelFile{what}: the plugin runs ONNX and TorchScript model files, not custom "
-            "Python raster functions. Export the model to ONNX and add \"ModelFile\" and \"Framework\": \"ONNX\"")
+            f"The model definition has no ModelFile{what}: add \"ModelFile\" (an ONNX or TorchScript model file) and "
+            "\"Framework\", or put the model's own Python raster function (InferenceFunction) next to the .emd")
     if model_path is None:
         return ModelDefinitionError(
             f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder to "

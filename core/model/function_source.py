@@ -43,11 +43,6 @@ def shown_path(md: ModelDefinition, path: Path) -> str:
     return str(path)
 
 
-def uses_custom_function(md: ModelDefinition) -> bool:
-    """True when the model is run by its own Python function (no model file the plugin runs natively)."""
-    return md.custom_function and function_path(md) is not None
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -2,7 +2,7 @@
 """Validators for model-definition JSON: one set for every reader (.emd, .ecd, class info, Deepness).
 
 Each takes the value (or the object and its key), checks it and returns it typed, or raises
-:class:`~.errors.ModelDefinitionError` with a message that names the key at fault.  ``what``
+:class:`~core.errors.ModelDefinitionError` with a message that names the key at fault.  ``what``
 is how the message names the value ("Key 'ImageHeight'", "class info: key 'MiniBatchSize'").
 
 Readers with stricter rules turn them on with options rather than keeping copies: the

@@ -3,7 +3,7 @@
 
 The tool keeps the reading, tiling, writing and styling: a custom function runs as a
 :class:`~core.engine.blocks.BlockTask` like any model, on the shared chip grid (:class:`~core.raster.grid.TileGrid`: chips
-of ``tx x ty`` with ``padding`` around them), read by the shared :class:`~.pixel_engine.TileReader` (window and
+of ``tx x ty`` with ``padding`` around them), read by the shared :class:`~core.engine.tile_reader.TileReader` (window and
 halo, NoData zeroed, the function's ``dataRange`` applied), written by :class:`~core.raster.gdal_io.BlockWriter`
 through :class:`~core.safe_output.OutputSet`.  The function sees one chip at a time, exactly as ArcGIS hands
 it over: ``raster_pixels`` of shape ``(bands, ty + 2*padding, tx + 2*padding)`` in the raster's pixel type

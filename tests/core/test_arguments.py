@@ -11,11 +11,11 @@ from dltools.core.arguments.specs import (
     TOOLS,
     argument_specs,
     default_padding,
-    format_arguments,
     parse_arguments_text,
     resolve_arguments,
     square_batch_size,
 )
+from dltools.core.arguments.table import arguments_text
 from dltools.core.errors import ArgumentError
 from dltools.core.model.definition import ModelDefinition
 from dltools.core.model.loader import load_model_definition
@@ -62,7 +62,7 @@ def test_resolve_with_defaults_and_types():
                       "predict_background": True,
                       "test_time_augmentation": False, "merge_policy": "mean", "blend": True, "threads": 0}
     assert progress.warnings == []
-    assert format_arguments({"padding": 64, "blend": True}) == "padding 64;blend True"
+    assert arguments_text({"padding": "64", "blend": "True"}) == "padding 64;blend True"  # the text form, back
 
 
 def test_dict_arguments():

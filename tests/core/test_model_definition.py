@@ -24,9 +24,9 @@ _TF = "Framework 'TensorFlow' is not supported: convert the model to ONNX (tf2on
 
 
 def _no_model_file(function: str) -> str:
-    return (f"The model definition has no ModelFile (it relies on the Python raster function '{function}'): the plugin "
-            "runs ONNX and TorchScript model files, not custom Python raster functions. Export the model to ONNX and "
-            "add \"ModelFile\" and \"Framework\": \"ONNX\"")
+    return (f"The model definition has no ModelFile, and its Python raster function '{function}' is not beside it: add "
+            "\"ModelFile\" (an ONNX or TorchScript model file) and \"Framework\", or put the model's own Python raster "
+            "function (InferenceFunction) next to the .emd")
 
 
 #: What each real .emd in ../shared/testdata/esri/emd gives: the exact error message ({dir} = the emd folder).

@@ -9,9 +9,10 @@ own implementation of the few fastai-v1 modules arcgis.learn builds on, and the 
 loaded into it with ``torch.load(weights_only=True)`` and ``strict=True``.
 
 Layers: :mod:`.families` (pure data, no torch) is read by the model definition loader;
-the network modules (:mod:`.fastai_layers`, :mod:`.unet`, :mod:`.classifier`,
+the network modules (:mod:`.fastai_layers`, with the FeatureClassifier head, :mod:`.unet`,
 :mod:`.torchvision_nets`, :mod:`.ssd`, :mod:`.retinanet`) and :mod:`.weights` import torch;
-:mod:`.network` ties a family to its builder and its output decoding.  The backend that the
+:mod:`.network` ties a family to its builder and its outputs (detectors: R-CNN's detections, SSD's and
+RetinaNet's raw anchor outputs, which :mod:`core.detection.decode` decodes).  The backend that the
 tools open lives in ``core/backends/arcgis_learn_backend.py``.
 """
 

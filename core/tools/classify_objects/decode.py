@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """From an object classifier's ``[batch, classes]`` scores to labels, class values and confidences.
 
-* **Probabilities or logits** follows the one rule of every score decoder (:mod:`.scores`),
+* **Probabilities or logits** follows the one rule of every score decoder (:mod:`core.engine.scores`),
   decided once per run by :meth:`ObjectDecoder.calibrate`: competing classes get a softmax unless
   the scores already are probabilities; multi-label models (``MetaDataMode``
   ``MultiLabeled_Tiles``) and one-score models get a sigmoid unless all values lie in [0, 1].

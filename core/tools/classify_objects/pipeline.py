@@ -4,7 +4,7 @@
 The caller hands over plain inputs: a :class:`FeatureInput` (each feature's key, WKB in the layer's
 CRS and an opaque payload, plus the layer's name, CRS and field names; :class:`OgrFeatures` reads
 any OGR layer, the QGIS tool adapts its feature source), raster paths and an
-:class:`~.classify_objects.ObjectClassifier`.  This module repairs invalid geometries (make valid),
+:class:`~.classifier.ObjectClassifier`.  This module repairs invalid geometries (make valid),
 reprojects them to the raster's CRS (OSR), decides which features touch which image, names the new
 fields, logs what it did, and yields :class:`ObjectRow`\\ s in input order; the caller writes them to
 its sink with the payload's own attributes and geometry.  Memory stays bounded: only the features

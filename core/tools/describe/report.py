@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Describe Model: what the plugin understood of a model, as a plain dict, log lines and an HTML page.
 
-:func:`describe_model` turns a :class:`~.model_definition.ModelDefinition` and
+:func:`describe_model` turns a :class:`~core.model.definition.ModelDefinition` and
 what the backend reported (:func:`backend_info`) into a JSON-ready dict;
 :func:`report_lines` and :func:`render_html` present that dict to the user.
 Nothing here imports qgis; the backend is opened only in :func:`backend_info`.

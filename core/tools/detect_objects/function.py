@@ -2,7 +2,7 @@
 """Detect Objects with the model's own Python raster function: ``vectorize`` per block.
 
 The tool reads the raster in blocks of ``(bands, ty + 2*padding, tx + 2*padding)`` exactly as for
-``updatePixels``, on the block engine (see :mod:`.custom_raster`: the shared reader, ``edge_fill`` and
+``updatePixels``, on the block engine (see :mod:`core.prf.raster_blocks`: the shared reader, ``edge_fill`` and
 ``block_size``), and calls ``vectorize(raster_pixels=..., raster_mask=...)``.
 The function returns ``output_vectors``: Esri JSON features whose polygon ``rings`` are in the block's pixel
 space, ``[x = column, y = row]`` from the top-left of the block without its padding (as Esri documents), with
@@ -95,7 +95,7 @@ def _ring(points: Any, x0: int, y0: int, gt: tuple[float, ...], prf: PythonRaste
 
 @dataclass
 class FunctionDetectionTask(FunctionBlockTask):
-    """``vectorize`` per chip on the block engine (see :class:`.custom_raster.FunctionBlockTask`); a block's
+    """``vectorize`` per chip on the block engine (see :class:`core.prf.raster_blocks.FunctionBlockTask`); a block's
     result is its objects in map coordinates: ``(WKB, ClassInfo, confidence 0-100, extra values)``.
 
     A feature whose box centre lies in the part of the chip's centre that another chip answers for (the
@@ -179,7 +179,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
     """Detect Objects with the model's function on ``grid``, on the block engine.
 
     Returns the objects as ``(WKB in map coordinates, class name, class value, confidence 0-100)`` and the
-    run's figures, which :func:`.detect_objects.detect_objects` turns into its ``DetectionResult``.
+    run's figures, which :func:`.pipeline.detect_objects` turns into its ``DetectionResult``.
     """
     progress = progress or NullProgress()
     started = time.perf_counter()

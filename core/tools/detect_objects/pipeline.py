@@ -1,22 +1,22 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Detect Objects Using Deep Learning: raster in, georeferenced polygons out.
 
-1. The raster is cut into the same padded chips as Classify Pixels (:class:`..tiling.TileGrid`, the last
-   chip of a row or column moved inward, the margin past the raster mirrored or zero-filled: ``edge_fill``)
-   and into blocks of chips run by the block engine (:mod:`..blocks`): in-process threads, or a Dask
-   cluster with ``scheduler``.  :class:`DetectionTask` is one block job: the shared chip reader
-   (:class:`.pixel_engine.TileReader`: window + halo, NoData zeroed, normalised, ArcGIS's batch rule), the
-   model, and the block's objects in raster pixel coordinates as its result, independent of every other
-   block.
-2. Per chip (:mod:`..decoders.detections`): decode the model's layout, drop scores below ``threshold``,
-   NMS within the chip (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
-   centre lies in the chip's centre, plus the pieces of objects cut by the chip's edge.
-3. One global merge over the raster (:func:`..nms.seam_merge`): pieces of an object cut by tile seams are
+1. The raster is cut into the same padded tiles as Classify Pixels (:class:`core.raster.grid.TileGrid`, the last
+   tile of a row or column moved inward, the margin past the raster mirrored or zero-filled: ``edge_fill``)
+   and into blocks of tiles run by the block engine (:mod:`core.engine.blocks`): in-process threads, or a Dask
+   cluster with ``scheduler``.  :class:`DetectionTask` is one block job: the shared tile reader
+   (:class:`core.engine.tile_reader.TileReader`: window + halo, NoData zeroed, normalised, batched as the run's
+   :mod:`core.engine.contract` says), the model, and the block's objects in raster pixel coordinates as its
+   result, independent of every other block.
+2. Per tile (:mod:`core.detection.decode`): decode the model's layout, drop scores below ``threshold``,
+   NMS within the tile (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
+   centre lies in the tile's centre, plus the pieces of objects cut by the tile's edge.
+3. One global merge over the raster (:func:`core.detection.nms.seam_merge`): pieces of an object cut by tile seams are
    united, copies seen by two chips reduced to the most confident one.
 4. Pixel coordinates -> map coordinates through the raster's full geotransform (rotation terms too, any
    CRS).  Boxes become 4-corner polygons, rotated boxes their corners, instance masks their outline at
    pixel precision (GDAL polygonize of the mask, holes kept).
-5. ``run_nms``: the Non Maximum Suppression tool's rule (:func:`..nms.nms_polygons`) on the result.
+5. ``run_nms``: the Non Maximum Suppression tool's rule (:func:`core.detection.nms.nms_polygons`) on the result.
 """
 
 from __future__ import annotations
