@@ -63,6 +63,13 @@ def test_check_libraries_in_a_model3(context, tmp_path):
     assert "CPUExecutionProvider" in rows["onnxruntime"]["devices"]
     assert rows["numpy"]["version"] == numpy.__version__ and rows["numpy"]["source"] == "QGIS's Python"
     assert set(rows) == {"onnxruntime", "torch", "torchvision", "dask", "distributed", "numpy"}
+    import torch
+
+    assert rows["torch"]["version"] == torch.__version__
+    if torch.cuda.is_available():
+        assert rows["torch"]["devices"].startswith("CUDA: 0: " + torch.cuda.get_device_name(0))
+    else:
+        assert rows["torch"]["devices"] == "CPU (torch.cuda sees no GPU)"
 
 
 @pytest.fixture
