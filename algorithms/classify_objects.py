@@ -19,12 +19,14 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsWkbTypes,
 )
 
 from ..core.raster.gdal_io import build_mosaic, mosaic_items, release_mosaic
+from ..core.raster.online import looks_like_online_uri
 from ..core.tools.classify_objects.function import open_object_classifier
 from ..core.tools.classify_objects.images import list_images
 from ..core.tools.classify_objects.pipeline import (
@@ -129,6 +131,11 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             "raster (the folder's images must share CRS and bands) and every feature gets one label. 'Items "
             "separately': every feature is classified on each image it touches, one output row per feature and "
             "image, with the image in an 'Image' field. A single raster is always one image.")
+        self.add_param(QgsProcessingParameterNumber(self.CELL_SIZE, self.tr("Cell size (online layers)"),
+                                                    QgsProcessingParameterNumber.Double, optional=True, minValue=0.0),
+                       "For an online input (XYZ, WMS, WMTS, ArcGIS MapServer): the cell size to read it at, in the "
+                       "layer's CRS units. Default: the model's own (MinCellSize, Deepness resolution). A file is "
+                       "always read at its own cell size.", advanced=True)
         self.add_device_parameters()
         self.add_cluster_parameters()
         self.add_custom_code_parameter()
@@ -173,12 +180,14 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
         progress = FeedbackProgress(feedback)
         label_field = run_engine(check_label_field, self.parameterAsString(parameters, self.CLASS_LABEL_FIELD, context))
         refuse_reserved_field(self.CLASS_LABEL_FIELD, label_field)
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
         folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
+        online = self._online_input(parameters, context) if not folder else None
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) \
+            if parameters.get(self.INPUT) and online is None else None
         if layer is not None and folder:  # the dialog always has a raster (INPUT is required): the folder wins
             progress.info(f"Image folder given: the input raster '{layer.name()}' is not read")
             layer = None
-        if layer is None and not folder:
+        if layer is None and not folder and online is None:
             if parameters.get(self.INPUT):
                 raise QgsProcessingException(self.tr(f"The input raster '{parameters.get(self.INPUT)}' cannot be loaded"))
             raise QgsProcessingException(self.tr("No imagery: give an input raster or an image folder"))
@@ -190,6 +199,9 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
 
         md = self.model_definition(parameters, context, progress)
         self._classes = list(md.classes)
+        raster_crs = crs_of(layer) if layer is not None else None
+        if online is not None:
+            raster_path, raster_crs = self._online_raster(parameters, context, online, md, progress)
         arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
         device = self.device_request(parameters, context)
         classifier = run_engine(open_object_classifier, md, arguments, device, progress,
@@ -218,7 +230,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                         release_mosaic(mosaic)
                     return {self.OUTPUT: dest}
                 run = run_engine(FeaturesOnRaster, classifier, features, raster_path, label_field, progress,
-                                 crs_of(layer))
+                                 raster_crs)
                 return {self.OUTPUT: self._write(parameters, context, run, qgs_fields(source.fields(), run.fields),
                                                  source.wkbType(), source.sourceCrs())}
             if images is None:
@@ -258,6 +270,42 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             out.setGeometry(geom)
         out.setAttributes(row.values)
         return out
+
+    def _online_input(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: ANN202
+        """INPUT as an online layer (a layer of the wms / arcgismapserver provider or its source string), else None."""
+        from .online_inputs import ONLINE_PROVIDERS, RasterInput
+
+        value = parameters.get(self.INPUT)
+        if value in (None, ""):
+            return None
+        if not (isinstance(value, str) and looks_like_online_uri(value)):
+            layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+            if layer is None or layer.providerType() not in ONLINE_PROVIDERS:
+                return None
+        raster: RasterInput = self.raster_input(parameters, self.INPUT, context, "input")
+        return raster
+
+    def _online_raster(self, parameters: dict[str, Any], context: QgsProcessingContext, raster, md,  # noqa: ANN001
+                       progress) -> tuple[str, tuple[str, str]]:  # noqa: ANN001
+        """An online INPUT as a GDAL description read at CELL_SIZE (or the model's), over the features' extent."""
+        from ..core.raster.request import RasterRequest
+
+        if parameters.get(self.FEATURES) in (None, ""):
+            raise QgsProcessingException(self.tr("An online layer needs input features: the chips are cut around "
+                                                 "them (the layer itself has no edge to take as one image)"))
+        source = self.parameterAsSource(parameters, self.FEATURES, context)
+        if source is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
+        box = source.sourceExtent()
+        crs = source.sourceCrs()
+        cell = parameters.get(self.CELL_SIZE)
+        request = RasterRequest(extent=(box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()),
+                                extent_crs_wkt=crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED),
+                                cell_size=self.parameterAsDouble(parameters, self.CELL_SIZE, context)
+                                if cell not in (None, "") else None)
+        description, planned = self.engine_input(raster, md, request, progress)
+        grid_crs = QgsCoordinateReferenceSystem.fromWkt(planned.extent_crs_wkt)
+        return description, (planned.extent_crs_wkt, grid_crs.authid() or grid_crs.description())
 
     def _refuse_output_over_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: ANN001
                                    raster_path: str | None) -> None:

@@ -125,7 +125,7 @@ def test_algorithm_metadata(qgis_app):
     names = [p.name() for p in alg.parameterDefinitions()]
     # the imagery, its alternative right under it, then the features
     assert names == ["INPUT", "IMAGE_FOLDER", "FEATURES", "MODEL", "ARGUMENTS", "CLASS_LABEL_FIELD", "PROCESSING_MODE",
-                     "DEVICE", "GPU_ID", "SCHEDULER", "RETRIES", "ALLOW_CUSTOM_CODE", "OUTPUT"]
+                     "CELL_SIZE", "DEVICE", "GPU_ID", "SCHEDULER", "RETRIES", "ALLOW_CUSTOM_CODE", "OUTPUT"]
     flags = {n: alg.parameterDefinition(n).flags() for n in ("INPUT", "IMAGE_FOLDER", "FEATURES")}
     optional, advanced = alg.parameterDefinition("INPUT").FlagOptional, alg.parameterDefinition("INPUT").FlagAdvanced
     assert not flags["INPUT"] & optional and flags["IMAGE_FOLDER"] & optional and flags["FEATURES"] & optional

@@ -311,3 +311,36 @@ def test_requests_go_through_the_qgis_proxy(context, scene, server, tmp_path):
     assert all(r.startswith("http://tiles.invalid/xyz/17/") for r in server.tile_requests())
     assert len(server.tile_requests()) == 9
     assert any(f"QGIS's proxy 127.0.0.1:{server.httpd.server_address[1]}" in line for line in feedback.infos)
+
+
+def test_classify_objects_on_xyz_equals_the_geotiff(context, scene, server, tmp_path):
+    """Chips cut around features from XYZ tiles: the same labels and confidences as from the GeoTIFF."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_objects"))
+    from co_models import mean_emd
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    (tmp_path / "co").mkdir()
+    emd = mean_emd(tmp_path / "co", band=0, tile=7)
+    features = []
+    for x, y, size, *_ in SQUARES:  # a box around each square, and one on plain ground
+        x0, y0 = -HALF + (PX0 + x - 2) * RES, HALF - (PY0 + y - 2) * RES
+        x1, y1 = x0 + (size + 4) * RES, y0 - (size + 4) * RES
+        features.append({"type": "Feature", "properties": {"n": x},
+                         "geometry": {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1],
+                                                                          [x0, y0]]]}})
+    boxes = tmp_path / "boxes.geojson"
+    boxes.write_text(json.dumps({"type": "FeatureCollection", "crs": {"type": "name", "properties": {
+        "name": "urn:ogc:def:crs:EPSG::3857"}}, "features": features}))
+    found = {}
+    for name, source_, extra in (("tif", scene["tif"], {}), ("xyz", server.uri, {"CELL_SIZE": RES})):
+        result, feedback = run("dltools:classifyobjects", context, INPUT=source_, FEATURES=str(boxes),
+                               MODEL=str(emd), OUTPUT=str(tmp_path / f"{name}.gpkg"), **extra)
+        layer = QgsVectorLayer(result["OUTPUT"], name, "ogr")
+        found[name] = sorted((f["n"], f["ClassLabel"], f["Confidence"]) for f in layer.getFeatures())
+    assert len(found["tif"]) == len(SQUARES) and found["xyz"] == found["tif"]
+    assert any("XYZ tiles: zoom 17" in line for line in feedback.infos)
+    with pytest.raises(QgsProcessingException, match="An online layer needs input features"):
+        run("dltools:classifyobjects", context, INPUT=server.uri, MODEL=str(emd), CELL_SIZE=RES,
+            OUTPUT=str(tmp_path / "none.gpkg"))
