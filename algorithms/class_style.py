@@ -12,6 +12,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingUtils,
+    QgsReadWriteContext,
     QgsRendererCategory,
     QgsSymbol,
     QgsVectorLayer,
@@ -34,6 +35,36 @@ def categorized_renderer(field: str, classes: list[ClassInfo], geometry_type: in
             symbol.setOpacity(0.6)
         categories.append(QgsRendererCategory(c.name, symbol, c.name))
     return QgsCategorizedSymbolRenderer(field, categories)
+
+
+def carried_style_qml(layer: QgsMapLayer | None) -> str | None:
+    """The symbology of a vector layer styled by its attributes (categorized, graduated, rule-based), as QML to put
+    on an output with the same fields: Non Maximum Suppression's result looks like its input. None otherwise.
+    Call it in prepareAlgorithm (the main thread): a project layer's renderer is not for the worker thread."""
+    if not isinstance(layer, QgsVectorLayer) or layer.renderer() is None or \
+            layer.renderer().type() not in ("categorizedSymbol", "graduatedSymbol", "RuleRenderer"):
+        return None
+    doc = QDomDocument("qgis")
+    layer.exportNamedStyle(doc, QgsReadWriteContext(), QgsMapLayer.Symbology)
+    return doc.toString()
+
+
+def values_style_qml(field: str, values: list, geometry_type: int) -> str:
+    """A categorized style on ``field``: one colour of the colour-blind-safe palette per value, in sorted order."""
+    ordered = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
+    colours = palette(max(1, len(ordered)))
+    categories = []
+    for value, rgb in zip(ordered, colours):
+        symbol = QgsSymbol.defaultSymbol(geometry_type)
+        symbol.setColor(QColor(*rgb))
+        if geometry_type == 2:
+            symbol.setOpacity(0.6)
+        categories.append(QgsRendererCategory(value, symbol, str(value)))
+    style = QgsVectorLayer(f"{_geometry_name(geometry_type)}?field={field}:string", "style", "memory")
+    style.setRenderer(QgsCategorizedSymbolRenderer(field, categories))
+    doc = QDomDocument("qgis")
+    style.exportNamedStyle(doc, QgsReadWriteContext(), QgsMapLayer.Symbology)
+    return doc.toString()
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):

@@ -20,12 +20,25 @@ from qgis.core import (
 
 from ..core.detection.nms import nms_polygons
 from .base import DLToolsAlgorithm
+from .class_style import StylePostProcessor, carried_style_qml, values_style_qml
 from .outputs import AtomicSink, name_result_layer, output_destination, refuse_same_files
 from .running import run_engine
 
 ogr.UseExceptions()
 
 CLASS_FALLBACKS = ("Classvalue", "Value")
+
+
+def write_style(sink: AtomicSink, qml: str | None, feedback) -> None:  # noqa: ANN001
+    """The style beside a file output (renamed with it on success), so QGIS applies it whenever the file is opened."""
+    path = sink.side_path(".qml") if qml else None
+    if path is None:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(qml)
+    except OSError as exc:
+        feedback.reportError(f"Could not write the style next to the output: {exc}", fatalError=False)
 
 
 def fallback_class_field(names: list[str]) -> str | None:
@@ -82,6 +95,11 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
                                                          QgsProcessing.TypeVectorPolygon),
                        "The features kept, with all their attributes.")
 
+    def prepareAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> bool:  # noqa: N802, ANN001
+        """In the main thread: the input's style by its attributes, carried to the output (same fields)."""
+        self._input_style = carried_style_qml(self.parameterAsVectorLayer(parameters, self.INPUT, context))
+        return True
+
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
         source = self.parameterAsSource(parameters, self.INPUT, context)
         if source is None:
@@ -131,11 +149,16 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
         ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
         keep = run_engine(nms_polygons, geoms, scores, classes if class_idx >= 0 else None, ratio)
         feedback.setProgress(80.0)
+        kept_classes = [c for c, k in zip(classes, keep.tolist()) if k]
+        qml = getattr(self, "_input_style", None) or (values_style_qml(class_name, kept_classes, 2) if class_idx >= 0 else None)
         with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()) as sink:
             for feat, k in zip(features, keep.tolist()):
                 if k and not sink.add(feat, QgsFeatureSink.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))
+            write_style(sink, qml, feedback)
         dest = sink.dest
+        if qml and context.willLoadLayerOnCompletion(dest):
+            context.layerToLoadOnCompletionDetails(dest).setPostProcessor(StylePostProcessor.create(qml))
         name_result_layer(self, context, self.OUTPUT, dest, source.sourceName(), "non maximum suppression")
         kept = int(keep.sum())
         feedback.pushInfo(f"{len(features)} features in, {kept} kept, {len(features) - kept} removed "
