@@ -141,6 +141,31 @@ class BlockSink(Protocol):
     def abort(self) -> None: ...
 
 
+class ResultSink:
+    """Keeps each finished block's result by its job's index, for a tool that merges them (Detect Objects) or hands
+    them on in input order (Classify Objects) after the blocks ran, in-process or on Dask."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, Any] = {}
+
+    def write(self, job: Any, result: Any) -> None:
+        self.results[job.index] = result
+
+    def take(self, index: int) -> Any:
+        """The result of job ``index``, no longer kept."""
+        return self.results.pop(index)
+
+    def in_order(self) -> list[Any]:
+        """Every result, in job order (whatever order the blocks finished in)."""
+        return [self.results[k] for k in sorted(self.results)]
+
+    def close(self) -> None:
+        """Nothing to flush: the results stay until taken."""
+
+    def abort(self) -> None:
+        self.results.clear()
+
+
 def run_block(task: BlockTask, model: Any, job: BlockJob) -> Any:
     """One job start to finish on the calling thread: the pure function a cluster worker runs."""
     context, batches = task.load(job)

@@ -251,22 +251,3 @@ class ChipTask:
         results = [ObjectResult(key, *acc.decided[i]) if i in acc.decided else ObjectResult(key, None, None, None, note)
                    for i, (key, note) in enumerate(acc.pending)]
         return ObjectBlock(results, len(acc.decided), acc.messages)
-
-
-class ObjectSink:
-    """Finished jobs by index, handed back in input order by :meth:`take`."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, ObjectBlock] = {}
-
-    def write(self, job: ObjectJob, result: ObjectBlock) -> None:
-        self.blocks[job.index] = result
-
-    def take(self, index: int) -> ObjectBlock:
-        return self.blocks.pop(index)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        self.blocks.clear()

@@ -37,13 +37,13 @@ from osgeo import gdal, ogr
 
 from ...arguments.specs import resolve_arguments
 from ...backends import DeviceRequest
-from ...engine.blocks import run_in_process
+from ...engine.blocks import ResultSink, run_in_process
 from ...errors import ModelDefinitionError, OutputError
 from ...model.definition import ModelDefinition
 from ...progress import NullProgress, Progress, check_canceled
 from ...raster.gdal_io import bounded_gdal_cache
 from .chip_models import ChipModel, open_model_chips
-from .chip_task import ChipCutter, ChipTask, ObjectBlock, ObjectItem, ObjectJob, ObjectResult, ObjectSink
+from .chip_task import ChipCutter, ChipTask, ObjectBlock, ObjectItem, ObjectJob, ObjectResult
 from .feature_chips import ChipSpec
 from .images import IMAGE_EXTENSIONS, ImageInfo, image_info, list_images
 
@@ -234,7 +234,7 @@ class ObjectClassifier:
             from ...engine.cluster import run_jobs
 
             every = list(jobs)
-            sink = ObjectSink()
+            sink = ResultSink()
             stats = run_jobs(self.task, self.chips.model, every, sink, progress, self.scheduler, self.retries,
                              lambda: self.chips.model_ref(self.scheduler))
             self.cluster_seconds += stats.model_seconds
@@ -251,7 +251,7 @@ class ObjectClassifier:
             yield from self._in_process(chunk, progress)
 
     def _in_process(self, chunk: list[ObjectJob], progress: Progress) -> Iterator[ObjectBlock]:
-        sink = ObjectSink()
+        sink = ResultSink()
         run_in_process(self.task, self.chips.model, chunk, sink, _WithoutPercent(progress))
         for job in chunk:
             yield sink.take(job.index)

@@ -27,7 +27,7 @@ import numpy as np
 from osgeo import ogr
 
 from ...detection.nms import suppress_for_tool
-from ...engine.blocks import BlockJob
+from ...engine.blocks import BlockJob, ResultSink
 from ...engine.cluster import run_jobs
 from ...model.definition import ClassInfo, ModelDefinition
 from ...prf.features import feature_attributes, feature_class, feature_confidence, given_name
@@ -156,22 +156,6 @@ class FunctionDetectionTask(FunctionBlockTask):
         return acc
 
 
-class _Objects:
-    """The sink: every block's objects, in the order blocks finish."""
-
-    def __init__(self) -> None:
-        self.objects: list[tuple] = []
-
-    def write(self, job: BlockJob, result: list[tuple]) -> None:
-        self.objects.extend(result)
-
-    def close(self) -> None:
-        """Nothing to flush: the objects go to the tool's merge."""
-
-    def abort(self) -> None:
-        self.objects = []
-
-
 def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None, grid: Any, device: Any,
                           progress: Progress | None, allowed: bool, run_nms: bool = False,
                           max_overlap_ratio: float = 0.0, scheduler: str = "",
@@ -198,7 +182,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
     run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf.shown, prf.rasters()[0], grid), progress)
     conf = run.conf
     model = FunctionModel(prf)
-    sink = _Objects()
+    sink = ResultSink()
     try:
         task = FunctionDetectionTask(reader=run.reader(), input_mask=conf.input_mask, parts=run.source.parts, md=md,
                                      geotransform=tuple(grid.geotransform), extra_fields=extra_fields)
@@ -209,7 +193,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                      lambda: function_model_ref(prf, md, run.arguments, device, progress, scheduler))
     finally:
         run.source.close()
-    found = sink.objects
+    found = [obj for block in sink.in_order() for obj in block]
     listed = {k.name.lower() for k in md.classes}
     unlisted = sorted({info.name for _, info, _, _ in found if info.name.lower() not in listed})
     if unlisted:

@@ -44,7 +44,7 @@ from ...detection.geometry import (
 )
 from ...detection.nms import box_iou_pairs, nms_boxes, seam_merge, suppress_for_tool
 from ...engine import augment
-from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
+from ...engine.blocks import BlockJob, ResultSink, block_jobs, chips_per_block, run_in_process
 from ...engine.contract import ModelContract, decide_contract
 from ...engine.normalize import build_normaliser, resolve_bands
 from ...engine.pixels import TileReader
@@ -278,24 +278,6 @@ class DetectionTask:
         return acc
 
 
-class DetectionSink:
-    """Collects the blocks' objects (any order) for the global merge."""
-
-    def __init__(self) -> None:
-        self.raw = RawObjects()
-        self.blocks = 0
-
-    def write(self, job: BlockJob, result: RawObjects) -> None:
-        self.raw.extend(result)
-        self.blocks += 1
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        self.raw = RawObjects()
-
-
 def detection_grid(raster: str, request: RasterRequest | None) -> tuple[RasterGrid, bool]:
     """The processing grid; a rotated raster is processed on its own grid (mapped through its geotransform)."""
     ds = open_raster(raster)
@@ -367,7 +349,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             jobs = block_jobs(setup.chips, per_block)
             progress.info(f"Blocks: {len(jobs)} of up to {per_block[1]} x {per_block[0]} tiles; edges "
                           f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
-            sink = DetectionSink()
+            sink = ResultSink()
             if scheduler:
                 from ...engine.cluster import ModelRef, run_on_cluster
 
@@ -380,7 +362,10 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         source.close()
         backend.close()
     merge_start = time.perf_counter()
-    objects, before, after = finish_objects(sink.raw, setup, table, run_nms, max_overlap_ratio, progress, mask)
+    raw = RawObjects()
+    for block in sink.in_order():
+        raw.extend(block)
+    objects, before, after = finish_objects(raw, setup, table, run_nms, max_overlap_ratio, progress, mask)
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
     per_class = Counter(o.class_name for o in objects)
