@@ -37,7 +37,7 @@ import uuid
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -366,14 +366,7 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
     show_stage(progress, "Dask: connecting to the scheduler" if address != "local" else "Dask: starting workers")
     try:
         client, cluster = _connect(distributed, address, n_local, progress)
-        _cancelled(progress)
-        deadline = time.monotonic() + _CONNECT_TIMEOUT
-        while not client.scheduler_info(n_workers=-1).get("workers"):
-            _cancelled(progress)
-            if time.monotonic() > deadline:
-                raise ClusterError(f"The Dask scheduler at {address} has no workers: start some with  dask worker "
-                                   f"{address}")
-            time.sleep(_POLL)
+        _wait_for_workers(client, address, progress)
         from distributed.diagnostics.plugin import UploadFile
 
         for path, load in ((core_zip(staging), True), (_staged_model(ref, staging), False)):
@@ -381,85 +374,13 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
             client.register_plugin(UploadFile(str(path), load=load), name=name)
             plugins.append(name)
         _cancelled(progress)
-        check = _Call(_check_worker, run_id, blob, ref).dumps()
-        checks = {w: client.submit(pickle.loads, check, key=f"dltools-{run_id}-check-{i}", workers=[w],
-                                   allow_other_workers=False, pure=False)
-                  for i, w in enumerate(client.scheduler_info(n_workers=-1)["workers"])}
-        for fut in checks.values():
-            pending[fut] = (None, 0)  # cancelled with the rest on cancel or failure
-        problems = {}
-        for w, fut in checks.items():
-            while not fut.done():
-                _cancelled(progress)
-                time.sleep(_POLL / 4)
-            pending.pop(fut)
-            outcome = fut.result() if fut.status == "finished" else f"failed the check: {fut.exception()}"
-            if outcome:
-                problems[w] = outcome
-        if problems:
-            raise ClusterError("Not every Dask worker can run this job: " + "; ".join(
-                f"worker {w} {p}" for w, p in sorted(problems.items())))
-        workers = client.scheduler_info(n_workers=-1)["workers"]
-        threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
-        progress.info(f"Dask: {_count(len(jobs), 'block')} on {_count(len(workers), 'worker')} "
-                      f"({threads} thread{'s' if threads != 1 else ''}) at {client.scheduler.address}, up to {retries} retr"
-                      f"{'y' if retries == 1 else 'ies'} per block")
-        total = sum(task.units(j) for j in jobs) or 1
-        done_units = done_jobs = 0
-        show_stage(progress, f"Dask: 0 of {_count(len(jobs), 'block')} done")
-        queue = list(reversed(jobs))
-        limit = max(4, 2 * threads)
-        ran_on: Counter[str] = Counter()
-        model_seconds = 0.0
-        retried: dict[int, list[str]] = {}
-
-        def submit(job: BlockJob, attempt: int) -> None:
-            call = _Call(run_block_on_worker, run_id, blob, ref, job).dumps()
-            fut = client.submit(pickle.loads, call, key=f"dltools-{run_id}-{job.index}-{attempt}", pure=False,
-                                retries=0)
-            pending[fut] = (job, attempt)
-
-        while queue or pending:
-            _cancelled(progress)
-            while queue and len(pending) < limit:
-                submit(queue.pop(), 0)
-            try:
-                with client.as_current():
-                    finished = distributed.wait(list(pending), timeout=_POLL, return_when="FIRST_COMPLETED").done
-            except TimeoutError:
-                continue
-            for fut in finished:
-                job, attempt = pending.pop(fut)
-                if fut.status == "finished":
-                    result, worker, seconds = fut.result()
-                    model_seconds += seconds
-                    fut.release()
-                    sink.write(job, result)
-                    ran_on[worker] += 1
-                    done_units += task.units(job)
-                    done_jobs += 1
-                    progress.set_progress(100.0 * done_units / total)
-                    show_stage(progress, f"Dask: {done_jobs} of {_count(len(jobs), 'block')} done")
-                    continue
-                error = fut.exception() if fut.status == "error" else f"the task was {fut.status}"
-                fut.release()
-                message = str(error)
-                if attempt < retries:
-                    retried.setdefault(job.index, []).append(message)
-                    progress.warning(f"Retrying {job.describe()} ({attempt + 1} of {retries}): {message}")
-                    submit(job, attempt + 1)
-                    continue
-                if not message.startswith("block "):
-                    message = f"{job.describe()} failed: {type(error).__name__}: {message}"
-                raise ClusterError(f"{message} (tried {attempt + 1} time{'s' if attempt else ''}; RETRIES {retries})")
+        _check_workers(client, _Call(_check_worker, run_id, blob, ref).dumps(), run_id, pending, progress)
+        dispatch = _Dispatch(client=client, distributed=distributed, task=task, call=(run_id, blob, ref),
+                             pending=pending, sink=sink, progress=progress, retries=retries)
+        stats = dispatch.run(jobs)
         sink.close()
         ok = True
-        blocks_word = "block" if len(jobs) == 1 else "blocks"
-        progress.info(f"Dask: {len(jobs)} {blocks_word} ran on {len(ran_on)} worker{'s' if len(ran_on) != 1 else ''} ("
-                      + ", ".join(f"{w}: {n}" for w, n in sorted(ran_on.items())) + ")"
-                      + (f"; retried: {', '.join(f'block {i} x{len(m)}' for i, m in sorted(retried.items()))}"
-                         if retried else "; no block was retried"))
-        return ClusterStats(len(ran_on), len(retried), model_seconds)
+        return stats
     finally:
         if client is not None:
             if pending:
@@ -479,6 +400,124 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
         shutil.rmtree(staging, ignore_errors=True)
         if not ok:
             sink.abort()
+
+
+def _wait_for_workers(client: Any, address: str, progress: Progress) -> None:
+    """Until the scheduler has a worker (a fresh local cluster starts them), or a clear error."""
+    _cancelled(progress)
+    deadline = time.monotonic() + _CONNECT_TIMEOUT
+    while not client.scheduler_info(n_workers=-1).get("workers"):
+        _cancelled(progress)
+        if time.monotonic() > deadline:
+            raise ClusterError(f"The Dask scheduler at {address} has no workers: start some with  dask worker "
+                               f"{address}")
+        time.sleep(_POLL)
+
+
+def _check_workers(client: Any, check: bytes, run_id: str, pending: dict[Any, tuple[BlockJob, int]],
+                   progress: Progress) -> None:
+    """Every worker opens the run's task and model once before any block is sent: a worker that cannot (a path it
+    does not see, a library it lacks) is named with its reason."""
+    checks = {w: client.submit(pickle.loads, check, key=f"dltools-{run_id}-check-{i}", workers=[w],
+                               allow_other_workers=False, pure=False)
+              for i, w in enumerate(client.scheduler_info(n_workers=-1)["workers"])}
+    for fut in checks.values():
+        pending[fut] = (None, 0)  # cancelled with the rest on cancel or failure
+    problems = {}
+    for w, fut in checks.items():
+        while not fut.done():
+            _cancelled(progress)
+            time.sleep(_POLL / 4)
+        pending.pop(fut)
+        outcome = fut.result() if fut.status == "finished" else f"failed the check: {fut.exception()}"
+        if outcome:
+            problems[w] = outcome
+    if problems:
+        raise ClusterError("Not every Dask worker can run this job: " + "; ".join(
+            f"worker {w} {p}" for w, p in sorted(problems.items())))
+
+
+@dataclass
+class _Dispatch:
+    """The blocks of one run on the cluster: a bounded number in flight, each failed one retried ``retries``
+    times, results written into the sink as they come, progress by the blocks' units."""
+
+    client: Any
+    distributed: Any
+    task: BlockTask
+    call: tuple[str, bytes, ModelRef]  # run id, the pickled task, the model
+    pending: dict[Any, tuple[BlockJob, int]]  # future -> (job, attempt); cancelled by the caller on failure
+    sink: BlockSink
+    progress: Progress
+    retries: int
+    ran_on: Counter = field(default_factory=Counter)
+    retried: dict[int, list[str]] = field(default_factory=dict)
+    model_seconds: float = 0.0
+
+    def submit(self, job: BlockJob, attempt: int) -> None:
+        run_id, blob, ref = self.call
+        call = _Call(run_block_on_worker, run_id, blob, ref, job).dumps()
+        fut = self.client.submit(pickle.loads, call, key=f"dltools-{run_id}-{job.index}-{attempt}", pure=False,
+                                 retries=0)
+        self.pending[fut] = (job, attempt)
+
+    def run(self, jobs: list[BlockJob]) -> ClusterStats:
+        client, progress, retries = self.client, self.progress, self.retries
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        threads = sum(int(w.get("nthreads", 1)) for w in workers.values()) or 1
+        progress.info(f"Dask: {_count(len(jobs), 'block')} on {_count(len(workers), 'worker')} "
+                      f"({threads} thread{'s' if threads != 1 else ''}) at {client.scheduler.address}, up to {retries} retr"
+                      f"{'y' if retries == 1 else 'ies'} per block")
+        total = sum(self.task.units(j) for j in jobs) or 1
+        done = [0, 0]  # units, jobs
+        show_stage(progress, f"Dask: 0 of {_count(len(jobs), 'block')} done")
+        queue = list(reversed(jobs))
+        limit = max(4, 2 * threads)
+        while queue or self.pending:
+            _cancelled(progress)
+            while queue and len(self.pending) < limit:
+                self.submit(queue.pop(), 0)
+            try:
+                with client.as_current():
+                    finished = self.distributed.wait(list(self.pending), timeout=_POLL,
+                                                     return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                continue
+            for fut in finished:
+                self._finished(fut, jobs, total, done)
+        blocks_word = "block" if len(jobs) == 1 else "blocks"
+        ran_on, retried = self.ran_on, self.retried
+        progress.info(f"Dask: {len(jobs)} {blocks_word} ran on {len(ran_on)} worker{'s' if len(ran_on) != 1 else ''} ("
+                      + ", ".join(f"{w}: {n}" for w, n in sorted(ran_on.items())) + ")"
+                      + (f"; retried: {', '.join(f'block {i} x{len(m)}' for i, m in sorted(retried.items()))}"
+                         if retried else "; no block was retried"))
+        return ClusterStats(len(ran_on), len(retried), self.model_seconds)
+
+    def _finished(self, fut: Any, jobs: list[BlockJob], total: int, done: list[int]) -> None:
+        """One block's future: its result into the sink, or a retry, or the run's error."""
+        job, attempt = self.pending.pop(fut)
+        if fut.status == "finished":
+            result, worker, seconds = fut.result()
+            self.model_seconds += seconds
+            fut.release()
+            self.sink.write(job, result)
+            self.ran_on[worker] += 1
+            done[0] += self.task.units(job)
+            done[1] += 1
+            self.progress.set_progress(100.0 * done[0] / total)
+            show_stage(self.progress, f"Dask: {done[1]} of {_count(len(jobs), 'block')} done")
+            return
+        error = fut.exception() if fut.status == "error" else f"the task was {fut.status}"
+        fut.release()
+        message = str(error)
+        if attempt < self.retries:
+            self.retried.setdefault(job.index, []).append(message)
+            self.progress.warning(f"Retrying {job.describe()} ({attempt + 1} of {self.retries}): {message}")
+            self.submit(job, attempt + 1)
+            return
+        if not message.startswith("block "):
+            message = f"{job.describe()} failed: {type(error).__name__}: {message}"
+        raise ClusterError(f"{message} (tried {attempt + 1} time{'s' if attempt else ''}; RETRIES {self.retries})")
 
 
 def run_jobs(task: BlockTask, model: Any, jobs: list[Any], sink: BlockSink, progress: Progress, scheduler: str,
