@@ -17,11 +17,11 @@ from qgis.core import (
 from ..core.errors import DLToolsError
 from ..core.raster.gdal_io import mosaic_items
 from ..core.safe_output import OutputSet, item_outputs
-from ..core.tools.classify_pixels.pipeline import classify_pixels
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
+from .isolation import run_tool
 from .outputs import name_result_layer, refuse_same_files
-from .running import FeedbackProgress, run_engine
+from .running import FeedbackProgress
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;batch_size 4'. Known: padding "
@@ -117,18 +117,18 @@ class ClassifyPixelsAlgorithm(DLToolsAlgorithm):
                         progress.info(f"Item {i + 1}/{len(items)}: {item} -> {os.path.basename(out)}")
                         if i == 0:  # the first item also fills OUTPUT (and its probabilities), so models chaining
                             # this tool always get a raster: run once, written under both names
-                            run_engine(classify_pixels, item, md, pending.path_for(output), arguments,
-                                       pending.path_for(probs) if probs else None, request, device, progress, allow,
-                                       **cluster)
+                            run_tool("classify_pixels", progress, item, md, pending.path_for(output), arguments,
+                                     pending.path_for(probs) if probs else None, request, device, progress, allow,
+                                     **cluster)
                             pending.copy_of(output, out)
                             continue
-                        run_engine(classify_pixels, item, md, pending.path_for(out), arguments, None, request, device,
-                                   progress, allow, **cluster)
+                        run_tool("classify_pixels", progress, item, md, pending.path_for(out), arguments, None,
+                                 request, device, progress, allow, **cluster)
             except DLToolsError as exc:
                 raise QgsProcessingException(str(exc)) from exc
         else:
-            run_engine(classify_pixels, path, md, output, arguments, probs, request, device, progress, allow,
-                       **cluster)
+            run_tool("classify_pixels", progress, path, md, output, arguments, probs, request, device, progress,
+                     allow, **cluster)
 
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
         name_result_layer(self, context, self.OUTPUT, output, raster.name, "classified pixels")

@@ -10,8 +10,9 @@ from typing import Any
 from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingParameterFileDestination, QgsProcessingUtils
 
 from ..core.safe_output import write_texts
-from ..core.tools.describe.report import backend_info, describe_model, load_for_description, render_html, report_lines
+from ..core.tools.describe.report import describe_model, render_html, report_lines
 from .base import DLToolsAlgorithm
+from .isolation import run_tool
 from .outputs import refuse_same_files
 from .running import FeedbackProgress, run_engine
 
@@ -64,12 +65,12 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
 
         model_path = None if model.strip().startswith("{") else model
         refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path}, {self.MODEL: model_path})
-        md = run_engine(load_for_description, model, trust=self.code_trust(parameters, context))
+        md = run_tool("describe_load", progress, model, trust=self.code_trust(parameters, context))
         if md.model_file is not None:
             refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path},
                               {f"{self.MODEL}'s model file": str(md.model_file)})
         feedback.setProgress(30)
-        info = run_engine(backend_info, md, device, progress)
+        info = run_tool("describe_backend", progress, md, device, progress)
         feedback.setProgress(70)
         report = run_engine(describe_model, md, info, self.parameterAsString(parameters, self.ARGUMENTS, context))
         for line in report_lines(report):

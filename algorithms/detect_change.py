@@ -12,11 +12,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..core.tools.detect_change.pipeline import detect_change
 from .base import DLToolsAlgorithm
 from .class_style import style_on_load
+from .isolation import run_tool
 from .outputs import name_result_layer, refuse_same_files
-from .running import FeedbackProgress, run_engine
+from .running import FeedbackProgress
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 32;batch_size 4'. Known: padding (context "
@@ -73,11 +73,11 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         to_path, _ = self.engine_input(to_raster, md, request, progress)
         output = self.geotiff_output(parameters, self.OUTPUT, context)
         refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
-        run_engine(detect_change, from_path, to_path, md, output,
-                   self.parameterAsString(parameters, self.ARGUMENTS, context),
-                   request,
-                   self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
-                   **self.cluster_options(parameters, context))
+        run_tool("detect_change", progress, from_path, to_path, md, output,
+                 self.parameterAsString(parameters, self.ARGUMENTS, context),
+                 request,
+                 self.device_request(parameters, context), progress, self.custom_code_allowed(parameters, context),
+                 **self.cluster_options(parameters, context))
         style_on_load(output, os.path.splitext(output)[0] + ".qml", context)
         name_result_layer(self, context, self.OUTPUT, output, f"{from_raster.name} → {to_raster.name}", "change")
         return {self.OUTPUT: output}

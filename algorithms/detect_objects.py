@@ -27,11 +27,11 @@ from qgis.PyQt.QtCore import QVariant
 
 from ..core.raster.gdal_io import mosaic_items
 from ..core.raster.styling import categorized_qml
-from ..core.tools.detect_objects.pipeline import detect_objects
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor
+from .isolation import run_tool
 from .outputs import AtomicSink, name_result_layer, refuse_reserved_field
-from .running import FeedbackProgress, run_engine
+from .running import FeedbackProgress
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;threshold 0.5;batch_size 4'. Known: "
@@ -119,8 +119,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         for i, item in enumerate(items):
             if len(items) > 1:
                 progress.info(f"Item {i + 1}/{len(items)}: {item}")
-            results.append(run_engine(detect_objects, item, md, arguments, request, device, progress, run_nms, ratio,
-                                      allow_custom_code=allow, **self.cluster_options(parameters, context)))
+            results.append(run_tool("detect_objects", progress, item, md, arguments, request, device, progress,
+                                    run_nms, ratio, allow_custom_code=allow, **self.cluster_options(parameters, context)))
 
         fields = QgsFields()
         fields.append(QgsField(class_field, QVariant.String))

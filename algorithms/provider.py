@@ -21,6 +21,7 @@ from .detect_objects import DetectObjectsAlgorithm
 from .export_training_data import ExportTrainingDataAlgorithm
 from .extract_package import ExtractPackageAlgorithm
 from .install_libraries import InstallLibrariesAlgorithm
+from .isolation import SETTINGS as ISOLATION_SETTINGS
 from .model_to_ecd import ModelToEcdAlgorithm
 from .non_maximum_suppression import NonMaximumSuppressionAlgorithm
 from .outputs import GEOTIFF_EXTENSIONS
@@ -97,6 +98,8 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
                 "Allow every model's own code (Python or TorchScript): open TorchScript/.pt2 programs and run the "
                 ".py a model brings (InferenceFunction). Only if every model you use comes from people you trust; "
                 "one file can be trusted in the tool's dialog instead", False))
+            for name, description, default in ISOLATION_SETTINGS:
+                ProcessingConfig.addSetting(Setting(self.name(), name, description, default))
             ProcessingConfig.readSettings()
         self.refreshAlgorithms()
         return True
@@ -106,7 +109,8 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
             from processing.core.ProcessingConfig import ProcessingConfig
         except ImportError:
             return
-        ProcessingConfig.removeSetting(ALLOW_CUSTOM_CODE_SETTING)
+        for name in [ALLOW_CUSTOM_CODE_SETTING] + [setting[0] for setting in ISOLATION_SETTINGS]:
+            ProcessingConfig.removeSetting(name)
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
         for algorithm in algorithms():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from processing.gui.wrappers import WidgetWrapper
@@ -38,12 +39,16 @@ from ..core.arguments.specs import parse_arguments_text
 from ..core.arguments.table import ArgumentRow, argument_rows, arguments_text, effective_arguments
 from ..core.engine.contract import declared_fixed_batch
 from ..core.errors import DLToolsError, UntrustedCodeError
-from ..core.model.definition import colours_from_palette, palette
+from ..core.model.definition import ONNX_SUFFIXES, TORCH_EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, colours_from_palette, palette
 from ..core.model.loader import load_model_definition
 from ..core.tools.describe.device import device_summary
 from ..core.tools.describe.report import bands_text
 from ..core.trust import CODE_KINDS, file_sha256
+from .isolation import probe_in_child, runs_in_child
 from .trust import code_trust, trust_model
+
+#: plain model files whose description needs the file opened (a backend): read in a child process
+PLAIN_MODEL_SUFFIXES = ONNX_SUFFIXES + TORCHSCRIPT_SUFFIXES + TORCH_EXPORT_SUFFIXES
 
 _INVALID = QColor(255, 200, 200)
 _UNKNOWN = QColor(255, 240, 190)
@@ -66,6 +71,36 @@ def _is_standard(dialog: Any) -> bool:
     return dialog.__class__.__name__ not in ("ModelerParametersDialog", "BatchAlgorithmDialog")
 
 
+_LAST: dict[tuple, tuple[Any, BaseException | None]] = {}
+
+
+def dialog_definition(text: str) -> Any:
+    """The definition MODEL names, for the dialog's summary and table (one reading for both, kept while the file,
+    the trust and the settings stay the same). A plain model file that must be opened to be described (.onnx,
+    a trusted TorchScript/.pt2) is read in a child process with a time limit: a hostile file cannot freeze QGIS."""
+    trust = code_trust()
+    path = Path(text.strip()) if not text.strip().startswith("{") else None
+    try:
+        stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path is not None else None
+    except OSError:
+        stamp = None
+    key = (text, stamp, trust, runs_in_child())
+    if key not in _LAST:
+        opened = path is not None and path.suffix.lower() in PLAIN_MODEL_SUFFIXES
+        try:
+            md = probe_in_child("load_model_definition", text, trust=trust) if opened else \
+                load_model_definition(text, trust=trust)
+            _LAST.clear()
+            _LAST[key] = (md, None)
+        except (DLToolsError, OSError, ValueError) as exc:
+            _LAST.clear()
+            _LAST[key] = (None, exc)
+    md, error = _LAST[key]
+    if error is not None:
+        raise error
+    return md
+
+
 def untrusted_code(md: Any) -> tuple[str, str] | None:
     """(file, SHA-256) when ``md`` names a code-bearing model file (TorchScript, .pt2) the user has not trusted."""
     if md is None or md.model_format_kind not in CODE_KINDS or md.model_file is None or not md.model_file.is_file():
@@ -84,7 +119,7 @@ def model_summary(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tupl
     if not str(text or "").strip():
         return "<i>Choose a model (.emd, .dlpk, .onnx, .pt) or paste the .emd JSON.</i>", None, None
     try:
-        md = load_model_definition(text, trust=code_trust())
+        md = dialog_definition(text)
     except UntrustedCodeError as exc:
         return f'<span style="color:#9a3b00">{html.escape(str(exc))}</span>', None, (exc.path, exc.sha256)
     except (DLToolsError, OSError, ValueError) as exc:
@@ -128,7 +163,7 @@ def table_definition(text: str) -> tuple[Any, str]:
     if not str(text or "").strip():
         return None, ""
     try:
-        return load_model_definition(text, trust=code_trust()), ""
+        return dialog_definition(text), ""
     except UntrustedCodeError:
         return None, "are read from the model once you trust its code"
     except (DLToolsError, OSError, ValueError):

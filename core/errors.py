@@ -56,3 +56,7 @@ class UntrustedCodeError(BackendError):
         super().__init__(message)
         self.path = path
         self.sha256 = sha256
+
+    def __reduce__(self) -> tuple:
+        """Pickled whole (a child process sends it to the dialog, which offers to trust ``sha256``)."""
+        return (type(self), (str(self), self.path, self.sha256))

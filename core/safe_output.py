@@ -118,6 +118,8 @@ class OutputSet:
             f".{_stem(target)}.dltools-{token}"
         tmp = os.path.join(directory, tmp_stem + ext)
         self._pending.append((tmp, target, tmp_stem))
+        if _ANNOUNCE is not None:
+            _ANNOUNCE(tmp, tmp_stem)
         return tmp
 
     def temporary(self, target: str | os.PathLike[str]) -> str | None:
@@ -228,6 +230,25 @@ class OutputSet:
             self.discard()
             if better is not None:
                 raise better from exc
+
+
+#: Told of every temporary path (and its stem) an OutputSet hands out. A child process (core.runner) tells its
+#: parent, which removes them if the child is killed or crashes before it could clean up itself.
+_ANNOUNCE: Callable[[str, str], None] | None = None
+
+
+def announce_temporaries(callback: Callable[[str, str], None] | None) -> None:
+    """Set (or clear, with None) the process-wide listener for temporary output paths."""
+    global _ANNOUNCE
+    _ANNOUNCE = callback
+
+
+def remove_temporaries(paths: list[tuple[str, str]]) -> None:
+    """Remove temporary files (and their side files: the same unique stem) that a killed process left behind."""
+    for tmp, stem in paths:
+        for side in OutputSet._side_files(tmp, stem):
+            with contextlib.suppress(OSError):
+                side.unlink()
 
 
 @contextlib.contextmanager

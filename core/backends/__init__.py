@@ -37,6 +37,8 @@ def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = Non
     progress = progress or NullProgress()
     if kind == "onnx":
         backend: Backend = OnnxBackend(model_file, device)
+        if not isinstance(progress, NullProgress):  # a call can be stopped only where someone can cancel
+            backend.cancelled = progress.is_canceled
     elif kind in ("torchscript", "torch_export"):
         backend = TorchBackend(model_file, device, exported=(kind == "torch_export"), trust=trust)
     elif kind == "arcgis_learn":

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BackendError
+from ..errors import BackendError, CancelledError
 
 
 @dataclass
@@ -97,8 +98,9 @@ class Backend:
     def _timed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
-            out = self._run(arrays)
-        except BackendError:
+            with model_call():
+                out = self._run(arrays)
+        except (BackendError, CancelledError):
             raise
         except Exception as exc:  # the frameworks raise many types; give the user one clear message
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
@@ -123,3 +125,28 @@ class Backend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Told when a model call starts (True) and ends (False): a child process reports it to the parent, whose time
+#: limit per model call needs to know (core.runner). None in-process: nothing to tell.
+_CALL_OBSERVER: Callable[[bool], None] | None = None
+
+
+def observe_model_calls(observer: Callable[[bool], None] | None) -> None:
+    """Set (or clear, with None) the process-wide observer of model calls."""
+    global _CALL_OBSERVER
+    _CALL_OBSERVER = observer
+
+
+@contextlib.contextmanager
+def model_call() -> Iterator[None]:
+    """Around one call into the model's runtime: tells the observer, if there is one."""
+    observer = _CALL_OBSERVER
+    if observer is None:
+        yield
+        return
+    observer(True)
+    try:
+        yield
+    finally:
+        observer(False)

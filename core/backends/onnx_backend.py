@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, DependencyMissingError
+from ..errors import BackendError, CancelledError, DependencyMissingError
 from ..installer.advice import not_installed
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
@@ -27,6 +30,15 @@ def import_onnxruntime():  # noqa: ANN201 - returns the module
     return onnxruntime
 
 
+def _terminate_on_cancel(options: Any, cancelled: Callable[[], bool], done: threading.Event) -> None:
+    """While one call runs: set ``RunOptions.terminate`` as soon as the user cancels. ONNX Runtime checks it
+    between operators and loop iterations, so a model that would run for ever (a Loop of 2^62 trips) stops."""
+    while not done.wait(0.1):
+        if cancelled():
+            options.terminate = True
+            return
+
+
 def _dims(shape: list) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
@@ -37,6 +49,9 @@ class OnnxBackend(Backend):
     def __init__(self, model_file: Path, device: DeviceRequest) -> None:
         super().__init__()
         ort = import_onnxruntime()
+        self._ort = ort
+        #: the run's cancel check (open_backend sets it): a call in progress is terminated when it says so
+        self.cancelled: Callable[[], bool] | None = None
         available = ort.get_available_providers()
         has_cuda = "CUDAExecutionProvider" in available
         if device.kind == "gpu" and not has_cuda:
@@ -77,7 +92,20 @@ class OnnxBackend(Backend):
         for info, arr in zip(self.inputs, arrays):
             dtype = np.dtype(info.dtype) if info.dtype in _ORT_TYPES.values() else np.float32
             feed[info.name] = np.ascontiguousarray(arr, dtype=dtype)
-        return [np.asarray(o) for o in self.session.run(None, feed)]
+        if self.cancelled is None:
+            return [np.asarray(o) for o in self.session.run(None, feed)]
+        options = self._ort.RunOptions()
+        done = threading.Event()
+        watcher = threading.Thread(target=_terminate_on_cancel, args=(options, self.cancelled, done), daemon=True)
+        watcher.start()
+        try:
+            return [np.asarray(o) for o in self.session.run(None, feed, options)]
+        except Exception as exc:
+            if options.terminate:
+                raise CancelledError("Cancelled: the model was stopped in the middle of a call.") from exc
+            raise
+        finally:
+            done.set()
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

@@ -16,7 +16,7 @@ from ..errors import BackendError, DependencyMissingError
 from ..installer.advice import not_installed
 from ..threads import thread_count
 from ..trust import CodeTrust, require_trust
-from .base import Backend, DeviceRequest, TensorInfo
+from .base import Backend, DeviceRequest, TensorInfo, model_call
 from .torch_safety import (
     check_exported_program,
     check_pt2_archive,
@@ -152,7 +152,7 @@ class TorchBackend(Backend):
         start = time.perf_counter()
         tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.torch_device) for a in arrays]
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), model_call():
                 if self.list_input:
                     out = self.module([t for t in tensors[0]])
                 else:

@@ -204,6 +204,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("core.detection",),  # detection decoding, NMS, seam merge, geometry
     ("core.prf",),  # the Esri raster function host
     ("core.tools",),  # one package per tool
+    ("core.runner",),  # a tool's run in a child process: dispatches to the tools by name
 ]
 
 

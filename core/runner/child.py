@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""The child process's side: run one job and report on the message pipe.
+
+Started by :mod:`.parent` as ``python -c <bootstrap>``: the bootstrap puts the parent's ``sys.path`` in place
+and calls :func:`main`, which reads the job from stdin, runs the named engine function with a progress object
+that writes to the message pipe, and answers with the result or the error. Any further byte on stdin is the
+parent asking to cancel.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import traceback
+from typing import Any, BinaryIO
+
+from ..backends.base import observe_model_calls
+from ..errors import DLToolsError
+from ..safe_output import announce_temporaries
+from .jobs import job_function
+from .protocol import ProgressSlot, receive, send
+
+
+class ChildProgress:
+    """The engine's Progress in the child: everything goes to the parent; cancel comes from the parent."""
+
+    def __init__(self, pipe: BinaryIO, lock: threading.Lock) -> None:
+        self.pipe = pipe
+        self.lock = lock
+        self.cancelled = threading.Event()
+        self.answered = threading.Event()
+
+    def _send(self, kind: str, payload: Any) -> None:
+        send(self.pipe, (kind, payload), self.lock)
+
+    def set_progress(self, percent: float) -> None:
+        """Report, then wait (briefly) for the parent's answer: a cancel made on seeing this progress is seen by
+        the engine's next check, as in-process."""
+        self.answered.clear()
+        self._send("progress", float(percent))
+        if not self.cancelled.is_set():
+            self.answered.wait(5.0)
+
+    def is_canceled(self) -> bool:
+        return self.cancelled.is_set()
+
+    def info(self, message: str) -> None:
+        self._send("info", str(message))
+
+    def warning(self, message: str) -> None:
+        self._send("warning", str(message))
+
+    def debug(self, message: str) -> None:
+        self._send("debug", str(message))
+
+
+def _watch_stdin(stdin: BinaryIO, progress: ChildProgress) -> None:
+    """After the job, the parent answers each progress report: ``.`` go on, ``c`` cancel (so does closing)."""
+    while True:
+        byte = stdin.read(1)
+        if byte != b".":
+            progress.cancelled.set()
+            progress.answered.set()
+            return
+        progress.answered.set()
+
+
+def _error_message(exc: BaseException) -> tuple[str, Any]:
+    """The error as it can cross: the exception itself when it pickles and is the engine's, else its text."""
+    import pickle
+
+    if isinstance(exc, (DLToolsError, OSError, MemoryError)):
+        try:
+            pickle.dumps(exc)
+            return ("error", exc)
+        except Exception:  # noqa: BLE001 - an exception that does not pickle crosses as text
+            pass
+    text = f"{type(exc).__name__}: {exc}"
+    return ("failure", text + "\n" + "".join(traceback.format_exception(exc))[-4000:])
+
+
+def main(stdin: BinaryIO | None = None, pipe_fd: int | None = None) -> int:
+    """Run the job read from ``stdin`` and report on the pipe ``pipe_fd``; the exit status is 0 when a result or
+    an error was sent."""
+    stdin = stdin or sys.stdin.buffer
+    pipe = os.fdopen(pipe_fd if pipe_fd is not None else int(os.environ["DLTOOLS_RUNNER_FD"]), "wb")
+    lock = threading.Lock()
+    progress = ChildProgress(pipe, lock)
+    name, args, kwargs = receive(stdin)
+    threading.Thread(target=_watch_stdin, args=(stdin, progress), daemon=True).start()
+    observe_model_calls(lambda started: send(pipe, ("call", started), lock))
+    announce_temporaries(lambda tmp, stem: send(pipe, ("temporary", (tmp, stem)), lock))
+    args = [progress if isinstance(a, ProgressSlot) else a for a in args]
+    kwargs = {k: progress if isinstance(v, ProgressSlot) else v for k, v in kwargs.items()}
+    try:
+        result = job_function(name)(*args, **kwargs)
+        message: tuple[str, Any] = ("result", result)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent as a message
+        message = _error_message(exc)
+    try:
+        send(pipe, message, lock)
+    except Exception as exc:  # noqa: BLE001 - a result that does not pickle is a bug, said as such
+        send(pipe, ("failure", f"the result could not be sent back: {type(exc).__name__}: {exc}"), lock)
+    pipe.close()
+    return 0

@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A run in a child process (core/runner): the same output as in-process, and a model that crashes, loops for
+ever or takes all the memory ends the run with a clear message while this process lives on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hostile_onnx
+import numpy as np
+import pytest
+from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
+from dltools.core.errors import BackendError, CancelledError
+from dltools.core.model.loader import load_model_definition
+from dltools.core.runner.parent import ChildLimits, run_in_child
+from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+from dltools.core.trust import CodeTrust
+
+CLASSES = [(0, "zero", (255, 0, 0)), (1, "one", (0, 255, 0))]
+
+
+class CancelAfter(RecordingProgress):
+    """Cancels ``seconds`` after it was made, and notes when the run first saw it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.at = time.monotonic() + seconds
+
+    def is_canceled(self) -> bool:
+        return time.monotonic() >= self.at
+
+
+@pytest.fixture
+def raster(tmp_path) -> Path:
+    rng = np.random.default_rng(5)
+    return write_raster(tmp_path / "in.tif", rng.integers(0, 50, size=(2, 40, 40)).astype(np.uint8))
+
+
+def emd_for(folder: Path, model: Path, tile: int = 16) -> Path:
+    return write_emd(folder / f"{model.stem}.emd", model.name, tile=tile, bands=(0, 1), classes=CLASSES)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".dltools-" in p.name or "_dltools-" in p.name)
+
+
+def test_a_run_in_a_child_writes_what_an_in_process_run_writes(tmp_path, raster):
+    model = export_onnx(conv_module(2, 2, 3), tmp_path / "conv.onnx", 2, 16)
+    md = load_model_definition(str(emd_for(tmp_path, model)))
+    classify_pixels(str(raster), md, str(tmp_path / "here.tif"), "padding 2", progress=RecordingProgress())
+    progress = RecordingProgress()
+    result = run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "there.tif"), "padding 2"),
+                          {"progress": progress}, progress)
+    assert np.array_equal(read_raster(tmp_path / "there.tif"), read_raster(tmp_path / "here.tif"))
+    assert result.output == str(tmp_path / "there.tif") and result.tiles > 0
+    assert progress.percents and progress.percents[-1] == 100
+    assert any(line.startswith("Model runs with onnxruntime on cpu") for line in progress.infos)
+    assert leftovers(tmp_path) == []
+
+
+def test_engine_errors_come_back_as_they_were(tmp_path, raster):
+    model = export_onnx(conv_module(2, 2, 3), tmp_path / "conv.onnx", 2, 16)
+    md = load_model_definition(str(emd_for(tmp_path, model)))
+    with pytest.raises(Exception) as info:
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif"), "batch_size zero"))
+    assert type(info.value).__name__ == "ArgumentError" and "batch_size" in str(info.value)
+
+
+def test_a_crash_of_the_runtime_is_a_clear_error_and_the_next_run_works(tmp_path, raster):
+    import evil_torchscript
+
+    crash = evil_torchscript.torchscript_blank_lines(tmp_path / "crash.pt")  # torch.jit.load dies of SIGSEGV
+    md = load_model_definition(str(write_emd(tmp_path / "crash.emd", "crash.pt", framework="PyTorch", tile=16,
+                                             bands=(0, 1), classes=CLASSES)), trust=CodeTrust.all())
+    assert md.model_file == crash
+    with pytest.raises(BackendError) as info:
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")))
+    assert str(info.value).startswith("The model's runtime crashed (SIGSEGV) while running the model; QGIS is "
+                                      "unaffected and no output was written.")
+    assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
+    test_a_run_in_a_child_writes_what_an_in_process_run_writes(tmp_path, raster)  # and the next run works
+
+
+def test_cancel_stops_a_model_that_never_ends_within_2_s(tmp_path, raster):
+    md = load_model_definition(str(emd_for(tmp_path, hostile_onnx.endless_loop(tmp_path / "loop.onnx"))))
+    progress = CancelAfter(1.0)
+    with pytest.raises(CancelledError):
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")), {"progress": progress},
+                     progress)
+    assert time.monotonic() - progress.at < 2.0
+    assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
+
+
+def test_in_process_onnx_cancel_terminates_the_call(tmp_path, raster):
+    md = load_model_definition(str(emd_for(tmp_path, hostile_onnx.endless_loop(tmp_path / "loop.onnx"))))
+    progress = CancelAfter(1.0)
+    with pytest.raises(CancelledError):
+        classify_pixels(str(raster), md, str(tmp_path / "out.tif"), progress=progress)
+    assert time.monotonic() - progress.at < 2.0
+    assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
+
+
+def test_time_limit_per_model_call(tmp_path, raster):
+    md = load_model_definition(str(emd_for(tmp_path, hostile_onnx.endless_loop(tmp_path / "loop.onnx"))))
+    started = time.monotonic()
+    with pytest.raises(BackendError) as info:
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")),
+                     limits=ChildLimits(call_seconds=1.0))
+    assert str(info.value).startswith("The run was stopped: one call of the model took more than 1 s, the time "
+                                      "limit per model call")
+    assert time.monotonic() - started < 30 and leftovers(tmp_path) == []
+
+
+def test_memory_watchdog_stops_a_small_file_that_takes_gigabytes(tmp_path, raster):
+    from dltools.core.runner.parent import available_memory
+
+    hog = hostile_onnx.memory_hog(tmp_path / "hog.onnx", gib=3.0)
+    assert hog.stat().st_size < 400
+    md = load_model_definition(str(emd_for(tmp_path, hog)))
+    share = 1.0 * 2**30 / available_memory()  # a budget of 1 GiB
+    with pytest.raises(BackendError) as info:
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")),
+                     limits=ChildLimits(memory_share=share))
+    assert str(info.value).startswith("The run was stopped: it used ")
+    assert "more than its limit of 1.0 GiB" in str(info.value) and "lower batch_size" in str(info.value)
+    assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
