@@ -138,6 +138,8 @@ class ChildRun:
         self.stderr: list[bytes] = []
 
     def run(self) -> Any:
+        if self.progress.is_canceled():  # cancelled before it began: no process to start
+            raise CancelledError("The run was cancelled.")
         read_fd, write_fd = os.pipe()
         available = available_memory()
         self.proc = _start(read_fd, write_fd)
@@ -174,7 +176,7 @@ class ChildRun:
                 self._ask_to_cancel()
             if cancelled_at is not None and now - cancelled_at > CANCEL_GRACE:
                 self._kill()
-                raise CancelledError("Cancelled: the run was stopped.")
+                raise CancelledError("The run was cancelled.")
             self._check_limits(now, started)
 
     def _take(self, message: tuple[str, Any]) -> None:
