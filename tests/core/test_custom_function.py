@@ -383,7 +383,7 @@ def test_detector_function_rings_become_map_polygons(tmp_path):
                       for r, c in spots)
     assert got == expected
     assert result.tiles == 9  # 37/16 -> 3 columns, 30/12 -> 3 rows
-    assert result.blocks == 1 and any(m.startswith("Done: 9 tiles of 16x12 in 1 blocks") for m in progress.infos)
+    assert result.blocks == 1 and any(m.startswith("Done: 9 tiles of 16x12 in 1 block (") for m in progress.infos)
     # The last row of chips is moved inward (edge_fill mirror): its centre overlaps row 1's, where the spot at
     # row 20 lies; that chip sees it too but it is row 1's, so it is reported once.  ArcGIS's zero-filled
     # layout and small engine blocks find the same objects.
