@@ -131,7 +131,9 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
         self.add_param(
             QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="", optional=True),
             "'name value' pairs separated by ';': seed (random seed, default 0), lr_finder_steps (batches tried "
-            "when the learning rate is found, default 30), threads (CPU threads, default all cores).", advanced=True)
+            "when the learning rate is found, default 30), threads (CPU threads, default all cores); UnetClassifier "
+            "and DeepLab also class_balancing (true/false), focal_loss (true/false) and ignore_classes (class "
+            "values, e.g. [3, 4]).", advanced=True)
         self.add_device_parameters()
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_MODEL, self.tr("Model definition (.emd)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PACKAGE, self.tr("Deep learning package (.dlpk)")))

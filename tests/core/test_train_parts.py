@@ -13,7 +13,7 @@ from dltools.core.tools.train.chips import _augment
 from dltools.core.tools.train.loop import split_indices, stopped_improving
 from dltools.core.tools.train.lr_finder import suggest
 from dltools.core.tools.train.metrics import confusion, epoch_metrics
-from dltools.core.tools.train.pipeline import parse_arguments
+from dltools.core.tools.train.options import class_weights, ignored_indexes, parse_arguments
 from dltools.core.tools.train.schedule import one_cycle_lr
 
 
@@ -70,6 +70,23 @@ def test_arguments():
     assert parse_arguments("") == {}
     with pytest.raises(ArgumentError, match="seed must be int, not 'x'"):
         parse_arguments("seed x")
+    assert parse_arguments("class_balancing True;focal_loss false;ignore_classes [2, 5]") == {
+        "class_balancing": True, "focal_loss": False, "ignore_classes": [2, 5]}
+    with pytest.raises(ArgumentError, match="class_balancing is for UnetClassifier and DeepLab, not FeatureClassifier"):
+        parse_arguments("class_balancing true", "FeatureClassifier")
+    with pytest.raises(ArgumentError, match="class_balancing must be bool, not 'maybe'"):
+        parse_arguments("class_balancing maybe")
+
+
+def test_class_weights_follow_arcgis_learn():
+    # background 1000 pixels, class 1: 300, class 2: 100, class 5: 0
+    assert class_weights([1000, 300, 100, 0], [1, 2, 5], False, []) is None
+    w = class_weights([1000, 300, 100, 0], [1, 2, 5], True, [])
+    assert w[1:] == [400 / 300, 400 / 100, 0.0] and w[0] == pytest.approx((400 / 300 + 4.0) / 3)
+    assert class_weights([1000, 300, 100, 0], [1, 2, 5], False, [2]) == [0.0, 1.0, 0.0, 1.0]
+    assert ignored_indexes([1, 2, 5], [5]) == [0, 3]
+    with pytest.raises(ArgumentError, match=r"ignore_classes names \[7\]"):
+        ignored_indexes([1, 2, 5], [7])
 
 
 def test_augmentation_turns_the_label_with_the_chip():

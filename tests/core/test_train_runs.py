@@ -196,3 +196,26 @@ def test_download_backbone_reads_torchvision_s_cache_with_weights_only(tmp_path,
     torch.save({"x": Evil()}, str(cache / "resnet18-f37072fd.pth"))
     with pytest.raises(InputDataError, match="DOWNLOAD_BACKBONE: torchvision's ImageNet weights for resnet18"):
         imagenet_state(torchvision, "resnet18")
+
+
+def test_class_balancing_focal_loss_and_ignore_classes_reach_the_emd_and_classify_pixels(chips, tmp_path):
+    from builders import read_raster, write_raster
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+    from training_data_builders import shapes_scene
+
+    progress = RecordingProgress()
+    result = train_model(TrainRequest(str(chips), str(tmp_path / "weighted"), _settings(max_epochs=1),
+                                      arguments="class_balancing true;focal_loss true;ignore_classes [2]",
+                                      device=CPU), progress)
+    weights = next(line for line in progress.infos if line.startswith("Loss weights per class: "))
+    assert weights.startswith("Loss weights per class: background 0, square ") and weights.endswith(", disc 0")
+    assert np.isfinite(result.outcome.history[0].train_loss)
+    emd = json.loads((tmp_path / "weighted" / "weighted.emd").read_text())
+    assert emd["ignore_mapped_class"] == [0, 2]
+    # Classify Pixels suppresses the ignored channels: every pixel is the one class left
+    image, _ = shapes_scene(32, 32, 2, seed=1)
+    raster = write_raster(tmp_path / "scene.tif", image)
+    classify_pixels(str(raster), load_model_definition(str(tmp_path / "weighted" / "weighted.emd")),
+                    str(tmp_path / "c.tif"), device=CPU)
+    assert np.unique(read_raster(tmp_path / "c.tif")).tolist() == [1]

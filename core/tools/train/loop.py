@@ -107,6 +107,27 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01)
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.weights, self.focal = None, False
+
+    def set_loss(self, weights: list[float] | None, focal: bool) -> None:
+        """Class weights (``class_balancing``, ``ignore_classes``) and focal loss (``focal_loss``)."""
+        self.weights = None if weights is None else self.torch.tensor(weights, dtype=self.torch.float32,
+                                                                      device=self.device)
+        self.focal = focal
+
+    def _criterion(self, out, targets):  # noqa: ANN001, ANN202
+        """Cross-entropy, weighted per class (a weighted mean, 0 when every pixel weighs 0), maybe focal
+        (``(1 - p_t)^2`` times each pixel's loss, as in Lin et al. 2017 with gamma 2)."""
+        f = self.torch.nn.functional
+        if self.weights is None and not self.focal:
+            return f.cross_entropy(out, targets)
+        each = f.cross_entropy(out, targets, weight=self.weights, reduction="none")
+        if self.focal:
+            p_t = self.torch.exp(-f.cross_entropy(out, targets, reduction="none"))
+            each = (1 - p_t) ** 2 * each
+        if self.weights is None:
+            return each.mean()
+        return each.sum() / self.weights[targets].sum().clamp_min(1e-12)
 
     # -- one step and one pass ------------------------------------------------------------------
     def _loss(self, images, targets):  # noqa: ANN001, ANN202
@@ -117,9 +138,9 @@ class Trainer:
             if isinstance(out, dict):  # torchvision DeepLab: "out" and, in training, "aux"
                 out, aux = out["out"], out.get("aux")
             targets = targets.to(self.device)
-            loss = torch.nn.functional.cross_entropy(out.float(), targets)
+            loss = self._criterion(out.float(), targets)
             if aux is not None and self.module.training:
-                loss = loss + 0.4 * torch.nn.functional.cross_entropy(aux.float(), targets)
+                loss = loss + 0.4 * self._criterion(aux.float(), targets)
         return loss, out
 
     def step(self, images, targets) -> float:  # noqa: ANN001

@@ -22,9 +22,8 @@ from .chips import ChipReader, chip_shape, read_array, scan_labels, training_nor
 from .layouts import read_training_folder
 from .loop import FitOutcome, Trainer, TrainSettings
 from .model_folder import PIXEL_MODELS, finish_emd, model_emd, write_model_folder
+from .options import class_weights, ignored_indexes, parse_arguments
 
-#: ARGUMENTS keys (ArcGIS's "name value;name value" form) -> their type
-ARGUMENT_TYPES: dict[str, type] = {"seed": int, "lr_finder_steps": int, "threads": int}
 SAMPLES = 4  # validation chips drawn in show_results.png
 
 
@@ -46,25 +45,6 @@ class TrainResult:
     files: dict[str, Path]
     outcome: FitOutcome
     emd: dict[str, Any]
-
-
-def parse_arguments(text: str) -> dict[str, Any]:
-    """``"seed 3;lr_finder_steps 20"`` -> typed values; unknown names are refused, naming the known ones."""
-    values: dict[str, Any] = {}
-    for part in (text or "").replace(",", ";").split(";"):
-        if not part.strip():
-            continue
-        key, _, value = part.strip().partition(" ")
-        key, value = key.strip(), value.strip()
-        if key not in ARGUMENT_TYPES:
-            raise ArgumentError(f"ARGUMENTS: '{key}' is not an argument of Train Deep Learning Model (known: "
-                                f"{', '.join(ARGUMENT_TYPES)})")
-        kind = ARGUMENT_TYPES[key]
-        try:
-            values[key] = value.lower() in ("true", "1", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise ArgumentError(f"ARGUMENTS: {key} must be {kind.__name__}, not '{value}'") from None
-    return values
 
 
 def _check_folders(request: TrainRequest) -> tuple[Path, Path]:
@@ -101,7 +81,7 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
 
     progress = progress or NullProgress()
     s = request.settings
-    args = parse_arguments(request.arguments)
+    args = parse_arguments(request.arguments, s.model_type)
     s.seed = int(args.get("seed", s.seed))
     s.lr_finder_steps = int(args.get("lr_finder_steps", s.lr_finder_steps))
     if args.get("threads"):
@@ -118,6 +98,13 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
                   (" pixels" if s.model_type in PIXEL_MODELS else " chips"))
     norm = training_normalisation(data, bands, dtype)
     emd = model_emd(target.name, s.model_type, s.backbone, data, (rows, cols), norm.emd_keys(bands))
+    values = [c.value for c in data.classes]
+    if s.model_type in PIXEL_MODELS:
+        emd["ignore_mapped_class"] = ignored_indexes(values, args.get("ignore_classes", []))
+    weights = class_weights(counts, values, bool(args.get("class_balancing")), args.get("ignore_classes", [])) \
+        if s.model_type in PIXEL_MODELS else None
+    if weights is not None:
+        progress.info("Loss weights per class: " + ", ".join(f"{n} {w:.4g}" for n, w in zip(names, weights)))
     torch, torchvision = import_torch(), import_torchvision()
     device, provider = select_device(torch, request.device)
     progress.info(f"Device: {provider}" + (" (mixed precision)" if device.type == "cuda" else ""))
@@ -138,11 +125,12 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         progress.info(f"FREEZE: {freeze_backbone(module, s.model_type):,} backbone weights stay as loaded")
     module.to(device)
     reader = ChipReader(data, norm, (bands, rows, cols))
-    fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols],
+    fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols], "arguments": args,
                    "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone,
                    "download_backbone": request.download_backbone}
     trainer = Trainer(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
                       target / "checkpoints", fingerprint)
+    trainer.set_loss(weights, bool(args.get("focal_loss")))
     outcome = trainer.run()
     module.load_state_dict(outcome.best_state)
     best = next(h for h in outcome.history if h.epoch == outcome.best_epoch)
