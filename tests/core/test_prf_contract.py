@@ -259,3 +259,26 @@ def test_a_function_beside_a_native_model_file_runs_when_allowed(tmp_path):
             not_run = [w for w in progress.warnings if f"'{tmp_path / stem}.py' (InferenceFunction) was not run" in w]
             assert len(not_run) == (1 if stem == "Constant" and not allowed else 0)
             assert any("Running the model's own Python code" in m for m in progress.infos) == ran_function
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("distributed") is None,
+                    reason="dask[distributed] is not installed")
+def test_further_rasters_and_helpers_on_a_local_cluster_equal_in_process(tmp_path):
+    """On Dask workers the function gets the same further raster (shipped by path) and imports its helper from
+    the model's folder: the same output as in-process."""
+    raster, arr = _image(tmp_path)
+    other = write_raster(tmp_path / "other.tif", np.full((2, H, W), 7, np.uint8))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "helper.py").write_text("FACTOR = 3\n", encoding="utf-8")
+    (folder / "helper_late.py").write_text("FACTOR = 1\n", encoding="utf-8")
+    source = prf.TWO_RASTERS.replace("import numpy as np\n", "import numpy as np\n\nimport helper\n", 1).replace(
+        "self.gain * other[0]", "helper.FACTOR * other[0]")
+    md = load_model_definition(str(prf.write_function(folder, "TwoRasters", source)))
+    here, there = tmp_path / "here.tif", tmp_path / "there.tif"
+    classify_pixels(str(raster), md, str(here), f"other {other};block_size 8", allow_custom_code=True)
+    classify_pixels(str(raster), md, str(there), f"other {other};block_size 8", allow_custom_code=True,
+                    scheduler="local:1", retries=0)
+    valid = (arr != 0).all(axis=0)
+    np.testing.assert_array_equal(read_raster(here)[valid], arr[0][valid].astype(np.float32) + 21)
+    np.testing.assert_array_equal(read_raster(there), read_raster(here))
