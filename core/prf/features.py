@@ -13,9 +13,11 @@ Detect Objects and Classify Objects read the same Esri feature attributes, so th
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..model.definition import ClassInfo
+from .errors import CustomFunctionError
 
 NAME_KEYS = ("Class", "Classname", "ClassName", "Label", "class", "label")
 VALUE_KEYS = ("Classvalue", "ClassValue", "Value", "value")
@@ -65,3 +67,29 @@ def feature_attributes(feature: Any) -> dict[str, Any]:
     """A feature's ``attributes`` (an empty dict when it has none)."""
     attrs = feature.get("attributes") if isinstance(feature, dict) else None
     return attrs if isinstance(attrs, dict) else {}
+
+
+def feature_set(got: Any, shown: str) -> dict[str, Any]:
+    """What ``vectorize`` returned: ``{'output_vectors': <Esri JSON text or dict>}`` -> the feature set, checked."""
+    if not isinstance(got, dict) or "output_vectors" not in got:
+        raise CustomFunctionError(f"vectorize() of '{shown}' must return a dict with 'output_vectors' (the features "
+                                  f"as Esri JSON text), not {type(got).__name__}")
+    vectors = got["output_vectors"]
+    try:
+        data = json.loads(vectors) if isinstance(vectors, (str, bytes)) else vectors
+    except ValueError as exc:
+        raise CustomFunctionError(f"vectorize() of '{shown}' returned output_vectors that are not JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("features", []), list):
+        raise CustomFunctionError(f"vectorize() of '{shown}' must return output_vectors as a feature set "
+                                  "{\"features\": [...]}")
+    return data
+
+
+def field_list(text: Any, shown: str) -> list[dict[str, Any]]:
+    """What ``getFields`` returned (JSON text ``{"fields": [...]}``) -> the field entries, checked."""
+    try:
+        data = json.loads(text) if isinstance(text, (str, bytes)) else text
+        return list(data["fields"])
+    except (ValueError, KeyError, TypeError):
+        raise CustomFunctionError(f"getFields() of '{shown}' must return JSON text "
+                                  "{\"fields\": [{\"name\": ..., \"type\": ...}]}") from None

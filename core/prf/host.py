@@ -45,6 +45,7 @@ from ..model.function_source import (
 from ..progress import NullProgress, Progress
 from .configuration import Configuration, read_configuration
 from .errors import CustomCodeRefusedError, CustomFunctionError
+from .features import feature_set, field_list
 from .loading import ModelModules
 from .raster_info import read_output, update_kwargs
 
@@ -279,32 +280,14 @@ class PythonRasterFunction:
         return got if isinstance(got, dict) else blocks
 
     def vectorize(self, blocks: dict[str, Any]) -> dict[str, Any]:
-        got = self._call(getattr(self.obj, "vectorize", None), "vectorize", **blocks)
-        if not isinstance(got, dict) or "output_vectors" not in got:
-            raise CustomFunctionError(f"vectorize() of '{self.shown}' must return a dict with 'output_vectors' "
-                                      f"(the features as Esri JSON text), not {type(got).__name__}")
-        vectors = got["output_vectors"]
-        try:
-            data = json.loads(vectors) if isinstance(vectors, (str, bytes)) else vectors
-        except ValueError as exc:
-            raise CustomFunctionError(f"vectorize() of '{self.shown}' returned output_vectors that are not JSON: "
-                                      f"{exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("features", []), list):
-            raise CustomFunctionError(f"vectorize() of '{self.shown}' must return output_vectors as a feature set "
-                                      "{\"features\": [...]}")
-        return data
+        """``vectorize(**pixelBlocks)``: its ``output_vectors`` as a feature set (:func:`.features.feature_set`)."""
+        return feature_set(self._call(getattr(self.obj, "vectorize", None), "vectorize", **blocks), self.shown)
 
     def fields(self) -> list[dict[str, Any]]:
         func = getattr(self.obj, "getFields", None)
         if func is None:
             return []
-        text = self._call(func, "getFields")
-        try:
-            data = json.loads(text) if isinstance(text, (str, bytes)) else text
-            return list(data["fields"])
-        except (ValueError, KeyError, TypeError):
-            raise CustomFunctionError(f"getFields() of '{self.shown}' must return JSON text "
-                                      "{\"fields\": [{\"name\": ..., \"type\": ...}]}") from None
+        return field_list(self._call(func, "getFields"), self.shown)
 
     def geometry_type(self) -> int:
         func = getattr(self.obj, "getGeometryType", None)
