@@ -462,7 +462,8 @@ def main() -> int:
         if "cold_ratio" in r:
             print(f"\n{r['case']}: Classify Pixels on XYZ tiles from 127.0.0.1: {r['cold_s']:.1f} s with every tile "
                   f"fetched ({r['cold_ratio']:.2f}x the GeoTIFF's {r['file_s']:.1f} s; target: at most 1.3x), "
-                  f"{r['warm_s']:.1f} s from the tile cache ({r['warm_ratio']:.2f}x); {r['model_s']:.1f} s in the model")
+                  f"{r['warm_s']:.1f} s from the tile cache ({r['warm_ratio']:.2f}x); {r['model_s']:.1f} s in the model; "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB")
         if "objects_per_s" in r:
             print(f"\n{r['case']}: {r['objects']} objects found of {r['expected']} in the scene, "
                   f"{r['objects_per_s']:.0f} objects per second, merge + geometries {r['merge_s']:.2f} s")

@@ -87,6 +87,9 @@ def source(server: TileServer, kind: str) -> str:
         assert layer.isValid()
         server.keep = layer
         return layer
+    if kind == "arcgis-uri":  # the same as a string: QGIS's provider://source form
+        return (f"arcgismapserver://crs='EPSG:3857' format='PNG32' layer='0' url='{server.url}/arcgis/rest/services/"
+                "ortho/MapServer'")
     if kind == "wms":
         return f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=ortho&styles=&url={server.url}/wms"
     return (f"contextualWMSLegend=0&crs=EPSG:3857&dpiMode=7&format=image/png&layers=ortho&styles=default"
@@ -94,7 +97,7 @@ def source(server: TileServer, kind: str) -> str:
 
 
 LOG = {"xyz": "XYZ tiles: zoom 17", "wms": "WMS GetMap: 600 x 520 pixels", "wmts": "WMTS: tile matrix 0 of 'mercator'",
-       "arcgis": "ArcGIS REST export: 600 x 520 pixels"}
+       "arcgis": "ArcGIS REST export: 600 x 520 pixels", "arcgis-uri": "ArcGIS REST export: 600 x 520 pixels"}
 
 
 def run(alg: str, context, feedback=None, **params) -> tuple[dict, RecordingFeedback]:
@@ -110,7 +113,7 @@ def classify(context, source: str, out: Path, feedback=None, **extra) -> Recordi
     return run("dltools:classifypixels", context, feedback, **params)[1]
 
 
-@pytest.mark.parametrize("kind", ["xyz", "wms", "wmts", "arcgis"])
+@pytest.mark.parametrize("kind", ["xyz", "wms", "wmts", "arcgis", "arcgis-uri"])
 def test_classify_pixels_online_equals_the_geotiff(context, scene, server, tmp_path, kind):
     ref, got = tmp_path / "ref.tif", tmp_path / f"{kind}.tif"
     classify(context, scene["tif"], ref, MODEL=scene["emd"])
@@ -121,7 +124,7 @@ def test_classify_pixels_online_equals_the_geotiff(context, scene, server, tmp_p
     assert any(LOG[kind] in line for line in feedback.infos)
     tiles = server.tile_requests()
     # XYZ and WMTS: 3 x 3 tiles of 256; WMS and ArcGIS: pieces of 512 x 512 (clamped to the extent), each once
-    assert len(tiles) == len(set(tiles)) == (4 if kind in ("wms", "arcgis") else 9)
+    assert len(tiles) == len(set(tiles)) == (4 if kind in ("wms", "arcgis", "arcgis-uri") else 9)
     agents = {ua for r, ua in zip(server.requests, server.user_agents) if r in tiles}
     assert len(agents) == 1 and agents.pop().startswith("Deep Learning Tools for QGIS")
     # a second run reads GDAL's tile cache: no tile is requested again, the output is the same
