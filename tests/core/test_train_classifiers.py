@@ -127,3 +127,49 @@ def test_multispectral_chips_get_normalization_stats_that_classify_pixels_uses(t
     reader = ChipReader(training, training_normalisation(training, bands, dtype), (bands, rows, cols))
     chip = stack[0].astype(np.float32)
     np.testing.assert_allclose(infer.apply(chip.copy()), reader.image(0), rtol=1e-5, atol=1e-5)
+
+
+def test_feature_classifier_on_the_plugin_s_bounding_box_export(tmp_path):
+    """Labeled_Tiles written by this plugin's exporter in BOUNDING_BOX mode hold chips of many sizes: each is resized
+    to the export's tile size as Classify Objects resizes (CropSizeFixed 0 in the .emd); FIXED_SIZE gives 1."""
+    from dltools.core.raster.resize import resize_chip
+    from dltools.core.tools.train.chips import ChipReader, chip_shape, read_array, training_normalisation
+    from dltools.core.tools.train.layouts import read_training_folder
+    from dltools.core.tools.train.model_folder import model_emd
+    from dltools.core.tools.training_data.export import ClassData, export_training_data
+    from dltools.core.tools.training_data.settings import BOUNDING_BOX, FIXED_SIZE, LABELED_TILES, ExportSettings
+    from osgeo import ogr
+
+    rng = np.random.default_rng(11)
+    image = noise(rng, 128, 128)
+    mask = np.zeros((128, 128), np.uint8)
+    features = []
+    for i, (cy, cx, r) in enumerate([(20, 20, 5), (20, 70, 9), (64, 30, 7), (70, 100, 10), (108, 60, 6),
+                                     (104, 108, 8)]):
+        paint(image, mask, "square" if i % 2 == 0 else "disc", cy, cx, r, rng)
+        x0, x1, y0, y1 = cx - r, cx + r + 1, 128 - (cy + r + 1), 128 - (cy - r)
+        ring = f"{x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}"
+        features.append((i, bytes(ogr.CreateGeometryFromWkt(f"POLYGON (({ring}))").ExportToWkb()), 1 + i % 2))
+    raster = write_raster(tmp_path / "scene.tif", np.clip(image, 0, 255).astype(np.uint8), origin=(0.0, 128.0))
+    for mode, fixed in ((BOUNDING_BOX, 0), (FIXED_SIZE, 1)):
+        folder = tmp_path / mode
+        export_training_data(str(raster), str(folder), ClassData(features=features),
+                             ExportSettings(metadata_format=LABELED_TILES, tile_x=32, tile_y=32, crop_mode=mode))
+        data = read_training_folder(folder, "FeatureClassifier")
+        bands, rows, cols, dtype = chip_shape(data)
+        assert (bands, rows, cols) == (3, 32, 32)
+        emd = model_emd("m", "FeatureClassifier", "resnet18", data, (rows, cols), {})
+        assert emd["CropSizeFixed"] == fixed and emd["BlackenAroundFeature"] == 0
+        sizes = {read_array(p).shape for p in data.images}
+        if mode == BOUNDING_BOX:
+            assert len(sizes) > 1  # chips of many sizes
+            norm = training_normalisation(data, bands, dtype)
+            reader = ChipReader(data, norm, (bands, rows, cols))
+            raw = read_array(data.images[0])
+            expected = resize_chip(raw, 32, 32) * norm.scale[:, None, None] + norm.offset[:, None, None]
+            np.testing.assert_allclose(reader.image(0), expected, rtol=1e-5, atol=1e-4)
+    settings = TrainSettings(model_type="FeatureClassifier", backbone="resnet18", max_epochs=1, batch_size=4,
+                             learning_rate=0.003, validation_percent=25, seed=0)
+    train_model(TrainRequest(str(tmp_path / BOUNDING_BOX), str(tmp_path / "bb_model"), settings, device=CPU),
+                RecordingProgress())
+    assert json.loads((tmp_path / "bb_model" / "bb_model.emd").read_text())["CropSizeFixed"] == 0

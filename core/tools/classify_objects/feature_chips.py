@@ -39,13 +39,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from osgeo import gdal, ogr
 
 from ...errors import InputDataError, OutputError
 from ...raster.gdal_io import RasterSource
+from ...raster.resize import axis_matrix, resize_matrix  # noqa: F401 - resize_matrix: public here too
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -188,42 +188,6 @@ def window_geotransform(geotransform: tuple[float, ...], window: Window, out_w: 
             y0 + window.row * dy, 0.0, dy * window.height / out_h)
 
 
-# ------------------------------------------------------------------------------------------------ resizing
-def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """A (n_out, n_in) matrix resizing one axis: area average when shrinking, bilinear when enlarging.
-
-    Every row sums to 1, so a constant stays the same constant.
-    """
-    m = _resize_matrix(int(n_in), int(n_out))
-    return m.copy()
-
-
-@lru_cache(maxsize=256)
-def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    if n_in == n_out:
-        return np.eye(n_out)
-    m = np.zeros((n_out, n_in))
-    if n_out < n_in:
-        scale = n_in / n_out
-        for i in range(n_out):
-            a, b = i * scale, (i + 1) * scale
-            j0, j1 = int(math.floor(a)), min(n_in, int(math.ceil(b)))
-            for j in range(j0, j1):
-                overlap = min(b, j + 1) - max(a, j)
-                if overlap > 0:
-                    m[i, j] = overlap / scale
-    else:
-        scale = n_in / n_out
-        for i in range(n_out):
-            u = min(max((i + 0.5) * scale - 0.5, 0.0), n_in - 1.0)
-            j0 = int(math.floor(u))
-            f = u - j0
-            j1 = min(j0 + 1, n_in - 1)
-            m[i, j0] += 1.0 - f
-            m[i, j1] += f
-    return m
-
-
 # ------------------------------------------------------------------------------------------------ reading
 def _read_resized(source: RasterSource, window: Window, out_w: int, out_h: int) -> tuple[np.ndarray, np.ndarray]:
     """(data [bands, out_h, out_w] with invalid pixels zeroed, valid fraction [out_h, out_w])."""
@@ -235,8 +199,8 @@ def _read_resized(source: RasterSource, window: Window, out_w: int, out_h: int) 
     if window.width * window.height > LARGE_WINDOW_PIXELS and not source.warped and \
             source.col_off == 0 and source.row_off == 0:
         return _read_decimated(source, window, out_w, out_h)
-    my = _resize_matrix(window.height, out_h)
-    mx = _resize_matrix(window.width, out_w)
+    my = axis_matrix(window.height, out_h)
+    mx = axis_matrix(window.width, out_w)
     nb = len(source.bands)
     cols = np.zeros((nb, window.height, out_w))
     vcols = np.zeros((window.height, out_w))

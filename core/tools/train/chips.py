@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import InputDataError
+from ...raster.resize import resize_chip
 from .layouts import TrainingData, labeled_tile_index
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -77,9 +78,16 @@ def _band_statistics(data: TrainingData, bands: int) -> dict[str, list[float]]:
 
 
 def chip_shape(data: TrainingData) -> tuple[int, int, int, str]:
-    """(bands, rows, cols, numpy type) of the first chip; every chip must have the same (checked when read)."""
+    """(bands, rows, cols, numpy type) the network is trained on: the first chip's; for Labeled_Tiles the export's
+    ImageHeight x ImageWidth (BOUNDING_BOX exports hold chips of many sizes, resized to it when read)."""
     first = read_array(data.images[0])
-    return first.shape[0], first.shape[1], first.shape[2], first.dtype.name
+    rows, cols = first.shape[1], first.shape[2]
+    if data.layout == "Labeled_Tiles":
+        try:
+            rows, cols = int(data.emd.get("ImageHeight") or rows), int(data.emd.get("ImageWidth") or cols)
+        except (TypeError, ValueError):
+            pass
+    return first.shape[0], rows, cols, first.dtype.name
 
 
 def training_normalisation(data: TrainingData, bands: int, dtype: str) -> ChipNormalisation:
@@ -135,6 +143,8 @@ class ChipReader:
 
     def image(self, i: int) -> np.ndarray:
         chip = read_array(self.data.images[i])
+        if chip.shape != self.shape and self.data.layout == "Labeled_Tiles" and chip.shape[0] == self.shape[0]:
+            chip = resize_chip(chip, self.shape[1], self.shape[2])  # as Classify Objects resizes (CropSizeFixed 0)
         if chip.shape != self.shape:
             raise InputDataError(f"Chip '{self.data.images[i].name}' is {chip.shape[0]} bands of {chip.shape[2]} x "
                                  f"{chip.shape[1]} pixels, the first chip {self.shape[0]} of {self.shape[2]} x "

@@ -55,10 +55,19 @@ def model_emd(name: str, model_type: str, backbone: str, data: TrainingData, chi
         emd["ModelParameters"].update(pointrend=False, keep_dilation=False)
     if model_type == "FeatureClassifier":
         emd.update(MetaDataMode=data.layout, ImageSpaceUsed="MAP_SPACE",
-                   CropSizeFixed=int(data.emd.get("CropTileMode", "Fixed_Size") == "Fixed_Size"),
-                   BlackenAroundFeature=int(bool(data.emd.get("BlackenAroundFeature", False))))
+                   CropSizeFixed=int(_fixed_size(data.emd.get("CropTileMode"))),
+                   BlackenAroundFeature=int(_flag(data.emd.get("BlackenAroundFeature"))))
     emd.update(normalisation)
     return emd
+
+
+def _fixed_size(mode: Any) -> bool:  # noqa: ANN401
+    """CropTileMode: ArcGIS writes Fixed_Size / Variable_Size, this plugin's export FIXED_SIZE / BOUNDING_BOX."""
+    return not isinstance(mode, str) or mode.replace("_", "").lower() == "fixedsize"
+
+
+def _flag(value: Any) -> bool:  # noqa: ANN401
+    return value.strip().lower() in ("true", "1", "yes") if isinstance(value, str) else bool(value)
 
 
 def finish_emd(emd: dict[str, Any], learning_rate: float, best: Any) -> dict[str, Any]:  # noqa: ANN401
