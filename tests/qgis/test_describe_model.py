@@ -155,7 +155,8 @@ def test_describe_deepness_onnx(testdata, tmp_path, context):
     report, _, _ = describe(onnx, tmp_path, context)
     assert (report["origin"], report["framework"], report["model_type"]) == ("onnx", "ONNX", "ImageClassification")
     assert [(c["value"], c["name"]) for c in report["classes"]] == [(0, "Coffee"), (1, "Tea")]
-    assert report["normalization"] == {"rule": "Deepness", "text": "Deepness: pixel values are divided by 255"}
+    assert report["normalization"] == {"rule": "Deepness", "text": "Deepness convention, recognised from the ONNX "
+                                       "metadata (class_names, model_type): pixel values are divided by 255"}
     assert [i["shape"] for i in report["backend"]["inputs"]] == [[None, 3, 512, 512]]
     assert [o["name"] for o in report["backend"]["outputs"]] == ["output", "output2"]
     assert report["backend"]["fixed_batch"] is None
@@ -281,7 +282,8 @@ def _md(**keys):
      "minimum..maximum (GDAL statistics, NoData excluded)"),
     ({"QGISPlugin": {"divide_by_255": True, "standardization_mean": [0.4, 0.4, 0.4],
                      "standardization_std": [0.2, 0.2, 0.2]}}, "Deepness",
-     "Deepness: pixel values are divided by 255, then standardised with (x - mean) / std using mean [0.4, 0.4, 0.4] "
+     "QGISPlugin.divide_by_255 / standardization_mean in the model definition: pixel values are divided by 255, "
+     "then standardised with (x - mean) / std using mean [0.4, 0.4, 0.4] "
      "and std [0.2, 0.2, 0.2]"),
     ({"Framework": "arcgis.learn.models._inferencing", "ModelFile": "m.pt"}, "ImageNet",
      "ImageNet (arcgis.learn default for 3 bands without NormalizationStats): (x - 255 * mean) / (255 * std) with mean "
@@ -456,3 +458,15 @@ def test_describe_custom_function_model_without_running_it(tmp_path, context):
     assert (cp["threshold"]["default"], cp["threshold"]["used"], cp["mode"]["choices"]) == ("100", "7", ["right", "left"])
     assert report["backend"]["opened"] is False and "own Python function" in report["backend"]["reason"]
     assert not marker.exists()
+
+
+def test_describe_names_the_ultralytics_convention(tmp_path, context):
+    """An Ultralytics YOLO export: Describe Model says what the run's log says, and from which metadata."""
+    from detection_models import yolo_v8_onnx
+
+    onnx = yolo_v8_onnx(tmp_path / "yolo.onnx", 64, {0: "car", 1: "truck"})
+    report, _, _ = describe(onnx, tmp_path, context)
+    assert report["normalization"] == {
+        "rule": "Ultralytics", "text": "Ultralytics YOLO convention, recognised from the ONNX metadata (imgsz, names, "
+                                       "stride, task): RGB scaled to 0..1 as Ultralytics trains: pixel values are "
+                                       "divided by 255"}

@@ -17,6 +17,7 @@ from ...arguments.specs import TOOLS
 from ...arguments.table import argument_rows, effective_arguments
 from ...backends import DeviceRequest, TensorInfo, open_backend
 from ...engine.contract import fixed_batch
+from ...engine.normalize import scaling_convention
 from ...errors import ModelDefinitionError
 from ...model.loader import ModelDefinition, load_model_definition
 from ...model.torch_archive import archive_summary
@@ -148,11 +149,12 @@ def normalization(md: ModelDefinition) -> dict[str, str]:
                 "text": f"DataRange: each band is stretched linearly to [{lo:g}, {hi:g}] from 0..255 on 8-bit rasters, "
                         "else from the band's minimum..maximum (GDAL statistics, NoData excluded)"}
     if md.divide_by_255 or md.standardization_mean is not None:
-        text = "Deepness: pixel values are divided by 255" if md.divide_by_255 else "Deepness: pixel values are kept"
+        convention = scaling_convention(md)  # the same words as the run's log line
+        text = f"{convention}: pixel values are {'divided by 255' if md.divide_by_255 else 'kept'}"
         if md.standardization_mean is not None and md.standardization_std is not None:
             text += (f", then standardised with (x - mean) / std using mean {_fmt(md.standardization_mean)} "
                      f"and std {_fmt(md.standardization_std)}")
-        return {"rule": "Deepness", "text": text}
+        return {"rule": "Ultralytics" if convention.startswith("Ultralytics") else "Deepness", "text": text}
     n_bands = len(md.extract_band_names or md.extract_bands or [])
     if md.is_arcgis_learn and n_bands in (0, 3):
         return {"rule": "ImageNet",
