@@ -146,3 +146,21 @@ def test_cancel_is_acknowledged_at_once_and_the_run_stops_within_a_second(qgis_a
     print(f"cancel to end: {run.cancel_to_end:.3f} s")
     assert run.cancel_to_end < 1.0, f"the run went on {run.cancel_to_end:.2f} s after Cancel"
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if "dltools" in p.name] == []
+
+
+def test_cancel_stops_detect_objects_within_a_second(qgis_app, detector, tmp_path):
+    from qgis.core import QgsProject
+
+    _, emd = detector
+    scene = write_raster(tmp_path / "wide.tif", square_scene(1536, 1024, SQUARES * 4), origin=(500000.0, 4000000.0),
+                         cell=1.0)
+    try:
+        run = run_like_the_dialog("dltools:detectobjects", {"INPUT": str(scene), "MODEL": str(emd),
+                                                            "ARGUMENTS": "padding 8;batch_size 1",
+                                                            "OUTPUT": to_project("TEMPORARY_OUTPUT")}, cancel_at=5.0)
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+    assert run.cancel_to_end is not None and not run.ok and run.layers == []
+    assert any(line.startswith("Cancelling…") for line in run.said_at_cancel), run.said_at_cancel
+    print(f"cancel to end: {run.cancel_to_end:.3f} s")
+    assert run.cancel_to_end < 1.0, f"the run went on {run.cancel_to_end:.2f} s after Cancel"
