@@ -16,7 +16,7 @@ from .base import DLToolsAlgorithm
 from .class_style import style_on_load
 from .isolation import run_tool
 from .outputs import name_result_layer, refuse_same_files
-from .running import FeedbackProgress
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 32;batch_size 4'. Known: padding (context "
@@ -69,8 +69,13 @@ class DetectChangeAlgorithm(DLToolsAlgorithm):
         md = self.model_definition(parameters, context, progress)
         from_path, request = self.engine_input(from_raster, md, self.input_request(parameters, context, from_raster),
                                                progress)
-        # the to-raster is read on the from-raster's grid: an online one at the same extent and cell size
-        to_path, _ = self.engine_input(to_raster, md, request, progress)
+        # the to-raster is read on the from-raster's grid: an online one over that grid's extent, at its cell size
+        to_request = request
+        if to_raster.online is not None and from_raster.online is None:
+            from ..core.raster.online import request_on_grid_of
+
+            to_request = run_engine(request_on_grid_of, from_path, request)
+        to_path, _ = self.engine_input(to_raster, md, to_request, progress)
         output = self.geotiff_output(parameters, self.OUTPUT, context)
         refuse_same_files({self.OUTPUT: output}, {self.FROM_RASTER: from_path, self.TO_RASTER: to_path})
         run_tool("detect_change", progress, from_path, to_path, md, output,

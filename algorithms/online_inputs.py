@@ -11,6 +11,7 @@ for a GeoTIFF.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,8 +72,9 @@ def with_online_uris_loadable(alg, parameters: dict[str, Any]) -> dict[str, Any]
 
 def use_qgis_proxy(url: str, progress) -> None:  # noqa: ANN001
     """QGIS's proxy (Settings > Options > Network) for GDAL's requests, process-wide as QGIS's own GDAL layers get
-    it: ``GDAL_HTTP_PROXY`` (and ``GDAL_HTTP_PROXYUSERPWD``) unless GDAL already has a proxy or ``url`` is one
-    QGIS excludes from the proxy.  The system's proxy (QGIS's "Default Proxy") reaches GDAL through the
+    it: ``GDAL_HTTP_PROXY`` (and ``GDAL_HTTP_PROXYUSERPWD``), as GDAL options and in the environment (which the
+    run's child process and local Dask workers inherit), unless GDAL already has a proxy or ``url`` is one QGIS
+    excludes from the proxy.  The system's proxy (QGIS's "Default Proxy") reaches GDAL through the
     environment (``http_proxy``) already."""
     from osgeo import gdal
     from qgis.core import QgsSettings
@@ -87,8 +89,11 @@ def use_qgis_proxy(url: str, progress) -> None:  # noqa: ANN001
             any(url.startswith(u) for u in excluded):
         return
     address = f"{'socks5://' if kind == 'Socks5Proxy' else ''}{host}" + (f":{port}" if port else "")
-    gdal.SetConfigOption("GDAL_HTTP_PROXY", address)
+    options = {"GDAL_HTTP_PROXY": address}
     user = str(settings.value("proxy/proxyUser", "") or "")
     if user:
-        gdal.SetConfigOption("GDAL_HTTP_PROXYUSERPWD", f"{user}:{settings.value('proxy/proxyPassword', '')}")
+        options["GDAL_HTTP_PROXYUSERPWD"] = f"{user}:{settings.value('proxy/proxyPassword', '')}"
+    for key, value in options.items():  # the environment too: the run's child process and Dask workers read it
+        gdal.SetConfigOption(key, value)
+        os.environ[key] = value
     progress.info(f"Requests go through QGIS's proxy {address}")

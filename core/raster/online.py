@@ -356,3 +356,13 @@ def _plan_wmts(layer: OnlineLayer, cell: float, cache: Path, timeout: int, plann
                   f"cell size of {cell:.6g}; up to {MAX_CONNECTIONS} requests at once, tiles cached in {cache}")
     gdal.ErrorReset()
     return wmts_description(layer, level, cache, timeout), planned
+
+
+def request_on_grid_of(path: str, request: RasterRequest) -> RasterRequest:
+    """A request covering ``path``'s processing grid for ``request`` (its bounds, CRS and cell size): how an online
+    to-raster of Detect Change is read when the from-raster is a file."""
+    from .request import processing_grid
+
+    _, grid = processing_grid(path, request)
+    return replace(request, extent=grid.bounds, extent_crs_wkt=grid.crs_wkt,
+                   cell_size=request.cell_size or grid.cell_size[0])

@@ -12,6 +12,7 @@ processing.run and qgis_process with the layer's source string."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -160,6 +161,11 @@ def test_detect_change_on_two_xyz_layers(context, scene, server, tmp_path):
     run("dltools:detectchange", context, FROM_RASTER=server.uri, TO_RASTER="wms://" + server.uri, MODEL=str(emd),
         ARGUMENTS="padding 2", EXTENT=extent_text(), CELL_SIZE=RES, OUTPUT=str(got))
     assert np.array_equal(read_raster(got), read_raster(ref))
+    # an earlier file against the basemap of today: the online to-raster is read over the file's grid
+    mixed = tmp_path / "mixed.tif"
+    run("dltools:detectchange", context, FROM_RASTER=scene["tif"], TO_RASTER=server.uri, MODEL=str(emd),
+        ARGUMENTS="padding 2", OUTPUT=str(mixed))
+    assert np.array_equal(read_raster(mixed), read_raster(ref))
 
 
 def test_a_tile_failing_twice_is_retried(context, scene, server, tmp_path):
@@ -310,6 +316,7 @@ def test_requests_go_through_the_qgis_proxy(context, scene, server, tmp_path):
         for k, v in before.items():
             settings.remove(k) if v is None else settings.setValue(k, v)
         gdal_.SetConfigOption("GDAL_HTTP_PROXY", None)
+        os.environ.pop("GDAL_HTTP_PROXY", None)
     assert np.array_equal(read_raster(got), read_raster(ref))
     assert all(r.startswith("http://tiles.invalid/xyz/17/") for r in server.tile_requests())
     assert len(server.tile_requests()) == 9
