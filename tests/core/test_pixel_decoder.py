@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
-from dltools.core.engine.pixel_decoder import PixelDecoder
+from dltools.core.engine.pixel_decoder import ARGMAX_SLICE, PixelDecoder, argmax_channels
 from dltools.core.errors import InputDataError
 from dltools.core.model.definition import ClassInfo, ModelDefinition
 from dltools.core.model.loader import load_model_definition
@@ -254,6 +254,33 @@ def test_decoder_softmax_probabilities_sum_to_one():
     np.testing.assert_allclose(p, e / e.sum(axis=1, keepdims=True), atol=1e-6)
     assert np.array_equal(dec.indices_from_raw(logits), np.argmax(logits, axis=1))
     assert dec.output_values == [3, 4, 5] and dec.prob_names == ["c3", "c4", "c5"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_running_maximum_equals_numpy_argmax(dtype):
+    """The plane-by-plane arg-max gives numpy's answer pixel for pixel: ties to the lowest class index (scores
+    drawn from a few integers, so ties are everywhere), the first NaN's channel where a pixel has one, +-inf,
+    suppressed channels as -inf, a plane taller than one slice, and a transposed (NHWC) output read as it is."""
+    rng = np.random.default_rng(11)
+    width = 300
+    height = ARGMAX_SLICE // width * 2 + 7  # two full slices and a partial one
+    for channels, suppressed in ((2, []), (3, [0]), (6, [2, 5]), (4, [1, 2, 3])):
+        scores = rng.integers(-2, 3, size=(2, channels, height, width)).astype(dtype)
+        for value, share in ((np.nan, 0.02), (np.inf, 0.02), (-np.inf, 0.02)):
+            scores[rng.random(scores.shape) < share] = value
+        scores[0, :, 0, :channels] = np.nan  # a pixel whose every channel is NaN
+        expected = scores.copy()
+        expected[:, suppressed] = -np.inf
+        want = np.argmax(expected, axis=1)
+        got = argmax_channels(scores, suppressed)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), (channels, suppressed)
+        nhwc = np.ascontiguousarray(scores.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        assert np.array_equal(argmax_channels(nhwc, suppressed), want)
+    # the decoder's own arg-max is this one: background suppressed, ignore_mapped_class never wins
+    dec = PixelDecoder(definition([1, 2]), {"predict_background": False}, 3, False)
+    tied = np.zeros((1, 3, 2, 2), np.float32)
+    tied[0, 2, 1, 1] = 1
+    assert np.array_equal(dec.indices_from_raw(tied), [[[1, 1], [1, 2]]])
 
 
 def test_decoder_modes_and_values():
