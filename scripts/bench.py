@@ -17,6 +17,9 @@ Cases (each in its own process, so peak RSS is per case):
   trivial-wide-local2, unet-4096-local2
               the same runs on a Dask LocalCluster of 2 worker processes (SCHEDULER local:2): peak RSS of the
               client and of the largest worker, throughput against the in-process run
+  io-4096, io-8192, io-16384, compress-8192
+              Classify Pixels beside the minimal loop in one process, the time per stage, and the output compressions
+              compared (scripts/bench_io.py); targets: at most 0.5x the loop at 8192^2, 0.7x at 4096^2
   online-2048 Classify Pixels (a 3-band small U-Net) on XYZ tiles served from 127.0.0.1 by another process
               (tests/tile_server.py) against the same pixels from the GeoTIFF: cold (every tile fetched) and warm
               (GDAL's tile cache); target: cold within 1.3x of the GeoTIFF (requests overlap the model)
@@ -51,7 +54,8 @@ CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096"
          "trivial-4096": ("trivial", 4096), "trivial-wide": ("trivial", 4096), "trivial-tall": ("trivial", 4096),
          "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096), "online-2048": ("online", 2048),
          "train-s2": ("train", 512), "unet-4096-child": ("unet", 4096),
-         "trivial-4096-child": ("trivial", 4096)}
+         "trivial-4096-child": ("trivial", 4096), "io-4096": ("io", 4096), "io-8192": ("io", 8192),
+         "io-16384": ("io", 16384), "compress-8192": ("compress", 8192)}
 #: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
 SHAPES = {"trivial-wide": (65536, 1024, ""), "trivial-tall": (1024, 65536, ""),
           "trivial-wide-local2": (65536, 1024, "local:2"), "unet-4096-local2": (4096, 4096, "local:2")}
@@ -379,6 +383,18 @@ def run_case(name: str, device: str) -> dict:
         return run_train_case(BENCH / "train-s2", device)
     if CASES[name][0] == "merge":
         return run_merge_case(name)
+    if CASES[name][0] in ("io", "compress"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_io import run_compress_case, run_io_case
+
+        size = CASES[name][1]
+        if CASES[name][0] == "compress":
+            classes = BENCH / f"out_io-{size}.tif"
+            if not classes.exists():
+                run_io_case(f"io-{size}", size, synthetic_raster(size), trivial_model(), device, BENCH)
+            return run_compress_case(name, classes, BENCH)
+        return dict(run_io_case(name, size, synthetic_raster(size), trivial_model(), device, BENCH),
+                    peak_rss_mb=_peak_mb())
     import resource
 
     from dltools.core.backends.base import DeviceRequest
@@ -425,6 +441,10 @@ def main() -> int:
             square_finder()
             continue
         if kind in ("merge", "train"):
+            continue
+        if kind in ("io", "compress"):
+            synthetic_raster(size)
+            trivial_model()
             continue
         if kind == "online":
             mercator_raster(size)
@@ -477,6 +497,10 @@ def main() -> int:
             print(f"\n{r['case']}: seam merge of {r['objects']} objects {r['merge_s']:.2f} s ({r['groups']} left); "
                   f"Non Maximum Suppression rule {r['nms_s']:.2f} s ({r['kept']} kept); peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_io import print_io
+
+    print_io(results)
     by = {r["case"]: r for r in results}
     if "unet-4096" in by and "unet-16384" in by:
         delta = by["unet-16384"]["peak_rss_mb"] - by["unet-4096"]["peak_rss_mb"]

@@ -90,7 +90,9 @@ def nonfinite_pixels(raw: np.ndarray) -> np.ndarray | None:
     None when every value is finite (the common case costs one check)."""
     if raw.dtype.kind != "f":
         return None
-    finite = np.isfinite(raw)
+    if np.isfinite(raw.sum(dtype=raw.dtype)):  # no NaN or infinity anywhere (one pass, no [B, C, h, w] mask)
+        return None
+    finite = np.isfinite(raw)  # a NaN or infinity, or finite scores whose sum overflowed: look pixel by pixel
     if finite.all():
         return None
     return ~(finite.all(axis=1) if raw.ndim == 4 else finite)
@@ -310,12 +312,14 @@ class PixelTask:
             counts = {int(u): int(k) for u, k in zip(uniq.tolist(), cnt.tolist())}
             out = np.where(valid, values, 0).astype(self.plan.out_dtype)
         else:
-            binc = np.bincount(indices[valid].ravel(), minlength=len(lut))
+            everywhere = bool(valid.all())  # the common case: no mask to apply, no copy of the indices
+            binc = np.bincount((indices if everywhere else indices[valid]).ravel(), minlength=len(lut))
             for i, k in enumerate(binc.tolist()):
                 if k:
                     counts[int(lut[i])] = counts.get(int(lut[i]), 0) + k
             out = lut.astype(self.plan.out_dtype)[indices]
-        out[~valid] = self.plan.nodata
+        if not valid.all():
+            out[~valid] = self.plan.nodata
         prob_block = None
         if self.plan.write_probabilities:
             prob_block = decoder.probability_bands(probs[None])[0].astype(np.float32)

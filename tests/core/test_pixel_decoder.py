@@ -296,3 +296,21 @@ def test_decoder_modes_and_values():
     assert PixelDecoder(definition([]), {}, 4, False).output_values == [0, 1, 2, 3]
     probs = np.array([[[[0.69, 0.7, 0.71]]]], np.float32)
     assert np.array_equal(sig.class_values(sig.indices_from_raw(probs)), [[[5, 6, 6]]])
+
+
+def test_nonfinite_pixels_finds_every_nan_and_infinity_and_only_those():
+    """The one-pass check (the scores' sum) never hides a NaN or an infinity in a channel that does not win, and
+    finite scores whose sum overflows float32 are still finite pixels."""
+    from dltools.core.engine.pixels import nonfinite_pixels
+
+    scores = np.zeros((2, 3, 4, 5), np.float32)
+    assert nonfinite_pixels(scores) is None
+    huge = np.full((1, 3, 4, 5), 3e38, np.float32)  # sums to inf in float32, every value finite
+    assert nonfinite_pixels(huge) is None
+    scores[0, 2, 1, 3] = -np.inf  # a losing channel
+    scores[1, 0, 3, 0] = np.nan
+    scores[1, 1, 0, 4] = np.inf
+    want = np.zeros((2, 4, 5), bool)
+    want[0, 1, 3] = want[1, 3, 0] = want[1, 0, 4] = True
+    assert np.array_equal(nonfinite_pixels(scores), want)
+    assert nonfinite_pixels(np.zeros((1, 4, 5), np.int64)) is None

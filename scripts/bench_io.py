@@ -1,0 +1,188 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""`make bench` cases where reading, decoding and writing dominate (the trivial 1x1-convolution model).
+
+io-4096, io-8192, io-16384
+    Classify Pixels beside the minimal loop, in the same process, interleaved (loop, ours, loop, ours, ...): the
+    simplest correct program (one thread: a GDAL window read per tile, x / 255, ONNX Runtime, numpy's arg-max
+    over the class axis, the tile's centre written into a DEFLATE GeoTIFF), not tuned.  Both use the same tiles
+    (256 px, padding 32, batch 1, zero past the edge), so their outputs must be equal pixel for pixel (checked).
+    Printed: medians, their ratio (targets: <= 0.5 at 8192^2, <= 0.7 at 4096^2) and where Classify Pixels spends its
+    time (read, normalise, decode, write: CPU seconds of whichever thread did it; model: its wall seconds; waiting:
+    the model thread's wall time outside the model), and the CPU seconds of each program.
+compress-8192
+    The 8192^2 class raster written again with each GeoTIFF compression (one thread and two): seconds and MB.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+TILE, PAD = 256, 32
+ARGS = f"padding {PAD};batch_size 1;edge_fill zero"
+
+
+def minimal_loop(raster: Path, onnx: Path, out: Path) -> float:
+    """The baseline: one thread, one tile at a time, no overlap.  Returns its seconds (session start-up excluded)."""
+    import onnxruntime as ort
+    from osgeo import gdal
+
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    start = time.perf_counter()
+    src = gdal.Open(str(raster))
+    width, height, bands = src.RasterXSize, src.RasterYSize, src.RasterCount
+    dst = gdal.GetDriverByName("GTiff").Create(str(out), width, height, 1, gdal.GDT_Byte,
+                                               ["TILED=YES", "COMPRESS=DEFLATE"])
+    dst.SetGeoTransform(src.GetGeoTransform())
+    dst.SetProjection(src.GetProjection())
+    band = dst.GetRasterBand(1)
+    band.SetNoDataValue(255)  # what Classify Pixels writes for 6 classes (uint8, NoData 255)
+    core = TILE - 2 * PAD
+    for y in range(0, height, core):
+        for x in range(0, width, core):
+            x0, y0 = x - PAD, y - PAD
+            rx0, ry0 = max(0, x0), max(0, y0)
+            rx1, ry1 = min(width, x0 + TILE), min(height, y0 + TILE)
+            chip = np.zeros((1, bands, TILE, TILE), np.float32)
+            chip[0, :, ry0 - y0:ry1 - y0, rx0 - x0:rx1 - x0] = src.ReadAsArray(rx0, ry0, rx1 - rx0, ry1 - ry0)
+            chip *= np.float32(1 / 255)
+            scores = session.run(None, {name: chip})[0][0]
+            classes = np.argmax(scores, axis=0).astype(np.uint8)
+            w, h = min(core, width - x), min(core, height - y)
+            band.WriteArray(classes[PAD:PAD + h, PAD:PAD + w], x, y)
+    dst = None
+    return time.perf_counter() - start
+
+
+class StageClock:
+    """CPU seconds per stage (of the thread that ran it, so time spent waiting for a core or the GIL on a loaded
+    machine is not counted; GDAL's own compression threads are not either): the engine's stage methods wrapped,
+    for the bench only."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wrap(self, owner: type, method: str, stage: str) -> None:
+        original = getattr(owner, method)
+
+        def timed(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.seconds[stage] = self.seconds.get(stage, 0.0) + time.thread_time() - start
+
+        setattr(owner, method, timed)
+
+    def install(self) -> None:
+        from dltools.core.engine.pixels import PixelSink, PixelTask
+        from dltools.core.engine.tile_reader import TileReader
+
+        self.wrap(TileReader, "read", "read")
+        self.wrap(TileReader, "_normalised", "normalise")
+        self.wrap(PixelTask, "fold", "decode")
+        self.wrap(PixelTask, "finish", "decode")
+        self.wrap(PixelSink, "write", "write")
+        self.wrap(PixelSink, "close", "write")
+
+    def reset(self) -> None:
+        self.seconds = {}
+
+
+def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_dir: Path) -> dict:
+    from dltools.core.backends.base import DeviceRequest
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+    from osgeo import gdal
+
+    md = load_model_definition(str(emd))
+    onnx = emd.with_suffix(".onnx")
+    clock = StageClock()
+    clock.install()
+    repeats = 3 if size <= 8192 else 1
+    loop_s, ours_s, model_s, stages = [], [], [], []
+    loop_out, ours_out = out_dir / f"loop_{name}.tif", out_dir / f"out_{name}.tif"
+    loop_cpu, ours_cpu = [], []
+    for _ in range(repeats):
+        cpu = time.process_time()
+        loop_s.append(minimal_loop(raster, onnx, loop_out))
+        loop_cpu.append(time.process_time() - cpu)
+        clock.reset()
+        cpu, start = time.process_time(), time.perf_counter()
+        result = classify_pixels(str(raster), md, str(ours_out), ARGS, device=DeviceRequest(device))
+        ours_s.append(time.perf_counter() - start)
+        ours_cpu.append(time.process_time() - cpu)
+        model_s.append(result.model_seconds)
+        stages.append(dict(clock.seconds, model=result.model_seconds,
+                           waiting=ours_s[-1] - result.model_seconds))
+    a, b = gdal.Open(str(loop_out)), gdal.Open(str(ours_out))
+    equal = all(np.array_equal(a.GetRasterBand(1).ReadAsArray(0, y, size, min(1024, size - y)),
+                               b.GetRasterBand(1).ReadAsArray(0, y, size, min(1024, size - y)))
+                for y in range(0, size, 1024))
+    a = b = None
+    mid = sorted(range(repeats), key=lambda i: ours_s[i])[repeats // 2]
+    return {"case": name, "pixels": size * size, "wall_s": statistics.median(ours_s),
+            "model_s": statistics.median(model_s), "loop_s": statistics.median(loop_s),
+            "loop_ratio": statistics.median(ours_s) / statistics.median(loop_s), "repeats": repeats,
+            "all_loop_s": loop_s, "all_wall_s": ours_s, "loop_cpu_s": statistics.median(loop_cpu),
+            "cpu_s": statistics.median(ours_cpu), "stages": stages[mid], "identical": equal,
+            "ratio": statistics.median(ours_s) / statistics.median(model_s),
+            "mpix_per_s": size * size / statistics.median(ours_s) / 1e6, "peak_rss_mb": 0.0,
+            "worker_peak_rss_mb": 0, "device": result.device, "scheduler": "in-process"}
+
+
+CODECS = [("DEFLATE", 1), ("DEFLATE", 2), ("ZSTD", 1), ("ZSTD", 2), ("LZW", 1), ("LZW", 2), ("NONE", 1)]
+
+
+def run_compress_case(name: str, classes: Path, out_dir: Path) -> dict:
+    """Each codec on the same class raster (256 px tiles, as the engine writes): write seconds and file size."""
+    from osgeo import gdal
+
+    src = gdal.Open(str(classes))
+    data = src.GetRasterBand(1).ReadAsArray()
+    rows = []
+    for codec, predictor in CODECS:
+        for threads in (1, 2):
+            out = out_dir / f"codec_{codec}_{predictor}_{threads}.tif"
+            options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", f"COMPRESS={codec}",
+                       f"NUM_THREADS={threads}"] + ([f"PREDICTOR={predictor}"] if codec != "NONE" else [])
+            start = time.perf_counter()
+            ds = gdal.GetDriverByName("GTiff").Create(str(out), data.shape[1], data.shape[0], 1, gdal.GDT_Byte,
+                                                      options)
+            for y in range(0, data.shape[0], 2048):  # block rows, as the engine hands them over
+                ds.GetRasterBand(1).WriteArray(data[y:y + 2048], 0, y)
+            ds = None
+            seconds = time.perf_counter() - start
+            rows.append({"codec": codec, "predictor": predictor, "threads": threads, "seconds": seconds,
+                         "mb": out.stat().st_size / 1e6})
+            out.unlink()
+    return {"case": name, "codecs": rows, "pixels": int(data.size)}
+
+
+def print_io(results: list[dict]) -> None:
+    for r in results:
+        if "loop_ratio" in r:
+            target = {4096: 0.7, 8192: 0.5}.get(int(r["pixels"] ** 0.5))
+            goal = f" (target: at most {target})" if target else ""
+            st = r["stages"]
+            parts = ", ".join(f"{k} {st.get(k, 0.0):.2f}" for k in ("read", "normalise", "model", "decode", "write",
+                                                                      "waiting"))
+            print(f"\n{r['case']}: Classify Pixels {r['wall_s']:.2f} s, minimal loop {r['loop_s']:.2f} s: ratio "
+                  f"{r['loop_ratio']:.2f}{goal}; medians of {r['repeats']} interleaved runs (ours "
+                  f"{', '.join(f'{s:.2f}' for s in r['all_wall_s'])}; loop "
+                  f"{', '.join(f'{s:.2f}' for s in r['all_loop_s'])}); outputs identical: {r['identical']}\n"
+                  f"  CPU seconds (all threads): Classify Pixels {r['cpu_s']:.2f}, loop {r['loop_cpu_s']:.2f}; "
+                  f"per stage: {parts} (model and waiting: wall seconds on the model thread); peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB")
+        if "codecs" in r:
+            print(f"\n{r['case']}: the class raster ({r['pixels'] / 1e6:.0f} Mpixels) written with each compression")
+            for c in r["codecs"]:
+                print(f"  {c['codec']:<8} predictor {c['predictor']}  {c['threads']} thread(s): {c['seconds']:6.2f} s "
+                      f"{c['mb']:8.2f} MB")
