@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import InputDataError, ModelDefinitionError
 from ..model.definition import ClassInfo, ModelDefinition, palette
-from .nms import nms_boxes
+from .nms import nms_boxes, nms_top_k, priority_order
 
 LAYOUTS = ("yolo_v5", "yolo_v8", "yolo_obb", "yolo_seg", "torchvision", "separate", "anchors")
 MASK_THRESHOLD = 0.5
@@ -412,15 +412,15 @@ def decode_anchors(d: dict[str, Any], threshold: float, nms_overlap: float) -> C
         raise InputDataError(f"Raw anchor outputs with class_rule '{rule}': expected 'each' or 'best'")
     idx, slots = np.nonzero(probs > threshold)
     det = ChipDetections(boxes[idx], probs[idx, slots], slots.astype(np.int64))
-    keep = nms_boxes(det.boxes, det.scores, det.classes, nms_overlap)  # most confident first
     top_k = int(d.get("top_k") or 0)
-    if top_k:
-        rank = np.zeros(len(keep), np.int64)
-        for c in np.unique(det.classes[keep]):
-            mine = det.classes[keep] == c
-            rank[mine] = np.arange(int(mine.sum()))
-        keep = keep[rank < top_k]
-    return det.take(keep)
+    if not top_k:
+        return det.take(nms_boxes(det.boxes, det.scores, det.classes, nms_overlap))
+    keep = []
+    for c in np.unique(det.classes):  # the top_k of each class: greedy NMS stops there
+        mine = np.nonzero(det.classes == c)[0]
+        keep.append(mine[nms_top_k(det.boxes[mine], det.scores[mine], nms_overlap, top_k)])
+    keep_all = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    return det.take(keep_all[priority_order(det.scores[keep_all])])  # most confident first
 
 
 def make_decoder(md: ModelDefinition, probe: Any, output_names: Sequence[str], n_classes: int | None,

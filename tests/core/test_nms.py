@@ -123,3 +123,17 @@ def test_nms_polygons_survives_invalid_polygons():
     square = rect(0, 0, 10, 10)
     keep = nms.nms_polygons([square, bowtie], np.array([0.9, 0.8]), None, 0.0)
     assert keep.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nms_top_k_is_the_first_k_of_greedy_nms(seed):
+    """nms_top_k stops after k survivors: the same indices, in the same order, as the first k of nms_boxes."""
+    from dltools.core.detection.nms import nms_boxes, nms_top_k
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 200, (600, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(4, 40, (600, 2))], axis=1)
+    scores = rng.uniform(0, 1, 600).round(2)  # ties too: broken by input order in both
+    for overlap, k in ((0.1, 50), (0.5, 7), (0.0, 20), (0.3, 1000)):
+        full = nms_boxes(boxes, scores, None, overlap)
+        np.testing.assert_array_equal(nms_top_k(boxes, scores, overlap, k), full[:k])
