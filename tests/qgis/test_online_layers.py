@@ -354,3 +354,20 @@ def test_classify_objects_on_xyz_equals_the_geotiff(context, scene, server, tmp_
     with pytest.raises(QgsProcessingException, match="An online layer needs input features"):
         run("dltools:classifyobjects", context, INPUT=server.uri, MODEL=str(emd), CELL_SIZE=RES,
             OUTPUT=str(tmp_path / "none.gpkg"))
+
+
+def test_other_providers_keep_the_clear_refusal(context, scene, tmp_path):
+    """A raster layer of a provider that is neither GDAL nor an online one (here QGIS's virtual raster
+    calculator) is refused, naming the layer and the provider, asking for a GeoTIFF."""
+    from urllib.parse import quote
+
+    from qgis.core import QgsProcessingException, QgsRasterLayer
+
+    left, top = -HALF + PX0 * RES, HALF - PY0 * RES
+    box = f"{left},{top - 50 * RES},{left + 60 * RES},{top}"  # xmin,ymin,xmax,ymax
+    uri = (f"?crs=EPSG:3857&extent={box}&width=60&height=50&formula=%22b@1%22"
+           f"&b:uri={quote(scene['tif'])}&b:provider=gdal")
+    layer = QgsRasterLayer(uri, "calculated", "virtualraster")
+    assert layer.isValid()
+    with pytest.raises(QgsProcessingException, match="'calculated' comes from the 'virtualraster' provider.*GeoTIFF"):
+        classify(context, layer, tmp_path / "never.tif", MODEL=scene["emd"])
