@@ -85,6 +85,12 @@ def test_deeplab_trains_one_epoch_into_a_folder_classify_pixels_runs(tmp_path):
     train_model(TrainRequest(str(data), str(tmp_path / "dl"), settings, device=CPU), RecordingProgress())
     emd = json.loads((tmp_path / "dl" / "dl.emd").read_text())
     assert emd["ModelConfiguration"] == "_deeplab_infrencing" and emd["ModelParameters"]["backbone"] == "resnet101"
+    # _deeplab._get_emd_params adds pointrend and keep_dilation to ModelParameters; the rest as UnetClassifier's
+    assert {"pointrend", "keep_dilation"} <= set(emd["ModelParameters"])
+    assert {"Framework", "ModelType", "InferenceFunction", "ExtractBands", "ignore_mapped_class",
+            "SupportsVariableTileSize", "Classes", "ArcGISLearnVersion", "monitored_valid_loss", "ModelFile",
+            "ImageHeight", "ImageWidth", "LearningRate", "ModelName", "backend", "accuracy", "per_class_metrics",
+            "IsMultispectral", "IsImageNetNormalization", "resize_to"} <= set(emd)
     state = read_state_dict(torch, tmp_path / "dl" / "dl.pth")
     rebuilt = build_module(resolve_family(emd), emd, torchvision)
     assert list(state) == list(rebuilt.state_dict()) and "aux_classifier.4.weight" in state
