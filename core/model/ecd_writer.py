@@ -20,7 +20,7 @@ from ..errors import BackendError, DependencyMissingError, ModelDefinitionError,
 from ..safe_output import write_json_atomic
 from .definition import ONNX_SUFFIXES, TORCH_EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, ClassInfo
 from .ecd import CLASSIFIER_TYPE, ENVELOPE_KEY, EXTRA_INFO_KEY, FILE_VERSION, _integer, emd_data_from_ecd_definition
-from .layout import image_size, input_layout
+from .layout import band_axis, image_size, input_layout
 from .torch_archive import embedded_definition
 from .validators import check_model_padding, parse_classes, read_json_file, require_known_model_type
 from .validators import data_range as valid_data_range
@@ -137,9 +137,9 @@ def _onnx_input(model_path: Path, bands: int) -> tuple[int | None, int | None, s
     layout = input_layout(shape, bands)
     if layout is not None:
         return *image_size(shape, layout), layout
-    raise ModelDefinitionError(
-        f"ONNX model '{model_path.name}' takes {shape[1]} bands (input shape {declared}) but the class info says "
-        f"NumberRasterBands {bands}")
+    takes = shape[band_axis(input_layout(shape) or "NCHW")]  # the band axis by the same rule, without a count
+    raise ModelDefinitionError(f"ONNX model '{model_path.name}' takes {takes} bands (input shape {declared}) but the "
+                               f"class info says NumberRasterBands {bands}")
 
 
 def _torch_declared_size(model_path: Path) -> tuple[int | None, int | None]:
@@ -193,7 +193,10 @@ def ecd_definition(model_file: str | os.PathLike[str], class_info: ClassInfoFile
             "(.onnx, .pt ...); an .emd or .dlpk is already usable as a model without an .ecd")
     model_path = model_path.resolve()
     if class_info.image_height is not None and class_info.image_width is not None:
-        height, width, layout = class_info.image_height, class_info.image_width, "NCHW"
+        height, width = class_info.image_height, class_info.image_width
+        # the layout (and the band count) is the model file's whatever the class info says of the tile size
+        layout = _onnx_input(model_path, class_info.number_raster_bands)[2] \
+            if model_path.suffix.lower() in ONNX_SUFFIXES else "NCHW"
     else:
         height, width, layout = probe_tile_size(model_path, class_info.number_raster_bands)
     if class_info.model_padding is not None:

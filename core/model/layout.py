@@ -4,7 +4,8 @@
 A model file declares its input shape but not its layout.  The rule, used wherever a layout is read from a
 file (a plain ONNX model, the .ecd writer's probe): the band axis is the one whose size is the number of bands
 when that number is known; when it is not, it is the small axis (at most :data:`MAX_BANDS`) of the two candidates,
-NCHW unless only the last one looks like bands.  Definitions (.emd ``ModelFormat``) state it and are believed.
+NCHW unless the last one is the smaller (a 16 x 16 tile of 3 bands is NHWC).  Definitions (.emd
+``ModelFormat``) state it and are believed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def input_layout(shape: Sequence[int | None], bands: int | None = None) -> str |
         if last == bands:
             return "NHWC"
         return "NCHW" if first is None else None
-    if last is not None and last <= MAX_BANDS and (first is None or first > MAX_BANDS):
+    if last is not None and last <= MAX_BANDS and (first is None or first > MAX_BANDS or last < first):
         return "NHWC"
     return "NCHW"
 

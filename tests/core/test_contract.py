@@ -23,7 +23,8 @@ from dltools.core.model.loader import load_model_definition
     ((None, 3, 64, 64), 3, "NCHW"), ((None, 64, 64, 3), 3, "NHWC"), ((1, None, 64, 64), 3, "NCHW"),
     ((1, 3, 64, 3), 3, "NCHW"), ((1, 4, 64, 64), 3, None), ((1, 64, 64, 4), 3, None),
     ((None, 3, 64, 64), None, "NCHW"), ((None, 64, 64, 3), None, "NHWC"), ((None, None, None, 4), None, "NHWC"),
-    ((None, 32, 32, 32), None, "NCHW"), ((None, 3, 8, 8), None, "NCHW"),
+    ((None, 32, 32, 32), None, "NCHW"), ((None, 3, 8, 8), None, "NCHW"), ((None, 16, 16, 3), None, "NHWC"),
+    ((None, 8, 8, 8), None, "NCHW"), ((None, 16, None, None), None, "NCHW"),
 ])
 def test_one_layout_rule(shape, bands, layout):
     """The band axis is the one holding the bands; without a band count, the small axis (NCHW when both are)."""

@@ -379,3 +379,39 @@ def test_emd_data_for_packaging(tmp_path: Path, onnx_model: Path):
     assert emd == expected
     assert emd_data_from_class_info(onnx_model, seed(Classifier="ONNX", NumberRasterBands=3)) == expected
     assert os.path.isabs(emd["ModelFile"])
+
+
+def _nhwc_onnx(path: Path) -> Path:
+    """A channels-last ONNX model: [B, 16, 16, 3] in, [B, 16, 16, 2] out."""
+    import warnings
+
+    import torch
+
+    conv = conv_module(3, 2, 1)
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ChannelsLast().eval(), torch.zeros(1, 16, 16, 3), str(path), dynamo=False,
+                          input_names=["input"], output_names=["output"], opset_version=13,
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    return path
+
+
+def test_onnx_layout_is_read_even_when_the_class_info_gives_the_tile_size(tmp_path: Path):
+    """The layout is the model file's (the one NCHW/NHWC rule), whether or not ImageHeight/ImageWidth are given; a
+    channels-last model described as NCHW would be fed its tiles the wrong way round."""
+    model = _nhwc_onnx(tmp_path / "nhwc.onnx")
+    for sizes in ({}, {"ImageHeight": 16, "ImageWidth": 16}):
+        out = write_ecd(model, seed(Classifier="ONNX", NumberRasterBands=3, **sizes), tmp_path / "nhwc.ecd")
+        definition = json.loads(out.read_text(encoding="utf-8"))["Definitions"][0]
+        assert (definition["ImageHeight"], definition["ImageWidth"], definition.get("ModelFormat")) == (16, 16, "NHWC")
+    with pytest.raises(ModelDefinitionError, match=r"^ONNX model 'nhwc.onnx' takes 3 bands .* NumberRasterBands 4"):
+        write_ecd(model, seed(Classifier="ONNX", ImageHeight=16, ImageWidth=16), tmp_path / "bad.ecd")
