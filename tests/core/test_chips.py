@@ -16,8 +16,9 @@ from builders import write_raster  # noqa: E402
 from co_models import ORIGIN, grid_raster, wkt_line, wkt_point, wkt_polygon, wkt_rect  # noqa: E402
 from dltools.core.errors import InputDataError  # noqa: E402
 from dltools.core.raster.gdal_io import RasterSource  # noqa: E402
+from dltools.core.raster.resize import resize_matrix  # noqa: E402
 from dltools.core.tools.classify_objects import feature_chips as chips  # noqa: E402
-from dltools.core.tools.classify_objects.feature_chips import ChipSpec, Window, chip_window, extract_chip, resize_matrix  # noqa: E402
+from dltools.core.tools.classify_objects.feature_chips import ChipSpec, Window, chip_window, extract_chip  # noqa: E402
 
 GT = (ORIGIN[0], 1.0, 0.0, ORIGIN[1], 0.0, -1.0)
 

@@ -45,7 +45,7 @@ from osgeo import gdal, ogr
 
 from ...errors import InputDataError, OutputError
 from ...raster.gdal_io import RasterSource
-from ...raster.resize import axis_matrix, resize_matrix  # noqa: F401 - resize_matrix: public here too
+from ...raster.resize import axis_matrix
 
 gdal.UseExceptions()
 ogr.UseExceptions()
