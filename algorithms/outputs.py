@@ -26,6 +26,7 @@ from qgis.core import (
     QgsProcessingOutputLayerDefinition,
     QgsProcessingParameters,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 
 from ..core.errors import DLToolsError
@@ -209,7 +210,21 @@ class AtomicSink:
             self.added += 1
             return True
         self._raise_if_disk_full()
+        self._raise_if_other_geometry(feature)
         return False
+
+    def _raise_if_other_geometry(self, feature) -> None:  # noqa: ANN001
+        """A layer of mixed geometries (a GeoPackage 'Geometry' layer) reaches QGIS as the first feature's type; a
+        temporary layer holds only that type and refuses the others: say so, and what to do, rather than "Could not
+        write feature"."""
+        if self._tmp or not feature.hasGeometry():
+            return
+        got = QgsWkbTypes.geometryType(feature.geometry().wkbType())
+        if got != QgsWkbTypes.geometryType(self.wkb_type):
+            raise QgsProcessingException(
+                f"{self.name}: a feature is a {QgsWkbTypes.geometryDisplayString(got).lower()} but the layer is of "
+                f"{QgsWkbTypes.displayString(self.wkb_type)} features (the input mixes geometry types), "
+                "and a temporary layer holds one type only: save the output to a GeoPackage file, which holds any")
 
     def written_name(self, field: str) -> str:
         """The name ``field`` has in the file as written, once :meth:`close` has flushed it: a shapefile cuts

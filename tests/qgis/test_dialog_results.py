@@ -16,7 +16,7 @@ from osgeo import ogr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "classify_objects"))
-from co_models import grid_raster, mean_emd, mean_model_files, wkt_point  # noqa: E402
+from co_models import grid_raster, mean_emd, mean_model_files, wkt_point, wkt_rect  # noqa: E402
 from dialog_run import run_like_the_dialog, to_project  # noqa: E402
 from test_classify_objects import write_layer  # noqa: E402
 from test_non_maximum_suppression import CHAIN, polygon_layer  # noqa: E402
@@ -164,3 +164,24 @@ def test_cancel_stops_detect_objects_within_a_second(qgis_app, detector, tmp_pat
     assert any(line.startswith("Cancelling…") for line in run.said_at_cancel), run.said_at_cancel
     print(f"cancel to end: {run.cancel_to_end:.3f} s")
     assert run.cancel_to_end < 1.0, f"the run went on {run.cancel_to_end:.2f} s after Cancel"
+
+
+def test_mixed_geometries_to_a_temporary_layer_say_what_to_do(qgis_app, tmp_path):
+    """A GeoPackage 'Geometry' layer of points and polygons reaches QGIS as points; a temporary layer holds one type:
+    the run says so and names the way out (a GeoPackage file holds any), instead of "Could not write feature"."""
+    from qgis.core import QgsProject
+
+    mean_model_files(tmp_path, 7)
+    grid = grid_raster(tmp_path / "grid.tif")
+    src = write_layer(tmp_path / "mixed.gpkg", [wkt_point(20.3, 30.7), wkt_rect(10, 20, 20, 30)])
+    params = {"INPUT": str(grid), "FEATURES": str(src), "MODEL": str(mean_emd(tmp_path, band=0, tile=7))}
+    try:
+        run = run_like_the_dialog("dltools:classifyobjects", {**params, "OUTPUT": to_project("TEMPORARY_OUTPUT")})
+        assert not run.ok
+        assert any(e.startswith("OUTPUT: a feature is a polygon but the layer is of Point features (the input mixes "
+                                "geometry types), and a temporary layer holds one type only: save the output to a "
+                                "GeoPackage file") for e in run.errors), run.errors
+        run = run_like_the_dialog("dltools:classifyobjects", {**params, "OUTPUT": to_project(str(tmp_path / "o.gpkg"))})
+        assert run.ok and run.layers[0].featureCount() == 2
+    finally:
+        QgsProject.instance().removeAllMapLayers()
