@@ -56,6 +56,7 @@ def run_tool(step):
     panel = dlg.mainWidget()
     wrappers = panel.wrappers
     ctx = QgsProcessingContext()
+    out["shown"] = sorted(n for n, w in wrappers.items() if w is not None)  # the parameters the dialog shows
     for name, value in step.get("inputs", {}).items():
         wrappers[name].setParameterValue(value, ctx)
     if "model" in step:

@@ -156,6 +156,8 @@ def desktop(request, tmp_path_factory):
         {"name": "classify_objects_temporary", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
          "inputs": {"INPUT": d["raster"], "FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
          "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
+        {"name": "create_package", "alg": "dltools:packagemodel",
+         "inputs": {"MODEL_DEFINITION": d["pixel_emd"]}, "outputs": {"OUTPUT": str(tmp / "pixels.dlpk")}},
         {"name": "describe_model_json", "alg": "dltools:describemodel", "model": d["pixel_json"],
          "outputs": {"OUTPUT_HTML": str(tmp / "j.html"), "OUTPUT_JSON": str(tmp / "j.json")}},
         {"name": "describe_model", "alg": "dltools:describemodel", "model": d["pixel_emd"],
@@ -206,7 +208,7 @@ def _rows(tool: dict, key: str = "rows_before") -> dict:
 def test_plugin_loads_in_the_desktop_with_our_widgets(desktop):
     assert "dltools" in desktop["plugins"]
     for name, tool in desktop["tools"].items():
-        if name == "nms":  # no model
+        if name in ("nms", "create_package"):  # no model
             continue
         assert tool["model_wrapper"] == "ModelWrapper" and tool["arguments_wrapper"] == "ArgumentsWrapper", name
         assert tool["group"] == "" and tool["help_url"].startswith("file://")
@@ -271,6 +273,19 @@ def test_temporary_outputs_end_without_an_error(desktop, step, name, count):
     assert layer["count"] == count
     if step != "nms":
         assert layer["renderer"] == "categorizedSymbol"
+
+
+def test_classify_objects_shows_the_raster_and_its_alternative(desktop):
+    tool = desktop["tools"]["classify_objects_temporary"]
+    assert {"INPUT", "IMAGE_FOLDER", "FEATURES"} <= set(tool["shown"])
+
+
+def test_create_package_dialog_is_one_choice(desktop):
+    tool = desktop["tools"]["create_package"]
+    assert "MODEL_DEFINITION" in tool["shown"] and "CLASS_INFO" in tool["shown"]
+    assert "MODEL_FILE" not in tool["shown"]  # kept for scripts, hidden from the dialog
+    assert tool["finished"]["ok"] is True, tool["log"]
+    assert (desktop["paths"]["tmp"] / "pixels.dlpk").is_file()
 
 
 def test_detect_change_dialog(desktop):

@@ -59,3 +59,4 @@ def test_the_raster_tools_ask_for_the_hinting_field_in_their_dialogs(qgis_app):
     from dltools.algorithms.scheduler_widget import SchedulerWidgetFactory  # importable as the dialog imports it
 
     assert callable(SchedulerWidgetFactory)
+
