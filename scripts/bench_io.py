@@ -151,7 +151,9 @@ def same_pixels(a: Path, b: Path, size: int) -> bool:
                for y in range(0, size, 1024))
 
 
-CODECS = [("DEFLATE", 1), ("DEFLATE", 2), ("ZSTD", 1), ("ZSTD", 2), ("LZW", 1), ("LZW", 2), ("NONE", 1)]
+#: (compression, predictor, level option): DEFLATE at GDAL's default level 6 and at 1, ZSTD at its default 9 and 1
+CODECS = [("DEFLATE", 1, ""), ("DEFLATE", 2, ""), ("DEFLATE", 2, "ZLEVEL=1"), ("ZSTD", 1, ""), ("ZSTD", 2, ""),
+          ("ZSTD", 2, "ZSTD_LEVEL=1"), ("LZW", 1, ""), ("LZW", 2, ""), ("NONE", 1, "")]
 
 
 def run_compress_case(name: str, classes: Path, out_dir: Path) -> dict:
@@ -161,11 +163,12 @@ def run_compress_case(name: str, classes: Path, out_dir: Path) -> dict:
     src = gdal.Open(str(classes))
     data = src.GetRasterBand(1).ReadAsArray()
     rows = []
-    for codec, predictor in CODECS:
+    for codec, predictor, level in CODECS:
         for threads in (1, 2):
             out = out_dir / f"codec_{codec}_{predictor}_{threads}.tif"
             options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", f"COMPRESS={codec}",
-                       f"NUM_THREADS={threads}"] + ([f"PREDICTOR={predictor}"] if codec != "NONE" else [])
+                       f"NUM_THREADS={threads}"] + ([f"PREDICTOR={predictor}"] if codec != "NONE" else []) + \
+                ([level] if level else [])
             start = time.perf_counter()
             ds = gdal.GetDriverByName("GTiff").Create(str(out), data.shape[1], data.shape[0], 1, gdal.GDT_Byte,
                                                       options)
@@ -173,7 +176,7 @@ def run_compress_case(name: str, classes: Path, out_dir: Path) -> dict:
                 ds.GetRasterBand(1).WriteArray(data[y:y + 2048], 0, y)
             ds = None
             seconds = time.perf_counter() - start
-            rows.append({"codec": codec, "predictor": predictor, "threads": threads, "seconds": seconds,
+            rows.append({"codec": codec, "predictor": predictor, "level": level, "threads": threads, "seconds": seconds,
                          "mb": out.stat().st_size / 1e6})
             out.unlink()
     return {"case": name, "codecs": rows, "pixels": int(data.size)}
@@ -199,5 +202,6 @@ def print_io(results: list[dict]) -> None:
         if "codecs" in r:
             print(f"\n{r['case']}: the class raster ({r['pixels'] / 1e6:.0f} Mpixels) written with each compression")
             for c in r["codecs"]:
-                print(f"  {c['codec']:<8} predictor {c['predictor']}  {c['threads']} thread(s): {c['seconds']:6.2f} s "
+                print(f"  {c['codec']:<8} predictor {c['predictor']} {c['level'] or 'default level':<14} "
+                      f"{c['threads']} thread(s): {c['seconds']:6.2f} s "
                       f"{c['mb']:8.2f} MB")
