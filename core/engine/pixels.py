@@ -406,7 +406,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     if decoder.mode not in ("regression", "values"):
         # Logits or probabilities is the model's property: judged once, on the contract's probe inputs
         decoder.calibrate([probe] + [call_model(backend, x, contract) for x in contract.probe_inputs()[1:]])
-    plan = _plan(args, decoder, probe, pad - model_pad, probabilities_output, progress)
+    plan = _plan(args, contract, decoder, probe, pad - model_pad, probabilities_output, progress)
     task = PixelTask(source=source, chips=chips, normaliser=normaliser, decoder=decoder, contract=contract,
                      plan=plan)
     jobs, per_block = _jobs(task, args)
@@ -456,12 +456,12 @@ def _probe(backend: Backend, contract: ModelContract, md: ModelDefinition) -> tu
     return probe, model_pad
 
 
-def _plan(args: dict, decoder: PixelDecoder, probe: np.ndarray, crop: int, probabilities_output: str | None,
-          progress: Progress) -> PixelPlan:
+def _plan(args: dict, contract: ModelContract, decoder: PixelDecoder, probe: np.ndarray, crop: int,
+          probabilities_output: str | None, progress: Progress) -> PixelPlan:
     """What the run makes of the model's scores: TTA, blending, probabilities, the output type."""
     out_channels = probe.shape[1] if probe.ndim == 4 else 1
     out_h, out_w = probe.shape[-2:]
-    tta = bool(args.get("test_time_augmentation")) and decoder.writes_probabilities
+    tta = contract.test_time_augmentation and decoder.writes_probabilities  # the contract's transforms, on scores
     blend = bool(args.get("blend")) and decoder.writes_probabilities
     if args.get("blend") and not decoder.writes_probabilities:
         progress.warning("blend needs probabilities; this model returns class values, so tiles are cut, not blended")
