@@ -25,13 +25,14 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
+from ..core.detection.nms import check_max_overlap
 from ..core.raster.gdal_io import mosaic_items
 from ..core.raster.styling import categorized_qml
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor
 from .isolation import run_tool
 from .outputs import AtomicSink, name_result_layer, refuse_reserved_field
-from .running import FeedbackProgress
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'padding 64;threshold 0.5;batch_size 4'. Known: "
@@ -98,6 +99,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
                        "One polygon per object with Class, ClassValue and Confidence (0-100).")
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
+        if self.parameterAsBool(parameters, self.RUN_NMS, context):  # refused before anything is read
+            run_engine(check_max_overlap, self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context))
         raster = self.raster_input(parameters, self.INPUT, context, "input")
         progress = FeedbackProgress(feedback)
         md = self.model_definition(parameters, context, progress)

@@ -7,6 +7,7 @@ from typing import Any
 
 from osgeo import ogr
 from qgis.core import (
+    QgsFeatureRequest,
     QgsFeatureSink,
     QgsProcessing,
     QgsProcessingContext,
@@ -18,9 +19,10 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..core.detection.nms import nms_polygons
+from ..core.detection.nms import made_valid, nms_polygons
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor, carried_style_qml, values_style_qml
+from .feature_inputs import SKIP_VALIDITY
 from .outputs import AtomicSink, name_result_layer, output_destination, refuse_same_files
 from .running import run_engine
 
@@ -128,7 +130,9 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
 
         features, geoms, scores, classes = [], [], [], []
         total = source.featureCount() or 1
-        for n, feat in enumerate(source.getFeatures()):
+        # QGIS's own validity check would stop the loop at an invalid polygon (and in QGIS 3.22 leave the
+        # interpreter unusable): it is skipped, and invalid polygons are repaired or left out below, counted
+        for n, feat in enumerate(source.getFeatures(QgsFeatureRequest(), SKIP_VALIDITY)):
             if feedback.isCanceled():
                 raise QgsProcessingException("The run was cancelled. No output was kept.")
             value = feat.attribute(conf_idx)
@@ -146,6 +150,12 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
             feedback.setProgress(40.0 * n / total)
         if not features:
             raise QgsProcessingException(f"Layer '{source.sourceName()}' has no features: nothing to suppress")
+        fixed, repaired, skipped = made_valid(geoms)
+        if repaired or skipped:
+            feedback.reportError(f"{repaired} invalid polygons were made valid to measure their overlaps"
+                                 + (f"; {skipped} could not be: they are kept as they are and remove nothing"
+                                    if skipped else ""), fatalError=False)
+            geoms = [g if g is not None else ogr.Geometry(ogr.wkbPolygon) for g in fixed]
         ratio = self.parameterAsDouble(parameters, self.MAX_OVERLAP_RATIO, context)
         keep = run_engine(nms_polygons, geoms, scores, classes if class_idx >= 0 else None, ratio)
         feedback.setProgress(80.0)

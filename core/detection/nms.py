@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from osgeo import ogr
 
+from ..errors import ArgumentError
+
 ogr.UseExceptions()
 
 _MAX_CELLS_PER_BOX = 64
@@ -205,10 +207,43 @@ def _repaired(geom: ogr.Geometry) -> ogr.Geometry:
     return fixed if fixed is not None and fixed.IsValid() else geom.Buffer(0)
 
 
+def made_valid(geoms: Sequence[ogr.Geometry]) -> tuple[list[ogr.Geometry | None], int, int]:
+    """(each geometry, valid: itself, repaired, or None when it cannot be), how many were repaired, how many not.
+
+    Invalid polygons (a bow tie, a ring that touches itself) come from other tools' outputs; they are made valid
+    (OGR's MakeValid, else a zero buffer) so that their overlaps can be measured, and the few that cannot be are
+    left out, counted, never a reason to stop."""
+    out: list[ogr.Geometry | None] = []
+    repaired = skipped = 0
+    for geom in geoms:
+        if geom is None or geom.IsEmpty() or geom.IsValid():
+            out.append(geom)
+            continue
+        try:
+            fixed = _repaired(geom)
+        except (RuntimeError, ValueError):
+            fixed = None
+        if fixed is None or fixed.IsEmpty() or not fixed.IsValid():
+            out.append(None)
+            skipped += 1
+        else:
+            out.append(fixed)
+            repaired += 1
+    return out, repaired, skipped
+
+
 def envelope_boxes(geoms: Sequence[ogr.Geometry]) -> np.ndarray:
     """[N, 4] x1, y1, x2, y2 of OGR geometries."""
     env = np.array([g.GetEnvelope() for g in geoms], np.float64).reshape(-1, 4)  # minx, maxx, miny, maxy
     return env[:, [0, 2, 1, 3]]
+
+
+def check_max_overlap(value: float) -> float:
+    """``MAX_OVERLAP_RATIO`` as a number from 0 to 1; NaN (every comparison false: nothing would be removed) and
+    values outside are refused, naming the parameter."""
+    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ArgumentError(f"MAX_OVERLAP_RATIO must be a number from 0 to 1, not {value}")
+    return float(value)
 
 
 def nms_polygons(geoms: Sequence[ogr.Geometry], scores: np.ndarray, classes: Sequence | None,
@@ -218,6 +253,7 @@ def nms_polygons(geoms: Sequence[ogr.Geometry], scores: np.ndarray, classes: Seq
     ``classes`` (any hashable values, or None for one class): first each class is reviewed on its own,
     then all features left are reviewed together across classes.
     """
+    check_max_overlap(max_overlap)
     n = len(geoms)
     scores = np.asarray(scores, np.float64)
     if n == 0:

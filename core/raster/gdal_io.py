@@ -188,6 +188,8 @@ def grid_for_request(native: RasterGrid, extent: tuple[float, float, float, floa
     extent's top-left corner.  ``extent`` is (xmin, ymin, xmax, ymax) in ``crs_wkt``
     (default: the raster's CRS).
     """
+    if cell_size is not None and not (math.isfinite(cell_size) and cell_size > 0):
+        raise InputDataError(f"CELL_SIZE must be a finite number above 0, not {cell_size}")
     crs = crs_wkt or native.crs_wkt
     nx, ny = native.cell_size
     if extent is None:
@@ -248,6 +250,13 @@ class RasterSource:
         if max(self.bands) >= self.ds.RasterCount:
             raise InputDataError(f"Raster '{self.name}' has {self.ds.RasterCount} bands; band {max(self.bands) + 1} "
                                  "was asked for")
+        for b in self.bands:
+            kind = self.ds.GetRasterBand(b + 1).DataType
+            if gdal.DataTypeIsComplex(kind):
+                raise InputDataError(
+                    f"Raster '{self.name}' band {b + 1} holds complex numbers ({gdal.GetDataTypeName(kind)}): models "
+                    "take real values, and casting would silently drop the imaginary part. Convert the band first "
+                    "(its amplitude or phase, with the Raster Calculator)")
         self.dtype = GDAL_TO_NUMPY.get(self.ds.GetRasterBand(1).DataType, "float32")
         self.col_off = 0
         self.row_off = 0

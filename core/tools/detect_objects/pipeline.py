@@ -42,7 +42,8 @@ from ...detection.geometry import (
     mask_geometry,
     ring_geometry,
 )
-from ...detection.nms import box_iou_pairs, nms_boxes, seam_merge, suppress_for_tool
+from ...detection.nms import box_iou_pairs, check_max_overlap, nms_boxes, seam_merge, suppress_for_tool
+from ...detection.screen import dropped_lines, screen
 from ...engine import augment
 from ...engine.blocks import BlockJob, ResultSink, block_jobs, chips_per_block, run_in_process
 from ...engine.contract import ModelContract, decide_contract
@@ -92,6 +93,8 @@ class RawObjects:
     chips: list[np.ndarray] = field(default_factory=list)
     cut: list[np.ndarray] = field(default_factory=list)
     shapes: list[bytes | None] = field(default_factory=list)  # map geometry (WKB) of rotated boxes / masks
+    #: objects the model returned that cannot be right, by reason (detection.screen): dropped, not written
+    dropped: Counter = field(default_factory=Counter)
 
     def add(self, det: ChipDetections, chip: int, cut: np.ndarray, shapes: list) -> None:
         self.boxes.append(det.boxes)
@@ -104,6 +107,7 @@ class RawObjects:
     def extend(self, other: RawObjects) -> None:
         for name in ("boxes", "scores", "classes", "chips", "cut", "shapes"):
             getattr(self, name).extend(getattr(other, name))
+        self.dropped.update(other.dropped)
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         def cat(parts: list[np.ndarray], shape: tuple, dtype: Any) -> np.ndarray:
@@ -157,6 +161,8 @@ class DetectionSetup:
     decoder: DetectionDecoder
     contract: ModelContract
     exclude_pad: bool
+    #: how many classes the model has (class slots 0..n-1); None when the classes are only numbered
+    n_slots: int | None = None
 
     @property
     def threshold(self) -> float:
@@ -270,6 +276,7 @@ class DetectionTask:
         per_chip: list[list[ChipDetections]] = [[] for _ in metas]
         for k, raw in output:
             for b, det in enumerate(setup.decoder.decode(raw, len(metas), setup.threshold, setup.nms_overlap)):
+                det = screen(det, setup.n_slots, chips.tile_w, chips.tile_h, acc.dropped)
                 per_chip[b].append(invert_transform(det, k, chips.tile_h, chips.tile_w))
         for (r, c), dets in zip(metas, per_chip):
             chip_objects(setup, dets, r, c, acc)
@@ -307,6 +314,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
+    if run_nms:
+        check_max_overlap(max_overlap_ratio)  # before the run, not after it
     if md.model_type not in DETECTION_TYPES:
         raise InputDataError(f"ModelType '{md.model_type}' is not an object detection model: use the tool for "
                              f"{md.model_type} models (Describe Model tells which)")
@@ -365,6 +374,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     raw = RawObjects()
     for block in sink.in_order():
         raw.extend(block)
+    for line in dropped_lines(raw.dropped):
+        progress.warning(line)
     objects, before, after = finish_objects(raw, setup, table, run_nms, max_overlap_ratio, progress, mask)
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
@@ -417,7 +428,8 @@ def _setup(md: ModelDefinition, args: dict, grid: RasterGrid, backend: Backend, 
     if table.generated:
         progress.warning("Neither the model definition nor the model names its classes: they are numbered")
     setup = DetectionSetup(grid=grid, chips=chips, decoder=decoder, contract=contract,
-                           exclude_pad=bool(args["exclude_pad_detections"]))
+                           exclude_pad=bool(args["exclude_pad_detections"]),
+                           n_slots=None if table.generated else len(table.classes))
     return setup, table
 
 
