@@ -6,6 +6,8 @@ the message is written for a GIS user, so it names the file, key or layer at
 fault and, where there is one, what to do about it.
 """
 
+import re
+
 
 class DLToolsError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -60,3 +62,27 @@ class UntrustedCodeError(BackendError):
     def __reduce__(self) -> tuple:
         """Pickled whole (a child process sends it to the dialog, which offers to trust ``sha256``)."""
         return (type(self), (str(self), self.path, self.sha256))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+#: Advice in a library's error text that would be wrong for a plugin user (it would run the file's code).
+_LIBRARY_ADVICE = ("add_safe_globals", "weights_only=False", "safe_globals", "Check the documentation of torch.load",
+                   "WeightsUnpickler error: Unsupported operand", "In PyTorch 2.6")
+
+
+def plain_reason(exc: BaseException | str, limit: int = 400) -> str:
+    """A runtime's error text fit for the user: no terminal escape codes, no advice to turn off the safety
+    (torch's ``weights_only=False``, ``add_safe_globals``), at most ``limit`` characters."""
+    text = _ANSI.sub("", str(exc))
+    unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global by default| Please use|\n|$)",
+                          text)
+    if "Weights only load failed" in text and unpickler:  # torch's long advice around a one-line reason
+        text = f"the weights-only reader refused it ({unpickler.group(1).strip().rstrip('.')})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if not any(advice in line for advice in _LIBRARY_ADVICE)]
+    text = " ".join(kept or lines[:1])
+    for advice in _LIBRARY_ADVICE:  # advice within a kept line: cut the line there
+        cut = text.find(advice)
+        if cut > 0:
+            text = text[:cut].rstrip(" .,;:(") + "."
+    return text if len(text) <= limit else text[:limit - 1] + "…"

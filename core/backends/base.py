@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import BackendError, CancelledError
+from ..errors import BackendError, CancelledError, plain_reason
 
 
 @dataclass
@@ -105,7 +105,8 @@ class Backend:
         except Exception as exc:  # the frameworks raise many types; give the user one clear message
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
             expected = ", ".join(i.shape_text() for i in self.inputs)
-            raise BackendError(f"The model failed on input of shape {shapes} (it expects {expected}): {exc}") from exc
+            raise BackendError(f"The model failed on input of shape {shapes} (it expects {expected}): "
+                               f"{plain_reason(exc)}") from exc
         self.model_seconds += time.perf_counter() - start
         self.calls += 1
         return out

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, CancelledError, DependencyMissingError
+from ..errors import BackendError, CancelledError, DependencyMissingError, plain_reason
 from ..installer.advice import not_installed
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo
@@ -73,7 +73,7 @@ class OnnxBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
         except Exception as exc:
-            raise BackendError(f"ONNX Runtime cannot load '{Path(model_file).name}': {exc}") from exc
+            raise BackendError(f"ONNX Runtime cannot load '{Path(model_file).name}': {plain_reason(exc)}") from exc
         used = self.session.get_providers()
         if device.kind == "gpu" and "CUDAExecutionProvider" not in used:
             raise BackendError("A GPU was requested but ONNX Runtime could not start its CUDA provider "

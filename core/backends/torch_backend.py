@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, DependencyMissingError
+from ..errors import BackendError, DependencyMissingError, plain_reason
 from ..installer.advice import not_installed
 from ..threads import thread_count
 from ..trust import CodeTrust, require_trust
@@ -112,7 +112,7 @@ class TorchBackend(Backend):
                 self.module.eval()
         except Exception as exc:
             what = "torch.export program" if exported else "TorchScript archive"
-            raise BackendError(f"'{Path(model_file).name}' could not be loaded as a {what}: {exc}") from exc
+            raise BackendError(f"'{Path(model_file).name}' could not be loaded as a {what}: {plain_reason(exc)}") from exc
         if exported:
             check_exported_program(program, self.module, model_file)
         else:
@@ -159,7 +159,7 @@ class TorchBackend(Backend):
                     out = self.module(*tensors)
         except Exception as exc:  # noqa: BLE001 - torch raises many types; one clear message
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
-            raise BackendError(f"The model failed on input of shape {shapes}: {exc}") from exc
+            raise BackendError(f"The model failed on input of shape {shapes}: {plain_reason(exc)}") from exc
         result = _to_numpy(out)
         self.model_seconds += time.perf_counter() - start
         self.calls += 1

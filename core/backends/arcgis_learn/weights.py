@@ -13,16 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendError
+from ...errors import BackendError, plain_reason
+from .pth_check import check_pth
 
 
 def read_state_dict(torch, path: Path) -> dict[str, Any]:  # noqa: ANN001 - the torch module
     name = Path(path).name
+    check_pth(Path(path))  # before torch reads it: no byte-buffer bombs, no inflating records
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types
         raise BackendError(f"'{name}' could not be read as PyTorch weights with torch.load(weights_only=True) "
-                           f"(only tensors and plain containers are accepted, never code): {exc}") from exc
+                           f"(only tensors and plain containers are accepted, never code): {plain_reason(exc)}") from exc
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if not isinstance(data, dict) or not data or not all(isinstance(k, str) for k in data):
