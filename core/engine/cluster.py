@@ -47,6 +47,7 @@ from ..installer.advice import not_installed
 from ..installer.interpreter import RunningPython, locate_python, own_interpreter
 from ..progress import NullProgress, Progress, show_stage
 from .blocks import BlockJob, BlockSink, BlockTask, run_block, run_in_process
+from .scheduler import connect_within, local_workers, parse_address
 
 _POLL = 0.2
 _CONNECT_TIMEOUT = 20.0  # seconds to reach a scheduler and see a first worker
@@ -115,7 +116,7 @@ def parse_scheduler(scheduler: str) -> tuple[str, int | None]:
                                 "more, as in local:2")
         return "local", n
     if "://" in text or ":" in text:
-        return text, None
+        return parse_address(text), None  # checked before anything connects; a password never shown
     spaced = re.fullmatch(r"local\s+(\d+)", text)
     hint = f" (for {spaced.group(1)} local workers write local:{spaced.group(1)})" if spaced else ""
     raise ArgumentError(
@@ -310,7 +311,7 @@ def _worker_python() -> None:
 def _connect(distributed, address: str, n_local: int | None, progress: Progress):
     """(client, the LocalCluster this run started or None)."""
     if address == "local":
-        n = n_local or max(1, os.cpu_count() or 1)
+        n = local_workers(n_local, progress)  # never more than the cores this process may use
         progress.info(f"Starting a local Dask cluster of {n} worker process{'es' if n != 1 else ''}")
         _worker_python()
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
@@ -321,12 +322,7 @@ def _connect(distributed, address: str, n_local: int | None, progress: Progress)
             cluster.close()
             raise
         return client, cluster
-    try:
-        client = distributed.Client(address, timeout=_CONNECT_TIMEOUT, set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"Cannot reach the Dask scheduler at {address}: {exc}. Start one with  dask scheduler  "
-                           "and workers with  dask worker " + address + "  (or leave SCHEDULER empty)") from exc
-    return client, None
+    return connect_within(distributed, address, _CONNECT_TIMEOUT, progress), None
 
 
 #: The progress a Dask run reports before its first block ends: enough for QGIS to show a percentage.

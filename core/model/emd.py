@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,12 @@ def local_function_file(inference_function: str | None, base_dir: Path | None) -
 
     None too for Pro's bundled ``[Functions]System\\...`` form, which only exists inside ArcGIS.
     """
+    candidate = _function_candidate(inference_function, base_dir)
+    return candidate if candidate is not None and candidate.is_file() else None
+
+
+def _function_candidate(inference_function: str | None, base_dir: Path | None) -> Path | None:
+    """Where ``InferenceFunction`` points (whatever is there), or None for no local ``.py`` name."""
     name = (inference_function or "").strip()
     if not name or name.lower().startswith("[functions]") or not name.lower().endswith(".py"):
         return None
@@ -126,7 +133,21 @@ def local_function_file(inference_function: str | None, base_dir: Path | None) -
         if base_dir is None:
             return None
         candidate = base_dir / candidate
-    return candidate if candidate.is_file() else None
+    return candidate
+
+
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it exists but is no regular file ("a folder", "a pipe, socket or device"), else None.
+    Only its status is read: opening a pipe or a device could wait for ever or never end."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if not stat.S_ISREG(mode):
+        return "a pipe, socket or device (reading it could wait for ever or never end)"
+    return None
 
 
 def _is_arcgis_learn_weights(framework: str | None, model_file: str, data: dict[str, Any]) -> bool:
@@ -222,6 +243,10 @@ def _native_problem(model_file_text: str | None, model_path: Path | None, kind: 
             f"ModelFile '{model_file_text}' is relative, and a model definition given as JSON text has no folder to "
             "resolve it against: give an absolute path in ModelFile, or pass the .emd file")
     if not model_path.is_file():
+        special = not_regular(model_path)
+        if special:
+            return ModelDefinitionError(f"ModelFile '{model_file_text}' ({model_path}) is {special}, not a model "
+                                        "file: give the model file itself")
         where = "next to the .emd" if origin in ("emd", "dlpk") else "at that path"
         return ModelDefinitionError(f"ModelFile '{model_file_text}' not found {where} ({model_path})")
     if kind == "torchscript":
@@ -250,6 +275,11 @@ def _runner(data: dict[str, Any], framework: str | None, model_file_text: str | 
     local_function = local_function_file(inference_function, base_dir)
     if problem is not None:
         if local_function is None:
+            named = _function_candidate(inference_function, base_dir)
+            special = not_regular(named) if named is not None else None
+            if special:
+                raise ModelDefinitionError(f"InferenceFunction '{inference_function}' ({named}) is {special}, not a "
+                                           "Python file: give the .py file itself")
             raise problem
         return _Runner(kind=None, model_path=model_path, custom_function=True)
     return _Runner(kind=kind, model_path=model_path, custom_function=kind is None and local_function is not None)
