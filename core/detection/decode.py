@@ -390,6 +390,11 @@ class DetectionDecoder:
             masks = np.asarray(d["masks"])
             if masks.shape[0] != len(scores):
                 raise InputDataError(f"The detector returned {masks.shape[0]} masks for {len(scores)} boxes")
+            if masks.shape[0] and (masks.ndim not in (3, 4) or tuple(masks.shape[-2:]) != (self.chip_h, self.chip_w)):
+                raise InputDataError(
+                    f"The detector returned masks of shape {list(masks.shape)} for tiles of {self.chip_w}x"
+                    f"{self.chip_h} pixels: instance masks must cover the tile ([N, 1, {self.chip_h}, {self.chip_w}]); "
+                    "masks of another size are not stretched over it")
             det.masks = _full_masks(masks[keep].astype(np.float32))
         return det
 

@@ -104,3 +104,29 @@ def test_nan_overlap_ratio_is_refused_by_the_nms_rule():
         with pytest.raises(ArgumentError):
             check_max_overlap(bad)
     assert check_max_overlap(0.5) == 0.5
+
+
+class _SmallMasks(torch.nn.Module):
+    """A torchvision-style detector whose instance masks are 7x7 whatever the tile."""
+
+    def forward(self, images: list[torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        out: list[dict[str, torch.Tensor]] = []
+        for _ in images:
+            out.append({"boxes": torch.tensor([[2.0, 2.0, 6.0, 6.0]]), "scores": torch.tensor([0.9]),
+                        "labels": torch.tensor([1]), "masks": torch.ones(1, 1, 7, 7)})
+        losses: dict[str, torch.Tensor] = {}
+        return losses, out
+
+
+def test_masks_of_another_size_are_an_error_naming_the_shapes(tmp_path):
+    import json
+
+    raster = write_raster(tmp_path / "in.tif", np.zeros((3, 32, 32), np.uint8))
+    emd = {"Framework": "PyTorch", "ModelType": "InstanceDetection", "ImageHeight": 32, "ImageWidth": 32,
+           "ExtractBands": [0, 1, 2], "Classes": [{"Value": 1, "Name": "one"}]}
+    torch.jit.save(torch.jit.script(_SmallMasks()), str(tmp_path / "masks.pt"),
+                   _extra_files={"dltools.json": json.dumps(emd)})
+    md = load_model_definition(str(tmp_path / "masks.pt"), trust=CodeTrust.all())
+    with pytest.raises(InputDataError, match=r"^The detector returned masks of shape \[1, 1, 7, 7\] for tiles of "
+                                             r"32x32 pixels: instance masks must cover the tile"):
+        detect_objects(str(raster), md, "padding 0;batch_size 1")
