@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
-from ..errors import InputDataError, OutputError
+from ..errors import InputDataError, OutputError, plain_reason
 from ..safe_output import check_output_folder
 from .online_reads import is_online, read_with_retries, service_url
 
@@ -106,7 +106,23 @@ def open_raster(path: str) -> gdal.Dataset:
         raise InputDataError(f"Cannot open raster '{raster_name(path)}': {exc}") from exc
     if ds is None:
         raise InputDataError(f"Cannot open raster '{raster_name(path)}'")
+    if str(path).lower().endswith(".vrt"):
+        _check_vrt_sources(ds, str(path))
     return ds
+
+
+def _check_vrt_sources(ds: gdal.Dataset, path: str) -> None:
+    """A VRT's sources exist and are not the VRT itself: said before the run, not as GDAL's error mid-run."""
+    own = Path(path).resolve()
+    for source in (ds.GetFileList() or [])[1:]:
+        if source.startswith("/vsi"):
+            continue  # remote or archived sources: GDAL reports them when read
+        if Path(source).resolve() == own:
+            raise InputDataError(f"Raster '{Path(path).name}' is a VRT that names itself as its source: it can never "
+                                 "be read; point it at the rasters it should combine")
+        if not Path(source).exists():
+            raise InputDataError(f"Raster '{Path(path).name}' is a VRT whose source '{source}' does not exist: "
+                                 "rebuild the VRT (Raster > Miscellaneous > Build Virtual Raster) or restore the file")
 
 
 def mosaic_items(path: str) -> list[str]:
@@ -356,7 +372,11 @@ class RasterSource:
         if self.online:  # a web service: 5xx and time-outs are retried, failures name the tile's URL
             read_with_retries(fetch, self.path)
         else:
-            fetch()
+            try:
+                fetch()
+            except RuntimeError as exc:  # GDAL's own error text (a VRT source gone meanwhile, a broken file)
+                raise InputDataError(f"Cannot read raster '{self.name}' at pixels ({sx0}, {sy0}) to ({sx1}, {sy1}): "
+                                     f"{plain_reason(exc)}") from exc
         if np.issubdtype(data.dtype, np.floating):
             nan = np.isnan(data[:, dy:dy + sh, dx:dx + sw]).any(axis=0)
             if nan.any():
