@@ -11,7 +11,7 @@ from typing import Any
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingException, QgsProcessingFeedback
 from qgis.PyQt.QtCore import Qt
 
-from ..core.errors import CancelledError, DependencyMissingError, DLToolsError
+from ..core.errors import CancelledError, DependencyMissingError, DLToolsError, memory_advice
 
 #: The tab of QGIS's Log Messages panel (View > Panels > Log Messages) where the plugin's warnings also go.
 LOG_TAG = "Deep Learning Tools"
@@ -83,8 +83,8 @@ def run_engine(func, *args, **kwargs):  # noqa: ANN001, ANN201 - any engine call
     except OSError as exc:  # a file GDAL or Python could not read or write (disk full, permissions, ...)
         where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
         raise QgsProcessingException(f"Cannot read or write a file{where}: {exc.strerror or exc}") from exc
-    except MemoryError as exc:
-        raise QgsProcessingException("Out of memory: lower batch_size in the model arguments, or the tile size") from exc
+    except MemoryError as exc:  # the advice names the part that ran out (core.errors.memory_advice)
+        raise QgsProcessingException(memory_advice(exc)) from exc
 
 
 _END = object()

@@ -86,3 +86,29 @@ def plain_reason(exc: BaseException | str, limit: int = 400) -> str:
         if cut > 0:
             text = text[:cut].rstrip(" .,;:(") + "."
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+#: The engine's own modules (``dltools.core.``, however the plugin's folder is named).
+_ENGINE = __name__.rsplit(".", 1)[0] + "."
+
+
+class OutOfMemoryError(DLToolsError):
+    """The run ran out of memory; the message says in which part, and what to change."""
+
+
+def memory_advice(exc: BaseException) -> str:
+    """What ran out of memory, from where ``exc`` was raised (the innermost frame of this plugin's engine), and
+    what to change: detection merges never take advice about batch_size, which they do not use."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__", ""))
+        if name.startswith(_ENGINE):
+            where = name
+        tb = tb.tb_next
+    if ".detection." in where or where.endswith("non_maximum_suppression"):
+        return ("Out of memory while merging or suppressing detected objects: the model returned more objects than "
+                "fit in memory. Raise the threshold in the model arguments, or check the model")
+    if ".raster." in where:
+        return "Out of memory while reading or writing the raster: lower block_size in the model arguments"
+    return "Out of memory while running the model: lower batch_size in the model arguments, or the tile size"

@@ -16,7 +16,7 @@ import traceback
 from typing import Any, BinaryIO
 
 from ..backends.base import observe_model_calls
-from ..errors import DLToolsError
+from ..errors import DLToolsError, OutOfMemoryError, memory_advice
 from ..safe_output import announce_temporaries
 from .jobs import job_function
 from .protocol import ProgressSlot, receive, send
@@ -70,7 +70,9 @@ def _error_message(exc: BaseException) -> tuple[str, Any]:
     """The error as it can cross: the exception itself when it pickles and is the engine's, else its text."""
     import pickle
 
-    if isinstance(exc, (DLToolsError, OSError, MemoryError)):
+    if isinstance(exc, MemoryError):  # its traceback stays here: the advice is made from it now
+        return ("error", OutOfMemoryError(memory_advice(exc)))
+    if isinstance(exc, (DLToolsError, OSError)):
         try:
             pickle.dumps(exc)
             return ("error", exc)

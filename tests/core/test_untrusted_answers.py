@@ -130,3 +130,23 @@ def test_masks_of_another_size_are_an_error_naming_the_shapes(tmp_path):
     with pytest.raises(InputDataError, match=r"^The detector returned masks of shape \[1, 1, 7, 7\] for tiles of "
                                              r"32x32 pixels: instance masks must cover the tile"):
         detect_objects(str(raster), md, "padding 0;batch_size 1")
+
+
+def test_out_of_memory_advice_names_what_used_the_memory(monkeypatch):
+    """NMS has no batch_size: running out of memory there is never answered with 'lower batch_size'."""
+    from dltools.core.detection import nms
+    from dltools.core.errors import memory_advice
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(nms, "candidate_pairs", exhausted)
+    square = ogr.CreateGeometryFromWkt("POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))")
+    with pytest.raises(MemoryError) as info:
+        nms.nms_polygons([square] * 3, np.array([0.5, 0.6, 0.7]), None, 0.5)
+    advice = memory_advice(info.value)
+    assert advice.startswith("Out of memory while merging or suppressing detected objects") and "batch_size" not in advice
+    try:
+        raise MemoryError
+    except MemoryError as exc:  # raised outside the engine's detection code: the model's batch
+        assert "lower batch_size" in memory_advice(exc)
