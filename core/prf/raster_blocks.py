@@ -5,11 +5,14 @@ The tool keeps the reading, tiling, writing and styling: a custom function runs 
 :class:`~core.engine.blocks.BlockTask` like any model, on the shared chip grid (:class:`~core.raster.grid.TileGrid`: chips
 of ``tx x ty`` with ``padding`` around them), read by the shared :class:`~core.engine.tile_reader.TileReader` (window and
 halo, NoData zeroed, the function's ``dataRange`` applied), written by :class:`~core.raster.gdal_io.BlockWriter`
-through :class:`~core.safe_output.OutputSet`.  The function sees one chip at a time, exactly as ArcGIS hands
-it over: ``raster_pixels`` of shape ``(bands, ty + 2*padding, tx + 2*padding)`` in the raster's pixel type
-(float32 once ``dataRange`` rescales it), ``raster_mask`` (uint8, same shape, 0 at NoData and past the
-raster) when it asked for ``inputMask``, and it writes ``output_pixels`` of shape ``(bands, ty, tx)`` in the
-pixel type ``updateRasterInfo`` chose (and optionally ``output_mask``).
+through :class:`~core.safe_output.OutputSet`; its blocks are the engine's :class:`~core.engine.pixels.PixelBlock`
+written by its :class:`~core.engine.pixels.PixelSink`, and a run reports a
+:class:`~core.engine.pixels.PixelRunResult`, as for a model file.  The function sees one chip at a time, as
+ArcGIS hands it over: ``<name>_pixels`` for each raster parameter (:mod:`.sources`) of shape
+``(bands, ty + 2*padding, tx + 2*padding)`` in the raster's pixel type (float32 once ``dataRange`` rescales it),
+``<name>_mask`` (uint8, same shape, 0 at NoData and past the raster) when it asked for ``inputMask``, and it
+writes ``output_pixels`` of the ``shape`` it is told (``(ty, tx)`` for one band, ``(bands, ty, tx)`` otherwise)
+in the pixel type ``updateRasterInfo`` chose (:mod:`.raster_info`), and optionally ``output_mask``.
 
 Chips are always full size.  Their edges follow the engine's ``edge_fill`` (a tool argument, as for any
 model; the function's own arguments are the rest): ``mirror`` (the default) moves the last chip of a row or
