@@ -99,3 +99,37 @@ def write_labeled_tiles(folder: Path, count: int = 40, chip: int = 64, seed: int
     (folder / "map.txt").write_text("\n".join(lines) + "\n")
     _common(folder, "Labeled_Tiles", chip, {"CropTileMode": "Fixed_Size", "BlackenAroundFeature": False})
     return folder
+
+
+def write_pascal_voc(folder: Path, count: int = 8, chip: int = 64, seed: int = 0) -> Path:
+    """A PASCAL_VOC_rectangles folder: two or three squares and discs per chip, each a box in the chip's .xml whose
+    name is the class value (as Export Training Data writes it)."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    lines = []
+    for i in range(count):
+        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i)
+        name = f"{i:09d}"
+        write_raster(folder / "images" / f"{name}.tif", image, block=None)
+        objects = "".join(
+            f"<object><name>{value}</name><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+            f"<ymax>{y2}</ymax></bndbox></object>" for value, (x1, y1, x2, y2) in shape_boxes(mask))
+        (folder / "labels" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.tif</filename><size><width>{chip}</width><height>{chip}</height>"
+            f"<depth>3</depth></size>{objects}</annotation>")
+        lines.append(f"images\\{name}.tif labels\\{name}.xml")
+    (folder / "map.txt").write_text("\n".join(lines) + "\n")
+    _common(folder, "PASCAL_VOC_rectangles", chip)
+    return folder
+
+
+def shape_boxes(mask: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]:
+    """(class value, (x1, y1, x2, y2)) of each separate shape of a class mask (shapes never touch)."""
+    from scipy import ndimage
+
+    found = []
+    for value in (1, 2):
+        labelled, _ = ndimage.label(mask == value)
+        for rows, cols in ndimage.find_objects(labelled):
+            found.append((value, (cols.start, rows.start, cols.stop, rows.stop)))
+    return found

@@ -100,6 +100,11 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
+def supported_backbones(name: str) -> tuple[str, ...]:
+    """The backbones this plugin rebuilds for the arcgis.learn family ``name`` (empty when it rebuilds none)."""
+    return _SUPPORTED[name][1] if name in _SUPPORTED else ()
+
+
 def backbone_of(data: dict[str, Any]) -> str | None:
     """``ModelParameters.backbone`` (SSD also writes a top-level ``backbone``), as written."""
     params = data.get("ModelParameters") if isinstance(data.get("ModelParameters"), dict) else {}

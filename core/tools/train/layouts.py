@@ -23,9 +23,10 @@ from ...errors import InputDataError
 TRAINABLE: dict[str, tuple[str, ...]] = {
     "Classified_Tiles": ("UnetClassifier", "DeepLab"),
     "Labeled_Tiles": ("FeatureClassifier",),
+    "PASCAL_VOC_rectangles": ("FasterRCNN",),
 }
 #: layouts ArcGIS exports that this tool does not train (yet), named in the refusal
-KNOWN_LAYOUTS = ("PASCAL_VOC_rectangles", "RCNN_Masks", "KITTI_rectangles", "MultiLabeled_Tiles", "Export_Tiles",
+KNOWN_LAYOUTS = ("RCNN_Masks", "KITTI_rectangles", "MultiLabeled_Tiles", "Export_Tiles",
                  "CycleGAN", "Imagenet", "Panoptic_Segmentation")
 
 EXPECTED_FILES = ("map.txt, images/, labels/, esri_model_definition.emd and esri_accumulated_stats.json, as Export "
@@ -173,7 +174,48 @@ def read_training_folder(folder: str | Path, model_type: str) -> TrainingData:
             if name not in known:
                 raise InputDataError(f"Chip '{image.name}' (map.txt line {number}) is labelled '{name}', a class "
                                      f"esri_model_definition.emd does not list ({', '.join(c.name for c in classes)})")
+    if layout == "PASCAL_VOC_rectangles":
+        _check_voc_classes(data, pairs)
     return data
+
+
+def voc_objects(path: Path) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Every ``object`` of a PASCAL_VOC_rectangles label file: (its name, its box x1, y1, x2, y2 in chip pixels)."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError) as exc:
+        raise InputDataError(f"Label file '{path}' is not readable XML: {exc}") from exc
+    found = []
+    for i, node in enumerate(root.findall("object")):
+        name = (node.findtext("name") or "").strip()
+        box = node.find("bndbox")
+        try:
+            coords = tuple(float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
+        except (AttributeError, TypeError, ValueError):
+            raise InputDataError(f"Label file '{path}': object {i + 1} has no bndbox with numeric xmin, ymin, xmax, "
+                                 "ymax") from None
+        if not name:
+            raise InputDataError(f"Label file '{path}': object {i + 1} has no name (its class)")
+        found.append((name, coords))
+    return found
+
+
+def _check_voc_classes(data: TrainingData, pairs: list[tuple[Path, Path, int]]) -> None:
+    known = {c.name for c in data.classes} | {str(c.value) for c in data.classes}
+    for image, label, number in pairs:
+        for name, _ in voc_objects(label):
+            if name not in known:
+                raise InputDataError(f"Chip '{image.name}' (map.txt line {number}) holds an object of class '{name}', "
+                                     f"which esri_model_definition.emd does not list "
+                                     f"({', '.join(f'{c.value} {c.name}' for c in data.classes)})")
+
+
+def class_position(data: TrainingData, name: str) -> int:
+    """0-based position in ``Classes`` of a class given by name or by value as text."""
+    for i, c in enumerate(data.classes):
+        if name in (c.name, str(c.value)):
+            return i
+    raise InputDataError(f"Class '{name}' is not listed in esri_model_definition.emd")
 
 
 def labeled_tile_index(data: TrainingData, label: Path) -> int:

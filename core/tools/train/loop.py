@@ -286,10 +286,10 @@ class Trainer:
         valid_loss, metrics = self.validate()
         record = EpochRecord(epoch=epoch + 1, train_loss=total / max(count, 1), valid_loss=valid_loss,
                              metrics=metrics, seconds=time.perf_counter() - began)
+        score = f"mAP {metrics['map']:.4f}" if "map" in metrics else f"accuracy {metrics['accuracy']:.4f}"
         extra = f"  mIoU {metrics['miou']:.4f}" if "miou" in metrics else ""
         self.progress.info(f"epoch {record.epoch}/{self.s.max_epochs}  train_loss {record.train_loss:.4f}  "
-                           f"valid_loss {valid_loss:.4f}  accuracy {metrics['accuracy']:.4f}{extra}  "
-                           f"({record.seconds:.1f} s)")
+                           f"valid_loss {valid_loss:.4f}  {score}{extra}  ({record.seconds:.1f} s)")
         for line in metric_table(metrics):
             self.progress.info(line)
         return record

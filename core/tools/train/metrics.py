@@ -3,7 +3,8 @@
 
 Pixel models (UnetClassifier, DeepLab): accuracy over all pixels, precision, recall and F1 per class and the IoU
 per class with its mean (mIoU) over the classes, background included, as arcgis.learn's ``per_class_metrics`` and
-``mIOU`` report them.  FeatureClassifier: accuracy and the confusion matrix itself.
+``mIOU`` report them.  FeatureClassifier: accuracy and the confusion matrix itself.  Detectors' average precision comes from
+:mod:`.detection` (the shared matching rule); :func:`metric_table` prints it.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def epoch_metrics(matrix: np.ndarray, names: list[str], pixels: bool) -> dict:
 
 def metric_table(metrics: dict) -> list[str]:
     """The per-class table written to the log after each epoch."""
+    if "average_precision" in metrics:
+        aps = metrics["average_precision"]
+        width = max(len(n) for n in aps)
+        lines = [f"  {'class':<{width}}  AP@{metrics['iou_threshold']:g}  precision  recall     F1"]
+        for name, r in aps.items():
+            ap = "   none" if r["ap"] is None else f"{r['ap']:7.4f}"  # no object of the class among the validation chips
+            lines.append(f"  {name:<{width}}  {ap}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:.4f}")
+        return lines + [f"  mAP {metrics['map']:.4f}"]
     rows = metrics.get("per_class")
     if not rows:
         matrix = metrics.get("confusion_matrix") or []

@@ -31,6 +31,7 @@ FAMILY_KEYS = {
     "UnetClassifier": ("_unet", "ImageClassification", "ArcGISImageClassifier.py"),
     "DeepLab": ("_deeplab_infrencing", "ImageClassification", "ArcGISImageClassifier.py"),
     "FeatureClassifier": ("_FeatureClassifier", "ObjectClassification", "ArcGISObjectClassifier.py"),
+    "FasterRCNN": ("_model_extension_inferencing", "ObjectDetection", "ArcGISObjectDetector.py"),
 }
 PIXEL_MODELS = ("UnetClassifier", "DeepLab")
 
@@ -57,6 +58,8 @@ def model_emd(name: str, model_type: str, backbone: str, data: TrainingData, chi
         emd.update(MetaDataMode=data.layout, ImageSpaceUsed="MAP_SPACE",
                    CropSizeFixed=int(_fixed_size(data.emd.get("CropTileMode"))),
                    BlackenAroundFeature=int(_flag(data.emd.get("BlackenAroundFeature"))))
+    if model_type == "FasterRCNN":  # arcgis.learn's ModelExtension keys (its ModelConfiguration.py is not written)
+        emd.update(ModelFileConfigurationClass="MyFasterRCNN", DatasetType=data.layout, Kwargs={})
     emd.update(normalisation)
     return emd
 
@@ -79,6 +82,8 @@ def finish_emd(emd: dict[str, Any], learning_rate: float, best: Any) -> dict[str
         out["accuracy"] = f"{best.metrics['accuracy']:1.4e}"
         out["mIoU"] = best.metrics.get("miou")
         out["per_class_metrics"] = json.dumps(best.metrics.get("per_class", {}))
+    elif "average_precision" in best.metrics:  # detectors: AP per class name, as average_precision_score() gives
+        out["average_precision_score"] = {n: r["ap"] for n, r in best.metrics["average_precision"].items()}
     else:
         out["accuracy"] = f"{best.metrics['accuracy']:1.4e}"
     return out
@@ -94,10 +99,19 @@ def _image_tag(path: Path, alt: str) -> str:
 def metrics_html(emd: dict[str, Any], history: list, best_epoch: int, loss_png: Path, results_png: Path) -> str:
     e = html.escape
     rows = "".join(f"<tr><td>{h.epoch}</td><td>{h.train_loss:.4f}</td><td>{h.valid_loss:.4f}</td>"
-                   f"<td>{h.metrics['accuracy']:.4f}</td><td>{h.metrics.get('miou', float('nan')):.4f}</td>"
+                   f"<td>{h.metrics.get('accuracy', h.metrics.get('map', float('nan'))):.4f}</td>"
+                   f"<td>{h.metrics.get('miou', float('nan')):.4f}</td>"
                    f"<td>{h.seconds:.1f}</td></tr>" for h in history)
     best = next(h for h in history if h.epoch == best_epoch)
     per_class = best.metrics.get("per_class") or {}
+    aps = best.metrics.get("average_precision") or {}
+    ap_rows = "".join(f"<tr><td>{e(n)}</td><td>{'none' if r['ap'] is None else format(r['ap'], '.4f')}</td>"
+                      f"<td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td><td>{r['f1']:.4f}</td></tr>"
+                      for n, r in aps.items())
+    ap_html = (f"<p><b>Average Precision Score:</b> mAP {best.metrics['map']:.4f} at IoU "
+               f"{best.metrics['iou_threshold']:g}</p><table><tr><th>class</th><th>AP</th><th>precision</th>"
+               f"<th>recall</th><th>F1</th></tr>{ap_rows}</table>") if aps else ""
+    kept = "<b>Kept:</b>" if aps else f"<b>Accuracy:</b> {e(str(emd.get('accuracy')))}"
     class_rows = "".join(f"<tr><td>{e(n)}</td><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>"
                          f"<td>{r['f1']:.4f}</td><td>{r['iou']:.4f}</td></tr>" for n, r in per_class.items())
     matrix = best.metrics.get("confusion_matrix")
@@ -109,11 +123,11 @@ def metrics_html(emd: dict[str, Any], history: list, best_epoch: int, loss_png: 
 <p><b>Backbone:</b> {e(str(emd['ModelParameters'].get('backbone')))}</p>
 <p><b>Learning Rate:</b> {e(emd['LearningRate'])}</p>
 <p><b>Training and Validation loss</b></p>{_image_tag(loss_png, 'training and validation losses')}
-<p><b>Accuracy:</b> {e(str(emd.get('accuracy')))} (epoch {best_epoch}, the lowest validation loss)</p>
+<p>{kept} (epoch {best_epoch}, the lowest validation loss)</p>{ap_html}
 {f"<p><b>mIoU:</b> {best.metrics['miou']:.4f}</p>" if 'miou' in best.metrics else ''}
 {('<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>IoU</th></tr>' + class_rows + '</table>')
  if class_rows else ''}{matrix_html}
-<p><b>Epochs</b></p><table><tr><th>epoch</th><th>training loss</th><th>validation loss</th><th>accuracy</th>
+<p><b>Epochs</b></p><table><tr><th>epoch</th><th>training loss</th><th>validation loss</th><th>{'mAP' if aps else 'accuracy'}</th>
 <th>mIoU</th><th>seconds</th></tr>{rows}</table>
 <p><b>Sample Results</b></p>{_image_tag(results_png, 'validation chips: ground truth and prediction')}
 </body></html>
@@ -151,13 +165,17 @@ def write_model_folder(folder: Path, emd: dict[str, Any], state: dict[str, Any],
                                            "validation_loss": [h.valid_loss for h in history],
                                            "metrics": [h.metrics for h in history]}, indent=2), encoding="utf-8")
         try:
-            from .pictures import loss_graph, show_results
+            from .pictures import loss_graph, show_detections, show_results
 
             loss_graph(history, best_epoch, tmp["loss_graph"])
             names = [c["Name"] for c in emd["Classes"]]
             if emd["ModelName"] in PIXEL_MODELS:
                 names = ["background"] + names
-            show_results(samples, names, [tuple(c["Color"]) for c in emd["Classes"]], tmp["show_results"])
+            colours = [tuple(c["Color"]) for c in emd["Classes"]]
+            if samples and isinstance(samples[0][1], dict):
+                show_detections(samples, names, colours, tmp["show_results"])
+            else:
+                show_results(samples, names, colours, tmp["show_results"])
         except ImportError:
             progress.warning("matplotlib is not installed: loss_graph.png and show_results.png are left out")
         tmp["html"].write_text(metrics_html(emd, history, best_epoch, tmp["loss_graph"], tmp["show_results"]),

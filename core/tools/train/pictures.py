@@ -68,3 +68,29 @@ def show_results(samples: list[tuple[np.ndarray, object, object]], names: list[s
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(str(path), format="png")
+
+
+def show_detections(samples: list[tuple[np.ndarray, dict, dict]], names: list[str],
+                    colours: list[tuple[int, int, int]], path: Path) -> None:
+    """One row per validation chip: the ground-truth boxes, then the detections (score >= 0.5) with their score."""
+    from matplotlib.patches import Rectangle
+
+    rows = len(samples)
+    fig = _figure(5.0, 2.5 * rows)
+    for r, (image, truth, found) in enumerate(samples):
+        keep = np.asarray(found.get("scores", []), np.float64) >= 0.5
+        panels = [("ground truth", truth["boxes"], truth["labels"], None),
+                  ("prediction", found["boxes"][keep], found["labels"][keep], found["scores"][keep])]
+        for c, (title, boxes, labels, scores) in enumerate(panels):
+            ax = fig.add_subplot(rows, 2, r * 2 + c + 1)
+            ax.imshow(_display(image), interpolation="nearest")
+            for k, (box, label) in enumerate(zip(boxes, labels)):
+                colour = np.asarray(colours[int(label) - 1], np.float64) / 255.0
+                ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False,
+                                       edgecolor=colour, linewidth=1.5))
+                text = names[int(label) - 1] + ("" if scores is None else f" {scores[k]:.2f}")
+                ax.text(box[0], box[1], text, color=colour, fontsize=6, va="bottom")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(str(path), format="png")

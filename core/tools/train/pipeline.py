@@ -19,6 +19,7 @@ from ...backends import DeviceRequest
 from ...errors import ArgumentError, InputDataError, OutputError
 from ...progress import NullProgress, Progress
 from .chips import ChipReader, chip_shape, read_array, scan_labels, training_normalisation
+from .detection import DETECTORS, DetectionReader, DetectionTrainer, rcnn_normalisation, scan_objects
 from .layouts import read_training_folder
 from .loop import FitOutcome, Trainer, TrainSettings
 from .model_folder import PIXEL_MODELS, finish_emd, model_emd, write_model_folder
@@ -90,12 +91,15 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         raise ArgumentError("MAX_EPOCHS and BATCH_SIZE must be 1 or more")
     source, target = _check_folders(request)
     data = read_training_folder(source, s.model_type)
+    detector = s.model_type in DETECTORS
+    if detector:
+        _check_detector_backbone(s.model_type, s.backbone)
     bands, rows, cols, dtype = chip_shape(data)
-    counts = scan_labels(data)
+    counts = scan_objects(data) if detector else scan_labels(data)
     names = (["background"] if s.model_type in PIXEL_MODELS else []) + [c.name for c in data.classes]
     progress.info(f"{data.layout} training data: {data.count} chips of {cols} x {rows} pixels, {bands} bands "
                   f"({dtype}); " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)) +
-                  (" pixels" if s.model_type in PIXEL_MODELS else " chips"))
+                  (" pixels" if s.model_type in PIXEL_MODELS else " objects" if detector else " chips"))
     norm = training_normalisation(data, bands, dtype)
     emd = model_emd(target.name, s.model_type, s.backbone, data, (rows, cols), norm.emd_keys(bands))
     values = [c.value for c in data.classes]
@@ -124,11 +128,13 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     if s.freeze:
         progress.info(f"FREEZE: {freeze_backbone(module, s.model_type):,} backbone weights stay as loaded")
     module.to(device)
-    reader = ChipReader(data, norm, (bands, rows, cols))
+    reader = (DetectionReader(data, rcnn_normalisation(norm), (bands, rows, cols)) if detector
+              else ChipReader(data, norm, (bands, rows, cols)))
     fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols], "arguments": args,
                    "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone,
                    "download_backbone": request.download_backbone}
-    trainer = Trainer(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
+    trainer_class = DetectionTrainer if detector else Trainer
+    trainer = trainer_class(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
                       target / "checkpoints", fingerprint)
     trainer.set_loss(weights, bool(args.get("focal_loss")))
     outcome = trainer.run()
@@ -136,7 +142,8 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     best = next(h for h in outcome.history if h.epoch == outcome.best_epoch)
     final = finish_emd(emd, outcome.learning_rate, best)
     files = write_model_folder(target, final, module.state_dict(), outcome.history, outcome.best_epoch,
-                               _samples(trainer, reader, torch), torch, progress)
+                               trainer.samples(SAMPLES) if detector else _samples(trainer, reader, torch), torch,
+                               progress)
     last = outcome.history[-1].epoch
     if outcome.canceled:
         progress.warning(f"Training was cancelled during epoch {last + 1}: the model folder holds epoch "
@@ -146,6 +153,16 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         progress.info(f"Kept epoch {outcome.best_epoch} of {last} (lowest validation loss {best.valid_loss:.4f})")
     progress.info(f"Model written to '{files['emd']}' and '{files['dlpk']}'")
     return TrainResult(folder=target, files=files, outcome=outcome, emd=final)
+
+
+def _check_detector_backbone(model_type: str, backbone: str) -> None:
+    from ...backends.arcgis_learn.families import supported_backbones
+
+    allowed = supported_backbones(model_type)
+    if backbone not in allowed:
+        raise ArgumentError(f"BACKBONE {backbone}: {model_type} is trained on the backbones its inference rebuilds "
+                            f"({', '.join(allowed)}; arcgis.learn builds resnet18/34 R-CNNs on a patched, non-FPN "
+                            "body that this plugin does not rebuild)")
 
 
 def _fine_tune(module, model: str, model_type: str, torch, progress: Progress) -> None:  # noqa: ANN001

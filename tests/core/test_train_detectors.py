@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Train Deep Learning Model, FasterRCNN on PASCAL_VOC_rectangles chips: a tiny real run (64-pixel chips, one
+epoch, one thread) whose model folder loads strictly into the network the inference rebuilds, whose .emd has
+arcgis.learn's keys for the family, and whose validation AP comes from the shared matching rule; plus the exact
+parts (box augmentation, the AP table, refusals)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from builders import RecordingProgress  # noqa: E402
+from dltools.core.backends.base import DeviceRequest  # noqa: E402
+from dltools.core.detection.matching import DetectionTally  # noqa: E402
+from dltools.core.errors import ArgumentError, InputDataError  # noqa: E402
+from dltools.core.tools.train.detection import _turn, detection_metrics  # noqa: E402
+from dltools.core.tools.train.loop import TrainSettings  # noqa: E402
+from dltools.core.tools.train.metrics import metric_table  # noqa: E402
+from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa: E402
+from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc  # noqa: E402
+
+CPU = DeviceRequest("cpu", threads=1)
+
+#: the keys arcgis.learn 2.4.4 writes into a FasterRCNN .emd (ModelExtension._get_emd_params + _create_emd_template)
+ARCGIS_FASTERRCNN_KEYS = {
+    "Framework", "ModelType", "InferenceFunction", "ModelConfiguration", "ExtractBands", "Classes",
+    "ModelFileConfigurationClass", "DatasetType", "Kwargs", "ModelFormat", "MinCellSize", "MaxCellSize",
+    "SupportsVariableTileSize", "ArcGISLearnVersion", "ModelFile", "ImageHeight", "ImageWidth", "ImageSpaceUsed",
+    "ModelName", "LearningRate", "ModelParameters", "IsImageNetNormalization", "resize_to",
+    "average_precision_score"}
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    return write_pascal_voc(tmp_path_factory.mktemp("voc") / "chips", count=6, chip=64, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(voc, tmp_path_factory):
+    progress = RecordingProgress()
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2,
+                             learning_rate=1e-3, validation_percent=34, seed=0)
+    result = train_model(TrainRequest(str(voc), str(tmp_path_factory.mktemp("out") / "frcnn"), settings,
+                                      device=CPU), progress)
+    return result, progress
+
+
+def test_faster_rcnn_folder_loads_strictly_and_has_arcgis_keys(trained):
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+
+    result, _ = trained
+    emd = json.loads(result.files["emd"].read_text())
+    assert ARCGIS_FASTERRCNN_KEYS <= set(emd)
+    assert emd["ModelName"] == "FasterRCNN" and emd["ModelType"] == "ObjectDetection"
+    assert emd["InferenceFunction"].endswith("ArcGISObjectDetector.py")
+    assert emd["DatasetType"] == "PASCAL_VOC_rectangles" and emd["ModelParameters"]["backbone"] == "resnet50"
+    assert set(emd["average_precision_score"]) == {"square", "disc"}
+    state = torch.load(str(result.files["pth"]), map_location="cpu", weights_only=True)
+    module = build_module(resolve_family(emd), emd, torchvision)
+    module.load_state_dict(state, strict=True)
+    assert set(state) == set(module.state_dict())
+    for key in ("html", "json", "loss_graph", "show_results", "dlpk"):
+        assert result.files[key].is_file(), key
+
+
+def test_faster_rcnn_validation_ap_is_in_the_log_html_and_json(trained):
+    result, progress = trained
+    history = json.loads(result.files["json"].read_text())
+    metrics = history["metrics"][0]
+    assert metrics["iou_threshold"] == 0.5 and set(metrics["average_precision"]) == {"square", "disc"}
+    aps = [r["ap"] for r in metrics["average_precision"].values() if r["ap"] is not None]
+    assert aps and metrics["map"] == pytest.approx(float(np.mean(aps)))
+    assert any(line.startswith("epoch 1/1") and "mAP" in line for line in progress.infos)
+    assert any(line.strip().startswith("mAP ") for line in progress.infos)
+    html = result.files["html"].read_text()
+    assert "Average Precision Score" in html and f"mAP {metrics['map']:.4f}" in html
+    assert "objects" in progress.infos[0]
+
+
+def test_boxes_follow_the_pixels_when_turned_and_mirrored():
+    image, mask = shapes_scene(40, 40, 3, 7)
+    boxes = np.asarray([b for _, b in shape_boxes(mask)], np.float32)
+    stack = np.concatenate([image, mask[None]]).astype(np.int64)
+    for k in range(4):
+        for flip in (False, True):
+            turned, moved = _turn(stack, boxes, k, flip)
+            expected = np.asarray([b for _, b in shape_boxes(turned[3].astype(np.uint8))], np.float32)
+            assert sorted(map(tuple, moved.tolist())) == sorted(map(tuple, expected.tolist())), (k, flip)
+
+
+def test_ap_table_from_the_shared_matching():
+    tally = DetectionTally(min_iou=0.5)
+    # chip 1: one square found (IoU 1), one disc missed; a false square at lower confidence
+    tally.add_boxes(np.array([[0, 0, 10, 10], [30, 30, 40, 40]]), np.array([0.9, 0.4]), [1, 1],
+                    np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), [1, 2])
+    metrics = detection_metrics(tally, ["square", "disc"])
+    assert metrics["average_precision"]["square"]["ap"] == 1.0
+    assert metrics["average_precision"]["disc"]["ap"] == 0.0 and metrics["map"] == 0.5
+    table = metric_table(metrics)
+    assert table[1].split()[:2] == ["square", "1.0000"] and table[-1].strip() == "mAP 0.5000"
+
+
+def test_refusals(voc, tmp_path):
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet18", max_epochs=1, batch_size=2)
+    with pytest.raises(ArgumentError, match="resnet50, resnet101, resnet152"):
+        train_model(TrainRequest(str(voc), str(tmp_path / "a"), settings, device=CPU), RecordingProgress())
+    settings = TrainSettings(model_type="UnetClassifier", backbone="resnet18", max_epochs=1, batch_size=2)
+    with pytest.raises(InputDataError, match="PASCAL_VOC_rectangles"):
+        train_model(TrainRequest(str(voc), str(tmp_path / "b"), settings, device=CPU), RecordingProgress())
+    bad = tmp_path / "bad"
+    write_pascal_voc(bad, count=2, chip=32, seed=1)
+    label = bad / "labels" / "000000001.xml"
+    label.write_text(label.read_text().replace("<name>1</name>", "<name>9</name>").replace(
+        "<name>2</name>", "<name>9</name>"))
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2)
+    with pytest.raises(InputDataError, match="000000001.tif.*class '9'"):
+        train_model(TrainRequest(str(bad), str(tmp_path / "c"), settings, device=CPU), RecordingProgress())
