@@ -28,10 +28,13 @@ import numpy as np
 from osgeo import ogr
 
 from ..errors import ArgumentError
+from .nms_many import greedy_nms_many, too_many_pairs
 
 ogr.UseExceptions()
 
 _MAX_CELLS_PER_BOX = 64
+#: Above this many boxes in one tile, per-tile NMS visits cells instead of listing overlapping pairs (nms_many).
+MANY_BOXES = 2000
 
 
 def candidate_pairs(boxes: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +145,10 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray | None,
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.int64)
+    if corners is None and n > MANY_BOXES and too_many_pairs(boxes):  # 100,000 boxes on one spot: memory by
+        # boxes, not by their pairs
+        kept = np.nonzero(greedy_nms_many(boxes, scores, classes, iou_threshold))[0]
+        return kept[priority_order(scores[kept])]
     i, j = candidate_pairs(boxes)
     if classes is not None:
         same = classes[i] == classes[j]
