@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from ..errors import ArgumentError
 from ..flags import parse_bool
 from .definition import ModelDefinition
-from .emd import local_function_file
+from .emd import local_function_file, not_regular
 
 #: Parameters of getParameterInfo() that are the tool's own inputs, not model arguments.
 RESERVED_PARAMETERS = ("raster", "rasters", "raster2", "model", "device")
@@ -55,16 +56,64 @@ def sha256_of(path: Path) -> str:
 _LIST_METHODS = ("append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse")
 
 
+#: A Python raster function's source is a few kilobytes; one larger than this is not parsed (a 30 MB file took
+#: 80 s and 3.9 GB, on the dialog's thread).
+MAX_SOURCE_BYTES = 2 * 1024**2
+
+
+def _source_tree(path: Path) -> ast.Module | str:
+    """The parsed source, or why it cannot be read: never an exception (a NUL byte, a 5,000-digit number, 200,000
+    terms or 5,000 unary minus signs make the parser raise ValueError, RecursionError or MemoryError)."""
+    special = not_regular(path)
+    if special:
+        return f"it is {special}"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
+    except OSError as exc:
+        return f"its source cannot be read ({exc.strerror or exc})"
+    if len(data) > MAX_SOURCE_BYTES:
+        return f"its source is larger than {MAX_SOURCE_BYTES // 1024**2} MB, more than a raster function needs"
+    try:
+        return ast.parse(data.decode("utf-8-sig"), filename=str(path))
+    except (SyntaxError, ValueError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
+        reason = "it nests too deeply" if isinstance(exc, (RecursionError, MemoryError)) else str(exc)
+        return f"its source cannot be read ({reason})"
+
+
+def _literal(node: ast.expr | None) -> Any:
+    """``ast.literal_eval`` that raises only ValueError (a number of 5,000 digits, deep nesting, a non-literal)."""
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
+        raise ValueError(str(exc) or type(exc).__name__) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_info(path: str, size: int, mtime: int) -> tuple[tuple[dict[str, Any], ...], str]:
+    params, note = _parameter_info(Path(path))
+    return tuple(params), note
+
+
 def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], str]:
-    """``getParameterInfo()`` read from the source with :mod:`ast`, never running it.
+    """``getParameterInfo()`` read from the source with :mod:`ast`, never running it; parsed once per version
+    of the file (the dialog, the table and a run ask for it several times).
 
     Returns the parameters (values that are computed at run time come back as None)
     and a note saying what could not be read, empty when everything was literal.
     """
     try:
-        tree = ast.parse(Path(path).read_text(encoding="utf-8-sig"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        return [], f"its source cannot be read ({exc})"
+        st = os.stat(path)
+        params, note = _cached_info(str(path), st.st_size, st.st_mtime_ns)
+    except OSError as exc:
+        return [], f"its source cannot be read ({exc.strerror or exc})"
+    return [dict(p) for p in params], note
+
+
+def _parameter_info(path: Path) -> tuple[list[dict[str, Any]], str]:
+    tree = _source_tree(path)
+    if isinstance(tree, str):
+        return [], tree
     method = None
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "getParameterInfo":
@@ -113,7 +162,7 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
         if isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Slice):  # PARAMS[1:]
             base = entries(expr.value, depth + 1)
             try:
-                bounds = [None if b is None else ast.literal_eval(b)
+                bounds = [None if b is None else _literal(b)
                           for b in (expr.slice.lower, expr.slice.upper, expr.slice.step)]
             except ValueError:
                 return None
@@ -134,7 +183,7 @@ def parameter_info_from_source(path: str | os.PathLike[str]) -> tuple[list[dict[
             if not isinstance(key, ast.Constant) or not isinstance(key.value, str):
                 continue
             try:
-                entry[key.value] = ast.literal_eval(value)
+                entry[key.value] = _literal(value)
             except ValueError:
                 entry[key.value] = None
                 if key.value == "value":
