@@ -17,6 +17,7 @@ compress-8192
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,21 +129,40 @@ def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_
         stages.append(dict(clock.seconds, model=result.model_seconds,
                            waiting=ours_s[-1] - result.model_seconds))
     equal = same_pixels(loop_out, ours_out, size) and same_pixels(loop_out, child_out, size)
-    import resource
-
-    # the only child processes are the Classify Pixels runs: their largest peak is the engine's memory alone
-    child_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    engine_mb = engine_peak_mb(raster, emd, out_dir / f"peak_{name}.tif", device)
     mid = sorted(range(repeats), key=lambda i: ours_s[i])[repeats // 2]
     return {"case": name, "pixels": size * size, "wall_s": statistics.median(ours_s),
             "model_s": statistics.median(model_s), "loop_s": statistics.median(loop_s),
             "loop_ratio": statistics.median(ours_s) / statistics.median(loop_s), "repeats": repeats,
             "all_loop_s": loop_s, "all_wall_s": ours_s, "loop_cpu_s": statistics.median(loop_cpu),
             "cpu_s": statistics.median(ours_cpu), "stages": stages[mid], "identical": equal,
-            "child_s": statistics.median(child_s), "all_child_s": child_s, "child_peak_rss_mb": child_peak_mb,
+            "child_s": statistics.median(child_s), "all_child_s": child_s, "engine_peak_rss_mb": engine_mb,
             "child_ratio": statistics.median(child_s) / statistics.median(loop_s),
             "ratio": statistics.median(ours_s) / statistics.median(model_s),
             "mpix_per_s": size * size / statistics.median(ours_s) / 1e6, "peak_rss_mb": 0.0,
             "worker_peak_rss_mb": 0, "device": result.device, "scheduler": "in-process"}
+
+
+def engine_peak_mb(raster: Path, emd: Path, out: Path, device: str) -> float:
+    """Peak RSS of one more Classify Pixels run alone in a fresh Python: the engine's memory without the loop's
+    GDAL cache.  (A child's ru_maxrss cannot tell it: Linux counts the parent's memory at fork, before exec.)"""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, __file__, str(raster), str(emd), str(out), device], capture_output=True,
+                          text=True, check=True)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def _peak_main(raster: str, emd: str, out: str, device: str) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "build" / "plugins"))
+    from dltools.core.backends.base import DeviceRequest
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    classify_pixels(raster, load_model_definition(emd), out, ARGS, device=DeviceRequest(device))
+    status = Path("/proc/self/status").read_text()
+    print(int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024)
 
 
 def same_pixels(a: Path, b: Path, size: int) -> bool:
@@ -201,12 +221,16 @@ def print_io(results: list[dict]) -> None:
                   f"(in-process {r['loop_ratio']:.2f}); medians of {r['repeats']} interleaved runs ({runs}); "
                   f"outputs identical: {r['identical']}\n"
                   f"  CPU seconds (all threads): Classify Pixels {r['cpu_s']:.2f}, loop {r['loop_cpu_s']:.2f}; "
-                  f"per stage: {parts} (model and waiting: wall seconds on the model thread)\n  peak RSS of the "
-                  f"Classify Pixels child process {r['child_peak_rss_mb']:.0f} MB (of the bench process, which "
-                  f"also holds the minimal loop's GDAL cache, {r['peak_rss_mb']:.0f} MB)")
+                  f"per stage: {parts} (model and waiting: wall seconds on the model thread)\n  peak RSS of "
+                  f"Classify Pixels alone in a fresh Python {r['engine_peak_rss_mb']:.0f} MB (the bench process, which "
+                  f"also holds the minimal loop's GDAL cache: {r['peak_rss_mb']:.0f} MB)")
         if "codecs" in r:
             print(f"\n{r['case']}: the class raster ({r['pixels'] / 1e6:.0f} Mpixels) written with each compression")
             for c in r["codecs"]:
                 print(f"  {c['codec']:<8} predictor {c['predictor']} {c['level'] or 'default level':<14} "
                       f"{c['threads']} thread(s): {c['seconds']:6.2f} s "
                       f"{c['mb']:8.2f} MB")
+
+
+if __name__ == "__main__":  # engine_peak_mb's fresh Python
+    _peak_main(*sys.argv[1:5])
