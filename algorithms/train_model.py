@@ -22,7 +22,7 @@ from .base import DLToolsAlgorithm
 from .running import FeedbackProgress, run_engine
 
 #: MODEL_TYPE's options, by index (public: saved models and scripts use the index); new families go at the end.
-MODEL_TYPES = ["UnetClassifier", "DeepLab", "FeatureClassifier", "FasterRCNN"]
+MODEL_TYPES = ["UnetClassifier", "DeepLab", "FeatureClassifier", "FasterRCNN", "MaskRCNN"]
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
@@ -58,12 +58,12 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return self.tr(
             "Trains an arcgis.learn model (UnetClassifier or DeepLab on Classified_Tiles chips, FeatureClassifier on "
-            "Labeled_Tiles chips, FasterRCNN on PASCAL_VOC_rectangles chips) "
+            "Labeled_Tiles chips, FasterRCNN on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips) "
             "on a training-data folder written by Export Training Data For Deep Learning (this "
             "plugin's or ArcGIS's), and writes the folder arcgis.learn writes: <name>.pth with arcgis.learn's own "
             "weight names, <name>.emd, model_metrics.html, ModelCharacteristics/loss_graph.png and show_results.png, "
             "training_validation_loss.json and <name>.dlpk. Classify Pixels / Classify Objects run it, and so does "
-            "ArcGIS Pro (FasterRCNN: Detect Objects).\n\nAfter each epoch the log shows the training and validation "
+            "ArcGIS Pro (FasterRCNN and MaskRCNN: Detect Objects).\n\nAfter each epoch the log shows the training and validation "
             "loss and the validation metrics (detectors: average precision per class and mAP at IoU 0.5), and a "
             "checkpoint is written to OUTPUT_FOLDER/checkpoints: running again with the same settings "
             "and folder resumes from it. The model kept is the epoch with the lowest validation loss; a cancelled "
@@ -74,7 +74,8 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             QgsProcessingParameterFile(self.INPUT_FOLDER, self.tr("Input training data (folder)"),
                                        QgsProcessingParameterFile.Folder),
             "The training-data folder: map.txt, images/, labels/, esri_model_definition.emd and "
-            "esri_accumulated_stats.json (its MetaDataMode: Classified_Tiles, Labeled_Tiles or PASCAL_VOC_rectangles).")
+            "esri_accumulated_stats.json (its MetaDataMode: Classified_Tiles, Labeled_Tiles, PASCAL_VOC_rectangles or "
+            "RCNN_Masks).")
         self.add_param(
             QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output model (folder)")),
             "The model folder; the model files are named after it (<folder>/<folder>.emd). Its checkpoints/ "
@@ -82,11 +83,12 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
         self.add_param(
             QgsProcessingParameterEnum(self.MODEL_TYPE, self.tr("Model type"), options=MODEL_TYPES, defaultValue=0),
             "UnetClassifier or DeepLab (pixel classification, Classified_Tiles), FeatureClassifier (object "
-            "classification, Labeled_Tiles), FasterRCNN (object detection, PASCAL_VOC_rectangles).")
+            "classification, Labeled_Tiles), FasterRCNN (object detection, PASCAL_VOC_rectangles), MaskRCNN (instance "
+            "segmentation, RCNN_Masks).")
         self.add_param(
             QgsProcessingParameterEnum(self.BACKBONE, self.tr("Backbone model"), options=BACKBONES, defaultValue=1),
             "The ResNet the network is built on: UnetClassifier and FeatureClassifier take resnet18/34/50, DeepLab "
-            "resnet101, FasterRCNN resnet50/101/152.")
+            "resnet101, FasterRCNN and MaskRCNN resnet50/101/152.")
         self.add_param(
             QgsProcessingParameterNumber(self.MAX_EPOCHS, self.tr("Max epochs"), QgsProcessingParameterNumber.Integer,
                                          defaultValue=20, minValue=1),

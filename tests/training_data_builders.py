@@ -133,3 +133,28 @@ def shape_boxes(mask: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]
         for rows, cols in ndimage.find_objects(labelled):
             found.append((value, (cols.start, rows.start, cols.stop, rows.stop)))
     return found
+
+
+def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0) -> Path:
+    """An RCNN_Masks folder: for each chip and each class present, ``labels/<value>/<chip>.tif`` numbering that
+    class's shapes 1, 2, ... (as Export Training Data writes it); ``map.txt`` names the first class's mask."""
+    from scipy import ndimage
+
+    (folder / "images").mkdir(parents=True)
+    lines = []
+    for i in range(count):
+        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i)
+        name = f"{i:09d}"
+        write_raster(folder / "images" / f"{name}.tif", image, block=None)
+        first = ""
+        for value in (1, 2):
+            numbers, found = ndimage.label(mask == value)
+            if found:
+                (folder / "labels" / str(value)).mkdir(parents=True, exist_ok=True)
+                write_raster(folder / "labels" / str(value) / f"{name}.tif", numbers.astype(np.uint8), block=None)
+                first = first or f"labels\\{value}\\{name}.tif"
+        fallback = "labels\\" + f"{name}.tif"
+        lines.append(f"images\\{name}.tif {first or fallback}")
+    (folder / "map.txt").write_text("\n".join(lines) + "\n")
+    _common(folder, "RCNN_Masks", chip)
+    return folder

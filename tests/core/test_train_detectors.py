@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Train Deep Learning Model, FasterRCNN on PASCAL_VOC_rectangles chips: a tiny real run (64-pixel chips, one
-epoch, one thread) whose model folder loads strictly into the network the inference rebuilds, whose .emd has
-arcgis.learn's keys for the family, and whose validation AP comes from the shared matching rule; plus the exact
-parts (box augmentation, the AP table, refusals)."""
+"""Train Deep Learning Model, FasterRCNN on PASCAL_VOC_rectangles and MaskRCNN on RCNN_Masks chips: a tiny
+real run (64-pixel chips, one epoch, one thread) whose model folder loads strictly into the network the inference
+rebuilds, whose .emd has arcgis.learn's keys for the family, and whose validation AP comes from the shared matching
+rule; plus the exact parts (box and mask augmentation, mask IoU, the AP table, refusals)."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from builders import RecordingProgress  # noqa: E402
 from dltools.core.backends.base import DeviceRequest  # noqa: E402
 from dltools.core.detection.matching import DetectionTally  # noqa: E402
 from dltools.core.errors import ArgumentError, InputDataError  # noqa: E402
-from dltools.core.tools.train.detection import _turn, detection_metrics  # noqa: E402
+from dltools.core.tools.train.detection import _turn, _turn_masks, detection_metrics, mask_iou  # noqa: E402
 from dltools.core.tools.train.loop import TrainSettings  # noqa: E402
 from dltools.core.tools.train.metrics import metric_table  # noqa: E402
 from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa: E402
-from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc  # noqa: E402
+from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc, write_rcnn_masks  # noqa: E402
 
 CPU = DeviceRequest("cpu", threads=1)
 
@@ -121,3 +121,70 @@ def test_refusals(voc, tmp_path):
     settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2)
     with pytest.raises(InputDataError, match="000000001.tif.*class '9'"):
         train_model(TrainRequest(str(bad), str(tmp_path / "c"), settings, device=CPU), RecordingProgress())
+
+
+#: the keys arcgis.learn 2.4.4 writes into a MaskRCNN .emd (MaskRCNN._get_emd_params + _create_emd_template)
+ARCGIS_MASKRCNN_KEYS = {
+    "Framework", "ModelConfiguration", "InferenceFunction", "ModelType", "MaskRCNNkwargs", "ModelParameters",
+    "ExtractBands", "SupportsVariableTileSize", "Classes", "ModelFormat", "MinCellSize", "MaxCellSize",
+    "ArcGISLearnVersion", "ModelFile", "ImageHeight", "ImageWidth", "ImageSpaceUsed", "ModelName", "LearningRate",
+    "IsImageNetNormalization", "resize_to", "average_precision_score"}
+
+
+def test_mask_rcnn_tiny_run_loads_strictly_with_arcgis_keys_and_mask_ap(tmp_path):
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+
+    chips = write_rcnn_masks(tmp_path / "chips", count=6, chip=64, seed=4)
+    progress = RecordingProgress()
+    settings = TrainSettings(model_type="MaskRCNN", backbone="resnet50", max_epochs=1, batch_size=2,
+                             learning_rate=1e-3, validation_percent=34, seed=0)
+    result = train_model(TrainRequest(str(chips), str(tmp_path / "masks"), settings, device=CPU), progress)
+    emd = json.loads(result.files["emd"].read_text())
+    assert ARCGIS_MASKRCNN_KEYS <= set(emd)
+    assert emd["ModelType"] == "InstanceDetection" and emd["ModelConfiguration"] == "_maskrcnn_inferencing"
+    assert emd["ModelParameters"]["pointrend"] is False and emd["SupportsVariableTileSize"] is True
+    state = torch.load(str(result.files["pth"]), map_location="cpu", weights_only=True)
+    module = build_module(resolve_family(emd), emd, torchvision)
+    module.load_state_dict(state, strict=True)
+    assert set(state) == set(module.state_dict())
+    metrics = json.loads(result.files["json"].read_text())["metrics"][0]
+    assert set(metrics["average_precision"]) == {"square", "disc"} and 0.0 <= metrics["map"] <= 1.0
+    assert any(line.strip().startswith("mAP ") for line in progress.infos)
+    assert "objects" in progress.infos[0]
+
+
+def test_mask_iou_and_turned_masks_keep_their_boxes():
+    a = np.zeros((1, 6, 6), bool)
+    a[0, :2, :3] = True  # 6 pixels
+    b = np.zeros((2, 6, 6), bool)
+    b[0, :2, :2] = True  # 4 pixels inside a
+    b[1, 4:, 4:] = True
+    assert mask_iou(a, b).tolist() == [[4 / 6, 0.0]]
+    _, mask = shapes_scene(40, 40, 3, 9)
+    masks = np.stack([mask == 1, mask == 2]).astype(np.uint8)
+    for k in range(4):
+        for flip in (False, True):
+            turned = _turn_masks(masks, k, flip)
+            _, moved = _turn(np.zeros((1, 40, 40)), _bounds(masks), k, flip)
+            assert np.array_equal(moved, _bounds(turned)), (k, flip)
+    assert mask_iou(np.zeros((0, 6, 6), bool), b).shape == (0, 2)  # no detection
+
+
+def _bounds(masks: np.ndarray) -> np.ndarray:
+    out = []
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        out.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+    return np.asarray(out, np.float32)
+
+
+def test_rcnn_masks_refusals(tmp_path):
+    chips = write_rcnn_masks(tmp_path / "chips", count=2, chip=32, seed=1)
+    (chips / "labels" / "7").mkdir()
+    settings = TrainSettings(model_type="MaskRCNN", backbone="resnet50", max_epochs=1, batch_size=2)
+    with pytest.raises(InputDataError, match="class value 7"):
+        train_model(TrainRequest(str(chips), str(tmp_path / "m"), settings, device=CPU), RecordingProgress())
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2)
+    with pytest.raises(InputDataError, match="MaskRCNN"):
+        train_model(TrainRequest(str(chips), str(tmp_path / "f"), settings, device=CPU), RecordingProgress())

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Train Deep Learning Model, FasterRCNN, in QGIS: one .model3 (Export Training Data as PASCAL_VOC_rectangles from
-polygons -> Train FasterRCNN -> Detect Objects on the trained folder), and qgis_process.  The runs are tiny (64-pixel
+"""Train Deep Learning Model, FasterRCNN and MaskRCNN, in QGIS: one .model3 (Export Training Data as
+PASCAL_VOC_rectangles or RCNN_Masks from polygons -> Train -> Detect Objects on the trained folder), and qgis_process.
+The runs are tiny (64-pixel
 chips, one epoch, one thread): they prove the folder is one the plugin's own inference runs, not a score."""
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def _child(alg: str, child_id: str, sources: dict):  # noqa: ANN202
     return child
 
 
-def test_model3_export_train_faster_rcnn_detect(context, tmp_path):
+@pytest.mark.parametrize(("model_type", "metadata_format", "family"), [(3, 1, "FasterRCNN"), (4, 3, "MaskRCNN")])
+def test_model3_export_train_detect(context, tmp_path, model_type, metadata_format, family):
+    """PASCAL_VOC_rectangles -> FasterRCNN, RCNN_Masks -> MaskRCNN; Detect Objects runs the trained folder."""
     import processing
     from qgis.core import (
         QgsProcessingModelAlgorithm,
@@ -76,10 +79,10 @@ def test_model3_export_train_faster_rcnn_detect(context, tmp_path):
     model.addModelParameter(QgsProcessingParameterVectorLayer("shapes", "shapes"), QgsProcessingModelParameter("shapes"))
     model.addChildAlgorithm(_child("dltools:exporttrainingdata", "export", {
         "INPUT": src.fromModelParameter("image"), "CLASS_DATA": src.fromModelParameter("shapes"),
-        "OUTPUT_FOLDER": str(tmp_path / "chips"), "METADATA_FORMAT": 1, "TILE_SIZE_X": 64, "TILE_SIZE_Y": 64,
+        "OUTPUT_FOLDER": str(tmp_path / "chips"), "METADATA_FORMAT": metadata_format, "TILE_SIZE_X": 64, "TILE_SIZE_Y": 64,
         "STRIDE_X": 64, "STRIDE_Y": 64}))
     model.addChildAlgorithm(_child("dltools:trainmodel", "train", {
-        **TINY, "INPUT_FOLDER": src.fromChildOutput("export", "OUTPUT_FOLDER"),
+        **TINY, "MODEL_TYPE": model_type, "INPUT_FOLDER": src.fromChildOutput("export", "OUTPUT_FOLDER"),
         "OUTPUT_FOLDER": str(tmp_path / "boxes")}))
     detect = _child("dltools:detectobjects", "detect", {
         "INPUT": src.fromModelParameter("scene"), "MODEL": src.fromChildOutput("train", "OUTPUT_MODEL"),
@@ -105,7 +108,7 @@ def test_model3_export_train_faster_rcnn_detect(context, tmp_path):
     result = processing.run(loaded, params, context=context, feedback=feedback)
     emd = json.loads((tmp_path / "boxes" / "boxes.emd").read_text())
     # the export names a class by its value when the polygons carry no class name
-    assert emd["ModelName"] == "FasterRCNN" and set(emd["average_precision_score"]) == {"1", "2"}
+    assert emd["ModelName"] == family and set(emd["average_precision_score"]) == {"1", "2"}
     assert (tmp_path / "boxes" / "boxes.dlpk").is_file()
     layer = QgsVectorLayer(result[objects_name], "objects", "ogr")
     assert layer.isValid() and {"Class", "Confidence"} <= set(layer.fields().names())

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Training the torchvision detectors (FasterRCNN) on PASCAL_VOC_rectangles chips.
+"""Training the torchvision detectors: FasterRCNN on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips.
 
 The chips reach the network as the inference side gives them (``core.engine.normalize``'s R-CNN rule): ``x / 255``
 for 8-bit RGB, ``(x - band_min) / (band_max - band_min)`` otherwise; the network's own transform standardises them.
@@ -9,7 +9,7 @@ dropped, torchvision refuses them) and their labels (``Classes`` position + 1, 0
 Validation each epoch: the loss (torchvision computes it only in training mode, so the batch norms are put in eval
 mode to leave their statistics alone), then the detections of the network in eval mode matched against the truth by
 the shared rule of :mod:`core.detection.matching` (Compute Accuracy For Object Detection's): average precision per
-class and their mean (mAP) at IoU 0.5.
+class and their mean (mAP) at IoU 0.5 (of the boxes; MaskRCNN: of the masks, as arcgis.learn measures it).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from ...detection.matching import DetectionTally
-from .chips import ChipNormalisation, ChipReader
-from .layouts import TrainingData, class_position, voc_objects
+from ...errors import InputDataError
+from .chips import ChipNormalisation, ChipReader, read_array
+from .layouts import TrainingData, class_position, mask_files, voc_objects
 from .loop import Trainer
 
-DETECTORS = ("FasterRCNN",)
+DETECTORS = ("FasterRCNN", "MaskRCNN")
 MIN_IOU = 0.5
 
 
@@ -41,6 +42,11 @@ def rcnn_normalisation(norm: ChipNormalisation) -> ChipNormalisation:
 def scan_objects(data: TrainingData) -> list[int]:
     """Objects per class (``Classes`` order) over every chip."""
     counts = [0] * len(data.classes)
+    if data.layout == "RCNN_Masks":
+        for image in data.images:
+            for position, path in mask_files(data, image):
+                counts[position] += len(np.setdiff1d(np.unique(read_array(path)[0]), [0]))
+        return counts
     for label in data.labels:
         for name, _ in voc_objects(label):
             counts[class_position(data, name)] += 1
@@ -60,6 +66,43 @@ class DetectionReader(ChipReader):
                 boxes.append((x1, y1, x2, y2))
                 labels.append(class_position(self.data, name) + 1)
         return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "labels": np.asarray(labels, np.int64)}
+
+
+class MaskReader(ChipReader):
+    """RCNN_Masks: chip ``i`` scaled to 0..1 and ``{"boxes", "labels", "masks" [n, H, W] uint8}``, one instance per
+    number of each ``labels/<value>/<chip>.tif`` (its box: the instance's pixels' bounds)."""
+
+    def target(self, i: int) -> dict[str, np.ndarray]:  # type: ignore[override]
+        rows, cols = self.shape[1], self.shape[2]
+        boxes, labels, masks = [], [], []
+        for position, path in mask_files(self.data, self.data.images[i]):
+            numbers = read_array(path)[0]
+            if numbers.shape != (rows, cols):
+                raise InputDataError(f"Mask '{path}' is {numbers.shape[1]} x {numbers.shape[0]} pixels, its chip "
+                                     f"{cols} x {rows}")
+            for number in np.setdiff1d(np.unique(numbers), [0]):
+                mask = numbers == number
+                ys, xs = np.nonzero(mask)
+                boxes.append((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
+                labels.append(position + 1)
+                masks.append(mask)
+        return {"boxes": np.asarray(boxes, np.float32).reshape(-1, 4), "labels": np.asarray(labels, np.int64),
+                "masks": np.asarray(masks, np.uint8).reshape(-1, rows, cols)}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU ``[N, M]`` of boolean masks ``a [N, H, W]`` and ``b [M, H, W]``."""
+    pixels = int(np.prod(a.shape[1:]))  # no detection: a is [0, H, W]
+    a2 = a.reshape(len(a), pixels).astype(np.float64)
+    b2 = b.reshape(len(b), pixels).astype(np.float64)
+    inter = a2 @ b2.T
+    union = a2.sum(1)[:, None] + b2.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _turn_masks(masks: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    masks = np.rot90(masks, k % 4, axes=(-2, -1))
+    return np.ascontiguousarray(masks[..., ::-1] if flip else masks)
 
 
 def _turn(image: np.ndarray, boxes: np.ndarray, k: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +128,16 @@ def detection_batches(reader: DetectionReader, indices: Sequence[int], batch_siz
         images, targets = [], []
         for i in indices[start:start + batch_size]:
             image, target = reader.image(int(i)), reader.target(int(i))
-            boxes = target["boxes"]
+            boxes, masks = target["boxes"], target.get("masks")
             if augment:
                 draws = torch.randint(0, 4, (2,), generator=generator).tolist()
-                image, boxes = _turn(image, boxes, draws[0] if square else 2 * (draws[0] % 2), draws[1] % 2 == 1)
+                k, flip = draws[0] if square else 2 * (draws[0] % 2), draws[1] % 2 == 1
+                image, boxes = _turn(image, boxes, k, flip)
+                masks = None if masks is None else _turn_masks(masks, k, flip)
             images.append(image)
             targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(target["labels"])})
+            if masks is not None:
+                targets[-1]["masks"] = torch.from_numpy(masks)
         yield torch.from_numpy(np.stack(images)), targets
 
 
@@ -148,8 +195,12 @@ class DetectionTrainer(Trainer):
             total += float(loss) * len(images)
             count += len(images)
             for found, truth in zip(self.predict(images), targets):
-                tally.add_boxes(found["boxes"], found["scores"], found["labels"].tolist(), truth["boxes"].numpy(),
-                                truth["labels"].tolist())
+                if "masks" in truth:  # MaskRCNN: the IoU of the masks (the detection's at 0.5), as arcgis.learn
+                    iou = mask_iou(found["masks"][:, 0] >= 0.5, truth["masks"].numpy() > 0)
+                    tally.add_image(found["scores"], found["labels"].tolist(), truth["labels"].tolist(), iou)
+                else:
+                    tally.add_boxes(found["boxes"], found["scores"], found["labels"].tolist(),
+                                    truth["boxes"].numpy(), truth["labels"].tolist())
         self.module.train()
         return total / max(count, 1), detection_metrics(tally, self.names)
 
@@ -161,7 +212,7 @@ class DetectionTrainer(Trainer):
         for i in self.valid_idx[:count]:
             images, targets = next(detection_batches(self.reader, [i], 1, self.torch))
             found = self.predict(images)[0]
-            truth = {k: v.numpy() for k, v in targets[0].items()}
+            truth = {k: v.numpy() for k, v in targets[0].items() if k != "masks"}
             out.append((read_array(self.reader.data.images[i]), truth, found))
         self.module.train()
         return out

@@ -24,9 +24,10 @@ TRAINABLE: dict[str, tuple[str, ...]] = {
     "Classified_Tiles": ("UnetClassifier", "DeepLab"),
     "Labeled_Tiles": ("FeatureClassifier",),
     "PASCAL_VOC_rectangles": ("FasterRCNN",),
+    "RCNN_Masks": ("MaskRCNN",),
 }
 #: layouts ArcGIS exports that this tool does not train (yet), named in the refusal
-KNOWN_LAYOUTS = ("RCNN_Masks", "KITTI_rectangles", "MultiLabeled_Tiles", "Export_Tiles",
+KNOWN_LAYOUTS = ("KITTI_rectangles", "MultiLabeled_Tiles", "Export_Tiles",
                  "CycleGAN", "Imagenet", "Panoptic_Segmentation")
 
 EXPECTED_FILES = ("map.txt, images/, labels/, esri_model_definition.emd and esri_accumulated_stats.json, as Export "
@@ -114,7 +115,7 @@ def detect_layout(folder: Path) -> str:
     return layout
 
 
-def _pairs(folder: Path) -> list[tuple[Path, Path, int]]:
+def _pairs(folder: Path, label_must_exist: bool = True) -> list[tuple[Path, Path, int]]:
     map_path = folder / "map.txt"
     if not map_path.is_file():
         raise InputDataError(f"Training data folder '{folder}' has no map.txt (the list of chips): expected "
@@ -128,7 +129,7 @@ def _pairs(folder: Path) -> list[tuple[Path, Path, int]]:
             raise InputDataError(f"map.txt line {number} names no label for '{parts[0]}': each line is "
                                  "'images\\<chip> labels\\<label>'")
         image, label = (folder / p.replace("\\", "/") for p in (parts[0], parts[-1]))
-        for path in (image, label):
+        for path in (image, label) if label_must_exist else (image,):
             if not path.is_file():
                 raise InputDataError(f"map.txt line {number} names '{path.relative_to(folder)}', which is not in "
                                      f"'{folder}'")
@@ -164,7 +165,7 @@ def read_training_folder(folder: str | Path, model_type: str) -> TrainingData:
                              f"expected {EXPECTED_FILES}")
     emd = _read_json(emd_path, "training data definition")
     classes = _classes(emd, emd_path)
-    pairs = _pairs(folder)
+    pairs = _pairs(folder, label_must_exist=layout != "RCNN_Masks")  # a chip without objects has no mask file
     data = TrainingData(folder=folder, layout=layout, images=[p[0] for p in pairs], labels=[p[1] for p in pairs],
                         classes=classes, emd=emd)
     if layout == "Labeled_Tiles":
@@ -176,7 +177,30 @@ def read_training_folder(folder: str | Path, model_type: str) -> TrainingData:
                                      f"esri_model_definition.emd does not list ({', '.join(c.name for c in classes)})")
     if layout == "PASCAL_VOC_rectangles":
         _check_voc_classes(data, pairs)
+    if layout == "RCNN_Masks":
+        _check_mask_folders(data)
     return data
+
+
+def _check_mask_folders(data: TrainingData) -> None:
+    """RCNN_Masks: ``labels/<class value>/`` folders, each value one the ``.emd`` lists."""
+    labels = data.folder / "labels"
+    known = {str(c.value) for c in data.classes}
+    for sub in sorted(p for p in labels.iterdir() if p.is_dir()) if labels.is_dir() else []:
+        if sub.name not in known:
+            raise InputDataError(f"RCNN_Masks folder '{sub}' holds masks of class value {sub.name}, which "
+                                 f"esri_model_definition.emd does not list "
+                                 f"({', '.join(f'{c.value} {c.name}' for c in data.classes)})")
+
+
+def mask_files(data: TrainingData, image: Path) -> list[tuple[int, Path]]:
+    """RCNN_Masks: (class position, ``labels/<value>/<chip>.tif``) of each class present in the chip."""
+    found = []
+    for i, c in enumerate(data.classes):
+        path = data.folder / "labels" / str(c.value) / f"{image.stem}.tif"
+        if path.is_file():
+            found.append((i, path))
+    return found
 
 
 def voc_objects(path: Path) -> list[tuple[str, tuple[float, float, float, float]]]:

@@ -32,6 +32,7 @@ FAMILY_KEYS = {
     "DeepLab": ("_deeplab_infrencing", "ImageClassification", "ArcGISImageClassifier.py"),
     "FeatureClassifier": ("_FeatureClassifier", "ObjectClassification", "ArcGISObjectClassifier.py"),
     "FasterRCNN": ("_model_extension_inferencing", "ObjectDetection", "ArcGISObjectDetector.py"),
+    "MaskRCNN": ("_maskrcnn_inferencing", "InstanceDetection", "ArcGISInstanceDetector.py"),
 }
 PIXEL_MODELS = ("UnetClassifier", "DeepLab")
 
@@ -60,6 +61,9 @@ def model_emd(name: str, model_type: str, backbone: str, data: TrainingData, chi
                    BlackenAroundFeature=int(_flag(data.emd.get("BlackenAroundFeature"))))
     if model_type == "FasterRCNN":  # arcgis.learn's ModelExtension keys (its ModelConfiguration.py is not written)
         emd.update(ModelFileConfigurationClass="MyFasterRCNN", DatasetType=data.layout, Kwargs={})
+    if model_type == "MaskRCNN":  # MaskRCNN._get_emd_params
+        emd.update(MaskRCNNkwargs={}, SupportsVariableTileSize=True)
+        emd["ModelParameters"]["pointrend"] = False
     emd.update(normalisation)
     return emd
 

@@ -19,7 +19,7 @@ from ...backends import DeviceRequest
 from ...errors import ArgumentError, InputDataError, OutputError
 from ...progress import NullProgress, Progress
 from .chips import ChipReader, chip_shape, read_array, scan_labels, training_normalisation
-from .detection import DETECTORS, DetectionReader, DetectionTrainer, rcnn_normalisation, scan_objects
+from .detection import DETECTORS, DetectionReader, DetectionTrainer, MaskReader, rcnn_normalisation, scan_objects
 from .layouts import read_training_folder
 from .loop import FitOutcome, Trainer, TrainSettings
 from .model_folder import PIXEL_MODELS, finish_emd, model_emd, write_model_folder
@@ -128,8 +128,8 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     if s.freeze:
         progress.info(f"FREEZE: {freeze_backbone(module, s.model_type):,} backbone weights stay as loaded")
     module.to(device)
-    reader = (DetectionReader(data, rcnn_normalisation(norm), (bands, rows, cols)) if detector
-              else ChipReader(data, norm, (bands, rows, cols)))
+    reader_class = (MaskReader if s.model_type == "MaskRCNN" else DetectionReader) if detector else ChipReader
+    reader = reader_class(data, rcnn_normalisation(norm) if detector else norm, (bands, rows, cols))
     fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols], "arguments": args,
                    "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone,
                    "download_backbone": request.download_backbone}
