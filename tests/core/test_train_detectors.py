@@ -188,3 +188,26 @@ def test_rcnn_masks_refusals(tmp_path):
     settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2)
     with pytest.raises(InputDataError, match="MaskRCNN"):
         train_model(TrainRequest(str(chips), str(tmp_path / "f"), settings, device=CPU), RecordingProgress())
+
+
+def test_faster_rcnn_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    """Seeded, CPU: cancelled during epoch 2 then run again, the kept weights equal a run never stopped (the RPN's
+    and ROI heads' sampling draw from torch's generator, seeded per epoch by the loop)."""
+    chips = write_pascal_voc(tmp_path / "chips", count=5, chip=64, seed=6)
+    settings = dict(model_type="FasterRCNN", backbone="resnet50", max_epochs=2, batch_size=2, learning_rate=1e-3,
+                    validation_percent=20, seed=1, stop_training=False)
+
+    def run(out, progress):
+        return train_model(TrainRequest(str(chips), str(tmp_path / out), TrainSettings(**settings), device=CPU),
+                           progress)
+
+    whole = run("whole", RecordingProgress())
+    first = RecordingProgress(cancel_after=3)  # 2 batches an epoch: the 3rd update is epoch 2's first batch
+    stopped = run("resumed", first)
+    assert stopped.outcome.canceled and [h.epoch for h in stopped.outcome.history] == [1]
+    assert json.loads(stopped.files["emd"].read_text())["ModelName"] == "FasterRCNN"  # a usable folder of epoch 1
+    again = run("resumed", RecordingProgress())
+    assert again.outcome.resumed_from == 1 and again.outcome.best_epoch == whole.outcome.best_epoch
+    a = torch.load(str(whole.files["pth"]), weights_only=True)
+    b = torch.load(str(again.files["pth"]), weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
