@@ -252,9 +252,12 @@ def test_extract_package_refuses_a_reference_outside_and_leaves_nothing(context,
     assert not target.exists() and outside.read_bytes() == b"not returned"
 
 
-def test_pt2_calling_an_operator_outside_the_tensor_namespaces_is_refused(context, tmp_path, raster):
-    """A torch.export graph is inspected like TorchScript: an op from another namespace never runs."""
+def test_pt2_calling_an_operator_outside_the_tensor_namespaces_is_refused(context, tmp_path, raster, monkeypatch):
+    """A torch.export graph is inspected like TorchScript: an op from another namespace never runs. In-process:
+    the test's operator is registered in this Python only (a child process could not even load the program)."""
     import torch
+
+    monkeypatch.setenv("DLTOOLS_IN_PROCESS", "1")
 
     marker = tmp_path / "marker.txt"
 
