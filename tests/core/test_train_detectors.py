@@ -211,3 +211,15 @@ def test_faster_rcnn_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
     a = torch.load(str(whole.files["pth"]), weights_only=True)
     b = torch.load(str(again.files["pth"]), weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_faster_rcnn_finds_its_learning_rate(tmp_path):
+    """LEARNING_RATE empty: the finder tries growing rates on a few detector batches and the run uses what it found."""
+    chips = write_pascal_voc(tmp_path / "chips", count=4, chip=64, seed=8)
+    progress = RecordingProgress()
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2,
+                             learning_rate=None, validation_percent=25, seed=0, lr_finder_steps=4)
+    result = train_model(TrainRequest(str(chips), str(tmp_path / "lr"), settings, device=CPU), progress)
+    found = [line for line in progress.infos if line.startswith("Learning rate found:")]
+    assert found and 1e-6 <= result.outcome.learning_rate <= 1.0
+    assert json.loads(result.files["emd"].read_text())["LearningRate"] == f"{result.outcome.learning_rate:1.4e}"
