@@ -223,3 +223,34 @@ def test_faster_rcnn_finds_its_learning_rate(tmp_path):
     found = [line for line in progress.infos if line.startswith("Learning rate found:")]
     assert found and 1e-6 <= result.outcome.learning_rate <= 1.0
     assert json.loads(result.files["emd"].read_text())["LearningRate"] == f"{result.outcome.learning_rate:1.4e}"
+
+
+def test_faster_rcnn_on_multispectral_uint16_chips_scales_as_detect_objects(tmp_path):
+    """4-band uint16 chips: NormalizationStats in the .emd; the chips reach the network min-max scaled (what
+    Detect Objects' R-CNN rule does with those stats) and the rebuilt transform standardises with scaled_mean/std."""
+    from builders import read_raster, write_raster
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+    from dltools.core.tools.train.chips import training_normalisation
+    from dltools.core.tools.train.detection import DetectionReader, rcnn_normalisation
+    from dltools.core.tools.train.layouts import read_training_folder
+
+    chips = write_pascal_voc(tmp_path / "chips", count=4, chip=64, seed=9)
+    for path in sorted((chips / "images").glob("*.tif")):
+        rgb = read_raster(path).astype(np.uint16)
+        write_raster(path, np.concatenate([rgb * 40, rgb[:1] * 7 + 1000]).astype(np.uint16), block=None)
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2,
+                             learning_rate=1e-3, validation_percent=25, seed=0)
+    result = train_model(TrainRequest(str(chips), str(tmp_path / "ms"), settings, device=CPU), RecordingProgress())
+    emd = json.loads(result.files["emd"].read_text())
+    stats = emd["NormalizationStats"]
+    assert emd["IsMultispectral"] is True and emd["ExtractBands"] == [0, 1, 2, 3]
+    module = build_module(resolve_family(emd), emd, torchvision)
+    module.load_state_dict(torch.load(str(result.files["pth"]), weights_only=True), strict=True)
+    assert module.transform.image_mean == pytest.approx(stats["scaled_mean_values"])
+    data = read_training_folder(chips, "FasterRCNN")
+    reader = DetectionReader(data, rcnn_normalisation(training_normalisation(data, 4, "uint16")), (4, 64, 64))
+    raw = read_raster(data.images[0]).astype(np.float64)
+    low, high = np.asarray(stats["band_min_values"]), np.asarray(stats["band_max_values"])
+    expected = (raw - low[:, None, None]) / (high - low)[:, None, None]
+    assert np.allclose(reader.image(0), expected, atol=1e-6)
