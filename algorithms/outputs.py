@@ -141,6 +141,7 @@ class AtomicSink:
         self._tmp_dest = ""
         self._target = ""
         self._tmp = ""
+        self._in_file = False
         self.added = 0
 
     def __enter__(self) -> AtomicSink:
@@ -175,6 +176,7 @@ class AtomicSink:
         the file, as QGIS's own algorithms do (the hidden temporary name would give it an empty name).
         """
         in_file = target != path
+        self._in_file = in_file
         try:
             tmp = self.outputs.path_for(path, plain_name=in_file)
         except DLToolsError as exc:
@@ -200,9 +202,9 @@ class AtomicSink:
 
     def side_path(self, suffix: str) -> str | None:
         """Where a side file (``.qml``) goes so that it follows the output: beside the temporary file, renamed with
-        it on success; None for memory and database outputs."""
-        if not self._tmp:
-            return None
+        it on success; None for memory and database outputs, and for a layer added to an existing file."""
+        if not self._tmp or self._in_file:
+            return None  # "x.qml" beside a GeoPackage is the default style of every layer in it, not just ours
         return os.path.splitext(self._tmp)[0] + suffix
 
     def add(self, feature, flags) -> bool:  # noqa: ANN001
