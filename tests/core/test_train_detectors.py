@@ -254,3 +254,20 @@ def test_faster_rcnn_on_multispectral_uint16_chips_scales_as_detect_objects(tmp_
     low, high = np.asarray(stats["band_min_values"]), np.asarray(stats["band_max_values"])
     expected = (raw - low[:, None, None]) / (high - low)[:, None, None]
     assert np.allclose(reader.image(0), expected, atol=1e-6)
+
+
+def test_faster_rcnn_fine_tunes_a_trained_folder_with_a_frozen_backbone(trained, voc, tmp_path):
+    """PRETRAINED_MODEL (the tiny run's .emd) and FREEZE: every tensor is taken, the backbone's weights stay."""
+    first, _ = trained
+    progress = RecordingProgress()
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet50", max_epochs=1, batch_size=2,
+                             learning_rate=1e-3, validation_percent=34, seed=0, freeze=True)
+    again = train_model(TrainRequest(str(voc), str(tmp_path / "tuned"), settings, device=CPU,
+                                     pretrained_model=str(first.files["emd"])), progress)
+    assert any(line.startswith("Fine-tuning") and "left to train afresh" not in line for line in progress.infos)
+    before = torch.load(str(first.files["pth"]), weights_only=True)
+    after = torch.load(str(again.files["pth"]), weights_only=True)
+    conv = "backbone.body.layer1.0.conv1.weight"
+    assert torch.equal(before[conv], after[conv])  # frozen
+    head = "roi_heads.box_predictor.cls_score.weight"
+    assert not torch.equal(before[head], after[head])  # trained
