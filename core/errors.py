@@ -72,13 +72,18 @@ _LIBRARY_ADVICE = ("add_safe_globals", "weights_only=False", "safe_globals", "Ch
 
 def plain_reason(exc: BaseException | str, limit: int = 400) -> str:
     """A runtime's error text fit for the user: no terminal escape codes, no advice to turn off the safety
-    (torch's ``weights_only=False``, ``add_safe_globals``), at most ``limit`` characters."""
+    (torch's ``weights_only=False``, ``add_safe_globals``), at most ``limit`` characters.  For an error raised inside
+    a TorchScript model, the model's own error line, not the interpreter's traceback that comes before it."""
     text = _ANSI.sub("", str(exc))
     unpickler = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global by default| Please use|\n|$)",
                           text)
     if "Weights only load failed" in text and unpickler:  # torch's long advice around a one-line reason
         text = f"the weights-only reader refused it ({unpickler.group(1).strip().rstrip('.')})"
     lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback of TorchScript" in text:  # the interpreter's traceback first, the model's own error last
+        raised = [line for line in lines if re.match(r"^[A-Za-z_.]*(Error|Exception): ", line)]
+        if raised:
+            lines = [raised[-1].removeprefix("builtins.")]
     kept = [line for line in lines if not any(advice in line for advice in _LIBRARY_ADVICE)]
     text = " ".join(kept or lines[:1])
     for advice in _LIBRARY_ADVICE:  # advice within a kept line: cut the line there
