@@ -13,6 +13,7 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingAlgorithm,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputLayerDefinition,
     QgsProcessingParameterDefinition,
@@ -49,6 +50,25 @@ def _static_value(value: Any) -> Any:
     if isinstance(value, QgsProperty):
         return value.staticValue() if value.propertyType() == QgsProperty.StaticProperty else None
     return value
+
+
+def check_with_stand_in(algorithm: QgsProcessingAlgorithm, name: str, parameters: dict[str, Any],
+                        context: QgsProcessingContext, check) -> tuple[bool, str]:  # noqa: ANN001
+    """QGIS's parameter check, with the required parameter ``name`` allowed empty for this check only.
+
+    For a required input another input can stand in for (Classify Objects' raster or an image folder; Create
+    Package's definition or a bare model file): the dialog shows it required and preselects a layer, while
+    processAlgorithm says clearly when neither is given.  ``check`` is the base class's checkParameterValues.
+    """
+    definition = algorithm.parameterDefinition(name)
+    if parameters.get(name) not in (None, "") or definition is None:
+        return check(parameters, context)
+    flags = definition.flags()
+    definition.setFlags(flags | QgsProcessingParameterDefinition.FlagOptional)
+    try:
+        return check(parameters, context)
+    finally:
+        definition.setFlags(flags)
 
 
 class DLToolsAlgorithm(RunParameters, QgsProcessingAlgorithm):

@@ -15,7 +15,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFile,
@@ -36,7 +35,7 @@ from ..core.tools.classify_objects.pipeline import (
     ObjectRow,
     check_label_field,
 )
-from .base import DLToolsAlgorithm
+from .base import DLToolsAlgorithm, check_with_stand_in
 from .class_style import style_classified_objects
 from .feature_inputs import LayerFeatures, crs_of, qgs_fields
 from .outputs import (
@@ -155,15 +154,7 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
     def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
         """INPUT may be empty: the imagery can be an image folder instead (processAlgorithm says clearly when there
         is neither), so the required-parameter check alone would refuse a valid run."""
-        definition = self.parameterDefinition(self.INPUT)
-        if parameters.get(self.INPUT) not in (None, "") or definition is None:
-            return super().checkParameterValues(parameters, context)
-        flags = definition.flags()
-        definition.setFlags(flags | QgsProcessingParameterDefinition.FlagOptional)  # for this check only
-        try:
-            return super().checkParameterValues(parameters, context)
-        finally:
-            definition.setFlags(flags)
+        return check_with_stand_in(self, self.INPUT, parameters, context, super().checkParameterValues)
 
     def _input_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
         """What the result is named after: the features, else the image folder, else the raster."""

@@ -26,7 +26,7 @@ from ..core.model.ecd_writer import emd_data_from_class_info
 from ..core.model.emd import definition_from_emd_data
 from ..core.model.packages import create_package
 from ..core.progress import SubProgress
-from .base import DLToolsAlgorithm
+from .base import DLToolsAlgorithm, check_with_stand_in
 from .model_to_ecd import MODEL_FILE_FILTER
 from .running import FeedbackProgress, run_engine
 
@@ -131,15 +131,7 @@ class PackageModelAlgorithm(DLToolsAlgorithm):
     def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
         """MODEL_DEFINITION may be empty for a script that gives MODEL_FILE (the earlier way); processAlgorithm says
         clearly what is missing when neither is given."""
-        definition = self.parameterDefinition(self.MODEL_DEFINITION)
-        if parameters.get(self.MODEL_DEFINITION) not in (None, "") or definition is None:
-            return super().checkParameterValues(parameters, context)
-        flags = definition.flags()
-        definition.setFlags(flags | QgsProcessingParameterDefinition.FlagOptional)  # for this check only
-        try:
-            return super().checkParameterValues(parameters, context)
-        finally:
-            definition.setFlags(flags)
+        return check_with_stand_in(self, self.MODEL_DEFINITION, parameters, context, super().checkParameterValues)
 
     def _model_emd(self, parameters: dict[str, Any], context, workdir: Path) -> tuple[Path, str]:  # noqa: ANN001
         """The .emd to package (written into ``workdir`` when it comes from an .ecd or class info) and its origin."""

@@ -157,12 +157,8 @@ class DetectionTrainer(Trainer):
     """:class:`Trainer` for torchvision detectors: the loss is the sum of the network's losses."""
 
     def _train_batches(self, epoch: int):  # noqa: ANN202
-        torch = self.torch
-        gen = torch.Generator().manual_seed(self.s.seed * 100003 + epoch)
-        order = [self.train_idx[i] for i in torch.randperm(len(self.train_idx), generator=gen).tolist()]
-        if len(order) % self.s.batch_size == 1 and len(order) > 1:
-            order = order[:-1]  # a batch of one chip cannot train batch norm
-        return detection_batches(self.reader, order, self.s.batch_size, torch, gen, self.s.augmentation)
+        order, gen = self._epoch_order(epoch)
+        return detection_batches(self.reader, order, self.s.batch_size, self.torch, gen, self.s.augmentation)
 
     def _loss(self, images, targets):  # noqa: ANN001, ANN202
         torch = self.torch

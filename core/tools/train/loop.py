@@ -155,13 +155,18 @@ class Trainer:
             self.optimizer.step()
         return float(loss.detach())
 
-    def _train_batches(self, epoch: int):  # noqa: ANN202
-        torch = self.torch
-        gen = torch.Generator().manual_seed(self.s.seed * 100003 + epoch)
-        order = [self.train_idx[i] for i in torch.randperm(len(self.train_idx), generator=gen).tolist()]
+    def _epoch_order(self, epoch: int):  # noqa: ANN202
+        """(chip order, generator) of one epoch: seeded by the run's seed and the epoch, so a resumed run shuffles
+        exactly as an uninterrupted one; a last batch of one chip is left out (it cannot train batch norm)."""
+        gen = self.torch.Generator().manual_seed(self.s.seed * 100003 + epoch)
+        order = [self.train_idx[i] for i in self.torch.randperm(len(self.train_idx), generator=gen).tolist()]
         if len(order) % self.s.batch_size == 1 and len(order) > 1:
-            order = order[:-1]  # a batch of one chip cannot train batch norm
-        return batches(self.reader, order, self.s.batch_size, torch, gen, self.s.augmentation)
+            order = order[:-1]
+        return order, gen
+
+    def _train_batches(self, epoch: int):  # noqa: ANN202
+        order, gen = self._epoch_order(epoch)
+        return batches(self.reader, order, self.s.batch_size, self.torch, gen, self.s.augmentation)
 
     def validate(self) -> tuple[float, dict[str, Any]]:
         torch = self.torch
