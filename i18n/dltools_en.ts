@@ -2,14 +2,37 @@
 <!DOCTYPE TS>
 <TS version="2.1">
 <context>
+    <name>CheckLibrariesAlgorithm</name>
+    <message>
+        <location filename="../algorithms/check_libraries.py" line="31"/>
+        <source>Check Inference Libraries</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/check_libraries.py" line="34"/>
+        <source>Reports the inference libraries QGIS&apos;s Python has: ONNX Runtime, PyTorch, torchvision, Dask and numpy, each with its version, the folder it was loaded from (QGIS&apos;s Python or the plugin&apos;s own folder) and the devices it sees (ONNX Runtime&apos;s execution providers, the GPUs torch.cuda sees). Install Inference Libraries installs what is missing.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/check_libraries.py" line="41"/>
+        <source>Report (JSON)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/check_libraries.py" line="45"/>
+        <source>Report</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
     <name>ClassifyObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="68"/>
+        <location filename="../algorithms/classify_objects.py" line="76"/>
         <source>Classify Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="71"/>
+        <location filename="../algorithms/classify_objects.py" line="79"/>
         <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
 
 Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
@@ -24,163 +47,267 @@ Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, o
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="99"/>
+        <location filename="../algorithms/classify_objects.py" line="109"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="103"/>
-        <source>Input features</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="108"/>
+        <location filename="../algorithms/classify_objects.py" line="125"/>
         <source>Class label field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="116"/>
-        <source>Image folder</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="122"/>
+        <location filename="../algorithms/classify_objects.py" line="141"/>
         <source>Classified objects</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="139"/>
-        <source>Give either an input raster or an image folder, not both</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="142"/>
+        <location filename="../algorithms/classify_objects.py" line="183"/>
         <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="143"/>
+        <location filename="../algorithms/classify_objects.py" line="184"/>
         <source>No imagery: give an input raster or an image folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="113"/>
+        <source>…or an image folder, used instead of the input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="119"/>
+        <source>Input features (empty: each image is one object)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="133"/>
+        <source>Cell size (online layers)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="285"/>
+        <source>An online layer needs input features: the chips are cut around them (the layer itself has no edge to take as one image)</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
 <context>
     <name>ClassifyPixelsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="70"/>
+        <location filename="../algorithms/classify_pixels.py" line="48"/>
         <source>Classify Pixels Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="73"/>
+        <location filename="../algorithms/classify_pixels.py" line="51"/>
         <source>Runs a trained pixel classification (segmentation) model over a raster and writes a classified raster: one class value per pixel, with the model&apos;s class names and colours (colour table, attribute table and a QGIS style). The raster is read in tiles of the model&apos;s size with &apos;padding&apos; pixels of context on each side; only each tile&apos;s centre is kept, so tiles join without seams. NoData pixels stay NoData.
 
 The model is an Esri model definition (.emd), a deep learning package (.dlpk), a plain ONNX or TorchScript file, or the .emd JSON text. Check a model first with Describe Model.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="82"/>
+        <location filename="../algorithms/classify_pixels.py" line="60"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="92"/>
+        <location filename="../algorithms/classify_pixels.py" line="70"/>
         <source>Classified raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="94"/>
+        <location filename="../algorithms/classify_pixels.py" line="72"/>
         <source>Class probabilities</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="98"/>
+        <location filename="../algorithms/classify_pixels.py" line="76"/>
         <source>Output folder (items)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_pixels.py" line="126"/>
+        <location filename="../algorithms/classify_pixels.py" line="103"/>
         <source>Processing items separately needs an output folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ComputeAccuracyObjectsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="54"/>
+        <source>Compute Accuracy For Object Detection</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="57"/>
+        <source>Scores detected objects against ground truth: detections are visited by descending confidence and each takes the free ground-truth feature of its class with the highest IoU (of the bounding rectangles, as ArcGIS), if that IoU reaches the minimum (default 0.5). A table per class and for all classes: precision, recall, F1, average precision (area under the precision-recall curve), true and false positives, false negatives; the mean average precision in the log and an HTML report with each class&apos;s curve.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="66"/>
+        <source>Detected features</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="69"/>
+        <source>Ground truth features</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="72"/>
+        <source>Detected class value field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="76"/>
+        <source>Confidence field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="81"/>
+        <source>Ground truth class value field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="86"/>
+        <source>Minimum IoU</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="90"/>
+        <source>Mask polygons</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="92"/>
+        <source>Accuracy table</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="95"/>
+        <source>Accuracy report</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_objects.py" line="98"/>
+        <source>Mean average precision</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ComputeAccuracyPixelsAlgorithm</name>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="69"/>
+        <source>Compute Accuracy For Pixel Classification</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="72"/>
+        <source>Compares a classified raster with reference data (a classified raster, or polygons/points with a class field) on the classified raster&apos;s grid (reference rasters read with nearest neighbour; NoData left out): a confusion matrix table in ArcGIS&apos;s layout, per-class precision, recall, F1 and IoU, overall accuracy, mean IoU and Cohen&apos;s kappa, and an HTML report with the matrix as a heat map. All pixels, or random / stratified random points.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="80"/>
+        <source>Classified raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="82"/>
+        <source>Reference data</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="86"/>
+        <source>Reference class field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="90"/>
+        <source>Class mapping</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="94"/>
+        <source>Sampling</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="98"/>
+        <source>Number of random points</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="101"/>
+        <source>Random seed</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="104"/>
+        <source>Confusion matrix</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="108"/>
+        <source>Per-class accuracy</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/compute_accuracy_pixels.py" line="111"/>
+        <source>Accuracy report</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
 <context>
     <name>DLToolsAlgorithm</name>
     <message>
-        <location filename="../algorithms/base.py" line="108"/>
+        <location filename="../algorithms/base.py" line="130"/>
         <source>Model definition</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="115"/>
+        <location filename="../algorithms/base.py" line="137"/>
         <source>Model arguments</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="123"/>
-        <source>Processor type</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="127"/>
-        <source>GPU ID</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="229"/>
+        <location filename="../algorithms/base.py" line="187"/>
         <source>No model given: choose an .emd, .dlpk, .onnx or .pt file</source>
         <translation type="unfinished"></translation>
     </message>
+</context>
+<context>
+    <name>DeepLearningToolsPlugin</name>
     <message>
-        <location filename="../algorithms/base.py" line="198"/>
-        <source>Allow the model&apos;s own Python code</source>
+        <location filename="../plugin.py" line="93"/>
+        <source>ONNX Runtime is not installed: the tools cannot run models yet.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="150"/>
-        <source>Processing extent</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="152"/>
-        <source>Cell size</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="162"/>
-        <source>Processing mode</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="178"/>
-        <source>Dask scheduler</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/base.py" line="184"/>
-        <source>Retries on failures</source>
+        <location filename="../plugin.py" line="97"/>
+        <source>Install…</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
 <context>
     <name>DescribeModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/describe_model.py" line="29"/>
+        <location filename="../algorithms/describe_model.py" line="30"/>
         <source>Describe Model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="32"/>
+        <location filename="../algorithms/describe_model.py" line="33"/>
         <source>Reports what Deep Learning Tools reads from a model: its type, framework and origin, the model file and the backend and device that would run it, the inputs and outputs with their shapes, the tile size, the bands it reads, the input normalisation, the classes with their colours, the model arguments each tool accepts with their defaults, and any warnings. Nothing is run on imagery. The report is written to the log, to an HTML page and to a JSON file.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="45"/>
+        <location filename="../algorithms/describe_model.py" line="46"/>
         <source>Model description (HTML)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/describe_model.py" line="50"/>
+        <location filename="../algorithms/describe_model.py" line="51"/>
         <source>Model description (JSON)</source>
         <translation type="unfinished"></translation>
     </message>
@@ -216,43 +343,141 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DetectObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="59"/>
+        <location filename="../algorithms/detect_objects.py" line="60"/>
         <source>Detect Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="62"/>
+        <location filename="../algorithms/detect_objects.py" line="63"/>
         <source>Runs a trained object detector (YOLO, Mask R-CNN, Faster R-CNN, RetinaNet, SSD, ...) over a raster and writes one polygon per object, in the raster&apos;s CRS, with its class name (Class), class value (ClassValue) and confidence (0-100). The raster is read in tiles with &apos;padding&apos; pixels of context; objects are kept by the tile whose centre holds them, and the pieces of objects cut by tile seams are merged, so each object comes out once. Instance masks give the object&apos;s outline at pixel precision. Optionally Non Maximum Suppression then removes overlapping objects. The layer is styled by class with the model&apos;s colours.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="72"/>
+        <location filename="../algorithms/detect_objects.py" line="73"/>
         <source>Input raster</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="75"/>
+        <location filename="../algorithms/detect_objects.py" line="76"/>
         <source>Non maximum suppression</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="79"/>
+        <location filename="../algorithms/detect_objects.py" line="80"/>
         <source>Confidence score field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="82"/>
+        <location filename="../algorithms/detect_objects.py" line="83"/>
         <source>Class value field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="86"/>
+        <location filename="../algorithms/detect_objects.py" line="87"/>
         <source>Max overlap ratio</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/detect_objects.py" line="96"/>
+        <location filename="../algorithms/detect_objects.py" line="97"/>
         <source>Detected objects</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>ExportTrainingDataAlgorithm</name>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="60"/>
+        <source>Export Training Data For Deep Learning</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="63"/>
+        <source>Cuts a raster into image chips with labels from polygons, points (with a buffer) or a classified raster, in ArcGIS&apos;s layouts (Classified_Tiles, PASCAL_VOC_rectangles, KITTI_rectangles, RCNN_Masks, Labeled_Tiles) or for other frameworks (YOLO with data.yaml, COCO labels.json). Chips keep the raster&apos;s raw values. The folder holds images/, labels/, map.txt, stats.txt, esri_model_definition.emd and esri_accumulated_stats.json as ArcGIS writes them, so arcgis.learn and the training tool read it. The output folder must be new or empty; it appears only when the export has finished.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="72"/>
+        <source>Input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="74"/>
+        <source>Output folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="76"/>
+        <source>Input feature class or classified raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="81"/>
+        <source>Class value field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="85"/>
+        <source>Metadata format</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="88"/>
+        <source>Image format</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="92"/>
+        <source>Mask polygons</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="95"/>
+        <source>Reference system</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="99"/>
+        <source>Crop mode (Labeled_Tiles)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="103"/>
+        <source>Blacken around feature (Labeled_Tiles)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="106"/>
+        <source>Bands</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="112"/>
+        <source>Chips written</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="123"/>
+        <source>Output no feature tiles</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="126"/>
+        <source>Rotation angle</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="131"/>
+        <source>Buffer radius</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="134"/>
+        <source>Minimum polygon overlap ratio</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/export_training_data.py" line="139"/>
+        <source>Start index</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
@@ -332,6 +557,49 @@ The inference tools read .dlpk files directly, so extracting is only needed to i
     </message>
 </context>
 <context>
+    <name>InstallLibrariesAlgorithm</name>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="43"/>
+        <source>Install Inference Libraries</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="46"/>
+        <source>Installs the libraries the tools run models with into a folder of the plugin&apos;s own, for QGIS&apos;s Python (no terminal, no administrator rights): ONNX Runtime for the CPU (needed for .emd/.onnx models), ONNX Runtime for NVIDIA GPUs, PyTorch + torchvision (TorchScript and arcgis.learn models: a large download) or Dask (clusters). QGIS&apos;s own packages, numpy above all, are never changed. Upgrade brings the newest versions; Remove deletes everything the plugin installed. A failed or cancelled install leaves the previous state working. Offline: give a folder of wheel files (pip download on another machine).</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="55"/>
+        <source>Action</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="59"/>
+        <source>Library</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="64"/>
+        <source>Package index URL</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="69"/>
+        <source>Folder of wheel files (offline)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="73"/>
+        <source>Library folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/install_libraries.py" line="74"/>
+        <source>Installed versions</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
     <name>ModelToEcdAlgorithm</name>
     <message>
         <location filename="../algorithms/model_to_ecd.py" line="30"/>
@@ -388,37 +656,37 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
 <context>
     <name>NonMaximumSuppressionAlgorithm</name>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="54"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="68"/>
         <source>Non Maximum Suppression</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="57"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="71"/>
         <source>Removes duplicate detections: of two polygons whose intersection over union is more than the maximum overlap ratio, the one with the lower confidence is removed. With a class field, each class is reviewed on its own first, then all remaining features are reviewed together across classes (as ArcGIS&apos;s Non Maximum Suppression). Without one, a &apos;Classvalue&apos; or &apos;Value&apos; field is used if the layer has one, else all features are one class. Attributes are kept. A spatial index keeps tens of thousands of features to seconds.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="66"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="80"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="69"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="83"/>
         <source>Confidence score field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="74"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="88"/>
         <source>Class value field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="77"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="91"/>
         <source>Max overlap ratio</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="82"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="96"/>
         <source>Output features</source>
         <translation type="unfinished"></translation>
     </message>
@@ -426,72 +694,223 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
 <context>
     <name>PackageModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/package_model.py" line="62"/>
+        <location filename="../algorithms/package_model.py" line="69"/>
         <source>Create Deep Learning Package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="65"/>
+        <location filename="../algorithms/package_model.py" line="72"/>
         <source>dlpk,package,emd,zip,share,model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="100"/>
+        <location filename="../algorithms/package_model.py" line="110"/>
         <source>Extra files</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="107"/>
+        <location filename="../algorithms/package_model.py" line="117"/>
         <source>Description</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="110"/>
+        <location filename="../algorithms/package_model.py" line="120"/>
         <source>Summary</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="113"/>
+        <location filename="../algorithms/package_model.py" line="123"/>
         <source>Tags</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="116"/>
+        <location filename="../algorithms/package_model.py" line="126"/>
         <source>Output deep learning package</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="128"/>
+        <location filename="../algorithms/package_model.py" line="145"/>
         <source>Give either a model definition, or a model file with its class info JSON, not both: the model definition already names its model file</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="166"/>
+        <location filename="../algorithms/package_model.py" line="187"/>
         <source>No output .dlpk file given</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="68"/>
-        <source>Inputs that go together: either (A) a model definition, or (B) a model file AND its class info JSON. Give one of the two, not both; extra files, description, summary and tags go with either.
+        <location filename="../algorithms/package_model.py" line="75"/>
+        <source>Choose the model: its model definition (.emd, or an .ecd from Deep Learning Model To Ecd), or a bare model file (.onnx, .pt, ...) together with its class info JSON, from which the .emd is built the way Deep Learning Model To Ecd does it.
 
-Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package works wherever it is extracted, in this plugin and in ArcGIS Pro.
+Writes a deep learning package (.dlpk): a zip archive with the Esri model definition (.emd) at its root, the model file and every other file the .emd refers to (InferenceFunction .py, ModelConfigurationFile, TorchScript files), plus any extra files. Paths inside the packaged .emd are made relative, so the package works wherever it is extracted, in this plugin and in ArcGIS Pro. The tool refuses a definition whose referenced files are missing, so a package is never incomplete. The description, summary and tags are stored in the .emd under &quot;QGISPlugin&quot; (ArcGIS ignores that key) and shown by Extract Deep Learning Package.</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="91"/>
+        <source>Model: its definition (.emd, .ecd) or a model file (.onnx, .pt, …)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="98"/>
+        <source>Class info JSON (only with a model file)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/package_model.py" line="104"/>
+        <source>Model file (scripts: instead of the model)</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>RunParameters</name>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="47"/>
+        <source>Processor type</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="51"/>
+        <source>GPU ID</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="66"/>
+        <source>Processing extent</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="68"/>
+        <source>Processing mask (polygons)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="74"/>
+        <source>Cell size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="84"/>
+        <source>Processing mode</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="114"/>
+        <source>Dask scheduler</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="124"/>
+        <source>Retries on failures</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/run_parameters.py" line="138"/>
+        <source>Allow the model&apos;s own code (Python or TorchScript)</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>TrainModelAlgorithm</name>
+    <message>
+        <location filename="../algorithms/train_model.py" line="53"/>
+        <source>Train Deep Learning Model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="56"/>
+        <source>train,training,arcgis.learn,unet,emd,dlpk,model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="59"/>
+        <source>Trains an arcgis.learn model (UnetClassifier or DeepLab on Classified_Tiles chips, FeatureClassifier on Labeled_Tiles chips, FasterRCNN on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips) on a training-data folder written by Export Training Data For Deep Learning (this plugin&apos;s or ArcGIS&apos;s), and writes the folder arcgis.learn writes: &lt;name&gt;.pth with arcgis.learn&apos;s own weight names, &lt;name&gt;.emd, model_metrics.html, ModelCharacteristics/loss_graph.png and show_results.png, training_validation_loss.json and &lt;name&gt;.dlpk. Classify Pixels / Classify Objects run it, and so does ArcGIS Pro (FasterRCNN and MaskRCNN: Detect Objects).
 
-Give the model either as an .emd (or an .ecd from Deep Learning Model To Ecd), or as a model file with its class info JSON, from which the .emd is built the way Deep Learning Model To Ecd does it. The tool refuses a definition whose referenced files are missing, so a package is never incomplete. The description, summary and tags are stored in the .emd under &quot;QGISPlugin&quot; (ArcGIS ignores that key) and shown by Extract Deep Learning Package.</source>
+After each epoch the log shows the training and validation loss and the validation metrics (detectors: average precision per class and mAP at IoU 0.5), and a checkpoint is written to OUTPUT_FOLDER/checkpoints: running again with the same settings and folder resumes from it. The model kept is the epoch with the lowest validation loss; a cancelled training still writes it from the best finished epoch.</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="82"/>
-        <source>(A) Model definition (.emd or .ecd), or (B) below</source>
+        <location filename="../algorithms/train_model.py" line="73"/>
+        <source>Input training data (folder)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="89"/>
-        <source>(B) Model file, together with (B) class info, instead of (A)</source>
+        <location filename="../algorithms/train_model.py" line="79"/>
+        <source>Output model (folder)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/package_model.py" line="94"/>
-        <source>(B) Class info JSON, together with (B) model file</source>
+        <location filename="../algorithms/train_model.py" line="83"/>
+        <source>Model type</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="88"/>
+        <source>Backbone model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="92"/>
+        <source>Max epochs</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="96"/>
+        <source>Batch size</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="100"/>
+        <source>Learning rate</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="105"/>
+        <source>Validation %</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="110"/>
+        <source>Stop when model stops improving</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="114"/>
+        <source>Freeze model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="117"/>
+        <source>Data augmentation</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="120"/>
+        <source>Pre-trained model</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="125"/>
+        <source>Pre-trained backbone weights</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="130"/>
+        <source>Download ImageNet backbone weights</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="135"/>
+        <source>Model arguments</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="142"/>
+        <source>Model definition (.emd)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="143"/>
+        <source>Deep learning package (.dlpk)</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
