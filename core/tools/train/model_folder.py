@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ...flags import is_true
 from ...model.packages import create_package
 from ...progress import Progress
 from ...safe_output import OutputSet
@@ -74,7 +75,8 @@ def _fixed_size(mode: Any) -> bool:  # noqa: ANN401
 
 
 def _flag(value: Any) -> bool:  # noqa: ANN401
-    return value.strip().lower() in ("true", "1", "yes") if isinstance(value, str) else bool(value)
+    """An .emd flag read the plugin's one way (:func:`core.flags.is_true` for text)."""
+    return is_true(value) if isinstance(value, str) else bool(value)
 
 
 def finish_emd(emd: dict[str, Any], learning_rate: float, best: Any) -> dict[str, Any]:  # noqa: ANN401

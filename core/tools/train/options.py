@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ArgumentError
+from ...flags import parse_bool
 
 PIXEL_ONLY = ("class_balancing", "focal_loss", "ignore_classes")
 TYPES: dict[str, str] = {"seed": "int", "lr_finder_steps": "int", "threads": "int", "class_balancing": "bool",
@@ -23,9 +24,10 @@ def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of i
     kind = TYPES[key]
     try:
         if kind == "bool":
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            flag = parse_bool(text)
+            if flag is None:
                 raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
+            return flag
         if kind == "list":
             return [int(v) for v in text.strip("[]").replace(",", " ").split()]
         return int(text)
