@@ -8,11 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from dltools.core.engine.class_scores import confusion
 from dltools.core.errors import ArgumentError, InputDataError
 from dltools.core.tools.train.chips import _augment
 from dltools.core.tools.train.loop import split_indices, stopped_improving
 from dltools.core.tools.train.lr_finder import suggest
-from dltools.core.tools.train.metrics import confusion, epoch_metrics
+from dltools.core.tools.train.metrics import epoch_metrics
 from dltools.core.tools.train.options import class_weights, ignored_indexes, parse_arguments
 from dltools.core.tools.train.schedule import one_cycle_lr
 

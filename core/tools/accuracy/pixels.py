@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import ogr
 
+from ...engine.class_scores import scores_of
 from ...errors import InputDataError
 from ...progress import NullProgress, Progress, SubProgress, check_canceled
 from ...raster.burn import FeatureIndex, rasterize, window_rectangle
@@ -68,18 +69,10 @@ class PixelAccuracy:
 
     def per_class(self) -> list[dict]:
         """Per class: pixels classified and in the reference, precision (user's), recall (producer's), F1, IoU."""
-        rows = []
-        for k, value in enumerate(self.classes):
-            tp = float(self.matrix[k, k])
-            classified, reference = float(self.matrix[k].sum()), float(self.matrix[:, k].sum())
-            precision = tp / classified if classified else 0.0
-            recall = tp / reference if reference else 0.0
-            union = classified + reference - tp
-            rows.append({"value": value, "classified": int(classified), "reference": int(reference),
-                         "precision": precision, "recall": recall,
-                         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-                         "iou": tp / union if union else 0.0})
-        return rows
+        _, scores = scores_of(self.matrix.T, [str(v) for v in self.classes])  # rows: the reference (the truth)
+        return [{"value": value, "classified": int(self.matrix[k].sum()), "reference": int(self.matrix[:, k].sum()),
+                 "precision": scores.precision[k], "recall": scores.recall[k], "f1": scores.f1[k],
+                 "iou": scores.iou[k]} for k, value in enumerate(self.classes)]
 
     def mean_iou(self) -> float:
         ious = [r["iou"] for r in self.per_class() if r["classified"] or r["reference"]]

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ...engine.class_scores import confusion
 from ...errors import CancelledError, InputDataError
 from ...progress import Progress
 from .chips import ChipReader, batches
 from .lr_finder import find_learning_rate
-from .metrics import confusion, epoch_metrics, metric_table
+from .metrics import epoch_metrics, metric_table
 from .schedule import one_cycle_lr
 
 PATIENCE = 5  # epochs without improvement before STOP_TRAINING stops (arcgis.learn's early stopping)
