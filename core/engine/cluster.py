@@ -378,11 +378,13 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
         ok = True
         return stats
     finally:
+        if cluster is not None and not ok:
+            _stop_local_workers(cluster)  # a cancel or failure: do not wait for threads stuck in a read
         if client is not None:
             if pending:
                 with contextlib.suppress(Exception):
                     client.cancel(list(pending), force=True)
-            if plugins:  # the workers close this run's model and datasets (long-lived workers keep no leftovers)
+            if plugins and (cluster is None or ok):  # the workers close this run's model and datasets
                 with contextlib.suppress(Exception):
                     client.run(pickle.loads, _Call(_forget_run, run_id).dumps())
             for name in plugins:
@@ -396,6 +398,26 @@ def run_on_cluster(task: BlockTask, ref: ModelRef, jobs: list[BlockJob], sink: B
         shutil.rmtree(staging, ignore_errors=True)
         if not ok:
             sink.abort()
+
+
+def _stop_local_workers(cluster: Any) -> None:
+    """Kill the worker processes of the LocalCluster this run started, at once.
+
+    A cancelled or failed run must not wait for its workers: a worker thread can be stuck for the whole HTTP
+    time-out in a GDAL read of a server that never answers, and a graceful close waits 4 s for it before the nanny
+    kills the process anyway.  The nannies are first told that the end is wanted (no restart), then each worker
+    process is killed; ``cluster.close`` then finds them gone.  Nothing of the run is lost: its output is
+    discarded anyway.
+    """
+    import signal
+
+    for nanny in list(getattr(cluster, "workers", {}).values()):
+        pid = getattr(nanny, "pid", None)
+        with contextlib.suppress(Exception):
+            nanny.close_gracefully(reason="dltools-run-ended")
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))  # SIGTERM: TerminateProcess on Windows
 
 
 def _wait_for_workers(client: Any, address: str, progress: Progress) -> None:
