@@ -124,11 +124,10 @@ class DLToolsAlgorithm(RunParameters, QgsProcessingAlgorithm):
     ARGUMENT_TOOL = ""
 
     def add_model_parameters(self, arguments_help: str) -> None:
-        # In the tool's dialog MODEL and ARGUMENTS get widgets that know the model (algorithms/widgets.py,
-        # imported only when a dialog is built); batch mode and the modeler keep QGIS's own widgets.
-        widgets = f"{__package__}.widgets"
+        # In the tool's dialog MODEL and ARGUMENTS get widgets that know the model (algorithms/model_widget.py and
+        # arguments_widget.py, imported only when a dialog is built); batch mode and the modeler keep QGIS's own.
         model = QgsProcessingParameterFile(self.MODEL, self.tr("Model definition"), fileFilter=MODEL_FILTER)
-        model.setMetadata({"widget_wrapper": {"class": f"{widgets}.ModelWidgetFactory"}})
+        model.setMetadata({"widget_wrapper": {"class": f"{__package__}.model_widget.ModelWidgetFactory"}})
         self.add_param(
             model,
             "The model: an Esri model definition (.emd), a deep learning package (.dlpk), an .ecd from Deep Learning "
@@ -136,7 +135,7 @@ class DLToolsAlgorithm(RunParameters, QgsProcessingAlgorithm):
             "button in the dialog). The dialog shows what it is: type, tile size, bands, classes and device.")
         arguments = QgsProcessingParameterString(self.ARGUMENTS, self.tr("Model arguments"), defaultValue="",
                                                  optional=True)
-        arguments.setMetadata({"widget_wrapper": {"class": f"{widgets}.ArgumentsWidgetFactory",
+        arguments.setMetadata({"widget_wrapper": {"class": f"{__package__}.arguments_widget.ArgumentsWidgetFactory",
                                                   "tool": self.ARGUMENT_TOOL}})
         self.add_param(arguments, arguments_help + " In the dialog, a table lists the model's arguments with their "
                        "defaults; values that would be refused are shown in red.")

@@ -15,7 +15,7 @@ from qgis.PyQt.QtWidgets import QLabel, QLineEdit, QVBoxLayout, QWidget
 
 from ..core.engine.cluster import parse_scheduler
 from ..core.errors import DLToolsError
-from .widgets import _is_standard, _standard_wrapper
+from .dialog_kind import is_standard, standard_wrapper
 
 #: What the hint under the field says while the value is fine.
 SCHEDULER_HINT = ("Empty: in this process. <b>local</b> or <b>local:2</b>: Dask workers on this computer. "
@@ -71,6 +71,6 @@ class SchedulerWidgetFactory:
 
     def __new__(cls, param: QgsProcessingParameterDefinition, dialog: Any, row: int = 0, col: int = 0,
                 **kwargs: Any) -> Any:
-        if not _is_standard(dialog):
-            return _standard_wrapper(param, dialog)
+        if not is_standard(dialog):
+            return standard_wrapper(param, dialog)
         return SchedulerWrapper(param, dialog, row, col, **kwargs)

@@ -27,7 +27,7 @@ QgsApplication.setPrefixPath("/usr", True)
 app = QgsApplication([], True)
 app.initQgis()
 from qgis.PyQt.QtCore import Qt
-from dltools.algorithms.widgets import ArgumentsWidget, _effective
+from dltools.algorithms.arguments_widget import ArgumentsWidget, _effective
 from dltools.core.arguments.table import argument_rows
 from dltools.core.model.loader import load_model_definition
 

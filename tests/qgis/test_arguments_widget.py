@@ -25,7 +25,7 @@ from qgis.core import QgsApplication
 QgsApplication.setPrefixPath("/usr", True)
 app = QgsApplication([], True)
 app.initQgis()
-from dltools.algorithms.widgets import ArgumentsWidget, _effective
+from dltools.algorithms.arguments_widget import ArgumentsWidget, _effective
 from dltools.core.arguments.table import argument_rows
 from dltools.core.model.loader import load_model_definition
 

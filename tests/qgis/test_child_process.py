@@ -136,8 +136,8 @@ def test_describe_model_and_the_dialog_read_a_model_in_a_child(context, tmp_path
     """A trusted plain TorchScript file is probed to be described; one that crashes torch.jit.load costs a child
     process, not QGIS."""
     import processing
+    from dltools.algorithms.model_summary import model_summary
     from dltools.algorithms.trust import forget_model, trust_model
-    from dltools.algorithms.widgets import model_summary
     from dltools.core.trust import file_sha256
 
     crash = evil_torchscript.torchscript_blank_lines(tmp_path / "crash.pt")

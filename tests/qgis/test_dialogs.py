@@ -56,7 +56,7 @@ def test_the_summary_says_when_the_model_gives_no_class_colours(qgis_app, tmp_pa
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from detection_models import yolo_v8_onnx
-    from dltools.algorithms.widgets import model_summary_html
+    from dltools.algorithms.model_summary import model_summary_html
 
     onnx = yolo_v8_onnx(tmp_path / "yolo.onnx", 64, {0: "car", 1: "truck"})
     text, md = model_summary_html(str(onnx))

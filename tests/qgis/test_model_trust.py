@@ -184,8 +184,8 @@ def test_describe_model_never_opens_an_untrusted_program(context, tmp_path):
 
 
 def test_dialog_summary_and_argument_table_never_open_an_untrusted_program(qgis_app, tmp_path):
+    from dltools.algorithms.model_summary import model_summary, table_definition
     from dltools.algorithms.trust import trust_model
-    from dltools.algorithms.widgets import model_summary, table_definition
 
     marker = tmp_path / "marker.bin"
     model = evil_torchscript.torchscript_forward_hook(tmp_path / "evil.pt", marker)
