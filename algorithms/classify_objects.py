@@ -3,15 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
-    QgsFeature,
-    QgsFeatureSink,
-    QgsFields,
-    QgsGeometry,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -21,31 +15,18 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsWkbTypes,
 )
 
-from ..core.raster.gdal_io import build_mosaic, mosaic_items, release_mosaic
-from ..core.raster.online import looks_like_online_uri
 from ..core.tools.classify_objects.function import open_object_classifier
-from ..core.tools.classify_objects.images import list_images
-from ..core.tools.classify_objects.pipeline import (
-    FeaturesOnRaster,
-    FeaturesPerItem,
-    ImagesAsObjects,
-    ObjectRow,
-    check_label_field,
-)
+from ..core.tools.classify_objects.pipeline import check_label_field
+from ..core.tools.classify_objects.runs import object_run
 from .base import DLToolsAlgorithm, check_with_stand_in
 from .class_style import style_classified_objects
-from .feature_inputs import LayerFeatures, crs_of, qgs_fields
-from .outputs import (
-    AtomicSink,
-    name_result_layer,
-    output_destination,
-    refuse_reserved_field,
-    refuse_same_files,
-)
-from .running import FeedbackProgress, engine_results, run_engine
+from .feature_inputs import LayerFeatures, crs_of
+from .object_inputs import input_name, object_imagery, read_online, refuse_output_over_inputs
+from .object_sink import write_objects
+from .outputs import name_result_layer, refuse_reserved_field
+from .running import FeedbackProgress, engine_errors, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'batch_size 16;test_time_augmentation True'. "
@@ -54,8 +35,6 @@ ARGUMENTS_HELP = (
     "every class at or above it is reported), padding (pixels added around each feature's bounding box when the "
     "model crops to the feature, CropSizeFixed 0), save_chips (a folder: every chip is saved there as a PNG to check "
     "what the model sees), threads (CPU threads, 0 = all).")
-IMAGE_FIELD = "Image"
-
 
 
 class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
@@ -144,173 +123,37 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
 
     # ------------------------------------------------------------------------------------------------
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: N802, ANN001
-        self._classes: list = []
-        result = self._classify(parameters, context, feedback)
-        name_result_layer(self, context, self.OUTPUT, result[self.OUTPUT], self._input_name(parameters, context),
-                          "classified objects")
-        style_classified_objects(result[self.OUTPUT], self._classes, context)  # categorized by class, + .qml
-        return result
+        progress = FeedbackProgress(feedback)
+        label_field = run_engine(check_label_field, self.parameterAsString(parameters, self.CLASS_LABEL_FIELD, context))
+        refuse_reserved_field(self.CLASS_LABEL_FIELD, label_field)
+        imagery = object_imagery(self, parameters, context, progress)
+        separately = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context) == 1
+        refuse_output_over_inputs(self, parameters, context, imagery.raster)
+        md = self.model_definition(parameters, context, progress)
+        if imagery.online is not None:
+            read_online(self, parameters, context, imagery, md, progress)
+        source = None
+        if parameters.get(self.FEATURES) not in (None, ""):
+            source = self.parameterAsSource(parameters, self.FEATURES, context)
+            if source is None:
+                raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
+        classifier = run_engine(open_object_classifier, md, self.parameterAsString(parameters, self.ARGUMENTS, context),
+                                self.device_request(parameters, context), progress,
+                                self.custom_code_allowed(parameters, context), **self.cluster_options(parameters, context))
+        try:
+            with engine_errors(), object_run(
+                    classifier, label_field, progress, separately=separately, raster=imagery.raster,
+                    raster_crs=imagery.raster_crs, images=imagery.images,
+                    features=LayerFeatures(source, feedback, context) if source is not None else None,
+                    layer_crs_wkt=crs_of(imagery.layer)[0] if imagery.layer is not None else None) as run:
+                dest = write_objects(self, parameters, context, run, source, imagery.layer)
+        finally:
+            classifier.close()
+        name_result_layer(self, context, self.OUTPUT, dest, input_name(self, parameters, context), "classified objects")
+        style_classified_objects(dest, list(md.classes), context)  # categorized by class, + .qml
+        return {self.OUTPUT: dest}
 
     def checkParameterValues(self, parameters: dict[str, Any], context) -> tuple[bool, str]:  # noqa: N802, ANN001
         """INPUT may be empty: the imagery can be an image folder instead (processAlgorithm says clearly when there
         is neither), so the required-parameter check alone would refuse a valid run."""
         return check_with_stand_in(self, self.INPUT, parameters, context, super().checkParameterValues)
-
-    def _input_name(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str:
-        """What the result is named after: the features, else the image folder, else the raster."""
-        if parameters.get(self.FEATURES) not in (None, ""):
-            layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)
-            return layer.name() if layer is not None else ""
-        folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
-        if folder:
-            return os.path.basename(os.path.normpath(folder))
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) if parameters.get(self.INPUT) else None
-        return layer.name() if layer is not None else ""
-
-    def _classify(self, parameters: dict[str, Any], context: QgsProcessingContext, feedback) -> dict:  # noqa: ANN001
-        progress = FeedbackProgress(feedback)
-        label_field = run_engine(check_label_field, self.parameterAsString(parameters, self.CLASS_LABEL_FIELD, context))
-        refuse_reserved_field(self.CLASS_LABEL_FIELD, label_field)
-        folder = (self.parameterAsFile(parameters, self.IMAGE_FOLDER, context) or "").strip()
-        online = self._online_input(parameters, context) if not folder else None
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context) \
-            if parameters.get(self.INPUT) and online is None else None
-        if layer is not None and folder:  # the dialog always has a raster (INPUT is required): the folder wins
-            progress.info(f"Image folder given: the input raster '{layer.name()}' is not read")
-            layer = None
-        if layer is None and not folder and online is None:
-            if parameters.get(self.INPUT):
-                raise QgsProcessingException(self.tr(f"The input raster '{parameters.get(self.INPUT)}' cannot be loaded"))
-            raise QgsProcessingException(self.tr("No imagery: give an input raster or an image folder"))
-        raster_path = self.gdal_source(layer, "input") if layer is not None else None
-        images = run_engine(list_images, folder) if folder else None
-        separately = self.parameterAsEnum(parameters, self.PROCESSING_MODE, context) == 1
-
-        self._refuse_output_over_inputs(parameters, context, raster_path)
-
-        md = self.model_definition(parameters, context, progress)
-        self._classes = list(md.classes)
-        raster_crs = crs_of(layer) if layer is not None else None
-        if online is not None:
-            raster_path, raster_crs = self._online_raster(parameters, context, online, md, progress)
-        arguments = self.parameterAsString(parameters, self.ARGUMENTS, context)
-        device = self.device_request(parameters, context)
-        classifier = run_engine(open_object_classifier, md, arguments, device, progress,
-                                self.custom_code_allowed(parameters, context), **self.cluster_options(parameters, context))
-        try:
-            if parameters.get(self.FEATURES) not in (None, ""):
-                source = self.parameterAsSource(parameters, self.FEATURES, context)
-                if source is None:
-                    raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
-                features = LayerFeatures(source, feedback, context)
-                if separately:
-                    items = images if images is not None else mosaic_items(raster_path)
-                    if len(items) > 1:
-                        run = run_engine(FeaturesPerItem, classifier, features, items, label_field, progress)
-                        fields = qgs_fields(source.fields(), run.fields, run.input_names)
-                        return {self.OUTPUT: self._write(parameters, context, run, fields, source.wkbType(),
-                                                         source.sourceCrs())}
-                    progress.info("The imagery is a single raster: it is processed as one image")
-                if images is not None:
-                    mosaic = run_engine(build_mosaic, images)
-                    try:
-                        run = run_engine(FeaturesOnRaster, classifier, features, mosaic, label_field, progress)
-                        dest = self._write(parameters, context, run, qgs_fields(source.fields(), run.fields),
-                                           source.wkbType(), source.sourceCrs())
-                    finally:
-                        release_mosaic(mosaic)
-                    return {self.OUTPUT: dest}
-                run = run_engine(FeaturesOnRaster, classifier, features, raster_path, label_field, progress,
-                                 raster_crs)
-                return {self.OUTPUT: self._write(parameters, context, run, qgs_fields(source.fields(), run.fields),
-                                                 source.wkbType(), source.sourceCrs())}
-            if images is None:
-                images = mosaic_items(raster_path) if separately else [raster_path]
-            single = layer is not None and len(images) == 1 and layer.crs().isValid()
-            run = run_engine(ImagesAsObjects, classifier, images, label_field, progress,
-                             crs_of(layer)[0] if single else None)
-            if run.crs_from_layer:
-                out_crs = layer.crs()
-            else:
-                out_crs = QgsCoordinateReferenceSystem.fromWkt(run.crs_wkt) if run.crs_wkt else \
-                    QgsCoordinateReferenceSystem()
-            wkb_type = QgsWkbTypes.Polygon if run.has_geometry else QgsWkbTypes.NoGeometry
-            return {self.OUTPUT: self._write(parameters, context, run, qgs_fields(QgsFields(), run.fields), wkb_type,
-                                             out_crs)}
-        finally:
-            classifier.close()
-
-    def _write(self, parameters: dict[str, Any], context: QgsProcessingContext, run, fields: QgsFields,  # noqa: ANN001
-               wkb_type, crs) -> str:  # noqa: ANN001
-        """The engine's rows into the OUTPUT sink: each feature with its own geometry and attributes, plus the values."""
-        with AtomicSink(self, parameters, self.OUTPUT, context, fields, wkb_type, crs) as sink:
-            for row in engine_results(run.rows()):
-                self._add(sink, self._feature(row, fields), parameters)
-        return sink.dest
-
-    @staticmethod
-    def _feature(row: ObjectRow, fields: QgsFields) -> QgsFeature:
-        out = QgsFeature(fields)
-        if row.payload is not None:
-            out.setGeometry(row.payload.geometry())
-            out.setAttributes(list(row.payload.attributes()) + row.values)
-            return out
-        if row.geometry_wkb:
-            geom = QgsGeometry()
-            geom.fromWkb(row.geometry_wkb)
-            out.setGeometry(geom)
-        out.setAttributes(row.values)
-        return out
-
-    def _online_input(self, parameters: dict[str, Any], context: QgsProcessingContext):  # noqa: ANN202
-        """INPUT as an online layer (a layer of the wms / arcgismapserver provider or its source string), else None."""
-        from .online_inputs import ONLINE_PROVIDERS, RasterInput
-
-        value = parameters.get(self.INPUT)
-        if value in (None, ""):
-            return None
-        if not (isinstance(value, str) and looks_like_online_uri(value)):
-            layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-            if layer is None or layer.providerType() not in ONLINE_PROVIDERS:
-                return None
-        raster: RasterInput = self.raster_input(parameters, self.INPUT, context, "input")
-        return raster
-
-    def _online_raster(self, parameters: dict[str, Any], context: QgsProcessingContext, raster, md,  # noqa: ANN001
-                       progress) -> tuple[str, tuple[str, str]]:  # noqa: ANN001
-        """An online INPUT as a GDAL description read at CELL_SIZE (or the model's), over the features' extent."""
-        from ..core.raster.request import RasterRequest
-
-        if parameters.get(self.FEATURES) in (None, ""):
-            raise QgsProcessingException(self.tr("An online layer needs input features: the chips are cut around "
-                                                 "them (the layer itself has no edge to take as one image)"))
-        source = self.parameterAsSource(parameters, self.FEATURES, context)
-        if source is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
-        box = source.sourceExtent()
-        crs = source.sourceCrs()
-        cell = parameters.get(self.CELL_SIZE)
-        request = RasterRequest(extent=(box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum()),
-                                extent_crs_wkt=crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED),
-                                cell_size=self.parameterAsDouble(parameters, self.CELL_SIZE, context)
-                                if cell not in (None, "") else None)
-        description, planned = self.engine_input(raster, md, request, progress)
-        grid_crs = QgsCoordinateReferenceSystem.fromWkt(planned.extent_crs_wkt)
-        return description, (planned.extent_crs_wkt, grid_crs.authid() or grid_crs.description())
-
-    def _refuse_output_over_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext,  # noqa: ANN001
-                                   raster_path: str | None) -> None:
-        """OUTPUT must not be the FEATURES file (writing it would wipe the input layer) nor the raster or model."""
-        output = output_destination(self, parameters, self.OUTPUT, context)
-        inputs: dict[str, Any] = {self.INPUT: raster_path}
-        if parameters.get(self.FEATURES) not in (None, ""):
-            layer = self.parameterAsVectorLayer(parameters, self.FEATURES, context)
-            inputs[self.FEATURES] = layer.source() if layer is not None else None
-        model = parameters.get(self.MODEL)
-        if isinstance(model, str) and not model.strip().startswith("{"):
-            inputs[self.MODEL] = model
-        refuse_same_files({self.OUTPUT: output}, inputs)
-
-    def _add(self, sink: AtomicSink, feature: QgsFeature, parameters: dict[str, Any]) -> None:
-        if not sink.add(feature, QgsFeatureSink.FastInsert):
-            raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))

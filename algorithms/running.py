@@ -4,6 +4,7 @@ and the engine's errors as ``QgsProcessingException`` messages written for the u
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
 from typing import Any
@@ -92,6 +93,17 @@ _END = object()
 
 def _reraise(exc: BaseException) -> None:
     raise exc
+
+
+@contextlib.contextmanager
+def engine_errors() -> Iterator[None]:
+    """``run_engine`` for a block: the engine's errors raised inside it (a context manager's entry, say) become
+    QgsProcessingException; any other exception passes unchanged."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - run_engine translates the engine's errors, re-raises the rest
+        run_engine(_reraise, exc)
+        raise
 
 
 def engine_results(results: Iterator[Any]) -> Iterator[Any]:
