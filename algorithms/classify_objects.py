@@ -17,16 +17,16 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core.tools.classify_objects.function import open_object_classifier
 from ..core.tools.classify_objects.pipeline import check_label_field
-from ..core.tools.classify_objects.runs import object_run
+from ..core.tools.classify_objects.separate import ClassifierOpening, ObjectRunPlan
 from .base import DLToolsAlgorithm, check_with_stand_in
 from .class_style import style_classified_objects
 from .feature_inputs import LayerFeatures, crs_of
 from .object_inputs import input_name, object_imagery, read_online, refuse_output_over_inputs
+from .object_runs import run_objects
 from .object_sink import write_objects
 from .outputs import name_result_layer, refuse_reserved_field
-from .running import FeedbackProgress, engine_errors, run_engine
+from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
     "Model arguments as 'name value' pairs separated by ';', e.g. 'batch_size 16;test_time_augmentation True'. "
@@ -137,18 +137,16 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             source = self.parameterAsSource(parameters, self.FEATURES, context)
             if source is None:
                 raise QgsProcessingException(self.invalidSourceError(parameters, self.FEATURES))
-        classifier = run_engine(open_object_classifier, md, self.parameterAsString(parameters, self.ARGUMENTS, context),
-                                self.device_request(parameters, context), progress,
-                                self.custom_code_allowed(parameters, context), **self.cluster_options(parameters, context))
-        try:
-            with engine_errors(), object_run(
-                    classifier, label_field, progress, separately=separately, raster=imagery.raster,
-                    raster_crs=imagery.raster_crs, images=imagery.images,
-                    features=LayerFeatures(source, feedback, context) if source is not None else None,
-                    layer_crs_wkt=crs_of(imagery.layer)[0] if imagery.layer is not None else None) as run:
-                dest = write_objects(self, parameters, context, run, source, imagery.layer)
-        finally:
-            classifier.close()
+        plan = ObjectRunPlan(label_field=label_field, separately=separately, raster=imagery.raster,
+                             raster_crs=imagery.raster_crs, images=imagery.images,
+                             layer_crs_wkt=crs_of(imagery.layer)[0] if imagery.layer is not None else None)
+        opening = ClassifierOpening(md=md, arguments=self.parameterAsString(parameters, self.ARGUMENTS, context),
+                                    device=self.device_request(parameters, context),
+                                    allow_custom_code=self.custom_code_allowed(parameters, context),
+                                    **self.cluster_options(parameters, context))
+        features = LayerFeatures(source, feedback, context) if source is not None else None
+        dest = run_objects(plan, opening, features, progress,
+                           lambda run: write_objects(self, parameters, context, run, source, imagery.layer))
         name_result_layer(self, context, self.OUTPUT, dest, input_name(self, parameters, context), "classified objects")
         style_classified_objects(dest, list(md.classes), context)  # categorized by class, + .qml
         return {self.OUTPUT: dest}

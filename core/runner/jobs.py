@@ -28,6 +28,12 @@ def _detect_objects() -> Callable[..., Any]:
     return detect_objects
 
 
+def _classify_objects() -> Callable[..., Any]:
+    from ..tools.classify_objects.separate import classify_objects_to_file
+
+    return classify_objects_to_file
+
+
 def _describe_load() -> Callable[..., Any]:
     from ..tools.describe.report import load_for_description
 
@@ -51,6 +57,7 @@ JOBS: dict[str, Callable[[], Callable[..., Any]]] = {
     "classify_pixels": _classify_pixels,
     "detect_change": _detect_change,
     "detect_objects": _detect_objects,
+    "classify_objects": _classify_objects,
     "describe_load": _describe_load,
     "describe_backend": _describe_backend,
     "load_model_definition": _load_definition,
