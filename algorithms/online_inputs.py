@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from qgis.core import QgsProcessingException, QgsProcessingParameterRasterLayer
 
 from ..core.raster.online import OnlineLayer, looks_like_online_uri, parse_layer_uri
+from .online_auth import with_credentials
 from .running import run_engine
 
 ONLINE_PROVIDERS = ("wms", "arcgismapserver")
@@ -46,15 +47,15 @@ def raster_input(alg, parameters: dict[str, Any], name: str, context, what: str)
     """The raster parameter ``name`` (see the module docstring); a clear error for what cannot be read."""
     text = _online_text(parameters.get(name))
     if text is not None:
-        online = run_engine(parse_layer_uri, text, "wms", name)
+        online = with_credentials(run_engine(parse_layer_uri, text, "wms", name))
         return RasterInput(None, online, None, f"{online.service.upper()} {urlsplit(online.url).netloc}".strip())
     layer = alg.parameterAsRasterLayer(parameters, name, context)
     if layer is None or not layer.isValid():
         raise QgsProcessingException(f"The {what} raster layer could not be loaded")
     provider = layer.providerType()
     if provider in ONLINE_PROVIDERS:
-        return RasterInput(None, run_engine(parse_layer_uri, layer.source(), provider, layer.name()), layer.crs(),
-                           layer.name())
+        online = with_credentials(run_engine(parse_layer_uri, layer.source(), provider, layer.name()))
+        return RasterInput(None, online, layer.crs(), layer.name())
     return RasterInput(alg.gdal_source(layer, what), None, layer.crs(), layer.name())
 
 

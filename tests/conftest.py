@@ -26,6 +26,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DLTOOLS_THREADS", "2")
 # the plugin's private libraries (Install Inference Libraries) of the user's QGIS profile stay out of the tests
 os.environ.setdefault("DLTOOLS_LIBS_DIR", str(ROOT / "build" / "test-libs"))
+# QGIS's authentication database (and the master password a test sets) in a folder of this session, never the
+# user's profile
+if "QGIS_AUTH_DB_DIR_PATH" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _auth_dir = tempfile.mkdtemp(prefix="dltools-test-auth-")
+    os.environ["QGIS_AUTH_DB_DIR_PATH"] = _auth_dir
+    atexit.register(shutil.rmtree, _auth_dir, True)
 
 
 def testdata_path(*parts: str) -> Path:

@@ -12,7 +12,9 @@
 
 Every request is recorded (``requests``: path and query, ``user_agents``) so a test can count what was asked;
 ``faults`` injects failures: ``{path: [500, 500]}`` answers 500 twice then normally, ``always_fail`` answers 500
-forever, ``hang`` makes every request wait (never answering) until the server stops.
+forever, ``hang`` makes every request wait (never answering) until the server stops.  ``basic_auth`` (user,
+password) answers 401 to a request without those credentials, ``required_header`` (name, value) answers 403 to one
+without that header; ``headers`` records each request's headers.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class TileServer:
         self.faults: dict[str, list[int]] = {}
         self.always_fail = False
         self.hang = False
+        self.basic_auth: tuple[str, str] | None = None
+        self.required_header: tuple[str, str] | None = None
+        self.headers: list[dict[str, str]] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -183,6 +188,18 @@ class TileServer:
                 return 200, "image/png", self.getmap(query)
         return 404, "text/plain", b"not found"
 
+    def _refusal(self, headers) -> int | None:
+        """401 without the basic credentials, 403 without the required header, else None."""
+        import base64
+
+        if self.basic_auth is not None:
+            expected = "Basic " + base64.b64encode(":".join(self.basic_auth).encode()).decode()
+            if headers.get("Authorization") != expected:
+                return 401
+        if self.required_header is not None and headers.get(self.required_header[0]) != self.required_header[1]:
+            return 403
+        return None
+
     def _handler(self):
         server = self
 
@@ -196,6 +213,7 @@ class TileServer:
                 with server._lock:
                     server.requests.append(self.path)
                     server.user_agents.append(self.headers.get("User-Agent", ""))
+                    server.headers.append(dict(self.headers.items()))
                     pending = server.faults.get(split.path)
                     fault = pending.pop(0) if pending else None
                 if server.hang:
@@ -203,11 +221,16 @@ class TileServer:
                     return
                 if server.always_fail:
                     fault = 500
-                if fault is not None:
+                refused = server._refusal(self.headers)
+                if refused is not None:
+                    status, kind, body = refused, "text/plain", b"not allowed"
+                elif fault is not None:
                     status, kind, body = fault, "text/plain", b"injected failure"
                 else:
                     status, kind, body = server._answer(split.path, query)
                 self.send_response(status)
+                if status == 401:
+                    self.send_header("WWW-Authenticate", 'Basic realm="tiles"')
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -22,7 +22,7 @@ from osgeo import gdal, osr
 
 from ..errors import InputDataError, OutputError, plain_reason
 from ..safe_output import check_output_folder
-from .online_reads import is_online, read_with_retries, service_url
+from .online_reads import http_options, is_online, read_with_retries, service_url, split_http_options
 
 gdal.UseExceptions()
 
@@ -100,8 +100,12 @@ def data_band_count(ds: gdal.Dataset, path: str) -> int:
 
 
 def open_raster(path: str) -> gdal.Dataset:
+    """``path`` opened with GDAL; an online layer's description with its HTTP options (credentials, headers) set
+    for this thread only and never in the description GDAL holds (core.raster.online_reads)."""
+    text, options = split_http_options(path)
     try:
-        ds = gdal.Open(str(path))
+        with http_options(options):
+            ds = gdal.Open(text)
     except RuntimeError as exc:
         raise InputDataError(f"Cannot open raster '{raster_name(path)}': {exc}") from exc
     if ds is None:
@@ -257,6 +261,7 @@ class RasterSource:
         self._init_args = (self.path, list(bands), grid, resampling, allow_rotated)
         self.ds = open_raster(self.path)
         self.online = is_online(self.path)
+        self._http = split_http_options(self.path)[1]  # an online layer's credentials and headers, per read
         self.name = raster_name(self.path)
         self.native = dataset_grid(self.ds, allow_rotated)
         self.grid = grid or self.native
@@ -370,7 +375,8 @@ class RasterSource:
             self._read_valid(region, sx0, sy0, sw, sh)
 
         if self.online:  # a web service: 5xx and time-outs are retried, failures name the tile's URL
-            read_with_retries(fetch, self.path)
+            with http_options(self._http):
+                read_with_retries(fetch, self.path)
         else:
             try:
                 fetch()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote
@@ -27,6 +28,7 @@ from ..errors import InputDataError
 from ..model.definition import ModelDefinition
 from ..progress import Progress
 from .gdal_io import open_raster, same_crs
+from .online_reads import with_http_options
 from .request import RasterRequest
 
 #: Web Mercator's half width in metres, and the pixel size of XYZ zoom 0 (256-pixel tiles)
@@ -58,7 +60,14 @@ class OnlineLayer:
     username: str = ""
     password: str = ""
     referer: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    #: further HTTP headers of the layer's connection (QGIS's ``http-header:NAME`` keys)
+    headers: dict[str, str] = field(default_factory=dict)
+    #: a QGIS authentication configuration id, resolved into ``username``/``password`` by the algorithm layer
+    #: (only QGIS can read its authentication database)
+    authcfg: str = ""
+
+    def __repr__(self) -> str:  # never the password or header values, wherever a layer is printed
+        return f"OnlineLayer({self.service}, {self.url!r}, name={self.name!r})"
 
 
 def _split_wms_uri(uri: str) -> dict[str, str]:
@@ -75,6 +84,13 @@ def _split_wms_uri(uri: str) -> dict[str, str]:
         else:
             values.setdefault(key, value)
     return values
+
+
+def _headers(values: dict[str, str]) -> dict[str, str]:
+    """The ``http-header:NAME`` keys of a source (the referer has its own place)."""
+    prefix = "http-header:"
+    return {k[len(prefix):]: v for k, v in values.items()
+            if k.startswith(prefix) and k[len(prefix):].lower() != "referer"}
 
 
 def _split_arcgis_uri(uri: str) -> dict[str, str]:
@@ -108,7 +124,8 @@ def parse_layer_uri(uri: str, provider: str = "wms", name: str = "") -> OnlineLa
         return OnlineLayer("arcgis", v["url"].rstrip("/"), name, layers=v.get("layer", ""),
                            image_format=v.get("format", "PNG32"), crs=v.get("crs", "EPSG:3857"),
                            username=v.get("username", ""), password=v.get("password", ""),
-                           referer=v.get("referer", ""), extra={k: v[k] for k in ("authcfg",) if v.get(k)})
+                           referer=v.get("referer", "") or v.get("http-header:referer", ""), headers=_headers(v),
+                           authcfg=v.get("authcfg", ""))
     if provider != "wms":
         raise InputDataError(f"Layer '{name or uri}' comes from the '{provider}' provider, which these tools cannot "
                              "read online: save it as a GeoTIFF first")
@@ -117,9 +134,8 @@ def parse_layer_uri(uri: str, provider: str = "wms", name: str = "") -> OnlineLa
     if not url:
         raise InputDataError(f"The online layer '{name or uri}' has no url")
     common = {"name": name, "username": v.get("username", ""), "password": v.get("password", ""),
-              "referer": v.get("referer", "") or v.get("http-header:referer", ""),
-              "extra": {k: val for k, val in v.items() if k == "authcfg" and val or k.startswith("http-header:")
-                        and k != "http-header:referer"}}
+              "referer": v.get("referer", "") or v.get("http-header:referer", ""), "headers": _headers(v),
+              "authcfg": v.get("authcfg", "")}
     if v.get("type") == "xyz":
         return OnlineLayer("xyz", url, zmin=int(v.get("zmin") or 0), zmax=int(v.get("zmax") or 22), **common)
     service = "wmts" if v.get("tileMatrixSet") else "wms"
@@ -212,22 +228,45 @@ def tile_cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "dltools" / "tiles"
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def http_request_options(layer: OnlineLayer) -> dict[str, str]:
+    """GDAL configuration options for the layer's requests: basic authentication (``GDAL_HTTP_USERPWD``) and its
+    custom headers (``GDAL_HTTP_HEADERS``, GDAL >= 3.6); a clear refusal for what cannot be sent."""
+    what = f"The online layer '{layer.name or layer.url}'"
+    if layer.authcfg:
+        raise InputDataError(f"{what} uses the QGIS authentication configuration {layer.authcfg}, which only QGIS "
+                             "can read: run the tool from QGIS (or qgis_process), or give a user name and password")
+    options: dict[str, str] = {}
+    if layer.username or layer.password:
+        options["GDAL_HTTP_USERPWD"] = f"{layer.username}:{layer.password}"
+        options["GDAL_HTTP_AUTH"] = "BASIC"
+    for name, value in layer.headers.items():
+        if not _TOKEN.fullmatch(name) or any(c in value for c in '"\\\r\n'):
+            raise InputDataError(f"{what} has the HTTP header '{name}', whose name or value GDAL cannot send (a "
+                                 "quote, backslash or line break): change it in the layer's connection")
+    if layer.headers:
+        if int(gdal.VersionInfo()) < 3060000:
+            raise InputDataError(f"{what} sends the HTTP header(s) {', '.join(sorted(layer.headers))}, which needs "
+                                 f"GDAL 3.6 or later (this is {gdal.__version__}); save the layer as a GeoTIFF first")
+        options["GDAL_HTTP_HEADERS"] = ",".join(f'"{k}: {v}"' for k, v in layer.headers.items())
+    return options
+
+
 def _network_elements(layer: OnlineLayer, cache: Path, timeout: int) -> str:
-    refused = sorted(layer.extra)
-    if refused:
-        what = "the authentication configuration " + layer.extra["authcfg"] if "authcfg" in layer.extra else \
-            "the HTTP header(s) " + ", ".join(k.split(":", 1)[1] for k in refused)
-        raise InputDataError(f"The online layer '{layer.name or layer.url}' uses {what}, which GDAL cannot send: "
-                             "use a user name and password in the layer's connection, or save the layer as a "
-                             "GeoTIFF first")
+    """The description's public network settings (credentials and headers travel apart: :func:`_described`)."""
     parts = [f"<MaxConnections>{MAX_CONNECTIONS}</MaxConnections>", f"<Timeout>{int(timeout)}</Timeout>",
              f"<UserAgent>{escape(USER_AGENT)}</UserAgent>", "<ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>",
              f"<Cache><Path>{escape(str(cache))}</Path></Cache>"]
-    if layer.username:
-        parts.append(f"<UserPwd>{escape(layer.username)}:{escape(layer.password)}</UserPwd>")
     if layer.referer:
         parts.append(f"<Referer>{escape(layer.referer)}</Referer>")
     return "".join(parts)
+
+
+def _described(layer: OnlineLayer, xml: str) -> str:
+    """``xml`` carrying the layer's credentials and headers for GDAL, outside what GDAL keeps and reports."""
+    return with_http_options(xml, http_request_options(layer))
 
 
 def xyz_description(layer: OnlineLayer, zoom: int, cache: Path, timeout: int = DEFAULT_TIMEOUT) -> str:
@@ -238,12 +277,13 @@ def xyz_description(layer: OnlineLayer, zoom: int, cache: Path, timeout: int = D
     else:
         origin = "top"
     h = repr(WEB_MERCATOR_HALF)
-    return (f'<GDAL_WMS><Service name="TMS"><ServerUrl>{escape(url)}</ServerUrl></Service>'
+    xml = (f'<GDAL_WMS><Service name="TMS"><ServerUrl>{escape(url)}</ServerUrl></Service>'
             f"<DataWindow><UpperLeftX>-{h}</UpperLeftX><UpperLeftY>{h}</UpperLeftY><LowerRightX>{h}</LowerRightX>"
             f"<LowerRightY>-{h}</LowerRightY><TileLevel>{zoom}</TileLevel><TileCountX>1</TileCountX>"
             f"<TileCountY>1</TileCountY><YOrigin>{origin}</YOrigin></DataWindow>"
             "<Projection>EPSG:3857</Projection><BlockSizeX>256</BlockSizeX><BlockSizeY>256</BlockSizeY>"
             f"<BandsCount>4</BandsCount>{_network_elements(layer, cache, timeout)}</GDAL_WMS>")
+    return _described(layer, xml)
 
 
 def window_description(layer: OnlineLayer, extent: tuple[float, float, float, float], width: int, height: int,
@@ -265,11 +305,12 @@ def window_description(layer: OnlineLayer, extent: tuple[float, float, float, fl
                    f"<SRS>{escape(layer.crs)}</SRS><ImageFormat>{escape(layer.image_format)}</ImageFormat>"
                    f"<Transparent>TRUE</Transparent><Layers>{escape(layer.layers)}</Layers>"
                    f"<Styles>{escape(layer.styles)}</Styles></Service>")
-    return (f"<GDAL_WMS>{service}<DataWindow><UpperLeftX>{xmin!r}</UpperLeftX><UpperLeftY>{ymax!r}</UpperLeftY>"
+    xml = (f"<GDAL_WMS>{service}<DataWindow><UpperLeftX>{xmin!r}</UpperLeftX><UpperLeftY>{ymax!r}</UpperLeftY>"
             f"<LowerRightX>{xmax!r}</LowerRightX><LowerRightY>{ymin!r}</LowerRightY><SizeX>{width}</SizeX>"
             f"<SizeY>{height}</SizeY></DataWindow><Projection>{escape(layer.crs)}</Projection>"
             "<BlockSizeX>512</BlockSizeX><BlockSizeY>512</BlockSizeY><BandsCount>4</BandsCount>"
             f"{_network_elements(layer, cache, timeout)}</GDAL_WMS>")
+    return _described(layer, xml)
 
 
 def wmts_description(layer: OnlineLayer, zoom_level: int | None, cache: Path, timeout: int = DEFAULT_TIMEOUT) -> str:
@@ -277,11 +318,12 @@ def wmts_description(layer: OnlineLayer, zoom_level: int | None, cache: Path, ti
     url = layer.url
     if "request=getcapabilities" not in url.lower() and not url.lower().endswith(".xml"):
         url += ("&" if "?" in url else "?") + "SERVICE=WMTS&REQUEST=GetCapabilities"
-    return (f"<GDAL_WMTS><GetCapabilitiesUrl>{escape(url)}</GetCapabilitiesUrl><Layer>{escape(layer.layers)}</Layer>"
+    xml = (f"<GDAL_WMTS><GetCapabilitiesUrl>{escape(url)}</GetCapabilitiesUrl><Layer>{escape(layer.layers)}</Layer>"
             + (f"<Style>{escape(layer.styles)}</Style>" if layer.styles else "")
             + f"<TileMatrixSet>{escape(layer.tile_matrix_set)}</TileMatrixSet>"
             + (f"<ZoomLevel>{zoom_level}</ZoomLevel>" if zoom_level is not None else "")
             + f"<BandsCount>4</BandsCount>{_network_elements(layer, cache, timeout)}</GDAL_WMTS>")
+    return _described(layer, xml)
 
 
 # ------------------------------------------------------------------ the plan of a run

@@ -11,9 +11,12 @@ or a time-out (status 0) is tried again after 0.5, 1 and 2 s; any other status, 
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from ..errors import InputDataError
@@ -30,6 +33,52 @@ def is_online(path: str) -> bool:
     """Whether ``path`` is a GDAL description of a web service (GDAL WMS or WMTS XML) rather than a file."""
     text = str(path).lstrip()
     return text.startswith(("<GDAL_WMS", "<GDAL_WMTS", "WMTS:"))
+
+
+#: The element that carries a run's HTTP options (credentials, headers) inside the description: taken out before
+#: GDAL sees the description, so they never reach GDAL's messages, logs or outputs.
+_HTTP_ELEMENT = re.compile(r"<DLToolsHttp>([A-Za-z0-9_=-]*)</DLToolsHttp>")
+
+
+def with_http_options(description: str, options: dict[str, str]) -> str:
+    """``description`` carrying GDAL configuration options for its requests (``GDAL_HTTP_USERPWD``,
+    ``GDAL_HTTP_HEADERS``): they travel with it (to the run's child process and to Dask workers, which fetch their
+    own blocks) and are set, for the reading thread only, around each open and read (:func:`http_options`), so
+    QGIS's own requests in the same process never send them."""
+    if not options:
+        return description
+    blob = base64.urlsafe_b64encode(json.dumps(options, sort_keys=True).encode()).decode()
+    end = description.rindex("</")
+    return f"{description[:end]}<DLToolsHttp>{blob}</DLToolsHttp>{description[end:]}"
+
+
+def split_http_options(path: str) -> tuple[str, dict[str, str]]:
+    """(the description GDAL opens, its HTTP options) of :func:`with_http_options`' text; a file's path as it is."""
+    text = str(path)
+    found = _HTTP_ELEMENT.search(text) if is_online(text) else None
+    if found is None:
+        return text, {}
+    options = json.loads(base64.urlsafe_b64decode(found.group(1)).decode())
+    return text[:found.start()] + text[found.end():], {str(k): str(v) for k, v in options.items()}
+
+
+@contextlib.contextmanager
+def http_options(options: dict[str, str]) -> Iterator[None]:
+    """GDAL configuration ``options`` for this thread while the block runs (GDAL's WMS driver reads them in the
+    thread that opens or reads: its parallel requests run in that thread too)."""
+    if not options:
+        yield
+        return
+    from osgeo import gdal
+
+    before = {key: gdal.GetThreadLocalConfigOption(key, None) for key in options}
+    for key, value in options.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            gdal.SetThreadLocalConfigOption(key, value)
 
 
 def service_url(description: str) -> str:

@@ -21,7 +21,7 @@ from dltools.core.raster.online import (
     plan_online_raster,
     xyz_description,
 )
-from dltools.core.raster.online_reads import failed_tile, read_with_retries
+from dltools.core.raster.online_reads import failed_tile, http_options, read_with_retries, split_http_options
 from dltools.core.raster.request import RasterRequest
 
 
@@ -75,19 +75,46 @@ def test_cell_size_from_the_model_in_ground_metres_becomes_web_mercator_units():
 
 
 def test_the_description_carries_the_network_settings(tmp_path):
-    layer = parse_layer_uri("type=xyz&url=http://h/{z}/{x}/{-y}.png&username=ann&password=s3cret&referer=http://r")
+    layer = parse_layer_uri("type=xyz&url=http://h/{z}/{x}/{-y}.png&username=ann&password=s3cret&referer=http://r"
+                            "&http-header:X-Key=a,%20b")
     xml = xyz_description(layer, 12, tmp_path / "cache", timeout=7)
     for part in ("<ServerUrl>http://h/${z}/${x}/${y}.png</ServerUrl>", "<TileLevel>12</TileLevel>",
                  "<YOrigin>bottom</YOrigin>", "<BandsCount>4</BandsCount>", "<Timeout>7</Timeout>",
                  "<MaxConnections>4</MaxConnections>", "<ZeroBlockHttpCodes>204,404</ZeroBlockHttpCodes>",
-                 f"<Cache><Path>{tmp_path / 'cache'}</Path></Cache>", "<UserPwd>ann:s3cret</UserPwd>",
-                 "<Referer>http://r</Referer>", "<UserAgent>Deep Learning Tools for QGIS"):
+                 f"<Cache><Path>{tmp_path / 'cache'}</Path></Cache>", "<Referer>http://r</Referer>",
+                 "<UserAgent>Deep Learning Tools for QGIS"):
         assert part in xml
+    # the credentials and headers travel beside what GDAL sees: never in its description, its messages or a log
+    gdal_text, options = split_http_options(xml)
+    assert "s3cret" not in xml and "s3cret" not in gdal_text and "DLToolsHttp" not in gdal_text
+    assert gdal_text.startswith("<GDAL_WMS>") and gdal_text.endswith("</GDAL_WMS>")
+    assert options == {"GDAL_HTTP_USERPWD": "ann:s3cret", "GDAL_HTTP_AUTH": "BASIC",
+                       "GDAL_HTTP_HEADERS": '"X-Key: a, b"'}
+    assert "s3cret" not in repr(layer) and split_http_options("/data/a.tif") == ("/data/a.tif", {})
+
+
+def test_http_options_are_set_for_the_reading_thread_only():
+    from osgeo import gdal
+
+    seen = {}
+
+    def other_thread():
+        seen["other"] = gdal.GetConfigOption("GDAL_HTTP_USERPWD")
+
+    with http_options({"GDAL_HTTP_USERPWD": "ann:pw"}):
+        assert gdal.GetConfigOption("GDAL_HTTP_USERPWD") == "ann:pw"
+        import threading
+
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+    assert seen == {"other": None} and gdal.GetConfigOption("GDAL_HTTP_USERPWD") is None
 
 
 @pytest.mark.parametrize("uri,named", [("type=xyz&url=http://h/{z}/{x}/{y}.png&authcfg=ab12cd3",
-                                        "authentication configuration ab12cd3"),
-                                       ("type=xyz&url=http://h/{z}/{x}/{y}.png&http-header:X-Key=1", "X-Key")])
+                                        "QGIS authentication configuration ab12cd3, which only QGIS can read"),
+                                       ("type=xyz&url=http://h/{z}/{x}/{y}.png&http-header:X-Key=a%22b",
+                                        "HTTP header 'X-Key'")])
 def test_what_gdal_cannot_send_is_refused_by_name(tmp_path, uri, named):
     with pytest.raises(InputDataError, match=named):
         xyz_description(parse_layer_uri(uri, "wms", "basemap"), 10, tmp_path)
@@ -192,3 +219,22 @@ def test_a_cell_size_rounded_to_6_decimals_is_the_zoom_levels_pixel_size(tmp_pat
         _, planned = plan_online_raster(layer, md, RasterRequest(extent=(0.0, 0.0, 100.0, 100.0), cell_size=typed),
                                         RecordingProgress(), tmp_path)
         assert planned.cell_size == want
+
+
+def test_a_wmts_behind_a_required_header(served, tmp_path):
+    """The capabilities document and the tiles both need the header: GDAL's WMTS driver sends it for both."""
+    server = served["server"]
+    server.required_header = ("X-Api-Key", "k-123")
+    try:
+        base = f"crs=EPSG:3857&format=image/png&layers=ortho&styles=default&tileMatrixSet=mercator&url={server.url}"
+        layer = parse_layer_uri(f"{base}/wmts/WMTSCapabilities.xml&http-header:X-Api-Key=k-123", "wms", "ortho")
+        before = len(server.requests)
+        ref, got, _ = _classify_both(served, layer, tmp_path)
+        assert (ref == got).all()
+        asked = server.headers[before:]
+        assert len(asked) > 4 and all(h.get("X-Api-Key") == "k-123" for h in asked)
+        without = parse_layer_uri(f"{base}/wmts/WMTSCapabilities.xml", "wms", "ortho")
+        with pytest.raises(InputDataError, match=r"Cannot open raster 'http://127\.0\.0\.1:\d+/wmts/WMTSCapabilities"):
+            _classify_both(served, without, tmp_path)
+    finally:
+        server.required_header = None
