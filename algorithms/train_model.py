@@ -88,7 +88,7 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
         self.add_param(
             QgsProcessingParameterEnum(self.BACKBONE, self.tr("Backbone model"), options=BACKBONES, defaultValue=1),
             "The ResNet the network is built on: UnetClassifier and FeatureClassifier take resnet18/34/50, DeepLab "
-            "resnet101, FasterRCNN and MaskRCNN resnet50/101/152.")
+            "resnet101, FasterRCNN and MaskRCNN resnet18/34 (one feature map, the fastest) and resnet50/101/152 (FPN).")
         self.add_param(
             QgsProcessingParameterNumber(self.MAX_EPOCHS, self.tr("Max epochs"), QgsProcessingParameterNumber.Integer,
                                          defaultValue=20, minValue=1),

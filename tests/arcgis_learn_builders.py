@@ -179,6 +179,8 @@ def reference_rcnn(name: str, backbone: str, n_classes: int, chip: int, seed: in
     if backbone == "resnet50":
         factory = det.maskrcnn_resnet50_fpn if name == "MaskRCNN" else det.fasterrcnn_resnet50_fpn
         model = factory(weights=None, weights_backbone=None, **kw)
+    elif backbone in ("resnet18", "resnet34"):
+        model = _small_rcnn(name, backbone, in_channels, kw)
     else:
         from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
@@ -187,9 +189,45 @@ def reference_rcnn(name: str, backbone: str, n_classes: int, chip: int, seed: in
     model.roi_heads.box_predictor = FastRCNNPredictor(1024, n_classes + 1)
     if name == "MaskRCNN":
         model.roi_heads.mask_predictor = MaskRCNNPredictor(256, 256, n_classes + 1)
-    if in_channels != 3:
+    if in_channels != 3 and hasattr(model.backbone, "body"):
         model.backbone.body.conv1 = torch.nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     return randomise(model, seed)
+
+
+def _unchecked_grid_anchors(generator, grid_sizes, strides):  # noqa: ANN001, ANN202
+    """torchvision's ``AnchorGenerator.grid_anchors`` without its check that there are as many anchor levels as
+    feature maps: the patch arcgis.learn applies to its resnet18/34 R-CNNs (zip keeps the first level's anchors)."""
+    import torch
+
+    out = []
+    for (rows, cols), (step_y, step_x), base in zip(grid_sizes, strides, generator.cell_anchors):
+        ys = torch.arange(0, rows, dtype=torch.float32, device=base.device) * step_y
+        xs = torch.arange(0, cols, dtype=torch.float32, device=base.device) * step_x
+        shift_y, shift_x = torch.meshgrid(ys, xs, indexing="ij")
+        shifts = torch.stack((shift_x.reshape(-1), shift_y.reshape(-1), shift_x.reshape(-1), shift_y.reshape(-1)), 1)
+        out.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
+    return out
+
+
+def _small_rcnn(name: str, backbone: str, in_channels: int, kw: dict[str, Any]):  # noqa: ANN202
+    """arcgis.learn's resnet18/34 R-CNN: fastai's ``create_body`` (the ResNet's children but pooling and fc, in a
+    Sequential) with ``out_channels`` 512, torchvision's default (five-level) anchor generator with the patched
+    ``grid_anchors``."""
+    import types
+
+    import torch
+    import torchvision
+
+    resnet = getattr(torchvision.models, backbone)(weights=None)
+    if in_channels != 3:
+        resnet.conv1 = torch.nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    body = torch.nn.Sequential(*list(resnet.children())[:-2])
+    body.out_channels = 512
+    det = torchvision.models.detection
+    model = (det.MaskRCNN if name == "MaskRCNN" else det.FasterRCNN)(body, 91, **kw)
+    generator = model.rpn.anchor_generator
+    generator.grid_anchors = types.MethodType(_unchecked_grid_anchors, generator)
+    return model
 
 
 def reference_ssd(backbone: str, n_classes: int, chip: int, emd: dict, seed: int = 0):  # noqa: ANN201

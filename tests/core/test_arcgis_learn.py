@@ -454,12 +454,9 @@ REFUSALS = [
      "arcgis.learn FeatureClassifier with backbone 'vit_b_16' cannot be run: timm, Hugging Face and transformer"),
     ({"ModelName": "MaskRCNN", "ModelParameters": {"backbone": "resnet50", "pointrend": True}},
      "arcgis.learn MaskRCNN with pointrend true cannot be run: the PointRend mask head is not rebuilt"),
-    ({"ModelName": "MaskRCNN", "ModelParameters": {"backbone": "resnet34"}},
-     "arcgis.learn MaskRCNN with backbone 'resnet34' cannot be run (arcgis.learn builds those on a non-FPN body with "
-     "a patched anchor generator, which is not rebuilt here): this plugin rebuilds MaskRCNN on resnet50, resnet101, "
-     "resnet152."),
-    ({"ModelName": "FasterRCNN", "ModelParameters": {"backbone": "resnet18"}},
-     "arcgis.learn FasterRCNN with backbone 'resnet18' cannot be run (arcgis.learn builds those on a non-FPN body"),
+    ({"ModelName": "MaskRCNN", "ModelParameters": {"backbone": "resnet101d"}},
+     "arcgis.learn MaskRCNN with backbone 'resnet101d' cannot be run: this plugin rebuilds MaskRCNN on resnet18, "
+     "resnet34, resnet50, resnet101, resnet152."),
     ({"ModelName": "MMDetection", "ModelParameters": {"backbone": "cascade_rcnn"}},
      "arcgis.learn model 'MMDetection' cannot be run: it is built by MMDetection, which needs mmcv"),
     ({"ModelName": "MMSegmentation", "ModelParameters": {"backbone": "deeplabv3"}},
@@ -610,8 +607,10 @@ def test_retinanet_through_detect_objects_names_classes_by_position(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ every family, defaults
-TORCHVISION_CASES = [("MaskRCNN", "resnet50"), ("MaskRCNN", "resnet101"), ("MaskRCNN", "resnet152"),
-                     ("FasterRCNN", "resnet50"), ("FasterRCNN", "resnet101"), ("FasterRCNN", "resnet152")]
+TORCHVISION_CASES = [("MaskRCNN", "resnet18"), ("MaskRCNN", "resnet34"), ("MaskRCNN", "resnet50"),
+                     ("MaskRCNN", "resnet101"), ("MaskRCNN", "resnet152"), ("FasterRCNN", "resnet18"),
+                     ("FasterRCNN", "resnet34"), ("FasterRCNN", "resnet50"), ("FasterRCNN", "resnet101"),
+                     ("FasterRCNN", "resnet152")]
 
 
 @pytest.mark.parametrize("name, backbone", TORCHVISION_CASES)
@@ -625,6 +624,51 @@ def test_every_rcnn_backbone_takes_the_reference_weights_strictly(name, backbone
     reference = reference_rcnn(name, backbone, 3, 64, seed=13)
     mine = build_module(resolve_family(emd), emd, torchvision)
     load_strict(mine, reference.state_dict(), name, "weights.pth")  # raises naming the first differing key
+
+
+#: arcgis.learn's resnet18/34 R-CNN keys: fastai's numbered body (conv1 0, bn1 1, layer1..4 4..7), one-map RPN head
+SMALL_RCNN_KEYS = {"backbone.0.weight": (64, 3, 7, 7), "backbone.1.running_var": (64,),
+                   "backbone.4.0.conv1.weight": (64, 64, 3, 3), "backbone.7.1.bn2.bias": (512,),
+                   "rpn.head.conv.0.0.weight": (512, 512, 3, 3), "rpn.head.cls_logits.weight": (3, 512, 1, 1),
+                   "rpn.head.bbox_pred.weight": (12, 512, 1, 1), "roi_heads.box_head.fc6.weight": (1024, 512 * 7 * 7),
+                   "roi_heads.box_predictor.cls_score.weight": (3, 1024)}
+
+
+@pytest.mark.parametrize("name", ["FasterRCNN", "MaskRCNN"])
+def test_resnet18_rcnn_has_arcgis_learn_keys_and_its_patched_anchors(name):
+    """The rebuilt one-map R-CNN gives the proposals and detections of arcgis.learn's (default anchor generator with
+    its grid_anchors patched), weights loaded strictly: same keys, same anchors (3 of 32 pixels per cell)."""
+    from collections import OrderedDict
+
+    import torchvision
+    from dltools.core.backends.arcgis_learn.families import resolve_family
+    from dltools.core.backends.arcgis_learn.network import build_module
+    from dltools.core.backends.arcgis_learn.weights import load_strict
+
+    emd = arcgis_emd(name, "resnet18", 2, 64, model_type="ObjectDetection", config="x")
+    family = resolve_family(emd)
+    assert family.title == f"arcgis.learn {name}, resnet18 (one feature map, no FPN), rebuilt with torchvision"
+    reference = reference_rcnn(name, "resnet18", 2, 64, seed=21)
+    mine = build_module(family, emd, torchvision)
+    load_strict(mine, reference.state_dict(), name, "weights.pth")
+    own = mine.state_dict()
+    assert {k: tuple(own[k].shape) for k in SMALL_RCNN_KEYS} == SMALL_RCNN_KEYS
+    assert not any(k.startswith("backbone.body") or k.startswith("backbone.fpn") for k in own)
+    x = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        found = []
+        for net in (reference, mine):
+            net.roi_heads.score_thresh = 0.0
+            images, _ = net.transform(x)
+            features = net.backbone(images.tensors)
+            proposals, _ = net.rpn(images, OrderedDict([("0", features)]))
+            found.append((net.rpn.anchor_generator(images, [features])[0], proposals[0], net(x)[0]))
+    assert images.tensors.shape[-1] == 96 and found[1][0].shape == (27, 4)  # 3 x 3 cells of stride 32, 3 anchors
+    assert torch.equal(found[1][0][1], torch.tensor([-16.0, -16.0, 16.0, 16.0]))  # 32 pixels, ratio 1, cell (0, 0)
+    assert torch.equal(found[0][0], found[1][0]) and torch.equal(found[0][1], found[1][1])
+    assert found[1][2]["boxes"].shape[0] > 0
+    for key, value in found[0][2].items():
+        assert torch.equal(value, found[1][2][key]), key
 
 
 # UnetClassifier resnet50 (its middle convs alone hold 150 M weights) is left to scripts/check_against_fastai1.py

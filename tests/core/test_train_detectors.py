@@ -107,8 +107,9 @@ def test_ap_table_from_the_shared_matching():
 
 
 def test_refusals(voc, tmp_path):
-    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet18", max_epochs=1, batch_size=2)
-    with pytest.raises(ArgumentError, match="resnet50, resnet101, resnet152"):
+    settings = TrainSettings(model_type="FasterRCNN", backbone="resnet200", max_epochs=1, batch_size=2)
+    with pytest.raises(ArgumentError, match="BACKBONE resnet200: FasterRCNN is trained on the backbones its inference "
+                                            "rebuilds \\(resnet18, resnet34, resnet50, resnet101, resnet152\\)"):
         train_model(TrainRequest(str(voc), str(tmp_path / "a"), settings, device=CPU), RecordingProgress())
     settings = TrainSettings(model_type="UnetClassifier", backbone="resnet18", max_epochs=1, batch_size=2)
     with pytest.raises(InputDataError, match="PASCAL_VOC_rectangles"):

@@ -51,10 +51,13 @@ class Family:
         return ", ".join(f"{k} {v}" for k, v in self.defaults.items())
 
 
+#: R-CNN backbones: resnet18/34 without FPN (one feature map), resnet50/101/152 with FPN
+_RCNN_BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
 #: ModelName -> (task, allowed backbones, default backbone, how the title names the backbone)
 _SUPPORTED: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "MaskRCNN": ("detection", ("resnet50", "resnet101", "resnet152"), "resnet50", "{b} FPN, rebuilt with torchvision"),
-    "FasterRCNN": ("detection", ("resnet50", "resnet101", "resnet152"), "resnet50", "{b} FPN, rebuilt with torchvision"),
+    "MaskRCNN": ("detection", _RCNN_BACKBONES, "resnet50", "{b}{fpn}, rebuilt with torchvision"),
+    "FasterRCNN": ("detection", _RCNN_BACKBONES, "resnet50", "{b}{fpn}, rebuilt with torchvision"),
     "DeepLab": ("pixels", ("resnet101",), "resnet101", "{b} DeepLabV3, rebuilt with torchvision"),
     "UnetClassifier": ("pixels", ("resnet18", "resnet34", "resnet50"), "resnet34",
                        "{b} fastai-v1 DynamicUnet, rebuilt with torchvision and the plugin's fastai-v1 modules"),
@@ -178,12 +181,8 @@ def resolve_family(data: dict[str, Any]) -> Family:
             f"arcgis.learn {name} with pointrend true cannot be run: the PointRend mask head is not rebuilt by this "
             f"plugin (MaskRCNN without pointrend is). To run it, {EXPORT_HINT}")
     if backbone not in allowed:
-        why = ""
-        if name in ("MaskRCNN", "FasterRCNN") and backbone in ("resnet18", "resnet34"):
-            why = (" (arcgis.learn builds those on a non-FPN body with a patched anchor generator, which is not "
-                   "rebuilt here)")
         raise ModelDefinitionError(
-            f"arcgis.learn {name} with backbone '{written}' cannot be run{why}: this plugin rebuilds {name} on "
+            f"arcgis.learn {name} with backbone '{written}' cannot be run: this plugin rebuilds {name} on "
             f"{', '.join(allowed)}. To run it, {EXPORT_HINT}")
     model_type = data.get("ModelType")
     if isinstance(model_type, str) and model_type not in _MODEL_TYPES[task]:
@@ -202,7 +201,8 @@ def resolve_family(data: dict[str, Any]) -> Family:
         defaults["threshold"] = data["Threshold"]
     return Family(
         model_name=name, backbone=backbone, task=task,
-        title=f"arcgis.learn {name}, " + title_pattern.format(b=backbone),
+        title=f"arcgis.learn {name}, " + title_pattern.format(
+            b=backbone, fpn=" (one feature map, no FPN)" if backbone in ("resnet18", "resnet34") else " FPN"),
         num_classes=len(classes), in_channels=in_channels,
         needs_torchvision=True,
         input_rule="rcnn" if name in ("MaskRCNN", "FasterRCNN") else "arcgis",

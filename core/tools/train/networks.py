@@ -38,7 +38,8 @@ def backbone_body(module, model_type: str):  # noqa: ANN001, ANN201
         return module[0], True
     if model_type == "DeepLab":
         return module.backbone, False
-    return module.backbone.body, False  # MaskRCNN, FasterRCNN
+    body = getattr(module.backbone, "body", None)  # MaskRCNN, FasterRCNN: FPN body, or resnet18/34's create_body
+    return (module.backbone, True) if body is None else (body, False)
 
 
 def _body_state(state: dict[str, Any], numbered: bool) -> dict[str, Any]:

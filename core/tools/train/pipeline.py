@@ -161,8 +161,7 @@ def _check_detector_backbone(model_type: str, backbone: str) -> None:
     allowed = supported_backbones(model_type)
     if backbone not in allowed:
         raise ArgumentError(f"BACKBONE {backbone}: {model_type} is trained on the backbones its inference rebuilds "
-                            f"({', '.join(allowed)}; arcgis.learn builds resnet18/34 R-CNNs on a patched, non-FPN "
-                            "body that this plugin does not rebuild)")
+                            f"({', '.join(allowed)})")
 
 
 def _fine_tune(module, model: str, model_type: str, torch, progress: Progress) -> None:  # noqa: ANN001
