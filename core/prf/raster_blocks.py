@@ -37,7 +37,7 @@ from ..engine.cluster import run_jobs
 from ..engine.normalize import Normaliser, build_normaliser
 from ..engine.pixel_outputs import write_outputs
 from ..engine.pixels import PixelBlock, PixelRunResult, PixelSink
-from ..engine.tile_reader import TileReader
+from ..engine.tile_reader import TileReader, log_mask
 from ..errors import ArgumentError
 from ..model.definition import ModelDefinition
 from ..progress import NullProgress, Progress
@@ -220,7 +220,10 @@ class FunctionBlockTask:
     parts: list[InputPart]
 
     def units(self, job: BlockJob) -> int:
-        return job.chip_count
+        """The chips the function is called on (with a mask: those that touch it)."""
+        if self.reader.mask is None:
+            return job.chip_count
+        return len(self.reader.needed(range(*job.rows), range(*job.cols)))
 
     def load(self, job: BlockJob):
         rows, cols = range(*job.rows), range(*job.cols)
@@ -319,7 +322,9 @@ class FunctionPixelTask(FunctionBlockTask):
             ok[y - jy:y - jy + h, x - jx:x - jx + w] = keep[sy:sy + h, sx:sx + w]
 
     def finish(self, acc: tuple[BlockJob, np.ndarray, np.ndarray]) -> PixelBlock:
-        _, pixels, ok = acc
+        job, pixels, ok = acc
+        if self.reader.mask is not None:  # NoData outside the polygons (the skipped chips are NoData already)
+            ok &= self.reader.mask.pixels(*job.window)
         pixels[:, ~ok] = self.nodata
         counts: dict[int, int] = {}
         if self.count_values:
@@ -331,14 +336,17 @@ class FunctionPixelTask(FunctionBlockTask):
 def run_function_raster(open_source: Callable[[list[int] | None], Any], md: ModelDefinition,
                         prf: PythonRasterFunction, arguments: str | dict | None, output: str,
                         progress: Progress | None = None, scheduler: str = "", retries: int = 2,
-                        device: Any = None) -> PixelRunResult:
+                        device: Any = None, mask: Any = None) -> PixelRunResult:
     """Drive ``prf`` over the raster ``open_source(bands)`` returns (see :meth:`FunctionRun.open`) on the block
     engine, as any pixel model: its blocks go to the engine's :class:`PixelSink`, the output is written under a
     temporary name, styled (the definition's Classes, else the attribute table ``updateRasterInfo`` gave) and moved
-    onto ``output`` only on success (:func:`core.engine.pixel_outputs.write_outputs`)."""
+    onto ``output`` only on success (:func:`core.engine.pixel_outputs.write_outputs`).  With a ``mask``
+    (core.raster.mask.GridMask on the source's grid) only the chips touching it are read and given to the
+    function, and output pixels outside its polygons are NoData."""
     progress = progress or NullProgress()
     started = time.perf_counter()
     run = FunctionRun.open(prf, md, arguments, open_source, progress)
+    run.source.mask = mask
     try:
         out = run.output_info()
         classes = list(md.classes) or classes_from_rat(out.info.get("rasterAttributeTable"))
@@ -361,6 +369,7 @@ def _write(run: FunctionRun, out: FunctionOutput, md: ModelDefinition, output: s
                              out_dtype=out.dtype.name, nodata=out.nodata, pixel_type=out.info["pixelType"],
                              inherit_nodata=bool(conf.inherit & INHERIT_NODATA),
                              geotransform=tuple(grid.geotransform), crs_wkt=grid.crs_wkt, count_values=out.counted)
+    log_mask(task.reader, progress)
     in_bytes = np.dtype(task.reader.dtype).itemsize * source.band_count
     jobs = run.jobs(in_bytes + out.bands * out.dtype.itemsize + 1.0)
     progress.info(run.describe(jobs) + f", {out.bands} band(s) of '{out.info['pixelType']}' out"
@@ -412,16 +421,17 @@ class _PartView:
 
 def custom_classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None,
                            grid: Any, device: Any, progress: Progress, allowed: bool, scheduler: str = "",
-                           retries: int = 2) -> PixelRunResult:
-    """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``)."""
+                           retries: int = 2, mask: Any = None) -> PixelRunResult:
+    """Classify Pixels with the model's function on ``grid`` (the processing grid of ``raster``), inside ``mask``
+    (a GridMask on ``grid``) when given."""
     prf = PythonRasterFunction(md, allowed, device, progress)
     return run_function_raster(raster_bands(raster, md, prf.shown, prf.rasters()[0], grid), md, prf, arguments,
-                               output, progress, scheduler, retries, device)
+                               output, progress, scheduler, retries, device, mask)
 
 
 def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[int]], Any], md: ModelDefinition,
                          output: str, arguments: str | dict | None, device: Any, progress: Progress,
-                         allowed: bool, scheduler: str = "", retries: int = 2) -> PixelRunResult:
+                         allowed: bool, scheduler: str = "", retries: int = 2, mask: Any = None) -> PixelRunResult:
     """Detect Change with the model's function: the two dates fill its first two raster parameters, or its one
     raster parameter holds the from-bands then the to-bands (:func:`.sources.stacked_dates`).
 
@@ -431,4 +441,4 @@ def custom_detect_change(sources: list[Any], stack: Callable[[list[Any], list[in
     rasters = prf.rasters()
     prf.tool_inputs = min(2, len(rasters))
     return run_function_raster(stacked_dates(sources, stack, md, prf.shown, rasters), md, prf, arguments, output,
-                               progress, scheduler, retries, device)
+                               progress, scheduler, retries, device, mask)

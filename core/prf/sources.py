@@ -45,6 +45,9 @@ class FunctionSource:
         self.dtype = source.dtype
         self.band_count = len(range_bands)
         self.has_mask = bool(getattr(source, "has_mask", True))
+        #: the run's processing mask (core.raster.mask.GridMask) or None: the shared TileReader reads and hands
+        #: the function only the chips that touch it
+        self.mask = None
         self._closers = closers
 
     def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:

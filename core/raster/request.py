@@ -58,10 +58,3 @@ def processing_grid(path: str, request: RasterRequest | None) -> tuple[RasterGri
         extent, extent_crs = request.mask.bounds_in(native.crs_wkt), native.crs_wkt
     grid = grid_for_request(native, extent, request.cell_size, extent_crs)
     return native, grid
-
-
-def refuse_mask(request: RasterRequest | None) -> None:
-    """A model run by its own Python function reads its own tiles: a mask cannot skip them, so it is refused."""
-    if request is not None and request.mask is not None:
-        raise InputDataError("MASK is not supported for a model run by its own Python function (InferenceFunction): "
-                             "leave MASK empty, or clip the raster to the polygons first")

@@ -185,3 +185,108 @@ def test_empty_or_disjoint_mask_is_refused(case, tmp_path, wkbs, message):
         classify_pixels(str(case["raster"]), md, str(out), "padding 2",
                         request=RasterRequest(extent=extent, mask=ProcessingMask(wkbs, utm(), "fields")))
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ a model's own Python function (Esri raster function)
+def _function(tmp_path, name: str, source: str, **kwargs):
+    import prf_functions as prf
+
+    return load_model_definition(str(prf.write_function(tmp_path / "model", name, source, **kwargs)))
+
+
+@pytest.mark.parametrize("scheduler", ["", "local:1"])
+def test_a_models_own_function_with_a_mask_exact_pixels_and_skipped_tiles(case, tmp_path, monkeypatch, scheduler):
+    """The neighbour classifier (class 2 where the right-hand neighbour's band 2 is above 5, else 1; mirrored past
+    the last column): inside the triangle exactly that, outside NoData, and only tiles touching it read and run
+    (in-process: every window read is counted; on a local Dask cluster the worker reads, the pixels are the same)."""
+    import prf_functions as prf
+
+    if scheduler:
+        pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+
+    md = _function(tmp_path, "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    ds = gdal_io.open_raster(str(case["raster"]))
+    band = ds.GetRasterBand(2).ReadAsArray().astype(float)
+    native = gdal_io.dataset_grid(ds)
+    ds = None
+    right = np.concatenate([band[:, 1:], band[:, -2:-1]], axis=1)
+    expected = np.where(right > 5, 2, 1)
+    reads: list[tuple[int, int, int, int]] = []
+    original = gdal_io.RasterSource.read
+
+    def recording(self, x, y, w, h, dtype=None):
+        reads.append((x, y, w, h))
+        return original(self, x, y, w, h, dtype)
+
+    monkeypatch.setattr(gdal_io.RasterSource, "read", recording)
+    extent = (ORIGIN[0], ORIGIN[1] - H, ORIGIN[0] + W, ORIGIN[1])
+    mask = ProcessingMask([polygon_wkb(TRIANGLE)], utm(), "triangle")
+    progress = RecordingProgress()
+    out = tmp_path / "masked.tif"
+    result = classify_pixels(str(case["raster"]), md, str(out), "threshold 5", progress=progress,
+                             request=RasterRequest(extent=extent, mask=mask), allow_custom_code=True,
+                             scheduler=scheduler, retries=0)
+    got = read_raster(out)
+    inside = centres_inside(polygon_wkb(TRIANGLE), utm(), W, H, (ORIGIN[0], 1.0, 0, ORIGIN[1], 0, -1.0))
+    assert np.array_equal(got[inside], expected[inside])
+    assert result.nodata is not None and (got[~inside] == result.nodata).all()
+    line = next(x for x in progress.infos if x.startswith("MASK 'triangle'"))
+    needed, total = int(line.split()[2]), int(line.split()[4])
+    assert 0 < needed < total
+    if scheduler:
+        return
+    # every window read is a run of chips that touch the triangle
+    grid = mask.on_grid(native)
+    assert reads and all(grid.touches(x, y, w, h) for x, y, w, h in reads)
+    assert sum(w * h for _, _, w, h in reads) < W * H
+
+
+def test_a_models_own_change_function_with_a_mask(case, tmp_path):
+    import prf_functions as prf
+    from builders import write_raster
+
+    rng = np.random.default_rng(3)
+    before, after = (rng.integers(0, 100, (2, H, W)).astype(np.uint8) for _ in range(2))
+    r1 = write_raster(tmp_path / "before.tif", before, origin=ORIGIN)
+    r2 = write_raster(tmp_path / "after.tif", after, origin=ORIGIN)
+    md = _function(tmp_path, "Growth", prf.CHANGE_FUNCTION,
+                   classes=((0, "no change", (0, 0, 0)), (1, "growth", (0, 255, 0))))
+    out = tmp_path / "change.tif"
+    extent = (ORIGIN[0], ORIGIN[1] - H, ORIGIN[0] + W, ORIGIN[1])
+    result = detect_change(str(r1), str(r2), md, str(out), "margin 5", allow_custom_code=True,
+                           request=RasterRequest(extent=extent, mask=ProcessingMask([polygon_wkb(TRIANGLE)], utm())))
+    inside = centres_inside(polygon_wkb(TRIANGLE), utm(), W, H, (ORIGIN[0], 1.0, 0, ORIGIN[1], 0, -1.0))
+    expected = (after[0].astype(int) > before[0].astype(int) + 5).astype(np.uint8)
+    got = read_raster(out)
+    assert np.array_equal(got[inside], expected[inside]) and (got[~inside] == result.nodata).all()
+
+
+def test_a_models_own_detector_with_a_mask_drops_objects_centred_outside(tmp_path):
+    """The spot detector (a one-pixel box around each 255 of band 1): spots whose centre lies in the polygon are
+    kept, the others dropped, whether their tile ran or not."""
+    import prf_functions as prf
+    from builders import write_raster
+
+    image = np.zeros((2, H, W), np.uint8)
+    spots = [(12, 8), (30, 15), (20, 30), (70, 10), (80, 60), (5, 65)]  # (x, y)
+    for x, y in spots:
+        image[0, y, x] = 255
+    raster = write_raster(tmp_path / "spots.tif", image, origin=ORIGIN)
+    md = _function(tmp_path, "SpotDetector", prf.DETECTOR, model_type="ObjectDetection",
+                   classes=((1, "spot", (255, 0, 0)), (2, "big spot", (0, 255, 0))))
+    extent = (ORIGIN[0], ORIGIN[1] - H, ORIGIN[0] + W, ORIGIN[1])
+    progress = RecordingProgress()
+    result = detect_objects(str(raster), md, "", progress=progress, allow_custom_code=True,
+                            request=RasterRequest(extent=extent, mask=ProcessingMask([polygon_wkb(TRIANGLE)],
+                                                                                     utm(), "triangle")))
+    tri = ogr.CreateGeometryFromWkb(polygon_wkb(TRIANGLE))
+    point = ogr.Geometry(ogr.wkbPoint)
+    kept = []
+    for x, y in spots:
+        point.SetPoint_2D(0, ORIGIN[0] + x + 0.5, ORIGIN[1] - y - 0.5)
+        if tri.Contains(point):
+            kept.append((ORIGIN[0] + x, ORIGIN[0] + x + 1, ORIGIN[1] - y - 1, ORIGIN[1] - y))
+    assert 0 < len(kept) < len(spots)
+    boxes = sorted(ogr.CreateGeometryFromWkb(o.wkb).GetEnvelope() for o in result.objects)
+    assert boxes == sorted(kept)
+    assert any(line.startswith("MASK 'triangle'") and "tiles are skipped" in line for line in progress.infos)

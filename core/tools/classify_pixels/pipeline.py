@@ -15,7 +15,7 @@ from ...errors import InputDataError, OutputError
 from ...model.definition import ModelDefinition
 from ...prf.choice import model_to_run
 from ...progress import NullProgress, Progress
-from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
+from ...raster.request import BandSource, RasterRequest, processing_grid
 
 
 def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: str | dict | None = None,
@@ -39,14 +39,13 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
     if md.custom_function:
         from ...prf.raster_blocks import custom_classify_pixels
 
-        refuse_mask(request)
-
         if probabilities_output:
             raise InputDataError("A model run by its own Python function writes no class probabilities: leave that "
                                  "output empty")
         _, grid = processing_grid(raster, request)
         return custom_classify_pixels(raster, md, output, arguments, grid, device or DeviceRequest(), progress,
-                                      allow_custom_code, scheduler, retries)
+                                      allow_custom_code, scheduler, retries,
+                                      request.grid_mask(grid) if request is not None else None)
     args = resolve_arguments(md, "classify_pixels", arguments, progress)
     device = device or DeviceRequest()
     device.threads = int(args.get("threads") or device.threads or 0)

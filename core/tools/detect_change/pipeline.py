@@ -38,7 +38,7 @@ from ...raster.gdal_io import (
     same_crs,
 )
 from ...raster.mask import GridMask
-from ...raster.request import RasterRequest, processing_grid, refuse_mask
+from ...raster.request import RasterRequest, processing_grid
 
 
 class StackedSource:
@@ -131,7 +131,6 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
     md = model_to_run(md, allow_custom_code, progress)
     if md.custom_function:
         PythonRasterFunction.refuse_unless(md, allow_custom_code)
-        refuse_mask(request)
         args: dict = {}
     else:
         args = resolve_arguments(md, "detect_change", arguments, progress)
@@ -173,7 +172,8 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
             from ...prf.raster_blocks import custom_detect_change
 
             return custom_detect_change([src_from, src_to], StackedSource, md, output, arguments, device, progress,
-                                        allow_custom_code, scheduler, retries)
+                                        allow_custom_code, scheduler, retries,
+                                        request.grid_mask(grid) if request is not None else None)
         total = n_from + n_to
         if md.extract_band_names:
             raise InputDataError("ExtractBands by band name is not supported for change detection: use indexes "

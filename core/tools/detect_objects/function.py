@@ -29,6 +29,7 @@ from osgeo import ogr
 from ...detection.nms import suppress_for_tool
 from ...engine.blocks import BlockJob, ResultSink
 from ...engine.cluster import run_jobs
+from ...engine.tile_reader import log_mask
 from ...model.definition import ClassInfo, ModelDefinition
 from ...prf.features import feature_attributes, feature_class, feature_confidence, given_name
 from ...prf.function_model import FunctionModel, function_model_ref
@@ -156,14 +157,30 @@ class FunctionDetectionTask(FunctionBlockTask):
         return acc
 
 
+def _inside(mask: Any, found: list[tuple], gt: tuple[float, ...], progress: Progress) -> list[tuple]:
+    """The objects whose box centre lies inside the mask's polygons (all of them without a mask), as the tool
+    keeps a model file's objects; the log says how many were dropped."""
+    if mask is None or not found:
+        return found
+    boxes = np.array([ogr.CreateGeometryFromWkb(wkb).GetEnvelope() for wkb, *_ in found])  # xmin, xmax, ymin, ymax
+    px = ((boxes[:, 0] + boxes[:, 1]) / 2 - gt[0]) / gt[1]  # the processing grid is north-up
+    py = ((boxes[:, 2] + boxes[:, 3]) / 2 - gt[3]) / gt[5]
+    inside = mask.contains_pixels(px, py)
+    progress.info(f"MASK '{mask.name}': {int((~inside).sum())} objects whose centre lies outside its polygons "
+                  "are dropped")
+    return [obj for obj, keep in zip(found, inside.tolist()) if keep]
+
+
 def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | None, grid: Any, device: Any,
                           progress: Progress | None, allowed: bool, run_nms: bool = False,
-                          max_overlap_ratio: float = 0.0, scheduler: str = "",
-                          retries: int = 2) -> tuple[list[tuple[bytes, str, int, float]], dict]:
+                          max_overlap_ratio: float = 0.0, scheduler: str = "", retries: int = 2,
+                          mask: Any = None) -> tuple[list[tuple[bytes, str, int, float]], dict]:
     """Detect Objects with the model's function on ``grid``, on the block engine.
 
     Returns the objects as ``(WKB in map coordinates, class name, class value, confidence 0-100)`` and the
-    run's figures, which :func:`.pipeline.detect_objects` turns into its ``DetectionResult``.
+    run's figures, which :func:`.pipeline.detect_objects` turns into its ``DetectionResult``.  With a ``mask``
+    (a GridMask on ``grid``) only the chips touching it are read and given to the function, and objects whose box
+    centre lies outside its polygons are dropped.
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
@@ -180,12 +197,14 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                          if extra_fields else " (written: Class, ClassValue, Confidence)"))
 
     run = FunctionRun.open(prf, md, arguments, raster_bands(raster, md, prf.shown, prf.rasters()[0], grid), progress)
+    run.source.mask = mask
     conf = run.conf
     model = FunctionModel(prf)
     sink = ResultSink()
     try:
         task = FunctionDetectionTask(reader=run.reader(), input_mask=conf.input_mask, parts=run.source.parts, md=md,
                                      geotransform=tuple(grid.geotransform), extra_fields=extra_fields)
+        log_mask(task.reader, progress)
         jobs = run.jobs(np.dtype(task.reader.dtype).itemsize * run.source.band_count + 1.0)
         progress.info(run.describe(jobs))
         with bounded_gdal_cache():
@@ -193,7 +212,7 @@ def custom_detect_objects(raster: str, md: ModelDefinition, arguments: str | dic
                      lambda: function_model_ref(prf, md, run.arguments, device, progress, scheduler))
     finally:
         run.source.close()
-    found = [obj for block in sink.in_order() for obj in block]
+    found = _inside(mask, [obj for block in sink.in_order() for obj in block], grid.geotransform, progress)
     listed = {k.name.lower() for k in md.classes}
     unlisted = sorted({info.name for _, info, _, _ in found if info.name.lower() not in listed})
     if unlisted:

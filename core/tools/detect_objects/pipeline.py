@@ -65,7 +65,7 @@ from ...raster.gdal_io import (
 )
 from ...raster.grid import TileGrid
 from ...raster.mask import GridMask
-from ...raster.request import BandSource, RasterRequest, processing_grid, refuse_mask
+from ...raster.request import BandSource, RasterRequest, processing_grid
 
 ogr.UseExceptions()
 
@@ -323,10 +323,10 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     if md.custom_function:
         from .function import custom_detect_objects
 
-        refuse_mask(request)
         grid = processing_grid(raster, request)[1]
         found, stats = custom_detect_objects(raster, md, arguments, grid, device or DeviceRequest(), progress,
-                                             allow_custom_code, run_nms, max_overlap_ratio, scheduler, retries)
+                                             allow_custom_code, run_nms, max_overlap_ratio, scheduler, retries,
+                                             request.grid_mask(grid) if request is not None else None)
         result = DetectionResult(objects=[DetectedObject(*o) for o in found], **stats)
         for line in result.summary_lines():
             progress.info(line)
