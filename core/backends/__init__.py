@@ -46,4 +46,8 @@ def open_backend(model_file: Path, kind: str, device: DeviceRequest | None = Non
     else:
         raise BackendError(f"No backend runs models of kind '{kind}'")
     progress.info(f"Model runs with {backend.describe()}")
+    for note in backend.notes:
+        progress.info(note)
+    for warning in backend.warnings:
+        progress.warning(warning)
     return backend

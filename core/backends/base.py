@@ -38,6 +38,9 @@ class DeviceRequest:
     kind: str = "auto"  # "auto", "cpu", "gpu"
     gpu_id: int = 0
     threads: int = 0  # 0 = all cores
+    #: the ``half_precision`` argument: float16 on a CUDA device (torch autocast; ONNX Runtime only for a model
+    #: that is float16 already); refused on the CPU (:func:`refuse_half_on_cpu`)
+    half: bool = False
 
     def __post_init__(self) -> None:
         self.kind = self.kind.lower()
@@ -45,6 +48,23 @@ class DeviceRequest:
             raise BackendError(f"Device must be Auto, CPU or GPU, not '{self.kind}'")
         if self.gpu_id < 0:
             raise BackendError(f"GPU id must be 0 or more, not {self.gpu_id}")
+
+    def take_arguments(self, args: dict) -> DeviceRequest:
+        """The run's ``threads`` and ``half_precision`` arguments, which are device settings: the argument wins
+        where given, else what the caller set stays."""
+        self.threads = int(args.get("threads") or self.threads or 0)
+        self.half = bool(args.get("half_precision")) or self.half
+        return self
+
+
+def refuse_half_on_cpu(device: DeviceRequest, runs_on: str) -> None:
+    """Half precision is a GPU setting: on the CPU it is slower than float32 (no float16 arithmetic in the cores
+    this runs on) and less exact, so asking for it there is a mistake to say, not a wish to ignore silently."""
+    if device.half and not runs_on.startswith("cuda"):
+        why = "the CPU was chosen" if device.kind == "cpu" else "no GPU is reachable here"
+        raise BackendError(f"Argument 'half_precision' asks for float16 on a GPU, but the model runs on the CPU "
+                           f"({why}), where half precision is slower and less exact: set half_precision to false, "
+                           "or run on a GPU")
 
 
 class Backend:
@@ -64,6 +84,11 @@ class Backend:
         self.provider = ""
         self.model_seconds = 0.0
         self.calls = 0
+        #: what the user should know about how the model runs (the provider that ran and why, half precision);
+        #: open_backend logs each line
+        self.notes: list[str] = []
+        #: the same for what did not happen as asked (half precision a float32 ONNX model cannot give): warnings
+        self.warnings: list[str] = []
 
     @property
     def fixed_batch(self) -> int | None:

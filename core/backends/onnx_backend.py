@@ -13,7 +13,8 @@ import numpy as np
 from ..errors import BackendError, CancelledError, DependencyMissingError, plain_reason
 from ..installer.advice import not_installed
 from ..threads import thread_count
-from .base import Backend, DeviceRequest, TensorInfo
+from .base import Backend, DeviceRequest, TensorInfo, refuse_half_on_cpu
+from .onnx_binding import IoBinder
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -39,26 +40,65 @@ def _terminate_on_cancel(options: Any, cancelled: Callable[[], bool], done: thre
             return
 
 
+def _half_note(half_already: bool) -> str:
+    """ONNX Runtime runs a graph in the types it was saved with: a float32 model is not converted on the fly (that
+    changes results in ways the model's author never checked), so half precision means a float16 model."""
+    if half_already:
+        return "half_precision: the ONNX model is float16 already; it runs in half precision on the GPU"
+    return ("half_precision: this ONNX model is float32, and ONNX Runtime runs it in float32 as saved; to run in "
+            "half precision, convert the model to float16 (onnxconverter-common's float16 converter) and use that copy")
+
+
 def _dims(shape: list) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+
+
+def provider_plan(available: list[str], device: DeviceRequest) -> tuple[list, str]:
+    """The providers to ask ONNX Runtime for, and why, from what this ONNX Runtime offers and the DEVICE asked.
+
+    GPU without a CUDA provider is refused (nothing would run where the user asked); Auto takes CUDA where this
+    ONNX Runtime has it and says so when it has not, so a log always tells why a run went to the CPU.
+    """
+    has_cuda = "CUDAExecutionProvider" in available
+    if device.kind == "gpu" and not has_cuda:
+        raise BackendError(
+            "A GPU was requested but ONNX Runtime has no CUDA provider here (available: "
+            f"{', '.join(available)}): install 'ONNX Runtime for NVIDIA GPUs' with Install Inference Libraries "
+            "(dltools:installlibraries) and a matching CUDA, or choose CPU/Auto")
+    if device.kind == "cpu":
+        return ["CPUExecutionProvider"], "Device CPU: the model runs on the CPU"
+    if not has_cuda:
+        return ["CPUExecutionProvider"], (f"Device Auto: this ONNX Runtime has no CUDA provider (it offers "
+                                          f"{', '.join(available)}), so the model runs on the CPU")
+    return [("CUDAExecutionProvider", {"device_id": device.gpu_id}), "CPUExecutionProvider"], \
+        f"CUDA provider asked for GPU {device.gpu_id}"
+
+
+def provider_outcome(device: DeviceRequest, asked: list, used: list[str]) -> str | None:
+    """What happened when the CUDA provider was asked for but the session did not take it (a missing CUDA or
+    cuDNN library): an error for GPU, a note for Auto. None when the session runs where it was asked to."""
+    wanted_cuda = any(p[0] == "CUDAExecutionProvider" for p in asked if isinstance(p, tuple))
+    if not wanted_cuda or "CUDAExecutionProvider" in used:
+        return None
+    if device.kind == "gpu":
+        raise BackendError("A GPU was requested but ONNX Runtime could not start its CUDA provider "
+                           "(check the CUDA and cuDNN libraries), or choose CPU/Auto")
+    return ("Device Auto: ONNX Runtime has a CUDA provider but could not start it (check the CUDA and cuDNN "
+            "libraries), so the model runs on the CPU")
 
 
 class OnnxBackend(Backend):
     kind = "onnxruntime"
 
-    def __init__(self, model_file: Path, device: DeviceRequest) -> None:
+    def __init__(self, model_file: Path, device: DeviceRequest, io_binding: bool | None = None) -> None:
+        """``io_binding``: run through :class:`~.onnx_binding.IoBinder`; None (the default) = on a CUDA device,
+        where it saves an allocation and a pageable copy per call; True on the CPU runs the same path there."""
         super().__init__()
         ort = import_onnxruntime()
         self._ort = ort
         #: the run's cancel check (open_backend sets it): a call in progress is terminated when it says so
         self.cancelled: Callable[[], bool] | None = None
-        available = ort.get_available_providers()
-        has_cuda = "CUDAExecutionProvider" in available
-        if device.kind == "gpu" and not has_cuda:
-            raise BackendError(
-                "A GPU was requested but ONNX Runtime has no CUDA provider here (available: "
-                f"{', '.join(available)}): install 'ONNX Runtime for NVIDIA GPUs' with Install Inference Libraries "
-                "(dltools:installlibraries) and a matching CUDA, or choose CPU/Auto")
+        providers, why = provider_plan(ort.get_available_providers(), device)
         options = ort.SessionOptions()
         threads = thread_count(device.threads)
         options.intra_op_num_threads = threads
@@ -67,28 +107,35 @@ class OnnxBackend(Backend):
         # (make bench io-8192: less CPU for the same work on a loaded two-core machine)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
-        providers: list = ["CPUExecutionProvider"]
-        if has_cuda and device.kind in ("gpu", "auto"):
-            providers = [("CUDAExecutionProvider", {"device_id": device.gpu_id}), "CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
         except Exception as exc:
             raise BackendError(f"ONNX Runtime cannot load '{Path(model_file).name}': {plain_reason(exc)}") from exc
         used = self.session.get_providers()
-        if device.kind == "gpu" and "CUDAExecutionProvider" not in used:
-            raise BackendError("A GPU was requested but ONNX Runtime could not start its CUDA provider "
-                               "(check the CUDA and cuDNN libraries), or choose CPU/Auto")
+        fallback = provider_outcome(device, providers, used)
+        if fallback or device.kind == "auto" and len(providers) == 1:
+            self.notes.append(fallback or why)
         if "CUDAExecutionProvider" in used:
             self.device = f"cuda:{device.gpu_id}"
             self.provider = "ONNX Runtime CUDAExecutionProvider"
         else:
             self.device = "cpu"
             self.provider = f"ONNX Runtime CPUExecutionProvider, {threads} threads"
+        refuse_half_on_cpu(device, self.device)
         self.inputs = [TensorInfo(i.name, _dims(i.shape), _ORT_TYPES.get(i.type, i.type), tuple(i.shape))
                        for i in self.session.get_inputs()]
         self.outputs = [TensorInfo(o.name, _dims(o.shape), _ORT_TYPES.get(o.type, o.type), tuple(o.shape))
                         for o in self.session.get_outputs()]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        if device.half:
+            half_already = any(i.dtype == "float16" for i in self.inputs)
+            (self.notes if half_already else self.warnings).append(_half_note(half_already))
+        on_cuda = self.device.startswith("cuda")
+        self.binder: IoBinder | None = None
+        if io_binding or (io_binding is None and on_cuda):
+            self.binder = IoBinder(ort, self.session, self.inputs, self.outputs, "cuda" if on_cuda else "cpu",
+                                   device.gpu_id if on_cuda else 0)
+            self.provider += ", I/O binding"
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         feed = {}
@@ -96,13 +143,13 @@ class OnnxBackend(Backend):
             dtype = np.dtype(info.dtype) if info.dtype in _ORT_TYPES.values() else np.float32
             feed[info.name] = np.ascontiguousarray(arr, dtype=dtype)
         if self.cancelled is None:
-            return [np.asarray(o) for o in self.session.run(None, feed)]
+            return self._call(feed, None)
         options = self._ort.RunOptions()
         done = threading.Event()
         watcher = threading.Thread(target=_terminate_on_cancel, args=(options, self.cancelled, done), daemon=True)
         watcher.start()
         try:
-            return [np.asarray(o) for o in self.session.run(None, feed, options)]
+            return self._call(feed, options)
         except Exception as exc:
             if options.terminate:
                 raise CancelledError("Cancelled: the model was stopped in the middle of a call.") from exc
@@ -110,5 +157,11 @@ class OnnxBackend(Backend):
         finally:
             done.set()
 
+    def _call(self, feed: dict[str, np.ndarray], options: Any) -> list[np.ndarray]:
+        if self.binder is not None:
+            return self.binder.run(list(feed.values()), options)
+        return [np.asarray(o) for o in self.session.run(None, feed, options)]
+
     def close(self) -> None:
+        self.binder = None
         self.session = None  # type: ignore[assignment]
