@@ -110,6 +110,9 @@ def argument_specs(md: ModelDefinition, tool: str) -> list[ArgSpec]:
     if tool == "detect_objects":
         specs += detection_argument_specs(md, tile)
     specs.append(ArgSpec("threads", "int", 0, "CPU threads for the model (0 = all cores).", minimum=0))
+    specs.append(ArgSpec("half_precision", "bool", False,
+                         "Run the model in float16 on the GPU (PyTorch autocast; an ONNX model only if it is float16 "
+                         "already). Refused on the CPU."))
     return specs
 
 

@@ -19,8 +19,9 @@ import numpy as np
 from ..errors import BackendError, DependencyMissingError
 from ..installer.advice import not_installed
 from .arcgis_learn.families import Family, describe_family, resolve_family
-from .base import Backend, DeviceRequest, TensorInfo
+from .base import Backend, DeviceRequest, TensorInfo, refuse_half_on_cpu
 from .torch_backend import import_torch, select_device
+from .torch_transfer import TorchTransfer
 
 
 def import_torchvision():  # noqa: ANN201 - returns the module
@@ -60,6 +61,10 @@ class ArcgisLearnBackend(Backend):
 
         self._torch = torch
         self.torch_device, provider = select_device(torch, device)
+        refuse_half_on_cpu(device, str(self.torch_device))
+        self.transfer = TorchTransfer(torch, self.torch_device, device.half)
+        if self.transfer.half:
+            provider += ", half precision (autocast float16)"
         self.net = RebuiltNetwork(self.family, definition, Path(model_file), torchvision, self.torch_device)
         self.device = str(self.torch_device)
         self.provider = f"{self.family.title}; {provider}"
@@ -79,14 +84,14 @@ class ArcgisLearnBackend(Backend):
         return f"{describe_family(self.family)}; on {self.device} ({self.provider.split('; ', 1)[-1]})"
 
     def _tensor(self, array: np.ndarray):  # noqa: ANN202
-        return self._torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(self.torch_device)
+        return self.transfer.to_device([array])[0]
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         if self.family.task == "detection":
             raise BackendError(f"{self.family.title} is a detector: run it with Detect Objects Using Deep Learning")
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), self.transfer.autocast():
             out = self.net.scores(self._tensor(arrays[0]))
-        return [out.detach().float().cpu().numpy()]
+        return self.transfer.to_host([out])
 
     def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - detectors: one dict per chip
         """Detectors: one dict per chip (Detect Objects' decoder reads them); others: :meth:`run`."""
@@ -107,7 +112,7 @@ class ArcgisLearnBackend(Backend):
 
         start = time.perf_counter()
         try:
-            with self._torch.inference_mode():
+            with self._torch.inference_mode(), self.transfer.autocast():
                 found = self.net.detect(self._tensor(batch), thr, nms)
         except BackendError:
             raise

@@ -16,7 +16,7 @@ from ..errors import BackendError, DependencyMissingError, plain_reason
 from ..installer.advice import not_installed
 from ..threads import thread_count
 from ..trust import CodeTrust, require_trust
-from .base import Backend, DeviceRequest, TensorInfo, model_call
+from .base import Backend, DeviceRequest, TensorInfo, model_call, refuse_half_on_cpu
 from .torch_safety import (
     check_exported_program,
     check_pt2_archive,
@@ -24,6 +24,7 @@ from .torch_safety import (
     check_torchscript_module,
     weights_only_loading,
 )
+from .torch_transfer import TorchTransfer
 
 
 def import_torch():  # noqa: ANN201 - returns the module
@@ -90,6 +91,10 @@ class TorchBackend(Backend):
         torch = import_torch()
         self._torch = torch
         self.torch_device, self.provider = select_device(torch, device)
+        refuse_half_on_cpu(device, str(self.torch_device))
+        self.transfer = TorchTransfer(torch, self.torch_device, device.half)
+        if self.transfer.half:
+            self.provider += ", half precision (autocast float16)"
         model_file = Path(model_file)
         if exported:
             check_pt2_archive(model_file)
@@ -133,26 +138,21 @@ class TorchBackend(Backend):
         self.outputs = [TensorInfo("output", (None,), "float32")]
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        torch = self._torch
-        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.torch_device) for a in arrays]
-        with torch.inference_mode():
+        tensors = self.transfer.to_device(arrays)
+        with self._torch.inference_mode(), self.transfer.autocast():
             out = self.module(*tensors)
         if isinstance(out, dict):
             out = list(out.values())
-        if isinstance(out, (list, tuple)):
-            return [o.detach().float().cpu().numpy() if o.is_floating_point() else o.detach().cpu().numpy()
-                    for o in out]
-        return [out.detach().float().cpu().numpy() if out.is_floating_point() else out.detach().cpu().numpy()]
+        return self.transfer.to_host(list(out) if isinstance(out, (list, tuple)) else [out])
 
     def run_structured(self, arrays: list[np.ndarray]):  # noqa: ANN201 - nested lists/dicts of arrays
         """The module's whole result with tensors as numpy (dicts and lists kept): for detectors."""
         import time
 
-        torch = self._torch
         start = time.perf_counter()
-        tensors = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.torch_device) for a in arrays]
+        tensors = self.transfer.to_device(arrays)
         try:
-            with torch.inference_mode(), model_call():
+            with self._torch.inference_mode(), self.transfer.autocast(), model_call():
                 if self.list_input:
                     out = self.module([t for t in tensors[0]])
                 else:

@@ -30,7 +30,7 @@ def _md(**keys) -> ModelDefinition:
 
 
 CP_NAMES = ["padding", "batch_size", "edge_fill", "block_size", "threshold", "predict_background",
-            "test_time_augmentation", "merge_policy", "blend", "threads"]
+            "test_time_augmentation", "merge_policy", "blend", "threads", "half_precision"]
 
 
 def test_arcgis_text_form():
@@ -60,7 +60,8 @@ def test_resolve_with_defaults_and_types():
     values = resolve_arguments(_md(), "classify_pixels", "padding 64;batch_size 9;Threshold 0.25;blend yes", progress)
     assert values == {"padding": 64, "batch_size": 9, "edge_fill": "mirror", "block_size": 0, "threshold": 0.25,
                       "predict_background": True,
-                      "test_time_augmentation": False, "merge_policy": "mean", "blend": True, "threads": 0}
+                      "test_time_augmentation": False, "merge_policy": "mean", "blend": True, "threads": 0,
+                      "half_precision": False}
     assert progress.warnings == []
     assert arguments_text({"padding": "64", "blend": "True"}) == "padding 64;blend True"  # the text form, back
 
@@ -73,9 +74,10 @@ def test_dict_arguments():
 def test_unknown_name_warns_listing_the_known_ones():
     progress = RecordingProgress()
     values = resolve_arguments(_md(), "detect_change", "paddding 10;batch_size 1", progress)
-    assert values == {"padding": 32, "batch_size": 1, "edge_fill": "mirror", "block_size": 0, "threads": 0}
+    assert values == {"padding": 32, "batch_size": 1, "edge_fill": "mirror", "block_size": 0, "threads": 0,
+                      "half_precision": False}
     assert progress.warnings == ["Model argument 'paddding' is not used by this tool and was ignored; known arguments: "
-                                 "batch_size, block_size, edge_fill, padding, threads"]
+                                 "batch_size, block_size, edge_fill, half_precision, padding, threads"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -124,9 +126,11 @@ def test_defaults_come_from_the_definition():
     cp = {s.name: s.default for s in argument_specs(md, "classify_pixels")}
     assert cp == {"tile_size": 256, "padding": 32, "batch_size": 3, "edge_fill": "mirror", "block_size": 0,
                   "threshold": 0.8, "predict_background": True,
-                  "test_time_augmentation": True, "merge_policy": "mean", "blend": False, "threads": 0}
+                  "test_time_augmentation": True, "merge_policy": "mean", "blend": False, "threads": 0,
+                  "half_precision": False}
     co = [s.name for s in argument_specs(md, "classify_objects")]
-    assert co == ["batch_size", "padding", "test_time_augmentation", "score_threshold", "save_chips", "threads"]
+    assert co == ["batch_size", "padding", "test_time_augmentation", "score_threshold", "save_chips", "threads",
+                  "half_precision"]
     assert [s.name for s in argument_specs(_md(), "classify_pixels")] == CP_NAMES
 
 

@@ -122,9 +122,7 @@ class ObjectClassifier:
         _check_model_type(md)
         self.args = arguments if isinstance(arguments, dict) else resolve_arguments(md, "classify_objects", arguments,
                                                                                     self.progress)
-        device = device or DeviceRequest()
-        if self.args.get("threads"):
-            device.threads = int(self.args["threads"])
+        device = (device or DeviceRequest()).take_arguments(self.args)
         self.scheduler, self.retries = (scheduler or "").strip(), int(retries)
         self.spec = ChipSpec(md.image_width, md.image_height,
                              crop_size_fixed=md.crop_size_fixed is None or bool(md.crop_size_fixed),

@@ -47,8 +47,7 @@ def classify_pixels(raster: str, md: ModelDefinition, output: str, arguments: st
                                       allow_custom_code, scheduler, retries,
                                       request.grid_mask(grid) if request is not None else None)
     args = resolve_arguments(md, "classify_pixels", arguments, progress)
-    device = device or DeviceRequest()
-    device.threads = int(args.get("threads") or device.threads or 0)
+    device = (device or DeviceRequest()).take_arguments(args)
     request = request or RasterRequest()
     native, grid = processing_grid(raster, request)
     if grid is not native:

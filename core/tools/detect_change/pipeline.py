@@ -134,8 +134,7 @@ def detect_change(from_raster: str, to_raster: str, md: ModelDefinition, output:
         args: dict = {}
     else:
         args = resolve_arguments(md, "detect_change", arguments, progress)
-    device = device or DeviceRequest()
-    device.threads = int(args.get("threads") or device.threads or 0)
+    device = (device or DeviceRequest()).take_arguments(args)
 
     native_from, grid = processing_grid(from_raster, request)
     ds_to = open_raster(to_raster)

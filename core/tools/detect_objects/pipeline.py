@@ -332,8 +332,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             progress.info(line)
         return result
     args = resolve_arguments(md, "detect_objects", arguments, progress)
-    device = device or DeviceRequest()
-    device.threads = int(args.get("threads") or device.threads or 0)
+    device = (device or DeviceRequest()).take_arguments(args)
     grid, rotated = detection_grid(raster, request)
     if rotated:
         source = RasterSource(raster, open_model_source_bands(raster, md), grid, allow_rotated=True)
