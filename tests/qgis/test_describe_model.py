@@ -260,7 +260,8 @@ def test_report_is_json_ready_and_round_trips(small_onnx):
     assert lines[:5] == ["Model type: ImageClassification", "Framework: ONNX", "Origin: emd (Esri model definition (.emd))",
                          f"Model file: {small_onnx.parent / 'net.onnx'} [found]",
                          "Backend: onnxruntime on cpu (ONNX Runtime CPUExecutionProvider, 1 threads)"]
-    assert "Arguments for Detect Change: padding 4; batch_size 4; edge_fill mirror; block_size 0; threads 0" in lines
+    assert ("Arguments for Detect Change: padding 4; batch_size 4; edge_fill mirror; block_size 0; threads 0; "
+            "half_precision False") in lines
 
 
 def _md(**keys):
