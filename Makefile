@@ -12,7 +12,7 @@ PLUGIN := dltools
 VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: install system-deps venv demo test test-core lint bench package translations qm clean
+.PHONY: install system-deps venv demo test test-core lint bench gpu-check package translations qm clean
 
 install: system-deps venv
 
@@ -45,6 +45,12 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench.py
+
+# On a machine with an NVIDIA GPU: the bench's model-bound and I/O-bound cases on the GPU, and the share of each run
+# the GPU was busy (target >= 80 % model-bound); says so and exits 2 where there is no GPU
+GPU_CASES ?=
+gpu-check: install
+	$(PY) scripts/gpu_check.py $(GPU_CASES)
 
 # The plugin zip (dist/dltools-<version>.zip): the files git tracks under the plugin's folders, LICENSE and the
 # compiled translations, in one top-level folder dltools/; it checks metadata.txt's mandatory fields first and

@@ -395,8 +395,6 @@ def run_case(name: str, device: str) -> dict:
             return run_compress_case(name, classes, BENCH)
         return dict(run_io_case(name, size, synthetic_raster(size), trivial_model(), device, BENCH),
                     peak_rss_mb=_peak_mb())
-    import resource
-
     from dltools.core.backends.base import DeviceRequest
     from dltools.core.model.loader import load_model_definition
     from dltools.core.tools.classify_pixels.pipeline import classify_pixels
@@ -408,18 +406,22 @@ def run_case(name: str, device: str) -> dict:
     md = load_model_definition(str(emd))
     out = BENCH / f"out_{name}.tif"
     child = name.endswith("-child")
-    start = time.perf_counter()
-    if child:  # as the algorithms run it: a child Python started for the run, its start-up timed too
-        from dltools.core.runner.parent import run_in_child
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_memory import ChildPeaks
 
-        result = run_in_child("classify_pixels", (str(raster), md, str(out), "padding 32;batch_size 4"),
-                              {"device": DeviceRequest(device)})
-    else:
-        result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4", device=DeviceRequest(device),
-                                 scheduler=scheduler)
-    wall = time.perf_counter() - start
-    # the workers (or the child) have exited: the largest one's peak
-    workers_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if scheduler or child else 0
+    # the child's or the largest worker's own peak, read while they run (sampling only where there are some)
+    with ChildPeaks(enabled=bool(scheduler or child)) as peaks:
+        start = time.perf_counter()
+        if child:  # as the algorithms run it: a child Python started for the run, its start-up timed too
+            from dltools.core.runner.parent import run_in_child
+
+            result = run_in_child("classify_pixels", (str(raster), md, str(out), "padding 32;batch_size 4"),
+                                  {"device": DeviceRequest(device)})
+        else:
+            result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4",
+                                     device=DeviceRequest(device), scheduler=scheduler)
+        wall = time.perf_counter() - start
+    workers_kb = peaks.largest_mb * 1024
     return {"case": name, "pixels": width * height, "wall_s": wall, "model_s": result.model_seconds,
             "ratio": wall / result.model_seconds, "mpix_per_s": width * height / wall / 1e6,
             "peak_rss_mb": _peak_mb(), "worker_peak_rss_mb": workers_kb / 1024, "device": result.device,

@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""scripts/gpu_check.py and the bench's per-child peak memory (scripts/bench_memory.py), run for real.
+
+The GPU check itself needs a GPU; here: its clear refusal where there is none (a PATH without nvidia-smi, so the
+same on any machine), `make gpu-check` calling it, and its arithmetic on sample series. The memory sampler: a child
+using ~50 MB under a parent holding ~300 MB reads ~50 MB, where ``RUSAGE_CHILDREN`` (the bench's old column) reads the
+parent's size.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from gpu_check import busy_share  # noqa: E402
+
+
+def test_gpu_check_without_a_gpu_says_so_and_exits_2(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))  # no nvidia-smi on this PATH, whatever the machine has
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout.strip() == (
+        "Nothing was measured: there is no NVIDIA GPU here (nvidia-smi is not installed). Run `make gpu-check` on a "
+        "machine with an NVIDIA GPU and its driver, with ONNX Runtime for NVIDIA GPUs installed (onnxruntime-gpu, and "
+        "the CUDA and cuDNN it needs).")
+
+
+def test_make_gpu_check_runs_the_script():
+    proc = subprocess.run(["make", "-n", "gpu-check", "GPU_CASES=unet-4096"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == ".venv/bin/python scripts/gpu_check.py unet-4096"
+
+
+def test_busy_share_over_the_run_and_from_its_first_kernel():
+    samples = [(0.0, 0.0), (1.0, 0.0), (1.1, 0.0), (1.2, 90.0), (1.3, 70.0), (1.4, 80.0), (9.0, 100.0)]
+    whole, steady, count = busy_share(samples, 1.0, 1.4)  # the last sample is after the run: not counted
+    assert (whole, steady, count) == (pytest.approx(48.0), pytest.approx(80.0), 5)
+    assert busy_share(samples, 2.0, 3.0) == (0.0, 0.0, 0)
+    assert busy_share([(0.0, 0.0), (0.1, 0.0)], 0.0, 1.0) == (0.0, 0.0, 2)  # never busy: 0, not an error
+
+
+CHILD_PEAK = """
+import resource, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+from bench_memory import ChildPeaks
+held = b"x" * 300_000_000
+with ChildPeaks() as peaks:
+    subprocess.run([sys.executable, "-c", "a = b'x' * 50_000_000; import time; time.sleep(0.6)"], check=True)
+print(peaks.largest_mb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, len(peaks.peaks_kb))
+"""
+
+
+def test_child_peak_is_the_childs_own():
+    proc = subprocess.run([sys.executable, "-c", CHILD_PEAK, str(ROOT / "scripts")], capture_output=True, text=True,
+                          timeout=120, check=True)
+    own, rusage, children = proc.stdout.split()
+    assert int(children) == 1
+    assert 48 < float(own) < 120  # 50 MB of bytes and a bare Python
+    assert float(rusage) > 290  # what the old column read: the parent's 300 MB, counted before the child's exec
