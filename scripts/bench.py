@@ -273,7 +273,8 @@ def run_detection_case(name: str, device: str) -> dict:
 
 def run_merge_case(name: str) -> dict:
     """The global merge and the NMS tool's rule on 100k objects: boxes in a 20000-pixel raster of 256 px tiles."""
-    from dltools.core.detection.nms import nms_polygons, seam_merge
+    from dltools.core.detection.nms import nms_polygons
+    from dltools.core.detection.seams import seam_merge
     from osgeo import ogr
 
     n = CASES[name][1]

@@ -1,16 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Non maximum suppression and the merge of objects cut by tile seams, fast at 100k+ objects.
+"""Non maximum suppression, fast at 100k+ objects (the merge across tile seams is :mod:`.seams`).
 
-* :func:`candidate_pairs` is the spatial index: a uniform grid hash over bounding boxes, in numpy,
-  that returns every pair of boxes that may touch (boxes far bigger than the grid cell are compared
-  with all the others directly).  Everything below looks only at those pairs.
+* :func:`candidate_pairs`: every pair of boxes that may touch, from the grid of :mod:`.pairs` (boxes far bigger
+  than the grid cell are compared with all the others directly).  Everything below looks only at those pairs.
 * :func:`nms_boxes`: greedy NMS of one chip's boxes by IoU, per class (the ``nms_overlap`` argument).
-* :func:`seam_merge`: one merge over the whole raster.  Objects of one class from different chips are
-  (a) **united** when at least one of them is cut by its chip's edge (its box touches an edge of the
-  chip that is not the raster's edge) and the two cover each other (they overlap by at least half the
-  smaller one's extent on one axis, and overlap that much or touch on the other): the pieces of one
-  object cut by a seam, or a piece and the whole object seen by the next chip; (b) **duplicates**
-  otherwise when their IoU exceeds ``nms_overlap``: the lower confidence one is dropped.
 * :func:`nms_polygons`: the Non Maximum Suppression tool's rule (ArcGIS): of two features whose
   intersection over union exceeds ``max_overlap`` the lower-confidence one is removed; with classes,
   first within each class, then among all the remaining features across classes.  Exact polygon areas
@@ -29,67 +22,18 @@ from osgeo import ogr
 
 from ..errors import ArgumentError
 from .nms_many import greedy_nms_many, too_many_pairs
+from .pairs import touching_pairs
 
 ogr.UseExceptions()
 
-_MAX_CELLS_PER_BOX = 64
 #: Above this many boxes in one tile, per-tile NMS visits cells instead of listing overlapping pairs (nms_many).
 MANY_BOXES = 2000
 
 
 def candidate_pairs(boxes: np.ndarray, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)``, ``i < j``, of boxes ``[N, 4]`` (x1, y1, x2, y2) that intersect when grown by ``margin``."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    n = len(boxes)
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    if n < 2:
-        return empty
-    b = boxes + np.array([-margin, -margin, margin, margin])
-    size = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-    cell = float(np.percentile(size, 90)) if n > 10 else float(size.max())
-    cell = max(cell, 1e-9 * max(1.0, float(np.abs(b).max())), 1e-12)
-    x0, y0 = b[:, 0].min(), b[:, 1].min()
-    cx0 = np.floor((b[:, 0] - x0) / cell).astype(np.int64)
-    cx1 = np.floor((b[:, 2] - x0) / cell).astype(np.int64)
-    cy0 = np.floor((b[:, 1] - y0) / cell).astype(np.int64)
-    cy1 = np.floor((b[:, 3] - y0) / cell).astype(np.int64)
-    nx, ny = cx1 - cx0 + 1, cy1 - cy0 + 1
-    counts = nx * ny
-    big = counts > _MAX_CELLS_PER_BOX
-    firsts: list[np.ndarray] = []
-    seconds: list[np.ndarray] = []
-    small = np.nonzero(~big)[0]
-    if small.size > 1:
-        c = counts[small]
-        owner = np.repeat(small, c)
-        start = np.repeat(np.cumsum(c) - c, c)
-        k = np.arange(owner.size) - start
-        kx, ky = k % nx[owner], k // nx[owner]
-        gx, gy = cx0[owner] + kx, cy0[owner] + ky
-        key = gy * (int(cx1.max()) + 2) + gx
-        order = np.argsort(key, kind="stable")
-        key, owner = key[order], owner[order]
-        change = np.nonzero(np.diff(key))[0] + 1
-        bounds = np.concatenate([[0], change, [key.size]])
-        group_end = np.repeat(bounds[1:], np.diff(bounds))
-        pos = np.arange(key.size)
-        cnt = group_end - pos - 1
-        first = np.repeat(pos, cnt)
-        offs = np.arange(first.size) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-        firsts.append(owner[first])
-        seconds.append(owner[first + 1 + offs])
-    for i in np.nonzero(big)[0]:
-        firsts.append(np.full(n - 1, i))
-        seconds.append(np.delete(np.arange(n), i))
-    if not firsts:
-        return empty
-    i = np.concatenate(firsts)
-    j = np.concatenate(seconds)
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    code = np.unique(lo[lo != hi] * n + hi[lo != hi])
-    lo, hi = code // n, code % n
-    hit = ((b[lo, 0] <= b[hi, 2]) & (b[hi, 0] <= b[lo, 2]) & (b[lo, 1] <= b[hi, 3]) & (b[hi, 1] <= b[lo, 3]))
-    return lo[hit], hi[hit]
+    """Index pairs ``(i, j)``, ``i < j``, of boxes ``[N, 4]`` (x1, y1, x2, y2) that intersect when grown by ``margin``
+    (the grid of :mod:`.pairs`)."""
+    return touching_pairs(boxes, margin)
 
 
 def box_iou_pairs(boxes: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -145,6 +89,8 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray | None,
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.int64)
+    if iou_threshold >= 1.0:  # no IoU exceeds 1: nothing to compare (100,000 copies of a box cost no pairs)
+        return priority_order(scores)
     if corners is None and n > MANY_BOXES and too_many_pairs(boxes):  # 100,000 boxes on one spot: memory by
         # boxes, not by their pairs
         kept = np.nonzero(greedy_nms_many(boxes, scores, classes, iou_threshold))[0]
@@ -283,88 +229,6 @@ def nms_polygons(geoms: Sequence[ogr.Geometry], scores: np.ndarray, classes: Seq
         same = codes[i] == codes[j]
         keep = greedy_suppress(scores, i[same], j[same])
     return greedy_suppress(scores, i, j, keep)
-
-
-def _components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected components of the pairs: each node's root (the smallest index of its component)."""
-    parent = np.arange(n)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for p, q in zip(i.tolist(), j.tolist()):
-        rp, rq = find(p), find(q)
-        if rp != rq:
-            parent[max(rp, rq)] = min(rp, rq)
-    while True:  # point every node at its root
-        nxt = parent[parent]
-        if (nxt == parent).all():
-            return parent
-        parent = nxt
-
-
-def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
-               iou_threshold: float) -> list[np.ndarray]:
-    """Merge objects across chips (see the module docstring): a list of groups of object indices.
-
-    Each group is one output object: a single object, or the pieces to unite; groups are sorted by their
-    best member (highest confidence first), and each group's indices by descending confidence.
-    ``boxes`` are in one pixel grid for the whole raster; ``chips`` says which chip found each object;
-    ``cut`` whether its box touches an inner edge of that chip.
-    """
-    n = len(scores)
-    if n == 0:
-        return []
-    i, j = candidate_pairs(boxes, margin=1.0)
-    use = (classes[i] == classes[j]) & (chips[i] != chips[j])
-    i, j = i[use], j[use]
-    a, b = boxes[i], boxes[j]
-    ov_x = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0])
-    ov_y = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1])
-    min_w = np.minimum(a[:, 2] - a[:, 0], b[:, 2] - b[:, 0])
-    min_h = np.minimum(a[:, 3] - a[:, 1], b[:, 3] - b[:, 1])
-    sub_x, sub_y = ov_x >= 0.5 * min_w, ov_y >= 0.5 * min_h
-    touch_x, touch_y = ov_x >= -1.0, ov_y >= -1.0
-    either_cut = cut[i] | cut[j]
-    join = either_cut & ((sub_x & (sub_y | touch_y)) | (sub_y & touch_x))
-    root = _components(n, i[join], j[join])
-    # groups: members by descending confidence; the first member is the group's representative
-    order = priority_order(scores)
-    members = order[np.argsort(root[order], kind="stable")]
-    rs = root[members]
-    starts = np.flatnonzero(np.concatenate([[True], rs[1:] != rs[:-1]]))
-    sizes = np.diff(np.concatenate([starts, [n]]))
-    best = members[starts]
-    gscore, gcls = scores[best], classes[best]
-    gbox = np.stack([np.minimum.reduceat(boxes[members, 0], starts), np.minimum.reduceat(boxes[members, 1], starts),
-                     np.maximum.reduceat(boxes[members, 2], starts), np.maximum.reduceat(boxes[members, 3], starts)],
-                    axis=1)
-    gidx = np.empty(n, np.int64)
-    gidx[members] = np.repeat(np.arange(starts.size), sizes)
-    # duplicates among whole objects: greedy by group confidence
-    dup = ~either_cut & ~join & (box_iou_pairs(boxes, i, j) > iou_threshold)
-    gi, gj = gidx[i[dup]], gidx[j[dup]]
-    differ = gi != gj
-    gi, gj = gi[differ], gj[differ]
-    # united boxes may now overlap other groups too (a united object and a copy from a third chip)
-    if (sizes > 1).any():
-        multi = np.flatnonzero(sizes > 1)
-        ei, ej = candidate_pairs(gbox)
-        touches = np.isin(ei, multi) | np.isin(ej, multi)
-        ei, ej = ei[touches], ej[touches]
-        same = gcls[ei] == gcls[ej]
-        ei, ej = ei[same], ej[same]
-        over = box_iou_pairs(gbox, ei, ej) > max(iou_threshold, 0.5)
-        gi = np.concatenate([gi, ei[over]])
-        gj = np.concatenate([gj, ej[over]])
-    keep = greedy_suppress(gscore, gi, gj)
-    kept = np.flatnonzero(keep)
-    kept = kept[priority_order(gscore[kept])]
-    pieces = np.split(members, starts[1:])
-    return [pieces[t] for t in kept.tolist()]
 
 
 def suppress_for_tool(wkbs: Sequence[bytes], scores: np.ndarray, classes: Sequence, max_overlap: float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from dltools.core.detection import nms
+from dltools.core.detection import nms, seams
 from osgeo import ogr
 
 
@@ -111,10 +111,10 @@ def test_seam_merge_unites_pieces_and_drops_copies():
     classes = np.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 1])
     chips = np.array([0, 1, 0, 1, 2, 1, 0, 0, 1, 1])
     cut = np.array([True, True, False, False, True, True, True, False, False, False])
-    groups = nms.seam_merge(boxes, scores, classes, chips, cut, 0.1)
+    groups = seams.seam_merge(boxes, scores, classes, chips, cut, 0.1)
     # 2, 3 and 4 are one object (4 is a cut piece inside both copies)
     assert [g.tolist() for g in groups] == [[1, 0], [2, 3, 4], [5], [8], [6], [9]]
-    groups = nms.seam_merge(boxes, scores, classes, chips, cut, 0.9)
+    groups = seams.seam_merge(boxes, scores, classes, chips, cut, 0.9)
     assert [8] in [g.tolist() for g in groups] and [7] in [g.tolist() for g in groups]
 
 

@@ -11,7 +11,7 @@
 2. Per tile (:mod:`core.detection.decode`): decode the model's layout, drop scores below ``threshold``,
    NMS within the tile (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
    centre lies in the tile's centre, plus the pieces of objects cut by the tile's edge.
-3. One global merge over the raster (:func:`core.detection.nms.seam_merge`): pieces of an object cut by tile seams are
+3. One global merge over the raster (:func:`core.detection.seams.seam_merge`): pieces of an object cut by tile seams are
    united, copies seen by two chips reduced to the most confident one.
 4. Pixel coordinates -> map coordinates through the raster's full geotransform (rotation terms too, any
    CRS).  Boxes become 4-corner polygons, rotated boxes their corners, instance masks their outline at
@@ -42,8 +42,9 @@ from ...detection.geometry import (
     mask_geometry,
     ring_geometry,
 )
-from ...detection.nms import box_iou_pairs, check_max_overlap, nms_boxes, seam_merge, suppress_for_tool
+from ...detection.nms import box_iou_pairs, check_max_overlap, nms_boxes, suppress_for_tool
 from ...detection.screen import dropped_lines, screen
+from ...detection.seams import seam_merge
 from ...engine import augment
 from ...engine.blocks import BlockJob, ResultSink, block_jobs, chips_per_block, run_in_process
 from ...engine.contract import ModelContract, decide_contract
