@@ -12,15 +12,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_isolated(alg: str, params: dict, timeout: float = 120.0, env: dict | None = None) -> dict:
-    """Run ``alg`` with ``params`` in a child process; the parsed JSON line, plus ``returncode``."""
+def run_isolated(alg: str, params: dict, timeout: float = 120.0, env: dict | None = None,
+                 exit_normally: bool = False) -> dict:
+    """Run ``alg`` with ``params`` in a child process; the parsed JSON line, plus ``returncode``.
+
+    ``exit_normally``: the child ends as any script does (atexit handlers, interpreter teardown) instead of
+    ``os._exit``; the JSON line then carries ``result_at``, the time.time() when the result was there."""
     environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen", **(env or {})}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps({"alg": alg, "params": params})],
+    request = {"alg": alg, "params": params, "exit_normally": exit_normally}
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(request)],
                           capture_output=True, text=True, timeout=timeout, env=environment, cwd=str(ROOT))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     out = json.loads(lines[-1]) if lines else {"ok": False, "error": None}
@@ -65,6 +71,10 @@ def _main(request: dict) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_main(json.loads(sys.argv[1]))), flush=True)
+    _request = json.loads(sys.argv[1])
+    _answer = _main(_request)
+    _answer["result_at"] = time.time()
+    print(json.dumps(_answer), flush=True)
     sys.stdout.flush()
-    os._exit(0)  # skip QGIS's teardown: only the JSON line matters
+    if not _request.get("exit_normally"):
+        os._exit(0)  # skip QGIS's teardown: only the JSON line matters

@@ -465,3 +465,40 @@ def test_a_mask_on_the_cluster_equals_in_process(cluster, data, tmp_path):
     assert logs["here"] == logs["dask"] and "tiles are skipped" in logs["here"][0]
     classes = results["dask"][0]
     assert (classes == 255).sum() > 2000 and (classes != 255).sum() > 2000
+
+
+# ------------------------------------------------------------------------------------------ exit after a run
+#: How long a process may take to end after its result (the review measured 40 s after a local:2 run; a Python
+#: with QGIS and torch loaded takes 1-3 s to tear down on the test machine).
+EXIT_BOUND_S = 15.0
+
+
+@pytest.mark.parametrize("where", ["local:2", "tcp"])
+def test_a_python_that_ran_a_tool_on_a_cluster_exits_at_once(cluster, data, tmp_path, where):
+    """A script (QGIS, processing.run, then the interpreter's normal end: atexit, distributed's finalizers) is gone
+    within EXIT_BOUND_S of its result, with a LocalCluster it started and with a scheduler it only connected to."""
+    from isolated_processing import run_isolated
+
+    scheduler = "local:2" if where == "local:2" else cluster["address"]
+    answer = run_isolated("dltools:classifypixels", {
+        "INPUT": str(data["raster"]), "MODEL": str(data["emd"]), "ARGUMENTS": "padding 2;block_size 40",
+        "DEVICE": 1, "SCHEDULER": scheduler, "OUTPUT": str(tmp_path / "out.tif")}, timeout=240, exit_normally=True)
+    ended = time.time()
+    assert answer["ok"], answer
+    assert answer["returncode"] == 0, answer["stderr"]
+    assert any("blocks ran on 2 workers" in line for line in answer["log"])
+    assert ended - answer["result_at"] < EXIT_BOUND_S, f"exited {ended - answer['result_at']:.1f} s after the result"
+
+
+def test_qgis_process_exits_at_once_after_a_local_cluster_run(qgis_app, data, tmp_path):
+    if not qgis_process_util.available():
+        pytest.skip("qgis_process is not installed")
+    out = tmp_path / "qp.tif"
+    args = qgis_process_util.run_args("dltools:classifypixels", {
+        "INPUT": str(data["raster"]), "MODEL": str(data["emd"]), "ARGUMENTS": "padding 2;block_size 40",
+        "DEVICE": 1, "SCHEDULER": "local:2", "OUTPUT": str(out)}, json_output=False)
+    proc = qgis_process_util.run_qgis_process(args, tmp_path, timeout=240)
+    ended = time.time()
+    assert proc.returncode == 0, qgis_process_util.stderr_message(proc)
+    written = max(p.stat().st_mtime for p in tmp_path.glob("qp.*"))  # the GeoTIFF and its .qml: the result
+    assert ended - written < EXIT_BOUND_S, f"qgis_process exited {ended - written:.1f} s after its output"
