@@ -71,7 +71,11 @@ STATISTICS_SIDE = 1024
 
 def band_statistics(ds: Any, bands: list[int]) -> tuple[dict[str, float], ...]:
     """Approximate statistics of ``bands`` (0-based) of ``ds``, NoData left out: every pixel up to
-    :data:`STATISTICS_SIDE` per side, else every n-th (the skip factors).  Read, never written to the input."""
+    :data:`STATISTICS_SIDE` per side, else every n-th (the skip factors).  Read, never written to the input.
+    An online layer (GDAL's WMS or WMTS driver) has none: computing them would download its overviews, every
+    tile of the service at a coarse zoom level, so its ``statistics`` are left empty (Esri's value when unknown)."""
+    if ds.GetDriver().ShortName in ("WMS", "WMTS"):
+        return ()
     w, h = ds.RasterXSize, ds.RasterYSize
     skip_x, skip_y = max(1, -(-w // STATISTICS_SIDE)), max(1, -(-h // STATISTICS_SIDE))
     out = []

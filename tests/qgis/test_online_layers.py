@@ -257,23 +257,59 @@ def test_404_tiles_are_nodata(context, scene, server, tmp_path):
     assert any(r.startswith(f"/xyz/{ZOOM}/{TX + 3}/") for r in server.requests)
 
 
-def test_mask_skipped_tiles_are_never_requested(context, scene, server, tmp_path):
-    import json
+@pytest.mark.parametrize("scheduler", ["", "local:1"])
+def test_mask_skipped_tiles_are_never_requested(context, scene, server, tmp_path, scheduler):
+    """In the child process and on a local Dask cluster (whose worker fetches its own tiles)."""
+    extra = {}
+    if scheduler:
+        pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+        extra = {"SCHEDULER": scheduler, "RETRIES": 0}
 
-    # a small square around GeoTIFF pixels (40..80, 40..80): only tile (TX, TY) is needed
-    to_wgs = osr.CoordinateTransformation(_srs(3857), _srs(4326))
-    ring = [list(to_wgs.TransformPoint(-HALF + (PX0 + x) * RES, HALF - (PY0 + y) * RES)[:2])
-            for x, y in ((40, 40), (80, 40), (80, 80), (40, 80), (40, 40))]
-    mask = tmp_path / "mask.geojson"
-    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    mask = _corner_mask(tmp_path)
     out = tmp_path / "masked.tif"
     feedback = classify(context, server.uri, out, MODEL=scene["emd"], EXTENT=extent_text(), CELL_SIZE=RES,
-                        MASK=str(mask))
+                        MASK=str(mask), **extra)
     assert server.tile_requests() == [f"/xyz/{ZOOM}/{TX}/{TY}.png"]
     assert any("tiles are skipped" in line for line in feedback.infos)
     classes = read_raster(out)
     assert (classes[:30] == 255).all() and (classes[45:75, 45:75] != 255).all()
+
+
+def _corner_mask(tmp_path: Path, x0: int = 40, y0: int = 40, x1: int = 80, y1: int = 80) -> Path:
+    """A rectangle around GeoTIFF pixels (x0..x1, y0..y1) in WGS 84 (by default only tile (TX, TY) is needed)."""
+    import json
+
+    to_wgs = osr.CoordinateTransformation(_srs(3857), _srs(4326))
+    ring = [list(to_wgs.TransformPoint(-HALF + (PX0 + x) * RES, HALF - (PY0 + y) * RES)[:2])
+            for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+    mask = tmp_path / "mask.geojson"
+    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    return mask
+
+
+def test_mask_with_the_models_own_function_on_xyz(context, scene, server, tmp_path):
+    """A model run by its own Python function (Esri raster function) on XYZ tiles inside a MASK around the green
+    square at (150, 140): only the two tiles under the polygon are requested; inside, the pixels equal the same
+    function's on the GeoTIFF; NoData outside."""
+    import prf_functions as prf
+
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    mask = _corner_mask(tmp_path, 140, 130, 176, 170)
+    ref, got = tmp_path / "ref.tif", tmp_path / "masked.tif"
+    run("dltools:classifypixels", context, INPUT=scene["tif"], MODEL=str(emd), ARGUMENTS="threshold 20",
+        ALLOW_CUSTOM_CODE=True, OUTPUT=str(ref))
+    _, feedback = run("dltools:classifypixels", context, INPUT=server.uri, MODEL=str(emd), ARGUMENTS="threshold 20",
+                      ALLOW_CUSTOM_CODE=True, EXTENT=extent_text(), CELL_SIZE=RES, MASK=str(mask), OUTPUT=str(got))
+    assert sorted(server.tile_requests()) == [f"/xyz/{ZOOM}/{TX}/{TY}.png", f"/xyz/{ZOOM}/{TX + 1}/{TY}.png"]
+    assert any("tiles are skipped" in line for line in feedback.infos)
+    a, b = read_raster(ref), read_raster(got)
+    ds = gdal.Open(str(got))
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    ds = None
+    assert (b[:125] == nodata).all() and (b[175:] == nodata).all()
+    assert (b[:, :135] == nodata).all() and (b[:, 181:] == nodata).all()
+    assert np.array_equal(b[132:168, 142:174], a[132:168, 142:174]) and len(np.unique(a[132:168, 142:174])) == 2
 
 
 def _srs(epsg: int) -> osr.SpatialReference:
