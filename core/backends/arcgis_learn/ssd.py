@@ -2,11 +2,14 @@
 """arcgis.learn's SingleShotDetector, rebuilt after the fast.ai (2018) multi-grid SSD design.
 
 ``Sequential(body, head)``: keys ``0.*`` are the ResNet body, ``1.sconvs.*`` the head's
-stride convolutions and ``1.oconvs.*`` its output convolutions.  The head: ReLU, then
-``sconvs[0]`` (3x3, stride 1, to 256 channels), then for each anchor grid of ``Grids`` one
-``StdConv`` (stride 2, or 1 where the feature map already has the grid's size) and one
+stride convolutions and ``1.oconvs.*`` its output convolutions.  The head is arcgis.learn's
+``SSDHeadv2`` (``SSDVersion`` 2): ReLU, then ``sconvs[0]`` (3x3, stride 1, to 256 channels), then
+for each anchor grid of ``Grids`` one ``StdConv`` that reaches the grid from the map before it
+(:func:`grid_step`: a ``size x size`` kernel to a grid of 1, a 3x3 kernel of stride 1 or 2 and
+padding 0 or 1 to a smaller grid, else nearest upsampling to the grid then a 3x3 kernel) and one
 ``OutConv`` giving (N + 1) class logits and 4 offsets per anchor (``k = len(Zooms) x
-len(Ratios)`` anchors per cell).
+len(Ratios)`` anchors per cell).  A first grid over 8 and far from chip / 32 starts from the body
+cut before its last stage (:func:`body_cut`), as arcgis.learn does.
 
 Decoding: anchors are centred on each grid cell, of size ``zoom x ratio / grid``; offsets go
 through tanh (centre moves by at most half a cell, size by at most x1.5); class scores through
@@ -30,14 +33,36 @@ TOP_K = 50
 
 
 class StdConv(nn.Module):
-    def __init__(self, nin: int, nout: int, stride: int = 2, drop: float = 0.1) -> None:
+    """arcgis.learn's ``StdConvv2``: (upsample to the grid,) conv, ReLU, BatchNorm, Dropout.  The upsampling has
+    no weights, so the keys are ``conv``, ``bn`` whichever way the grid is reached."""
+
+    def __init__(self, nin: int, nout: int, stride: int = 2, drop: float = 0.1, kernel: int = 3, padding: int = 1,
+                 upsample_to: int = 0) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(nin, nout, 3, stride=stride, padding=1)
+        self.conv = nn.Conv2d(nin, nout, kernel, stride=stride, padding=padding)
         self.bn = nn.BatchNorm2d(nout)
         self.drop = nn.Dropout(drop)
+        self.upsample_to = upsample_to
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample_to:
+            x = F.interpolate(x, size=self.upsample_to, mode="nearest")
         return self.drop(self.bn(F.relu(self.conv(x))))
+
+
+def grid_step(size: int, grid: int) -> tuple[int, int, int, bool]:
+    """(stride, padding, kernel, upsample) of the head convolution from a ``size`` feature map to a ``grid`` one,
+    by arcgis.learn's SSD version 2 rule: a grid of 1 is one ``size x size`` convolution; a smaller grid a 3x3
+    convolution of stride 1 or 2 and padding 0 or 1 (the first that gives the grid); otherwise (a larger grid, or
+    none fits) the map is upsampled to the grid and convolved 3x3, stride 1, padding 1."""
+    if grid <= size:
+        if grid == 1:
+            return 1, 0, size, False
+        for pad in (0, 1):
+            for stride in (1, 2):
+                if (size - 3 + 2 * pad) // stride + 1 == grid:
+                    return stride, pad, 3, False
+    return 1, 1, 3, True
 
 
 def _flatten_conv(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -57,21 +82,26 @@ class OutConv(nn.Module):
 
 
 class SSDHead(nn.Module):
+    """arcgis.learn's ``SSDHeadv2`` (``SSDVersion`` 2): one stride-1 convolution to 256 channels, then per grid a
+    :class:`StdConv` reaching it (:func:`grid_step`) and an :class:`OutConv`.  ``bias``: the class logits' initial
+    bias (-4: every anchor starts as background with a probability near 0.98, as arcgis.learn initialises it)."""
+
     def __init__(self, grids: list[int], k: int, n_outputs: int, nin: int, feature_size: int,
-                 drop: float = 0.3) -> None:
+                 drop: float = 0.3, bias: float = -4.0) -> None:
         super().__init__()
         self.drop = nn.Dropout(drop)
         self.sconvs = nn.ModuleList([StdConv(nin, 256, stride=1, drop=drop)])
         self.oconvs = nn.ModuleList()
         size = feature_size
         for g in grids:
-            stride = 1 if g == size else 2
-            size = size if stride == 1 else (size + 1) // 2
-            if size != g:
-                raise ValueError(f"anchor grid {g} does not follow from a {feature_size}x{feature_size} feature map "
-                                 f"(stride-2 steps give {size})")
-            self.sconvs.append(StdConv(256, 256, stride=stride, drop=drop))
-            self.oconvs.append(OutConv(k, 256, n_outputs))
+            stride, padding, kernel, upsample = grid_step(size, g)
+            self.sconvs.append(StdConv(256, 256, stride=stride, drop=drop, kernel=kernel, padding=padding,
+                                       upsample_to=g if upsample else 0))
+            out = OutConv(k, 256, n_outputs)
+            with torch.no_grad():
+                out.oconv1.bias.fill_(bias)
+            self.oconvs.append(out)
+            size = g
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.sconvs[0](self.drop(F.relu(x)))
@@ -92,12 +122,24 @@ def ssd_settings(data: dict[str, Any], chip: int) -> tuple[list[int], list[float
     return grids, zooms, ratios
 
 
+def body_cut(backbone: str, chip: int, grids: list[int]) -> tuple[int, int, int]:
+    """(children of the ResNet dropped at the end, feature map size, its channels): arcgis.learn cuts the body
+    before its last stage (``-3``, a map of chip / 16) when the first grid is over 8 and more than 4 away from
+    the chip / 32 map of the whole body (``-2``)."""
+    feature = -(-chip // 32)
+    if grids and grids[0] > 8 and abs(feature - grids[0]) > 4:
+        return 3, -(-chip // 16), body_channels(backbone) // 2
+    return 2, feature, body_channels(backbone)
+
+
 def build_ssd(torchvision, backbone: str, num_classes: int, chip: int, in_channels: int,  # noqa: ANN001
               data: dict[str, Any]) -> nn.Module:
     grids, zooms, ratios = ssd_settings(data, chip)
+    cut, feature, channels = body_cut(backbone, chip, grids)
     body = create_body(torchvision, backbone, in_channels)
-    feature = -(-chip // 32)
-    head = SSDHead(grids, len(zooms) * len(ratios), num_classes + 1, body_channels(backbone), feature)
+    if cut == 3:
+        body = nn.Sequential(*list(body.children())[:-1])
+    head = SSDHead(grids, len(zooms) * len(ratios), num_classes + 1, channels, feature)
     return nn.Sequential(body, head).eval()
 
 
