@@ -172,6 +172,11 @@ class DetectionTrainer(Trainer):
             if "BatchNorm" in type(sub).__name__:
                 sub.eval()
 
+    def _validation_mode(self) -> None:
+        """How the validation loss is computed: torchvision's detectors give their losses only in training mode."""
+        self.module.train()
+        self._eval_batch_norms()
+
     def predict(self, images) -> list[dict[str, np.ndarray]]:  # noqa: ANN001
         """Detections of the network in eval mode (boxes, scores, labels as numpy)."""
         with self.torch.no_grad():
@@ -184,8 +189,7 @@ class DetectionTrainer(Trainer):
         tally = DetectionTally(min_iou=MIN_IOU)
         total, count = 0.0, 0
         for images, targets in detection_batches(self.reader, self.valid_idx, self.s.batch_size, torch):
-            self.module.train()
-            self._eval_batch_norms()
+            self._validation_mode()
             with torch.no_grad():
                 loss, _ = self._loss(images, targets)
             total += float(loss) * len(images)

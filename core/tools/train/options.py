@@ -5,19 +5,29 @@ Every model: ``seed`` (0), ``lr_finder_steps`` (30), ``threads`` (all cores).  U
 arcgis.learn takes them: ``class_balancing`` (weight each class's loss by the inverse of its pixel share),
 ``focal_loss`` (down-weight pixels already classified with confidence) and ``ignore_classes`` (class values that
 incur no loss; the model then never predicts them nor the background, which the ``.emd``'s ``ignore_mapped_class``
-tells Classify Pixels).  Unknown names and values of the wrong type are refused, naming the known ones.
+tells Classify Pixels).  SingleShotDetector: ``grids``, ``zooms``, ``ratios`` (its anchors), ``focal_loss`` and
+``location_loss_factor``; RetinaNet: ``scales`` and ``ratios`` (:mod:`.anchor_detection`).  Lists are written as
+Python lists (``grids [4, 2]``, ``ratios [[1.0, 1.0], [1.0, 0.5]]``).  Unknown names, names of another family and
+values of the wrong type are refused, naming the known ones.
 """
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 from ...errors import ArgumentError
 from ...flags import parse_bool
 
-PIXEL_ONLY = ("class_balancing", "focal_loss", "ignore_classes")
+PIXEL_MODELS = ("UnetClassifier", "DeepLab")
+#: arguments of some families only -> those families
+FAMILY_ONLY: dict[str, tuple[str, ...]] = {
+    "class_balancing": PIXEL_MODELS, "ignore_classes": PIXEL_MODELS, "focal_loss": (*PIXEL_MODELS, "SingleShotDetector"),
+    "grids": ("SingleShotDetector",), "zooms": ("SingleShotDetector",), "location_loss_factor": ("SingleShotDetector",),
+    "ratios": ("SingleShotDetector", "RetinaNet"), "scales": ("RetinaNet",)}
 TYPES: dict[str, str] = {"seed": "int", "lr_finder_steps": "int", "threads": "int", "class_balancing": "bool",
-                         "focal_loss": "bool", "ignore_classes": "list"}
+                         "focal_loss": "bool", "ignore_classes": "list", "grids": "literal", "zooms": "literal",
+                         "ratios": "literal", "scales": "literal", "location_loss_factor": "fraction"}
 
 
 def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of int
@@ -30,9 +40,21 @@ def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of i
             return flag
         if kind == "list":
             return [int(v) for v in text.strip("[]").replace(",", " ").split()]
+        if kind == "literal":  # a list of numbers (or of number pairs), checked by the family that takes it
+            value = ast.literal_eval(text)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(text)
+            return [list(v) if isinstance(v, tuple) else v for v in value]
+        if kind == "fraction":
+            value = float(text)
+            if not 0 < value < 1:
+                raise ValueError(text)
+            return value
         return int(text)
-    except ValueError:
-        raise ArgumentError(f"ARGUMENTS: {key} must be {'a list of class values' if kind == 'list' else kind}, "
+    except (ValueError, SyntaxError):
+        what = {"list": "a list of class values", "literal": "a list, e.g. [1.0, 0.5]",
+                "fraction": "a number between 0 and 1"}.get(kind, kind)
+        raise ArgumentError(f"ARGUMENTS: {key} must be {what}, "
                             f"not '{text}'") from None
 
 
@@ -47,8 +69,8 @@ def parse_arguments(text: str, model_type: str = "UnetClassifier") -> dict[str, 
         if key not in TYPES:
             raise ArgumentError(f"ARGUMENTS: '{key}' is not an argument of Train Deep Learning Model (known: "
                                 f"{', '.join(TYPES)})")
-        if key in PIXEL_ONLY and model_type not in ("UnetClassifier", "DeepLab"):
-            raise ArgumentError(f"ARGUMENTS: {key} is for UnetClassifier and DeepLab, not {model_type}")
+        if key in FAMILY_ONLY and model_type not in FAMILY_ONLY[key]:
+            raise ArgumentError(f"ARGUMENTS: {key} is for {' and '.join(FAMILY_ONLY[key])}, not {model_type}")
         values[key] = _value(key, value)
     return values
 
