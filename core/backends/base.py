@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +68,29 @@ def refuse_half_on_cpu(device: DeviceRequest, runs_on: str) -> None:
                            "or run on a GPU")
 
 
+class Deferred:
+    """A model call's outputs, possibly still on their way back from the device: :meth:`result` waits for them.
+
+    Why: on CUDA the copy back of one batch can run while the engine's model thread already starts the next one;
+    whoever needs the numbers (the engine's writer thread) waits, not the model thread. Everywhere else the outputs
+    are there already and :meth:`result` just returns them.
+    """
+
+    def __init__(self, wait: Callable[[], Any]) -> None:
+        self._wait = wait
+
+    @classmethod
+    def done(cls, value: Any) -> Deferred:
+        return cls(lambda: value)
+
+    def then(self, step: Callable[[Any], Any]) -> Deferred:
+        """The same call's outputs passed through ``step`` once they are there."""
+        return Deferred(lambda: step(self.result()))
+
+    def result(self) -> Any:
+        return self._wait()
+
+
 class Backend:
     """Runs a model on NCHW float32 batches and returns numpy arrays.
 
@@ -119,6 +143,11 @@ class Backend:
             outs = self._timed(part)
             pieces.append([o[:got] for o in outs])
         return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+
+    def run_deferred(self, batch: np.ndarray | Sequence[np.ndarray]) -> Deferred:
+        """:meth:`run`, with the outputs as a :class:`Deferred`: a backend that can return before its outputs are
+        on the host (PyTorch on CUDA) overrides it; here the call is finished when this returns."""
+        return Deferred.done(self.run(batch))
 
     def _timed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         start = time.perf_counter()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -73,9 +73,16 @@ class TorchTransfer:
 
     def to_host(self, tensors: list[Any]) -> list[np.ndarray]:
         """numpy arrays of the outputs, floating ones as float32 (as the engine expects)."""
+        return self.to_host_later(tensors)()
+
+    def to_host_later(self, tensors: list[Any]) -> Callable[[], list[np.ndarray]]:
+        """Start copying the outputs back and return what waits for them. On CUDA the copies go, non-blocking,
+        into a new pinned buffer per output (torch's pinned-memory cache makes that cheap), so the device can take
+        the next batch while they travel and nothing the caller still holds is ever written again."""
         if not self.cuda:
-            return [t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
-                    for t in tensors]
+            arrays = [t.detach().float().cpu().numpy() if t.is_floating_point() else t.detach().cpu().numpy()
+                      for t in tensors]
+            return lambda: arrays
         torch = self._torch
         hosts = []
         for t in tensors:
@@ -84,6 +91,10 @@ class TorchTransfer:
             hosts.append(host)
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(self.device))
-        done.synchronize()
-        return [h.numpy().astype(np.float32) if h.is_floating_point() and h.dtype != torch.float32 else h.numpy()
-                for h in hosts]
+
+        def wait() -> list[np.ndarray]:
+            done.synchronize()
+            return [h.numpy().astype(np.float32) if h.is_floating_point() and h.dtype != torch.float32 else h.numpy()
+                    for h in hosts]
+
+        return wait

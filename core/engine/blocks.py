@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..backends.base import Deferred
 from ..errors import CancelledError, OutputError
 from ..progress import Progress
 from ..raster.grid import TileGrid
@@ -116,7 +117,9 @@ class BlockTask(Protocol):
         """(context for :meth:`start`, batches): each batch is (model input, per-chip metadata)."""
 
     def infer(self, model: Any, batch: Any) -> Any:
-        """The model's output for one batch."""
+        """The model's output for one batch. A task may also have ``infer_deferred`` (same arguments, a
+        :class:`~core.backends.base.Deferred` result): in-process, the model thread then calls that and the writer
+        thread waits for the outputs, so a GPU's copy back overlaps the next batch (Classify Pixels)."""
 
     def start(self, job: BlockJob, context: Any) -> Any:
         """A fresh accumulator for ``job``."""
@@ -259,7 +262,7 @@ def run_in_process(task: BlockTask, model: Any, jobs: Iterable[BlockJob], sink: 
                 accs[key.index] = task.start(key, payload)
             elif kind == "batch":
                 metas, output = payload
-                task.fold(accs[key], metas, output)
+                task.fold(accs[key], metas, output.result() if isinstance(output, Deferred) else output)
             else:
                 sink.write(key, task.finish(accs.pop(key.index)))
 
@@ -291,7 +294,8 @@ def run_in_process(task: BlockTask, model: Any, jobs: Iterable[BlockJob], sink: 
             kind, key, payload = item
             if kind == "batch":
                 data, metas = payload
-                _put(q_out, ("batch", key, (metas, task.infer(model, data))), stop)
+                infer = getattr(task, "infer_deferred", task.infer)  # outputs the writer may wait for (GPU)
+                _put(q_out, ("batch", key, (metas, infer(model, data))), stop)
                 done += len(metas)
                 progress.set_progress(100.0 * done / total)
             else:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..backends import Backend, DeviceRequest, open_backend
+from ..backends.base import Deferred
 from ..errors import InputDataError
 from ..model.definition import ModelDefinition
 from ..progress import NullProgress, Progress
@@ -144,6 +145,14 @@ class PixelTask:
     @property
     def transforms(self) -> tuple[int, ...]:
         return self.contract.transforms if self.plan.tta else (0,)
+
+    def infer_deferred(self, backend: Backend, arr: np.ndarray) -> Deferred:
+        """:meth:`infer` for the engine's model thread: raw scores may still be on their way from the GPU when this
+        returns (the writer waits for them); merged probabilities need them at once and are computed here."""
+        if not self.plan.need_probs or self.plan.split:
+            return backend.run_deferred(self.contract.feeds(arr)).then(
+                lambda outs: self.contract.output_nchw(outs[0]))
+        return Deferred.done(self.infer(backend, arr))
 
     def infer(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
         """Raw scores (decoded by the writer stage, off the model's critical path), or merged probabilities."""

@@ -201,3 +201,16 @@ def test_torch_cpu_path_is_unchanged_and_never_pins(models):
     if not torch.cuda.is_available():  # where torch refuses pinned memory, the runs above prove it was not used
         with pytest.raises(RuntimeError):
             torch.empty(1, pin_memory=True)
+
+
+# ------------------------------------------------------------------------------------------ deferred outputs
+def test_deferred_outputs_on_the_cpu_are_the_plain_run(models):
+    """Off CUDA a deferred call is the plain call, finished before it returns (the engine's writer then just takes
+    it); on CUDA the same interface returns before the copies back are done."""
+    with TorchBackend(models["torchscript"], CPU, trust=CodeTrust.all()) as backend:
+        pending = backend.run_deferred(A)
+        assert backend.calls == 1  # already run
+        _same_bits(pending.result()[0], backend.run(A)[0])
+        _same_bits(pending.then(lambda outs: outs[0] * 2).result(), backend.run(A)[0] * 2)
+    with OnnxBackend(models["dynamic"], CPU) as backend:
+        _same_bits(backend.run_deferred(A).result()[0], backend.run(A)[0])
