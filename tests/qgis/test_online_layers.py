@@ -190,19 +190,24 @@ def test_a_tile_always_failing_names_the_url_and_leaves_no_output(context, scene
     assert not out.exists() and not list(tmp_path.glob("never*"))
 
 
-@pytest.mark.parametrize("where", ["child", "in-process", "dask"])
+@pytest.mark.parametrize("where", ["child", "in-process", "dask", "dask-tcp"])
 def test_a_server_that_never_answers_is_cancelled_within_2_s(context, scene, server, tmp_path, monkeypatch, where):
     """Every request hangs (the server accepts and never answers): cancel ends the run within 2 s of the click in
-    the child process (the default), in QGIS's process and on a local Dask cluster (whose worker is stuck in
-    GDAL's HTTP read)."""
+    the child process (the default), in QGIS's process, on a local Dask cluster (whose worker is stuck in GDAL's
+    HTTP read) and on a running scheduler given by address (its worker is let go, not waited for)."""
     from qgis.core import QgsProcessingException
 
     extra = {}
     if where == "in-process":
         monkeypatch.setenv("DLTOOLS_IN_PROCESS", "1")
-    elif where == "dask":
-        pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    elif where.startswith("dask"):
+        distributed = pytest.importorskip("distributed", reason="dask[distributed] is not installed")
         extra = {"SCHEDULER": "local:1", "RETRIES": 0}
+        if where == "dask-tcp":
+            running = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                               dashboard_address=None)
+            extra["SCHEDULER"] = running.scheduler_address
+            server.keep = running
     import psutil
 
     me = psutil.Process()
@@ -225,6 +230,10 @@ def test_a_server_that_never_answers_is_cancelled_within_2_s(context, scene, ser
                  **extra)
     took = time.monotonic() - cancelled_at[0]
     print(f"cancel ({where}) returned after {took:.2f} s")
+    if where == "dask-tcp":
+        server.hang = False  # the scheduler and worker the test started are closed by the test
+        server._stop.set()
+        server.keep.close()
     assert took < 2.0
     assert not out.exists() and not list(tmp_path.glob("never*"))
     deadline = time.monotonic() + 10
