@@ -38,9 +38,14 @@ def acknowledge_cancel(feedback: QgsProcessingFeedback) -> None:
     feedback.canceled.connect(functools.partial(_cancelling, feedback), Qt.DirectConnection)
 
 
+#: The Processing dialog's feedback: it writes a progress text into the dialog's log itself.
+_DIALOG_FEEDBACK = "QgsProcessingAlgorithmDialogFeedback"
+
+
 def _cancelling(feedback: QgsProcessingFeedback) -> None:
     feedback.setProgressText(CANCELLING)
-    feedback.pushInfo(CANCELLING)
+    if feedback.metaObject().className() != _DIALOG_FEEDBACK:  # once in the dialog's log, not twice
+        feedback.pushInfo(CANCELLING)
 
 
 class FeedbackProgress:

@@ -376,6 +376,34 @@ class Raiser:
 '''
 
 
+def slow(seconds: float) -> str:
+    """A pixel function that takes ``seconds`` for every block (class 1 everywhere): a slow model to cancel."""
+    return _COMMON + f'''
+import time
+
+
+class Slow:
+    def initialize(self, **kwargs):
+        pass
+
+    def getParameterInfo(self):
+        return PARAMS
+
+    def getConfiguration(self, **scalars):
+        return {{"padding": 0, "tx": 8, "ty": 8, "batch_size": 1}}
+
+    def updateRasterInfo(self, **kwargs):
+        kwargs["output_info"]["bandCount"] = 1
+        kwargs["output_info"]["pixelType"] = "u1"
+        return kwargs
+
+    def updatePixels(self, tlc, shape, props, **pixelBlocks):
+        time.sleep({seconds})
+        pixelBlocks["output_pixels"] = np.ones(shape, np.uint8)
+        return pixelBlocks
+'''
+
+
 def wrong(kind: str) -> str:
     """A pixel function that breaks the contract: ``shape`` or ``dtype``."""
     body = ("np.zeros((shape[0] - 1, shape[1]), np.uint8)" if kind == "shape"

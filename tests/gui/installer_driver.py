@@ -12,7 +12,7 @@ import traceback
 
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication, QPushButton
+from qgis.PyQt.QtWidgets import QApplication, QPushButton, QTextEdit
 from qgis.utils import iface, plugins
 
 PLAN = json.loads(open(os.environ["DLTOOLS_GUI_PLAN"], encoding="utf-8").read())
@@ -39,7 +39,7 @@ def run_dialog(dlg, name, timeout):
     wait(1.0)
     dlg.grab().save(os.path.join(SHOTS, f"{name}_log.png"))
     return {"ok": finished.get("ok"), "result": {k: str(v) for k, v in (finished.get("result") or {}).items()},
-            "log": dlg.textLog.toPlainText()[-4000:] if hasattr(dlg, "textLog") else ""}
+            "log": dlg.findChild(QTextEdit, "txtLog").toPlainText()[-4000:]}  # the dialog's Log tab
 
 
 def message_bar():

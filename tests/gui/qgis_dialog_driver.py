@@ -12,9 +12,9 @@ import sys
 import time
 import traceback
 
-from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRasterLayer, QgsSettings, QgsVectorLayer
 from qgis.PyQt.QtCore import QTimer
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtWidgets import QApplication, QLabel, QProgressBar, QTextEdit
 from qgis.utils import iface, plugins
 
 PLAN = json.loads(open(os.environ["DLTOOLS_GUI_PLAN"], encoding="utf-8").read())
@@ -49,6 +49,17 @@ def run_tool(step):
 
     alg = QgsApplication.processingRegistry().createAlgorithmById(step["alg"])
     out = {"alg": step["alg"], "help_url": alg.helpUrl(), "group": alg.group()}
+    for path in step.get("project_layers", []):  # loaded before the dialog opens, as a user has them
+        name = os.path.splitext(os.path.basename(path))[0]
+        layer = QgsRasterLayer(path, name) if path.endswith(".tif") else QgsVectorLayer(path, name)
+        QgsProject.instance().addMapLayer(layer)
+    if "active_layer" in step:  # the layer selected in the Layers panel (the last one added, unless chosen)
+        iface.setActiveLayer(QgsProject.instance().mapLayersByName(step["active_layer"])[0])
+        wait(0.2)
+    if "compare_with" in step:  # what QGIS's own tool preselects in the same project
+        out["qgis_preselects"] = preselected(step["compare_with"])
+    for key, value in step.get("settings", {}).items():  # Processing > Options > Providers > Deep Learning Tools
+        QgsSettings().setValue(f"Processing/Configuration/{key}", value)
     dlg = AlgorithmDialog(alg, False, iface.mainWindow())
     dlg.resize(900, 900)
     dlg.show()
@@ -57,6 +68,12 @@ def run_tool(step):
     wrappers = panel.wrappers
     ctx = QgsProcessingContext()
     out["shown"] = sorted(n for n, w in wrappers.items() if w is not None)  # the parameters the dialog shows
+    out["labels"] = labels(wrappers)
+    out["preselected"] = {n: layer_name(w.parameterValue()) for n, w in wrappers.items()
+                          if w is not None and n in ("INPUT", "FEATURES")}
+    out["active_layer"] = layer_name(iface.activeLayer().id()) if iface.activeLayer() is not None else ""
+    if step.get("project_layers"):
+        dlg.grab().save(os.path.join(SHOTS, f"{step['name']}_opened.png"))
     for name, value in step.get("inputs", {}).items():
         wrappers[name].setParameterValue(value, ctx)
     if "model" in step:
@@ -66,15 +83,73 @@ def run_tool(step):
     finished = {}
     dlg.algorithmFinished.connect(lambda ok, res: finished.update(ok=ok, result=res))
     dlg.runAlgorithm()
-    wait(120, lambda: bool(finished))
+    if "cancel" in step:
+        out["cancel"] = cancel(dlg, step["cancel"])
+    else:
+        wait(120, lambda: bool(finished))
     wait(1.0)
     out["finished"] = {"ok": finished.get("ok"),
                        "result": {k: str(v) for k, v in (finished.get("result") or {}).items()}}
-    out["log"] = dlg.textLog.toPlainText()[-3000:] if hasattr(dlg, "textLog") else ""
+    out["log"] = log_text(dlg)[-3000:]
     dlg.grab().save(os.path.join(SHOTS, f"{step['name']}_log.png"))
     out["layers"] = project_layers()
     dlg.close()
+    for key in step.get("settings", {}):
+        QgsSettings().remove(f"Processing/Configuration/{key}")
     return out
+
+
+def preselected(alg_id):
+    """The layer a tool's dialog opens with in its INPUT field."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+    dlg = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(alg_id), False, iface.mainWindow())
+    dlg.show()
+    wait(0.3)
+    value = layer_name(dlg.mainWidget().wrappers["INPUT"].parameterValue())
+    dlg.close()
+    return value
+
+
+def log_text(dlg):
+    """The dialog's Log tab (QGIS's "txtLog"; the dialog has no Python attribute for it)."""
+    return dlg.findChild(QTextEdit, "txtLog").toPlainText()
+
+
+def labels(wrappers):
+    """Each parameter's label as the dialog shows it, with its tooltip."""
+    shown = {}
+    for name, w in wrappers.items():
+        label = w.wrappedLabel() if w is not None else None
+        if label is not None:
+            shown[name] = {"text": label.text(), "tooltip": label.toolTip()}
+    return shown
+
+
+def layer_name(value):
+    """A layer parameter's value as the layer's name (the widgets give a layer id), or the value itself."""
+    layer = QgsProject.instance().mapLayer(str(value)) if value not in (None, "") else None
+    return layer.name() if layer is not None else ("" if value is None else str(value))
+
+
+def cancel(dlg, plan):
+    """Click the dialog's own Cancel button once the run has done ``plan["after_progress"]`` %: what the dialog
+    says right after the click (no event processed in between), and how long the run goes on after it."""
+    bar = dlg.findChild(QProgressBar)
+    started = time.time()
+    button = dlg.cancelButton()
+    wait(120, lambda: bar.value() >= plan["after_progress"] or not button.isEnabled())
+    seen = {"progress_at_click": bar.value(), "start_to_click": time.time() - started,
+            "enabled_before": button.isEnabled()}
+    clicked = time.time()
+    button.click()
+    seen["log_at_click"] = log_text(dlg)[-2000:]
+    seen["labels_at_click"] = [w.text() for w in dlg.findChildren(QLabel) if "Cancelling" in w.text()]
+    ended = wait(30, lambda: not button.isEnabled())  # the dialog disables Cancel when the run has ended
+    seen["ended"] = ended
+    seen["click_to_end"] = time.time() - clicked
+    dlg.grab().save(os.path.join(SHOTS, f"{plan['screenshot']}.png"))
+    return seen
 
 
 def model_part(step, out, dlg, wrappers):

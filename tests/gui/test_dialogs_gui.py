@@ -64,6 +64,7 @@ def _data(tmp: Path) -> dict:
     objects_emd = prf.write_function(tmp / "objects", "Brightness", prf.OBJECT_CLASSIFIER,
                                      model_type="ObjectClassification", tile=8,
                                      classes=((1, "dark", (40, 40, 40)), (2, "bright", (255, 255, 0))))
+    slow_emd = prf.write_function(tmp / "slow", "Slow", prf.slow(0.25), tile=8)
     change_emd = prf.write_function(tmp / "change", "Growth", prf.CHANGE_FUNCTION,
                                     classes=((0, "no change", (0, 0, 0)), (1, "growth", (0, 200, 0))))
     later = write_raster(tmp / "later.tif", np.clip(image.astype(int) + rng.integers(-40, 40, image.shape), 0, 255)
@@ -86,7 +87,7 @@ def _data(tmp: Path) -> dict:
     pixel_json["ModelFile"] = str(tmp / "pixels.onnx")
     return {"pixel_json": json.dumps(pixel_json, indent=2), "raster": str(raster),
             "later": str(later), "boxes": str(tmp / "boxes.gpkg"), "pixel_emd": str(pixel_emd),
-            "objects_emd": str(objects_emd), "change_emd": str(change_emd), **objects}
+            "objects_emd": str(objects_emd), "change_emd": str(change_emd), "slow_emd": str(slow_emd), **objects}
 
 
 def _detection_data(tmp: Path) -> dict:
@@ -138,6 +139,12 @@ def desktop(request, tmp_path_factory):
     d = _data(tmp)
     SHOTS.mkdir(parents=True, exist_ok=True)
     plan = {"screenshots": str(SHOTS), "steps": [
+        # first, in an empty project: the raster and the features loaded, the dialog opened as a user finds it
+        # (the required raster preselected, as QGIS does), run with temporary outputs on what it preselected
+        {"name": "classify_objects_temporary", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
+         "project_layers": [d["raster"], d["boxes"]], "active_layer": "image",
+         "compare_with": "native:rasterlayerstatistics", "inputs": {"FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
+         "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
         {"name": "classify_pixels", "alg": "dltools:classifypixels", "model": d["pixel_emd"],
          "inputs": {"INPUT": d["raster"]}, "invalid": {"batch_size": "four"}, "change": {"batch_size": "4",
                                                                                       "padding": "4"},
@@ -153,9 +160,13 @@ def desktop(request, tmp_path_factory):
          "inputs": {"INPUT": d["squares"]}, "change": {"padding": "8"}, "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
         {"name": "nms", "alg": "dltools:nonmaximumsuppression", "inputs": {"INPUT": d["scored"]},
          "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
-        {"name": "classify_objects_temporary", "alg": "dltools:classifyobjects", "model": d["objects_emd"],
-         "inputs": {"INPUT": d["raster"], "FEATURES": d["boxes"], "ALLOW_CUSTOM_CODE": True},
-         "outputs": {"OUTPUT": "TEMPORARY_OUTPUT"}},
+        # Cancel clicked in the dialog during a run of a slow model (0.25 s a block), in QGIS's process and in the
+        # child process (the provider setting)
+        *({"name": f"cancel_{where}", "alg": "dltools:classifypixels", "model": d["slow_emd"],
+           "inputs": {"INPUT": d["raster"], "ALLOW_CUSTOM_CODE": True},
+           "outputs": {"OUTPUT": str(tmp / f"cancelled_{where}.tif")},
+           "settings": {"DLTOOLS_RUN_IN_CHILD": where == "child"},
+           "cancel": {"after_progress": 10, "screenshot": f"cancel_{where}"}} for where in ("in_process", "child")),
         {"name": "create_package", "alg": "dltools:packagemodel",
          "inputs": {"MODEL_DEFINITION": d["pixel_emd"]}, "outputs": {"OUTPUT": str(tmp / "pixels.dlpk")}},
         {"name": "describe_model_json", "alg": "dltools:describemodel", "model": d["pixel_json"],
@@ -275,9 +286,43 @@ def test_temporary_outputs_end_without_an_error(desktop, step, name, count):
         assert layer["renderer"] == "categorizedSymbol"
 
 
-def test_classify_objects_shows_the_raster_and_its_alternative(desktop):
+def test_classify_objects_preselects_the_raster_and_explains_its_alternative(desktop):
+    """With a raster and features loaded (the raster selected in the Layers panel), the dialog opens with the raster
+    chosen, as QGIS's own tools preselect a required raster (checked against Raster Layer Statistics in the same
+    project), the features left to the user (optional), and the image folder right under the raster saying that it
+    is used instead; the run on what was preselected succeeds."""
     tool = desktop["tools"]["classify_objects_temporary"]
     assert {"INPUT", "IMAGE_FOLDER", "FEATURES"} <= set(tool["shown"])
+    assert tool["active_layer"] == "image"
+    assert tool["preselected"]["INPUT"] == "image" == tool["qgis_preselects"], tool
+    assert tool["preselected"]["FEATURES"] == ""  # optional: empty, as QGIS leaves an optional layer
+    labels = tool["labels"]
+    assert labels["INPUT"]["text"] == "Input raster"  # required: no "[optional]"
+    folder = labels["IMAGE_FOLDER"]
+    assert folder["text"] == "…or an image folder, used instead of the input raster [optional]", folder
+    assert "the input raster is not read" in folder["tooltip"], folder
+    assert labels["FEATURES"]["text"] == "Input features (empty: each image is one object) [optional]"
+    assert tool["finished"]["ok"] is True, tool["log"]
+    assert "image" in tool["log"] and "not read" not in tool["log"]  # no folder: the preselected raster was read
+
+
+@pytest.mark.parametrize(("where", "limit"), [("in_process", 1.0), ("child", 2.0)])
+def test_cancel_in_the_dialog_is_acknowledged_at_once_and_stops_the_run(desktop, where, limit):
+    """QGIS's own Cancel button, clicked during a run of a slow model: "Cancelling…" is in the log and over the
+    progress bar the moment of the click (read before any event is processed), the run ends within ``limit``
+    seconds, and no output is kept."""
+    seen = desktop["tools"][f"cancel_{where}"]["cancel"]
+    assert seen["enabled_before"] and 10 <= seen["progress_at_click"] < 100, seen
+    assert seen["log_at_click"].count("Cancelling…") == 1, seen["log_at_click"]  # once, not twice
+    assert any(text.startswith("Cancelling…") for text in seen["labels_at_click"]), seen["labels_at_click"]
+    assert seen["ended"], seen
+    print(f"{where}: click to end {seen['click_to_end']:.2f} s")
+    assert seen["click_to_end"] < limit, f"the run went on {seen['click_to_end']:.2f} s after Cancel"
+    tool = desktop["tools"][f"cancel_{where}"]
+    assert tool["finished"]["ok"] is not True
+    tmp = desktop["paths"]["tmp"]
+    assert not (tmp / f"cancelled_{where}.tif").exists()
+    assert [p.name for p in tmp.iterdir() if p.name.startswith(f"cancelled_{where}")] == []
 
 
 def test_create_package_dialog_is_one_choice(desktop):
