@@ -15,6 +15,7 @@ from typing import Any
 from ..core.errors import DLToolsError, UntrustedCodeError
 from ..core.model.definition import ONNX_SUFFIXES, TORCH_EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, colours_from_palette, palette
 from ..core.model.loader import load_model_definition
+from ..core.prf.function_trust import function_digest, function_trusted, own_function
 from ..core.tools.describe.device import device_summary
 from ..core.tools.describe.report import bands_text
 from ..core.trust import CODE_KINDS, file_sha256
@@ -55,8 +56,14 @@ def dialog_definition(text: str) -> Any:
 
 
 def untrusted_code(md: Any) -> tuple[str, str] | None:
-    """(file, SHA-256) when ``md`` names a code-bearing model file (TorchScript, .pt2) the user has not trusted."""
-    if md is None or md.model_format_kind not in CODE_KINDS or md.model_file is None or not md.model_file.is_file():
+    """(file, SHA-256) when ``md`` names a code-bearing model file (TorchScript, .pt2) or has its own Python
+    function (InferenceFunction: the digest of its folder's .py files) that the user has not trusted."""
+    if md is None:
+        return None
+    function = untrusted_function(md)
+    if function is not None:
+        return function
+    if md.model_format_kind not in CODE_KINDS or md.model_file is None or not md.model_file.is_file():
         return None
     if md.code_trust is not None and md.code_trust.allows(md.model_file):
         return None
@@ -64,6 +71,16 @@ def untrusted_code(md: Any) -> tuple[str, str] | None:
         return str(md.model_file), file_sha256(md.model_file)
     except OSError:
         return None
+
+
+def untrusted_function(md: Any) -> tuple[str, str] | None:
+    """(the function's file, its digest) when the model has its own Python function that the run would not be
+    allowed to run (the provider setting off, the file not trusted); None otherwise."""
+    path = own_function(md)
+    if path is None or getattr(md.code_trust, "everything", False) or function_trusted(md):
+        return None
+    digest = function_digest(md)
+    return (str(path), digest) if digest else None
 
 
 def model_summary(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tuple[str, Any, tuple[str, str] | None]:
@@ -79,7 +96,11 @@ def model_summary(text: str, device_kind: str = "auto", gpu_id: int = 0) -> tupl
         return f'<span style="color:#a00000">{html.escape(str(exc))}</span>', None, None
     summary = _summary_lines(md, device_kind, gpu_id)
     untrusted = untrusted_code(md)
-    if untrusted:
+    if untrusted and untrusted_function(md):
+        summary += ('<br><span style="color:#9a3b00">This model contains code (its own Python function, '
+                    f"{html.escape(Path(untrusted[0]).name)}, and the .py files beside it). It runs only if you "
+                    "trust it.</span>")
+    elif untrusted:
         summary += ('<br><span style="color:#9a3b00">This model contains code (a TorchScript or torch.export '
                     "program). It runs only if you trust it.</span>")
     return summary, md, untrusted

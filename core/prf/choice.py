@@ -11,17 +11,14 @@ the function was not run and that the results can differ from ArcGIS's.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 from ..model.definition import ModelDefinition
 from ..model.function_source import function_path, shown_path
 from ..progress import Progress
+from .function_trust import ARCGIS_LEARN_FUNCTION, function_allowed
 
-#: arcgis.learn's standard raster functions (the plugin re-implements what they do).
-ARCGIS_LEARN_FUNCTION = re.compile(
-    r"ArcGIS(ImageClassifier|ObjectDetector|InstanceDetector|ObjectClassifier|ImageCaptioner|SuperResolution|"
-    r"ImageTsClassifier|ImageTranslation|PixelClassifier)\.py$", re.IGNORECASE)
+__all__ = ["ARCGIS_LEARN_FUNCTION", "model_to_run"]
 
 
 def model_to_run(md: ModelDefinition, allowed: bool, progress: Progress) -> ModelDefinition:
@@ -33,7 +30,7 @@ def model_to_run(md: ModelDefinition, allowed: bool, progress: Progress) -> Mode
     if path is None or ARCGIS_LEARN_FUNCTION.search(path.name):
         return md
     shown = shown_path(md, path)
-    if allowed:
+    if function_allowed(md, allowed):
         progress.info(f"The model has its own Python function '{shown}' (InferenceFunction) beside a file the plugin "
                       "runs natively: custom code is allowed, so the function runs, as ArcGIS runs it")
         return replace(md, custom_function=True)

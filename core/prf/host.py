@@ -46,6 +46,7 @@ from ..progress import NullProgress, Progress
 from .configuration import Configuration, read_configuration
 from .errors import CustomCodeRefusedError, CustomFunctionError
 from .features import feature_set, field_list
+from .function_trust import function_allowed
 from .loading import ModelModules
 from .raster_info import read_output, update_kwargs
 
@@ -62,9 +63,9 @@ def refusal_message(md: ModelDefinition, path: Path) -> str:
             "with the model and can do anything your user account can: read or delete files, send data away, "
             "install software. It is not run unless you allow it. If you trust whoever made the model, allow "
             f"custom code for this run (the '{PARAMETER_NAME}' parameter, 'Allow the model's own code' in "
-            "the dialog), or for every run in Processing > Options > Providers > Deep Learning Tools > "
-            f"'{SETTING_NAME}'. Otherwise ask for the model as ONNX, which the plugin runs without "
-            "any of its code.")
+            "the dialog), trust this model's code in the tool's dialog (its .py files, by SHA-256), or allow it "
+            f"for every run in Processing > Options > Providers > Deep Learning Tools > '{SETTING_NAME}'. "
+            "Otherwise ask for the model as ONNX, which the plugin runs without any of its code.")
 
 
 
@@ -111,7 +112,7 @@ class PythonRasterFunction:
                                        "model definition")
         self.path = path
         self.shown = shown_path(md, path)
-        if not allowed:
+        if not function_allowed(md, allowed):
             raise CustomCodeRefusedError(refusal_message(md, path))
         self.sha256 = sha256_of(path)
         self.progress.info(f"Running the model's own Python code: '{self.shown}' (SHA-256 {self.sha256})")
@@ -138,7 +139,7 @@ class PythonRasterFunction:
     def refuse_unless(md: ModelDefinition, allowed: bool) -> None:
         """Refuse early (before any file is read) when the model's code may not run."""
         path = function_path(md)
-        if path is not None and not allowed:
+        if path is not None and not function_allowed(md, allowed):
             raise CustomCodeRefusedError(refusal_message(md, path))
 
     # -- loading ---------------------------------------------------------------------------------

@@ -201,3 +201,58 @@ def test_dialog_summary_and_argument_table_never_open_an_untrusted_program(qgis_
     text, md, untrusted = model_summary(str(torch_emd(tmp_path, "evil.pt")))
     assert untrusted is None and "This model contains code" not in text
     assert not marker.exists()  # trusting shows the model; it still does not run it
+
+
+# ------------------------------------------------------------------------------------------ a model's Python function
+def _function_case(tmp_path: Path) -> tuple[Path, Path, np.ndarray]:
+    """A model whose own Python function (NeighbourClassifier.py) labels each pixel by its right neighbour."""
+    import prf_functions as prf
+
+    rng = np.random.default_rng(3)
+    arr = np.stack([rng.integers(1, 50, (19, 23)), rng.integers(1, 250, (19, 23))]).astype(np.uint16)
+    raster = write_raster(tmp_path / "in.tif", arr)
+    emd = prf.write_function(tmp_path / "model", "NeighbourClassifier", prf.NEIGHBOUR_CLASSIFIER)
+    right = np.zeros((19, 23))
+    right[:, :-1] = arr[1][:, 1:]
+    right[:, -1] = arr[1][:, -2]  # the engine mirrors past the raster's edge
+    return raster, emd, (1 + (right > 150)).astype(np.uint8)
+
+
+def test_a_models_python_function_is_trusted_by_the_digest_of_its_py_files(context, tmp_path):
+    """The dialog offers "This model contains code. Run it?" for a model's own function as for TorchScript; the
+    answer (the SHA-256 of the .py files in the function's folder) lets processing.run run it without
+    ALLOW_CUSTOM_CODE, in the child process; a changed or added .py there is untrusted again."""
+    from dltools.algorithms.model_summary import model_summary
+    from dltools.algorithms.trust import forget_model, trust_model
+
+    raster, emd, expected = _function_case(tmp_path)
+    params = {"INPUT": str(raster), "MODEL": str(emd), "ARGUMENTS": "threshold 150"}
+    text, md, untrusted = model_summary(str(emd))
+    assert md is not None and "This model contains code (its own Python function, NeighbourClassifier.py" in text
+    assert untrusted[0].endswith("NeighbourClassifier.py") and len(untrusted[1]) == 64
+    with pytest.raises(QgsProcessingException, match="trust this model's code in the tool's dialog") as info:
+        classify(context, **params, OUTPUT=str(tmp_path / "a.tif"))
+    assert "ALLOW_CUSTOM_CODE" in str(info.value) and not (tmp_path / "a.tif").exists()
+    trust_model(untrusted[1])
+    try:
+        text, md, again = model_summary(str(emd))
+        assert again is None and "This model contains code" not in text
+        result = classify(context, **params, OUTPUT=str(tmp_path / "b.tif"))
+        assert np.array_equal(read_raster(result["OUTPUT"]), expected)
+        (emd.parent / "helper.py").write_text("X = 1\n", encoding="utf-8")  # new code beside the function
+        text, md, changed = model_summary(str(emd))
+        assert changed is not None and changed[1] != untrusted[1] and "This model contains code" in text
+        with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
+            classify(context, **params, OUTPUT=str(tmp_path / "c.tif"))
+    finally:
+        forget_model(untrusted[1])
+
+
+def test_a_trusted_torchscript_digest_does_not_trust_a_function(context, tmp_path):
+    """Trust is per digest: trusting some other file's SHA-256 lets no function run."""
+    from dltools.algorithms.trust import trust_model
+
+    raster, emd, _ = _function_case(tmp_path)
+    trust_model("0" * 64)
+    with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
+        classify(context, INPUT=str(raster), MODEL=str(emd), ARGUMENTS="threshold 150", OUTPUT=str(tmp_path / "a.tif"))
