@@ -8,6 +8,7 @@ operators only), before the first batch runs.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +95,7 @@ class TorchBackend(Backend):
         self.torch_device, self.provider = select_device(torch, device)
         refuse_half_on_cpu(device, str(self.torch_device))
         self.transfer = TorchTransfer(torch, self.torch_device, device.half)
+        self._seconds_lock = threading.Lock()
         if self.transfer.half:
             self.provider += ", half precision (autocast float16)"
         model_file = Path(model_file)
@@ -151,7 +153,7 @@ class TorchBackend(Backend):
         them, so the engine's model thread can send the next batch while the writer waits for this one. The
         waiting counts as time in the model. Elsewhere (and for a module returning dicts): :meth:`Backend.run`."""
         arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
-        if not self.transfer.cuda or len(arrays) != len(self.inputs):
+        if not self.transfer.cuda or len(arrays) != len(self.inputs) or self.fixed_batch is not None:
             return super().run_deferred(batch)
         start = time.perf_counter()
         try:
@@ -164,13 +166,15 @@ class TorchBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - torch raises many types; one clear message
             shapes = ", ".join(str(tuple(a.shape)) for a in arrays)
             raise BackendError(f"The model failed on input of shape {shapes}: {plain_reason(exc)}") from exc
-        self.model_seconds += time.perf_counter() - start
+        with self._seconds_lock:
+            self.model_seconds += time.perf_counter() - start
         self.calls += 1
 
-        def outputs() -> list[np.ndarray]:
+        def outputs() -> list[np.ndarray]:  # on the engine's writer thread
             waited = time.perf_counter()
             result = wait()
-            self.model_seconds += time.perf_counter() - waited
+            with self._seconds_lock:  # the model thread adds its own seconds meanwhile
+                self.model_seconds += time.perf_counter() - waited
             return result
 
         return Deferred(outputs)
