@@ -214,3 +214,28 @@ def test_deferred_outputs_on_the_cpu_are_the_plain_run(models):
         _same_bits(pending.then(lambda outs: outs[0] * 2).result(), backend.run(A)[0] * 2)
     with OnnxBackend(models["dynamic"], CPU) as backend:
         _same_bits(backend.run_deferred(A).result()[0], backend.run(A)[0])
+
+
+def test_classify_pixels_with_torchscript_through_the_deferred_path(tmp_path, models):
+    """The engine's model thread hands Deferred outputs to its writer: a TorchScript model and the same network as
+    ONNX classify a raster identically, and as numpy says (three classes, argmax of a 3 x 3 convolution)."""
+    from builders import numpy_conv_same, read_raster, write_emd, write_raster
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    weight = np.random.default_rng(3).integers(-2, 3, size=(3, 3, 1, 1)).astype(np.float32)
+    conv = conv_module(3, 3, 1, weight=weight)
+    image = np.random.default_rng(4).integers(0, 9, size=(3, 37, 45)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", image)
+    classes = [(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)), (3, "three", (0, 0, 255))]
+    export_torchscript(conv, tmp_path / "m.pt")
+    export_onnx(conv, tmp_path / "m.onnx", 3, 16)
+    want = np.array([1, 2, 3])[np.argmax(numpy_conv_same(image, weight, np.zeros(3)), axis=0)]
+    got = {}
+    for name, framework in (("m.pt", "PyTorch"), ("m.onnx", "ONNX")):
+        emd = write_emd(tmp_path / f"{name}.emd", name, framework=framework, tile=16, classes=classes)
+        md = load_model_definition(str(emd), trust=CodeTrust.all())
+        out = tmp_path / f"{name}.tif"
+        classify_pixels(str(raster), md, str(out), "padding 2;batch_size 4", device=DeviceRequest("cpu", threads=1))
+        got[name] = read_raster(out)
+    assert np.array_equal(got["m.pt"], want) and np.array_equal(got["m.onnx"], want)
