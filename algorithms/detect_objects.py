@@ -140,7 +140,11 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
         classes = results[0].classes if results else md.classes
         with AtomicSink(self, parameters, self.OUTPUT, context, fields,
                         QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs) as sink:
-            self._write_objects(sink, results, fields, crs, masks, context, parameters)
+            try:
+                self._write_objects(sink, results, fields, crs, masks, context, parameters)
+            finally:  # a model run's objects wait in a temporary file (core's ObjectStore)
+                for result in results:
+                    getattr(result.objects, "discard", lambda: None)()
             sink.close()
             qml = categorized_qml(classes, sink.written_name(class_field))  # a shapefile's 10-character name
             style = sink.side_path(".qml")  # the style follows the layer: renamed with it on success

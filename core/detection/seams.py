@@ -223,3 +223,43 @@ def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips
     graph = merge_graph(boxes, np.asarray(scores, np.float64), np.asarray(classes), np.asarray(chips),
                         np.asarray(cut, bool), iou_threshold)
     return [graph.group(t) for t in graph.kept().tolist()]
+
+
+#: Pixels past a box within which an object of another block may still pair with it (two boxes pair when they
+#: come within 2 * TOUCH of each other).
+REACH = 2 * TOUCH + 1
+
+
+def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
+                iou_threshold: float,
+                interior: tuple[float, float, float, float]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One block's objects: (the groups already final and kept, most confident first; which objects to hold).
+
+    ``interior`` (x0, y0, x1, y1, open) is where no tile of another block reaches: objects of other blocks lie in
+    their own tiles, so they can only pair with a group whose box, grown by :data:`REACH`, leaves the interior; and a
+    united group can only drop (or be dropped by) a group whose box it overlaps by more than half, which lies within
+    that group's box grown by its own width and height. A group is final when neither reaches past the interior,
+    for it and for every group it is linked with (united, or dropping or dropped), since greedy suppression is
+    decided within such a linked set alone. Those are decided here exactly as the merge of the whole raster would;
+    the rest are held for the merge at the end."""
+    n = len(scores)
+    if n == 0:
+        return [], np.zeros(0, bool)
+    graph = merge_graph(boxes, np.asarray(scores, np.float64), np.asarray(classes), np.asarray(chips),
+                        np.asarray(cut, bool), iou_threshold)
+    gb = graph.gbox
+    grow_x, grow_y = gb[:, 2] - gb[:, 0] + REACH, gb[:, 3] - gb[:, 1] + REACH
+    x0, y0, x1, y1 = interior
+    near = ~((gb[:, 0] - grow_x > x0) & (gb[:, 1] - grow_y > y0) & (gb[:, 2] + grow_x < x1)
+             & (gb[:, 3] + grow_y < y1))
+    nodes = int(graph.node.max()) + 1
+    parent = np.arange(nodes)
+    _union(parent, graph.ni, graph.nj)
+    held_set = np.zeros(nodes, bool)
+    held_set[parent[graph.node[near]]] = True
+    held_group = held_set[parent[graph.node]]
+    kept = np.flatnonzero(graph.kept_mask() & ~held_group)
+    kept = kept[priority_order(graph.gscore[kept])]
+    held = np.zeros(n, bool)
+    held[graph.members] = np.repeat(held_group, graph.sizes)
+    return [graph.group(g) for g in kept.tolist()], held

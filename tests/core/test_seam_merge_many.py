@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The seam merge of Detect Objects at 100,000 boxes per tile: the same groups as the rule written out pair by pair,
-every survivor of a real run exactly, and memory measured as the peak of a fresh child process (the old merge
-listed every pair of touching boxes: 24 GB and more)."""
+every survivor of a real run exactly, and memory measured as the peak of a fresh child process (its VmHWM; the old
+merge listed every pair of touching boxes: 24 GB and more)."""
 
 from __future__ import annotations
 

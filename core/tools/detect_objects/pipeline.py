@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,18 +34,16 @@ from ...backends import Backend, DeviceRequest, open_backend
 from ...detection.decode import ChipDetections, ClassTable, DetectionDecoder, class_table, make_decoder
 from ...detection.geometry import (
     box_corners,
-    box_polygons_wkb,
     clip_mask,
     concat,
     invert_transform,
     mask_geometry,
     ring_geometry,
 )
-from ...detection.nms import box_iou_pairs, check_max_overlap, nms_boxes, suppress_for_tool
+from ...detection.nms import box_iou_pairs, check_max_overlap, nms_boxes
 from ...detection.screen import dropped_lines, screen
-from ...detection.seams import seam_merge
 from ...engine import augment
-from ...engine.blocks import BlockJob, ResultSink, block_jobs, chips_per_block, run_in_process
+from ...engine.blocks import BlockJob, block_jobs, chips_per_block, run_in_process
 from ...engine.contract import ModelContract, decide_contract
 from ...engine.normalize import build_normaliser, resolve_bands
 from ...engine.pixels import TileReader
@@ -65,8 +62,9 @@ from ...raster.gdal_io import (
     open_raster,
 )
 from ...raster.grid import TileGrid
-from ...raster.mask import GridMask
 from ...raster.request import BandSource, RasterRequest, processing_grid
+from .objects import DetectedObject, ObjectStore, RawObjects
+from .stream import ObjectStream
 
 ogr.UseExceptions()
 
@@ -74,52 +72,9 @@ DETECTION_TYPES = ("ObjectDetection", "InstanceDetection")
 
 
 @dataclass
-class DetectedObject:
-    """One output feature: geometry (WKB, map coordinates), class and confidence (0-100)."""
-
-    wkb: bytes
-    class_name: str
-    class_value: int
-    confidence: float
-    extra: tuple = ()  # values of DetectionResult.extra_fields (a custom function's getFields())
-
-
-@dataclass
-class RawObjects:
-    """Objects of one block in raster pixel coordinates, before the global merge (picklable: WKB, not OGR)."""
-
-    boxes: list[np.ndarray] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)
-    classes: list[np.ndarray] = field(default_factory=list)
-    chips: list[np.ndarray] = field(default_factory=list)
-    cut: list[np.ndarray] = field(default_factory=list)
-    shapes: list[bytes | None] = field(default_factory=list)  # map geometry (WKB) of rotated boxes / masks
-    #: objects the model returned that cannot be right, by reason (detection.screen): dropped, not written
-    dropped: Counter = field(default_factory=Counter)
-
-    def add(self, det: ChipDetections, chip: int, cut: np.ndarray, shapes: list) -> None:
-        self.boxes.append(det.boxes)
-        self.scores.append(det.scores)
-        self.classes.append(det.classes)
-        self.chips.append(np.full(len(det), chip, np.int64))
-        self.cut.append(cut)
-        self.shapes.extend(shapes)
-
-    def extend(self, other: RawObjects) -> None:
-        for name in ("boxes", "scores", "classes", "chips", "cut", "shapes"):
-            getattr(self, name).extend(getattr(other, name))
-        self.dropped.update(other.dropped)
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        def cat(parts: list[np.ndarray], shape: tuple, dtype: Any) -> np.ndarray:
-            return np.concatenate(parts) if parts else np.zeros(shape, dtype)
-        return (cat(self.boxes, (0, 4), float), cat(self.scores, (0,), float), cat(self.classes, (0,), np.int64),
-                cat(self.chips, (0,), np.int64), cat(self.cut, (0,), bool))
-
-
-@dataclass
 class DetectionResult:
-    objects: list[DetectedObject]
+    #: the objects, in a temporary file for a model run (iterate it once; ``discard()`` when written)
+    objects: list[DetectedObject] | ObjectStore
     classes: list[ClassInfo]
     geometry_type: str  # "Polygon" or "MultiPolygon"
     crs_wkt: str
@@ -207,10 +162,13 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
         det.scores = total / len(per_transform)
     wx, wy, ww, wh = chips.chip_window(row, col)
     shift = np.array([wx, wy, wx, wy], np.float64)
-    # the centre rule reads the model's own box; what lies past the raster's edge (zeros, or the mirrored
-    # raster) is not observed, so the object itself is clipped to the raster
+    # the centre rule reads the model's own box; what lies past the tile (a guess) or past the raster's edge
+    # (zeros, or the mirrored raster) is not observed, so the object itself is clipped to both; an object then
+    # lies in its tile, which is what lets a block's objects away from other blocks' tiles be written at once
     raw_boxes = det.boxes + shift
-    boxes = np.clip(raw_boxes, 0, [grid.width, grid.height, grid.width, grid.height])
+    lo = [max(wx, 0), max(wy, 0)] * 2
+    hi = [min(wx + ww, grid.width), min(wy + wh, grid.height)] * 2
+    boxes = np.clip(raw_boxes, lo, hi)
     # the chip's own centre: for the last chip of a row or column, moved inward, that overlaps the previous
     # chip's, so both may keep an object there; the seam merge then keeps one
     cx, cy = chips.core_origin(row, col)
@@ -358,7 +316,9 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
             jobs = block_jobs(setup.chips, per_block)
             progress.info(f"Blocks: {len(jobs)} of up to {per_block[1]} x {per_block[0]} tiles; edges "
                           f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
-            sink = ResultSink()
+            sink = ObjectStream(chips=setup.chips, grid=grid, table=table, nms_overlap=setup.nms_overlap,
+                                with_masks=setup.decoder.with_masks, store=ObjectStore(table), mask=mask,
+                                hold_all=run_nms)
             if scheduler:
                 from ...engine.cluster import ModelRef, run_on_cluster
 
@@ -371,22 +331,25 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
         source.close()
         backend.close()
     merge_start = time.perf_counter()
-    raw = RawObjects()
-    for block in sink.in_order():
-        raw.extend(block)
-    for line in dropped_lines(raw.dropped):
+    for line in dropped_lines(sink.dropped):
         progress.warning(line)
-    objects, before, after = finish_objects(raw, setup, table, run_nms, max_overlap_ratio, progress, mask)
+    try:
+        sink.finish(run_nms, max_overlap_ratio, progress)
+    except BaseException:
+        sink.store.discard()
+        raise
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
-    per_class = Counter(o.class_name for o in objects)
+    if not run_nms:
+        progress.info(f"Objects written as their blocks finished: {sink.streamed}; held near block seams to the "
+                      f"end: {sink.store.count - sink.streamed}")
     geometry_type = "MultiPolygon" if setup.decoder.with_masks else "Polygon"
     result = DetectionResult(
-        objects=objects, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,
+        objects=sink.store, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,
         layout=setup.decoder.layout, tiles=setup.chips.count, batch_size=setup.contract.batch_size,
         tile_size=(setup.chips.tile_w, setup.chips.tile_h), padding=setup.chips.pad, device=backend.describe(),
-        before_merge=before, after_merge=after, seconds=time.perf_counter() - started,
-        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(per_class),
+        before_merge=sink.found, after_merge=sink.merged, seconds=time.perf_counter() - started,
+        model_seconds=backend.model_seconds, merge_seconds=merge_seconds, per_class=dict(sink.store.per_class),
         blocks=len(jobs))
     for line in result.summary_lines():
         progress.info(line)
@@ -437,44 +400,3 @@ def _leaves(out: Any) -> list:
     if isinstance(out, (list, tuple)):
         return [leaf for o in out for leaf in _leaves(o)]
     return [out]
-
-
-def finish_objects(raw: RawObjects, setup: DetectionSetup, table: ClassTable, run_nms: bool,
-                   max_overlap_ratio: float, progress: Progress,
-                   mask: GridMask | None = None) -> tuple[list[DetectedObject], int, int]:
-    """The global seam merge, map geometries, optional tool NMS: (objects, count before merge, after merge).
-    With a ``mask``, merged objects whose box centre lies outside its polygons are dropped."""
-    boxes, scores, classes, chips, cut = raw.arrays()
-    groups = seam_merge(boxes, scores, classes, chips, cut, setup.nms_overlap)
-    if mask is not None and groups:
-        centres = np.array([[(boxes[g, 0].min() + boxes[g, 2].max()) / 2, (boxes[g, 1].min() + boxes[g, 3].max()) / 2]
-                            for g in groups])
-        inside = mask.contains_pixels(centres[:, 0], centres[:, 1])
-        progress.info(f"MASK '{mask.name}': {int((~inside).sum())} objects whose centre lies outside its polygons "
-                      "are dropped")
-        groups = [g for g, keep in zip(groups, inside.tolist()) if keep]
-    gt = setup.grid.geotransform
-    first = np.array([int(g[0]) for g in groups], np.int64)
-    group_scores, group_classes = scores[first], classes[first]
-    if raw.shapes and raw.shapes[0] is not None:  # rotated boxes or masks: the union of the pieces' shapes
-        wkbs = []
-        for g in groups:
-            geom = ogr.CreateGeometryFromWkb(raw.shapes[int(g[0])])
-            for k in g[1:].tolist():
-                geom = geom.Union(ogr.CreateGeometryFromWkb(raw.shapes[k]))
-            if setup.decoder.with_masks and geom.GetGeometryType() == ogr.wkbPolygon:
-                geom = ogr.ForceToMultiPolygon(geom)
-            wkbs.append(geom.ExportToIsoWkb())
-    else:  # axis-aligned boxes: the union of the pieces' boxes, as WKB polygons straight from numpy
-        united = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
-                           if len(g) > 1 else boxes[g[0]] for g in groups]).reshape(-1, 4)
-        wkbs = box_polygons_wkb(gt, united)
-    keep = np.ones(len(wkbs), bool)
-    if run_nms and wkbs:
-        keep = suppress_for_tool(wkbs, group_scores, [table.info(int(c)).name for c in group_classes],
-                                 max_overlap_ratio, progress)
-    infos = {int(c): table.info(int(c)) for c in np.unique(group_classes)}
-    confidence = np.round(group_scores * 100.0, 4)
-    objects = [DetectedObject(w, infos[c].name, int(infos[c].value), conf)
-               for w, c, conf, k in zip(wkbs, group_classes.tolist(), confidence.tolist(), keep.tolist()) if k]
-    return objects, len(scores), len(groups)
