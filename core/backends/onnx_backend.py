@@ -12,9 +12,11 @@ import numpy as np
 
 from ..errors import BackendError, CancelledError, DependencyMissingError, plain_reason
 from ..installer.advice import not_installed
+from ..memory import memory_bound
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo, refuse_half_on_cpu
 from .onnx_binding import IoBinder
+from .onnx_sizes import check_onnx_sizes
 
 _ORT_TYPES = {
     "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -107,6 +109,7 @@ class OnnxBackend(Backend):
         # (make bench io-8192: less CPU for the same work on a loaded two-core machine)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
+        check_onnx_sizes(model_file, memory_bound())  # a constant gigabyte tensor is refused before it is taken
         try:
             self.session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
         except Exception as exc:

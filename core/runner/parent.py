@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import BackendError, CancelledError, DLToolsError
 from ..installer.interpreter import RunningPython, locate_python, own_interpreter
+from ..memory import BUDGET_ENV, available_memory
 from ..progress import NullProgress, Progress
 from ..safe_output import remove_temporaries
 from .protocol import ProgressSlot, receive, send
@@ -60,18 +61,6 @@ def python_for_child() -> str:
     return str(locate_python(running))
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available now (Linux ``MemAvailable``), None where it cannot be read."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
 def resident_memory(pid: int) -> int:
     """Resident bytes of process ``pid`` (0 where it cannot be read)."""
     try:
@@ -93,10 +82,11 @@ def _package() -> str:
     return __name__.rsplit(".core.runner.", 1)[0]
 
 
-def _start(read_fd: int, write_fd: int) -> subprocess.Popen:
+def _start(read_fd: int, write_fd: int, budget: int | None) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(DLTOOLS_RUNNER_PATH=os.pathsep.join(p for p in sys.path if p), DLTOOLS_RUNNER_PACKAGE=_package(),
                DLTOOLS_RUNNER_FD=str(write_fd), PYTHONUNBUFFERED="1")
+    env[BUDGET_ENV] = str(budget or 0)  # what the child's own checks of declared sizes measure against
     try:
         return subprocess.Popen([python_for_child(), "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,), env=env)
@@ -142,13 +132,13 @@ class ChildRun:
             raise CancelledError("The run was cancelled.")
         read_fd, write_fd = os.pipe()
         available = available_memory()
-        self.proc = _start(read_fd, write_fd)
+        self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
+            else None
+        self.proc = _start(read_fd, write_fd, self.budget)
         inbox: queue.Queue = queue.Queue()
         pipe = os.fdopen(read_fd, "rb")
         threading.Thread(target=_read, args=(pipe, inbox), daemon=True).start()
         threading.Thread(target=_drain_stderr, args=(self.proc.stderr, self.stderr), daemon=True).start()
-        self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
-            else None
         try:
             send(self.proc.stdin, (self.name, self.args, self.kwargs))
             return self._loop(inbox)

@@ -194,7 +194,7 @@ def test_core_has_no_import_cycles():
 #: never above: the folder tree is the architecture diagram (README "Architecture", docs/architecture.md).
 LAYERS: list[tuple[str, ...]] = [
     ("core.errors", "core.flags"),  # leaves: the exceptions, the one reading of a true/false value
-    ("core.progress", "core.threads", "core.safe_output", "core.trust"),
+    ("core.progress", "core.threads", "core.safe_output", "core.trust", "core.memory"),
     ("core.installer",),  # the plugin's own libraries: QGIS's interpreter, pip into a private folder, the report
     ("core.backends",),  # runtimes: ONNX Runtime, torch, the arcgis.learn rebuilds; know nothing of definitions
     ("core.model",),  # what a model is: definition types, .emd/.ecd/.dlpk readers, probe, the loader

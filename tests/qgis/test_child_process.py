@@ -126,9 +126,21 @@ def _low_memory_limit() -> None:
 
 def test_memory_watchdog_from_the_provider_setting(context, tmp_path, raster):
     _low_memory_limit()
-    hog = hostile_onnx.memory_hog(tmp_path / "hog.onnx", gib=3.0)  # 309 bytes that take 3 GiB
+    hog = hostile_onnx.memory_hog_from_input(tmp_path / "hog.onnx", gib=3.0)  # 3 GiB: a size known only when run
     message = refused(context, raster, emd_for(hog), tmp_path / "out.tif")
     assert message.startswith("The run was stopped: it used ") and "GiB of memory, more than its limit" in message
+    good_run(context, tmp_path, raster)
+
+
+def test_a_constant_sized_bomb_is_refused_before_onnx_runtime_opens_it(context, tmp_path, raster):
+    """A 309-byte ConstantOfShape of 3 GiB: refused by the child's check of the file against the same bound as the
+    watchdog, naming the node and the size, before any memory is taken (#18 part 3)."""
+    _low_memory_limit()
+    hog = hostile_onnx.memory_hog(tmp_path / "hog.onnx", gib=3.0)
+    assert hog.stat().st_size < 400
+    message = refused(context, raster, emd_for(hog), tmp_path / "out.tif")
+    assert message.startswith("ONNX model 'hog.onnx' is refused: node 'big' (ConstantOfShape) would take 3.0 GiB "
+                              "(805,306,368 elements from constant inputs), more than the 1.0 GiB a run may use")
     good_run(context, tmp_path, raster)
 
 
