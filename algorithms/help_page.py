@@ -34,7 +34,8 @@ def _inline(text: str) -> str:
             out.append(f"<code>{html.escape(part[1:-1])}</code>")
             continue
         s = html.escape(part, quote=False)
-        s = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", r'<img alt="\1" src="\2">', s)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)",  # quotes in the alt text must not end the attribute
+                   lambda m: f'<img alt="{m.group(1).replace(chr(34), "&quot;")}" src="{m.group(2)}">', s)
         s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', s)
         s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
         s = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", s)

@@ -64,6 +64,9 @@ def run_tool(step):
     dlg.resize(900, 900)
     dlg.show()
     wait(0.5)
+    dlg.resize(900, 900)  # again once shown: QGIS may restore a saved geometry when the dialog shows
+    wait(0.2)
+    out["size"] = [dlg.width(), dlg.height()]
     panel = dlg.mainWidget()
     wrappers = panel.wrappers
     ctx = QgsProcessingContext()
@@ -145,6 +148,7 @@ def cancel(dlg, plan):
     button.click()
     seen["log_at_click"] = log_text(dlg)[-2000:]
     seen["labels_at_click"] = [w.text() for w in dlg.findChildren(QLabel) if "Cancelling" in w.text()]
+    dlg.grab().save(os.path.join(SHOTS, f"{plan['screenshot']}_at_click.png"))  # may make the end seen later
     ended = wait(30, lambda: not button.isEnabled())  # the dialog disables Cancel when the run has ended
     seen["ended"] = ended
     seen["click_to_end"] = time.time() - clicked
