@@ -19,6 +19,7 @@ streaming run (:func:`split_final`) can tell which groups are final while other 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,18 +231,27 @@ def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips
 REACH = 2 * TOUCH + 1
 
 
+def outside(interior: tuple[float, float, float, float]) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``reaches`` of :func:`split_final` for a block: boxes not strictly inside ``interior`` (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = interior
+
+    def reaches(b: np.ndarray) -> np.ndarray:
+        return ~((b[:, 0] > x0) & (b[:, 1] > y0) & (b[:, 2] < x1) & (b[:, 3] < y1))
+    return reaches
+
+
 def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
                 iou_threshold: float,
-                interior: tuple[float, float, float, float]) -> tuple[list[np.ndarray], np.ndarray]:
-    """One block's objects: (the groups already final and kept, most confident first; which objects to hold).
+                reaches: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Objects of finished blocks: (the groups already final and kept, most confident first; which objects to hold).
 
-    ``interior`` (x0, y0, x1, y1, open) is where no tile of another block reaches: objects of other blocks lie in
-    their own tiles, so they can only pair with a group whose box, grown by :data:`REACH`, leaves the interior; and a
-    united group can only drop (or be dropped by) a group whose box it overlaps by more than half, which lies within
-    that group's box grown by its own width and height. A group is final when neither reaches past the interior,
-    for it and for every group it is linked with (united, or dropping or dropped), since greedy suppression is
-    decided within such a linked set alone. Those are decided here exactly as the merge of the whole raster would;
-    the rest are held for the merge at the end."""
+    ``reaches(boxes)`` says which boxes reach where objects not given here may still come from: the tiles of other
+    blocks (:func:`outside` a block's interior), or of blocks not done yet. Objects lie in their own tiles, so they
+    can only pair with a group whose box, grown by :data:`REACH`, reaches their tiles; and a united group can only
+    drop (or be dropped by) a group whose box it overlaps by more than half, which lies within that group's box
+    grown by its own width and height. A group is final when neither reaches, for it and for every group it is
+    linked with (united, or dropping or dropped), since greedy suppression is decided within such a linked set
+    alone. Those are decided here exactly as the merge of the whole raster would; the rest are held."""
     n = len(scores)
     if n == 0:
         return [], np.zeros(0, bool)
@@ -249,9 +259,7 @@ def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chip
                         np.asarray(cut, bool), iou_threshold)
     gb = graph.gbox
     grow_x, grow_y = gb[:, 2] - gb[:, 0] + REACH, gb[:, 3] - gb[:, 1] + REACH
-    x0, y0, x1, y1 = interior
-    near = ~((gb[:, 0] - grow_x > x0) & (gb[:, 1] - grow_y > y0) & (gb[:, 2] + grow_x < x1)
-             & (gb[:, 3] + grow_y < y1))
+    near = reaches(np.stack([gb[:, 0] - grow_x, gb[:, 1] - grow_y, gb[:, 2] + grow_x, gb[:, 3] + grow_y], axis=1))
     nodes = int(graph.node.max()) + 1
     parent = np.arange(nodes)
     _union(parent, graph.ni, graph.nj)

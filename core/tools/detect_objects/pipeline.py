@@ -64,7 +64,7 @@ from ...raster.gdal_io import (
 from ...raster.grid import TileGrid
 from ...raster.request import BandSource, RasterRequest, processing_grid
 from .objects import DetectedObject, ObjectStore, RawObjects
-from .stream import ObjectStream
+from .stream import ObjectStream, PendingBlocks
 
 ogr.UseExceptions()
 
@@ -318,7 +318,7 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
                           f"{'mirrored' if setup.chips.mirrored else 'zero-filled'}")
             sink = ObjectStream(chips=setup.chips, grid=grid, table=table, nms_overlap=setup.nms_overlap,
                                 with_masks=setup.decoder.with_masks, store=ObjectStore(table), mask=mask,
-                                hold_all=run_nms)
+                                hold_all=run_nms, pending=None if run_nms else PendingBlocks(setup.chips, jobs))
             if scheduler:
                 from ...engine.cluster import ModelRef, run_on_cluster
 
@@ -341,8 +341,8 @@ def detect_objects(raster: str, md: ModelDefinition, arguments: str | dict | Non
     merge_seconds = time.perf_counter() - merge_start
     progress.set_progress(100.0)
     if not run_nms:
-        progress.info(f"Objects written as their blocks finished: {sink.streamed}; held near block seams to the "
-                      f"end: {sink.store.count - sink.streamed}")
+        progress.info(f"Objects written as their blocks finished: {sink.streamed}; once the blocks beside them "
+                      f"were done: {sink.settled}; at the end: {sink.store.count - sink.streamed - sink.settled}")
     geometry_type = "MultiPolygon" if setup.decoder.with_masks else "Polygon"
     result = DetectionResult(
         objects=sink.store, classes=table.classes, geometry_type=geometry_type, crs_wkt=grid.crs_wkt,

@@ -22,7 +22,7 @@ from osgeo import ogr
 from ...detection.decode import ClassTable
 from ...detection.geometry import box_polygons_wkb
 from ...detection.nms import suppress_for_tool
-from ...detection.seams import seam_merge, split_final
+from ...detection.seams import outside, seam_merge, split_final
 from ...engine.blocks import BlockJob
 from ...progress import Progress
 from ...raster.gdal_io import RasterGrid
@@ -44,6 +44,47 @@ def block_interior(chips: TileGrid, job: BlockJob) -> tuple[float, float, float,
     return float(x0), float(y0), float(x1), float(y1)
 
 
+#: Held objects below this many are not settled before the end.
+SETTLE_MIN = 50_000
+
+
+class PendingBlocks:
+    """The blocks not done yet, and whether boxes reach any of their tiles (through a summed-area table)."""
+
+    def __init__(self, chips: TileGrid, jobs: list[BlockJob]) -> None:
+        rows = max(j.block_row for j in jobs) + 1
+        cols = max(j.block_col for j in jobs) + 1
+        self.todo = np.zeros((rows, cols), bool)
+        left, right = np.full(cols, np.inf), np.full(cols, -np.inf)
+        top, bottom = np.full(rows, np.inf), np.full(rows, -np.inf)
+        for j in jobs:  # each block's tiles' windows, from its first tile to its last
+            self.todo[j.block_row, j.block_col] = True
+            x0 = chips.chip_window(0, j.cols[0])[0]
+            x1 = chips.chip_window(0, j.cols[1] - 1)[0] + chips.tile_w
+            y0 = chips.chip_window(j.rows[0], 0)[1]
+            y1 = chips.chip_window(j.rows[1] - 1, 0)[1] + chips.tile_h
+            left[j.block_col], right[j.block_col] = min(left[j.block_col], x0), max(right[j.block_col], x1)
+            top[j.block_row], bottom[j.block_row] = min(top[j.block_row], y0), max(bottom[j.block_row], y1)
+        self.left, self.right, self.top, self.bottom = left, right, top, bottom
+
+    def done(self, job: BlockJob) -> None:
+        self.todo[job.block_row, job.block_col] = False
+
+    def reached(self, boxes: np.ndarray) -> np.ndarray:
+        """Which boxes (x0, y0, x1, y1) touch a tile of a block not done yet."""
+        c0 = np.searchsorted(self.right, boxes[:, 0], "left")  # the first block column ending at or after x0
+        c1 = np.searchsorted(self.left, boxes[:, 2], "right") - 1  # the last one starting at or before x1
+        r0 = np.searchsorted(self.bottom, boxes[:, 1], "left")
+        r1 = np.searchsorted(self.top, boxes[:, 3], "right") - 1
+        table = np.zeros((self.todo.shape[0] + 1, self.todo.shape[1] + 1), np.int64)
+        table[1:, 1:] = self.todo.cumsum(0).cumsum(1)
+        empty = (c1 < c0) | (r1 < r0)
+        c0, c1 = np.clip(c0, 0, self.todo.shape[1] - 1), np.clip(c1, 0, self.todo.shape[1] - 1)
+        r0, r1 = np.clip(r0, 0, self.todo.shape[0] - 1), np.clip(r1, 0, self.todo.shape[0] - 1)
+        count = table[r1 + 1, c1 + 1] - table[r0, c1 + 1] - table[r1 + 1, c0] + table[r0, c0]
+        return ~empty & (count > 0)
+
+
 @dataclass
 class ObjectStream:
     """The sink the block engine writes Detect Objects' blocks to (see the module docstring)."""
@@ -59,11 +100,19 @@ class ObjectStream:
     hold_all: bool = False
     #: the objects held, by job index (merged in job order, so ties fall as in one merge of the whole raster)
     held: dict[int, RawObjects] = field(default_factory=dict)
+    #: the blocks not done yet (none: every block is taken for pending, nothing held is settled before the end)
+    pending: PendingBlocks | None = None
+    settle_at: float = 0
+    held_count: int = 0
     dropped: Counter = field(default_factory=Counter)
     found: int = 0
     merged: int = 0
     streamed: int = 0
+    settled: int = 0
     outside_mask: int = 0
+
+    def __post_init__(self) -> None:
+        self.settle_at = SETTLE_MIN if self.pending is not None else np.inf
 
     def write(self, job: BlockJob, raw: RawObjects) -> None:
         self.dropped.update(raw.dropped)
@@ -72,16 +121,50 @@ class ObjectStream:
         if self.hold_all:
             self.held[job.index] = RawObjects(raw.boxes, raw.scores, raw.classes, raw.chips, raw.cut, raw.shapes)
             return
-        if not len(scores):
+        if len(scores):
+            self._split_block(job, raw, boxes, scores, classes, chips, cut)
+        if self.pending is None:
             return
+        self.pending.done(job)
+        if self.held_count > self.settle_at:
+            self._settle()
+
+    def _split_block(self, job: BlockJob, raw: RawObjects, boxes: np.ndarray, scores: np.ndarray,
+                     classes: np.ndarray, chips: np.ndarray, cut: np.ndarray) -> None:
         groups, held = split_final(boxes, scores, classes, chips, cut, self.nms_overlap,
-                                   block_interior(self.chips, job))
+                                   outside(block_interior(self.chips, job)))
         self.merged += len(groups)
         before = self.store.count
         self._emit(groups, boxes, scores, classes, raw.shapes)
         self.streamed += self.store.count - before
         if held.any():
             self.held[job.index] = raw.subset(held)
+            self.held_count += int(held.sum())
+
+    def _settle(self) -> None:
+        """Decide the held objects no block still running can reach; the held ones still waiting set the next
+        threshold (twice as many), so each object is looked at a few times at most and memory follows the seams
+        of the blocks in progress, not the raster."""
+        order = sorted(self.held)
+        pool = RawObjects()
+        for index in order:
+            pool.extend(self.held[index])
+        sizes = [sum(map(len, self.held[index].scores)) for index in order]
+        boxes, scores, classes, chips, cut = pool.arrays()
+        groups, held = split_final(boxes, scores, classes, chips, cut, self.nms_overlap, self.pending.reached)
+        self.merged += len(groups)
+        before = self.store.count
+        self._emit(groups, boxes, scores, classes, pool.shapes)
+        self.settled += self.store.count - before
+        starts = np.cumsum([0] + sizes).tolist()
+        self.held = {}
+        for index, a, b in zip(order, starts[:-1], starts[1:]):
+            keep = np.flatnonzero(held[a:b]) + a
+            if keep.size:
+                self.held[index] = RawObjects([boxes[keep]], [scores[keep]], [classes[keep]], [chips[keep]],
+                                              [cut[keep]], [pool.shapes[k] for k in keep.tolist()])
+        self.held_count = int(held.sum())
+        self.settle_at = max(SETTLE_MIN, 2 * self.held_count)
 
     def close(self) -> None:
         """Every block is in (the held objects are merged by :meth:`finish`)."""
