@@ -91,3 +91,19 @@ def torchscript_blank_lines(path: Path) -> Path:
 
     torch.jit.save(torch.jit.script(Plain()), str(path))
     return _change_code(path, lambda code: code + b"\n" * 100_000)
+
+
+class _SparseOutOfBounds(torch.nn.Module):
+    """Two allowed operators: a sparse tensor whose index (computed at run time) lies 10^8 rows before its first
+    row, made dense: ``to_dense`` writes out of bounds and the process dies (SIGSEGV on torch 2.14.1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        row = (x.sum() * 0.0 - 100000000.0).long().reshape(1, 1)
+        index = torch.cat([row, torch.zeros(1, 1, dtype=torch.long)], 0)
+        sparse = torch.sparse_coo_tensor(index, torch.ones(1), (2, 1))
+        return x[:, :2] + sparse.to_dense().sum()
+
+
+def torchscript_sparse_out_of_bounds(path: Path) -> Path:
+    torch.jit.save(torch.jit.script(_SparseOutOfBounds()), str(path))
+    return path

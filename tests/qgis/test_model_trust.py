@@ -256,3 +256,30 @@ def test_a_trusted_torchscript_digest_does_not_trust_a_function(context, tmp_pat
     trust_model("0" * 64)
     with pytest.raises(QgsProcessingException, match="ALLOW_CUSTOM_CODE"):
         classify(context, INPUT=str(raster), MODEL=str(emd), ARGUMENTS="threshold 150", OUTPUT=str(tmp_path / "a.tif"))
+
+
+# ------------------------------------------------------------------------------------------ allowed operators that crash
+def test_sparse_to_dense_out_of_bounds_is_refused_untrusted_and_costs_only_the_child_trusted(context, tmp_path,
+                                                                                               raster):
+    """sparse_coo_tensor with an index 10^8 rows out, then to_dense: two operators the walk allows, and a write out
+    of bounds that kills the process (proven first in a bare Python). Untrusted, it is refused before torch opens
+    it, even in QGIS's own process; trusted, it crashes the run's child process only, and the next run works."""
+    model = evil_torchscript.torchscript_sparse_out_of_bounds(tmp_path / "sparse.pt")
+    assert loaded_by_torch(model).returncode == -11  # SIGSEGV: the file is hostile
+    emd = torch_emd(tmp_path, "sparse.pt")
+    key = "Processing/Configuration/DLTOOLS_RUN_IN_CHILD"
+    QgsSettings().setValue(key, False)  # in QGIS's process: opening it would end this test run
+    try:
+        message = refusal(context, raster, emd, tmp_path / "out.tif")
+    finally:
+        QgsSettings().remove(key)
+    assert message.startswith("Model 'sparse.pt' is a TorchScript program: " + TRUST_SAYS), message
+    message = refusal(context, raster, emd, tmp_path / "out.tif", ALLOW_CUSTOM_CODE=True)
+    assert message.startswith("The model's runtime crashed (SIGSEGV) while running the model; QGIS is unaffected "
+                              "and no output was written."), message
+    _clean_model(tmp_path)
+    out = tmp_path / "good.tif"
+    classify(context, INPUT=str(raster), MODEL=str(torch_emd(tmp_path, "good.pt")), OUTPUT=str(out),
+             ALLOW_CUSTOM_CODE=True)
+    image = read_raster(raster).astype(np.float32)
+    assert np.array_equal(read_raster(out), np.argmax(image[:2] * np.array([1, 2]).reshape(2, 1, 1), axis=0))
