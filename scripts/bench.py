@@ -23,6 +23,9 @@ Cases (each in its own process, so peak RSS is per case):
   online-2048 Classify Pixels (a 3-band small U-Net) on XYZ tiles served from 127.0.0.1 by another process
               (tests/tile_server.py) against the same pixels from the GeoTIFF: cold (every tile fetched) and warm
               (GDAL's tile cache); target: cold within 1.3x of the GeoTIFF (requests overlap the model)
+  unet-4096-torch, unet-4096-torch-half
+              the small U-Net as TorchScript (PyTorch backend), without and with half_precision (float16 autocast
+              on CUDA; the -half case is refused on the CPU): the cases `make gpu-check` adds for PyTorch
   unet-4096-child, trivial-4096-child
               the same runs in a child process, as the algorithms run them by default (core/runner): the wall
               time includes starting the child Python; its peak RSS is the "worker" column
@@ -56,6 +59,8 @@ CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096"
          "train-s2": ("train", 512), "unet-4096-child": ("unet", 4096),
          "trivial-4096-child": ("trivial", 4096), "io-4096": ("io", 4096), "io-8192": ("io", 8192),
          "io-16384": ("io", 16384), "compress-8192": ("compress", 8192)}
+#: the small U-Net as TorchScript (PyTorch backend), and the same with half_precision (a GPU case: refused on the CPU)
+CASES.update({"unet-4096-torch": ("unet_torch", 4096), "unet-4096-torch-half": ("unet_torch", 4096)})
 #: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
 SHAPES = {"trivial-wide": (65536, 1024, ""), "trivial-tall": (1024, 65536, ""),
           "trivial-wide-local2": (65536, 1024, "local:2"), "unet-4096-local2": (4096, 4096, "local:2")}
@@ -106,12 +111,8 @@ def synthetic_raster(size: int, height: int | None = None) -> Path:
     return path
 
 
-def unet_model(bands: int = 4) -> Path:
-    """A small U-Net (``bands`` bands -> 6 classes), fixed random weights, exported to ONNX with a dynamic batch."""
-    stem = "small_unet" if bands == 4 else f"small_unet_{bands}"
-    path = BENCH / f"{stem}.onnx"
-    if path.exists():
-        return path
+def small_unet(bands: int = 4):  # noqa: ANN201 - a torch module
+    """The bench's small U-Net (``bands`` bands -> 6 classes), fixed random weights (seed 0)."""
     import torch
 
     torch.manual_seed(0)
@@ -139,16 +140,45 @@ def unet_model(bands: int = 4) -> Path:
             e = self.d1(torch.cat([self.u1(d), a], 1))
             return self.head(e)
 
-    BENCH.mkdir(parents=True, exist_ok=True)
-    model = SmallUNet().eval()
-    torch.onnx.export(model, torch.zeros(1, bands, 256, 256), str(path), dynamo=False, input_names=["input"],
-                      output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                      opset_version=13)
+    return SmallUNet().eval()
+
+
+def _small_unet_emd(stem: str, model_file: str, framework: str, bands: int) -> None:
     (BENCH / f"{stem}.emd").write_text(json.dumps({
-        "Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": f"{stem}.onnx",
+        "Framework": framework, "ModelType": "ImageClassification", "ModelFile": model_file,
         "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": list(range(bands)), "DataRange": [0, 1],
         "Classes": [{"Value": i, "Name": f"class {i}", "Color": [40 * i, 255 - 40 * i, 128]} for i in range(6)],
     }, indent=2))
+
+
+def unet_model(bands: int = 4) -> Path:
+    """The small U-Net exported to ONNX with a dynamic batch, and its .emd."""
+    stem = "small_unet" if bands == 4 else f"small_unet_{bands}"
+    path = BENCH / f"{stem}.onnx"
+    if path.exists():
+        return path
+    import torch
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(small_unet(bands), torch.zeros(1, bands, 256, 256), str(path), dynamo=False,
+                      input_names=["input"], output_names=["output"],
+                      dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=13)
+    _small_unet_emd(stem, f"{stem}.onnx", "ONNX", bands)
+    return path
+
+
+def unet_torchscript() -> Path:
+    """The same small U-Net as TorchScript (the PyTorch backend: pinned memory, deferred copies, half precision on
+    CUDA), and its .emd small_unet_torch.emd."""
+    path = BENCH / "small_unet.pt"
+    if path.exists():
+        return path
+    import torch
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.jit.trace(small_unet(4), torch.zeros(1, 4, 256, 256)).save(str(path))
+    _small_unet_emd("small_unet_torch", "small_unet.pt", "PyTorch", 4)
     return path
 
 
@@ -370,6 +400,16 @@ def run_online_case(name: str, device: str) -> dict:
             "cold_ratio": times[0] / file_s, "warm_ratio": times[1] / file_s, "peak_rss_mb": _peak_mb()}
 
 
+def _definition_and_arguments(name: str, emd: Path):  # noqa: ANN202 - (ModelDefinition, ARGUMENTS text)
+    """The case's model definition (the bench's own TorchScript file trusted: it is built here) and arguments."""
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.trust import CodeTrust
+
+    trust = CodeTrust.all() if CASES[name][0] == "unet_torch" else None
+    arguments = "padding 32;batch_size 4" + (";half_precision true" if name.endswith("-half") else "")
+    return load_model_definition(str(emd), trust=trust), arguments
+
+
 def run_case(name: str, device: str) -> dict:
     """Runs in a child process: one classification, then the figures as JSON."""
     _plugin_path()
@@ -397,14 +437,14 @@ def run_case(name: str, device: str) -> dict:
         return dict(run_io_case(name, size, synthetic_raster(size), trivial_model(), device, BENCH),
                     peak_rss_mb=_peak_mb())
     from dltools.core.backends.base import DeviceRequest
-    from dltools.core.model.loader import load_model_definition
     from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
     kind, _ = CASES[name]
     width, height, scheduler = case_shape(name)
     raster = synthetic_raster(width, height)
-    emd = {"unet": BENCH / "small_unet.emd", "trivial": BENCH / "trivial.emd"}.get(kind) or ukis_model()
-    md = load_model_definition(str(emd))
+    emd = {"unet": BENCH / "small_unet.emd", "trivial": BENCH / "trivial.emd",
+           "unet_torch": BENCH / "small_unet_torch.emd"}.get(kind) or ukis_model()
+    md, arguments = _definition_and_arguments(name, emd)
     out = BENCH / f"out_{name}.tif"
     child = name.endswith("-child")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -416,11 +456,11 @@ def run_case(name: str, device: str) -> dict:
         if child:  # as the algorithms run it: a child Python started for the run, its start-up timed too
             from dltools.core.runner.parent import run_in_child
 
-            result = run_in_child("classify_pixels", (str(raster), md, str(out), "padding 32;batch_size 4"),
+            result = run_in_child("classify_pixels", (str(raster), md, str(out), arguments),
                                   {"device": DeviceRequest(device)})
         else:
-            result = classify_pixels(str(raster), md, str(out), "padding 32;batch_size 4",
-                                     device=DeviceRequest(device), scheduler=scheduler)
+            result = classify_pixels(str(raster), md, str(out), arguments, device=DeviceRequest(device),
+                                     scheduler=scheduler)
         wall = time.perf_counter() - start
     workers_kb = peaks.largest_mb * 1024
     return {"case": name, "pixels": width * height, "wall_s": wall, "model_s": result.model_seconds,
@@ -456,6 +496,8 @@ def main() -> int:
         synthetic_raster(*case_shape(name)[:2])
         if kind == "unet":
             unet_model()
+        elif kind == "unet_torch":
+            unet_torchscript()
         elif kind == "trivial":
             trivial_model()
         else:

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""`make gpu-check`: on a machine with an NVIDIA GPU, run `make bench`'s model-bound case (unet-4096, the small U-Net)
-and its I/O-bound case (trivial-4096, a 1 x 1 convolution) on the GPU, and report for each the share of the run's
-time the GPU was busy, from `nvidia-smi` sampled every 100 ms beside it. Target: at least 80 % on the model-bound
-case. (The I/O-bound case is reported, not judged: with a model that costs nothing, reading and writing decide.)
+"""`make gpu-check`: on a machine with an NVIDIA GPU, run `make bench`'s model-bound cases (the small U-Net: unet-4096
+with ONNX Runtime, unet-4096-torch and unet-4096-torch-half with PyTorch, the last in half precision) and its
+I/O-bound case (trivial-4096, a 1 x 1 convolution) on the GPU, and report for each the share of the run's time the
+GPU was busy, from `nvidia-smi` sampled every 100 ms beside it. Target: at least 80 % on the model-bound cases.
+(The I/O-bound case is reported, not judged: with a model that costs nothing, reading and writing decide.)
 
 Why a share of time: on a GPU the model is fast, so the engine's reading, decoding and writing decide whether the
 GPU waits; the wall-to-model ratio alone cannot show that when the model's own time includes the copies to and
@@ -27,27 +28,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = 80.0
-MODEL_BOUND = "unet-4096"
-DEFAULT_CASES = (MODEL_BOUND, "trivial-4096")
+DEFAULT_CASES = ("unet-4096", "unet-4096-torch", "unet-4096-torch-half", "trivial-4096")
 PERIOD_MS = 100
 
 NO_GPU = ("Nothing was measured: {why}. Run `make gpu-check` on a machine with an NVIDIA GPU and its driver, with "
-          "ONNX Runtime for NVIDIA GPUs installed (onnxruntime-gpu, and the CUDA and cuDNN it needs).")
+          "ONNX Runtime for NVIDIA GPUs installed (onnxruntime-gpu, and the CUDA and cuDNN it needs) and, for the -torch "
+          "cases, a CUDA build of PyTorch.")
 
 
-def gpu_missing() -> str | None:
-    """Why this machine cannot run the check, or None when it can."""
+def gpu_missing(cases: list[str]) -> str | None:
+    """Why this machine cannot run these cases on a GPU, or None when it can."""
     if shutil.which("nvidia-smi") is None:
         return "there is no NVIDIA GPU here (nvidia-smi is not installed)"
     listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
     if listed.returncode or "GPU" not in listed.stdout:
         return "there is no NVIDIA GPU here (nvidia-smi lists none)"
-    try:
-        import onnxruntime
-    except ImportError:
-        return "there is a GPU, but ONNX Runtime is not installed"
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return "there is a GPU, but this ONNX Runtime has no CUDA provider"
+    if any(not c.endswith(("-torch", "-torch-half")) for c in cases):
+        try:
+            import onnxruntime
+        except ImportError:
+            return "there is a GPU, but ONNX Runtime is not installed"
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            return "there is a GPU, but this ONNX Runtime has no CUDA provider"
+    if any(c.endswith(("-torch", "-torch-half")) for c in cases):
+        try:
+            import torch
+        except ImportError:
+            return "there is a GPU, but PyTorch is not installed (or leave out the -torch cases)"
+        if not torch.cuda.is_available():
+            return "there is a GPU, but this PyTorch has no CUDA (or leave out the -torch cases)"
     return None
 
 
@@ -87,10 +96,11 @@ def prepare(cases: list[str]) -> None:
     import bench
 
     for name in cases:
-        if name not in bench.CASES or bench.CASES[name][0] not in ("unet", "trivial"):
+        kinds = {"unet": bench.unet_model, "unet_torch": bench.unet_torchscript, "trivial": bench.trivial_model}
+        if name not in bench.CASES or bench.CASES[name][0] not in kinds:
             raise SystemExit(f"'{name}' is not a Classify Pixels case of scripts/bench.py (unet-*, trivial-*)")
         bench.synthetic_raster(*bench.case_shape(name)[:2])
-        (bench.unet_model if bench.CASES[name][0] == "unet" else bench.trivial_model)()
+        kinds[bench.CASES[name][0]]()
 
 
 def run_case(name: str) -> tuple[dict, tuple[float, float, int]]:
@@ -113,12 +123,17 @@ def run_case(name: str) -> tuple[dict, tuple[float, float, int]]:
     return figures, busy_share(samples, ended - figures["wall_s"], ended)
 
 
+def judged(name: str) -> bool:
+    """The model-bound cases (the small U-Net), whose busy share has a target."""
+    return name.startswith("unet-")
+
+
 def main(argv: list[str]) -> int:
-    why = gpu_missing()
+    cases = argv or list(DEFAULT_CASES)
+    why = gpu_missing(cases)
     if why:
         print(NO_GPU.format(why=why))
         return 2
-    cases = argv or list(DEFAULT_CASES)
     prepare(cases)
     verdict = 0
     for name in cases:
@@ -133,11 +148,11 @@ def main(argv: list[str]) -> int:
               f"{figures['ratio']:.3f}), {figures['mpix_per_s']:.1f} MP/s, peak RSS {figures['peak_rss_mb']:.0f} MB; "
               f"{where}\n  GPU busy {share:.1f} % of the run from its first kernel on ({whole:.1f} % with the start-up; "
               f"{count} samples of {PERIOD_MS} ms)"
-              + (f"; target: at least {TARGET:.0f} %" if name == MODEL_BOUND else " (reported, not judged)"))
+              + (f"; target: at least {TARGET:.0f} %" if judged(name) else " (reported, not judged)"))
         if "cuda" not in where:
             print(f"  {name} did not run on the GPU: see 'where' above")
             verdict = 1
-        elif name == MODEL_BOUND and share < TARGET:
+        elif judged(name) and share < TARGET:
             verdict = 1
     return verdict
 

@@ -30,7 +30,7 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_2(tmp_path):
     assert proc.stdout.strip() == (
         "Nothing was measured: there is no NVIDIA GPU here (nvidia-smi is not installed). Run `make gpu-check` on a "
         "machine with an NVIDIA GPU and its driver, with ONNX Runtime for NVIDIA GPUs installed (onnxruntime-gpu, and "
-        "the CUDA and cuDNN it needs).")
+        "the CUDA and cuDNN it needs) and, for the -torch cases, a CUDA build of PyTorch.")
 
 
 def test_make_gpu_check_runs_the_script():
