@@ -239,3 +239,36 @@ def test_classify_pixels_with_torchscript_through_the_deferred_path(tmp_path, mo
         classify_pixels(str(raster), md, str(out), "padding 2;batch_size 4", device=DeviceRequest("cpu", threads=1))
         got[name] = read_raster(out)
     assert np.array_equal(got["m.pt"], want) and np.array_equal(got["m.onnx"], want)
+
+
+def test_a_float16_onnx_model_runs_as_saved(tmp_path):
+    """Half precision for ONNX Runtime means a float16 model: fed float16, through I/O binding bit for bit as through
+    session.run, and through Classify Pixels as numpy says (integer weights and pixels: float16 is exact here)."""
+    import warnings
+
+    import torch
+    from builders import numpy_conv_same, read_raster, write_emd, write_raster
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    weight = np.random.default_rng(3).integers(-2, 3, size=(3, 3, 1, 1)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(conv_module(3, 3, 1, weight=weight).half(), torch.zeros(1, 3, 16, 16, dtype=torch.float16),
+                          str(tmp_path / "m.onnx"), dynamo=False, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=13)
+    batch = np.random.default_rng(5).integers(0, 9, size=(4, 3, 16, 16)).astype(np.float32)
+    with OnnxBackend(tmp_path / "m.onnx", CPU) as plain, \
+            OnnxBackend(tmp_path / "m.onnx", CPU, io_binding=True) as bound:
+        assert plain.inputs[0].dtype == "float16"
+        want = plain.run(batch)[0]
+        assert want.dtype == np.float16
+        _same_bits(bound.run(batch)[0], want)
+    image = np.random.default_rng(4).integers(0, 9, size=(3, 37, 45)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", image)
+    emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=16, classes=[(1, "one", (255, 0, 0)), (2, "two", (0, 255, 0)),
+                                                                     (3, "three", (0, 0, 255))])
+    out = tmp_path / "out.tif"
+    classify_pixels(str(raster), load_model_definition(str(emd)), str(out), "padding 2", device=CPU)
+    want = np.array([1, 2, 3])[np.argmax(numpy_conv_same(image, weight, np.zeros(3)), axis=0)]
+    assert np.array_equal(read_raster(out), want)
