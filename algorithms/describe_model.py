@@ -12,7 +12,7 @@ from qgis.core import QgsProcessing, QgsProcessingException, QgsProcessingParame
 from ..core.safe_output import write_texts
 from ..core.tools.describe.report import describe_model, render_html, report_lines
 from .base import DLToolsAlgorithm
-from .isolation import run_tool
+from .isolation import read_model_in_child, run_tool
 from .outputs import refuse_same_files
 from .running import FeedbackProgress, run_engine
 
@@ -65,7 +65,7 @@ class DescribeModelAlgorithm(DLToolsAlgorithm):
 
         model_path = None if model.strip().startswith("{") else model
         refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path}, {self.MODEL: model_path})
-        md = run_tool("describe_load", progress, model, trust=self.code_trust(parameters, context))
+        md = read_model_in_child("describe_load", progress, model, trust=self.code_trust(parameters, context))
         if md.model_file is not None:
             refuse_same_files({self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path},
                               {f"{self.MODEL}'s model file": str(md.model_file)})

@@ -68,6 +68,14 @@ def run_tool(job: str, progress: Progress | None, *args: Any, **kwargs: Any) -> 
     return run_engine(run_in_child, job, args, kwargs, progress, child_limits())
 
 
+def read_model_in_child(job: str, progress: Progress | None, *args: Any, **kwargs: Any) -> Any:
+    """As :func:`run_tool`, with the probes' time limit (PROBE_SECONDS): Describe Model reads a model that may have
+    to be run to be described, and a model that never returns must not hold the run for ever."""
+    if not runs_in_child():
+        return run_engine(job_function(job), *args, **kwargs)
+    return run_engine(run_in_child, job, args, kwargs, progress, child_limits(PROBE_SECONDS))
+
+
 def probe_in_child(job: str, *args: Any, **kwargs: Any) -> Any:
     """A probe for the dialog or Describe Model (reading a model that must be opened): in a child process with a
     time limit, so a hostile file cannot freeze QGIS; in-process when the settings say so. Engine errors raise as

@@ -107,3 +107,36 @@ class _SparseOutOfBounds(torch.nn.Module):
 def torchscript_sparse_out_of_bounds(path: Path) -> Path:
     torch.jit.save(torch.jit.script(_SparseOutOfBounds()), str(path))
     return path
+
+
+class _Endless(torch.nn.Module):
+    """A model that never returns (the loop's condition holds for every input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = 0
+        while bool(x.abs().sum() >= 0.0):
+            n += 1
+        return x[:, :2] + n
+
+
+def torchscript_endless(path: Path) -> Path:
+    torch.jit.save(torch.jit.script(_Endless()), str(path))
+    return path
+
+
+class _OnesHog(torch.nn.Module):
+    """``torch.ones`` of a size computed at run time (the tile's width x ``per_column``): gigabytes that no check
+    of the file can know, for the memory watchdog."""
+
+    def __init__(self, per_column: int) -> None:
+        super().__init__()
+        self.per_column = per_column
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        big = torch.ones(int(x.shape[-1]) * self.per_column)
+        return x[:, :2] + big.sum() * 0.0
+
+
+def torchscript_ones_hog(path: Path, gib: float = 3.0, width: int = 16) -> Path:
+    torch.jit.save(torch.jit.script(_OnesHog(int(gib * 2**30 / 4 / width))), str(path))
+    return path

@@ -191,3 +191,38 @@ def test_qgis_process_runs_the_engine_in_a_child_python(tmp_path, raster):
         "INPUT": raster, "MODEL": emd_for(tmp_path / "crash.pt", "PyTorch"), "ALLOW_CUSTOM_CODE": True,
         "OUTPUT": tmp_path / "out.tif"}, tmp_path)
     assert "The model's runtime crashed (SIGSEGV)" in message
+
+
+def test_a_trusted_torchscript_that_asks_for_gigabytes_is_stopped_by_the_watchdog(context, tmp_path, raster):
+    """torch.ones of a size computed from the tile (#18 part 3: a 1.9 KB TorchScript): no check of the file can know
+    it, the watchdog of the child stops it, and the next run works."""
+    _low_memory_limit()
+    hog = evil_torchscript.torchscript_ones_hog(tmp_path / "ones.pt", gib=3.0, width=16)
+    message = refused(context, raster, emd_for(hog, "PyTorch"), tmp_path / "out.tif", ALLOW_CUSTOM_CODE=True)
+    assert message.startswith("The run was stopped: it used ") and "GiB of memory, more than its limit" in message
+    good_run(context, tmp_path, raster)
+
+
+def test_describe_model_and_the_dialog_stop_reading_a_model_that_never_returns(context, tmp_path, monkeypatch):
+    """A trusted plain .pt is probe-run to be described; one that never returns is stopped after the probes' time
+    limit (60 s; 2 s here), in Describe Model and in the dialog's summary, and QGIS goes on."""
+    import processing
+    from dltools.algorithms import isolation
+    from dltools.algorithms.trust import forget_model, trust_model
+    from dltools.algorithms.model_summary import model_summary
+    from dltools.core.trust import file_sha256
+
+    monkeypatch.setattr(isolation, "PROBE_SECONDS", 2.0)
+    endless = evil_torchscript.torchscript_endless(tmp_path / "endless.pt")
+    trust_model(file_sha256(endless))
+    try:
+        started = time.monotonic()
+        with pytest.raises(QgsProcessingException, match="Stopped after 2 s: reading the model took too long"):
+            processing.run("dltools:describemodel", {"MODEL": str(endless), "OUTPUT_JSON": str(tmp_path / "r.json"),
+                                                     "OUTPUT_HTML": str(tmp_path / "r.html")}, context=context)
+        assert time.monotonic() - started < 2.0 + 10.0
+        text, md, _ = model_summary(str(endless))
+        assert md is None and "Stopped after 2 s: reading the model took too long" in text
+    finally:
+        forget_model(file_sha256(endless))
+    assert not (tmp_path / "r.json").exists()
