@@ -208,8 +208,8 @@ def test_describe_model_and_the_dialog_stop_reading_a_model_that_never_returns(c
     limit (60 s; 2 s here), in Describe Model and in the dialog's summary, and QGIS goes on."""
     import processing
     from dltools.algorithms import isolation
-    from dltools.algorithms.trust import forget_model, trust_model
     from dltools.algorithms.model_summary import model_summary
+    from dltools.algorithms.trust import forget_model, trust_model
     from dltools.core.trust import file_sha256
 
     monkeypatch.setattr(isolation, "PROBE_SECONDS", 2.0)
