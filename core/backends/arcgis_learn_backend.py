@@ -20,7 +20,7 @@ from ..errors import BackendError, DependencyMissingError
 from ..installer.advice import not_installed
 from .arcgis_learn.families import Family, describe_family, resolve_family
 from .base import Backend, DeviceRequest, TensorInfo, refuse_half_on_cpu
-from .torch_backend import import_torch, select_device
+from .torch_backend import auto_device_note, import_torch, select_device
 from .torch_transfer import TorchTransfer
 
 
@@ -62,6 +62,7 @@ class ArcgisLearnBackend(Backend):
         self._torch = torch
         self.torch_device, provider = select_device(torch, device)
         refuse_half_on_cpu(device, str(self.torch_device))
+        self.notes += [n for n in [auto_device_note(torch, device, self.torch_device)] if n]
         self.transfer = TorchTransfer(torch, self.torch_device, device.half)
         if self.transfer.half:
             provider += ", half precision (autocast float16)"

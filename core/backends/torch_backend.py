@@ -82,6 +82,17 @@ def select_device(torch, device: DeviceRequest):  # noqa: ANN001, ANN201 - (torc
     return torch_device, provider
 
 
+def auto_device_note(torch, device: DeviceRequest, torch_device) -> str | None:  # noqa: ANN001
+    """Why Device Auto ended on the CPU (a CPU-only build of torch, or a CUDA build that finds no GPU), for the log;
+    None when it did not."""
+    if device.kind != "auto" or torch_device.type != "cpu":
+        return None
+    if not torch.version.cuda:
+        return f"Device Auto: PyTorch {torch.__version__} is a CPU-only build, so the model runs on the CPU"
+    return (f"Device Auto: PyTorch {torch.__version__} is built for CUDA {torch.version.cuda} but finds no NVIDIA GPU "
+            "or driver here, so the model runs on the CPU")
+
+
 class TorchBackend(Backend):
     kind = "torch"
 
@@ -94,6 +105,7 @@ class TorchBackend(Backend):
         self._torch = torch
         self.torch_device, self.provider = select_device(torch, device)
         refuse_half_on_cpu(device, str(self.torch_device))
+        self.notes += [n for n in [auto_device_note(torch, device, self.torch_device)] if n]
         self.transfer = TorchTransfer(torch, self.torch_device, device.half)
         self._seconds_lock = threading.Lock()
         if self.transfer.half:

@@ -272,3 +272,19 @@ def test_a_float16_onnx_model_runs_as_saved(tmp_path):
     classify_pixels(str(raster), load_model_definition(str(emd)), str(out), "padding 2", device=CPU)
     want = np.array([1, 2, 3])[np.argmax(numpy_conv_same(image, weight, np.zeros(3)), axis=0)]
     assert np.array_equal(read_raster(out), want)
+
+
+def test_torch_auto_without_cuda_says_why(models):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("PyTorch sees a GPU here")
+    progress = RecordingProgress()
+    open_backend(models["torchscript"], "torchscript", DeviceRequest("auto", threads=1), progress,
+                 trust=CodeTrust.all()).close()
+    why = (f"is built for CUDA {torch.version.cuda} but finds no NVIDIA GPU or driver here" if torch.version.cuda
+           else "is a CPU-only build")
+    assert progress.infos[-1] == f"Device Auto: PyTorch {torch.__version__} {why}, so the model runs on the CPU"
+    progress = RecordingProgress()
+    open_backend(models["torchscript"], "torchscript", CPU, progress, trust=CodeTrust.all()).close()
+    assert len(progress.infos) == 1 and progress.infos[0].startswith("Model runs with torch on cpu")
