@@ -80,7 +80,9 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
             "path.\n\n"
             "Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, otherwise a softmax is "
             "applied (a sigmoid for multi-label models). Multi-label models report every class at or above "
-            "score_threshold, joined with ';'.")
+            "score_threshold, joined with ';'.\n\n"
+            "The result is categorized by the class label in the model's colours (a file output gets the style as "
+            "a .qml beside it) and named after the features, e.g. 'buildings — classified objects'.")
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
         # INPUT is required, as the dialog shows it (no "[optional]", a raster layer preselected); IMAGE_FOLDER is the

@@ -74,7 +74,8 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
             "reviewed on its own first, then all remaining features are reviewed together across classes (as "
             "ArcGIS's Non Maximum Suppression). Without one, a 'Classvalue' or 'Value' field is used if the layer "
             "has one, else all features are one class. Attributes are kept. A spatial index keeps tens of "
-            "thousands of features to seconds.")
+            "thousands of features to seconds. The result carries the input layer's style (or is categorized by "
+            "the class field) and is named after the input.")
 
     def initAlgorithm(self, config: dict | None = None) -> None:  # noqa: N802 - QGIS API
         self.add_param(QgsProcessingParameterFeatureSource(self.INPUT, self.tr("Input features"),
