@@ -25,7 +25,7 @@ from .feature_inputs import LayerFeatures, crs_of
 from .object_inputs import input_name, object_imagery, read_online, refuse_output_over_inputs
 from .object_runs import run_objects
 from .object_sink import write_objects
-from .outputs import name_result_layer, refuse_reserved_field
+from .outputs import name_result_layer, refuse_reserved_field, result_layer_name
 from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -147,9 +147,11 @@ class ClassifyObjectsAlgorithm(DLToolsAlgorithm):
                                     allow_custom_code=self.custom_code_allowed(parameters, context),
                                     **self.cluster_options(parameters, context))
         features = LayerFeatures(source, feedback, context) if source is not None else None
+        inputs = input_name(self, parameters, context)
         dest = run_objects(plan, opening, features, progress,
-                           lambda run: write_objects(self, parameters, context, run, source, imagery.layer))
-        name_result_layer(self, context, self.OUTPUT, dest, input_name(self, parameters, context), "classified objects")
+                           lambda run: write_objects(self, parameters, context, run, source, imagery.layer,
+                                                     result_layer_name(inputs, "classified objects")))
+        name_result_layer(self, context, self.OUTPUT, dest, inputs, "classified objects")
         style_classified_objects(dest, list(md.classes), context)  # categorized by class, + .qml
         return {self.OUTPUT: dest}
 

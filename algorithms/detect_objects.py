@@ -31,7 +31,7 @@ from ..core.raster.styling import categorized_qml
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor
 from .isolation import run_tool
-from .outputs import AtomicSink, name_result_layer, refuse_reserved_field
+from .outputs import AtomicSink, name_result_layer, refuse_reserved_field, result_layer_name
 from .running import FeedbackProgress, run_engine
 
 ARGUMENTS_HELP = (
@@ -139,7 +139,8 @@ class DetectObjectsAlgorithm(DLToolsAlgorithm):
             QgsCoordinateReferenceSystem.fromWkt(results[0].crs_wkt)  # an online layer's: the grid's
         classes = results[0].classes if results else md.classes
         with AtomicSink(self, parameters, self.OUTPUT, context, fields,
-                        QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs) as sink:
+                        QgsWkbTypes.MultiPolygon if masks else QgsWkbTypes.Polygon, crs,
+                        layer_name=result_layer_name(raster.name, "detected objects")) as sink:
             try:
                 self._write_objects(sink, results, fields, crs, masks, context, parameters)
             finally:  # a model run's objects wait in a temporary file (core's ObjectStore)

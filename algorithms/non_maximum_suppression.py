@@ -23,7 +23,7 @@ from ..core.detection.nms import made_valid, nms_polygons
 from .base import DLToolsAlgorithm
 from .class_style import StylePostProcessor, carried_style_qml, values_style_qml
 from .feature_inputs import SKIP_VALIDITY
-from .outputs import AtomicSink, name_result_layer, output_destination, refuse_same_files
+from .outputs import AtomicSink, name_result_layer, output_destination, refuse_same_files, result_layer_name
 from .running import run_engine
 
 ogr.UseExceptions()
@@ -162,7 +162,8 @@ class NonMaximumSuppressionAlgorithm(DLToolsAlgorithm):
         feedback.setProgress(80.0)
         kept_classes = [c for c, k in zip(classes, keep.tolist()) if k]
         qml = getattr(self, "_input_style", None) or (values_style_qml(class_name, kept_classes, 2) if class_idx >= 0 else None)
-        with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs()) as sink:
+        with AtomicSink(self, parameters, self.OUTPUT, context, fields, source.wkbType(), source.sourceCrs(),
+                        layer_name=result_layer_name(source.sourceName(), "non maximum suppression")) as sink:
             for feat, k in zip(features, keep.tolist()):
                 if k and not sink.add(feat, QgsFeatureSink.FastInsert):
                     raise QgsProcessingException(self.writeFeatureError(sink.sink, parameters, self.OUTPUT))

@@ -41,10 +41,10 @@ def output_shape(run: ObjectRun, source: Any, layer: QgsRasterLayer | None) -> t
 
 
 def write_objects(alg: Any, parameters: dict[str, Any], context: QgsProcessingContext, run: ObjectRun,
-                  source: Any, layer: QgsRasterLayer | None) -> str:
-    """The run's rows into OUTPUT; returns the destination."""
+                  source: Any, layer: QgsRasterLayer | None, layer_name: str = "") -> str:
+    """The run's rows into OUTPUT (a new GeoPackage's layer called ``layer_name``); returns the destination."""
     fields, wkb_type, crs = output_shape(run, source, layer)
-    with AtomicSink(alg, parameters, alg.OUTPUT, context, fields, wkb_type, crs) as sink:
+    with AtomicSink(alg, parameters, alg.OUTPUT, context, fields, wkb_type, crs, layer_name=layer_name) as sink:
         for row in engine_results(run.rows()):
             if not sink.add(_feature(row, fields), QgsFeatureSink.FastInsert):
                 raise QgsProcessingException(alg.writeFeatureError(sink.sink, parameters, alg.OUTPUT))

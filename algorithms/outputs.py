@@ -85,6 +85,12 @@ def output_destination(alg, parameters: Mapping[str, Any], name: str, context) -
         context.setLayersToLoadOnCompletion(before)
 
 
+def result_layer_name(inputs: str, what: str) -> str:
+    """The ArcGIS-style name of a result, from its input and the tool ("squares — detected objects"): the layer
+    QGIS loads and the layer inside a new GeoPackage file are both called this."""
+    return f"{inputs} — {what}" if inputs else ""
+
+
 def name_result_layer(alg, context, name: str, dest: str | None, inputs: str, what: str) -> None:  # noqa: ANN001
     """Name the layer that output ``name`` loads as ArcGIS does, from the input and the tool: "squares — detected
     objects" rather than the output's label ("Detected objects"), in the dialog and wherever Processing loads it.
@@ -97,7 +103,7 @@ def name_result_layer(alg, context, name: str, dest: str | None, inputs: str, wh
     details = context.layerToLoadOnCompletionDetails(dest)
     definition = alg.parameterDefinition(name)
     if details.name in ("", definition.description() if definition is not None else ""):
-        details.name = f"{inputs} — {what}"
+        details.name = result_layer_name(inputs, what)
 
 
 #: Field names a tool's field parameters cannot take: a GeoPackage keeps the feature id in "fid" and the geometry in
@@ -131,8 +137,10 @@ class AtomicSink:
     database outputs are written directly: they have nothing on disk to lose.
     """
 
-    def __init__(self, alg, parameters: Mapping[str, Any], name: str, context, fields, wkb_type, crs) -> None:  # noqa: ANN001
+    def __init__(self, alg, parameters: Mapping[str, Any], name: str, context, fields, wkb_type, crs,  # noqa: ANN001
+                 layer_name: str = "") -> None:
         self.alg, self.name, self.context = alg, name, context
+        self.layer_name = layer_name
         self.parameters = dict(parameters)
         self.fields, self.wkb_type, self.crs = fields, wkb_type, crs
         self.outputs = OutputSet()
@@ -173,7 +181,8 @@ class AtomicSink:
         ``ogr:dbname='x.gpkg' table="t" (geom)`` (the dialog's "Save to GeoPackage…") adds a layer to an existing
         file: the temporary file starts as a copy of it, so its other layers stay, and gets a dot-free name (QGIS
         finds the driver from everything after the name's first dot). A plain ``x.gpkg`` names its layer after
-        the file, as QGIS's own algorithms do (the hidden temporary name would give it an empty name).
+        ``layer_name`` (the ArcGIS-style "squares — detected objects" the layer loads as), or after the file when the
+        tool gives none (the hidden temporary name would give it an empty name).
         """
         in_file = target != path
         self._in_file = in_file
@@ -190,7 +199,7 @@ class AtomicSink:
                 raise QgsProcessingException(f"{self.name}: cannot copy '{path}' to add a layer to it: {exc}") from exc
         options = dict(value.createOptions) if isinstance(value, QgsProcessingOutputLayerDefinition) else {}
         if not in_file and os.path.splitext(path)[1].lower() == ".gpkg":
-            options.setdefault("layerName", os.path.splitext(os.path.basename(path))[0])
+            options.setdefault("layerName", self.layer_name or os.path.splitext(os.path.basename(path))[0])
         replacement = QgsProcessingOutputLayerDefinition(target.replace(path, tmp, 1))
         replacement.createOptions = options
         if isinstance(value, QgsProcessingOutputLayerDefinition):  # "Open output file after running" too

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """Vector outputs as QGIS's own algorithms write them: "Save to GeoPackage…" (``ogr:dbname='x.gpkg' table="t"
 (geom)``) adds or replaces that layer and keeps the file's others; a plain ``.gpkg`` names its layer after the
-file; reserved field names are refused before anything is written; a shapefile's 10-character field names and its
-``.qml`` agree; and no path, good or bad, leaves a temporary file behind."""
+input and the tool as ArcGIS does ("dets — non maximum suppression"); reserved field names are refused before
+anything is written; a shapefile's 10-character field names and its ``.qml`` agree; and no path, good or bad,
+leaves a temporary file behind."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def test_save_to_a_new_geopackage_and_a_plain_name(context, tmp_path):
     assert gpkg_layers(tmp_path / "new.gpkg") == {"kept": 2}
     result = processing.run(NMS, {"INPUT": layer, "OUTPUT": str(tmp_path / "survivors.gpkg")}, context=context)
     assert result["OUTPUT"] == str(tmp_path / "survivors.gpkg")
-    assert gpkg_layers(tmp_path / "survivors.gpkg") == {"survivors": 2}  # named after the file, never ""
+    # named as the layer loads, from the input and the tool (ArcGIS's way), never ""
+    assert gpkg_layers(tmp_path / "survivors.gpkg") == {"dets — non maximum suppression": 2}
     assert files_in(tmp_path) == ["new.gpkg", "survivors.gpkg"]
 
 
@@ -104,6 +106,20 @@ def test_detect_objects_saved_into_a_geopackage_is_styled(context, detector, tmp
     # no city.qml: beside a GeoPackage it would be the default style of every layer in it ('roads' too); the layer
     # loaded on completion is styled by the post-processor
     assert files_in(tmp_path) == ["city.gpkg"]
+
+
+def test_detect_objects_into_a_plain_geopackage_names_its_layer_after_the_input(context, detector, tmp_path):
+    import processing
+    from qgis.core import QgsVectorLayer
+
+    raster, emd = detector
+    gpkg = tmp_path / "roofs.gpkg"
+    result = processing.run("dltools:detectobjects", {"INPUT": str(raster), "MODEL": str(emd), "ARGUMENTS": "padding 8",
+                                                      "OUTPUT": str(gpkg)}, context=context)
+    assert result["OUTPUT"] == str(gpkg)
+    assert gpkg_layers(gpkg) == {"squares — detected objects": len(SQUARES)}
+    assert QgsVectorLayer(str(gpkg), "roofs", "ogr").featureCount() == len(SQUARES)  # the file's one layer
+    assert files_in(tmp_path) == ["roofs.gpkg", "roofs.qml"]  # its style beside it, as for any file output
 
 
 def test_a_shapefiles_short_field_names_and_its_style_agree(context, detector, tmp_path):
