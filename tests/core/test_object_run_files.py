@@ -51,6 +51,16 @@ def test_features_round_trip_with_their_operations(tmp_path):
         list(FeatureFile(path).features())
 
 
+def test_two_features_of_one_id_are_refused(tmp_path):
+    class Twice(OgrFeatures):
+        def features(self, keys=None):  # noqa: ANN001, ANN202
+            for _key, wkb, payload in super().features(keys):
+                yield 1, wkb, payload
+
+    with pytest.raises(InputDataError, match="Layer 'f' has two features with the id 1"):
+        write_feature_file(str(tmp_path / "f.bin"), Twice(str(_layer(tmp_path / "f.gpkg"))), [], NullProgress())
+
+
 def test_rows_round_trip(tmp_path):
     import numpy as np
 

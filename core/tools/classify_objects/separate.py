@@ -118,9 +118,14 @@ def write_feature_file(path: str, features: FeatureInput, crs_targets: Iterable[
     header = {"name": features.name, "crs_wkt": features.crs_wkt, "crs_name": features.crs_name,
               "field_names": list(features.field_names), "count": features.count(),
               "operations": [[k, v] for k, v in operations.items() if v]}
+    seen: set[int] = set()
     with open(path, "wb") as f:
         _write_block(f, json.dumps(header).encode("utf-8"))
         for key, wkb, _payload in features.features():
+            if key in seen:  # rows are joined back to features by id: two of one id would swap their attributes
+                raise InputDataError(f"Layer '{features.name}' has two features with the id {key}: each row is "
+                                     "written back to its feature by id. Save the layer with unique ids first")
+            seen.add(key)
             wkb = bytes(wkb) if wkb else b""
             f.write(_RECORD.pack(int(key), len(wkb) if wkb else _NO_GEOMETRY) + wkb)
     if progress.is_canceled():
