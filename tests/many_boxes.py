@@ -28,7 +28,7 @@ STEP = 3
 PILE = 100_000
 
 
-def lattice_detector(path: Path, tile: int, score: float = 0.9) -> Path:
+def lattice_detector(path: Path, tile: int, score: float = 0.9, pile: int = PILE) -> Path:
     """An Ultralytics-style YOLOv8 ONNX (classes "dot" and "pile", ``[1, 6, N]``) answering the lattice and the
     pile for any tile. The pile is kept whole only with ``nms_overlap 1``; outside the raster it is dropped, inside
     it touches no object of its class in another tile, so each copy is an object of its own."""
@@ -39,8 +39,8 @@ def lattice_detector(path: Path, tile: int, score: float = 0.9) -> Path:
     xs, ys = np.meshgrid(np.arange(per_side) * STEP + 1.5, np.arange(per_side) * STEP + 1.5)
     n = xs.size
     dots = np.stack([xs.ravel(), ys.ravel(), np.ones(n), np.ones(n), np.full(n, score), np.zeros(n)])
-    pile = np.tile(np.array([[tile - 10.0], [50.0], [20.0], [20.0], [0.0], [score]]), (1, PILE))
-    rows = np.concatenate([dots, pile], axis=1).astype(np.float32)
+    copies = np.tile(np.array([[tile - 10.0], [50.0], [20.0], [20.0], [0.0], [score]]), (1, pile))
+    rows = np.concatenate([dots, copies], axis=1).astype(np.float32)
     n = rows.shape[1]
     graph = helper.make_graph(
         [helper.make_node("ReduceSum", ["images"], ["total"], keepdims=0),
