@@ -26,6 +26,11 @@ Cases (each in its own process, so peak RSS is per case):
   unet-4096-torch, unet-4096-torch-half
               the small U-Net as TorchScript (PyTorch backend), without and with half_precision (float16 autocast
               on CUDA; the -half case is refused on the CPU): the cases `make gpu-check` adds for PyTorch
+  objects-100k, objects-10m, chips-10k
+              Detect Objects at 99,856 and 9,998,244 objects (the tests' lattice detector on a dark sparse raster) and
+              Classify Objects on 10,000 points, each beside a minimal loop of its own (GDAL reads, ONNX Runtime,
+              numpy decode, OGR writes), each program in a fresh process: objects or chips per second, their ratio,
+              peak RSS of each (scripts/bench_objects.py)
   unet-4096-child, trivial-4096-child
               the same runs in a child process, as the algorithms run them by default (core/runner): the wall
               time includes starting the child Python; its peak RSS is the "worker" column
@@ -58,7 +63,8 @@ CASES = {"unet-4096": ("unet", 4096), "unet-16384": ("unet", 16384), "ukis-4096"
          "trivial-wide-local2": ("trivial", 4096), "unet-4096-local2": ("unet", 4096), "online-2048": ("online", 2048),
          "train-s2": ("train", 512), "unet-4096-child": ("unet", 4096),
          "trivial-4096-child": ("trivial", 4096), "io-4096": ("io", 4096), "io-8192": ("io", 8192),
-         "io-16384": ("io", 16384), "compress-8192": ("compress", 8192)}
+         "io-16384": ("io", 16384), "compress-8192": ("compress", 8192),
+         "objects-100k": ("objects", 948), "objects-10m": ("objects", 9486), "chips-10k": ("chips", 4096)}
 #: the small U-Net as TorchScript (PyTorch backend), and the same with half_precision (a GPU case: refused on the CPU)
 CASES.update({"unet-4096-torch": ("unet_torch", 4096), "unet-4096-torch-half": ("unet_torch", 4096)})
 #: Block-engine cases: (width, height, SCHEDULER) where they differ from a square in-process run.
@@ -424,6 +430,13 @@ def run_case(name: str, device: str) -> dict:
         return run_train_case(BENCH / "train-s2", device)
     if CASES[name][0] == "merge":
         return run_merge_case(name)
+    if CASES[name][0] in ("objects", "chips"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_objects import run_chips_case, run_objects_case
+
+        if CASES[name][0] == "chips":
+            return run_chips_case(name, BENCH, synthetic_raster(CASES[name][1]))
+        return run_objects_case(name, BENCH)
     if CASES[name][0] in ("io", "compress"):
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from bench_io import run_compress_case, run_io_case
@@ -483,7 +496,7 @@ def main() -> int:
             square_scene_raster(size)
             square_finder()
             continue
-        if kind in ("merge", "train"):
+        if kind in ("merge", "train", "objects", "chips"):
             continue
         if kind in ("io", "compress"):
             synthetic_raster(size)
@@ -546,6 +559,10 @@ def main() -> int:
     from bench_io import print_io
 
     print_io(results)
+    from bench_objects import print_chips, print_objects
+
+    print_objects(results)
+    print_chips(results)
     by = {r["case"]: r for r in results}
     if "unet-4096" in by and "unet-16384" in by:
         delta = by["unet-16384"]["peak_rss_mb"] - by["unet-4096"]["peak_rss_mb"]

@@ -106,6 +106,51 @@ class MergeGraph:
         kept = np.flatnonzero(self.kept_mask())
         return kept[priority_order(self.gscore[kept])]
 
+    def select(self, groups: np.ndarray) -> Groups:
+        """The members of ``groups`` (group indices, in that order) as one array, without a loop over groups."""
+        rank = np.full(self.starts.size, -1, np.int64)
+        rank[groups] = np.arange(groups.size)
+        of = np.repeat(rank, self.sizes)  # each member's place in ``groups`` (-1: not asked for)
+        pos = np.flatnonzero(of >= 0)
+        pos = pos[np.argsort(of[pos], kind="stable")]
+        sizes = self.sizes[groups]
+        return Groups(self.members[pos], (np.cumsum(sizes) - sizes).astype(np.int64))
+
+
+@dataclass
+class Groups:
+    """Output objects as groups of object indices: ``members`` of each group by descending confidence (the first
+    is the object whose class and confidence the group takes), split at ``starts``."""
+
+    members: np.ndarray
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    @property
+    def first(self) -> np.ndarray:
+        return self.members[self.starts]
+
+    def united_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """[G, 4]: the union of each group's boxes."""
+        if not len(self):
+            return np.zeros((0, 4))
+        b = boxes[self.members]
+        return np.stack([np.minimum.reduceat(b[:, 0], self.starts), np.minimum.reduceat(b[:, 1], self.starts),
+                         np.maximum.reduceat(b[:, 2], self.starts), np.maximum.reduceat(b[:, 3], self.starts)],
+                        axis=1)
+
+    def take(self, which: np.ndarray) -> Groups:
+        """The groups ``which`` (a boolean mask), in their order."""
+        sizes = np.diff(np.concatenate([self.starts, [self.members.size]]))
+        keep = np.repeat(which, sizes)
+        kept_sizes = sizes[which]
+        return Groups(self.members[keep], (np.cumsum(kept_sizes) - kept_sizes).astype(np.int64))
+
+    def as_list(self) -> list[np.ndarray]:
+        return np.split(self.members, self.starts[1:]) if len(self) else []
+
 
 def _fold_identical(boxes: np.ndarray, classes: np.ndarray, chips: np.ndarray,
                     cut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,17 +179,46 @@ def _object_roots(n: int, rep_parent: np.ndarray, first: np.ndarray,
     return np.where(joined[inverse], comp_min[rr], np.arange(n)), joined
 
 
+#: Above this many chips the objects are not screened chip by chip (every object then looks for pairs).
+_SCREEN_CHIPS = 256
+
+
+def _near_other_chips(boxes: np.ndarray, chips: np.ndarray) -> np.ndarray:
+    """Which objects come near the area of another chip's objects (only they can pair): the objects in the middle
+    of a tile, most of them, are left out before any pair is looked for."""
+    ids, inverse = np.unique(chips, return_inverse=True)
+    if ids.size < 2:
+        return np.zeros(len(boxes), bool)
+    if ids.size > _SCREEN_CHIPS:
+        return np.ones(len(boxes), bool)
+    g = boxes + np.array([-2 * TOUCH, -2 * TOUCH, 2 * TOUCH, 2 * TOUCH])
+    hull = np.stack([np.full(ids.size, np.inf), np.full(ids.size, np.inf), np.full(ids.size, -np.inf),
+                     np.full(ids.size, -np.inf)], axis=1)
+    np.minimum.at(hull[:, 0], inverse, boxes[:, 0])
+    np.minimum.at(hull[:, 1], inverse, boxes[:, 1])
+    np.maximum.at(hull[:, 2], inverse, boxes[:, 2])
+    np.maximum.at(hull[:, 3], inverse, boxes[:, 3])
+    near = np.zeros(len(boxes), bool)
+    for k in range(ids.size):
+        h = hull[k]
+        near |= (inverse != k) & (g[:, 0] <= h[2]) & (h[0] <= g[:, 2]) & (g[:, 1] <= h[3]) & (h[1] <= g[:, 3])
+    return near
+
+
 def _pieces_and_duplicates(rb: np.ndarray, rc: np.ndarray, rch: np.ndarray, rcut: np.ndarray,
                            iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Over distinct objects: each one's component root, and the duplicate pairs (i, j)."""
     parent = np.arange(len(rb))
     dups_i: list[np.ndarray] = []
     dups_j: list[np.ndarray] = []
+    near = _near_other_chips(rb, rch)
+    at = np.flatnonzero(near)
 
     def same_class_other_chip(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        return (rc[i] == rc[j]) & (rch[i] != rch[j])
+        return (rc[at[i]] == rc[at[j]]) & (rch[at[i]] != rch[at[j]])
 
-    for i, j in iter_pairs(rb, TOUCH, same_class_other_chip):
+    for i, j in iter_pairs(rb[at], TOUCH, same_class_other_chip):
+        i, j = at[i], at[j]
         join = _join_pairs(rb, rcut, i, j)
         _union(parent, i[join], j[join])
         if iou_threshold < 1.0:
@@ -219,11 +293,17 @@ def seam_merge(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips
     ``boxes`` are in one pixel grid for the whole raster; ``chips`` says which chip found each object;
     ``cut`` whether its box touches an inner edge of that chip.
     """
+    return merge_groups(boxes, scores, classes, chips, cut, iou_threshold).as_list()
+
+
+def merge_groups(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
+                 iou_threshold: float) -> Groups:
+    """:func:`seam_merge` as :class:`Groups` (no array per group: what a run of millions of objects uses)."""
     if len(scores) == 0:
-        return []
+        return Groups(np.zeros(0, np.int64), np.zeros(0, np.int64))
     graph = merge_graph(boxes, np.asarray(scores, np.float64), np.asarray(classes), np.asarray(chips),
                         np.asarray(cut, bool), iou_threshold)
-    return [graph.group(t) for t in graph.kept().tolist()]
+    return graph.select(graph.kept())
 
 
 #: Pixels past a box within which an object of another block may still pair with it (two boxes pair when they
@@ -242,7 +322,7 @@ def outside(interior: tuple[float, float, float, float]) -> Callable[[np.ndarray
 
 def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chips: np.ndarray, cut: np.ndarray,
                 iou_threshold: float,
-                reaches: Callable[[np.ndarray], np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+                reaches: Callable[[np.ndarray], np.ndarray]) -> tuple[Groups, np.ndarray]:
     """Objects of finished blocks: (the groups already final and kept, most confident first; which objects to hold).
 
     ``reaches(boxes)`` says which boxes reach where objects not given here may still come from: the tiles of other
@@ -254,7 +334,7 @@ def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chip
     alone. Those are decided here exactly as the merge of the whole raster would; the rest are held."""
     n = len(scores)
     if n == 0:
-        return [], np.zeros(0, bool)
+        return Groups(np.zeros(0, np.int64), np.zeros(0, np.int64)), np.zeros(0, bool)
     graph = merge_graph(boxes, np.asarray(scores, np.float64), np.asarray(classes), np.asarray(chips),
                         np.asarray(cut, bool), iou_threshold)
     gb = graph.gbox
@@ -270,4 +350,4 @@ def split_final(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, chip
     kept = kept[priority_order(graph.gscore[kept])]
     held = np.zeros(n, bool)
     held[graph.members] = np.repeat(held_group, graph.sizes)
-    return [graph.group(g) for g in kept.tolist()], held
+    return graph.select(kept), held

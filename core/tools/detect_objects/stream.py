@@ -22,7 +22,7 @@ from osgeo import ogr
 from ...detection.decode import ClassTable
 from ...detection.geometry import box_polygons_wkb
 from ...detection.nms import suppress_for_tool
-from ...detection.seams import outside, seam_merge, split_final
+from ...detection.seams import Groups, merge_groups, outside, split_final
 from ...engine.blocks import BlockJob
 from ...progress import Progress
 from ...raster.gdal_io import RasterGrid
@@ -179,7 +179,7 @@ class ObjectStream:
         for index in sorted(self.held):
             held.extend(self.held.pop(index))
         boxes, scores, classes, chips, cut = held.arrays()
-        groups = seam_merge(boxes, scores, classes, chips, cut, self.nms_overlap)
+        groups = merge_groups(boxes, scores, classes, chips, cut, self.nms_overlap)
         self.merged += len(groups)
         self._emit(groups, boxes, scores, classes, held.shapes, run_nms, max_overlap_ratio, progress)
         if self.mask is not None:
@@ -187,20 +187,19 @@ class ObjectStream:
                           "polygons are dropped")
         self.store.finish()
 
-    def _emit(self, groups: list[np.ndarray], boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+    def _emit(self, groups: Groups, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
               shapes: list, run_nms: bool = False, max_overlap_ratio: float = 0.0,
               progress: Progress | None = None) -> None:
         """Merged groups -> map geometries -> (MASK, ``RUN_NMS``) -> the store."""
-        if self.mask is not None and groups:
-            centres = np.array([[(boxes[g, 0].min() + boxes[g, 2].max()) / 2,
-                                 (boxes[g, 1].min() + boxes[g, 3].max()) / 2] for g in groups])
-            inside = self.mask.contains_pixels(centres[:, 0], centres[:, 1])
+        united = groups.united_boxes(boxes)
+        if self.mask is not None and len(groups):
+            inside = self.mask.contains_pixels((united[:, 0] + united[:, 2]) / 2, (united[:, 1] + united[:, 3]) / 2)
             self.outside_mask += int((~inside).sum())
-            groups = [g for g, keep in zip(groups, inside.tolist()) if keep]
-        if not groups:
+            groups, united = groups.take(inside), united[inside]
+        if not len(groups):
             return
-        first = np.array([int(g[0]) for g in groups], np.int64)
-        wkbs = self._geometries(groups, boxes, shapes)
+        first = groups.first
+        wkbs = self._geometries(groups, united, shapes)
         group_scores, group_classes = scores[first], classes[first]
         if run_nms:
             keep = suppress_for_tool(wkbs, group_scores, [self.table.info(int(c)).name for c in group_classes],
@@ -209,11 +208,10 @@ class ObjectStream:
             group_scores, group_classes = group_scores[keep], group_classes[keep]
         self.store.add(wkbs, group_classes, group_scores)
 
-    def _geometries(self, groups: list[np.ndarray], boxes: np.ndarray, shapes: list) -> list[bytes]:
-        gt = self.grid.geotransform
+    def _geometries(self, groups: Groups, united: np.ndarray, shapes: list) -> list[bytes]:
         if shapes and shapes[0] is not None:  # rotated boxes or masks: the union of the pieces' shapes
             wkbs = []
-            for g in groups:
+            for g in groups.as_list():
                 geom = ogr.CreateGeometryFromWkb(shapes[int(g[0])])
                 for k in g[1:].tolist():
                     geom = geom.Union(ogr.CreateGeometryFromWkb(shapes[k]))
@@ -222,6 +220,4 @@ class ObjectStream:
                 wkbs.append(geom.ExportToIsoWkb())
             return wkbs
         # axis-aligned boxes: the union of the pieces' boxes, as WKB polygons straight from numpy
-        united = np.array([[boxes[g, 0].min(), boxes[g, 1].min(), boxes[g, 2].max(), boxes[g, 3].max()]
-                           if len(g) > 1 else boxes[g[0]] for g in groups]).reshape(-1, 4)
-        return box_polygons_wkb(gt, united)
+        return box_polygons_wkb(self.grid.geotransform, united)
