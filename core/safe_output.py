@@ -31,6 +31,36 @@ from .errors import DLToolsError, OutputError
 
 # Files GDAL derives from a raster: stale once the raster is replaced.
 _DERIVED = (".aux.xml", ".ovr", ".msk")
+#: A child process's temporary folder (its TMPDIR, core.runner) starts with this: the files in it whose names start
+#: with :data:`ANSWER_PREFIX` (Detect Objects' objects) are its answer, the rest (libraries' own temporary files) is
+#: removed when the run ends; a failed or killed run takes the whole folder with it.
+SCRATCH_PREFIX = "dltools-run-"
+ANSWER_PREFIX = "dltools-"
+
+
+def tidy_scratch(folder: str) -> None:
+    """After a run: remove what is not an answer from the child's temporary ``folder``, and the folder once no
+    answer is left in it."""
+    with contextlib.suppress(OSError):
+        entries = os.listdir(folder)
+        for name in entries:
+            if not name.startswith(ANSWER_PREFIX):
+                path = os.path.join(folder, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+        if not any(name.startswith(ANSWER_PREFIX) for name in entries):
+            os.rmdir(folder)
+
+
+def remove_scratch_file(path: str) -> None:
+    """Remove a run's temporary file, and its child's temporary folder once no answer is left in it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    folder = os.path.dirname(path)
+    if os.path.basename(folder).startswith(SCRATCH_PREFIX):
+        tidy_scratch(folder)
 
 
 def _stem(path: str) -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from ..errors import BackendError, CancelledError, DLToolsError
 from ..installer.interpreter import RunningPython, locate_python, own_interpreter
 from ..memory import BUDGET_ENV, available_memory
 from ..progress import NullProgress, Progress
-from ..safe_output import remove_temporaries
+from ..safe_output import SCRATCH_PREFIX, remove_temporaries, tidy_scratch
 from .protocol import ProgressSlot, receive, send
 
 #: Seconds a cancelled child gets to stop by itself before it is killed (the issue's bound is 2 s in all).
@@ -82,10 +84,10 @@ def _package() -> str:
     return __name__.rsplit(".core.runner.", 1)[0]
 
 
-def _start(read_fd: int, write_fd: int, budget: int | None) -> subprocess.Popen:
+def _start(read_fd: int, write_fd: int, budget: int | None, scratch: str) -> subprocess.Popen:
     env = dict(os.environ)
     env.update(DLTOOLS_RUNNER_PATH=os.pathsep.join(p for p in sys.path if p), DLTOOLS_RUNNER_PACKAGE=_package(),
-               DLTOOLS_RUNNER_FD=str(write_fd), PYTHONUNBUFFERED="1")
+               DLTOOLS_RUNNER_FD=str(write_fd), PYTHONUNBUFFERED="1", TMPDIR=scratch, TEMP=scratch, TMP=scratch)
     env[BUDGET_ENV] = str(budget or 0)  # what the child's own checks of declared sizes measure against
     try:
         return subprocess.Popen([python_for_child(), "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
@@ -130,11 +132,21 @@ class ChildRun:
     def run(self) -> Any:
         if self.progress.is_canceled():  # cancelled before it began: no process to start
             raise CancelledError("The run was cancelled.")
+        scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        try:
+            answer = self._run(scratch)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        tidy_scratch(scratch)  # what stays is the answer's (Detect Objects' objects), removed with it
+        return answer
+
+    def _run(self, scratch: str) -> Any:
         read_fd, write_fd = os.pipe()
         available = available_memory()
         self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
             else None
-        self.proc = _start(read_fd, write_fd, self.budget)
+        self.proc = _start(read_fd, write_fd, self.budget, scratch)
         inbox: queue.Queue = queue.Queue()
         pipe = os.fdopen(read_fd, "rb")
         threading.Thread(target=_read, args=(pipe, inbox), daemon=True).start()

@@ -6,11 +6,13 @@ on a scene of squares cut by tile and block seams."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 from builders import RecordingProgress, write_raster
 from detection_models import expected_boxes, square_scene, yolo_v8_onnx
+from dltools.core.errors import CancelledError
 from dltools.core.model.loader import load_model_definition
 from dltools.core.runner.parent import run_in_child
 from dltools.core.tools.detect_objects import stream
@@ -92,15 +94,26 @@ def test_streamed_objects_are_those_of_one_merge_at_the_end(scene, monkeypatch):
     assert streamed.per_class == at_end.per_class
 
 
-def test_a_child_process_gives_the_same_objects_and_its_file_goes(scene):
+def test_a_child_process_gives_the_same_objects_and_its_file_goes(scene, tmp_path, monkeypatch):
     raster, md = scene
     here = detect_objects(str(raster), md, ARGS)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the child's temporary folder is made
     there = run_in_child("detect_objects", (str(raster), md, ARGS))
-    assert os.path.exists(there.objects.path)
+    folder = os.path.dirname(there.objects.path)
+    assert os.path.dirname(folder) == str(tmp_path) and os.path.basename(folder).startswith("dltools-run-")
     assert _key(there.objects) == _key(here.objects)
     there.objects.discard()
     here.objects.discard()
     assert not os.path.exists(there.objects.path) and not os.path.exists(here.objects.path)
+    assert os.listdir(tmp_path) == []  # the child's folder went with its last file
+
+
+def test_a_cancelled_child_run_leaves_no_temporary_file(scene, tmp_path, monkeypatch):
+    raster, md = scene
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(CancelledError):
+        run_in_child("detect_objects", (str(raster), md, ARGS), {"progress": RecordingProgress(cancel_after=3)})
+    assert os.listdir(tmp_path) == []
 
 
 def test_dask_gives_the_same_objects(scene):

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...detection.decode import ChipDetections, ClassTable
+from ...safe_output import remove_scratch_file
 
 
 @dataclass
@@ -82,7 +83,7 @@ class ObjectStore:
     owns it is collected. Pickled (a child process's answer), the copy takes the ownership with it."""
 
     def __init__(self, table: ClassTable) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="dltools-objects-", suffix=".bin")
+        fd, self.path = tempfile.mkstemp(prefix="dltools-detected-", suffix=".bin")
         self._out: Any = os.fdopen(fd, "wb")
         self._table = table
         self.count = 0
@@ -124,10 +125,7 @@ class ObjectStore:
         self.finish()
         if self._owner:
             self._owner = False
-            try:
-                os.remove(self.path)
-            except FileNotFoundError:
-                pass
+            remove_scratch_file(self.path)
 
     def __getstate__(self) -> dict:
         self.finish()
