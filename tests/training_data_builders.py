@@ -37,8 +37,10 @@ def paint(image: np.ndarray, mask: np.ndarray, shape: str, cy: int, cx: int, r: 
     mask[inside] = 1 if shape == "square" else 2
 
 
-def shapes_scene(rows: int, cols: int, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 image, class mask) with ``count`` shapes of random kind, place and size that do not overlap."""
+def shapes_scene(rows: int, cols: int, count: int, seed: int,
+                 radii: tuple[int, int] = (5, 11)) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 image, class mask) with ``count`` shapes of random kind, place and size (half-side or radius drawn
+    from ``radii``, upper bound excluded) that do not overlap."""
     rng = np.random.default_rng(seed)
     image = noise(rng, rows, cols)
     mask = np.zeros((rows, cols), np.uint8)
@@ -46,7 +48,7 @@ def shapes_scene(rows: int, cols: int, count: int, seed: int) -> tuple[np.ndarra
     placed = tries = 0
     while placed < count and tries < 200 * count:
         tries += 1
-        r = int(rng.integers(5, 11))
+        r = int(rng.integers(*radii))
         cy, cx = int(rng.integers(r + 1, rows - r - 1)), int(rng.integers(r + 1, cols - r - 1))
         if taken[max(cy - r - 2, 0):cy + r + 3, max(cx - r - 2, 0):cx + r + 3].any():
             continue
@@ -101,14 +103,15 @@ def write_labeled_tiles(folder: Path, count: int = 40, chip: int = 64, seed: int
     return folder
 
 
-def write_pascal_voc(folder: Path, count: int = 8, chip: int = 64, seed: int = 0) -> Path:
+def write_pascal_voc(folder: Path, count: int = 8, chip: int = 64, seed: int = 0,
+                     radii: tuple[int, int] = (5, 11)) -> Path:
     """A PASCAL_VOC_rectangles folder: two or three squares and discs per chip, each a box in the chip's .xml whose
     name is the class value (as Export Training Data writes it)."""
     (folder / "images").mkdir(parents=True)
     (folder / "labels").mkdir()
     lines = []
     for i in range(count):
-        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i)
+        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i, radii)
         name = f"{i:09d}"
         write_raster(folder / "images" / f"{name}.tif", image, block=None)
         objects = "".join(
@@ -135,7 +138,8 @@ def shape_boxes(mask: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]
     return found
 
 
-def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0) -> Path:
+def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0,
+                     radii: tuple[int, int] = (5, 11)) -> Path:
     """An RCNN_Masks folder: for each chip and each class present, ``labels/<value>/<chip>.tif`` numbering that
     class's shapes 1, 2, ... (as Export Training Data writes it); ``map.txt`` names the first class's mask."""
     from scipy import ndimage
@@ -143,7 +147,7 @@ def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0
     (folder / "images").mkdir(parents=True)
     lines = []
     for i in range(count):
-        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i)
+        image, mask = shapes_scene(chip, chip, 2 + i % 2, seed * 10007 + i, radii)
         name = f"{i:09d}"
         write_raster(folder / "images" / f"{name}.tif", image, block=None)
         first = ""

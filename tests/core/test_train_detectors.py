@@ -83,6 +83,23 @@ def test_faster_rcnn_validation_ap_is_in_the_log_html_and_json(trained):
     assert "objects" in progress.infos[0]
 
 
+def test_mixed_precision_on_cuda_only_float32_on_the_cpu(trained):
+    """The CUDA path (autocast + GradScaler) is chosen for CUDA devices only; it is not run here (no GPU)."""
+    import warnings
+
+    from dltools.core.tools.train.loop import mixed_precision
+
+    assert mixed_precision(torch, torch.device("cpu")) == (False, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # without CUDA the scaler warns that it disables itself
+        on, scaler = mixed_precision(torch, torch.device("cuda"))
+    assert on and isinstance(scaler, torch.amp.GradScaler)
+    result, progress = trained
+    assert not any("mixed precision" in line for line in progress.infos)
+    state = torch.load(str(result.files["pth"]), weights_only=True)
+    assert {v.dtype for v in state.values()} <= {torch.float32, torch.int64}
+
+
 def test_boxes_follow_the_pixels_when_turned_and_mirrored():
     image, mask = shapes_scene(40, 40, 3, 7)
     boxes = np.asarray([b for _, b in shape_boxes(mask)], np.float32)

@@ -87,6 +87,15 @@ def split_indices(count: int, percent: float, seed: int) -> tuple[list[int], lis
     return sorted(order[n_valid:]), sorted(order[:n_valid])
 
 
+def mixed_precision(torch, device):  # noqa: ANN001, ANN201
+    """(autocast on, GradScaler or None): on CUDA the steps run under ``torch.autocast`` (half-precision matrix
+    products) with a GradScaler keeping small gradients from vanishing; on the CPU both are off and everything stays
+    float32 (CPU autocast would compute in bfloat16, slower on most CPUs and not what a CPU user expects)."""
+    if device.type != "cuda":
+        return False, None
+    return True, torch.amp.GradScaler("cuda")
+
+
 def _save(torch, payload: dict[str, Any], path: Path) -> None:  # noqa: ANN001
     tmp = path.with_name(f".{path.name}.partial")
     torch.save(payload, str(tmp))
@@ -106,8 +115,7 @@ class Trainer:
         self.steps_per_epoch = max(math.ceil(len(self.train_idx) / settings.batch_size), 1)
         params = [p for p in module.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01)
-        self.amp = device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.amp, self.scaler = mixed_precision(torch, device)
         self.weights, self.focal = None, False
 
     def set_loss(self, weights: list[float] | None, focal: bool) -> None:
