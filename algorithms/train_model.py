@@ -137,7 +137,9 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             "'name value' pairs separated by ';': seed (random seed, default 0), lr_finder_steps (batches tried "
             "when the learning rate is found, default 30), threads (CPU threads, default all cores); UnetClassifier "
             "and DeepLab also class_balancing (true/false), focal_loss (true/false) and ignore_classes (class "
-            "values, e.g. [3, 4]).", advanced=True)
+            "values, e.g. [3, 4]); FasterRCNN and MaskRCNN box_batch_size_per_image (regions the box head learns "
+            "from per chip, default 512) and box_positive_fraction (default 0.25); detectors monitor "
+            "(valid_loss, the default, or average_precision: which epoch is kept).", advanced=True)
         self.add_device_parameters()
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_MODEL, self.tr("Model definition (.emd)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PACKAGE, self.tr("Deep learning package (.dlpk)")))

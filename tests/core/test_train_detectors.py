@@ -100,6 +100,38 @@ def test_mixed_precision_on_cuda_only_float32_on_the_cpu(trained):
     assert {v.dtype for v in state.values()} <= {torch.float32, torch.int64}
 
 
+def test_box_sampling_and_monitor_arguments():
+    from types import SimpleNamespace
+
+    from dltools.core.backends.arcgis_learn.torchvision_nets import build_rcnn
+    from dltools.core.tools.train.detection import set_box_sampling
+    from dltools.core.tools.train.loop import EpochRecord, Trainer
+    from dltools.core.tools.train.options import parse_arguments
+
+    args = parse_arguments("box_batch_size_per_image 16;box_positive_fraction 0.5;monitor AVERAGE_PRECISION",
+                           "FasterRCNN")
+    assert args == {"box_batch_size_per_image": 16, "box_positive_fraction": 0.5, "monitor": "average_precision"}
+    net = build_rcnn(torchvision, "MaskRCNN", "resnet18", 2, 64, 3)
+    sampler = net.roi_heads.fg_bg_sampler
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (512, 0.25)  # torchvision's, arcgis.learn's
+    assert set_box_sampling(net, args) == {"box_batch_size_per_image": 16, "box_positive_fraction": 0.5}
+    assert (sampler.batch_size_per_image, sampler.positive_fraction) == (16, 0.5)
+    assert set_box_sampling(net, {"seed": 1}) == {}
+    for text, model, message in [
+            ("box_batch_size_per_image 16", "UnetClassifier", "box_batch_size_per_image is for FasterRCNN and MaskRCNN"),
+            ("monitor average_precision", "FeatureClassifier", "monitor average_precision is for the detectors"),
+            ("monitor accuracy", "FasterRCNN", "monitor must be valid_loss or average_precision, not 'accuracy'"),
+            ("box_positive_fraction 1.5", "MaskRCNN", "box_positive_fraction must be a number between 0 and 1")]:
+        with pytest.raises(ArgumentError, match=message):
+            parse_arguments(text, model)
+    with pytest.raises(ArgumentError, match="box_batch_size_per_image must be 1 or more"):
+        set_box_sampling(net, {"box_batch_size_per_image": 0})
+    record = EpochRecord(epoch=1, train_loss=1.0, valid_loss=0.75, metrics={"map": 0.625}, seconds=1.0)
+    for monitor, value in (("valid_loss", 0.75), ("average_precision", -0.625)):
+        trainer = SimpleNamespace(s=TrainSettings(model_type="FasterRCNN", backbone="resnet18", monitor=monitor))
+        assert Trainer.monitored(trainer, record) == value
+
+
 def test_boxes_follow_the_pixels_when_turned_and_mirrored():
     image, mask = shapes_scene(40, 40, 3, 7)
     boxes = np.asarray([b for _, b in shape_boxes(mask)], np.float32)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...detection.matching import DetectionTally
-from ...errors import InputDataError
+from ...errors import ArgumentError, InputDataError
 from .chips import ChipNormalisation, ChipReader, read_array
 from .layouts import TrainingData, class_position, mask_files, voc_objects
 from .loop import Trainer
@@ -37,6 +37,21 @@ def rcnn_normalisation(norm: ChipNormalisation) -> ChipNormalisation:
     low, high = np.asarray(norm.stats["band_min_values"]), np.asarray(norm.stats["band_max_values"])
     span = np.where(high - low == 0, 1.0, high - low)
     return ChipNormalisation(scale=1.0 / span, offset=-low / span, imagenet=False, stats=norm.stats)
+
+
+def set_box_sampling(module, args: dict[str, Any]) -> dict[str, Any]:  # noqa: ANN001
+    """ARGUMENTS ``box_batch_size_per_image`` and ``box_positive_fraction`` into the R-CNN's proposal sampler (they
+    shape training only; the weights and the detections do not depend on them); returns them for the ``.emd``
+    (``Kwargs`` / ``MaskRCNNkwargs``, where arcgis.learn keeps the torchvision arguments it was given)."""
+    given = {k: args[k] for k in ("box_batch_size_per_image", "box_positive_fraction") if k in args}
+    sampler = module.roi_heads.fg_bg_sampler
+    if "box_batch_size_per_image" in given:
+        if given["box_batch_size_per_image"] < 1:
+            raise ArgumentError("ARGUMENTS: box_batch_size_per_image must be 1 or more")
+        sampler.batch_size_per_image = int(given["box_batch_size_per_image"])
+    if "box_positive_fraction" in given:
+        sampler.positive_fraction = float(given["box_positive_fraction"])
+    return given
 
 
 def scan_objects(data: TrainingData) -> list[int]:

@@ -47,6 +47,9 @@ class TrainSettings:
     augmentation: bool = True
     seed: int = 0
     lr_finder_steps: int = 30
+    #: what chooses the epoch kept and STOP_TRAINING (ArcGIS's MONITOR): "valid_loss", or for detectors
+    #: "average_precision" (the validation mAP)
+    monitor: str = "valid_loss"
 
 
 @dataclass
@@ -262,16 +265,16 @@ class Trainer:
         for epoch in range(start, self.s.max_epochs):
             if self._stale(history, best_epoch):
                 outcome.stopped_early = True
-                self.progress.info(f"STOP_TRAINING: the validation loss has not improved for {PATIENCE} epochs; "
-                                   f"stopped after epoch {epoch}")
+                self.progress.info(f"STOP_TRAINING: the {self.monitor_words} has not improved for {PATIENCE} "
+                                   f"epochs; stopped after epoch {epoch}")
                 break
             record = self._epoch(epoch, lr, total_steps)
             if record is None:
                 outcome.canceled = True
                 break
             history.append(record)
-            if record.valid_loss < best_loss:
-                best_epoch, best_loss = record.epoch, record.valid_loss
+            if self.monitored(record) < best_loss:
+                best_epoch, best_loss = record.epoch, self.monitored(record)
             self._checkpoint(record.epoch, history, best_epoch, best_loss, lr)
         if not best_epoch:
             raise CancelledError("Training was cancelled before the first epoch ended: no model was written.")
@@ -280,7 +283,17 @@ class Trainer:
         return outcome
 
     def _stale(self, history: list[EpochRecord], best_epoch: int) -> bool:
-        return self.s.stop_training and stopped_improving([h.valid_loss for h in history])
+        return self.s.stop_training and stopped_improving([self.monitored(h) for h in history])
+
+    def monitored(self, record: EpochRecord) -> float:
+        """The value an epoch is judged by, lower being better: the validation loss, or minus the validation mAP."""
+        if self.s.monitor == "average_precision":
+            return -float(record.metrics.get("map", 0.0))
+        return record.valid_loss
+
+    @property
+    def monitor_words(self) -> str:
+        return "validation mAP" if self.s.monitor == "average_precision" else "validation loss"
 
     def _epoch(self, epoch: int, lr: float, total_steps: int) -> EpochRecord | None:
         torch = self.torch

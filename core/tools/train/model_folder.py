@@ -129,7 +129,7 @@ def metrics_html(emd: dict[str, Any], history: list, best_epoch: int, loss_png: 
 <p><b>Backbone:</b> {e(str(emd['ModelParameters'].get('backbone')))}</p>
 <p><b>Learning Rate:</b> {e(emd['LearningRate'])}</p>
 <p><b>Training and Validation loss</b></p>{_image_tag(loss_png, 'training and validation losses')}
-<p>{kept} (epoch {best_epoch}, the lowest validation loss)</p>{ap_html}
+<p>{kept} (epoch {best_epoch}, the best by the monitored validation score: loss, or mAP when asked)</p>{ap_html}
 {f"<p><b>mIoU:</b> {best.metrics['miou']:.4f}</p>" if 'miou' in best.metrics else ''}
 {('<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>IoU</th></tr>' + class_rows + '</table>')
  if class_rows else ''}{matrix_html}

@@ -6,7 +6,11 @@ arcgis.learn takes them: ``class_balancing`` (weight each class's loss by the in
 ``focal_loss`` (down-weight pixels already classified with confidence) and ``ignore_classes`` (class values that
 incur no loss; the model then never predicts them nor the background, which the ``.emd``'s ``ignore_mapped_class``
 tells Classify Pixels).  SingleShotDetector: ``grids``, ``zooms``, ``ratios`` (its anchors), ``focal_loss`` and
-``location_loss_factor``; RetinaNet: ``scales`` and ``ratios`` (:mod:`.anchor_detection`).  Lists are written as
+``location_loss_factor``; RetinaNet: ``scales`` and ``ratios`` (:mod:`.anchor_detection`).  FasterRCNN and
+MaskRCNN: torchvision's ``box_batch_size_per_image`` (512) and ``box_positive_fraction`` (0.25), the region
+proposals the box head learns from per chip, which arcgis.learn passes to the network too
+(:func:`.detection.set_box_sampling`).  ``monitor`` (ArcGIS's MONITOR): ``valid_loss`` (the default) or, for
+detectors, ``average_precision``: which epoch is kept and what STOP_TRAINING watches.  Lists are written as
 Python lists (``grids [4, 2]``, ``ratios [[1.0, 1.0], [1.0, 0.5]]``).  Unknown names, names of another family and
 values of the wrong type are refused, naming the known ones.
 """
@@ -24,10 +28,15 @@ PIXEL_MODELS = ("UnetClassifier", "DeepLab")
 FAMILY_ONLY: dict[str, tuple[str, ...]] = {
     "class_balancing": PIXEL_MODELS, "ignore_classes": PIXEL_MODELS, "focal_loss": (*PIXEL_MODELS, "SingleShotDetector"),
     "grids": ("SingleShotDetector",), "zooms": ("SingleShotDetector",), "location_loss_factor": ("SingleShotDetector",),
-    "ratios": ("SingleShotDetector", "RetinaNet"), "scales": ("RetinaNet",)}
+    "ratios": ("SingleShotDetector", "RetinaNet"), "scales": ("RetinaNet",),
+    "box_batch_size_per_image": ("FasterRCNN", "MaskRCNN"), "box_positive_fraction": ("FasterRCNN", "MaskRCNN")}
+#: ArcGIS's MONITOR values (either case) -> TrainSettings.monitor
+MONITORS = {"valid_loss": "valid_loss", "average_precision": "average_precision"}
+DETECTOR_MODELS = ("FasterRCNN", "MaskRCNN", "SingleShotDetector", "RetinaNet")
 TYPES: dict[str, str] = {"seed": "int", "lr_finder_steps": "int", "threads": "int", "class_balancing": "bool",
                          "focal_loss": "bool", "ignore_classes": "list", "grids": "literal", "zooms": "literal",
-                         "ratios": "literal", "scales": "literal", "location_loss_factor": "fraction"}
+                         "ratios": "literal", "scales": "literal", "location_loss_factor": "fraction",
+                         "box_batch_size_per_image": "int", "box_positive_fraction": "fraction", "monitor": "monitor"}
 
 
 def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of int
@@ -45,6 +54,10 @@ def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of i
             if not isinstance(value, (list, tuple)):
                 raise ValueError(text)
             return [list(v) if isinstance(v, tuple) else v for v in value]
+        if kind == "monitor":
+            if text.lower() not in MONITORS:
+                raise ValueError(text)
+            return MONITORS[text.lower()]
         if kind == "fraction":
             value = float(text)
             if not 0 < value < 1:
@@ -53,6 +66,7 @@ def _value(key: str, text: str) -> Any:  # noqa: ANN401 - int, bool or list of i
         return int(text)
     except (ValueError, SyntaxError):
         what = {"list": "a list of class values", "literal": "a list, e.g. [1.0, 0.5]",
+                "monitor": "valid_loss or average_precision",
                 "fraction": "a number between 0 and 1"}.get(kind, kind)
         raise ArgumentError(f"ARGUMENTS: {key} must be {what}, "
                             f"not '{text}'") from None
@@ -72,6 +86,9 @@ def parse_arguments(text: str, model_type: str = "UnetClassifier") -> dict[str, 
         if key in FAMILY_ONLY and model_type not in FAMILY_ONLY[key]:
             raise ArgumentError(f"ARGUMENTS: {key} is for {' and '.join(FAMILY_ONLY[key])}, not {model_type}")
         values[key] = _value(key, value)
+    if values.get("monitor") == "average_precision" and model_type not in DETECTOR_MODELS:
+        raise ArgumentError(f"ARGUMENTS: monitor average_precision is for the detectors "
+                            f"({', '.join(DETECTOR_MODELS)}); {model_type} monitors valid_loss")
     return values
 
 

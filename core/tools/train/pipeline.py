@@ -19,7 +19,15 @@ from ...backends import DeviceRequest
 from ...errors import ArgumentError, InputDataError, OutputError
 from ...progress import NullProgress, Progress
 from .chips import ChipReader, chip_shape, read_array, scan_labels, training_normalisation
-from .detection import DETECTORS, DetectionReader, DetectionTrainer, MaskReader, rcnn_normalisation, scan_objects
+from .detection import (
+    DETECTORS,
+    DetectionReader,
+    DetectionTrainer,
+    MaskReader,
+    rcnn_normalisation,
+    scan_objects,
+    set_box_sampling,
+)
 from .layouts import read_training_folder
 from .loop import FitOutcome, Trainer, TrainSettings
 from .model_folder import PIXEL_MODELS, finish_emd, model_emd, write_model_folder
@@ -85,6 +93,7 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     args = parse_arguments(request.arguments, s.model_type)
     s.seed = int(args.get("seed", s.seed))
     s.lr_finder_steps = int(args.get("lr_finder_steps", s.lr_finder_steps))
+    s.monitor = args.get("monitor", s.monitor)
     if args.get("threads"):
         request.device.threads = int(args["threads"])
     if s.max_epochs < 1 or s.batch_size < 1:
@@ -113,6 +122,8 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     device, provider = select_device(torch, request.device)
     progress.info(f"Device: {provider}" + (" (mixed precision)" if device.type == "cuda" else ""))
     module = build_network(emd, s.seed, torch, torchvision)
+    if detector:  # arcgis.learn keeps the torchvision arguments it was given in Kwargs (MaskRCNN: MaskRCNNkwargs)
+        emd["Kwargs" if s.model_type == "FasterRCNN" else "MaskRCNNkwargs"].update(set_box_sampling(module, args))
     if request.pretrained_model:
         _fine_tune(module, request.pretrained_model, s.model_type, torch, progress)
     elif request.pretrained_backbone:
@@ -150,7 +161,9 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
                          f"{outcome.best_epoch}, the best finished epoch (validation loss {best.valid_loss:.4f}); "
                          f"run again with the same OUTPUT_FOLDER to resume from epoch {last}'s checkpoint")
     else:
-        progress.info(f"Kept epoch {outcome.best_epoch} of {last} (lowest validation loss {best.valid_loss:.4f})")
+        kept = f"highest validation mAP {best.metrics.get('map', 0.0):.4f}" if s.monitor == "average_precision" \
+            else f"lowest validation loss {best.valid_loss:.4f}"
+        progress.info(f"Kept epoch {outcome.best_epoch} of {last} ({kept})")
     progress.info(f"Model written to '{files['emd']}' and '{files['dlpk']}'")
     return TrainResult(folder=target, files=files, outcome=outcome, emd=final)
 
