@@ -22,7 +22,8 @@ from .base import DLToolsAlgorithm
 from .running import FeedbackProgress, run_engine
 
 #: MODEL_TYPE's options, by index (public: saved models and scripts use the index); new families go at the end.
-MODEL_TYPES = ["UnetClassifier", "DeepLab", "FeatureClassifier", "FasterRCNN", "MaskRCNN"]
+MODEL_TYPES = ["UnetClassifier", "DeepLab", "FeatureClassifier", "FasterRCNN", "MaskRCNN", "SingleShotDetector",
+               "RetinaNet"]
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 

@@ -63,9 +63,9 @@ _SUPPORTED: dict[str, tuple[str, tuple[str, ...], str, str]] = {
                        "{b} fastai-v1 DynamicUnet, rebuilt with torchvision and the plugin's fastai-v1 modules"),
     "FeatureClassifier": ("objects", ("resnet18", "resnet34", "resnet50"), "resnet34",
                           "{b} with a fastai-v1 head, rebuilt with torchvision and the plugin's fastai-v1 modules"),
-    "SingleShotDetector": ("detection", ("resnet34", "resnet50"), "resnet34",
+    "SingleShotDetector": ("detection", ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"), "resnet34",
                            "{b} with an SSD head, rebuilt with torchvision and the plugin's fastai-v1 modules"),
-    "RetinaNet": ("detection", ("resnet34", "resnet50"), "resnet50",
+    "RetinaNet": ("detection", ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"), "resnet50",
                   "{b} with a fastai-v1 RetinaNet FPN, rebuilt with torchvision and the plugin's fastai-v1 modules"),
 }
 

@@ -23,7 +23,7 @@ from ...errors import InputDataError
 TRAINABLE: dict[str, tuple[str, ...]] = {
     "Classified_Tiles": ("UnetClassifier", "DeepLab"),
     "Labeled_Tiles": ("FeatureClassifier",),
-    "PASCAL_VOC_rectangles": ("FasterRCNN",),
+    "PASCAL_VOC_rectangles": ("FasterRCNN", "SingleShotDetector", "RetinaNet"),
     "RCNN_Masks": ("MaskRCNN",),
 }
 #: layouts ArcGIS exports that this tool does not train (yet), named in the refusal

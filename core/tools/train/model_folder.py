@@ -34,6 +34,8 @@ FAMILY_KEYS = {
     "FeatureClassifier": ("_FeatureClassifier", "ObjectClassification", "ArcGISObjectClassifier.py"),
     "FasterRCNN": ("_model_extension_inferencing", "ObjectDetection", "ArcGISObjectDetector.py"),
     "MaskRCNN": ("_maskrcnn_inferencing", "InstanceDetection", "ArcGISInstanceDetector.py"),
+    "SingleShotDetector": ("_DynamicSSD", "ObjectDetection", "ArcGISObjectDetector.py"),
+    "RetinaNet": ("_RetinaNet_Inference", "ObjectDetection", "ArcGISObjectDetector.py"),
 }
 PIXEL_MODELS = ("UnetClassifier", "DeepLab")
 

@@ -34,8 +34,10 @@ def backbone_body(module, model_type: str):  # noqa: ANN001, ANN201
     """(the ResNet body inside the network, whether its children are numbered as fastai's create_body numbers them)."""
     if model_type == "UnetClassifier":
         return module.layers[0], True
-    if model_type == "FeatureClassifier":
+    if model_type in ("FeatureClassifier", "SingleShotDetector"):
         return module[0], True
+    if model_type == "RetinaNet":
+        return module.encoder, True
     if model_type == "DeepLab":
         return module.backbone, False
     body = getattr(module.backbone, "body", None)  # MaskRCNN, FasterRCNN: FPN body, or resnet18/34's create_body

@@ -18,6 +18,7 @@ from typing import Any
 from ...backends import DeviceRequest
 from ...errors import ArgumentError, InputDataError, OutputError
 from ...progress import NullProgress, Progress
+from .anchor_detection import ANCHOR_DETECTORS, AnchorDetectionTrainer, anchor_emd
 from .chips import ChipReader, chip_shape, read_array, scan_labels, training_normalisation
 from .detection import (
     DETECTORS,
@@ -100,7 +101,8 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         raise ArgumentError("MAX_EPOCHS and BATCH_SIZE must be 1 or more")
     source, target = _check_folders(request)
     data = read_training_folder(source, s.model_type)
-    detector = s.model_type in DETECTORS
+    anchored = s.model_type in ANCHOR_DETECTORS
+    detector = s.model_type in DETECTORS or anchored
     if detector:
         _check_detector_backbone(s.model_type, s.backbone)
     bands, rows, cols, dtype = chip_shape(data)
@@ -111,6 +113,9 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
                   (" pixels" if s.model_type in PIXEL_MODELS else " objects" if detector else " chips"))
     norm = training_normalisation(data, bands, dtype)
     emd = model_emd(target.name, s.model_type, s.backbone, data, (rows, cols), norm.emd_keys(bands))
+    if anchored:
+        emd, anchors = anchor_emd(emd, args, data, (rows, cols))
+        progress.info(anchors)
     values = [c.value for c in data.classes]
     if s.model_type in PIXEL_MODELS:
         emd["ignore_mapped_class"] = ignored_indexes(values, args.get("ignore_classes", []))
@@ -140,13 +145,15 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
         progress.info(f"FREEZE: {freeze_backbone(module, s.model_type):,} backbone weights stay as loaded")
     module.to(device)
     reader_class = (MaskReader if s.model_type == "MaskRCNN" else DetectionReader) if detector else ChipReader
-    reader = reader_class(data, rcnn_normalisation(norm) if detector else norm, (bands, rows, cols))
+    reader = reader_class(data, rcnn_normalisation(norm) if s.model_type in DETECTORS else norm, (bands, rows, cols))
     fingerprint = {**asdict(s), "chips": data.count, "classes": names, "chip": [bands, rows, cols], "arguments": args,
                    "pretrained_model": request.pretrained_model, "pretrained_backbone": request.pretrained_backbone,
                    "download_backbone": request.download_backbone}
-    trainer_class = DetectionTrainer if detector else Trainer
+    trainer_class = AnchorDetectionTrainer if anchored else DetectionTrainer if detector else Trainer
     trainer = trainer_class(module, reader, s, names, s.model_type in PIXEL_MODELS, torch, device, progress,
-                      target / "checkpoints", fingerprint)
+                            target / "checkpoints", fingerprint)
+    if anchored:
+        trainer.configure(emd, args)
     trainer.set_loss(weights, bool(args.get("focal_loss")))
     outcome = trainer.run()
     module.load_state_dict(outcome.best_state)
