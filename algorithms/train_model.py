@@ -59,12 +59,13 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
         return self.tr(
             "Trains an arcgis.learn model (UnetClassifier or DeepLab on Classified_Tiles chips, FeatureClassifier on "
-            "Labeled_Tiles chips, FasterRCNN on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips) "
+            "Labeled_Tiles chips, FasterRCNN, SingleShotDetector or RetinaNet on PASCAL_VOC_rectangles chips, MaskRCNN on "
+            "RCNN_Masks chips) "
             "on a training-data folder written by Export Training Data For Deep Learning (this "
             "plugin's or ArcGIS's), and writes the folder arcgis.learn writes: <name>.pth with arcgis.learn's own "
             "weight names, <name>.emd, model_metrics.html, ModelCharacteristics/loss_graph.png and show_results.png, "
             "training_validation_loss.json and <name>.dlpk. Classify Pixels / Classify Objects run it, and so does "
-            "ArcGIS Pro (FasterRCNN and MaskRCNN: Detect Objects).\n\nAfter each epoch the log shows the training and validation "
+            "ArcGIS Pro (the detectors: Detect Objects).\n\nAfter each epoch the log shows the training and validation "
             "loss and the validation metrics (detectors: average precision per class and mAP at IoU 0.5), and a "
             "checkpoint is written to OUTPUT_FOLDER/checkpoints: running again with the same settings "
             "and folder resumes from it. The model kept is the epoch with the lowest validation loss; a cancelled "
@@ -139,8 +140,10 @@ class TrainModelAlgorithm(DLToolsAlgorithm):
             "when the learning rate is found, default 30), threads (CPU threads, default all cores); UnetClassifier "
             "and DeepLab also class_balancing (true/false), focal_loss (true/false) and ignore_classes (class "
             "values, e.g. [3, 4]); FasterRCNN and MaskRCNN box_batch_size_per_image (regions the box head learns "
-            "from per chip, default 512) and box_positive_fraction (default 0.25); detectors monitor "
-            "(valid_loss, the default, or average_precision: which epoch is kept).", advanced=True)
+            "from per chip, default 512) and box_positive_fraction (default 0.25); SingleShotDetector grids (e.g. "
+            "[4, 2]), zooms ([1.0]), ratios ([[1.0, 1.0]]), focal_loss and location_loss_factor; RetinaNet scales "
+            "([1, 0.79, 0.63]) and ratios ([0.5, 1, 2]); detectors monitor (valid_loss, the default, or "
+            "average_precision: which epoch is kept).", advanced=True)
         self.add_device_parameters()
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_MODEL, self.tr("Model definition (.emd)")))
         self.addOutput(QgsProcessingOutputFile(self.OUTPUT_PACKAGE, self.tr("Deep learning package (.dlpk)")))
