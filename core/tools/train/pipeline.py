@@ -127,7 +127,7 @@ def train_model(request: TrainRequest, progress: Progress | None = None) -> Trai
     device, provider = select_device(torch, request.device)
     progress.info(f"Device: {provider}" + (" (mixed precision)" if device.type == "cuda" else ""))
     module = build_network(emd, s.seed, torch, torchvision)
-    if detector:  # arcgis.learn keeps the torchvision arguments it was given in Kwargs (MaskRCNN: MaskRCNNkwargs)
+    if s.model_type in DETECTORS:  # arcgis.learn keeps the torchvision arguments in Kwargs (MaskRCNN: MaskRCNNkwargs)
         emd["Kwargs" if s.model_type == "FasterRCNN" else "MaskRCNNkwargs"].update(set_box_sampling(module, args))
     if request.pretrained_model:
         _fine_tune(module, request.pretrained_model, s.model_type, torch, progress)
