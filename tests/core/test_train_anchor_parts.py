@@ -36,7 +36,7 @@ def test_ssd_head_reaches_each_grid_as_arcgis_learn_ssd_version_2():
     assert grid_step(2, 1) == (1, 0, 2, False)  # a grid of one cell: one kernel the size of the map
     assert grid_step(2, 2) == (1, 1, 3, False)
     assert grid_step(2, 4) == (1, 1, 3, True)  # a larger grid: upsampled
-    state = build_ssd(torchvision, "resnet34", 2, 224, 3, {"Grids": [4, 2, 1]}).state_dict()
+    state = build_ssd(torchvision, "resnet34", 2, 224, 3, {"Grids": [4, 2, 1], "SSDVersion": 2}).state_dict()
     assert tuple(state["1.sconvs.1.conv.weight"].shape) == (256, 256, 3, 3)
     assert tuple(state["1.sconvs.3.conv.weight"].shape) == (256, 256, 2, 2)
     assert tuple(state["1.oconvs.2.oconv1.weight"].shape) == (3, 256, 3, 3)
@@ -44,14 +44,14 @@ def test_ssd_head_reaches_each_grid_as_arcgis_learn_ssd_version_2():
 
 
 def test_ssd_outputs_one_row_per_anchor_and_a_fine_first_grid_cuts_the_body():
-    emd = {"Grids": [4], "Zooms": [0.7, 1.0], "Ratios": [[1.0, 1.0]]}
+    emd = {"Grids": [4], "Zooms": [0.7, 1.0], "Ratios": [[1.0, 1.0]], "SSDVersion": 2}
     net = build_ssd(torchvision, "resnet18", 2, 64, 3, emd).eval()
     classes, offsets = net(torch.zeros(1, 3, 64, 64))
     anchors, _ = ssd_anchors([4], [0.7, 1.0], [(1.0, 1.0)])
     assert classes.shape == (1, 32, 3) and offsets.shape == (1, 32, 4) and len(anchors) == 32
     assert body_cut("resnet34", 224, [14]) == (3, 14, 256)  # first grid 14 > 8, 7 cells from the 7 x 7 map
     assert body_cut("resnet50", 224, [8]) == (2, 7, 2048)
-    cut = build_ssd(torchvision, "resnet34", 1, 224, 3, {"Grids": [14]})
+    cut = build_ssd(torchvision, "resnet34", 1, 224, 3, {"Grids": [14], "SSDVersion": 2})
     keys = cut.state_dict()
     assert not any(k.startswith("0.7.") for k in keys) and tuple(keys["1.sconvs.0.conv.weight"].shape)[1] == 256
     assert cut.eval()(torch.zeros(1, 3, 224, 224))[0].shape == (1, 14 * 14, 2)

@@ -213,3 +213,23 @@ def test_detect_objects_on_a_local_cluster_uses_the_runs_threshold(case, context
     assert len(here) > _ssd_expected(case)  # more than the family's threshold 0.5 keeps: the 0.3 reached the net
     assert min(conf for _, _, conf in here) < 50.0
     _no_python_ran(case)
+
+
+def test_detect_objects_refuses_a_version_one_ssd_whose_head_differs(case, context, tmp_path):
+    """No SSDVersion in the .emd means arcgis.learn's version-1 head; on grids [4] from a 2 x 2 map it pads by 2
+    where the rebuilt version-2 head upsamples, with the same weights: refused by name, nothing written."""
+    from qgis.core import QgsProcessingException
+
+    trained = arcgis_emd("SingleShotDetector", "resnet18", 2, SIZE, model_type="ObjectDetection",
+                         config="_DynamicSSD", Grids=[4], Zooms=[1.0], Ratios=[[1.0, 1.0]], SSDVersion=2)
+    state = reference_ssd("resnet18", 2, SIZE, trained, seed=25).state_dict()
+    old = dict(trained, SSDVersion=1)
+    dlpk = write_package(tmp_path / "v1", old, state)
+    out = tmp_path / "v1.gpkg"
+    with pytest.raises(QgsProcessingException, match=r"SSDVersion 1, and with Grids \[4\] on 64-pixel chips"):
+        _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(dlpk), "DEVICE": 1,
+                                       "OUTPUT": str(out)}, context)
+    assert not out.exists()
+    _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(write_package(tmp_path / "v2", trained,
+                                   state)), "DEVICE": 1, "OUTPUT": str(tmp_path / "v2.gpkg")}, context)
+    assert (tmp_path / "v2.gpkg").exists()

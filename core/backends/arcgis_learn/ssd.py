@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fastai_layers import body_channels, create_body
+from .fastai_layers import create_body
+from .ssd_versions import body_cut, checked_head_plan, grid_step  # noqa: F401 - re-exported
 
 #: arcgis.learn keeps the 50 most confident objects of each class per chip
 TOP_K = 50
@@ -50,21 +51,6 @@ class StdConv(nn.Module):
         return self.drop(self.bn(F.relu(self.conv(x))))
 
 
-def grid_step(size: int, grid: int) -> tuple[int, int, int, bool]:
-    """(stride, padding, kernel, upsample) of the head convolution from a ``size`` feature map to a ``grid`` one,
-    by arcgis.learn's SSD version 2 rule: a grid of 1 is one ``size x size`` convolution; a smaller grid a 3x3
-    convolution of stride 1 or 2 and padding 0 or 1 (the first that gives the grid); otherwise (a larger grid, or
-    none fits) the map is upsampled to the grid and convolved 3x3, stride 1, padding 1."""
-    if grid <= size:
-        if grid == 1:
-            return 1, 0, size, False
-        for pad in (0, 1):
-            for stride in (1, 2):
-                if (size - 3 + 2 * pad) // stride + 1 == grid:
-                    return stride, pad, 3, False
-    return 1, 1, 3, True
-
-
 def _flatten_conv(x: torch.Tensor, k: int) -> torch.Tensor:
     bs, nf = x.shape[:2]
     return x.permute(0, 2, 3, 1).contiguous().view(bs, -1, nf // k)
@@ -86,22 +72,19 @@ class SSDHead(nn.Module):
     :class:`StdConv` reaching it (:func:`grid_step`) and an :class:`OutConv`.  ``bias``: the class logits' initial
     bias (-4: every anchor starts as background with a probability near 0.98, as arcgis.learn initialises it)."""
 
-    def __init__(self, grids: list[int], k: int, n_outputs: int, nin: int, feature_size: int,
+    def __init__(self, grids: list[int], k: int, n_outputs: int, nin: int, steps: list[tuple[int, int, int, bool]],
                  drop: float = 0.3, bias: float = -4.0) -> None:
         super().__init__()
         self.drop = nn.Dropout(drop)
         self.sconvs = nn.ModuleList([StdConv(nin, 256, stride=1, drop=drop)])
         self.oconvs = nn.ModuleList()
-        size = feature_size
-        for g in grids:
-            stride, padding, kernel, upsample = grid_step(size, g)
+        for g, (stride, padding, kernel, upsample) in zip(grids, steps):
             self.sconvs.append(StdConv(256, 256, stride=stride, drop=drop, kernel=kernel, padding=padding,
                                        upsample_to=g if upsample else 0))
             out = OutConv(k, 256, n_outputs)
             with torch.no_grad():
                 out.oconv1.bias.fill_(bias)
             self.oconvs.append(out)
-            size = g
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.sconvs[0](self.drop(F.relu(x)))
@@ -122,24 +105,16 @@ def ssd_settings(data: dict[str, Any], chip: int) -> tuple[list[int], list[float
     return grids, zooms, ratios
 
 
-def body_cut(backbone: str, chip: int, grids: list[int]) -> tuple[int, int, int]:
-    """(children of the ResNet dropped at the end, feature map size, its channels): arcgis.learn cuts the body
-    before its last stage (``-3``, a map of chip / 16) when the first grid is over 8 and more than 4 away from
-    the chip / 32 map of the whole body (``-2``)."""
-    feature = -(-chip // 32)
-    if grids and grids[0] > 8 and abs(feature - grids[0]) > 4:
-        return 3, -(-chip // 16), body_channels(backbone) // 2
-    return 2, feature, body_channels(backbone)
-
-
 def build_ssd(torchvision, backbone: str, num_classes: int, chip: int, in_channels: int,  # noqa: ANN001
               data: dict[str, Any]) -> nn.Module:
+    """The network the ``.emd`` describes, or a :class:`ModelDefinitionError` where its ``SSDVersion`` head
+    differs from the one rebuilt here (a version-1 model would load strictly and answer wrongly)."""
     grids, zooms, ratios = ssd_settings(data, chip)
-    cut, feature, channels = body_cut(backbone, chip, grids)
+    cut, feature, channels, steps = checked_head_plan(data, backbone, chip, grids)
     body = create_body(torchvision, backbone, in_channels)
     if cut == 3:
         body = nn.Sequential(*list(body.children())[:-1])
-    head = SSDHead(grids, len(zooms) * len(ratios), num_classes + 1, channels, feature)
+    head = SSDHead(grids, len(zooms) * len(ratios), num_classes + 1, channels, steps)
     return nn.Sequential(body, head).eval()
 
 
