@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import ModelDefinitionError
-from .fastai_layers import body_channels
 
 #: One head convolution: (stride, padding, kernel, upsample to the grid first)
 Step = tuple[int, int, int, bool]
@@ -57,6 +56,8 @@ def body_cut(backbone: str, chip: int, grids: list[int]) -> tuple[int, int, int]
     """(children of the ResNet dropped at the end, feature map size, its channels): version 2 cuts the body
     before its last stage (``-3``, a map of chip / 16) when the first grid is over 8 and more than 4 away from
     the chip / 32 map of the whole body (``-2``)."""
+    from .fastai_layers import body_channels  # torch: this module itself stays importable without it
+
     feature = -(-chip // 32)
     if grids and grids[0] > 8 and abs(feature - grids[0]) > 4:
         return 3, -(-chip // 16), body_channels(backbone) // 2
@@ -74,6 +75,7 @@ def head_plan_v2(backbone: str, chip: int, grids: list[int]) -> Plan:
 
 def head_plan_v1(backbone: str, chip: int, grids: list[int]) -> Plan | None:
     """The version-1 plan, or None where arcgis.learn's version 1 cannot build these grids."""
+    from .fastai_layers import body_channels
     feature = -(-chip // 32)
     steps, size = [], feature
     for g in grids:
