@@ -215,21 +215,23 @@ def test_detect_objects_on_a_local_cluster_uses_the_runs_threshold(case, context
     _no_python_ran(case)
 
 
-def test_detect_objects_refuses_a_version_one_ssd_whose_head_differs(case, context, tmp_path):
-    """No SSDVersion in the .emd means arcgis.learn's version-1 head; on grids [4] from a 2 x 2 map it pads by 2
-    where the rebuilt version-2 head upsamples, with the same weights: refused by name, nothing written."""
-    from qgis.core import QgsProcessingException
+def test_detect_objects_runs_version_one_ssds_and_refuses_grids_version_one_cannot_build(case, context, tmp_path):
+    """No SSDVersion (or 1) in the .emd means arcgis.learn's version-1 head: on grids [4] from a 2 x 2 map it pads
+    by 2 where version 2 upsamples, with the same weights; Detect Objects finds what that head decodes.  Grids [14]
+    no version-1 convolution reaches: refused by name, nothing written."""
+    from qgis.core import QgsProcessingException, QgsVectorLayer
 
     trained = arcgis_emd("SingleShotDetector", "resnet18", 2, SIZE, model_type="ObjectDetection",
-                         config="_DynamicSSD", Grids=[4], Zooms=[1.0], Ratios=[[1.0, 1.0]], SSDVersion=2)
-    state = reference_ssd("resnet18", 2, SIZE, trained, seed=25).state_dict()
-    old = dict(trained, SSDVersion=1)
-    dlpk = write_package(tmp_path / "v1", old, state)
+                         config="_DynamicSSD", Grids=[4], Zooms=[1.0], Ratios=[[1.0, 1.0]], SSDVersion=1)
+    state = reference_ssd("resnet18", 2, SIZE, trained, seed=21).state_dict()
+    v1 = {"ssd": write_package(tmp_path / "v1", trained, state), "raster": case["raster"]}
     out = tmp_path / "v1.gpkg"
-    with pytest.raises(QgsProcessingException, match=r"SSDVersion 1, and with Grids \[4\] on 64-pixel chips"):
-        _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(dlpk), "DEVICE": 1,
+    _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(v1["ssd"]), "ARGUMENTS": "padding 0",
+                                   "DEVICE": 1, "OUTPUT": str(out)}, context)
+    assert QgsVectorLayer(str(out), "v1", "ogr").featureCount() == _ssd_expected(v1) > 0
+    unbuildable = write_package(tmp_path / "v14", dict(trained, Grids=[14]), state)
+    out = tmp_path / "v14.gpkg"
+    with pytest.raises(QgsProcessingException, match=r"SSDVersion 1 and Grids \[14\] on 64-pixel chips"):
+        _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(unbuildable), "DEVICE": 1,
                                        "OUTPUT": str(out)}, context)
     assert not out.exists()
-    _run("dltools:detectobjects", {"INPUT": str(case["raster"]), "MODEL": str(write_package(tmp_path / "v2", trained,
-                                   state)), "DEVICE": 1, "OUTPUT": str(tmp_path / "v2.gpkg")}, context)
-    assert (tmp_path / "v2.gpkg").exists()

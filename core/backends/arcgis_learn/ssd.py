@@ -3,7 +3,9 @@
 
 ``Sequential(body, head)``: keys ``0.*`` are the ResNet body, ``1.sconvs.*`` the head's
 stride convolutions and ``1.oconvs.*`` its output convolutions.  The head is arcgis.learn's
-``SSDHeadv2`` (``SSDVersion`` 2): ReLU, then ``sconvs[0]`` (3x3, stride 1, to 256 channels), then
+``SSDHeadv2`` (``SSDVersion`` 2) or ``SSDHead`` (``SSDVersion`` 1 or none: the whole body, each grid reached by an
+exact convolution, never upsampling; :mod:`.ssd_versions`).  Version 2: ReLU, then ``sconvs[0]`` (3x3, stride 1,
+to 256 channels), then
 for each anchor grid of ``Grids`` one ``StdConv`` that reaches the grid from the map before it
 (:func:`grid_step`: a ``size x size`` kernel to a grid of 1, a 3x3 kernel of stride 1 or 2 and
 padding 0 or 1 to a smaller grid, else nearest upsampling to the grid then a 3x3 kernel) and one
@@ -27,14 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fastai_layers import create_body
-from .ssd_versions import body_cut, checked_head_plan, grid_step  # noqa: F401 - re-exported
+from .ssd_versions import body_cut, grid_step, head_plan  # noqa: F401 - body_cut, grid_step re-exported
 
 #: arcgis.learn keeps the 50 most confident objects of each class per chip
 TOP_K = 50
 
 
 class StdConv(nn.Module):
-    """arcgis.learn's ``StdConvv2``: (upsample to the grid,) conv, ReLU, BatchNorm, Dropout.  The upsampling has
+    """arcgis.learn's ``StdConvv2`` (and, never upsampling, version 1's ``StdConv``): (upsample to the grid,) conv,
+    ReLU, BatchNorm, Dropout.  The upsampling has
     no weights, so the keys are ``conv``, ``bn`` whichever way the grid is reached."""
 
     def __init__(self, nin: int, nout: int, stride: int = 2, drop: float = 0.1, kernel: int = 3, padding: int = 1,
@@ -68,8 +71,9 @@ class OutConv(nn.Module):
 
 
 class SSDHead(nn.Module):
-    """arcgis.learn's ``SSDHeadv2`` (``SSDVersion`` 2): one stride-1 convolution to 256 channels, then per grid a
-    :class:`StdConv` reaching it (:func:`grid_step`) and an :class:`OutConv`.  ``bias``: the class logits' initial
+    """arcgis.learn's ``SSDHeadv2`` or ``SSDHead`` (the same forward and keys): one stride-1 convolution to 256
+    channels, then per grid a :class:`StdConv` reaching it by its ``steps`` entry (stride, padding, kernel,
+    upsample; :func:`.ssd_versions.head_plan`) and an :class:`OutConv`.  ``bias``: the class logits' initial
     bias (-4: every anchor starts as background with a probability near 0.98, as arcgis.learn initialises it)."""
 
     def __init__(self, grids: list[int], k: int, n_outputs: int, nin: int, steps: list[tuple[int, int, int, bool]],
@@ -107,10 +111,10 @@ def ssd_settings(data: dict[str, Any], chip: int) -> tuple[list[int], list[float
 
 def build_ssd(torchvision, backbone: str, num_classes: int, chip: int, in_channels: int,  # noqa: ANN001
               data: dict[str, Any]) -> nn.Module:
-    """The network the ``.emd`` describes, or a :class:`ModelDefinitionError` where its ``SSDVersion`` head
-    differs from the one rebuilt here (a version-1 model would load strictly and answer wrongly)."""
+    """The network the ``.emd`` describes, with the head of its ``SSDVersion`` (absent: 1, as arcgis.learn reads
+    it): both versions store the same keys, so only the version tells them apart (:mod:`.ssd_versions`)."""
     grids, zooms, ratios = ssd_settings(data, chip)
-    cut, feature, channels, steps = checked_head_plan(data, backbone, chip, grids)
+    cut, feature, channels, steps = head_plan(data, backbone, chip, grids)
     body = create_body(torchvision, backbone, in_channels)
     if cut == 3:
         body = nn.Sequential(*list(body.children())[:-1])

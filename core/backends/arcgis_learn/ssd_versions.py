@@ -11,8 +11,8 @@ The ``.emd`` key ``SSDVersion`` (absent: 1, as arcgis.learn's ``from_emd`` reads
   (3, 2, 5, 4), padding 0 to 3 and stride 1 to 3 whose output is *exactly* the grid, never upsampling.
 
 Both store the same keys (the upsampling has no weights) and, wherever both use a 3x3 kernel, the same
-shapes, so a version-1 model loads strictly into a version-2 rebuild and answers wrongly.  This module
-compares the two plans layer by layer; the rebuild runs a model only where they are the same network.
+shapes, so a version-1 model would load strictly into a version-2 rebuild and answer wrongly: the rebuild
+therefore follows the plan of the ``.emd``'s own version (:func:`head_plan`).
 """
 
 from __future__ import annotations
@@ -101,30 +101,18 @@ def ssd_version(data: dict[str, Any]) -> int:
     return version
 
 
-def checked_head_plan(data: dict[str, Any], backbone: str, chip: int, grids: list[int]) -> Plan:
-    """The plan the rebuild builds (version 2's), after checking that the ``.emd``'s version is that network."""
-    plan = head_plan_v2(backbone, chip, grids)
+def head_plan(data: dict[str, Any], backbone: str, chip: int, grids: list[int]) -> Plan:
+    """The head the ``.emd``'s ``SSDVersion`` builds: version 2's, or version 1's (refused where arcgis.learn's
+    version 1 itself cannot reach the grids, so no such model exists)."""
     if ssd_version(data) == 2:
-        return plan
-    old = head_plan_v1(backbone, chip, grids)
-    stated = "SSDVersion 1" if "SSDVersion" in data else "no SSDVersion (arcgis.learn reads this as version 1)"
-    if old is None:
+        return head_plan_v2(backbone, chip, grids)
+    plan = head_plan_v1(backbone, chip, grids)
+    if plan is None:
+        stated = "SSDVersion 1" if "SSDVersion" in data else "no SSDVersion (arcgis.learn reads this as version 1)"
         raise ModelDefinitionError(
             f"arcgis.learn SingleShotDetector: the .emd has {stated} and Grids {grids} on {chip}-pixel chips, a "
             "head arcgis.learn's version 1 itself cannot build (no convolution reaches these grids). Check the "
-            ".emd's SSDVersion, Grids and ImageHeight against the model that was trained.")
-    if old != plan:
-        raise ModelDefinitionError(
-            f"arcgis.learn SingleShotDetector: the .emd has {stated}, and with Grids {grids} on {chip}-pixel chips "
-            f"the version-1 head ({_describe(old)}) is not the version-2 head this plugin runs ({_describe(plan)}); "
-            "running it would give wrong boxes. Retrain the model with arcgis.learn's SingleShotDetector "
-            "(ssd_version=2, its default since 1.6.3) or with Train Deep Learning Model, or use grids on which "
-            "the two heads agree (for example [4, 2, 1] on 224-pixel chips).")
+            ".emd's SSDVersion (2 for models saved by arcgis.learn 1.6.3 or later), Grids and ImageHeight against "
+            "the model that was trained.")
     return plan
 
-
-def _describe(plan: Plan) -> str:
-    cut, feature, _, steps = plan
-    body = "body cut before its last stage" if cut == 3 else "whole body"
-    convs = ", ".join(("upsample, " if up else "") + f"{k}x{k} stride {s} padding {p}" for s, p, k, up in steps)
-    return f"{body}, {feature}x{feature} map, then {convs}"
