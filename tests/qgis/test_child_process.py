@@ -16,31 +16,14 @@ import hostile_onnx
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, read_raster, write_emd, write_raster
-from qgis.core import QgsProcessingException, QgsSettings
+from child_settings import KEYS, child_defaults, setting  # noqa: F401 - the autouse fixture
+from qgis.core import QgsProcessingException
 from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import qgis_process_util  # noqa: E402
 
 CLASSES = [(0, "zero", (255, 0, 0)), (1, "one", (0, 255, 0))]
-KEYS = ("DLTOOLS_RUN_IN_CHILD", "DLTOOLS_MEMORY_PERCENT", "DLTOOLS_CALL_SECONDS")
-
-
-@pytest.fixture(autouse=True)
-def _default_settings(qgis_app):
-    """Each test starts from the defaults (a child process, 80 % of memory, no call limit) and leaves them."""
-    settings = QgsSettings()
-    saved = {k: settings.value(f"Processing/Configuration/{k}") for k in KEYS}
-    for k in KEYS:
-        settings.remove(f"Processing/Configuration/{k}")
-    yield
-    for k, v in saved.items():
-        settings.remove(f"Processing/Configuration/{k}") if v is None else \
-            settings.setValue(f"Processing/Configuration/{k}", v)
-
-
-def setting(name: str, value) -> None:  # noqa: ANN001
-    QgsSettings().setValue(f"Processing/Configuration/{name}", value)
 
 
 @pytest.fixture

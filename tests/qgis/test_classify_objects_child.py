@@ -14,8 +14,9 @@ from pathlib import Path
 import evil_torchscript
 import hostile_onnx
 import pytest
+from child_settings import child_defaults, setting  # noqa: F401 - the autouse fixture
 from osgeo import ogr
-from qgis.core import NULL, QgsProcessingException, QgsSettings, QgsVectorLayer
+from qgis.core import NULL, QgsProcessingException, QgsVectorLayer
 from recording_feedback import RecordingFeedback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,27 +33,9 @@ from co_models import (  # noqa: E402
 from test_classify_objects import write_layer  # noqa: E402
 
 ALG = "dltools:classifyobjects"
-KEYS = ("DLTOOLS_RUN_IN_CHILD", "DLTOOLS_MEMORY_PERCENT", "DLTOOLS_CALL_SECONDS")
 FEATURES = [wkt_point(20.3, 30.7), wkt_line((10.2, 5.2), (20.8, 9.6)), wkt_rect(10, 20, 20, 30), None,
             wkt_polygon((10, 10), (20, 10), (10, 20)), wkt_polygon((0, 0), (8, 8), (8, 0), (0, 8)),
             wkt_point(1.5, 62.5), wkt_point(70.0, 10.0)]
-
-
-@pytest.fixture(autouse=True)
-def _default_settings(qgis_app):
-    """Each test starts from the defaults (a child process, 80 % of memory, no call limit) and leaves them."""
-    settings = QgsSettings()
-    saved = {k: settings.value(f"Processing/Configuration/{k}") for k in KEYS}
-    for k in KEYS:
-        settings.remove(f"Processing/Configuration/{k}")
-    yield
-    for k, v in saved.items():
-        settings.remove(f"Processing/Configuration/{k}") if v is None else \
-            settings.setValue(f"Processing/Configuration/{k}", v)
-
-
-def setting(name: str, value) -> None:  # noqa: ANN001
-    QgsSettings().setValue(f"Processing/Configuration/{name}", value)
 
 
 @pytest.fixture

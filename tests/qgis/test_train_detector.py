@@ -58,9 +58,10 @@ def _child(alg: str, child_id: str, sources: dict):  # noqa: ANN202
     return child
 
 
-@pytest.mark.parametrize(("model_type", "metadata_format", "family"), [(3, 1, "FasterRCNN"), (4, 3, "MaskRCNN")])
-def test_model3_export_train_detect(context, tmp_path, model_type, metadata_format, family):
-    """PASCAL_VOC_rectangles -> FasterRCNN, RCNN_Masks -> MaskRCNN; Detect Objects runs the trained folder."""
+def export_train_detect(context, tmp_path: Path, metadata_format: int, train: dict, detect: dict):  # noqa: ANN001, ANN201
+    """Run one saved .model3 (Export Training Data from polygons -> Train -> Detect Objects on the trained folder)
+    on a 128 x 192 scene of 12 shapes and a new 64-pixel scene; returns (the trained .emd, the objects layer, the
+    feedback). ``train`` and ``detect`` are the two tools' own static parameters."""
     import processing
     from qgis.core import (
         QgsProcessingModelAlgorithm,
@@ -82,16 +83,14 @@ def test_model3_export_train_detect(context, tmp_path, model_type, metadata_form
         "OUTPUT_FOLDER": str(tmp_path / "chips"), "METADATA_FORMAT": metadata_format, "TILE_SIZE_X": 64, "TILE_SIZE_Y": 64,
         "STRIDE_X": 64, "STRIDE_Y": 64}))
     model.addChildAlgorithm(_child("dltools:trainmodel", "train", {
-        **TINY, "MODEL_TYPE": model_type, "INPUT_FOLDER": src.fromChildOutput("export", "OUTPUT_FOLDER"),
-        "OUTPUT_FOLDER": str(tmp_path / "boxes")}))
-    detect = _child("dltools:detectobjects", "detect", {
-        "INPUT": src.fromModelParameter("scene"), "MODEL": src.fromChildOutput("train", "OUTPUT_MODEL"),
-        "DEVICE": 1})
+        **train, "INPUT_FOLDER": src.fromChildOutput("export", "OUTPUT_FOLDER"), "OUTPUT_FOLDER": str(tmp_path / "boxes")}))
+    child = _child("dltools:detectobjects", "detect", {
+        **detect, "INPUT": src.fromModelParameter("scene"), "MODEL": src.fromChildOutput("train", "OUTPUT_MODEL")})
     out = QgsProcessingModelOutput("objects")
     out.setChildId("detect")
     out.setChildOutputName("OUTPUT")
-    detect.setModelOutputs({"objects": out})
-    model.addChildAlgorithm(detect)
+    child.setModelOutputs({"objects": out})
+    model.addChildAlgorithm(child)
     path = tmp_path / "export_train_detect.model3"
     assert model.toFile(str(path))
     loaded = QgsProcessingModelAlgorithm()
@@ -107,10 +106,17 @@ def test_model3_export_train_detect(context, tmp_path, model_type, metadata_form
     feedback = RecordingFeedback()
     result = processing.run(loaded, params, context=context, feedback=feedback)
     emd = json.loads((tmp_path / "boxes" / "boxes.emd").read_text())
+    return emd, QgsVectorLayer(result[objects_name], "objects", "ogr"), feedback
+
+
+@pytest.mark.parametrize(("model_type", "metadata_format", "family"), [(3, 1, "FasterRCNN"), (4, 3, "MaskRCNN")])
+def test_model3_export_train_detect(context, tmp_path, model_type, metadata_format, family):
+    """PASCAL_VOC_rectangles -> FasterRCNN, RCNN_Masks -> MaskRCNN; Detect Objects runs the trained folder."""
+    emd, layer, feedback = export_train_detect(context, tmp_path, metadata_format, {**TINY, "MODEL_TYPE": model_type},
+                                               {"DEVICE": 1})
     # the export names a class by its value when the polygons carry no class name
     assert emd["ModelName"] == family and set(emd["average_precision_score"]) == {"1", "2"}
     assert (tmp_path / "boxes" / "boxes.dlpk").is_file()
-    layer = QgsVectorLayer(result[objects_name], "objects", "ogr")
     assert layer.isValid() and {"Class", "Confidence"} <= set(layer.fields().names())
     assert {f["Class"] for f in layer.getFeatures()} <= {"1", "2"}
     assert any("mAP" in line for line in feedback.infos)
