@@ -27,68 +27,55 @@
 <context>
     <name>ClassifyObjectsAlgorithm</name>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="76"/>
+        <location filename="../algorithms/classify_objects.py" line="55"/>
         <source>Classify Objects Using Deep Learning</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/classify_objects.py" line="79"/>
-        <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class&apos;s Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
+        <location filename="../algorithms/classify_objects.py" line="90"/>
+        <source>Input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="106"/>
+        <source>Class label field</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="122"/>
+        <source>Classified objects</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="94"/>
+        <source>…or an image folder, used instead of the input raster</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="100"/>
+        <source>Input features (empty: each image is one object)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="114"/>
+        <source>Cell size (online layers)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/classify_objects.py" line="58"/>
+        <source>Gives every feature (or every image) one label from a trained image classifier, e.g. building footprints over post-fire imagery -&gt; Damaged / Undamaged. The output holds every input feature with all its attributes and geometry, plus the label (ClassLabel, or the name you choose), ClassValue (the class's Value in the model definition) and Confidence (the probability, 0-100). If the input already has a field of one of these names (compared ignoring case), the new field gets the first free suffix _1, _2, ...; the log says so.
 
-Chips are cut from the raster at its own cell size, around each feature transformed to the raster&apos;s CRS:
-- CropSizeFixed 1 (or absent): a chip of exactly the model&apos;s ImageWidth x ImageHeight pixels centred on the centre of the feature&apos;s bounding box (the chip&apos;s centre is within half a pixel of it; ties go right/down). Pixels are not resampled.
-- CropSizeFixed 0: the smallest block of whole pixels around the feature&apos;s bounding box, plus &apos;padding&apos; pixels, widened on its shorter side (with real raster context) to the model&apos;s aspect ratio, then resized to ImageWidth x ImageHeight: area averaging when shrinking, bilinear when enlarging.
+Chips are cut from the raster at its own cell size, around each feature transformed to the raster's CRS:
+- CropSizeFixed 1 (or absent): a chip of exactly the model's ImageWidth x ImageHeight pixels centred on the centre of the feature's bounding box (the chip's centre is within half a pixel of it; ties go right/down). Pixels are not resampled.
+- CropSizeFixed 0: the smallest block of whole pixels around the feature's bounding box, plus 'padding' pixels, widened on its shorter side (with real raster context) to the model's aspect ratio, then resized to ImageWidth x ImageHeight: area averaging when shrinking, bilinear when enlarging.
 - BlackenAroundFeature 1: pixels whose centre lies outside the polygon are set to 0. Points and lines have no inside, so their chips are not masked.
 Pixels outside the raster and NoData pixels are 0. Features entirely outside the raster, on NoData only, with no geometry or with a geometry that cannot be transformed stay in the output with an empty (NULL) label, and the log says why. Invalid geometries are repaired (make valid) for cutting the chip; the output keeps the original geometry.
 
 Without input features every image is one object: the input raster, or each image in the image folder. Georeferenced images get their extent as a polygon; otherwise the output is a table with the image path.
 
-Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, otherwise a softmax is applied (a sigmoid for multi-label models). Multi-label models report every class at or above score_threshold, joined with &apos;;&apos;.</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="109"/>
-        <source>Input raster</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="125"/>
-        <source>Class label field</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="141"/>
-        <source>Classified objects</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="183"/>
-        <source>The input raster &apos;{parameters.get(self.INPUT)}&apos; cannot be loaded</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="184"/>
-        <source>No imagery: give an input raster or an image folder</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="113"/>
-        <source>…or an image folder, used instead of the input raster</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="119"/>
-        <source>Input features (empty: each image is one object)</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="133"/>
-        <source>Cell size (online layers)</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/classify_objects.py" line="285"/>
-        <source>An online layer needs input features: the chips are cut around them (the layer itself has no edge to take as one image)</source>
+Model scores: values in [0, 1] whose rows sum to 1 are taken as probabilities, otherwise a softmax is applied (a sigmoid for multi-label models). Multi-label models report every class at or above score_threshold, joined with ';'.
+
+The result is categorized by the class label in the model's colours (a file output gets the style as a .qml beside it) and named after the features, e.g. 'buildings — classified objects'.</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
@@ -261,17 +248,17 @@ The model is an Esri model definition (.emd), a deep learning package (.dlpk), a
 <context>
     <name>DLToolsAlgorithm</name>
     <message>
-        <location filename="../algorithms/base.py" line="130"/>
+        <location filename="../algorithms/base.py" line="129"/>
         <source>Model definition</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="137"/>
+        <location filename="../algorithms/base.py" line="136"/>
         <source>Model arguments</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/base.py" line="187"/>
+        <location filename="../algorithms/base.py" line="186"/>
         <source>No model given: choose an .emd, .dlpk, .onnx or .pt file</source>
         <translation type="unfinished"></translation>
     </message>
@@ -661,33 +648,33 @@ Class info example: {&quot;ImportDeepLearningModelToEsriExtraInfo&quot;: 0, &quo
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="71"/>
-        <source>Removes duplicate detections: of two polygons whose intersection over union is more than the maximum overlap ratio, the one with the lower confidence is removed. With a class field, each class is reviewed on its own first, then all remaining features are reviewed together across classes (as ArcGIS&apos;s Non Maximum Suppression). Without one, a &apos;Classvalue&apos; or &apos;Value&apos; field is used if the layer has one, else all features are one class. Attributes are kept. A spatial index keeps tens of thousands of features to seconds.</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="80"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="81"/>
         <source>Input features</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="83"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="84"/>
         <source>Confidence score field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="88"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="89"/>
         <source>Class value field</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="91"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="92"/>
         <source>Max overlap ratio</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/non_maximum_suppression.py" line="96"/>
+        <location filename="../algorithms/non_maximum_suppression.py" line="97"/>
         <source>Output features</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/non_maximum_suppression.py" line="71"/>
+        <source>Removes duplicate detections: of two polygons whose intersection over union is more than the maximum overlap ratio, the one with the lower confidence is removed. With a class field, each class is reviewed on its own first, then all remaining features are reviewed together across classes (as ArcGIS&apos;s Non Maximum Suppression). Without one, a &apos;Classvalue&apos; or &apos;Value&apos; field is used if the layer has one, else all features are one class. Attributes are kept. A spatial index keeps tens of thousands of features to seconds. The result carries the input layer&apos;s style (or is categorized by the class field) and is named after the input.</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
@@ -812,105 +799,123 @@ Writes a deep learning package (.dlpk): a zip archive with the Esri model defini
 <context>
     <name>TrainModelAlgorithm</name>
     <message>
-        <location filename="../algorithms/train_model.py" line="53"/>
+        <location filename="../algorithms/train_model.py" line="54"/>
         <source>Train Deep Learning Model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="56"/>
+        <location filename="../algorithms/train_model.py" line="57"/>
         <source>train,training,arcgis.learn,unet,emd,dlpk,model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="59"/>
-        <source>Trains an arcgis.learn model (UnetClassifier or DeepLab on Classified_Tiles chips, FeatureClassifier on Labeled_Tiles chips, FasterRCNN on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips) on a training-data folder written by Export Training Data For Deep Learning (this plugin&apos;s or ArcGIS&apos;s), and writes the folder arcgis.learn writes: &lt;name&gt;.pth with arcgis.learn&apos;s own weight names, &lt;name&gt;.emd, model_metrics.html, ModelCharacteristics/loss_graph.png and show_results.png, training_validation_loss.json and &lt;name&gt;.dlpk. Classify Pixels / Classify Objects run it, and so does ArcGIS Pro (FasterRCNN and MaskRCNN: Detect Objects).
-
-After each epoch the log shows the training and validation loss and the validation metrics (detectors: average precision per class and mAP at IoU 0.5), and a checkpoint is written to OUTPUT_FOLDER/checkpoints: running again with the same settings and folder resumes from it. The model kept is the epoch with the lowest validation loss; a cancelled training still writes it from the best finished epoch.</source>
-        <translation type="unfinished"></translation>
-    </message>
-    <message>
-        <location filename="../algorithms/train_model.py" line="73"/>
+        <location filename="../algorithms/train_model.py" line="75"/>
         <source>Input training data (folder)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="79"/>
+        <location filename="../algorithms/train_model.py" line="81"/>
         <source>Output model (folder)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="83"/>
+        <location filename="../algorithms/train_model.py" line="85"/>
         <source>Model type</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="88"/>
+        <location filename="../algorithms/train_model.py" line="90"/>
         <source>Backbone model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="92"/>
+        <location filename="../algorithms/train_model.py" line="94"/>
         <source>Max epochs</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="96"/>
+        <location filename="../algorithms/train_model.py" line="98"/>
         <source>Batch size</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="100"/>
+        <location filename="../algorithms/train_model.py" line="102"/>
         <source>Learning rate</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="105"/>
+        <location filename="../algorithms/train_model.py" line="107"/>
         <source>Validation %</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="110"/>
+        <location filename="../algorithms/train_model.py" line="112"/>
         <source>Stop when model stops improving</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="114"/>
+        <location filename="../algorithms/train_model.py" line="116"/>
         <source>Freeze model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="117"/>
+        <location filename="../algorithms/train_model.py" line="119"/>
         <source>Data augmentation</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="120"/>
+        <location filename="../algorithms/train_model.py" line="122"/>
         <source>Pre-trained model</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="125"/>
+        <location filename="../algorithms/train_model.py" line="127"/>
         <source>Pre-trained backbone weights</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="130"/>
+        <location filename="../algorithms/train_model.py" line="132"/>
         <source>Download ImageNet backbone weights</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="135"/>
+        <location filename="../algorithms/train_model.py" line="137"/>
         <source>Model arguments</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="142"/>
+        <location filename="../algorithms/train_model.py" line="148"/>
         <source>Model definition (.emd)</source>
         <translation type="unfinished"></translation>
     </message>
     <message>
-        <location filename="../algorithms/train_model.py" line="143"/>
+        <location filename="../algorithms/train_model.py" line="149"/>
         <source>Deep learning package (.dlpk)</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/train_model.py" line="60"/>
+        <source>Trains an arcgis.learn model (UnetClassifier or DeepLab on Classified_Tiles chips, FeatureClassifier on Labeled_Tiles chips, FasterRCNN, SingleShotDetector or RetinaNet on PASCAL_VOC_rectangles chips, MaskRCNN on RCNN_Masks chips) on a training-data folder written by Export Training Data For Deep Learning (this plugin&apos;s or ArcGIS&apos;s), and writes the folder arcgis.learn writes: &lt;name&gt;.pth with arcgis.learn&apos;s own weight names, &lt;name&gt;.emd, model_metrics.html, ModelCharacteristics/loss_graph.png and show_results.png, training_validation_loss.json and &lt;name&gt;.dlpk. Classify Pixels / Classify Objects run it, and so does ArcGIS Pro (the detectors: Detect Objects).
+
+After each epoch the log shows the training and validation loss and the validation metrics (detectors: average precision per class and mAP at IoU 0.5), and a checkpoint is written to OUTPUT_FOLDER/checkpoints: running again with the same settings and folder resumes from it. The model kept is the epoch with the lowest validation loss; a cancelled training still writes it from the best finished epoch.</source>
+        <translation type="unfinished"></translation>
+    </message>
+</context>
+<context>
+    <name>alg</name>
+    <message>
+        <location filename="../algorithms/object_inputs.py" line="49"/>
+        <source>The input raster &apos;{parameters.get(alg.INPUT)}&apos; cannot be loaded</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/object_inputs.py" line="50"/>
+        <source>No imagery: give an input raster or an image folder</source>
+        <translation type="unfinished"></translation>
+    </message>
+    <message>
+        <location filename="../algorithms/object_inputs.py" line="76"/>
+        <source>An online layer needs input features: the chips are cut around them (the layer itself has no edge to take as one image)</source>
         <translation type="unfinished"></translation>
     </message>
 </context>
