@@ -112,9 +112,13 @@ def _read(pipe: Any, inbox: queue.Queue) -> None:
 
 
 def _drain_stderr(stream: Any, tail: list[bytes]) -> None:
-    for line in iter(stream.readline, b""):
-        tail.append(line)
-        del tail[:-40]
+    """Keep the child's last 40 lines of stderr (its last words if it dies) until the pipe closes."""
+    try:
+        for line in iter(stream.readline, b""):
+            tail.append(line)
+            del tail[:-40]
+    except (OSError, ValueError):  # closed under us: nothing more to keep
+        pass
 
 
 class ChildRun:
@@ -150,7 +154,8 @@ class ChildRun:
         inbox: queue.Queue = queue.Queue()
         pipe = os.fdopen(read_fd, "rb")
         threading.Thread(target=_read, args=(pipe, inbox), daemon=True).start()
-        threading.Thread(target=_drain_stderr, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        self._drain = threading.Thread(target=_drain_stderr, args=(self.proc.stderr, self.stderr), daemon=True)
+        self._drain.start()
         try:
             send(self.proc.stdin, (self.name, self.args, self.kwargs))
             return self._loop(inbox)
@@ -253,6 +258,14 @@ class ChildRun:
             self.proc.wait()
         if self.watch.outcome is None or self.watch.outcome[0] != "result":
             remove_temporaries(self.watch.temporaries)
+        self._close_stderr()
+
+    def _close_stderr(self) -> None:
+        """Close the child's stderr pipe once its reader has seen the end (else Python warns of an unclosed file).
+        A process the child started may still hold the pipe open: then the reader is left to it, never blocked on."""
+        self._drain.join(timeout=1.0)
+        if not self._drain.is_alive():
+            self.proc.stderr.close()
 
     def _answer(self) -> Any:
         kind, payload = self.watch.outcome
@@ -265,6 +278,7 @@ class ChildRun:
     def _ended(self) -> Any:
         """The child's pipe closed without an answer: it died. Say how, in words."""
         code = self.proc.wait()
+        self._drain.join(timeout=1.0)  # its last words, read to the end
         if self.watch.outcome is not None:
             return self._answer()
         if code < 0:

@@ -59,6 +59,21 @@ def test_a_run_in_a_child_writes_what_an_in_process_run_writes(tmp_path, raster)
     assert leftovers(tmp_path) == []
 
 
+def test_a_run_leaves_no_pipe_of_the_child_open(tmp_path, raster):
+    """Every pipe to the child is closed when the run ends, good or bad: no 'unclosed file' ResourceWarning."""
+    import gc
+    import warnings
+
+    md = load_model_definition(str(emd_for(tmp_path, export_onnx(conv_module(2, 2, 3), tmp_path / "m.onnx", 2, 16))))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")))
+        with pytest.raises(Exception, match="batch_size"):
+            run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "bad.tif"), "batch_size zero"))
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
 def test_engine_errors_come_back_as_they_were(tmp_path, raster):
     model = export_onnx(conv_module(2, 2, 3), tmp_path / "conv.onnx", 2, 16)
     md = load_model_definition(str(emd_for(tmp_path, model)))
