@@ -56,16 +56,22 @@ def endless_loop(path: Path, bands: int = 2, classifier: bool = False) -> Path:
     return _save(_as_classifier(graph, bands) if classifier else graph, path)
 
 
+def _hog_nodes() -> list:
+    """output = input + sum(ones(size)) * 0: the nodes that allocate ``size`` float32 ones (``size`` and ``zero``
+    are the caller's tensors)."""
+    return [helper.make_node("ConstantOfShape", ["size"], ["big"],
+                             value=numpy_helper.from_array(np.array([1.0], np.float32))),
+            helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["input", "nothing"], ["output"])]
+
+
 def memory_hog(path: Path, gib: float = 4.0, bands: int = 2) -> Path:
     """output = input + sum(ones(gib GiB)) * 0: a few hundred bytes of file that take ``gib`` GiB to run."""
     shape = ["batch", bands, "height", "width"]
     n = int(gib * 2**30 / 4)
     graph = helper.make_graph(
-        [helper.make_node("ConstantOfShape", ["size"], ["big"],
-                          value=numpy_helper.from_array(np.array([1.0], np.float32))),
-         helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
-         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
-         helper.make_node("Add", ["input", "nothing"], ["output"])],
+        _hog_nodes(),
         "hog",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
@@ -83,11 +89,7 @@ def memory_hog_from_input(path: Path, gib: float = 3.0, bands: int = 2, width: i
     graph = helper.make_graph(
         [helper.make_node("Shape", ["input"], ["dims"], start=3),
          helper.make_node("Mul", ["dims", "k"], ["size"]),
-         helper.make_node("ConstantOfShape", ["size"], ["big"],
-                          value=numpy_helper.from_array(np.array([1.0], np.float32))),
-         helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
-         helper.make_node("Mul", ["total", "zero"], ["nothing"]),
-         helper.make_node("Add", ["input", "nothing"], ["output"])],
+         *_hog_nodes()],
         "hog_from_input",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],

@@ -21,6 +21,7 @@ from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc  
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/qgis is not on sys.path (importlib mode)
 import qgis_process_util  # noqa: E402
+from test_train_model import _child  # noqa: E402 - one .model3 step builder for the training tests
 
 X0, Y0 = 500000.0, 4000000.0
 TINY = {"MODEL_TYPE": 3, "BACKBONE": 2, "BATCH_SIZE": 2, "LEARNING_RATE": 0.001, "VALIDATION_PERCENT": 34,
@@ -44,18 +45,6 @@ def _polygons(mask, path: Path) -> Path:
         layer.CreateFeature(feature)
     ds = None
     return path
-
-
-def _child(alg: str, child_id: str, sources: dict):  # noqa: ANN202
-    from qgis.core import QgsProcessingModelChildAlgorithm, QgsProcessingModelChildParameterSource
-
-    child = QgsProcessingModelChildAlgorithm(alg)
-    child.setChildId(child_id)
-    for name, source in sources.items():
-        if not isinstance(source, QgsProcessingModelChildParameterSource):
-            source = QgsProcessingModelChildParameterSource.fromStaticValue(source)
-        child.addParameterSources(name, [source])
-    return child
 
 
 def export_train_detect(context, tmp_path: Path, metadata_format: int, train: dict, detect: dict):  # noqa: ANN001, ANN201
