@@ -286,8 +286,9 @@ def square_finder() -> Path:
 
 
 def _peak_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    from bench_memory import high_water_kb
+
+    return high_water_kb(os.getpid()) / 1024
 
 
 def run_detection_case(name: str, device: str) -> dict:

@@ -16,6 +16,7 @@ compress-8192
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -161,8 +162,9 @@ def _peak_main(raster: str, emd: str, out: str, device: str) -> None:
     from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
     classify_pixels(raster, load_model_definition(emd), out, ARGS, device=DeviceRequest(device))
-    status = Path("/proc/self/status").read_text()
-    print(int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024)
+    from bench_memory import high_water_kb
+
+    print(high_water_kb(os.getpid()) / 1024)
 
 
 def same_pixels(a: Path, b: Path, size: int) -> bool:

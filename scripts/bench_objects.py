@@ -57,11 +57,11 @@ def prepare(bench: Path, size: int) -> tuple[Path, Path]:
 
 
 def _vm_hwm_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    import os
+
+    from bench_memory import high_water_kb
+
+    return high_water_kb(os.getpid()) / 1024
 
 
 def _layer(path: Path, srs_wkt: str):  # noqa: ANN202 - OGR objects
