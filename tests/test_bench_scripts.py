@@ -34,10 +34,13 @@ def test_gpu_check_without_a_gpu_says_so_and_exits_2(tmp_path):
 
 
 def test_make_gpu_check_runs_the_script():
-    proc = subprocess.run(["make", "-n", "gpu-check", "GPU_CASES=unet-4096"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    # Under `make test` (CI) the outer make's MAKELEVEL makes this one print "Entering/Leaving directory" lines.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "gpu-check", "GPU_CASES=unet-4096"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == ".venv/bin/python scripts/gpu_check.py unet-4096"
+    commands = [line for line in proc.stdout.splitlines() if not line.startswith("make")]
+    assert commands[-1] == ".venv/bin/python scripts/gpu_check.py unet-4096"
 
 
 def test_busy_share_over_the_run_and_from_its_first_kernel():
