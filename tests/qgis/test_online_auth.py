@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -119,3 +120,36 @@ def test_a_required_header_and_the_referer_from_the_layers_connection(context, s
     assert len(tiles) == 9
     assert all(h.get("X-Api-Key") == "key, with a comma" and h.get("Referer") == "http://maps.example.test/"
                for h in tiles)
+
+
+def test_qgis_process_reads_the_auth_configuration_with_the_master_password_file(context, scene, server, tmp_path,
+                                                                                   monkeypatch):
+    """qgis_process asks no one for the master password: QGIS reads it from ``QGIS_AUTH_PASSWORD_FILE`` (as QGIS
+    Server does), and the plugin then sends the configuration's user name and password."""
+    if not online.qgis_process_util.available():
+        pytest.skip("qgis_process is not installed")
+    qgis_process_util = online.qgis_process_util
+    server.basic_auth = (USER, PASSWORD)
+    auth_id = _store("Basic", username=USER, password=PASSWORD, realm="")
+    params = {"INPUT": f"{server.uri}&authcfg={auth_id}", "MODEL": scene["emd"], "EXTENT": extent_text(),
+              "CELL_SIZE": repr(RES), "OUTPUT": str(tmp_path / "locked.tif")}
+    # without the master password QGIS cannot open its database: the run stops, naming the configuration
+    message = qgis_process_util.qgis_process_failure("dltools:classifypixels", params, tmp_path)
+    assert f"configuration {auth_id}, which cannot be read: the master password was not given" in message
+    assert PASSWORD not in message
+    assert not (tmp_path / "locked.tif").exists() and server.tile_requests() == []
+    password_file = tmp_path / "master.txt"
+    password_file.write_text(MASTER, encoding="utf-8")
+    monkeypatch.setenv("QGIS_AUTH_PASSWORD_FILE", str(password_file))
+    out = tmp_path / "cli.tif"
+    answer = qgis_process_util.qgis_process_json("dltools:classifypixels", dict(params, OUTPUT=str(out)), tmp_path)
+    assert answer["results"]["OUTPUT"] == str(out)
+    ref = tmp_path / "ref.tif"
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.classify_pixels.pipeline import classify_pixels
+
+    classify_pixels(scene["tif"], load_model_definition(scene["emd"]), str(ref), "")
+    assert np.array_equal(read_raster(out), read_raster(ref))
+    tiles = [h for r, h in zip(server.requests, server.headers) if r.endswith(".png")]
+    assert len(tiles) == 9 and all(h.get("Authorization", "").startswith("Basic ") for h in tiles)
+    assert PASSWORD not in json.dumps(answer)
