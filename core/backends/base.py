@@ -127,21 +127,42 @@ class Backend:
 
     def run(self, batch: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run one batch (or one array per model input); returns every output, batch first."""
+        return self._batched(batch, self._run)
+
+    def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
+                          suppressed: Sequence[int] = ()) -> bool:
+        """Ask the backend to return class indices of output ``output`` (``channels`` class scores on ``axis``, the
+        ``suppressed`` ones never winning) from :meth:`run_class_indices`, computed inside the model's runtime.
+        False where it cannot (the caller then decodes the scores itself); :meth:`run` is unchanged either way."""
+        return False
+
+    def run_class_indices(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:
+        """After :meth:`use_class_indices` said yes: the arg-max ``[B, h, w]`` of one batch, or None when a score of
+        the batch was NaN or infinite (the caller then runs :meth:`run` and decodes the scores as without it)."""
+        indices, total = self._batched(batch, self._run_indices)
+        return indices if bool(np.isfinite(total).all()) else None
+
+    def _run_indices(self, arrays: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - see above
+        raise NotImplementedError
+
+    def _batched(self, batch: np.ndarray | Sequence[np.ndarray],
+                 call: Callable[[list[np.ndarray]], list[np.ndarray]]) -> list[np.ndarray]:
+        """``call`` on a batch the model accepts: split into (or zero-padded to) a fixed batch dimension."""
         arrays = [batch] if isinstance(batch, np.ndarray) else list(batch)
         if len(arrays) != len(self.inputs):
             raise BackendError(f"The model has {len(self.inputs)} inputs but {len(arrays)} arrays were given")
         n = arrays[0].shape[0]
         fixed = self.fixed_batch
         if fixed is None or fixed == n:
-            return self._timed(arrays)
+            return self._timed(arrays, call)
         pieces: list[list[np.ndarray]] = []
         for start in range(0, n, fixed):
             part = [a[start:start + fixed] for a in arrays]
             got = part[0].shape[0]
             if got < fixed:
                 part = [np.concatenate([p, np.zeros((fixed - got,) + p.shape[1:], p.dtype)]) for p in part]
-            outs = self._timed(part)
-            pieces.append([o[:got] for o in outs])
+            outs = self._timed(part, call)
+            pieces.append([o[:got] if o.ndim else o.reshape(1) for o in outs])
         return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
 
     def run_deferred(self, batch: np.ndarray | Sequence[np.ndarray]) -> Deferred:
@@ -149,11 +170,12 @@ class Backend:
         on the host (PyTorch on CUDA) overrides it; here the call is finished when this returns."""
         return Deferred.done(self.run(batch))
 
-    def _timed(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _timed(self, arrays: list[np.ndarray],
+               call: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
             with model_call():
-                out = self._run(arrays)
+                out = (call or self._run)(arrays)
         except (BackendError, CancelledError):
             raise
         except Exception as exc:  # the frameworks raise many types; give the user one clear message

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from ..memory import memory_bound
 from ..threads import thread_count
 from .base import Backend, DeviceRequest, TensorInfo, refuse_half_on_cpu
 from .onnx_binding import IoBinder
+from .onnx_class_index import INDEX_OUTPUT, TOTAL_OUTPUT, with_class_indices
 from .onnx_sizes import check_onnx_sizes
 
 _ORT_TYPES = {
@@ -34,8 +36,10 @@ def import_onnxruntime():  # noqa: ANN201 - returns the module
 
 
 def _terminate_on_cancel(options: Any, cancelled: Callable[[], bool], done: threading.Event) -> None:
-    """While one call runs: set ``RunOptions.terminate`` as soon as the user cancels. ONNX Runtime checks it
-    between operators and loop iterations, so a model that would run for ever (a Loop of 2^62 trips) stops."""
+    """Until the backend is closed: set ``RunOptions.terminate`` as soon as the user cancels. ONNX Runtime checks it
+    between operators and loop iterations, so a model that would run for ever (a Loop of 2^62 trips) stops; every
+    later call with these options stops at once.  One watcher per backend, not per call: starting a thread for
+    each of thousands of small calls cost more than the calls of a cheap model (``make bench`` io-8192)."""
     while not done.wait(0.1):
         if cancelled():
             options.terminate = True
@@ -110,6 +114,12 @@ class OnnxBackend(Backend):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         check_onnx_sizes(model_file, memory_bound())  # a constant gigabyte tensor is refused before it is taken
+        self._model_file, self._options, self._providers = Path(model_file), options, providers
+        #: the outputs :meth:`run` returns (None: all of the graph's; named once the graph has more, see below)
+        self._fetch: list[str] | None = None
+        self._run_options: Any = None  # while someone can cancel (see _watched_options)
+        self._watched: Callable[[], bool] | None = None
+        self._watch_done = threading.Event()
         try:
             self.session = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
         except Exception as exc:
@@ -140,31 +150,64 @@ class OnnxBackend(Backend):
                                    device.gpu_id if on_cuda else 0)
             self.provider += ", I/O binding"
 
-    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _run(self, arrays: list[np.ndarray], fetch: list[str] | None = None) -> list[np.ndarray]:
         feed = {}
         for info, arr in zip(self.inputs, arrays):
             dtype = np.dtype(info.dtype) if info.dtype in _ORT_TYPES.values() else np.float32
             feed[info.name] = np.ascontiguousarray(arr, dtype=dtype)
         if self.cancelled is None:
-            return self._call(feed, None)
-        options = self._ort.RunOptions()
-        done = threading.Event()
-        watcher = threading.Thread(target=_terminate_on_cancel, args=(options, self.cancelled, done), daemon=True)
-        watcher.start()
+            return self._call(feed, None, fetch)
+        options = self._watched_options(self.cancelled)
         try:
-            return self._call(feed, options)
+            return self._call(feed, options, fetch)
         except Exception as exc:
             if options.terminate:
                 raise CancelledError("Cancelled: the model was stopped in the middle of a call.") from exc
             raise
-        finally:
-            done.set()
 
-    def _call(self, feed: dict[str, np.ndarray], options: Any) -> list[np.ndarray]:
+    def _watched_options(self, cancelled: Callable[[], bool]) -> Any:
+        """The RunOptions every call uses while someone can cancel, and their watcher (started with the first
+        call, stopped by :meth:`close` or when this backend is collected); new ones when the check changed (the
+        backend reused for another run)."""
+        if self._run_options is None or self._watched is not cancelled:
+            self._watch_done.set()  # the previous watcher, if any, stops
+            self._watch_done = done = threading.Event()
+            self._run_options, self._watched = self._ort.RunOptions(), cancelled
+            weakref.finalize(self, done.set)
+            threading.Thread(target=_terminate_on_cancel, args=(self._run_options, cancelled, done),
+                             name="dltools-onnx-cancel", daemon=True).start()
+        return self._run_options
+
+    def _call(self, feed: dict[str, np.ndarray], options: Any, fetch: list[str] | None = None) -> list[np.ndarray]:
         if self.binder is not None:
             return self.binder.run(list(feed.values()), options)
-        return [np.asarray(o) for o in self.session.run(None, feed, options)]
+        return [np.asarray(o) for o in self.session.run(fetch or self._fetch, feed, options)]
+
+    def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
+                          suppressed: Sequence[int] = ()) -> bool:
+        """The session is made again from the model's bytes with an arg-max appended to its graph
+        (:mod:`.onnx_class_index`; the file is not changed), so :meth:`run_class_indices` returns one byte per pixel
+        instead of the float scores.  Not with I/O binding (its outputs are bound by name and device)."""
+        if self.binder is not None or self.outputs[output].dtype != "float32":
+            return False
+        edited = with_class_indices(self._model_file.read_bytes(), output, axis, rank, channels, suppressed)
+        if edited is None:
+            return False
+        fetch = [o.name for o in self.outputs]
+        self.session = None  # type: ignore[assignment]  # one session's weights in memory at a time
+        try:
+            self.session = self._ort.InferenceSession(edited, sess_options=self._options, providers=self._providers)
+        except Exception:  # noqa: BLE001 - the edited graph is refused: the model runs as it came, decoded by numpy
+            self.session = self._ort.InferenceSession(str(self._model_file), sess_options=self._options,
+                                                      providers=self._providers)
+            return False
+        self._fetch = fetch
+        return True
+
+    def _run_indices(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self._run(arrays, [INDEX_OUTPUT, TOTAL_OUTPUT])
 
     def close(self) -> None:
+        self._watch_done.set()
         self.binder = None
         self.session = None  # type: ignore[assignment]

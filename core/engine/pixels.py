@@ -16,7 +16,7 @@ Cancelling, or any error, stops the run and aborts the writers; the caller's
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,16 @@ class PixelPlan:
     out_dtype: str
     nodata: float
     write_probabilities: bool
+    #: the model's runtime returns class indices (an arg-max appended to an ONNX graph), not scores to decode
+    indices_in_model: bool = False
+
+
+@dataclass(frozen=True)
+class ClassIndices:
+    """One batch's class indices ``[B, h, w]`` as the model's runtime computed them (see
+    :attr:`PixelPlan.indices_in_model`), as opposed to raw scores, which the writer stage decodes."""
+
+    indices: np.ndarray
 
 
 @dataclass
@@ -149,13 +159,19 @@ class PixelTask:
     def infer_deferred(self, backend: Backend, arr: np.ndarray) -> Deferred:
         """:meth:`infer` for the engine's model thread: raw scores may still be on their way from the GPU when this
         returns (the writer waits for them); merged probabilities need them at once and are computed here."""
+        if self.plan.indices_in_model:
+            return Deferred.done(self.infer(backend, arr))
         if not self.plan.need_probs or self.plan.split:
             return backend.run_deferred(self.contract.feeds(arr)).then(
                 lambda outs: self.contract.output_nchw(outs[0]))
         return Deferred.done(self.infer(backend, arr))
 
     def infer(self, backend: Backend, arr: np.ndarray) -> np.ndarray:
-        """Raw scores (decoded by the writer stage, off the model's critical path), or merged probabilities."""
+        """Raw scores (decoded by the writer stage, off the model's critical path), merged probabilities, or the
+        class indices the model's runtime computed (raw scores for a batch with a NaN or infinite score)."""
+        if self.plan.indices_in_model:
+            indices = backend.run_class_indices(self.contract.feeds(arr))
+            return ClassIndices(indices) if indices is not None else self.model_call(backend, arr)
         if not self.plan.need_probs or self.plan.split:
             return self.model_call(backend, arr)
         stack = []
@@ -232,7 +248,9 @@ class PixelTask:
     def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
         decoder, crop = self.decoder, self.plan.crop
         bad = None
-        if not self.plan.need_probs:
+        if isinstance(output, ClassIndices):  # decoded by the model's runtime, every score finite
+            result = output.indices
+        elif not self.plan.need_probs:
             result = decoder.indices_from_raw(output)
             bad = nonfinite_pixels(output)
         elif self.plan.split:
@@ -416,6 +434,8 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         # Logits or probabilities is the model's property: judged once, on the contract's probe inputs
         decoder.calibrate([probe] + [call_model(backend, x, contract) for x in contract.probe_inputs()[1:]])
     plan = _plan(args, contract, decoder, probe, pad - model_pad, probabilities_output, progress)
+    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe):
+        plan = replace(plan, indices_in_model=True)
     task = PixelTask(source=source, chips=chips, normaliser=normaliser, decoder=decoder, contract=contract,
                      plan=plan)
     jobs, per_block = _jobs(task, args)
@@ -489,6 +509,17 @@ def _plan(args: dict, contract: ModelContract, decoder: PixelDecoder, probe: np.
                      write_probabilities=probabilities_output is not None and decoder.mode != "regression")
 
 
+def _indices_in_model(backend: Backend, contract: ModelContract, decoder: PixelDecoder, plan: PixelPlan,
+                      probe: np.ndarray) -> bool:
+    """Whether the model's runtime computes the class map's arg-max (:meth:`Backend.use_class_indices`): only for
+    a class map alone from float32 class scores (no probabilities, TTA or blending, which need the scores, and not
+    for a sigmoid's threshold); in-process only (a cluster's workers open the model as it is)."""
+    if plan.need_probs or decoder.mode not in ("softmax", "background") or probe.ndim != 4 \
+            or probe.dtype != np.float32:
+        return False
+    return backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, int(probe.shape[1]), decoder.suppressed)
+
+
 def _probability_bands(task: PixelTask) -> int:
     if not task.plan.write_probabilities:
         return 0
@@ -513,6 +544,9 @@ def _log_setup(task: PixelTask, jobs: list[BlockJob], per_block: tuple[int, int]
         f"Tiles: {chips.count} ({chips.cols} x {chips.rows}) of {contract.tile_width}x{contract.tile_height} pixels "
         f"with padding {pad}, batch size {contract.batch_size}, device {backend.describe()}"
         + (contract.augmentation_text() if task.plan.tta else "") + (", blended" if task.plan.blend else ""))
+    if task.plan.indices_in_model:
+        progress.info("Classes: the arg-max over the class scores runs inside the model's runtime (the scores stay "
+                      "there; a tile with a NaN or infinite score is decoded from its scores)")
     bw, bh = min(per_block[1] * chips.core_w, grid.width), min(per_block[0] * chips.core_h, grid.height)
     progress.info(f"Blocks: {len(jobs)} of up to {bw} x {bh} pixels ({per_block[1]} x {per_block[0]} tiles); "
                   f"edges {'mirrored' if chips.mirrored else 'zero-filled'}")
