@@ -228,3 +228,43 @@ def test_probabilities_keep_the_numpy_decoder(tmp_path):
                     str(tmp_path / "p.tif"), progress=progress)
     assert not any(line.startswith(IN_GRAPH) for line in progress.infos)
     assert np.array_equal(read_raster(tmp_path / "c.tif"), 10 + np.argmax(image, axis=0))
+
+
+# ---------------------------------------------------------------------------------------------- cancel watcher
+def watchers() -> list:
+    import threading
+
+    return [t for t in threading.enumerate() if t.name == "dltools-onnx-cancel" and t.is_alive()]
+
+
+def test_one_cancel_watcher_per_backend_not_per_call(tmp_path):
+    import time
+
+    from dltools.core.errors import CancelledError
+
+    def settle(count: int) -> int:
+        deadline = time.monotonic() + 2.0
+        while len(watchers()) != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(watchers())
+
+    before = len(watchers())
+    flag = {"cancel": False}
+    path = echo_model(tmp_path / "m.onnx", 3)
+    scores = tied_scores(1, 3)
+    b = OnnxBackend(path, DeviceRequest("cpu", threads=1))
+    b.cancelled = lambda: flag["cancel"]
+    for _ in range(30):
+        assert np.array_equal(b.run(scores)[0], scores)
+    assert len(watchers()) == before + 1
+    b.close()  # stops its watcher
+    assert settle(before) == before
+
+    b = OnnxBackend(path, DeviceRequest("cpu", threads=1))
+    b.cancelled = lambda: flag["cancel"]
+    b.run(scores)
+    flag["cancel"] = True  # between two calls: the next one stops at once
+    time.sleep(0.3)
+    with pytest.raises(CancelledError):
+        b.run(scores)
+    assert settle(before) == before
