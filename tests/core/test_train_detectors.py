@@ -29,7 +29,7 @@ CPU = DeviceRequest("cpu", threads=1)
 #: the keys arcgis.learn 2.4.4 writes into a FasterRCNN .emd (ModelExtension._get_emd_params + _create_emd_template)
 ARCGIS_FASTERRCNN_KEYS = {
     "Framework", "ModelType", "InferenceFunction", "ModelConfiguration", "ExtractBands", "Classes",
-    "ModelFileConfigurationClass", "DatasetType", "Kwargs", "ModelFormat", "MinCellSize", "MaxCellSize",
+    "ModelConfigurationFile", "ModelFileConfigurationClass", "DatasetType", "Kwargs", "ModelFormat", "MinCellSize", "MaxCellSize",
     "SupportsVariableTileSize", "ArcGISLearnVersion", "ModelFile", "ImageHeight", "ImageWidth", "ImageSpaceUsed",
     "ModelName", "LearningRate", "ModelParameters", "IsImageNetNormalization", "resize_to",
     "average_precision_score"}

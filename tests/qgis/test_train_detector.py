@@ -106,6 +106,8 @@ def test_model3_export_train_detect(context, tmp_path, model_type, metadata_form
     # the export names a class by its value when the polygons carry no class name
     assert emd["ModelName"] == family and set(emd["average_precision_score"]) == {"1", "2"}
     assert (tmp_path / "boxes" / "boxes.dlpk").is_file()
+    # ArcGIS Pro builds a FasterRCNN from the folder's ModelConfiguration.py; MaskRCNN needs none
+    assert (tmp_path / "boxes" / "ModelConfiguration.py").is_file() == (family == "FasterRCNN")
     assert layer.isValid() and {"Class", "Confidence"} <= set(layer.fields().names())
     assert {f["Class"] for f in layer.getFeatures()} <= {"1", "2"}
     assert any("mAP" in line for line in feedback.infos)
@@ -118,4 +120,6 @@ def test_qgis_process_trains_faster_rcnn(tmp_path):
         "dltools:trainmodel", {**TINY, "INPUT_FOLDER": str(chips), "OUTPUT_FOLDER": str(tmp_path / "cli"),
                                "VALIDATION_PERCENT": 50}, tmp_path, timeout=400)
     assert answer["results"]["OUTPUT_MODEL"] == str(tmp_path / "cli" / "cli.emd")
+    assert json.loads((tmp_path / "cli" / "cli.emd").read_text())["ModelConfigurationFile"] == "ModelConfiguration.py"
+    assert (tmp_path / "cli" / "ModelConfiguration.py").is_file()
     assert "mAP" in json.dumps(answer.get("log", answer))

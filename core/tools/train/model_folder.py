@@ -5,8 +5,10 @@
 the family: the common ones of ``_create_emd_template`` plus the family's ``_get_emd_params``), ``model_metrics.html``,
 ``ModelCharacteristics/loss_graph.png`` and ``show_results.png`` (where arcgis.learn puts them),
 ``training_validation_loss.json`` (the losses and metrics of every epoch) and ``<name>.dlpk``.  The inference
-function is named the way arcgis.learn names ArcGIS Pro's own (``[Functions]System\\DeepLearning\\...``), so no
-Python travels with the model.  Every file is written under a temporary name and renamed when all are written.
+function is named the way arcgis.learn names ArcGIS Pro's own (``[Functions]System\\DeepLearning\\...``).  The one
+Python file that travels with a model is FasterRCNN's ``ModelConfiguration.py`` (this plugin's own
+:mod:`.arcgis_model_configuration`, copied as it is): ArcGIS Pro builds that family's network from it, as from the file
+arcgis.learn writes there.  Every file is written under a temporary name and renamed when all are written.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,9 @@ FAMILY_KEYS = {
     "RetinaNet": ("_RetinaNet_Inference", "ObjectDetection", "ArcGISObjectDetector.py"),
 }
 PIXEL_MODELS = ("UnetClassifier", "DeepLab")
+#: FasterRCNN's ModelConfigurationFile (arcgis.learn's name) and the plugin's file copied there
+MODEL_CONFIGURATION_FILE = "ModelConfiguration.py"
+MODEL_CONFIGURATION_SOURCE = Path(__file__).with_name("arcgis_model_configuration.py")
 
 
 def model_emd(name: str, model_type: str, backbone: str, data: TrainingData, chip: tuple[int, int],
@@ -62,8 +68,9 @@ def model_emd(name: str, model_type: str, backbone: str, data: TrainingData, chi
         emd.update(MetaDataMode=data.layout, ImageSpaceUsed="MAP_SPACE",
                    CropSizeFixed=int(_fixed_size(data.emd.get("CropTileMode"))),
                    BlackenAroundFeature=int(_flag(data.emd.get("BlackenAroundFeature"))))
-    if model_type == "FasterRCNN":  # arcgis.learn's ModelExtension keys (its ModelConfiguration.py is not written)
-        emd.update(ModelFileConfigurationClass="MyFasterRCNN", DatasetType=data.layout, Kwargs={})
+    if model_type == "FasterRCNN":  # arcgis.learn's ModelExtension keys: ArcGIS Pro imports the class from the file
+        emd.update(ModelConfigurationFile=MODEL_CONFIGURATION_FILE, ModelFileConfigurationClass="MyFasterRCNN",
+                   DatasetType=data.layout, Kwargs={})
     if model_type == "MaskRCNN":  # MaskRCNN._get_emd_params
         emd.update(MaskRCNNkwargs={}, SupportsVariableTileSize=True)
         emd["ModelParameters"]["pointrend"] = False
@@ -164,8 +171,12 @@ def write_model_folder(folder: Path, emd: dict[str, Any], state: dict[str, Any],
     targets = {"pth": folder / f"{name}.pth", "emd": folder / f"{name}.emd", "html": folder / "model_metrics.html",
                "json": folder / "training_validation_loss.json", "loss_graph": characteristics / "loss_graph.png",
                "show_results": characteristics / "show_results.png"}
+    if emd.get("ModelConfigurationFile"):
+        targets["model_configuration"] = folder / emd["ModelConfigurationFile"]
     with OutputSet() as outputs:
         tmp = {key: Path(outputs.path_for(path)) for key, path in targets.items()}
+        if "model_configuration" in tmp:
+            shutil.copyfile(MODEL_CONFIGURATION_SOURCE, tmp["model_configuration"])
         torch.save({k: v.detach().cpu() for k, v in state.items()}, str(tmp["pth"]))
         tmp["emd"].write_text(json.dumps(emd, indent=4), encoding="utf-8")
         tmp["json"].write_text(json.dumps({"best_epoch": best_epoch, "epochs": [h.epoch for h in history],
