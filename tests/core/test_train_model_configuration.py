@@ -205,16 +205,20 @@ def test_multispectral_folder_runs_in_arcgis_pros_loader_with_the_same_boxes(ms_
 
 @pytest.mark.parametrize("backbone", ["resnet34", "resnet50", "resnet101", "resnet152"])
 def test_every_backbone_has_the_keys_the_trainer_writes(backbone):
-    """The other backbones without training: the class's network and the trainer's have the same state_dict."""
+    """The other backbones without training: the class's network and the trainer's have the same state_dict and
+    resize the chip alike (an odd chip size: 1.5 x 63 is 94 pixels for both)."""
     from dltools.core.tools.train.arcgis_model_configuration import MyFasterRCNN
     from dltools.core.tools.train.networks import build_network
 
     emd = {"ModelName": "FasterRCNN", "Framework": "arcgis.learn.models._inferencing", "ModelFile": "m.pth",
-           "ModelParameters": {"backbone": backbone}, "ImageHeight": 64, "ImageWidth": 64, "ExtractBands": [0, 1, 2],
+           "ModelParameters": {"backbone": backbone}, "ImageHeight": 63, "ImageWidth": 63, "ExtractBands": [0, 1, 2],
            "Classes": [{"Value": 1, "Name": "a"}, {"Value": 2, "Name": "b"}, {"Value": 3, "Name": "c"}]}
-    trained = build_network(emd, 0, torch, torchvision).state_dict()
+    network = build_network(emd, 0, torch, torchvision)
+    trained = network.state_dict()
     model = MyFasterRCNN().get_model(_pro_data(emd), backbone, ArcGISLearnVersion="2.4.4", pretrained_backbone=False)
     model.load_state_dict(trained, strict=True)
+    assert (model.transform.min_size, model.transform.max_size) == (network.transform.min_size,
+                                                                    network.transform.max_size) == ((94,), 126)
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in trained.items()}
 
 

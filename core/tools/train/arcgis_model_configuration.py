@@ -77,12 +77,14 @@ def _detector_arguments(torchvision: Any, kwargs: dict[str, Any]) -> dict[str, A
 def build_faster_rcnn(backbone: str, num_classes: int, chip_size: float, in_channels: int,
                       kwargs: dict[str, Any]) -> Any:  # noqa: ANN401 - torchvision's FasterRCNN
     """torchvision's FasterRCNN as arcgis.learn builds it: ``num_classes`` includes the background; the transform
-    resizes the chip to 1.5 x ``chip_size`` (at most 2 x)."""
+    resizes the chip to 1.5 x ``chip_size`` (at most 2 x), in whole pixels as the plugin trained it (arcgis.learn
+    passes 1.5 x chip unrounded: the same for the even chip sizes, half a pixel apart for odd ones)."""
     import torchvision
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-    size = {"min_size": 1.5 * chip_size, "max_size": 2 * chip_size, **_detector_arguments(torchvision, kwargs)}
+    size = {"min_size": int(1.5 * chip_size), "max_size": int(2 * chip_size),
+            **_detector_arguments(torchvision, kwargs)}
     if backbone == "resnet50":
         model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, **size)
     elif backbone in FPN_BACKBONES:
