@@ -7,9 +7,11 @@ io-4096, io-8192, io-16384
     simplest correct program (one thread: a GDAL window read per tile, x / 255, ONNX Runtime, numpy's arg-max
     over the class axis, the tile's centre written into a DEFLATE GeoTIFF), not tuned.  Both use the same tiles
     (256 px, padding 32, batch 1, zero past the edge), so their outputs must be equal pixel for pixel (checked).
-    Printed: medians, their ratio (targets: <= 0.5 at 8192^2, <= 0.7 at 4096^2) and where Classify Pixels spends its
-    time (read, normalise, decode, write: CPU seconds of whichever thread did it; model: its wall seconds; waiting:
-    the model thread's wall time outside the model), and the CPU seconds of each program.
+    Printed: medians, their ratio (targets: <= 0.5 at 8192^2, <= 0.7 at 4096^2), the child's start-up (from starting
+    it until it has loaded the tool, when it says "ready") and its ratio without it, where Classify Pixels spends its
+    time (read, normalise, decode, write: CPU seconds of whichever thread did it; model: its wall seconds, the class
+    arg-max included where it runs inside ONNX Runtime; waiting: the model thread's wall time outside the model), and
+    the CPU seconds of each program.
 compress-8192
     The 8192^2 class raster written again with each GeoTIFF compression (one thread and two): seconds and MB.
 """
@@ -102,7 +104,7 @@ class StageClock:
 def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_dir: Path) -> dict:
     from dltools.core.backends.base import DeviceRequest
     from dltools.core.model.loader import load_model_definition
-    from dltools.core.runner.parent import run_in_child
+    from dltools.core.runner.parent import ChildLimits, ChildRun
     from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
     md = load_model_definition(str(emd))
@@ -112,7 +114,7 @@ def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_
     repeats = 3 if size <= 8192 else 1
     loop_s, ours_s, model_s, stages = [], [], [], []
     loop_out, ours_out = out_dir / f"loop_{name}.tif", out_dir / f"out_{name}.tif"
-    loop_cpu, ours_cpu, child_s = [], [], []
+    loop_cpu, ours_cpu, child_s, startup_s = [], [], [], []
     child_out = out_dir / f"child_{name}.tif"
     for _ in range(repeats):
         cpu = time.process_time()
@@ -124,8 +126,11 @@ def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_
         ours_s.append(time.perf_counter() - start)
         ours_cpu.append(time.process_time() - cpu)
         start = time.perf_counter()  # as the algorithms run it: in a child Python (its start-up included)
-        run_in_child("classify_pixels", (str(raster), md, str(child_out), ARGS), {"device": DeviceRequest(device)})
+        child = ChildRun("classify_pixels", (str(raster), md, str(child_out), ARGS), {"device": DeviceRequest(device)},
+                         None, ChildLimits())
+        child.run()
         child_s.append(time.perf_counter() - start)
+        startup_s.append(child.watch.startup_seconds or 0.0)  # the interpreter and imports, until it said "ready"
         model_s.append(result.model_seconds)
         stages.append(dict(clock.seconds, model=result.model_seconds,
                            waiting=ours_s[-1] - result.model_seconds))
@@ -139,6 +144,9 @@ def run_io_case(name: str, size: int, raster: Path, emd: Path, device: str, out_
             "cpu_s": statistics.median(ours_cpu), "stages": stages[mid], "identical": equal,
             "child_s": statistics.median(child_s), "all_child_s": child_s, "engine_peak_rss_mb": engine_mb,
             "child_ratio": statistics.median(child_s) / statistics.median(loop_s),
+            "startup_s": statistics.median(startup_s), "all_startup_s": startup_s,
+            "after_startup_ratio": statistics.median([c - u for c, u in zip(child_s, startup_s)])
+            / statistics.median(loop_s),
             "ratio": statistics.median(ours_s) / statistics.median(model_s),
             "mpix_per_s": size * size / statistics.median(ours_s) / 1e6, "peak_rss_mb": 0.0,
             "worker_peak_rss_mb": 0, "device": result.device, "scheduler": "in-process"}
@@ -222,6 +230,9 @@ def print_io(results: list[dict]) -> None:
                   f"{r['wall_s']:.2f} s), minimal loop {r['loop_s']:.2f} s: ratio {r['child_ratio']:.2f}{goal} "
                   f"(in-process {r['loop_ratio']:.2f}); medians of {r['repeats']} interleaved runs ({runs}); "
                   f"outputs identical: {r['identical']}\n"
+                  f"  the child's start-up (interpreter and imports, until it is ready for the job) {r['startup_s']:.2f} s "
+                  f"(median); after start-up the child's ratio is {r['after_startup_ratio']:.2f} (the loop's imports "
+                  f"and session are not timed either)\n"
                   f"  CPU seconds (all threads): Classify Pixels {r['cpu_s']:.2f}, loop {r['loop_cpu_s']:.2f}; "
                   f"per stage: {parts} (model and waiting: wall seconds on the model thread)\n  peak RSS of "
                   f"Classify Pixels alone in a fresh Python {r['engine_peak_rss_mb']:.0f} MB (the bench process, which "

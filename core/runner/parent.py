@@ -51,6 +51,8 @@ class _Watch:
 
     temporaries: list[tuple[str, str]] = field(default_factory=list)
     call_started: float | None = None
+    #: seconds from starting the child until it had loaded the tool (the interpreter and imports), once it said so
+    startup_seconds: float | None = None
     outcome: tuple[str, Any] | None = None
     peak_bytes: int = 0
 
@@ -150,6 +152,7 @@ class ChildRun:
         available = available_memory()
         self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
             else None
+        self.started = time.monotonic()
         self.proc = _start(read_fd, write_fd, self.budget, scratch)
         inbox: queue.Queue = queue.Queue()
         pipe = os.fdopen(read_fd, "rb")
@@ -193,6 +196,8 @@ class ChildRun:
             self._answer_progress()
         elif kind in ("info", "warning", "debug"):
             getattr(self.progress, kind)(payload)
+        elif kind == "ready":
+            self.watch.startup_seconds = time.monotonic() - self.started
         elif kind == "call":
             self.watch.call_started = time.monotonic() if payload else None
         elif kind == "temporary":

@@ -59,6 +59,31 @@ def test_a_run_in_a_child_writes_what_an_in_process_run_writes(tmp_path, raster)
     assert leftovers(tmp_path) == []
 
 
+def test_the_child_reports_progress_once_per_whole_percent(tmp_path):
+    """Each report holds the child's model thread for a round trip to this process: 900 tiles give at most one
+    report per whole percent (in-process: one per batch), increasing, ending at 100; a cancel made on seeing the
+    first report stops the run there."""
+    image = np.random.default_rng(6).integers(0, 50, size=(2, 240, 240)).astype(np.uint8)
+    raster = write_raster(tmp_path / "big.tif", image)
+    model = export_onnx(conv_module(2, 2, 1), tmp_path / "conv.onnx", 2, 8)
+    md = load_model_definition(str(emd_for(tmp_path, model, tile=8)))
+    here = RecordingProgress()
+    classify_pixels(str(raster), md, str(tmp_path / "here.tif"), "padding 0;batch_size 1", progress=here)
+    assert len(here.percents) == 900
+    progress = RecordingProgress()
+    run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "there.tif"), "padding 0;batch_size 1"),
+                 {"progress": progress}, progress)
+    assert np.array_equal(read_raster(tmp_path / "there.tif"), read_raster(tmp_path / "here.tif"))
+    steps = [int(p) for p in progress.percents]
+    assert 50 <= len(steps) <= 101 and steps == sorted(set(steps)) and progress.percents[-1] == 100
+    stop = RecordingProgress(cancel_after=1)
+    with pytest.raises(CancelledError):
+        run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "stopped.tif"), "padding 0;batch_size 1"),
+                     {"progress": stop}, stop)
+    assert stop.percents == [stop.percents[0]] and stop.percents[0] < 1
+    assert not (tmp_path / "stopped.tif").exists()
+
+
 def test_a_run_leaves_no_pipe_of_the_child_open(tmp_path, raster):
     """Every pipe to the child is closed when the run ends, good or bad: no 'unclosed file' ResourceWarning."""
     import gc
