@@ -306,7 +306,10 @@ class RasterSource:
                 if last.GetColorInterpretation() == gdal.GCI_AlphaBand:
                     self._alpha_band = self._reader.RasterCount
         self._mask_flags = [self._reader.GetRasterBand(b + 1).GetMaskFlags() for b in self.bands]
-        self.has_mask = self._alpha_band is not None or any(f != gdal.GMF_ALL_VALID for f in self._mask_flags)
+        # A pixel is valid where any of its bands is (see _read_valid): a band valid everywhere (the alpha band
+        # itself when it is read as data, as in a 4-band 8-bit RGBA GeoTIFF) makes every pixel valid, and no mask
+        # is read for each window (make bench io-8192: three mask reads per window, then all of them OR-ed with True)
+        self.has_mask = self._alpha_band is not None or all(f != gdal.GMF_ALL_VALID for f in self._mask_flags)
         self.nodata = [self.ds.GetRasterBand(b + 1).GetNoDataValue() for b in self.bands]
 
     def __reduce__(self):
