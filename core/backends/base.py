@@ -130,10 +130,11 @@ class Backend:
         return self._batched(batch, self._run)
 
     def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
-                          suppressed: Sequence[int] = ()) -> bool:
+                          suppressed: Sequence[int] = (), threads: int = 0) -> bool:
         """Ask the backend to return class indices of output ``output`` (``channels`` class scores on ``axis``, the
-        ``suppressed`` ones never winning) from :meth:`run_class_indices`, computed inside the model's runtime.
-        False where it cannot (the caller then decodes the scores itself); :meth:`run` is unchanged either way."""
+        ``suppressed`` ones never winning) from :meth:`run_class_indices`, computed inside the model's runtime, on
+        ``threads`` CPU threads where it decides that (0: as now).  False where it cannot (the caller then decodes
+        the scores itself); :meth:`run` is unchanged either way."""
         return False
 
     def run_class_indices(self, batch: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:

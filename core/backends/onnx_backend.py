@@ -184,24 +184,30 @@ class OnnxBackend(Backend):
         return [np.asarray(o) for o in self.session.run(fetch or self._fetch, feed, options)]
 
     def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
-                          suppressed: Sequence[int] = ()) -> bool:
+                          suppressed: Sequence[int] = (), threads: int = 0) -> bool:
         """The session is made again from the model's bytes with an arg-max appended to its graph
         (:mod:`.onnx_class_index`; the file is not changed), so :meth:`run_class_indices` returns one byte per pixel
-        instead of the float scores.  Not with I/O binding (its outputs are bound by name and device)."""
+        instead of the float scores; with ``threads`` (0: as it was opened) ONNX Runtime threads.  Not with I/O
+        binding (its outputs are bound by name and device)."""
         if self.binder is not None or self.outputs[output].dtype != "float32":
             return False
         edited = with_class_indices(self._model_file.read_bytes(), output, axis, rank, channels, suppressed)
         if edited is None:
             return False
         fetch = [o.name for o in self.outputs]
+        opened_with = self._options.intra_op_num_threads
         self.session = None  # type: ignore[assignment]  # one session's weights in memory at a time
         try:
+            self._options.intra_op_num_threads = threads or opened_with
             self.session = self._ort.InferenceSession(edited, sess_options=self._options, providers=self._providers)
         except Exception:  # noqa: BLE001 - the edited graph is refused: the model runs as it came, decoded by numpy
+            self._options.intra_op_num_threads = opened_with
             self.session = self._ort.InferenceSession(str(self._model_file), sess_options=self._options,
                                                       providers=self._providers)
             return False
         self._fetch = fetch
+        if self.device == "cpu":
+            self.provider = f"ONNX Runtime CPUExecutionProvider, {self._options.intra_op_num_threads} threads"
         return True
 
     def _run_indices(self, arrays: list[np.ndarray]) -> list[np.ndarray]:

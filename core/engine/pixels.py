@@ -430,12 +430,20 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
     decoder = PixelDecoder(md, args, probe.shape[1] if probe.ndim == 4 else 1, probe.dtype.kind in "iub")
     if binary_change:
         decoder.collapse_to_binary()
+    call_seconds = 0.0
     if decoder.mode not in ("regression", "values"):
         # Logits or probabilities is the model's property: judged once, on the contract's probe inputs
+        before = backend.model_seconds
         decoder.calibrate([probe] + [call_model(backend, x, contract) for x in contract.probe_inputs()[1:]])
+        call_seconds = backend.model_seconds - before
     plan = _plan(args, contract, decoder, probe, pad - model_pad, probabilities_output, progress)
-    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe):
+    threads, per_pixel = _threads_for_a_cheap_model(backend, contract, call_seconds, device)
+    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe, threads):
         plan = replace(plan, indices_in_model=True)
+        if threads:
+            progress.info(f"The model costs about as much as reading and writing its tiles ({1e9 * per_pixel:.0f} ns "
+                          "per pixel), so ONNX Runtime runs it on one thread and the other cores read and write "
+                          "('threads' sets it)")
     task = PixelTask(source=source, chips=chips, normaliser=normaliser, decoder=decoder, contract=contract,
                      plan=plan)
     jobs, per_block = _jobs(task, args)
@@ -509,15 +517,50 @@ def _plan(args: dict, contract: ModelContract, decoder: PixelDecoder, probe: np.
                      write_probabilities=probabilities_output is not None and decoder.mode != "regression")
 
 
+#: Seconds per tile pixel of one model call below which the model costs no more than reading, decoding and
+#: writing that pixel (make bench io-8192 on two cores: about 8 ns to read, 5 to hand on and 9 to compress per
+#: pixel; the bench's 1 x 1 convolution 5 ns and its arg-max 6; the small U-Net about 500): ONNX Runtime then
+#: runs it on one thread, as a second one would take the core the reader and writer need and cost a wake-up
+#: per call (one thread: 0.70 ms of CPU per tile against 0.80 with two, and less wall time, on the loaded machine).
+CHEAP_SECONDS_PER_PIXEL = 25e-9
+#: ... and per call, for the engine's own handling of each batch (queues, copies, the calls themselves: about 0.1 ms)
+CHEAP_SECONDS_PER_CALL = 1e-4
+
+
+def _probe_pixels(contract: ModelContract) -> int:
+    return contract.probe_batch * contract.tile_height * contract.tile_width
+
+
+def _threads_for_a_cheap_model(backend: Backend, contract: ModelContract, call_seconds: float,
+                               device: DeviceRequest) -> tuple[int, float]:
+    """(1 where the model is as cheap as the I/O around it, else 0: as opened; its seconds per pixel).  Judged
+    on the calibration call and, where that was under 10 times the limit (:data:`CHEAP_SECONDS_PER_PIXEL` per pixel
+    and :data:`CHEAP_SECONDS_PER_CALL`), the best of two
+    more (a busy machine only makes a call slower: a costly model never looks cheap).  0 where the user set
+    ``threads`` or the model runs on a GPU."""
+    pixels = _probe_pixels(contract)
+    if device.threads or call_seconds <= 0 or not backend.device.startswith("cpu"):
+        return 0, call_seconds / pixels
+    limit = CHEAP_SECONDS_PER_PIXEL * pixels + CHEAP_SECONDS_PER_CALL
+    for _ in range(2):
+        if not limit <= call_seconds < 10 * limit:
+            break
+        before = backend.model_seconds  # another look at a cheap model the machine may have slowed
+        call_model(backend, contract.probe_inputs()[1], contract)
+        call_seconds = min(call_seconds, backend.model_seconds - before)
+    return (1 if call_seconds < limit else 0), call_seconds / pixels
+
+
 def _indices_in_model(backend: Backend, contract: ModelContract, decoder: PixelDecoder, plan: PixelPlan,
-                      probe: np.ndarray) -> bool:
+                      probe: np.ndarray, threads: int = 0) -> bool:
     """Whether the model's runtime computes the class map's arg-max (:meth:`Backend.use_class_indices`): only for
     a class map alone from float32 class scores (no probabilities, TTA or blending, which need the scores, and not
     for a sigmoid's threshold); in-process only (a cluster's workers open the model as it is)."""
     if plan.need_probs or decoder.mode not in ("softmax", "background") or probe.ndim != 4 \
             or probe.dtype != np.float32:
         return False
-    return backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, int(probe.shape[1]), decoder.suppressed)
+    return backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, int(probe.shape[1]), decoder.suppressed,
+                                     threads)
 
 
 def _probability_bands(task: PixelTask) -> int:

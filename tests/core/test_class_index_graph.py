@@ -268,3 +268,60 @@ def test_one_cancel_watcher_per_backend_not_per_call(tmp_path):
     with pytest.raises(CancelledError):
         b.run(scores)
     assert settle(before) == before
+
+
+# ---------------------------------------------------------------------------------------------- threads
+ONE_THREAD = "The model costs about as much as reading and writing its tiles"
+
+
+def heavy_model(path: Path, classes_out: int = 3) -> Path:
+    """Two 3 x 3 convolutions through 64 channels: over 70,000 multiply-adds per pixel, never as cheap as I/O."""
+    rng = np.random.default_rng(1)
+
+    def weight(name: str, shape: list[int]):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, rng.standard_normal(shape).astype(np.float32) * 0.1)
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h1"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2"], ["h2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h2"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w3"], ["scores"])]
+    inits = [weight("w1", [64, 3, 3, 3]), weight("w2", [64, 64, 3, 3]), weight("w3", [classes_out, 64, 1, 1])]
+    graph = helper.make_graph(nodes, "heavy", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["N", 3, TILE, TILE])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", classes_out, TILE, TILE])],
+                              inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def run_logged(tmp_path: Path, raster: Path, emd: Path, arguments: str) -> list[str]:
+    progress = RecordingProgress()
+    classify_pixels(str(raster), load_model_definition(str(emd)), str(tmp_path / "o.tif"), arguments,
+                    progress=progress, device=DeviceRequest("cpu"))
+    return progress.infos
+
+
+def test_a_model_as_cheap_as_io_runs_on_one_thread(tmp_path):
+    image = RNG.integers(0, 3, size=(3, 40, 40)).astype(np.uint16)
+    raster = write_raster(tmp_path / "r.tif", image, block=16)
+    echo_model(tmp_path / "m.onnx", 3)
+    emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
+    infos = run_logged(tmp_path, raster, emd, "padding 0")
+    assert any(line.startswith(ONE_THREAD) for line in infos)
+    assert any(line.startswith("Tiles:") and "CPUExecutionProvider, 1 threads" in line for line in infos)
+    assert np.array_equal(read_raster(tmp_path / "o.tif"), 10 + np.argmax(image, axis=0))
+
+    infos = run_logged(tmp_path, raster, emd, "padding 0;threads 2")  # the user's choice stands
+    assert not any(line.startswith(ONE_THREAD) for line in infos)
+    assert any(line.startswith("Tiles:") and "CPUExecutionProvider, 2 threads" in line for line in infos)
+
+
+def test_a_costly_model_keeps_its_threads(tmp_path):
+    image = RNG.integers(0, 3, size=(3, 40, 40)).astype(np.uint16)
+    raster = write_raster(tmp_path / "r.tif", image, block=16)
+    heavy_model(tmp_path / "h.onnx")
+    emd = write_emd(tmp_path / "h.emd", "h.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
+    infos = run_logged(tmp_path, raster, emd, "padding 0")
+    assert any(line.startswith(IN_GRAPH) for line in infos)
+    assert not any(line.startswith(ONE_THREAD) for line in infos)
