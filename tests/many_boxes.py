@@ -4,9 +4,8 @@ the objects a run of it must give, so a test can assert every survivor of the se
 
 The boxes are 1 x 1 pixel, ``STEP`` pixels apart (a gap of 2: no two pieces ever touch), at tile pixels
 ``STEP * i + 1``. With a tile core that is a multiple of ``STEP`` and a padding that is too, the tiles' lattices fall
-on one lattice of the raster, ``STEP * k + 1``; the tile whose centre holds a box keeps it, the copies cut by a
-tile's inner edge are united with it, and the rest of the padding is dropped: one object per lattice point of the
-raster, each exactly once.
+on one lattice of the raster, ``STEP * k + 1``; the tile whose centre holds a box keeps it and the copies in the
+padding are dropped: one object per lattice point of the raster, each exactly once.
 
 Run as a script (``python many_boxes.py raster model [arguments]``) it runs Detect Objects in this fresh process and
 prints what came out and its peak memory (VmHWM) as JSON: the process's own memory, nothing of a test runner's.
@@ -24,35 +23,41 @@ import numpy as np
 STEP = 3
 
 
-#: The pile: this many copies of one 20-pixel box of class "pile", cut by the tile's right edge, in every tile.
+#: The pile: this many copies of one 80 x 20-pixel box of class "pile" in every tile, reaching the tile's right edge
+#: (cut by it) with its centre 40 pixels from it, in the tile's centre for a padding under 40.
 PILE = 100_000
 
 
 def lattice_detector(path: Path, tile: int, score: float = 0.9, pile: int = PILE) -> Path:
     """An Ultralytics-style YOLOv8 ONNX (classes "dot" and "pile", ``[1, 6, N]``) answering the lattice and the
-    pile for any tile. The pile is kept whole only with ``nms_overlap 1``; outside the raster it is dropped, inside
-    it touches no object of its class in another tile, so each copy is an object of its own."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
+    pile for any tile. The pile is kept whole only with ``nms_overlap 1``; it touches no object of its class in
+    another tile, so each copy is an object of its own."""
     per_side = (tile - 2) // STEP + 1
     xs, ys = np.meshgrid(np.arange(per_side) * STEP + 1.5, np.arange(per_side) * STEP + 1.5)
     n = xs.size
     dots = np.stack([xs.ravel(), ys.ravel(), np.ones(n), np.ones(n), np.full(n, score), np.zeros(n)])
-    copies = np.tile(np.array([[tile - 10.0], [50.0], [20.0], [20.0], [0.0], [score]]), (1, pile))
-    rows = np.concatenate([dots, copies], axis=1).astype(np.float32)
-    n = rows.shape[1]
+    copies = np.tile(np.array([[tile - 40.0], [50.0], [80.0], [20.0], [0.0], [score]]), (1, pile))
+    return constant_detector(path, tile, np.concatenate([dots, copies], axis=1), {0: "dot", 1: "pile"})
+
+
+def constant_detector(path: Path, tile: int, rows: np.ndarray, names: dict[int, str]) -> Path:
+    """An Ultralytics-style YOLOv8 ONNX (batch 1, ``[1, 4 + classes, N]``) answering ``rows`` (centre x, centre y,
+    width, height in tile pixels, then a score per class) for any tile, whatever it holds."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = np.asarray(rows, np.float32)
     graph = helper.make_graph(
         [helper.make_node("ReduceSum", ["images"], ["total"], keepdims=0),
          helper.make_node("Mul", ["total", "zero"], ["nothing"]),
-         helper.make_node("Add", ["lattice", "nothing"], ["output0"])],
-        "lattice",
+         helper.make_node("Add", ["answer", "nothing"], ["output0"])],
+        "constant",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, tile, tile])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, n])],
-        [numpy_helper.from_array(rows[None], "lattice"), numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, *rows.shape])],
+        [numpy_helper.from_array(rows[None], "answer"), numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    for k, v in {"names": str({0: "dot", 1: "pile"}), "imgsz": json.dumps([tile, tile]), "task": "detect"}.items():
+    for k, v in {"names": str(names), "imgsz": json.dumps([tile, tile]), "task": "detect"}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     onnx.save(model, str(path))

@@ -3,8 +3,9 @@
 
 Objects of one class from different chips are (a) **united** when at least one of them is cut by its chip's edge
 (its box touches an edge of the chip that is not the raster's edge) and the two cover each other (they overlap by
-at least half the smaller one's extent on one axis, and overlap that much or touch on the other): the pieces of one
-object cut by a seam, or a piece and the whole object seen by the next chip; (b) **duplicates** otherwise when
+at least half the smaller one's extent on both axes: a piece and the whole object, or two pieces seen by
+overlapping chips), or when both are cut and they meet at the seam (overlap that much on one axis, touch on the
+other: the pieces of an object cut by chips without padding); (b) **duplicates** otherwise when
 their IoU exceeds ``nms_overlap``: the lower confidence one is dropped; (c) a united object whose box now covers
 another object of its class (IoU above ``max(nms_overlap, 0.5)``) drops the less confident of the two.
 
@@ -63,7 +64,11 @@ def _join_pairs(boxes: np.ndarray, cut: np.ndarray, i: np.ndarray, j: np.ndarray
     min_h = np.minimum(a[:, 3] - a[:, 1], b[:, 3] - b[:, 1])
     sub_x, sub_y = ov_x >= 0.5 * min_w, ov_y >= 0.5 * min_h
     touch_x, touch_y = ov_x >= -TOUCH, ov_y >= -TOUCH
-    return (cut[i] | cut[j]) & ((sub_x & (sub_y | touch_y)) | (sub_y & touch_x))
+    cover = (cut[i] | cut[j]) & sub_x & sub_y
+    # boxes that only meet at a seam are two pieces only when both are cut: with padding, a whole object's chip
+    # sees past its box, so a whole box beside a cut one is another object (two discs side by side)
+    meet = cut[i] & cut[j] & ((sub_x & touch_y) | (sub_y & touch_x))
+    return cover | meet
 
 
 @dataclass

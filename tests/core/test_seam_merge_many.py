@@ -37,12 +37,18 @@ def reference_merge(boxes, scores, classes, chips, cut, thr):
         sy = oy >= 0.5 * min(a[3] - a[1], b[3] - b[1])
         return (sx and (sy or oy >= -1)) or (sy and ox >= -1)
 
+    def overlap(a, b):
+        ox = min(a[2], b[2]) - max(a[0], b[0])
+        oy = min(a[3], b[3]) - max(a[1], b[1])
+        return ox >= 0.5 * min(a[2] - a[0], b[2] - b[0]) and oy >= 0.5 * min(a[3] - a[1], b[3] - b[1])
+
     def touch(a, b):
         return a[0] - 1 <= b[2] + 1 and b[0] - 1 <= a[2] + 1 and a[1] - 1 <= b[3] + 1 and b[1] - 1 <= a[3] + 1
 
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)
              if classes[i] == classes[j] and chips[i] != chips[j] and touch(boxes[i], boxes[j])]
-    join = {(i, j) for i, j in pairs if (cut[i] or cut[j]) and cover(boxes[i], boxes[j])}
+    join = {(i, j) for i, j in pairs if (cut[i] and cut[j] and cover(boxes[i], boxes[j]))
+            or ((cut[i] or cut[j]) and overlap(boxes[i], boxes[j]))}
     for i, j in join:
         ri, rj = find(i), find(j)
         root[max(ri, rj)] = min(ri, rj)
@@ -139,14 +145,15 @@ def _child(raster: Path, model: Path, arguments: str) -> dict:
 def test_100000_boxes_per_tile_every_survivor_once_in_bounded_memory(tmp_path):
     """4 tiles of 960 pixels, each answering 102,400 dots and 100,000 copies of one box (the pile), with
     ``nms_overlap 1`` so that no copy is suppressed. 360,000 dots come out, one per lattice point of the raster (the
-    copies in the padding cut by a tile edge united with the whole dot of the next tile); the left column's piles touch
-    nothing of their class in another tile, so each of their 200,000 copies is an object. The old merge listed the 5e9 pairs
-    of each pile."""
+    copies in the padding left out, the tile whose centre holds a dot keeping it); each tile's pile lies in its
+    centre and touches nothing of its class in another tile (the left column's cut by the tile's edge), so each of
+    their 400,000 copies is an object. The old merge listed the 5e9 pairs of each pile."""
     model = lattice_detector(tmp_path / "lattice.onnx", 960)
     raster = lattice_raster(tmp_path / "dark.tif", 1800, 1800)
     out = _child(raster, model, "padding 30;batch_size 1;threshold 0.5;nms_overlap 1")
     assert out["exact"] and out["objects"] == out["distinct"] == out["expected"] == 360_000, out
-    assert out["piles"] == 2 * PILE  # the right column's piles lie past the raster's edge
-    assert out["pile_boxes"] == [[910.0, 10.0, 930.0, 30.0], [910.0, 910.0, 930.0, 930.0]]
-    assert out["before_merge"] > out["objects"] + out["piles"]  # the cut copies of dots, united
+    assert out["piles"] == 4 * PILE
+    assert out["pile_boxes"] == [[850.0, 10.0, 930.0, 30.0], [850.0, 910.0, 930.0, 930.0],
+                                 [1750.0, 10.0, 1800.0, 30.0], [1750.0, 910.0, 1800.0, 930.0]]  # the last clipped
+    assert out["before_merge"] == out["objects"] + out["piles"]  # nothing from the padding reaches the merge
     assert out["peak_mb"] < 1024, out

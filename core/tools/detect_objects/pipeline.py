@@ -9,8 +9,13 @@
    :mod:`core.engine.contract` says), the model, and the block's objects in raster pixel coordinates as its
    result, independent of every other block.
 2. Per tile (:mod:`core.detection.decode`): decode the model's layout, drop scores below ``threshold``,
-   NMS within the tile (``nms_overlap``, per class), then ``exclude_pad_detections``: keep objects whose
-   centre lies in the tile's centre, plus the pieces of objects cut by the tile's edge.
+   NMS within the tile (``nms_overlap``, per class), then ``exclude_pad_detections``: keep the objects whose
+   centre lies in the tile's centre (arcgis.learn's rule), each marked when it is cut by the tile's edge.
+   Nothing is lost by leaving the others out: a box off its tile's centre has its centre in a neighbour's centre
+   and lies within ``padding`` of it, so that neighbour sees all of it (and more) and judges it itself; an object
+   larger than the padding is found in pieces, each kept by the tile whose centre holds the piece's centre.
+   Keeping the off-centre pieces too (as this plugin once did) kept what a tile sees badly: slivers at its edge,
+   and halves of objects that then joined two neighbours into one.
 3. One global merge over the raster (:func:`core.detection.seams.seam_merge`): pieces of an object cut by tile seams are
    united, copies seen by two chips reduced to the most confident one.
 4. Pixel coordinates -> map coordinates through the raster's full geotransform (rotation terms too, any
@@ -177,8 +182,8 @@ def chip_objects(setup: DetectionSetup, per_transform: list[ChipDetections], row
     cut = _chip_cut(boxes, (wx, wy, ww, wh), grid)
     inside = ((mx >= 0) & (mx < grid.width) & (my >= 0) & (my < grid.height)
               & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
-    if setup.exclude_pad:
-        sel = np.nonzero(inside & (centre | cut))[0]
+    if setup.exclude_pad:  # arcgis.learn's rule: the chip whose centre holds the box's centre judges it
+        sel = np.nonzero(inside & centre)[0]
     else:
         sel = np.nonzero(inside)[0]
         off = ~centre[sel] & ~cut[sel]  # arcgis.learn: whole copies off the centre rank below the centre copy
