@@ -69,3 +69,28 @@ def test_child_peak_is_the_childs_own():
     assert int(children) == 1
     assert 48 < float(own) < 120  # 50 MB of bytes and a bare Python
     assert float(rusage) > 290  # what the old column read: the parent's 300 MB, counted before the child's exec
+
+
+def test_io_case_runs_loop_in_process_and_child_and_compares_their_pixels(tmp_path):
+    """bench_io's case on a 512-pixel raster: the three programs write the same classes, and the child's start-up
+    (until it reports ready) is measured, so its ratio after start-up is below the one with it."""
+    import json
+
+    import bench
+    import bench_io
+    import numpy as np
+    from builders import conv_module, export_onnx, write_raster
+
+    bench._plugin_path()  # the fresh Python of the peak-memory run imports the plugin from build/plugins
+    image = np.random.default_rng(2).integers(0, 255, size=(4, 512, 512)).astype(np.uint8)
+    raster = write_raster(tmp_path / "in.tif", image, block=256)
+    export_onnx(conv_module(4, 6, 1, seed=4), tmp_path / "m.onnx", 4, 256)
+    emd = tmp_path / "m.emd"
+    emd.write_text(json.dumps({"Framework": "ONNX", "ModelType": "ImageClassification", "ModelFile": "m.onnx",
+                               "ImageHeight": 256, "ImageWidth": 256, "ExtractBands": [0, 1, 2, 3], "DataRange": [0, 1],
+                               "Classes": [{"Value": i, "Name": f"c{i}", "Color": [i, i, i]} for i in range(6)]}))
+    r = bench_io.run_io_case("io-512", 512, raster, emd, "cpu", tmp_path)
+    assert r["identical"] is True and r["repeats"] == 3 and len(r["all_startup_s"]) == 3
+    assert 0 < r["startup_s"] < r["child_s"]
+    assert r["after_startup_ratio"] < r["child_ratio"]
+    assert {"read", "decode", "model", "waiting"} <= set(r["stages"])
