@@ -55,6 +55,15 @@ def _half_note(half_already: bool) -> str:
             "half precision, convert the model to float16 (onnxconverter-common's float16 converter) and use that copy")
 
 
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """(size, modification time) of ``path``: a model file read twice must be the one that was checked."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 def _dims(shape: list) -> tuple[int | None, ...]:
     return tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
 
@@ -115,6 +124,7 @@ class OnnxBackend(Backend):
         options.log_severity_level = 3
         check_onnx_sizes(model_file, memory_bound())  # a constant gigabyte tensor is refused before it is taken
         self._model_file, self._options, self._providers = Path(model_file), options, providers
+        self._model_stat = _file_stamp(self._model_file)  # read again only if unchanged (use_class_indices)
         #: the outputs :meth:`run` returns (None: all of the graph's; named once the graph has more, see below)
         self._fetch: list[str] | None = None
         self._run_options: Any = None  # while someone can cancel (see _watched_options)
@@ -191,7 +201,13 @@ class OnnxBackend(Backend):
         binding (its outputs are bound by name and device)."""
         if self.binder is not None or self.outputs[output].dtype != "float32":
             return False
-        edited = with_class_indices(self._model_file.read_bytes(), output, axis, rank, channels, suppressed)
+        try:
+            model = self._model_file.read_bytes()
+        except OSError:
+            return False
+        if _file_stamp(self._model_file) != self._model_stat:  # replaced since it was checked and opened
+            return False
+        edited = with_class_indices(model, output, axis, rank, channels, suppressed)
         if edited is None:
             return False
         fetch = [o.name for o in self.outputs]

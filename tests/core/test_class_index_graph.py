@@ -325,3 +325,16 @@ def test_a_costly_model_keeps_its_threads(tmp_path):
     infos = run_logged(tmp_path, raster, emd, "padding 0")
     assert any(line.startswith(IN_GRAPH) for line in infos)
     assert not any(line.startswith(ONE_THREAD) for line in infos)
+
+
+def test_a_model_file_replaced_after_opening_is_not_read_again(tmp_path):
+    import os
+
+    path = echo_model(tmp_path / "m.onnx", 3)
+    b = OnnxBackend(path, DeviceRequest("cpu"))
+    echo_model(path, 3, nan_at=1.0)  # another graph under the same name
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not b.use_class_indices(0, 1, 4, 3)
+    scores = tied_scores(1, 3)
+    assert np.array_equal(b.run(scores)[0], scores)  # the session opened before, as it was
