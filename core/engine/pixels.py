@@ -423,6 +423,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
                                inputs=backend.inputs, outputs=backend.outputs, channels=source.band_count)
     if contract.batch.why:
         progress.info(contract.batch.log_line())
+    early = None if scheduler else _class_indices_before_probing(backend, md, args, contract, probabilities_output)
     probe, model_pad = _probe(backend, contract, md)
     pad = max(int(args.get("padding", 0)), model_pad)
     chips = TileGrid(grid.width, grid.height, contract.tile_height, contract.tile_width, pad,
@@ -438,7 +439,7 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         call_seconds = backend.model_seconds - before
     plan = _plan(args, contract, decoder, probe, pad - model_pad, probabilities_output, progress)
     threads, per_pixel = _threads_for_a_cheap_model(backend, contract, call_seconds, device)
-    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe, threads):
+    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe, threads, early):
         plan = replace(plan, indices_in_model=True)
         if threads:
             progress.info(f"The model costs about as much as reading and writing its tiles ({1e9 * per_pixel:.0f} ns "
@@ -552,15 +553,43 @@ def _threads_for_a_cheap_model(backend: Backend, contract: ModelContract, call_s
 
 
 def _indices_in_model(backend: Backend, contract: ModelContract, decoder: PixelDecoder, plan: PixelPlan,
-                      probe: np.ndarray, threads: int = 0) -> bool:
+                      probe: np.ndarray, threads: int = 0, early: tuple | None = None) -> bool:
     """Whether the model's runtime computes the class map's arg-max (:meth:`Backend.use_class_indices`): only for
     a class map alone from float32 class scores (no probabilities, TTA or blending, which need the scores, and not
-    for a sigmoid's threshold); in-process only (a cluster's workers open the model as it is)."""
+    for a sigmoid's threshold); in-process only (a cluster's workers open the model as it is).  ``early``: what
+    :func:`_class_indices_before_probing` asked for, used as it is when the probe agrees and no thread count
+    changes (making the session again after calls had filled its memory cost the small U-Net 24 MB of peak)."""
     if plan.need_probs or decoder.mode not in ("softmax", "background") or probe.ndim != 4 \
             or probe.dtype != np.float32:
         return False
+    if early == (int(probe.shape[1]), tuple(decoder.suppressed)) and not threads:
+        return True
     return backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, int(probe.shape[1]), decoder.suppressed,
                                      threads)
+
+
+def _class_indices_before_probing(backend: Backend, md: ModelDefinition, args: dict, contract: ModelContract,
+                                  probabilities_output: str | None) -> tuple[int, tuple[int, ...]] | None:
+    """The graph's arg-max asked for before the first model call, from what the model declares (float32 scores
+    with a fixed channel count) and the arguments (a class map alone): the session is then made again while it
+    holds no working memory yet.  (channels, suppressed classes) asked for, or None; the probe confirms it
+    (:func:`_indices_in_model`), and a model whose probe disagrees simply has unused nodes."""
+    out = backend.outputs[0] if backend.outputs else None
+    if out is None or out.dtype != "float32" or len(out.shape) != 4 or probabilities_output is not None \
+            or args.get("blend") or contract.test_time_augmentation:
+        return None
+    channels = out.shape[3 if contract.nhwc else 1]
+    if not channels:
+        return None
+    try:
+        decoder = PixelDecoder(md, args, channels, integer_output=False)
+    except InputDataError:  # the probe says it again, with the shape the model really returns
+        return None
+    if decoder.mode not in ("softmax", "background"):
+        return None
+    if not backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, channels, decoder.suppressed):
+        return None
+    return channels, tuple(decoder.suppressed)
 
 
 def _probability_bands(task: PixelTask) -> int:
