@@ -35,6 +35,9 @@ from .normalize import Normaliser
 from .pixel_decoder import PixelDecoder
 from .tile_reader import PixelSource, TileReader, log_mask
 
+#: Bytes of class indices that may wait between the model and the writer (see PixelTask.output_queue_depth).
+OUTPUT_QUEUE_BYTES = 8 * 1024 * 1024
+
 
 @dataclass
 class PixelRunResult:
@@ -209,6 +212,17 @@ class PixelTask:
     def units(self, job: BlockJob) -> int:
         rows, cols = self.chip_ranges(job)
         return len(self.reader.needed(rows, cols)) if self.reader.mask is not None else len(rows) * len(cols)
+
+    @property
+    def output_queue_depth(self) -> int:
+        """Model outputs that may wait for the writer (:func:`core.engine.blocks.run_in_process`): class indices
+        (one byte per pixel) take :data:`OUTPUT_QUEUE_BYTES` together, at most 64 batches, so the model goes on
+        while the writer finishes and writes a block (two batches of a cheap model did not cover that: make bench
+        io-8192, the model thread waited 1.6 s for room); scores keep the engine's two."""
+        if not self.plan.indices_in_model:
+            return 0
+        per_batch = self.contract.batch_size * self.plan.out_h * self.plan.out_w * np.dtype(self.index_dtype).itemsize
+        return min(64, OUTPUT_QUEUE_BYTES // max(per_batch, 1))
 
     # ------------------------------------------------------------------ reader stage
     @property

@@ -363,3 +363,27 @@ def test_the_session_is_made_again_before_its_first_call(tmp_path, monkeypatch):
     emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
     assert any(line.startswith(ONE_THREAD) for line in run_logged(tmp_path, raster, emd, "padding 0"))
     assert seen[0] == 0 and len(seen) == 2 and seen[1] > 0
+
+
+def test_class_indices_may_queue_longer_towards_the_writer(tmp_path, monkeypatch):
+    """One byte per pixel: up to 64 batches (8 MB) wait for the writer, so the model goes on while it finishes and
+    writes a block; raw scores (a probability raster asked for) keep the engine's two."""
+    from dltools.core.engine import blocks
+
+    depths: list[int] = []
+    real_init = blocks._Pipeline.__init__
+
+    def init(self, *args):
+        real_init(self, *args)
+        depths.append(self.q_out.maxsize)
+
+    monkeypatch.setattr(blocks._Pipeline, "__init__", init)
+    image = RNG.integers(0, 3, size=(3, 40, 40)).astype(np.uint16)
+    raster = write_raster(tmp_path / "r.tif", image, block=16)
+    echo_model(tmp_path / "m.onnx", 3)
+    emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
+    md = load_model_definition(str(emd))
+    classify_pixels(str(raster), md, str(tmp_path / "c.tif"), "padding 0;batch_size 2")
+    classify_pixels(str(raster), md, str(tmp_path / "c2.tif"), "padding 0;batch_size 2", str(tmp_path / "p.tif"))
+    assert depths == [64, blocks.QUEUE_DEPTH]
+    assert np.array_equal(read_raster(tmp_path / "c.tif"), read_raster(tmp_path / "c2.tif"))

@@ -423,6 +423,56 @@ def test_a_failing_writer_stops_the_run_instead_of_hanging(tmp_path, raster, mod
     assert side_files_absent(tmp_path / "out.tif")
 
 
+def test_windows_are_read_ahead_one_block_at_most_and_the_same_pixels_come_out(tmp_path, raster, models,
+                                                                               monkeypatch):
+    """The read-ahead thread reads the next block's window while the reader cuts the current one: never more than
+    READ_AHEAD windows beyond the one being cut (memory bounded by the block size); the output is as before."""
+    from dltools.core.engine import blocks
+    from dltools.core.engine.pixels import PixelTask
+
+    path, _ = raster
+    _, expected, _ = run(path, models["point"], tmp_path / "ref.tif", "padding 0;batch_size 1;block_size 8")
+    counts = {"loaded": 0, "cut": 0, "most": 0}
+    real_load = PixelTask.load
+
+    def load(self, job):
+        counts["loaded"] += 1
+        counts["most"] = max(counts["most"], counts["loaded"] - counts["cut"])
+        context, batches = real_load(self, job)
+
+        def cut():
+            counts["cut"] += 1
+            yield from batches
+
+        return context, cut()
+
+    monkeypatch.setattr(PixelTask, "load", load)
+    result, out, _ = run(path, models["point"], tmp_path / "out.tif", "padding 0;batch_size 1;block_size 8")
+    assert result.blocks >= 6 and np.array_equal(out, expected)
+    assert counts["loaded"] == counts["cut"] == result.blocks
+    assert 1 <= counts["most"] <= blocks.READ_AHEAD + 1
+
+
+def test_an_error_while_reading_ahead_is_that_error(tmp_path, raster, models, monkeypatch):
+    """A window that cannot be read (here the fourth) ends the run with the reading's own message, whichever
+    stage notices first, and leaves nothing behind."""
+    from dltools.core.engine.pixels import PixelTask
+
+    path, _ = raster
+    real_load = PixelTask.load
+
+    def load(self, job):
+        if job.index == 3:
+            raise InputDataError(f"Cannot read raster 'in.tif' at block {job.index}")
+        return real_load(self, job)
+
+    monkeypatch.setattr(PixelTask, "load", load)
+    for _ in range(5):  # the reader may stop before or after the main loop sees the error: the same message
+        with pytest.raises(InputDataError, match="Cannot read raster 'in.tif' at block 3"):
+            run(path, models["point"], tmp_path / "out.tif", "padding 0;batch_size 1;block_size 8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_a_worker_thread_that_cannot_start_is_a_clear_error_and_stops_the_other(tmp_path, raster, models,
                                                                                  monkeypatch):
     """'can't start new thread' for the writer: the reader already running is stopped, nothing is left behind."""
