@@ -550,9 +550,8 @@ def _threads_for_a_cheap_model(backend: Backend, contract: ModelContract, call_s
                                device: DeviceRequest) -> tuple[int, float]:
     """(1 where the model is as cheap as the I/O around it, else 0: as opened; its seconds per pixel).  Judged
     on the calibration call and, where that was under 10 times the limit (:data:`CHEAP_SECONDS_PER_PIXEL` per pixel
-    and :data:`CHEAP_SECONDS_PER_CALL`), the best of two
-    more (a busy machine only makes a call slower: a costly model never looks cheap).  0 where the user set
-    ``threads`` or the model runs on a GPU."""
+    and :data:`CHEAP_SECONDS_PER_CALL`), the best of two more (a busy machine only makes a call slower: a costly
+    model never looks cheap).  0 where the user set ``threads`` or the model runs on a GPU."""
     pixels = _probe_pixels(contract)
     if device.threads or call_seconds <= 0 or not backend.device.startswith("cpu"):
         return 0, call_seconds / pixels
