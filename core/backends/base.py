@@ -129,11 +129,12 @@ class Backend:
         """Run one batch (or one array per model input); returns every output, batch first."""
         return self._batched(batch, self._run)
 
-    def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
-                          suppressed: Sequence[int] = (), threads: int = 0) -> bool:
+    def use_class_indices(self, output: int, axis: int, rank: int, channels: int, suppressed: Sequence[int] = (),
+                          threads: int = 0, keep: tuple[int, int, int, int] | None = None) -> bool:
         """Ask the backend to return class indices of output ``output`` (``channels`` class scores on ``axis``, the
         ``suppressed`` ones never winning) from :meth:`run_class_indices`, computed inside the model's runtime, on
-        ``threads`` CPU threads where it decides that (0: as now).  False where it cannot (the caller then decodes
+        ``threads`` CPU threads where it decides that (0: as now), of the ``keep`` rows and columns of each tile
+        only (see :func:`.onnx_class_index.with_class_indices`).  False where it cannot (the caller then decodes
         the scores itself); :meth:`run` is unchanged either way."""
         return False
 

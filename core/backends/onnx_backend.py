@@ -193,8 +193,8 @@ class OnnxBackend(Backend):
             return self.binder.run(list(feed.values()), options)
         return [np.asarray(o) for o in self.session.run(fetch or self._fetch, feed, options)]
 
-    def use_class_indices(self, output: int, axis: int, rank: int, channels: int,
-                          suppressed: Sequence[int] = (), threads: int = 0) -> bool:
+    def use_class_indices(self, output: int, axis: int, rank: int, channels: int, suppressed: Sequence[int] = (),
+                          threads: int = 0, keep: tuple[int, int, int, int] | None = None) -> bool:
         """The session is made again from the model's bytes with an arg-max appended to its graph
         (:mod:`.onnx_class_index`; the file is not changed), so :meth:`run_class_indices` returns one byte per pixel
         instead of the float scores; with ``threads`` (0: as it was opened) ONNX Runtime threads.  Not with I/O
@@ -207,7 +207,7 @@ class OnnxBackend(Backend):
             return False
         if _file_stamp(self._model_file) != self._model_stat:  # replaced since it was checked and opened
             return False
-        edited = with_class_indices(model, output, axis, rank, channels, suppressed)
+        edited = with_class_indices(model, output, axis, rank, channels, suppressed, keep)
         if edited is None:
             return False
         fetch = [o.name for o in self.outputs]

@@ -17,6 +17,9 @@ never changed.  The added outputs are
   NaN pixels become NoData exactly as without this path.  When it is finite, every score is finite, adding the bias
   changes no live channel's value, and the arg-max is the one numpy gives.
 
+With ``keep``, both are computed on each tile's centre only (a ``Slice`` first): the padding's pixels are never
+written, and a NaN there changes no pixel written either.
+
 The graph is edited as protobuf wire format (fields appended to the GraphProto: a message's repeated fields may
 come in any order and accumulate), so the ``onnx`` package is not needed at run time.  Where the model cannot be
 edited this way (weights in external files, read relative to the model's folder; an opset older than 7, before
@@ -35,6 +38,8 @@ TOTAL_OUTPUT = "dltools_score_total"
 _BIAS = "dltools_suppressed_bias"
 _RAW_INDEX = "dltools_class_index_int64"
 _BIASED = "dltools_biased_scores"
+_CROPPED, _STARTS, _ENDS, _AXES = ("dltools_kept_scores", "dltools_kept_starts", "dltools_kept_ends",
+                                   "dltools_kept_axes")
 
 # protobuf field numbers (onnx.proto3)
 _MODEL_GRAPH, _MODEL_OPSET = 7, 8
@@ -100,6 +105,21 @@ def _bias(channels: int, axis: int, rank: int, suppressed: Sequence[int]) -> byt
     return _bytes_field(_GRAPH_INITIALIZER, body)
 
 
+def _int64_initializer(name: str, values: Sequence[int]) -> bytes:
+    """TensorProto initializer: a one-dimensional int64 tensor (Slice's starts, ends and axes)."""
+    body = _int_field(1, len(values)) + _int_field(2, _INT64) + _bytes_field(8, name.encode())
+    body += _bytes_field(9, struct.pack(f"<{len(values)}q", *values))
+    return _bytes_field(_GRAPH_INITIALIZER, body)
+
+
+def _crop(scores: str, axis: int, box: tuple[int, int, int, int]) -> bytes:
+    """``Slice`` of the scores to rows box[0]:box[1] and columns box[2]:box[3] (the axes after the class axis
+    for channels first, before it for channels last), as initializers and the node (opset 10 and later)."""
+    axes = [2, 3] if axis == 1 else [1, 2]
+    return (_int64_initializer(_STARTS, [box[0], box[2]]) + _int64_initializer(_ENDS, [box[1], box[3]])
+            + _int64_initializer(_AXES, axes) + _node("Slice", [scores, _STARTS, _ENDS, _AXES], [_CROPPED]))
+
+
 def _output_names(graph: memoryview) -> list[str]:
     names = []
     for number, wire, value in _fields(graph):
@@ -131,15 +151,18 @@ def _default_opset(model: memoryview) -> int:
 
 
 def with_class_indices(model: bytes, output: int, axis: int, rank: int, channels: int,
-                       suppressed: Sequence[int] = ()) -> bytes | None:
+                       suppressed: Sequence[int] = (), keep: tuple[int, int, int, int] | None = None) -> bytes | None:
     """``model`` (an ONNX file's bytes) with :data:`INDEX_OUTPUT` and :data:`TOTAL_OUTPUT` added for its output
     number ``output`` (float32 scores of ``rank`` dimensions, ``channels`` classes on ``axis``); the original outputs
-    stay.  None where the graph cannot be edited this way (see the module's docstring)."""
+    stay.  ``keep`` (row start, row end, column start, column end): only that part of each tile's scores is decoded
+    and checked (the tile's centre: the padding's pixels are never written), from opset 10 on.  None where the
+    graph cannot be edited this way (see the module's docstring)."""
     view = memoryview(model)
     try:
         fields = list(_fields(view))
         graphs = [i for i, (number, wire, _) in enumerate(fields) if number == _MODEL_GRAPH and wire == 2]
-        if len(graphs) != 1 or _default_opset(view) < 7:
+        opset = _default_opset(view)
+        if len(graphs) != 1 or opset < 7 or (keep is not None and (opset < 10 or rank != 4)):
             return None
         graph = fields[graphs[0]][2]
         names = _output_names(graph)
@@ -147,11 +170,14 @@ def with_class_indices(model: bytes, output: int, axis: int, rank: int, channels
             return None
     except ValueError:  # not a model this reader understands: ONNX Runtime loaded it, the numpy path runs it
         return None
-    if any(name.encode() in model for name in (INDEX_OUTPUT, TOTAL_OUTPUT, _BIAS, _RAW_INDEX, _BIASED)):
+    if any(name.encode() in model for name in (INDEX_OUTPUT, TOTAL_OUTPUT, _BIAS, _RAW_INDEX, _BIASED, _CROPPED)):
         return None  # a model that already uses these names (a file made by this function) is left alone
     scores = names[output]
     drop = sorted({int(c) for c in suppressed if 0 <= int(c) < channels})
     added = b""
+    if keep is not None:
+        added += _crop(scores, axis, keep)
+        scores = _CROPPED
     if drop:
         added += _bias(channels, axis, rank, drop) + _node("Add", [scores, _BIAS], [_BIASED])
     small = channels <= 256

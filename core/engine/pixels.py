@@ -130,6 +130,8 @@ class PixelPlan:
     write_probabilities: bool
     #: the model's runtime returns class indices (an arg-max appended to an ONNX graph), not scores to decode
     indices_in_model: bool = False
+    #: rows and columns the graph cut off each side of the tile before its arg-max (the output's padding)
+    index_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -261,9 +263,9 @@ class PixelTask:
 
     def fold(self, acc: _Acc, metas: list, output: np.ndarray) -> None:
         decoder, crop = self.decoder, self.plan.crop
-        bad = None
+        bad, shift = None, 0
         if isinstance(output, ClassIndices):  # decoded by the model's runtime, every score finite
-            result = output.indices
+            result, shift = output.indices, self.plan.index_offset
         elif not self.plan.need_probs:
             result = decoder.indices_from_raw(output)
             bad = nonfinite_pixels(output)
@@ -300,7 +302,7 @@ class PixelTask:
                 if self.plan.split:
                     acc.idx[dy:dy + h, dx:dx + w] = result[0][b][sy:sy + h, sx:sx + w]
             else:
-                acc.idx[dy:dy + h, dx:dx + w] = result[b][sy:sy + h, sx:sx + w]
+                acc.idx[dy:dy + h, dx:dx + w] = result[b][sy - shift:sy - shift + h, sx - shift:sx - shift + w]
 
     def _window(self) -> np.ndarray:
         w = getattr(self, "_hann", None)
@@ -453,8 +455,9 @@ def _run(source: PixelSource, md: ModelDefinition, args: dict, output: str, prob
         call_seconds = backend.model_seconds - before
     plan = _plan(args, contract, decoder, probe, pad - model_pad, probabilities_output, progress)
     threads, per_pixel = _threads_for_a_cheap_model(backend, contract, call_seconds, device)
-    if not scheduler and _indices_in_model(backend, contract, decoder, plan, probe, threads, early):
-        plan = replace(plan, indices_in_model=True)
+    offset = None if scheduler else _indices_in_model(backend, contract, decoder, plan, probe, threads, early)
+    if offset is not None:
+        plan = replace(plan, indices_in_model=True, index_offset=offset)
         if threads:
             progress.info(f"The model costs about as much as reading and writing its tiles ({1e9 * per_pixel:.0f} ns "
                           "per pixel), so ONNX Runtime runs it on one thread and the other cores read and write "
@@ -566,26 +569,38 @@ def _threads_for_a_cheap_model(backend: Backend, contract: ModelContract, call_s
 
 
 def _indices_in_model(backend: Backend, contract: ModelContract, decoder: PixelDecoder, plan: PixelPlan,
-                      probe: np.ndarray, threads: int = 0, early: tuple | None = None) -> bool:
+                      probe: np.ndarray, threads: int = 0, early: tuple | None = None) -> int | None:
     """Whether the model's runtime computes the class map's arg-max (:meth:`Backend.use_class_indices`): only for
     a class map alone from float32 class scores (no probabilities, TTA or blending, which need the scores, and not
     for a sigmoid's threshold); in-process only (a cluster's workers open the model as it is).  ``early``: what
     :func:`_class_indices_before_probing` asked for, used as it is when the probe agrees and no thread count
-    changes (making the session again after calls had filled its memory cost the small U-Net 24 MB of peak)."""
+    changes (making the session again after calls had filled its memory cost the small U-Net 24 MB of peak).
+    Returns the rows and columns cut off each side of a tile before the arg-max (:func:`_keep`), or None: not."""
     if plan.need_probs or decoder.mode not in ("softmax", "background") or probe.ndim != 4 \
             or probe.dtype != np.float32:
-        return False
-    if early == (int(probe.shape[1]), tuple(decoder.suppressed)) and not threads:
-        return True
-    return backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, int(probe.shape[1]), decoder.suppressed,
-                                     threads)
+        return None
+    keep = _keep(plan.crop, plan.out_h, plan.out_w)
+    wanted = (int(probe.shape[1]), tuple(decoder.suppressed), keep)
+    if early == wanted and not threads:
+        return plan.crop if keep else 0
+    if backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, wanted[0], decoder.suppressed, threads, keep):
+        return plan.crop if keep else 0
+    return None
+
+
+def _keep(crop: int, out_h: int, out_w: int) -> tuple[int, int, int, int] | None:
+    """The part of a tile's output that is written (its centre, ``crop`` pixels in from each side): the arg-max
+    and the NaN check skip the rest (the bench's 256-pixel tiles with padding 32: 44 % of the pixels)."""
+    if crop <= 0 or out_h <= 2 * crop or out_w <= 2 * crop:
+        return None
+    return crop, out_h - crop, crop, out_w - crop
 
 
 def _class_indices_before_probing(backend: Backend, md: ModelDefinition, args: dict, contract: ModelContract,
-                                  probabilities_output: str | None) -> tuple[int, tuple[int, ...]] | None:
+                                  probabilities_output: str | None) -> tuple | None:
     """The graph's arg-max asked for before the first model call, from what the model declares (float32 scores
     with a fixed channel count) and the arguments (a class map alone): the session is then made again while it
-    holds no working memory yet.  (channels, suppressed classes) asked for, or None; the probe confirms it
+    holds no working memory yet.  (channels, suppressed classes, kept part) asked for, or None; the probe confirms it
     (:func:`_indices_in_model`), and a model whose probe disagrees simply has unused nodes."""
     out = backend.outputs[0] if backend.outputs else None
     if out is None or out.dtype != "float32" or len(out.shape) != 4 or probabilities_output is not None \
@@ -600,9 +615,11 @@ def _class_indices_before_probing(backend: Backend, md: ModelDefinition, args: d
         return None
     if decoder.mode not in ("softmax", "background"):
         return None
-    if not backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, channels, decoder.suppressed):
+    # the crop as it will be where the model returns tiles of the input's size (no ModelPadding; the probe says)
+    keep = _keep(int(args.get("padding", 0)), contract.tile_height, contract.tile_width)
+    if not backend.use_class_indices(0, 3 if contract.nhwc else 1, 4, channels, decoder.suppressed, keep=keep):
         return None
-    return channels, tuple(decoder.suppressed)
+    return channels, tuple(decoder.suppressed), keep
 
 
 def _probability_bands(task: PixelTask) -> int:

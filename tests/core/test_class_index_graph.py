@@ -139,6 +139,38 @@ def test_fixed_batch_split_and_padded(tmp_path):
     assert b.run_class_indices(scores) is None
 
 
+def test_only_the_tiles_centre_is_decoded_and_checked(tmp_path):
+    """With ``keep`` the arg-max and the NaN check see each tile's centre only: a NaN in the padding (never
+    written) no longer hands the batch back; one in the centre does."""
+    scores = tied_scores(2, 4)
+    path = echo_model(tmp_path / "m.onnx", 4)
+    b = OnnxBackend(path, DeviceRequest("cpu"))
+    assert b.use_class_indices(0, 1, 4, 4, [1], keep=(2, 14, 3, 13))
+    got = b.run_class_indices(scores)
+    assert got.shape == (2, 12, 10)
+    assert np.array_equal(got, argmax_channels(scores, [1])[:, 2:14, 3:13])
+    scores[0, 2, 1, 5] = np.nan  # a padding row
+    scores[1, 0, 8, 13] = np.inf  # a padding column
+    assert np.array_equal(b.run_class_indices(scores), argmax_channels(scores, [1])[:, 2:14, 3:13])
+    scores[1, 3, 13, 12] = np.nan  # the centre's last pixel
+    assert b.run_class_indices(scores) is None
+
+    nhwc = OnnxBackend(echo_model(tmp_path / "n.onnx", 4, nhwc=True), DeviceRequest("cpu"))
+    assert nhwc.use_class_indices(0, 3, 4, 4, keep=(1, 15, 2, 14))
+    clean = tied_scores(1, 4)
+    got = nhwc.run_class_indices(np.ascontiguousarray(clean.transpose(0, 2, 3, 1)))
+    assert np.array_equal(got, argmax_channels(clean)[:, 1:15, 2:14])
+
+
+def test_keep_needs_opset_10(tmp_path):
+    path = echo_model(tmp_path / "m.onnx", 3)
+    model = onnx.load(str(path))
+    model.opset_import[0].version = 9
+    onnx.save(model, str(path))
+    assert with_class_indices(path.read_bytes(), 0, 1, 4, 3, keep=(1, 15, 1, 15)) is None
+    assert with_class_indices(path.read_bytes(), 0, 1, 4, 3) is not None
+
+
 def test_edited_model_is_valid_onnx_and_keeps_its_outputs(tmp_path):
     path = echo_model(tmp_path / "m.onnx", 6)
     edited = onnx.load_from_string(with_class_indices(path.read_bytes(), 0, 1, 4, 6, [2]))
@@ -171,7 +203,7 @@ def both_paths(tmp_path: Path, raster: Path, emd: Path, arguments: str, monkeypa
     md = load_model_definition(str(emd))
     classify_pixels(str(raster), md, str(tmp_path / "graph.tif"), arguments, progress=progress)
     with monkeypatch.context() as m:
-        m.setattr(pixels, "_indices_in_model", lambda *a: False)
+        m.setattr(pixels, "_indices_in_model", lambda *a: None)
         classify_pixels(str(raster), md, str(tmp_path / "numpy.tif"), arguments)
     graph, numpy_ = read_raster(tmp_path / "graph.tif"), read_raster(tmp_path / "numpy.tif")
     assert np.array_equal(graph, numpy_)
@@ -202,10 +234,11 @@ def test_end_to_end_nan_pixels_are_nodata_as_before(tmp_path, monkeypatch):
     raster = write_raster(tmp_path / "r.tif", image, block=16)
     echo_model(tmp_path / "m.onnx", 3, nan_at=9.0)
     emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
-    out, _ = both_paths(tmp_path, raster, emd, "padding 0;batch_size 2", monkeypatch)
-    nodata = out == 255
-    assert nodata.sum() == 3 and nodata[5, 6] and nodata[30, 33] and nodata[17, 0]
-    assert np.array_equal(out[~nodata], (10 + np.argmax(image, axis=0))[~nodata])
+    for arguments in ("padding 0;batch_size 2", "padding 3;batch_size 2", "padding 3;edge_fill zero"):
+        out, _ = both_paths(tmp_path, raster, emd, arguments, monkeypatch)
+        nodata = out == 255
+        assert nodata.sum() == 3 and nodata[5, 6] and nodata[30, 33] and nodata[17, 0]
+        assert np.array_equal(out[~nodata], (10 + np.argmax(image, axis=0))[~nodata])
 
 
 def test_end_to_end_300_classes(tmp_path, monkeypatch):
