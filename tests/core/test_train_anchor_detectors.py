@@ -207,15 +207,18 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run_and_cancel_a_usable_fo
 
 def test_default_grids_are_chosen_from_the_boxes_and_said(tmp_path):
     """No grids given: the .emd's Grids come from the training boxes: shapes of 11 to 21 pixels of 64 make two
-    k-means clusters (larger sides about 1/6 and 1/3 of the chip), hence grids 6 and 3."""
+    k-means clusters (larger sides about 1/6 and 1/3 of the chip), hence grids 6 and 3, which the 2 x 2 map of the
+    whole resnet18 would reach by upsampling: one grid of 9 cells on the cut body, zooms 9 / 6 and 9 / 3."""
     chips = write_pascal_voc(tmp_path / "chips", count=4, chip=64, seed=8)
     progress = RecordingProgress()
     settings = TrainSettings(model_type="SingleShotDetector", backbone="resnet18", max_epochs=1, batch_size=2,
                              learning_rate=1e-3, validation_percent=25, seed=0)
     result = train_model(TrainRequest(str(chips), str(tmp_path / "ssd"), settings, device=CPU), progress)
     emd = json.loads(result.files["emd"].read_text())
-    assert emd["Grids"] == [6, 3] and emd["Zooms"] == [1.0] and emd["Ratios"] == [[1.0, 1.0]]
-    assert any("grids [6, 3] (chosen from the training boxes)" in line for line in progress.infos)
+    assert emd["Grids"] == [9] and emd["Zooms"] == [1.5, 3.0] and emd["Ratios"] == [[1.0, 1.0]]
+    assert any("grids [9] (chosen from the training boxes: grids [6, 3] would be upsampled from the 2 x 2 map"
+               in line for line in progress.infos)
+    assert not any(k.startswith("0.7.") for k in torch.load(str(result.files["pth"]), weights_only=True))
 
 
 def _copies(folder, count: int = 8):  # noqa: ANN001, ANN202
@@ -237,24 +240,29 @@ def _copies(folder, count: int = 8):  # noqa: ANN001, ANN202
     return folder
 
 
+#: learning rate of the seen-chips runs (batches of 2): RetinaNet's loss spikes at 2e-3
+SEEN_RATE = {"SingleShotDetector": 2e-3, "RetinaNet": 1e-3}
+
+
 @pytest.mark.parametrize("family", list(RUNS))
 def test_losses_matching_and_decoding_learn_the_chips_they_see(family, tmp_path):
     """From random weights, trained on six chips and validated on copies of them (no augmentation), the training
-    loss falls tenfold in eight epochs.  SingleShotDetector's validation mAP at IoU 0.5, decoded as Detect Objects
-    decodes, reaches 0.5 (measured: the squares' AP 1.0 from epoch 4; the discs' boxes are still off by a few pixels
-    after 16 epochs: arcgis.learn's loss weighs the location little).  RetinaNet's stays 0 within this budget: its
-    head subnets share their batch norms across the five pyramid levels (arcgis.learn's fastai-v1 design, kept so
-    that its weights load), which training normalises level by level and eval mode with one running average; the
-    validation loss rises while the training loss falls.  See the README."""
+    loss falls tenfold in eight epochs and the validation mAP at IoU 0.5, decoded as Detect Objects decodes, reaches
+    0.5.  The validation runs the network in eval mode, as Detect Objects does: RetinaNet's validation loss on these
+    copies stays near its training loss (its shared subnets' batch norms train in eval mode; when they trained
+    level by level, 0.45 in training was 10.6 in eval mode).  Learning on new chips:
+    test_train_anchor_learns.py."""
     chips = _copies(tmp_path / "chips")
     progress = RecordingProgress()
-    settings = TrainSettings(model_type=family, backbone="resnet18", max_epochs=8, batch_size=2, learning_rate=2e-3,
-                             validation_percent=25, seed=0, stop_training=False, augmentation=False)
+    settings = TrainSettings(model_type=family, backbone="resnet18", max_epochs=8, batch_size=2,
+                             learning_rate=SEEN_RATE[family], validation_percent=25, seed=0, stop_training=False,
+                             augmentation=False)
     result = train_model(TrainRequest(str(chips), str(tmp_path / "memo"), settings, device=CPU,
                                       arguments=RUNS[family]), progress)
     history = result.outcome.history
     print(family, [(h.epoch, round(h.train_loss, 3), round(h.valid_loss, 3), round(h.metrics["map"], 3),
                     round(h.seconds, 1)) for h in history])
     assert history[-1].train_loss < history[0].train_loss / 10
-    if family == "SingleShotDetector":
-        assert max(h.metrics["map"] for h in history) >= 0.5, progress.infos
+    assert max(h.metrics["map"] for h in history) >= 0.5, progress.infos
+    if family == "RetinaNet":
+        assert history[-1].valid_loss < 2 * history[-1].train_loss

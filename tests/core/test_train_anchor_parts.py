@@ -15,7 +15,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from dltools.core.backends.arcgis_learn.ssd import body_cut, build_ssd, grid_step, ssd_anchors  # noqa: E402
 from dltools.core.errors import ArgumentError  # noqa: E402
-from dltools.core.tools.train.anchor_detection import anchor_emd, default_grids  # noqa: E402
+from dltools.core.tools.train.anchor_detection import anchor_emd, default_grids, fine_grid  # noqa: E402
 from dltools.core.tools.train.anchor_losses import (  # noqa: E402
     batch_loss,
     retinanet_chip_loss,
@@ -128,6 +128,25 @@ def test_grids_chosen_from_the_training_boxes():
     assert default_grids(np.zeros((0, 2))) == [4, 2, 1]
 
 
+def test_a_grid_the_whole_body_reaches_by_upsampling_becomes_one_grid_on_the_cut_body():
+    """64-pixel chips: the whole resnet18 ends on a 2 x 2 map, so grid 3 (or 5 then 3) would be upsampled from it;
+    one grid of 9 instead (the fewest cells over 8 for which arcgis.learn's rule cuts the body: a 4 x 4 map), zooms
+    keeping the anchor sizes (3 / 9 of the chip, 1.8 / 9 = 1 / 5).  Where the whole body's map reaches the grid by
+    a convolution, or arcgis.learn cuts the body anyway, its choice stands."""
+    assert fine_grid([3], "resnet18", 64) == ([9], [3.0], 2)
+    assert fine_grid([5, 3], "resnet18", 64) == ([9], [1.8, 3.0], 2)
+    assert fine_grid([6], "resnet50", 128) == ([9], [1.5], 4)
+    assert fine_grid([10], "resnet34", 224) == ([12], [1.2], 7)  # 7 x 7 -> 10 upsampled; 12 is over 4 from 7
+    assert body_cut("resnet34", 224, [12])[0] == 3 and body_cut("resnet18", 64, [9]) == (3, 4, 256)
+    assert fine_grid([4, 2, 1], "resnet34", 224) is None  # 7 x 7 reaches 4 by a stride-2 convolution
+    assert fine_grid([14], "resnet34", 224) is None  # arcgis.learn cuts the body itself
+    assert fine_grid([2], "resnet18", 64) is None
+    emd = {"Grids": [9], "Zooms": [3.0], "SSDVersion": 2}
+    classes, _ = build_ssd(torchvision, "resnet18", 2, 64, 3, emd).eval()(torch.zeros(1, 3, 64, 64))
+    anchors, _ = ssd_anchors([9], [3.0], [(1.0, 1.0)])
+    assert classes.shape == (1, 81, 3) and torch.allclose(anchors[:, 2:], torch.full((81, 2), 1 / 3))
+
+
 def test_arguments_of_each_family():
     args = parse_arguments("grids [4, 2];zooms [0.7, 1.0];ratios [[1.0, 1.0], [1.0, 0.5]];focal_loss true;"
                            "location_loss_factor 0.3", "SingleShotDetector")
@@ -153,6 +172,10 @@ def test_anchor_keys_of_the_emd_and_their_refusals():
     assert (emd["backbone"], emd["Grids"], emd["Zooms"], emd["Ratios"], emd["SSDVersion"]) == (
         "resnet18", [4], [0.7, 1.0], [[1.0, 1.0]], 2)
     assert "grids [4] (given)" in line
+    emd, line = anchor_emd(base, {"zooms": [0.7]}, data, (64, 64))  # zooms given: arcgis.learn's grids stand
+    assert (emd["Grids"], emd["Zooms"]) == ([4, 2, 1], [0.7])
+    emd, line = anchor_emd(base, {}, data, (64, 64))  # no boxes: [4, 2, 1], which the 2 x 2 map would upsample
+    assert (emd["Grids"], emd["Zooms"]) == ([9], [2.25, 4.5, 9.0]) and "cut before its last stage" in line
     with pytest.raises(ArgumentError, match="grids must be whole numbers"):
         anchor_emd(base, {"grids": [4.5]}, data, (64, 64))
     with pytest.raises(ArgumentError, match=r"ratios must be a list of \[height, width\] pairs"):
@@ -163,3 +186,57 @@ def test_anchor_keys_of_the_emd_and_their_refusals():
                                       "ratios": [0.5, 1.0, 2.0]}
     with pytest.raises(ArgumentError, match="scales must be a list of positive numbers"):
         anchor_emd(retina, {"scales": [0, 1]}, data, (64, 64))
+
+
+def _retinanet(classes: int = 2):  # noqa: ANN202
+    from dltools.core.backends.arcgis_learn.retinanet import build_retinanet
+
+    torch.manual_seed(0)
+    return build_retinanet(torchvision, "resnet18", classes, 3, {"ModelParameters": {"scales": [1.0], "ratios": [1.0]}})
+
+
+def test_retinanet_heads_start_as_arcgis_learn_starts_them():
+    """arcgis.learn's RetinaNet starts its subnets' last convolutions at zero weights, the classifier's bias at -4
+    (every anchor about 0.018 object) and the regressor's at 0 (every box its anchor); fastai's convolutions are
+    kaiming-normal with zero bias.  A .pth replaces all of it; training starts from it."""
+    net = _retinanet()
+    for head, bias in ((net.classifier, -4.0), (net.box_regressor, 0.0)):
+        assert torch.all(head[4].weight == 0) and torch.all(head[4].bias == bias)
+        for i in range(4):
+            assert torch.all(head[i][0].bias == 0)
+            assert float(head[i][0].weight.detach().std()) == pytest.approx(math.sqrt(2 / (256 * 9)), rel=0.05)
+    assert torch.all(net.c5top5.bias == 0) and float(net.c5top5.weight.detach().std()) == pytest.approx(math.sqrt(2 / 512),
+                                                                                                rel=0.05)
+    classes, offsets, sizes = net.eval()(torch.rand(1, 3, 64, 64))
+    assert torch.allclose(torch.sigmoid(classes), torch.full_like(classes, 1 / (1 + math.e ** 4)))
+    assert torch.all(offsets == 0) and sizes == [[8, 8], [4, 4], [2, 2], [1, 1], [1, 1]]
+
+
+def test_retinanet_head_subnets_train_as_they_run():
+    """The trainer keeps the batch norms of RetinaNet's classifier and box_regressor (shared by the five pyramid
+    levels) in eval mode: in training mode the subnets give exactly what they give in eval mode (what Detect Objects
+    runs), while the body's batch norms train.  SSD has no shared subnet: its whole network trains."""
+    from dltools.core.tools.train.anchor_detection import shared_head_norms, train_mode
+
+    net = _retinanet()
+    norms = shared_head_norms(net, "RetinaNet")
+    assert len(norms) == 8 and not shared_head_norms(build_ssd(torchvision, "resnet18", 2, 64, 3, {"Grids": [4]}),
+                                                     "SingleShotDetector")
+    with torch.no_grad():  # as a trained model: statistics other than a fresh network's 0 and 1, last layers not 0
+        for norm in norms:
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+        for head in (net.classifier, net.box_regressor):
+            head[4].weight.normal_(0, 0.01)
+    x = torch.rand(4, 3, 64, 64)
+    train_mode(net, "RetinaNet")
+    assert not any(n.training for n in norms) and net.encoder[1].training and net.classifier[0][0].training
+    net.encoder.eval()  # the body aside, whose batch norms train as any network's do
+    with torch.no_grad():
+        trained = net(x)
+        ran = net.eval()(x)
+    assert torch.equal(trained[0], ran[0]) and torch.equal(trained[1], ran[1])
+    net.train()  # what training did before: each level normalised by its own statistics
+    net.encoder.eval()
+    with torch.no_grad():
+        assert not torch.allclose(net(x)[0], ran[0], atol=1e-2)

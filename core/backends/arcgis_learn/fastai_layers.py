@@ -12,8 +12,9 @@ Rebuilt from the published fastai v1 design (Apache-2.0), module for module, so 
 * :func:`create_body` (a torchvision ResNet without its pooling and classifier) and
   :func:`create_head` (concat pooling, BN/Dropout/Linear twice).
 
-Only inference matters here: initialisations (ICNR, zeroed batch norms) are not reproduced,
-since the weights always come from the ``.pth``.
+Built for inference, these blocks do not reproduce fastai's initialisations (ICNR, zeroed batch
+norms): the weights come from the ``.pth``.  The one network trained from these blocks whose
+training depends on its start, RetinaNet, initialises its own layers (:mod:`.retinanet`).
 """
 
 from __future__ import annotations

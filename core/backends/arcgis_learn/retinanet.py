@@ -28,10 +28,21 @@ from .fastai_layers import conv_layer, create_body
 
 DEFAULT_SCALES = (1.0, 2 ** (-1 / 3), 2 ** (-2 / 3))
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)
+#: the classifier's initial bias (arcgis.learn's ``final_bias=-4``)
+CLASSIFIER_BIAS = -4.0
+
+
+def _kaiming(conv: nn.Conv2d) -> nn.Conv2d:
+    """fastai v1's initialisation of its convolutions (what arcgis.learn trains from): kaiming-normal weights, zero
+    bias.  Only training sees it; a ``.pth`` replaces every weight."""
+    with torch.no_grad():
+        nn.init.kaiming_normal_(conv.weight)
+        conv.bias.zero_()
+    return conv
 
 
 def _conv2d(ni: int, nf: int, ks: int = 3, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks // 2, bias=True)
+    return _kaiming(nn.Conv2d(ni, nf, kernel_size=ks, stride=stride, padding=ks // 2, bias=True))
 
 
 class LateralUpsampleMerge(nn.Module):
@@ -43,9 +54,18 @@ class LateralUpsampleMerge(nn.Module):
         return self.conv_lat(lateral) + F.interpolate(x, lateral.shape[-2:], mode="nearest")
 
 
-def _head(n_out: int, n_anchors: int, chs: int) -> nn.Sequential:
+def _head(n_out: int, n_anchors: int, chs: int, final_bias: float = 0.0) -> nn.Sequential:
+    """A head subnet initialised as arcgis.learn initialises it for training (a ``.pth`` replaces all of it): four
+    conv_layers (:func:`_kaiming`), then a convolution with zero weights and the bias ``final_bias`` (-4 for the
+    classifier: every anchor starts as background with a probability near 0.02, so that the focal loss does not
+    begin by drowning in thousands of anchors)."""
     layers: list[nn.Module] = [conv_layer(chs, chs, bias=True) for _ in range(4)]
+    for layer in layers:
+        _kaiming(layer[0])
     layers.append(_conv2d(chs, n_out * n_anchors))
+    with torch.no_grad():
+        layers[-1].weight.zero_()
+        layers[-1].bias.fill_(final_bias)
     return nn.Sequential(*layers)
 
 
@@ -65,7 +85,7 @@ class RetinaNet(nn.Module):
         self.p6top7 = nn.Sequential(nn.ReLU(), _conv2d(chs, chs, stride=2))
         self.merges = nn.ModuleList([LateralUpsampleMerge(chs, c4), LateralUpsampleMerge(chs, c3)])
         self.smoothers = nn.ModuleList([_conv2d(chs, chs) for _ in range(3)])
-        self.classifier = _head(n_classes, n_anchors, chs)
+        self.classifier = _head(n_classes, n_anchors, chs, final_bias=CLASSIFIER_BIAS)
         self.box_regressor = _head(4, n_anchors, chs)
 
     def forward(self, x: torch.Tensor) -> list[Any]:

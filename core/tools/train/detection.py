@@ -216,7 +216,7 @@ class DetectionTrainer(Trainer):
                 else:
                     tally.add_boxes(found["boxes"], found["scores"], found["labels"].tolist(),
                                     truth["boxes"].numpy(), truth["labels"].tolist())
-        self.module.train()
+        self.train_mode()
         return total / max(count, 1), detection_metrics(tally, self.names)
 
     def samples(self, count: int) -> list[tuple]:
@@ -229,5 +229,5 @@ class DetectionTrainer(Trainer):
             found = self.predict(images)[0]
             truth = {k: v.numpy() for k, v in targets[0].items() if k != "masks"}
             out.append((read_array(self.reader.data.images[i]), truth, found))
-        self.module.train()
+        self.train_mode()
         return out

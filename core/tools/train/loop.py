@@ -176,6 +176,11 @@ class Trainer:
             order = order[:-1]
         return order, gen
 
+    def train_mode(self) -> None:
+        """The network as it trains: ``module.train()``; a family whose layers must train as they run overrides
+        this (:class:`.anchor_detection.AnchorDetectionTrainer`)."""
+        self.module.train()
+
     def _train_batches(self, epoch: int):  # noqa: ANN202
         order, gen = self._epoch_order(epoch)
         return batches(self.reader, order, self.s.batch_size, self.torch, gen, self.s.augmentation)
@@ -192,7 +197,7 @@ class Trainer:
                 total += float(loss) * len(images)
                 count += len(images)
                 matrix += confusion(targets.numpy(), out.argmax(dim=1).cpu().numpy(), classes)
-        self.module.train()
+        self.train_mode()
         return total / max(count, 1), epoch_metrics(matrix, self.names, self.pixels)
 
     # -- checkpoints ------------------------------------------------------------------------------
@@ -244,6 +249,7 @@ class Trainer:
     def run(self) -> FitOutcome:
         self.dir.mkdir(parents=True, exist_ok=True)
         saved = self._resume()
+        self.train_mode()
         history: list[EpochRecord] = []
         best_epoch, best_loss, start, finder = 0, math.inf, 0, {}
         if saved is not None:
@@ -299,7 +305,7 @@ class Trainer:
         torch = self.torch
         torch.manual_seed(self.s.seed * 100003 + epoch)  # dropout
         began = time.perf_counter()
-        self.module.train()
+        self.train_mode()
         total, count = 0.0, 0
         for b, (images, targets) in enumerate(self._train_batches(epoch)):
             if self.progress.is_canceled():
