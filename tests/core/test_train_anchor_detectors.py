@@ -158,6 +158,38 @@ def test_detect_objects_finds_what_the_validation_counted(trained, voc, tmp_path
         assert g[0] == e[0] and g[1:] == pytest.approx(e[1:], abs=1e-3), (got, expected)
 
 
+def test_retinanet_loss_is_computed_on_what_eval_mode_runs(trained, voc):
+    """After training, the loss the trainer computes (its training mode) equals the loss of the network in eval
+    mode, as Detect Objects runs it, once the body's batch norms take the batch's statistics as in training: the
+    shared head subnets do the same in both modes.  Before, they normalised each pyramid level on its own in
+    training and used one running average in eval mode (a loss of 0.45 in training mode was 10.6 in eval mode)."""
+    from dltools.core.tools.train.detection import detection_batches
+
+    family, result, _ = trained
+    if family != "RetinaNet":
+        pytest.skip("SSD's head has no subnet shared by several maps")
+    trainer, reader = _trainer_of(result, voc)
+    images, targets = next(detection_batches(reader, list(range(8)), 8, torch))
+
+    def loss(mode):  # noqa: ANN001, ANN202 - the same running statistics for each (a forward in training mode
+        state = {k: v.clone() for k, v in trainer.module.state_dict().items()}  # updates the body's)
+        mode()
+        with torch.no_grad():
+            value = float(trainer._loss(images, targets)[0])
+        trainer.module.load_state_dict(state)
+        return value
+
+    def eval_but_body():  # noqa: ANN202
+        trainer.module.eval()
+        for norm in trainer.module.encoder.modules():
+            if "BatchNorm" in type(norm).__name__:
+                norm.train()
+
+    trained_loss = loss(trainer.train_mode)
+    assert loss(eval_but_body) == pytest.approx(trained_loss, rel=1e-5)
+    assert loss(trainer.module.train) != pytest.approx(trained_loss, rel=1e-2)  # what training did before
+
+
 def _trainer_of(result, voc):  # noqa: ANN001, ANN202
     """A trainer holding the trained folder's network and its chip reader, for its predict()."""
     from dltools.core.backends.arcgis_learn.families import resolve_family
@@ -240,17 +272,19 @@ def _copies(folder, count: int = 8):  # noqa: ANN001, ANN202
     return folder
 
 
-#: learning rate of the seen-chips runs (batches of 2): RetinaNet's loss spikes at 2e-3
+#: learning rate of the seen-chips runs (batches of 2): RetinaNet's training loss spikes at 2e-3
 SEEN_RATE = {"SingleShotDetector": 2e-3, "RetinaNet": 1e-3}
 
 
 @pytest.mark.parametrize("family", list(RUNS))
 def test_losses_matching_and_decoding_learn_the_chips_they_see(family, tmp_path):
     """From random weights, trained on six chips and validated on copies of them (no augmentation), the training
-    loss falls tenfold in eight epochs and the validation mAP at IoU 0.5, decoded as Detect Objects decodes, reaches
-    0.5.  The validation runs the network in eval mode, as Detect Objects does: RetinaNet's validation loss on these
-    copies stays near its training loss (its shared subnets' batch norms train in eval mode; when they trained
-    level by level, 0.45 in training was 10.6 in eval mode).  Learning on new chips:
+    loss falls tenfold in eight epochs.  SingleShotDetector's validation mAP at IoU 0.5, decoded as Detect Objects
+    decodes, reaches 0.5.  RetinaNet's stays 0 here: with batches of two chips its validation loss in eval mode
+    stays far above its training loss (1.6 against 0.03 after 8 epochs), and the whole difference is the body's
+    batch norms, whose running statistics of two-chip batches do not stand for a batch (measured: with the body's
+    batch norms on the batch's statistics, eval mode gives the training loss exactly; its shared subnets are the
+    same in both modes, test_train_anchor_parts.py).  Both families learning new chips, at batches of 8:
     test_train_anchor_learns.py."""
     chips = _copies(tmp_path / "chips")
     progress = RecordingProgress()
@@ -263,6 +297,5 @@ def test_losses_matching_and_decoding_learn_the_chips_they_see(family, tmp_path)
     print(family, [(h.epoch, round(h.train_loss, 3), round(h.valid_loss, 3), round(h.metrics["map"], 3),
                     round(h.seconds, 1)) for h in history])
     assert history[-1].train_loss < history[0].train_loss / 10
-    assert max(h.metrics["map"] for h in history) >= 0.5, progress.infos
-    if family == "RetinaNet":
-        assert history[-1].valid_loss < 2 * history[-1].train_loss
+    if family == "SingleShotDetector":
+        assert max(h.metrics["map"] for h in history) >= 0.5, progress.infos
