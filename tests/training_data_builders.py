@@ -138,6 +138,25 @@ def shape_boxes(mask: np.ndarray) -> list[tuple[int, tuple[int, int, int, int]]]
     return found
 
 
+def pixel_box(wkb: bytes) -> tuple[float, float, float, float]:
+    """(x1, y1, x2, y2) in scene pixels of a polygon in map coordinates (write_raster's grid: 1 m, north-up)."""
+    from osgeo import ogr
+
+    minx, maxx, miny, maxy = ogr.CreateGeometryFromWkb(wkb).GetEnvelope()
+    return minx - 500000.0, 4000000.0 - maxy, maxx - 500000.0, 4000000.0 - miny
+
+
+def shapes_under_boxes(boxes: list[tuple[float, float, float, float]],
+                       truth: list[tuple[int, tuple[int, int, int, int]]]) -> list[list]:
+    """For each detected box, the true shapes (class value, box) whose box holds the detected box's centre: a box
+    placed on one shape has exactly one."""
+    owners = []
+    for x1, y1, x2, y2 in boxes:
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        owners.append([(v, box) for v, box in truth if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]])
+    return owners
+
+
 def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0,
                      radii: tuple[int, int] = (5, 11)) -> Path:
     """An RCNN_Masks folder: for each chip and each class present, ``labels/<value>/<chip>.tif`` numbering that

@@ -21,7 +21,7 @@ from builders import RecordingProgress, write_raster  # noqa: E402
 from dltools.core.backends.base import DeviceRequest  # noqa: E402
 from dltools.core.tools.train.loop import TrainSettings  # noqa: E402
 from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa: E402
-from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc  # noqa: E402
+from training_data_builders import pixel_box, shape_boxes, shapes_scene, shapes_under_boxes, write_pascal_voc  # noqa: E402
 
 RADII = (8, 14)
 EPOCHS = 6
@@ -67,14 +67,6 @@ def test_validation_map_on_new_chips_reaches_0_8(learned):
         assert all(h.valid_loss < 2 * h.train_loss for h in history[1:])
 
 
-def _pixel_box(wkb: bytes) -> tuple[float, float, float, float]:
-    """(x1, y1, x2, y2) in scene pixels of a polygon in map coordinates (write_raster's grid: 1 m, north-up)."""
-    from osgeo import ogr
-
-    minx, maxx, miny, maxy = ogr.CreateGeometryFromWkb(wkb).GetEnvelope()
-    return minx - 500000.0, 4000000.0 - maxy, maxx - 500000.0, 4000000.0 - miny
-
-
 def test_detect_objects_finds_each_shape_of_a_new_scene_once_with_its_class(learned, tmp_path):
     """Detect Objects with its defaults (arcgis.learn's threshold and NMS overlap, 64-pixel tiles) on a 128-pixel
     scene of five shapes: each shape holds the centre of exactly one detected box, of its class, whose IoU with
@@ -89,13 +81,10 @@ def test_detect_objects_finds_each_shape_of_a_new_scene_once_with_its_class(lear
     truth = shape_boxes(mask)
     raster = write_raster(tmp_path / "scene.tif", image)
     found = detect_objects(str(raster), load_model_definition(str(result.files["emd"])), device=CPU)
-    objects = [(o.class_value, _pixel_box(o.wkb)) for o in found.objects]
+    objects = [(o.class_value, pixel_box(o.wkb)) for o in found.objects]
     print(result.emd["ModelName"], "truth", truth, "found", objects)
     assert sorted(v for v, _ in truth) == [1, 1, 1, 2, 2]
-    owners = []
-    for _, (x1, y1, x2, y2) in objects:
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        owners.append([(v, box) for v, box in truth if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]])
+    owners = shapes_under_boxes([box for _, box in objects], truth)
     assert all(len(o) == 1 for o in owners), objects  # every box on one shape
     assert sorted(o[0][1] for o in owners) == sorted(box for _, box in truth)  # every shape once
     for o, (value, box) in zip(owners, objects):

@@ -21,7 +21,14 @@ from builders import RecordingProgress, write_raster  # noqa: E402
 from dltools.core.backends.base import DeviceRequest  # noqa: E402
 from dltools.core.tools.train.loop import TrainSettings  # noqa: E402
 from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa: E402
-from training_data_builders import shape_boxes, shapes_scene, write_pascal_voc, write_rcnn_masks  # noqa: E402
+from training_data_builders import (  # noqa: E402
+    pixel_box,
+    shape_boxes,
+    shapes_scene,
+    shapes_under_boxes,
+    write_pascal_voc,
+    write_rcnn_masks,
+)
 
 RADII = (8, 14)
 ARGUMENTS = "box_batch_size_per_image 16;box_positive_fraction 0.5;monitor average_precision"
@@ -69,14 +76,6 @@ def test_mask_rcnn_validation_mask_map_reaches_one_half(tmp_path):
     _check_learned(_train("MaskRCNN", chips, tmp_path / "masks"), "MaskRCNNkwargs")
 
 
-def _pixel_box(wkb: bytes) -> tuple[float, float, float, float]:
-    """(x1, y1, x2, y2) in scene pixels of a polygon in map coordinates (write_raster's grid: 1 m, north-up)."""
-    from osgeo import ogr
-
-    minx, maxx, miny, maxy = ogr.CreateGeometryFromWkb(wkb).GetEnvelope()
-    return minx - 500000.0, 4000000.0 - maxy, maxx - 500000.0, 4000000.0 - miny
-
-
 #: scenes (seeds of shapes_scene) on which FasterRCNN's folder finds each shape once with its class: 3 of seeds 1 to 8;
 #: on the others this small model misses a shape or places its box off it (README)
 SCENES = (1, 2, 5)
@@ -96,13 +95,10 @@ def test_detect_objects_finds_each_shape_of_a_new_scene_once_with_its_class(lear
     raster = write_raster(tmp_path / "scene.tif", image)
     found = detect_objects(str(raster), load_model_definition(str(result.files["emd"])),
                            device=DeviceRequest("cpu", threads=2))
-    objects = [(o.class_value, _pixel_box(o.wkb)) for o in found.objects]
+    objects = [(o.class_value, pixel_box(o.wkb)) for o in found.objects]
     print("truth", truth, "found", objects)
     assert len(truth) == 5 and len(objects) == 5, objects
-    owners = []
-    for _, (x1, y1, x2, y2) in objects:
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        owners.append([(v, box) for v, box in truth if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]])
+    owners = shapes_under_boxes([box for _, box in objects], truth)
     assert all(len(o) == 1 for o in owners), objects  # every box on one shape
     assert sorted(o[0][1] for o in owners) == sorted(box for _, box in truth)  # every shape once
     assert [o[0][0] for o in owners] == [value for value, _ in objects]  # with its class
