@@ -4,6 +4,7 @@ ever or takes all the memory ends the run with a clear message while this proces
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -163,5 +164,7 @@ def test_memory_watchdog_stops_a_small_file_that_takes_gigabytes(tmp_path, raste
         run_in_child("classify_pixels", (str(raster), md, str(tmp_path / "out.tif")),
                      limits=ChildLimits(memory_share=share))
     assert str(info.value).startswith("The run was stopped: it used ")
-    assert "more than its limit of 1.0 GiB" in str(info.value) and "lower batch_size" in str(info.value)
+    # about 1 GiB: the child's budget is a share of the memory available when it starts, which moves a little
+    limit = re.search(r"more than its limit of (\d\.\d) GiB", str(info.value))
+    assert limit and 0.8 <= float(limit.group(1)) <= 1.2 and "lower batch_size" in str(info.value), str(info.value)
     assert not (tmp_path / "out.tif").exists() and leftovers(tmp_path) == []
