@@ -198,7 +198,8 @@ def _attribute(buf: memoryview, node: _Node) -> None:
 
 # ------------------------------------------------------------------------------------------------ the checks
 def _shown(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+    """GiB from the size whose MiB would read 1024.0 (a budget a few bytes under 1 GiB is "1.0 GiB")."""
+    return f"{nbytes / 2**30:.1f} GiB" if round(nbytes / 2**20, 1) >= 1024 else f"{nbytes / 2**20:.1f} MiB"
 
 
 @dataclass

@@ -88,3 +88,10 @@ def test_files_the_reader_cannot_follow_are_left_to_onnx_runtime(tmp_path):
         path = tmp_path / "x.onnx"
         path.write_bytes(data)
         check_onnx_sizes(path, BOUND)  # no exception: ONNX Runtime gives its own error
+
+
+def test_sizes_read_in_gib_from_what_would_read_1024_mib():
+    from dltools.core.backends.onnx_sizes import _shown
+
+    assert _shown(2**30) == "1.0 GiB" and _shown(2**30 - 1000) == "1.0 GiB"  # a budget a few bytes under 1 GiB
+    assert _shown(1023 * 2**20) == "1023.0 MiB" and _shown(3 * 2**30) == "3.0 GiB"
