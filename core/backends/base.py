@@ -172,12 +172,11 @@ class Backend:
         on the host (PyTorch on CUDA) overrides it; here the call is finished when this returns."""
         return Deferred.done(self.run(batch))
 
-    def _timed(self, arrays: list[np.ndarray],
-               call: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None) -> list[np.ndarray]:
+    def _timed(self, arrays: list[np.ndarray], call: Callable[[list[np.ndarray]], list[np.ndarray]]) -> list[np.ndarray]:
         start = time.perf_counter()
         try:
             with model_call():
-                out = (call or self._run)(arrays)
+                out = call(arrays)
         except (BackendError, CancelledError):
             raise
         except Exception as exc:  # the frameworks raise many types; give the user one clear message
