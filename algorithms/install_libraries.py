@@ -19,6 +19,7 @@ from ..core.installer.catalogue import LIBRARIES
 from ..core.installer.folder import activate, site_dir
 from ..core.installer.install import ACTIONS, change_libraries
 from ..core.installer.pip_run import PipOptions
+from ..core.runner import spare
 from .base import DLToolsAlgorithm
 from .libraries import private_base, qgis_proxy_url
 from .running import FeedbackProgress, run_engine
@@ -89,6 +90,7 @@ class InstallLibrariesAlgorithm(DLToolsAlgorithm):
         feedback.pushInfo(f"Library folder: {base}")
         outcome = run_engine(change_libraries, base, action, chosen, options, FeedbackProgress(feedback),
                              imported=set(sys.modules))
+        spare.discard()  # a process kept ready for the next run has imported the libraries as they were
         if action != "remove" and outcome.active_now:
             activate(base)
         for name, version in sorted(outcome.versions.items()):

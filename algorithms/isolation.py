@@ -4,7 +4,8 @@
 A model file can crash its runtime, loop for ever or take all the memory; in a child process that ends the run
 with a message and QGIS, with the user's unsaved work, lives on (``core/runner``). The provider settings
 (Processing > Options > Providers > Deep Learning Tools) choose in-process instead, bound the child's memory
-(a share of what is available when it starts) and the time of one model call. Dask runs stay where they are:
+(a share of what is available when it starts) and the time of one model call, and keep the next run's child
+ready (started after each run; one job per process all the same). Dask runs stay where they are:
 their work already runs in worker processes.
 """
 
@@ -23,6 +24,7 @@ from .running import run_engine
 RUN_IN_CHILD_SETTING = "DLTOOLS_RUN_IN_CHILD"
 MEMORY_PERCENT_SETTING = "DLTOOLS_MEMORY_PERCENT"
 CALL_SECONDS_SETTING = "DLTOOLS_CALL_SECONDS"
+KEEP_READY_SETTING = "DLTOOLS_KEEP_PROCESS_READY"
 #: the settings as (name, description, default), registered by the provider
 SETTINGS = (
     (RUN_IN_CHILD_SETTING, "Run models in a separate process (QGIS lives on if a model crashes, hangs or takes "
@@ -30,6 +32,8 @@ SETTINGS = (
     (MEMORY_PERCENT_SETTING, "Memory a run may use, in % of the memory available when it starts (separate "
                              "process only; 0 = no limit)", 80),
     (CALL_SECONDS_SETTING, "Time limit for one call of the model, in seconds (separate process only; 0 = none)", 0),
+    (KEEP_READY_SETTING, "After a run, start the next run's separate process at once, so the next run starts "
+                         "sooner (it waits with about 100 MB; each run still gets a new process)", True),
 )
 #: How long the dialog and Describe Model may take to read a model that must be opened to be described.
 PROBE_SECONDS = 60.0
@@ -54,6 +58,11 @@ def runs_in_child() -> bool:
     return str(_value(RUN_IN_CHILD_SETTING, True)).strip().lower() not in ("false", "0", "no")
 
 
+def keeps_ready() -> bool:
+    """The provider setting (default: yes): keep a child process ready for the next run (core/runner/spare.py)."""
+    return str(_value(KEEP_READY_SETTING, True)).strip().lower() not in ("false", "0", "no")
+
+
 def child_limits(total_seconds: float = 0.0) -> ChildLimits:
     """The watchdogs' limits from the provider settings."""
     return ChildLimits(memory_share=min(_number(MEMORY_PERCENT_SETTING, 80.0), 100.0) / 100.0,
@@ -65,7 +74,7 @@ def run_tool(job: str, progress: Progress | None, *args: Any, **kwargs: Any) -> 
     settings say in-process or the run goes to a Dask scheduler; engine errors become QgsProcessingException."""
     if not runs_in_child() or kwargs.get("scheduler"):
         return run_engine(job_function(job), *args, **kwargs)
-    return run_engine(run_in_child, job, args, kwargs, progress, child_limits())
+    return run_engine(run_in_child, job, args, kwargs, progress, child_limits(), keeps_ready())
 
 
 def read_model_in_child(job: str, progress: Progress | None, *args: Any, **kwargs: Any) -> Any:
@@ -73,7 +82,7 @@ def read_model_in_child(job: str, progress: Progress | None, *args: Any, **kwarg
     to be run to be described, and a model that never returns must not hold the run for ever."""
     if not runs_in_child():
         return run_engine(job_function(job), *args, **kwargs)
-    return run_engine(run_in_child, job, args, kwargs, progress, child_limits(PROBE_SECONDS))
+    return run_engine(run_in_child, job, args, kwargs, progress, child_limits(PROBE_SECONDS), keeps_ready())
 
 
 def probe_in_child(job: str, *args: Any, **kwargs: Any) -> Any:
@@ -82,4 +91,4 @@ def probe_in_child(job: str, *args: Any, **kwargs: Any) -> Any:
     they are (the callers catch them)."""
     if not runs_in_child():
         return job_function(job)(*args, **kwargs)
-    return run_in_child(job, args, kwargs, None, child_limits(PROBE_SECONDS))
+    return run_in_child(job, args, kwargs, None, child_limits(PROBE_SECONDS), keeps_ready())

@@ -9,6 +9,7 @@ import os
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..core.runner import spare
 from .base import ICON_PATH
 from .check_libraries import CheckLibrariesAlgorithm
 from .classify_objects import ClassifyObjectsAlgorithm
@@ -105,6 +106,7 @@ class DeepLearningToolsProvider(QgsProcessingProvider):
         return True
 
     def unload(self) -> None:
+        spare.discard()  # the process kept ready for the next run holds this plugin's code as loaded now
         try:
             from processing.core.ProcessingConfig import ProcessingConfig
         except ImportError:

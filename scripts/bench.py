@@ -32,8 +32,9 @@ Cases (each in its own process, so peak RSS is per case):
               numpy decode, OGR writes), each program in a fresh process: objects or chips per second, their ratio,
               peak RSS of each (scripts/bench_objects.py)
   unet-4096-child, trivial-4096-child
-              the same runs in a child process, as the algorithms run them by default (core/runner): the wall
-              time includes starting the child Python; its peak RSS is the "worker" column
+              the same runs in a child process, as the algorithms run them by default (core/runner): in the child
+              Python kept ready since the last run (started and warm before the timing); its peak RSS is the
+              "worker" column
 Printed per case: wall seconds, seconds inside the model, their ratio (pipeline overhead), megapixels per
 second and peak RSS; the detection cases also print objects per second and merge seconds.  Targets: ratio
 <= 1.05 for the model-bound pixel cases; peak RSS of 16384^2 within 150 MB of 4096^2.  Rasters and models
@@ -465,17 +466,23 @@ def run_case(name: str, device: str) -> dict:
     from bench_memory import ChildPeaks
 
     # the child's or the largest worker's own peak, read while they run (sampling only where there are some)
+    if child:  # as the algorithms run it: in the child Python kept ready since the last run (started before)
+        from dltools.core.runner import spare
+        from dltools.core.runner.parent import run_in_child
+
+        spare.keep()
+        spare.wait_warm()
     with ChildPeaks(enabled=bool(scheduler or child)) as peaks:
         start = time.perf_counter()
-        if child:  # as the algorithms run it: a child Python started for the run, its start-up timed too
-            from dltools.core.runner.parent import run_in_child
-
+        if child:
             result = run_in_child("classify_pixels", (str(raster), md, str(out), arguments),
-                                  {"device": DeviceRequest(device)})
+                                  {"device": DeviceRequest(device)}, use_spare=True)
         else:
             result = classify_pixels(str(raster), md, str(out), arguments, device=DeviceRequest(device),
                                      scheduler=scheduler)
         wall = time.perf_counter() - start
+    if child:
+        spare.discard()  # the one the run kept ready for a next run
     workers_kb = peaks.largest_mb * 1024
     return {"case": name, "pixels": width * height, "wall_s": wall, "model_s": result.model_seconds,
             "ratio": wall / result.model_seconds, "mpix_per_s": width * height / wall / 1e6,

@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The provider settings of a run's child process, reset around each test of a module that imports the fixture
-(``from child_settings import child_defaults, setting``): a child process, 80 % of memory, no limit per call."""
+(``from child_settings import child_defaults, setting``): a child process, 80 % of memory, no limit per call, the
+next run's process kept ready."""
 
 from __future__ import annotations
 
 import pytest
 from qgis.core import QgsSettings
 
-KEYS = ("DLTOOLS_RUN_IN_CHILD", "DLTOOLS_MEMORY_PERCENT", "DLTOOLS_CALL_SECONDS")
+KEYS = ("DLTOOLS_RUN_IN_CHILD", "DLTOOLS_MEMORY_PERCENT", "DLTOOLS_CALL_SECONDS", "DLTOOLS_KEEP_PROCESS_READY")
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
 """The child process's side: run one job and report on the message pipe.
 
-Started by :mod:`.parent` as ``python -c <bootstrap>``: the bootstrap puts the parent's ``sys.path`` in place
-and calls :func:`main`, which reads the job from stdin, runs the named engine function with a progress object
-that writes to the message pipe, and answers with the result or the error. Any further byte on stdin is the
-parent asking to cancel.
+Started by :mod:`.launch` as ``python -c <bootstrap>``: the bootstrap puts the parent's ``sys.path`` in place
+and calls :func:`main`, which reads the job from stdin, takes the environment that comes with it, runs the named
+engine function with a progress object that writes to the message pipe, and answers with the result or the
+error. Any further byte on stdin is the parent asking to cancel. A spare (:mod:`.spare`) imports the engine's usual
+modules first, while it waits; one whose parent goes away before giving it a job ends quietly.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any, BinaryIO
 
 from ..backends.base import observe_model_calls
 from ..errors import DLToolsError, OutOfMemoryError, memory_advice
-from ..safe_output import announce_temporaries
+from ..safe_output import SCRATCH_PREFIX, announce_temporaries
 from .jobs import job_function
-from .protocol import ProgressSlot, receive, send
+from .protocol import WARM_ENV, ProgressSlot, receive, send
 
 
 class ChildProgress:
@@ -89,6 +90,46 @@ def _error_message(exc: BaseException) -> tuple[str, Any]:
     return ("failure", text + "\n" + "".join(traceback.format_exception(exc))[-4000:])
 
 
+def _warm_up() -> None:
+    """A spare's wait put to use: import what most jobs import (numpy, GDAL, ONNX Runtime where installed and the
+    tools), so the job starts at once. Nothing of a model is read here; torch stays unloaded (its import costs
+    hundreds of MB that a run of an ONNX model never needs)."""
+    import importlib
+
+    from .jobs import JOBS
+
+    for module in ("numpy", "osgeo.gdal", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001, S112 - a missing runtime is said by the job that needs it
+            continue
+    for load in JOBS.values():
+        try:
+            load()
+        except Exception:  # noqa: BLE001, S112 - as above: the job that needs it says what is wrong
+            continue
+
+
+def _remove_own_scratch() -> None:
+    """The empty scratch folder the parent made for this process (its TMPDIR), when nothing else will remove it."""
+    import shutil
+
+    folder = os.environ.get("TMPDIR", "")
+    if os.path.basename(folder).startswith(SCRATCH_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _take_environment(env: dict[str, str]) -> None:
+    """Run with the parent's environment of the moment it handed over the job, not of the moment this process
+    started (a spare may have waited while settings changed)."""
+    import tempfile
+
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    os.environ.update(env)
+    tempfile.tempdir = None  # the scratch folder of TMPDIR, should anything have asked before
+
+
 def main(stdin: BinaryIO | None = None, pipe_fd: int | None = None) -> int:
     """Run the job read from ``stdin`` and report on the pipe ``pipe_fd``; the exit status is 0 when a result or
     an error was sent."""
@@ -96,7 +137,15 @@ def main(stdin: BinaryIO | None = None, pipe_fd: int | None = None) -> int:
     pipe = os.fdopen(pipe_fd if pipe_fd is not None else int(os.environ["DLTOOLS_RUNNER_FD"]), "wb")
     lock = threading.Lock()
     progress = ChildProgress(pipe, lock)
-    name, args, kwargs = receive(stdin)
+    try:
+        if os.environ.get(WARM_ENV):
+            _warm_up()
+            send(pipe, ("warm", None), lock)
+        name, args, kwargs, env = receive(stdin)
+    except (EOFError, OSError):  # a spare whose parent closed (or left) without a job: its scratch goes with it
+        _remove_own_scratch()
+        return 0
+    _take_environment(env)
     threading.Thread(target=_watch_stdin, args=(stdin, progress), daemon=True).start()
     observe_model_calls(lambda started: send(pipe, ("call", started), lock))
     announce_temporaries(lambda tmp, stem: send(pipe, ("temporary", (tmp, stem)), lock))

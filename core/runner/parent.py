@@ -2,7 +2,8 @@
 """The algorithm's side: start a child Python, hand it one job, relay what it says, and watch it.
 
 The child is the Python QGIS runs (found as for the Dask ``local`` workers: ``sys.executable`` when it is a
-Python, else the interpreter QGIS embeds), with the parent's ``sys.path``. The parent never blocks on the
+Python, else the interpreter QGIS embeds), with the parent's ``sys.path`` (:mod:`.launch`), started for the run or
+kept ready since the last one (:mod:`.spare`). The parent never blocks on the
 child: a reader thread takes its messages, and the calling thread checks, ten times a second, cancel (ask, then
 kill after :data:`CANCEL_GRACE` seconds), memory (the child's resident memory against a share of what was
 available when it started) and the time of the model call in progress. A child that dies or is killed leaves
@@ -16,19 +17,17 @@ import queue
 import shutil
 import signal
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackendError, CancelledError, DLToolsError
-from ..installer.interpreter import RunningPython, locate_python, own_interpreter
-from ..memory import BUDGET_ENV, available_memory
+from ..memory import available_memory
 from ..progress import NullProgress, Progress
-from ..safe_output import SCRATCH_PREFIX, remove_temporaries, tidy_scratch
-from .protocol import ProgressSlot, receive, send
+from ..safe_output import remove_temporaries, tidy_scratch
+from . import spare
+from .launch import Launched, job_environment, launch
+from .protocol import ProgressSlot, send
 
 #: Seconds a cancelled child gets to stop by itself before it is killed (the issue's bound is 2 s in all).
 CANCEL_GRACE = 1.5
@@ -51,18 +50,11 @@ class _Watch:
 
     temporaries: list[tuple[str, str]] = field(default_factory=list)
     call_started: float | None = None
-    #: seconds from starting the child until it had loaded the tool (the interpreter and imports), once it said so
+    #: seconds from the start of the run until the child had loaded the tool (the interpreter and imports, unless
+    #: a spare had made them before), once it said so
     startup_seconds: float | None = None
     outcome: tuple[str, Any] | None = None
     peak_bytes: int = 0
-
-
-def python_for_child() -> str:
-    """The Python that runs the child: this one if it is a Python, else the interpreter QGIS embeds."""
-    running = RunningPython.current()
-    if own_interpreter(running):
-        return sys.executable
-    return str(locate_python(running))
 
 
 def resident_memory(pid: int) -> int:
@@ -74,59 +66,12 @@ def resident_memory(pid: int) -> int:
         return 0
 
 
-_BOOTSTRAP = (
-    "import os, sys; sys.path[:0] = [p for p in os.environ['DLTOOLS_RUNNER_PATH'].split(os.pathsep) if p]; "
-    "import importlib; child = importlib.import_module(os.environ['DLTOOLS_RUNNER_PACKAGE'] + '.core.runner.child'); "
-    "code = child.main(); sys.stdout.flush(); sys.stderr.flush(); os._exit(code)"
-)
-
-
-def _package() -> str:
-    """The plugin's top-level package name as this process imported it (``dltools`` in QGIS)."""
-    return __name__.rsplit(".core.runner.", 1)[0]
-
-
-def _start(read_fd: int, write_fd: int, budget: int | None, scratch: str) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(DLTOOLS_RUNNER_PATH=os.pathsep.join(p for p in sys.path if p), DLTOOLS_RUNNER_PACKAGE=_package(),
-               DLTOOLS_RUNNER_FD=str(write_fd), PYTHONUNBUFFERED="1", TMPDIR=scratch, TEMP=scratch, TMP=scratch)
-    env[BUDGET_ENV] = str(budget or 0)  # what the child's own checks of declared sizes measure against
-    try:
-        return subprocess.Popen([python_for_child(), "-c", _BOOTSTRAP], stdin=subprocess.PIPE,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, pass_fds=(write_fd,), env=env)
-    except OSError as exc:
-        raise BackendError(f"Could not start a separate Python process for the run ({exc}); run in QGIS's own "
-                           "process instead (Processing > Options > Providers > Deep Learning Tools)") from exc
-    finally:
-        os.close(write_fd)
-
-
-def _read(pipe: Any, inbox: queue.Queue) -> None:
-    """The reader thread: every message into ``inbox``, then None when the child's end closes."""
-    try:
-        while True:
-            inbox.put(receive(pipe))
-    except (EOFError, OSError, ValueError):
-        pass
-    except Exception as exc:  # noqa: BLE001 - a message that cannot be read is the child's failure
-        inbox.put(("failure", f"an unreadable message from the child process ({type(exc).__name__}: {exc})"))
-    inbox.put(None)
-
-
-def _drain_stderr(stream: Any, tail: list[bytes]) -> None:
-    """Keep the child's last 40 lines of stderr (its last words if it dies) until the pipe closes."""
-    try:
-        for line in iter(stream.readline, b""):
-            tail.append(line)
-            del tail[:-40]
-    except (OSError, ValueError):  # closed under us: nothing more to keep
-        pass
-
-
 class ChildRun:
     """One job in one child process, relayed to ``progress`` and watched against ``limits``."""
 
-    def __init__(self, name: str, args: tuple, kwargs: dict, progress: Progress | None, limits: ChildLimits) -> None:
+    def __init__(self, name: str, args: tuple, kwargs: dict, progress: Progress | None, limits: ChildLimits,
+                 use_spare: bool = False) -> None:
+        self.use_spare = use_spare  # take the spare process (:mod:`.spare`) if one is ready, and keep the next one
         self.progress = progress or NullProgress()
         self.limits = limits
         self.watch = _Watch()
@@ -138,33 +83,34 @@ class ChildRun:
     def run(self) -> Any:
         if self.progress.is_canceled():  # cancelled before it began: no process to start
             raise CancelledError("The run was cancelled.")
-        scratch = tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
+        self.started = time.monotonic()
+        launched = (spare.take() if self.use_spare else None) or launch()
         try:
-            answer = self._run(scratch)
+            answer = self._run(launched)
         except BaseException:
-            shutil.rmtree(scratch, ignore_errors=True)
+            shutil.rmtree(launched.scratch, ignore_errors=True)
             raise
-        tidy_scratch(scratch)  # what stays is the answer's (Detect Objects' objects), removed with it
+        finally:
+            if self.use_spare:  # the next run's process starts now that this one is done
+                spare.keep()
+        tidy_scratch(launched.scratch)  # what stays is the answer's (Detect Objects' objects), removed with it
         return answer
 
-    def _run(self, scratch: str) -> Any:
-        read_fd, write_fd = os.pipe()
+    def _run(self, launched: Launched) -> Any:
         available = available_memory()
         self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
             else None
-        self.started = time.monotonic()
-        self.proc = _start(read_fd, write_fd, self.budget, scratch)
-        inbox: queue.Queue = queue.Queue()
-        pipe = os.fdopen(read_fd, "rb")
-        threading.Thread(target=_read, args=(pipe, inbox), daemon=True).start()
-        self._drain = threading.Thread(target=_drain_stderr, args=(self.proc.stderr, self.stderr), daemon=True)
-        self._drain.start()
+        self.launched, self.proc, self.stderr = launched, launched.proc, launched.stderr
         try:
-            send(self.proc.stdin, (self.name, self.args, self.kwargs))
-            return self._loop(inbox)
+            try:
+                send(self.proc.stdin, (self.name, self.args, self.kwargs,
+                                       job_environment(launched.scratch, self.budget, launched.write_fd)))
+            except OSError:  # it died before it could take the job: said as its end, with its last words
+                pass
+            return self._loop(launched.inbox)
         finally:
             self._stop()
-            pipe.close()
+            launched.pipe.close()
 
     def _loop(self, inbox: queue.Queue) -> Any:
         started = time.monotonic()
@@ -196,6 +142,8 @@ class ChildRun:
             self._answer_progress()
         elif kind in ("info", "warning", "debug"):
             getattr(self.progress, kind)(payload)
+        elif kind == "warm":  # a spare's imports, made before this run
+            pass
         elif kind == "ready":
             self.watch.startup_seconds = time.monotonic() - self.started
         elif kind == "call":
@@ -263,14 +211,7 @@ class ChildRun:
             self.proc.wait()
         if self.watch.outcome is None or self.watch.outcome[0] != "result":
             remove_temporaries(self.watch.temporaries)
-        self._close_stderr()
-
-    def _close_stderr(self) -> None:
-        """Close the child's stderr pipe once its reader has seen the end (else Python warns of an unclosed file).
-        A process the child started may still hold the pipe open: then the reader is left to it, never blocked on."""
-        self._drain.join(timeout=1.0)
-        if not self._drain.is_alive():
-            self.proc.stderr.close()
+        self.launched.close_stderr()
 
     def _answer(self) -> Any:
         kind, payload = self.watch.outcome
@@ -283,7 +224,7 @@ class ChildRun:
     def _ended(self) -> Any:
         """The child's pipe closed without an answer: it died. Say how, in words."""
         code = self.proc.wait()
-        self._drain.join(timeout=1.0)  # its last words, read to the end
+        self.launched.drain.join(timeout=1.0)  # its last words, read to the end
         if self.watch.outcome is not None:
             return self._answer()
         if code < 0:
@@ -309,10 +250,11 @@ def _plain(text: str) -> str:
 
 
 def run_in_child(name: str, args: tuple = (), kwargs: dict | None = None, progress: Progress | None = None,
-                 limits: ChildLimits | None = None) -> Any:
+                 limits: ChildLimits | None = None, use_spare: bool = False) -> Any:
     """Run job ``name`` (:data:`.jobs.JOBS`) with ``args``/``kwargs`` in a child process and return its result.
 
     ``progress`` receives the child's progress and log lines, and its cancel is forwarded; where the same object
     stands among the arguments, the child puts its own progress there. Errors the engine raises in the child are
-    raised here as they were; a crash, a kill by the watchdogs or a cancel the child ignores become clear errors."""
-    return ChildRun(name, tuple(args), dict(kwargs or {}), progress, limits or ChildLimits()).run()
+    raised here as they were; a crash, a kill by the watchdogs or a cancel the child ignores become clear errors.
+    ``use_spare``: run in the process kept ready (:mod:`.spare`) and keep one ready for the next run."""
+    return ChildRun(name, tuple(args), dict(kwargs or {}), progress, limits or ChildLimits(), use_spare).run()

@@ -2,9 +2,11 @@
 """What crosses between the algorithm and its child process: length-prefixed pickles on two pipes.
 
 Both ends are this plugin (the parent writes the job, its own child answers), so pickle is the plain choice:
-nothing from a model file is unpickled here, only the job's arguments and the tool's result. Messages from the
-child are ``(kind, payload)`` tuples: ``progress``, ``info``, ``warning``, ``debug``, ``call`` (a model call
-starts or ends), ``temporary`` (a temporary output it created), ``result`` and ``error``.
+nothing from a model file is unpickled here, only the job's arguments and the tool's result. The job is
+``(name, args, kwargs, environment)``. Messages from the child are ``(kind, payload)`` tuples: ``warm`` (a spare
+has imported what it imports while it waits), ``ready`` (the job's tool is loaded), ``progress``, ``info``,
+``warning``, ``debug``, ``call`` (a model call starts or ends), ``temporary`` (a temporary output it created),
+``result``, ``error`` and ``failure``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import threading
 from typing import Any, BinaryIO
 
 _HEADER = struct.Struct("!Q")
+#: set in a spare's environment (:mod:`.spare`): import the engine's usual modules while waiting for a job
+WARM_ENV = "DLTOOLS_RUNNER_WARM"
 
 
 def send(stream: BinaryIO, message: Any, lock: threading.Lock | None = None) -> None:

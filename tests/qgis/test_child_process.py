@@ -63,6 +63,30 @@ def good_run(context, tmp_path: Path, raster: Path) -> None:
     assert np.array_equal(read_raster(out), np.argmax(image * np.array([1, 2]).reshape(2, 1, 1), axis=0))
 
 
+def _ended(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
+    except OSError:
+        return True
+
+
+def test_each_run_takes_the_process_kept_ready_since_the_last_one_unless_the_setting_says_no(context, tmp_path,
+                                                                                              raster):
+    from dltools.core.runner import spare
+
+    spare.discard()
+    good_run(context, tmp_path, raster)
+    ready = spare.held_pid()
+    assert ready is not None  # started after the run, for the next one
+    good_run(context, tmp_path, raster)
+    assert _ended(ready) and spare.held_pid() not in (None, ready)  # the second run ran in it, and kept another
+    setting("DLTOOLS_KEEP_PROCESS_READY", False)
+    spare.discard()
+    good_run(context, tmp_path, raster)
+    assert spare.held_pid() is None
+
+
 def test_a_runtime_crash_ends_the_run_clearly_and_qgis_runs_the_next_model(context, tmp_path, raster):
     evil_torchscript.torchscript_blank_lines(tmp_path / "crash.pt")  # torch.jit.load dies of SIGSEGV
     message = refused(context, raster, emd_for(tmp_path / "crash.pt", "PyTorch"), tmp_path / "out.tif",
