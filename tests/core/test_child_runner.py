@@ -12,38 +12,17 @@ import hostile_onnx
 import numpy as np
 import pytest
 from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
+from child_runs import CLASSES, CancelAfter, emd_for, leftovers, small_raster
 from dltools.core.errors import BackendError, CancelledError
 from dltools.core.model.loader import load_model_definition
 from dltools.core.runner.parent import ChildLimits, run_in_child
 from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 from dltools.core.trust import CodeTrust
 
-CLASSES = [(0, "zero", (255, 0, 0)), (1, "one", (0, 255, 0))]
-
-
-class CancelAfter(RecordingProgress):
-    """Cancels ``seconds`` after it was made, and notes when the run first saw it."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.at = time.monotonic() + seconds
-
-    def is_canceled(self) -> bool:
-        return time.monotonic() >= self.at
-
 
 @pytest.fixture
 def raster(tmp_path) -> Path:
-    rng = np.random.default_rng(5)
-    return write_raster(tmp_path / "in.tif", rng.integers(0, 50, size=(2, 40, 40)).astype(np.uint8))
-
-
-def emd_for(folder: Path, model: Path, tile: int = 16) -> Path:
-    return write_emd(folder / f"{model.stem}.emd", model.name, tile=tile, bands=(0, 1), classes=CLASSES)
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".dltools-" in p.name or "_dltools-" in p.name)
+    return small_raster(tmp_path / "in.tif")
 
 
 def test_a_run_in_a_child_writes_what_an_in_process_run_writes(tmp_path, raster):

@@ -16,7 +16,8 @@ from pathlib import Path
 import hostile_onnx
 import numpy as np
 import pytest
-from builders import RecordingProgress, conv_module, export_onnx, read_raster, write_emd, write_raster
+from builders import conv_module, export_onnx, read_raster
+from child_runs import CancelAfter, emd_for, leftovers, small_raster
 from dltools.core.errors import BackendError, CancelledError
 from dltools.core.memory import available_memory
 from dltools.core.model.loader import load_model_definition
@@ -24,32 +25,10 @@ from dltools.core.runner import spare
 from dltools.core.runner.parent import ChildLimits, ChildRun
 from dltools.core.tools.classify_pixels.pipeline import classify_pixels
 
-CLASSES = [(0, "zero", (255, 0, 0)), (1, "one", (0, 255, 0))]
-
-
-class CancelAfter(RecordingProgress):
-    """Cancels ``seconds`` after it was made."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.at = time.monotonic() + seconds
-
-    def is_canceled(self) -> bool:
-        return time.monotonic() >= self.at
-
-
-def emd_for(folder: Path, model: Path) -> Path:
-    return write_emd(folder / f"{model.stem}.emd", model.name, tile=16, bands=(0, 1), classes=CLASSES)
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".dltools-" in p.name or "_dltools-" in p.name)
-
 
 @pytest.fixture
 def raster(tmp_path) -> Path:
-    rng = np.random.default_rng(5)
-    return write_raster(tmp_path / "in.tif", rng.integers(0, 50, size=(2, 40, 40)).astype(np.uint8))
+    return small_raster(tmp_path / "in.tif")
 
 
 @pytest.fixture(autouse=True)
