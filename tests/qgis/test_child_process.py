@@ -63,12 +63,18 @@ def good_run(context, tmp_path: Path, raster: Path) -> None:
     assert np.array_equal(read_raster(out), np.argmax(image * np.array([1, 2]).reshape(2, 1, 1), axis=0))
 
 
-def _ended(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # ended, not yet reaped
-    except OSError:
-        return True
+def _ended(pid: int, seconds: float = 5.0) -> bool:
+    """Whether process ``pid`` ends within ``seconds`` (a run's child exits after its answer)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # ended, not yet reaped
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_each_run_takes_the_process_kept_ready_since_the_last_one_unless_the_setting_says_no(context, tmp_path,
