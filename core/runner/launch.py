@@ -99,9 +99,6 @@ class Launched:
     started: float = field(default_factory=time.monotonic)
     stderr: list[bytes] = field(default_factory=list)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def close_stderr(self) -> None:
         """Close the stderr pipe once its reader has seen the end (else Python warns of an unclosed file). A process
         the child started may still hold the pipe open: then the reader is left to it, never blocked on."""
