@@ -199,8 +199,9 @@ class AnchorDetectionTrainer(DetectionTrainer):
     def _validation_mode(self) -> None:
         self.module.eval()
 
-    def predict(self, images) -> list[dict[str, np.ndarray]]:  # noqa: ANN001
-        """Detections as Detect Objects makes them (the shared decoder), labels 1-based."""
+    def predict(self, images, min_score: float | None = None) -> list[dict[str, np.ndarray]]:  # noqa: ANN001
+        """Detections as Detect Objects makes them (the shared decoder, whose threshold is the validation's:
+        ``min_score`` is the R-CNN heads'), labels 1-based."""
         from ...backends.arcgis_learn.retinanet import retinanet_raw_outputs
         from ...backends.arcgis_learn.ssd import ssd_raw_outputs
         from ...detection.decode import decode_anchors
