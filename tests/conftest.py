@@ -24,6 +24,9 @@ for p in (str(PLUGINS), str(Path(__file__).parent), "/usr/share/qgis/python/plug
 os.environ["QGIS_PLUGINPATH"] = str(PLUGINS)
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("DLTOOLS_THREADS", "2")
+# what the plugin's import_torch sets before torch is first imported (huge pages under large CPU tensors); the tests
+# import torch themselves, earlier
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 # the plugin's private libraries (Install Inference Libraries) of the user's QGIS profile stay out of the tests
 os.environ.setdefault("DLTOOLS_LIBS_DIR", str(ROOT / "build" / "test-libs"))
 # QGIS's authentication database (and the master password a test sets) in a folder of this session, never the

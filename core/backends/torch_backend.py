@@ -8,6 +8,8 @@ operators only), before the first batch runs.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,8 +30,19 @@ from .torch_safety import (
 )
 from .torch_transfer import TorchTransfer
 
+#: PyTorch's own switch (since 2.2) for 2 MB transparent huge pages under its CPU tensors of 2 MB or more; read once,
+#: when torch makes its first tensor, so it is set before torch is imported
+HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
+
 
 def import_torch():  # noqa: ANN201 - returns the module
+    """torch, with huge pages for its large CPU tensors unless the user said otherwise: a training step allocates
+    every gradient afresh (174 MB for an R-CNN resnet18), and in 4 KB pages that was 44,000 page faults, 0.07 of a
+    0.37 s MaskRCNN step (measured; 2,000 faults with huge pages).  Only where torch is not imported yet (in QGIS
+    another plugin may have imported it) and where the system's huge pages allow it (``madvise`` or ``always``);
+    the numbers are the same."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault(HUGE_PAGES, "1")
     try:
         import torch
     except ImportError as exc:

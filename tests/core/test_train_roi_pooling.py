@@ -5,6 +5,7 @@ large maps to torchvision's own pooler."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -43,7 +44,7 @@ def test_values_and_gradients_equal_torchvision_roi_align(rows, cols, pooled):
     assert ours.shape == theirs.shape == (40, 16, pooled, pooled)
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
     assert torch.allclose(feature.grad, their_grad, rtol=0, atol=1e-10)
-    assert float(theirs.abs().sum()) > 0 and float(their_grad.abs().sum()) > 0  # not a comparison of zeros
+    assert float(theirs.detach().abs().sum()) > 0 and float(their_grad.abs().sum()) > 0  # not a comparison of zeros
 
 
 def test_map_scale_is_torchvisions():
@@ -111,3 +112,82 @@ def test_fpn_maps_adaptive_sampling_and_large_maps_go_to_torchvisions_pooler(mon
     monkeypatch.setattr(roi_pooling, "MAX_WEIGHTS", 2 * 49 * 144 - 1)  # one number short of these two boxes
     assert torch.equal(wrapper(single)(features, boxes, shapes), single(features, boxes, shapes))
     assert len(calls) == 1
+
+
+def test_predict_with_a_minimum_score_gives_exactly_the_stronger_detections():
+    """MaskRCNN's validation asks the heads for the detections over 0.5 (arcgis.learn's detect_thresh): the same
+    boxes, scores, labels and masks as filtering all of them, and the heads' own threshold is left as it was."""
+    from types import SimpleNamespace
+
+    from dltools.core.tools.train.detection import VALIDATION_SCORE, DetectionTrainer
+
+    assert VALIDATION_SCORE == {"MaskRCNN": 0.5}
+    module = _rcnn(7)
+    module.roi_heads.score_thresh = 0.0
+    trainer = SimpleNamespace(module=module, torch=torch, device=torch.device("cpu"))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    every = DetectionTrainer.predict(trainer, images)
+    cut = float(np.median(np.concatenate([f["scores"] for f in every])))
+    strong = DetectionTrainer.predict(trainer, images, cut)
+    assert module.roi_heads.score_thresh == 0.0
+    for a, b in zip(every, strong):
+        keep = a["scores"] > cut
+        assert 0 < keep.sum() < len(keep) and len(b["scores"]) == keep.sum()
+        for key in ("boxes", "scores", "labels", "masks"):
+            assert np.allclose(a[key][keep], b[key], atol=1e-6), key
+
+
+HUGE_PAGE_CHILD = """
+import os, sys
+os.environ.pop("THP_MEM_ALLOC_ENABLE", None)
+from dltools.core.backends.torch_backend import import_torch
+torch = import_torch()
+grad = torch.ones(64 << 20, dtype=torch.uint8)  # a 64 MB tensor, as an R-CNN's largest gradient (100 MB)
+huge = [int(line.split()[1]) for line in open("/proc/self/smaps_rollup") if line.startswith("AnonHugePages:")]
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge[0], int(grad.sum()))
+"""
+
+
+def test_import_torch_puts_large_tensors_on_huge_pages():
+    """import_torch sets PyTorch's THP_MEM_ALLOC_ENABLE before torch is first imported (a child process: this one
+    imported torch long ago), and a large tensor then lies on 2 MB pages (where the system allows them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.is_file() or "[never]" in mode.read_text() or not Path("/proc/self/smaps_rollup").is_file():
+        pytest.skip("this system has no transparent huge pages")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env["PYTHONPATH"] = __import__("os").pathsep.join(p for p in sys.path if p)
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_CHILD], capture_output=True, text=True, env=env,
+                         timeout=120, check=True).stdout.split()
+    assert out[0] == "1" and int(out[2]) == 64 << 20
+    assert int(out[1]) >= 32 * 1024, out  # kB on huge pages: most of the 64 MB
+
+
+def test_best_checkpoint_is_a_second_name_for_the_last_or_a_copy_of_its_weights(tmp_path, monkeypatch):
+    """The epoch kept is the checkpoint just written under a second name (nothing written); where hard links fail, a
+    copy of the weights; either way it loads with weights_only and names its epoch."""
+    import os
+
+    from dltools.core.tools.train import loop
+
+    module = torch.nn.Linear(3, 2)
+    last, best = tmp_path / loop.LAST, tmp_path / loop.BEST
+    loop._save(torch, {"model": module.state_dict(), "optimizer": {}, "epoch": 3}, last)
+    loop._keep_as_best(torch, last, best, module, 3)
+    assert os.path.samefile(last, best)
+    loop._save(torch, {"model": module.state_dict(), "optimizer": {}, "epoch": 4}, last)  # the next epoch: a new file
+    assert not os.path.samefile(last, best)
+    assert torch.load(str(best), weights_only=True)["epoch"] == 3
+
+    def no_links(*args):  # noqa: ANN002, ANN202
+        raise OSError("hard links are not supported")
+
+    monkeypatch.setattr(loop.os, "link", no_links)
+    loop._keep_as_best(torch, last, best, module, 4)
+    saved = torch.load(str(best), weights_only=True)
+    assert not os.path.samefile(last, best) and saved["epoch"] == 4 and set(saved) == {"model", "epoch"}
+    assert torch.equal(saved["model"]["weight"], module.weight.detach())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [loop.BEST, loop.LAST]  # no partial file left
