@@ -4,7 +4,7 @@
 resized to 1.5 x, the size of the network's 32-pixel anchors), 5 epochs (MaskRCNN 6) of batches of 4 on two CPU
 threads, the proposal sampler at 16 regions per chip (MaskRCNN 4: its mask head works on the positive ones), half of
 them positive at most (ARGUMENTS), the epoch kept by its validation mAP.  The kept epoch reaches a validation mAP
-(IoU 0.5; MaskRCNN: of the masks, detections scoring 0.5 or more) of 0.5 or more (measured: FasterRCNN 0.571 in 41 s,
+(IoU 0.5; MaskRCNN: of the masks, detections scoring 0.5 or more) of 0.5 or more (measured: FasterRCNN 0.571 in 41 to 49 s,
 MaskRCNN 0.632 in 74 to 85 s, with other jobs on the two cores), and FasterRCNN's model folder then runs through Detect
 Objects on new scenes and finds each shape once, with its class.  Fewer steps than these (FasterRCNN 4 epochs;
 MaskRCNN 5) fell short of 0.5 (README)."""
