@@ -37,3 +37,14 @@ def emd_for(folder: Path, model: Path, tile: int = 16) -> Path:
 def leftovers(folder: Path) -> list[str]:
     """Temporary outputs (``.dltools-`` / ``_dltools-`` names) left in ``folder``."""
     return sorted(p.name for p in folder.iterdir() if ".dltools-" in p.name or "_dltools-" in p.name)
+
+
+def bound_gib(message: str) -> float | None:
+    """The bound a size refusal names ("more than the 1.0 GiB a run may use"), in GiB. A budget a little under
+    1 GiB, a share of the memory available when the run starts, reads in MiB ("1023.9 MiB")."""
+    import re
+
+    found = re.search(r"more than the (\d+(?:\.\d+)?) (GiB|MiB) a run may use", message)
+    if not found:
+        return None
+    return float(found.group(1)) / (1 if found.group(2) == "GiB" else 1024)
