@@ -16,6 +16,7 @@ from typing import Any
 
 from qgis.core import QgsSettings
 
+from ..core.flags import parse_bool
 from ..core.progress import Progress
 from ..core.runner.jobs import job_function
 from ..core.runner.parent import ChildLimits, run_in_child
@@ -43,6 +44,11 @@ def _value(name: str, default: Any) -> Any:
     return QgsSettings().value(f"Processing/Configuration/{name}", default)
 
 
+def _switch(name: str) -> bool:
+    """An on/off setting that is on unless it says off (core.flags reads the words)."""
+    return parse_bool(_value(name, True)) is not False
+
+
 def _number(name: str, default: float) -> float:
     try:
         value = float(_value(name, default))
@@ -55,12 +61,12 @@ def runs_in_child() -> bool:
     """The provider setting (default: yes); DLTOOLS_IN_PROCESS=1 in the environment says no (scripts, debugging)."""
     if os.environ.get("DLTOOLS_IN_PROCESS", "").strip() in ("1", "true", "yes"):
         return False
-    return str(_value(RUN_IN_CHILD_SETTING, True)).strip().lower() not in ("false", "0", "no")
+    return _switch(RUN_IN_CHILD_SETTING)
 
 
 def keeps_ready() -> bool:
     """The provider setting (default: yes): keep a child process ready for the next run (core/runner/spare.py)."""
-    return str(_value(KEEP_READY_SETTING, True)).strip().lower() not in ("false", "0", "no")
+    return _switch(KEEP_READY_SETTING)
 
 
 def child_limits(total_seconds: float = 0.0) -> ChildLimits:

@@ -48,3 +48,17 @@ def bound_gib(message: str) -> float | None:
     if not found:
         return None
     return float(found.group(1)) / (1 if found.group(2) == "GiB" else 1024)
+
+
+def process_ended(pid: int, seconds: float = 5.0) -> bool:
+    """Whether process ``pid`` ends within ``seconds`` (a zombie counts: its parent has not reaped it yet)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False

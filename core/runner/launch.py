@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,12 +95,23 @@ class Launched:
     scratch: str
     write_fd: int
     key: tuple
-    started: float = field(default_factory=time.monotonic)
     stderr: list[bytes] = field(default_factory=list)
 
-    def close_stderr(self) -> None:
-        """Close the stderr pipe once its reader has seen the end (else Python warns of an unclosed file). A process
-        the child started may still hold the pipe open: then the reader is left to it, never blocked on."""
+    def end(self, grace: float) -> None:
+        """Close its stdin (a child still at work takes that as cancel; a spare, as the end), wait ``grace``
+        seconds for it to exit (0: kill it at once), kill it if it has not, and close the message pipe and stderr,
+        this one once its reader has seen the end (else Python warns of an unclosed file; a process the child
+        started may still hold it open: then the reader is left to it, never blocked on)."""
+        try:
+            self.proc.stdin.close()
+        except (OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.pipe.close()
         self.drain.join(timeout=1.0)
         if not self.drain.is_alive():
             self.proc.stderr.close()
@@ -128,8 +138,8 @@ def launch(warm: bool = False) -> Launched:
     inbox: queue.Queue = queue.Queue()
     pipe = os.fdopen(read_fd, "rb")
     threading.Thread(target=_read, args=(pipe, inbox), daemon=True).start()
-    launched = Launched(proc=proc, inbox=inbox, pipe=pipe, drain=threading.Thread(), scratch=scratch,
-                        write_fd=write_fd, key=launch_key())
-    launched.drain = threading.Thread(target=_drain_stderr, args=(proc.stderr, launched.stderr), daemon=True)
-    launched.drain.start()
-    return launched
+    tail: list[bytes] = []
+    drain = threading.Thread(target=_drain_stderr, args=(proc.stderr, tail), daemon=True)
+    drain.start()
+    return Launched(proc=proc, inbox=inbox, pipe=pipe, drain=drain, scratch=scratch, write_fd=write_fd,
+                    key=launch_key(), stderr=tail)

@@ -16,7 +16,6 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -67,17 +66,6 @@ def resident_memory(pid: int) -> int:
         return 0
 
 
-def _reap(launched: Launched) -> None:
-    """Wait for a child that has nothing left to do (kill it after 5 s), then close its pipes."""
-    try:
-        launched.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        launched.proc.kill()
-        launched.proc.wait()
-    launched.close_stderr()
-    launched.pipe.close()
-
-
 class ChildRun:
     """One job in one child process, relayed to ``progress`` and watched against ``limits``."""
 
@@ -90,7 +78,6 @@ class ChildRun:
         self.args = tuple(ProgressSlot() if a is progress and progress is not None else a for a in args)
         self.kwargs = {k: ProgressSlot() if v is progress and progress is not None else v for k, v in kwargs.items()}
         self.name = name
-        self.stderr: list[bytes] = []
 
     def run(self) -> Any:
         if self.progress.is_canceled():  # cancelled before it began: no process to start
@@ -112,7 +99,7 @@ class ChildRun:
         available = available_memory()
         self.budget = int(available * self.limits.memory_share) if available and self.limits.memory_share > 0 \
             else None
-        self.launched, self.proc, self.stderr = launched, launched.proc, launched.stderr
+        self.launched, self.proc = launched, launched.proc
         try:
             try:
                 send(self.proc.stdin, (self.name, self.args, self.kwargs,
@@ -212,14 +199,10 @@ class ChildRun:
         """The child is done (or failed): make sure it is gone, and nothing it started writing stays. After a
         result its outputs are in place and it only has to exit (20-40 ms to unmap a run's memory): a thread waits
         for that, so the run ends at once."""
-        try:
-            self.proc.stdin.close()
-        except (OSError, ValueError):
-            pass
         if self.watch.outcome is not None and self.watch.outcome[0] == "result":
-            threading.Thread(target=_reap, args=(self.launched,), daemon=True).start()
+            threading.Thread(target=self.launched.end, args=(5.0,), daemon=True).start()
             return
-        _reap(self.launched)
+        self.launched.end(5.0)
         remove_temporaries(self.watch.temporaries)
 
     def _answer(self) -> Any:
@@ -244,7 +227,7 @@ class ChildRun:
             how = f"crashed ({name})"
         else:
             how = f"ended unexpectedly (exit status {code})"
-        tail = _plain(b"".join(self.stderr[-5:]).decode("utf-8", "replace")).strip()
+        tail = _plain(b"".join(self.launched.stderr[-5:]).decode("utf-8", "replace")).strip()
         raise BackendError(
             f"The model's runtime {how} while running the model; QGIS is unaffected and no output was written. "
             "A model file that crashes its runtime may be damaged or hostile: run only models you trust"

@@ -95,15 +95,7 @@ def discard() -> None:
 
 def _end(spare: Launched) -> None:
     """Kill it (it holds no job and has written nothing) and remove its scratch folder."""
-    if spare.proc.poll() is None:
-        spare.proc.kill()
-    spare.proc.wait()
-    for stream in (spare.proc.stdin, spare.pipe):
-        try:
-            stream.close()
-        except OSError:
-            pass
-    spare.close_stderr()
+    spare.end(grace=0.0)
     shutil.rmtree(spare.scratch, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ import hostile_onnx
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, read_raster
-from child_runs import CancelAfter, bound_gib, emd_for, leftovers, small_raster
+from child_runs import CancelAfter, bound_gib, emd_for, leftovers, process_ended, small_raster
 from dltools.core.errors import BackendError, CancelledError
 from dltools.core.memory import available_memory
 from dltools.core.model.loader import load_model_definition
@@ -47,20 +47,6 @@ def _run(name: str, args: tuple, kwargs: dict | None = None, progress=None, limi
     return run
 
 
-def _gone(pid: int, seconds: float = 5.0) -> bool:
-    """Whether process ``pid`` has ended (a zombie counts: its parent has not reaped it yet)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_a_run_takes_the_ready_process_and_keeps_the_next_one(tmp_path, raster):
     md = load_model_definition(str(_model(tmp_path)))
     spare.keep()
@@ -70,9 +56,9 @@ def test_a_run_takes_the_ready_process_and_keeps_the_next_one(tmp_path, raster):
     assert run.proc.pid == ready  # the job ran in the process started before it
     classify_pixels(str(raster), md, str(tmp_path / "here.tif"))
     assert np.array_equal(read_raster(tmp_path / "child.tif"), read_raster(tmp_path / "here.tif"))
-    assert _gone(ready)  # one job per process
+    assert process_ended(ready)  # one job per process
     following = spare.held_pid()
-    assert following is not None and following != ready and not _gone(following, 0.2)
+    assert following is not None and following != ready and not process_ended(following, 0.2)
     second = _run("classify_pixels", (str(raster), md, str(tmp_path / "again.tif")))
     assert second.proc.pid == following
     assert np.array_equal(read_raster(tmp_path / "again.tif"), read_raster(tmp_path / "here.tif"))
@@ -122,7 +108,7 @@ def test_a_spare_that_ended_is_not_used_and_none_is_started_again(tmp_path, rast
     spare.keep()
     dead = spare.held_pid()
     os.kill(dead, signal.SIGKILL)  # as a runtime that crashes on import would end it
-    assert _gone(dead)
+    assert process_ended(dead)
     run = _run("classify_pixels", (str(raster), md, str(tmp_path / "child.tif")))
     assert run.proc.pid != dead and (tmp_path / "child.tif").exists()
     assert spare.held_pid() is None  # given up for the session (until discard)
@@ -134,7 +120,7 @@ def test_a_spare_started_under_another_import_path_is_not_used(tmp_path, raster,
     old = spare.held_pid()
     monkeypatch.syspath_prepend(str(tmp_path))
     run = _run("classify_pixels", (str(raster), md, str(tmp_path / "child.tif")))
-    assert run.proc.pid != old and _gone(old)
+    assert run.proc.pid != old and process_ended(old)
 
 
 def test_cancel_and_the_call_limit_stop_a_spare_as_any_child(tmp_path, raster):
@@ -154,7 +140,7 @@ def test_discard_ends_the_spare_and_removes_its_scratch_folder():
     pid, scratch = spare.held_pid(), spare._held.scratch
     assert os.path.isdir(scratch)
     spare.discard()
-    assert _gone(pid) and not os.path.exists(scratch) and spare.held_pid() is None
+    assert process_ended(pid) and not os.path.exists(scratch) and spare.held_pid() is None
 
 
 def test_a_spare_ends_by_itself_when_its_parent_dies():
@@ -163,5 +149,5 @@ def test_a_spare_ends_by_itself_when_its_parent_dies():
               "print(spare.held_pid(), spare._held.scratch, flush=True); os._exit(0)") % [p for p in sys.path if p]
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     orphan, scratch = out.stdout.split()[-2:]
-    assert _gone(int(orphan), 30.0)
+    assert process_ended(int(orphan), 30.0)
     assert not os.path.exists(scratch)  # it removed its own scratch folder

@@ -16,7 +16,7 @@ import hostile_onnx
 import numpy as np
 import pytest
 from builders import conv_module, export_onnx, read_raster, write_emd, write_raster
-from child_runs import bound_gib
+from child_runs import bound_gib, process_ended
 from child_settings import KEYS, child_defaults, setting  # noqa: F401 - the autouse fixture
 from qgis.core import QgsProcessingException
 from recording_feedback import RecordingFeedback
@@ -63,20 +63,6 @@ def good_run(context, tmp_path: Path, raster: Path) -> None:
     assert np.array_equal(read_raster(out), np.argmax(image * np.array([1, 2]).reshape(2, 1, 1), axis=0))
 
 
-def _ended(pid: int, seconds: float = 5.0) -> bool:
-    """Whether process ``pid`` ends within ``seconds`` (a run's child exits after its answer)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":  # ended, not yet reaped
-                    return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_each_run_takes_the_process_kept_ready_since_the_last_one_unless_the_setting_says_no(context, tmp_path,
                                                                                               raster):
     from dltools.core.runner import spare
@@ -86,7 +72,7 @@ def test_each_run_takes_the_process_kept_ready_since_the_last_one_unless_the_set
     ready = spare.held_pid()
     assert ready is not None  # started after the run, for the next one
     good_run(context, tmp_path, raster)
-    assert _ended(ready) and spare.held_pid() not in (None, ready)  # the second run ran in it, and kept another
+    assert process_ended(ready) and spare.held_pid() not in (None, ready)  # the second run ran in it, and kept another
     setting("DLTOOLS_KEEP_PROCESS_READY", False)
     spare.discard()
     good_run(context, tmp_path, raster)
