@@ -5,6 +5,7 @@ QGIS runs offscreen, and tests needing ../shared/testdata skip when it is absent
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,7 +34,6 @@ os.environ.setdefault("DLTOOLS_LIBS_DIR", str(ROOT / "build" / "test-libs"))
 # user's profile
 if "QGIS_AUTH_DB_DIR_PATH" not in os.environ:
     import atexit
-    import shutil
     import tempfile
 
     _auth_dir = tempfile.mkdtemp(prefix="dltools-test-auth-")
@@ -57,7 +57,31 @@ def testdata():
 @pytest.fixture(autouse=True)
 def _package_cache(tmp_path_factory, monkeypatch):
     """Packages extract into a per-session cache, never the user's."""
-    monkeypatch.setenv("DLTOOLS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dlpk-cache"))
+    monkeypatch.setenv("DLTOOLS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / PACKAGE_CACHE))
+
+
+PACKAGE_CACHE = "dlpk-cache"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_temporaries(request, tmp_path_factory):
+    """Remove what a module's tests wrote under the session's temporary folder once the module ends.
+
+    The suite saves hundreds of model files (resnet weights, checkpoints, packages): kept to the end of the session
+    they came to 38 GB, more than a CI machine's free disk. pytest removes a passing test's ``tmp_path`` itself
+    (``tmp_path_retention_policy = "failed"``); this removes the folders module fixtures made with
+    ``tmp_path_factory.mktemp`` and the package cache, so the suite holds one module's files at a time. A module with
+    a failure keeps its folders for reading.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = {path.name for path in base.iterdir()} - {PACKAGE_CACHE}
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed:
+        return
+    for path in base.iterdir():
+        if path.name not in before and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

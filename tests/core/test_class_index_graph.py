@@ -328,6 +328,14 @@ def heavy_model(path: Path, classes_out: int = 3) -> Path:
     return path
 
 
+def surely_cheap(monkeypatch) -> None:  # noqa: ANN001
+    """The echo model judged cheap whatever else the machine runs: the judgement is timed, and a suite sharing two
+    cores can slow its three calls past the real limit (25 ns a pixel; that limit is the bench's to tune, never a
+    timed test's).  The costly model's tests keep the real limit: load only makes a model look costlier."""
+    monkeypatch.setattr(pixels, "CHEAP_SECONDS_PER_PIXEL", 1e-5)
+    monkeypatch.setattr(pixels, "CHEAP_SECONDS_PER_CALL", 0.01)
+
+
 def run_logged(tmp_path: Path, raster: Path, emd: Path, arguments: str) -> list[str]:
     progress = RecordingProgress()
     classify_pixels(str(raster), load_model_definition(str(emd)), str(tmp_path / "o.tif"), arguments,
@@ -335,7 +343,8 @@ def run_logged(tmp_path: Path, raster: Path, emd: Path, arguments: str) -> list[
     return progress.infos
 
 
-def test_a_model_as_cheap_as_io_runs_on_one_thread(tmp_path):
+def test_a_model_as_cheap_as_io_runs_on_one_thread(tmp_path, monkeypatch):
+    surely_cheap(monkeypatch)
     image = RNG.integers(0, 3, size=(3, 40, 40)).astype(np.uint16)
     raster = write_raster(tmp_path / "r.tif", image, block=16)
     echo_model(tmp_path / "m.onnx", 3)
@@ -392,6 +401,7 @@ def test_the_session_is_made_again_before_its_first_call(tmp_path, monkeypatch):
     assert any(line.startswith(IN_GRAPH) for line in run_logged(tmp_path, raster, emd, "padding 0"))
     assert seen == [0]
     seen.clear()
+    surely_cheap(monkeypatch)
     echo_model(tmp_path / "m.onnx", 3)
     emd = write_emd(tmp_path / "m.emd", "m.onnx", tile=TILE, bands=[0, 1, 2], classes=classes(3))
     assert any(line.startswith(ONE_THREAD) for line in run_logged(tmp_path, raster, emd, "padding 0"))
