@@ -54,13 +54,14 @@ def testdata():
     return testdata_path
 
 
+PACKAGE_CACHE = "dlpk-cache"
+
+
 @pytest.fixture(autouse=True)
 def _package_cache(tmp_path_factory, monkeypatch):
-    """Packages extract into a per-session cache, never the user's."""
+    """Packages extract into a cache under the session's temporary folder (emptied as each test module ends:
+    _module_temporaries), never the user's."""
     monkeypatch.setenv("DLTOOLS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / PACKAGE_CACHE))
-
-
-PACKAGE_CACHE = "dlpk-cache"
 
 
 @pytest.fixture(scope="module", autouse=True)

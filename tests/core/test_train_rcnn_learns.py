@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,19 @@ def test_mask_rcnn_validation_mask_map_reaches_one_half(learned_masks):
     _check_learned(learned_masks, "MaskRCNNkwargs")
 
 
+def _detect_on_scene(learned, raster: Path, seed: int, arguments: str = "") -> tuple[list, list]:  # noqa: ANN001
+    """(the true shapes, the detected objects), each as (class value, pixel box), of Detect Objects with the
+    trained folder on the new scene ``seed`` (128 x 128, five shapes), written to ``raster``."""
+    from dltools.core.model.loader import load_model_definition
+    from dltools.core.tools.detect_objects.pipeline import detect_objects
+
+    result, _, _ = learned
+    image, mask = shapes_scene(128, 128, 5, seed=seed, radii=RADII)
+    found = detect_objects(str(write_raster(raster, image)), load_model_definition(str(result.files["emd"])),
+                           arguments, device=DeviceRequest("cpu", threads=2))
+    return shape_boxes(mask), [(o.class_value, pixel_box(o.wkb)) for o in found.objects]
+
+
 #: MaskRCNN's folder on scenes 1 to 8 at threshold 0.5 (its scores top out near 0.9, Detect Objects' default: at
 #: that threshold it finds almost nothing): measured 38 of the 40 shapes, none with a wrong class; but 8 to 13
 #: objects a scene for 5 shapes (partial masks of a shape cut by neighbouring tiles, which the seam merge keeps
@@ -100,18 +114,9 @@ MASK_SCENE_ARGUMENTS, MASK_SHAPES_FOUND = "threshold 0.5", 36
 def test_mask_rcnn_folder_finds_the_shapes_of_new_scenes_with_their_classes(learned_masks, tmp_path):
     """Detect Objects with MaskRCNN's trained folder on eight new scenes: each shape holds the centre of a mask's
     box of its own class (36 of 40 at least), and no mask centred on a shape has the other class."""
-    from dltools.core.model.loader import load_model_definition
-    from dltools.core.tools.detect_objects.pipeline import detect_objects
-
-    result, _, _ = learned_masks
-    md = load_model_definition(str(result.files["emd"]))
     found_shapes, wrong_class, objects = 0, 0, []
     for seed in range(1, 9):
-        image, mask = shapes_scene(128, 128, 5, seed=seed, radii=RADII)
-        truth = shape_boxes(mask)
-        found = detect_objects(str(write_raster(tmp_path / f"scene{seed}.tif", image)), md, MASK_SCENE_ARGUMENTS,
-                               device=DeviceRequest("cpu", threads=2))
-        boxes = [(o.class_value, pixel_box(o.wkb)) for o in found.objects]
+        truth, boxes = _detect_on_scene(learned_masks, tmp_path / f"scene{seed}.tif", seed, MASK_SCENE_ARGUMENTS)
         owners = shapes_under_boxes([box for _, box in boxes], truth)
         on_one = [(value, o[0]) for (value, _), o in zip(boxes, owners) if len(o) == 1]
         found_shapes += len({shape[1] for value, shape in on_one if shape[0] == value})
@@ -133,16 +138,7 @@ def test_detect_objects_finds_each_shape_of_a_new_scene_once_with_its_class(lear
     """Each of the scene's five shapes holds the centre of exactly one detected box, of its class, and no box lies
     elsewhere: five boxes, five shapes, the labels right.  The boxes are loose at this mAP (IoU with the truth down
     to 0.4), hence the centre rule."""
-    from dltools.core.model.loader import load_model_definition
-    from dltools.core.tools.detect_objects.pipeline import detect_objects
-
-    result, _, _ = learned
-    image, mask = shapes_scene(128, 128, 5, seed=seed, radii=RADII)
-    truth = shape_boxes(mask)
-    raster = write_raster(tmp_path / "scene.tif", image)
-    found = detect_objects(str(raster), load_model_definition(str(result.files["emd"])),
-                           device=DeviceRequest("cpu", threads=2))
-    objects = [(o.class_value, pixel_box(o.wkb)) for o in found.objects]
+    truth, objects = _detect_on_scene(learned, tmp_path / "scene.tif", seed)
     print("truth", truth, "found", objects)
     assert len(truth) == 5 and len(objects) == 5, objects
     owners = shapes_under_boxes([box for _, box in objects], truth)
