@@ -106,8 +106,9 @@ def _detect_on_scene(learned, raster: Path, seed: int, arguments: str = "") -> t
 
 #: MaskRCNN's folder on scenes 1 to 8 at threshold 0.5 (its scores top out near 0.9, Detect Objects' default: at
 #: that threshold it finds almost nothing): measured 38 of the 40 shapes, none with a wrong class; but 8 to 13
-#: objects a scene for 5 shapes (partial masks of a shape cut by neighbouring tiles, which the seam merge keeps
-#: apart), and up to 2 a scene on no shape (README)
+#: objects a scene for 5 shapes (the model outlines a shape with several partial masks from one tile, their boxes
+#: overlapping less than nms_overlap 0.5: 4 on one tile that holds the shape whole), and up to 2 a scene on no
+#: shape (README)
 MASK_SCENE_ARGUMENTS, MASK_SHAPES_FOUND = "threshold 0.5", 36
 
 
