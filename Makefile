@@ -49,8 +49,12 @@ bench: install
 # On a machine with an NVIDIA GPU: the bench's model-bound and I/O-bound cases on the GPU, and the share of each run
 # the GPU was busy (target >= 80 % model-bound); says so and exits 2 where there is no GPU
 GPU_CASES ?=
+# then Train Deep Learning Model on CUDA in mixed precision, checked (scripts/gpu_train_check.py; GPU_TRAIN: families)
+GPU_TRAIN ?=
 gpu-check: install
-	$(PY) scripts/gpu_check.py $(GPU_CASES)
+	$(PY) scripts/gpu_check.py $(GPU_CASES); engine=$$?; \
+	$(PY) scripts/gpu_train_check.py $(GPU_TRAIN); train=$$?; \
+	if [ $$engine = 1 ] || [ $$train = 1 ]; then exit 1; elif [ $$engine = 2 ] || [ $$train = 2 ]; then exit 2; fi
 
 # The plugin zip (dist/dltools-<version>.zip): the files git tracks under the plugin's folders, LICENSE and the
 # compiled translations, in one top-level folder dltools/; it checks metadata.txt's mandatory fields first and

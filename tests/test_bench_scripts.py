@@ -40,7 +40,45 @@ def test_make_gpu_check_runs_the_script():
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     commands = [line for line in proc.stdout.splitlines() if not line.startswith("make")]
-    assert commands[-1] == ".venv/bin/python scripts/gpu_check.py unet-4096"
+    assert commands[-3] == ".venv/bin/python scripts/gpu_check.py unet-4096; engine=$?; \\"
+    assert commands[-2] == ".venv/bin/python scripts/gpu_train_check.py ; train=$?; \\"
+
+
+def test_gpu_train_check_without_cuda_says_so_and_exits_2():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no CUDA device for torch, whatever the machine has
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_train_check.py")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Nothing was trained: there is no CUDA device for this PyTorch")
+
+
+def test_gpu_train_check_runs_the_mixed_precision_branch_on_the_cpu():
+    """The script's GPU checks, on the branch the GPU takes, forced onto the CPU (bfloat16, a CPU GradScaler): one
+    epoch of UnetClassifier and of MaskRCNN, every check passing, so that a GPU's time finds the trainer's faults,
+    not the script's."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_train_check.py"), "--device", "cpu-mixed",
+                           "--quick", "UnetClassifier", "MaskRCNN"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "All checks passed."
+    assert lines[0].startswith("UnetClassifier resnet18 on cpu-mixed: ")
+    assert lines[1].startswith("  convolutions computed in ['bfloat16']; GradScaler: 2 steps, 0 skipped")
+    assert lines[2].startswith("MaskRCNN resnet18 on cpu-mixed: ")
+    assert lines[3].startswith("  convolutions computed in ['bfloat16']; GradScaler: 4 steps, 0 skipped")
+
+
+def test_gpu_train_check_fails_a_run_whose_steps_were_not_in_mixed_precision(monkeypatch, tmp_path):
+    """The check can fail: with autocast made a no-op, the steps still go through the GradScaler but the
+    convolutions compute in float32, and the run is judged a failure naming that."""
+    import contextlib
+
+    import gpu_train_check
+    import torch
+
+    monkeypatch.setattr(gpu_train_check, "_plugin_and_tests", lambda: None)  # conftest has put both on sys.path
+    monkeypatch.setattr(torch, "autocast", lambda *args, **kwargs: contextlib.nullcontext())
+    found = gpu_train_check.train_family("UnetClassifier", "cpu-mixed", True, tmp_path)
+    assert found.problems == ["convolution dtypes ['float32'], not ['bfloat16']"]
 
 
 def test_busy_share_over_the_run_and_from_its_first_kernel():
