@@ -164,30 +164,3 @@ def test_import_torch_puts_large_tensors_on_huge_pages():
                          timeout=120, check=True).stdout.split()
     assert out[0] == "1" and int(out[2]) == 64 << 20
     assert int(out[1]) >= 32 * 1024, out  # kB on huge pages: most of the 64 MB
-
-
-def test_best_checkpoint_is_a_second_name_for_the_last_or_a_copy_of_its_weights(tmp_path, monkeypatch):
-    """The epoch kept is the checkpoint just written under a second name (nothing written); where hard links fail, a
-    copy of the weights; either way it loads with weights_only and names its epoch."""
-    import os
-
-    from dltools.core.tools.train import loop
-
-    module = torch.nn.Linear(3, 2)
-    last, best = tmp_path / loop.LAST, tmp_path / loop.BEST
-    loop._save(torch, {"model": module.state_dict(), "optimizer": {}, "epoch": 3}, last)
-    loop._keep_as_best(torch, last, best, module, 3)
-    assert os.path.samefile(last, best)
-    loop._save(torch, {"model": module.state_dict(), "optimizer": {}, "epoch": 4}, last)  # the next epoch: a new file
-    assert not os.path.samefile(last, best)
-    assert torch.load(str(best), weights_only=True)["epoch"] == 3
-
-    def no_links(*args):  # noqa: ANN002, ANN202
-        raise OSError("hard links are not supported")
-
-    monkeypatch.setattr(loop.os, "link", no_links)
-    loop._keep_as_best(torch, last, best, module, 4)
-    saved = torch.load(str(best), weights_only=True)
-    assert not os.path.samefile(last, best) and saved["epoch"] == 4 and set(saved) == {"model", "epoch"}
-    assert torch.equal(saved["model"]["weight"], module.weight.detach())
-    assert sorted(p.name for p in tmp_path.iterdir()) == [loop.BEST, loop.LAST]  # no partial file left

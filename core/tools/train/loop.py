@@ -11,7 +11,6 @@ not be bitwise deterministic).  The checkpoint holds only tensors and plain cont
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from ...engine.class_scores import confusion
 from ...errors import CancelledError, InputDataError
 from ...progress import Progress
+from .checkpoints import BEST, LAST, CheckpointFiles
 from .chips import ChipReader, batches
 from .lr_finder import find_learning_rate
 from .metrics import epoch_metrics, metric_table
@@ -29,7 +29,6 @@ from .schedule import one_cycle_lr
 
 PATIENCE = 5  # epochs without improvement before STOP_TRAINING stops (arcgis.learn's early stopping)
 MIN_DELTA = 0.001
-LAST, BEST = "last.pth", "best.pth"
 
 
 @dataclass
@@ -112,26 +111,6 @@ def adamw(torch, params: list, device):  # noqa: ANN001, ANN201
     return torch.optim.AdamW(params, **kwargs)
 
 
-def _save(torch, payload: dict[str, Any], path: Path) -> None:  # noqa: ANN001
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, str(tmp))
-    os.replace(tmp, path)
-
-
-def _keep_as_best(torch, last: Path, best: Path, module, epoch: int) -> None:  # noqa: ANN001
-    """``best.pth``: a second name (a hard link) for the checkpoint just written, whose ``model`` and ``epoch`` it
-    is read for; nothing is written (an R-CNN's weights are 174 MB, up to 0.4 s an epoch).  Where the file system
-    has no hard links, a copy of the weights."""
-    tmp = best.with_name(f".{best.name}.partial")
-    try:
-        tmp.unlink(missing_ok=True)
-        os.link(last, tmp)
-    except OSError:
-        _save(torch, {"model": module.state_dict(), "epoch": epoch}, best)
-        return
-    os.replace(tmp, best)
-
-
 class Trainer:
     """One training of ``module`` on the chips of ``reader``; checkpoints in ``checkpoint_dir``."""
 
@@ -141,6 +120,7 @@ class Trainer:
         self.module, self.reader, self.s, self.names, self.pixels = module, reader, settings, class_names, pixels
         self.torch, self.device, self.progress, self.dir = torch, device, progress, checkpoint_dir
         self.fingerprint = fingerprint
+        self.files = CheckpointFiles(checkpoint_dir)
         self.train_idx, self.valid_idx = split_indices(reader.data.count, settings.validation_percent, settings.seed)
         self.steps_per_epoch = max(math.ceil(len(self.train_idx) / settings.batch_size), 1)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -252,9 +232,7 @@ class Trainer:
                    "learning_rate": lr, "fingerprint": self.fingerprint}
         if self.scaler is not None:
             payload["scaler"] = self.scaler.state_dict()
-        _save(self.torch, payload, self.dir / LAST)
-        if best_epoch == epoch:
-            _keep_as_best(self.torch, self.dir / LAST, self.dir / BEST, self.module, epoch)
+        self.files.write(self.torch, payload, best=best_epoch == epoch)
 
     def _best_state(self, best_epoch: int) -> dict[str, Any]:
         saved = self.torch.load(str(self.dir / BEST), map_location="cpu", weights_only=True)
@@ -309,6 +287,7 @@ class Trainer:
             if self.monitored(record) < best_loss:
                 best_epoch, best_loss = record.epoch, self.monitored(record)
             self._checkpoint(record.epoch, history, best_epoch, best_loss, lr)
+        self.files.prune()
         if not best_epoch:
             raise CancelledError("Training was cancelled before the first epoch ended: no model was written.")
         outcome.best_epoch = best_epoch
