@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""FasterRCNN and MaskRCNN resnet18 (arcgis.learn's one-feature-map R-CNN) learn the synthetic shapes from random weights: 120
-64-pixel chips of two or three squares and discs (half-sides and radii 8 to 13 pixels: 25 to 40 pixels in the chip
-resized to 1.5 x, the size of the network's 32-pixel anchors), 5 epochs (MaskRCNN 6) of batches of 4 on two CPU
-threads, the proposal sampler at 16 regions per chip (MaskRCNN 4: its mask head works on the positive ones), half of
-them positive at most (ARGUMENTS), the epoch kept by its validation mAP.  The kept epoch reaches a validation mAP
-(IoU 0.5; MaskRCNN: of the masks, detections scoring 0.5 or more) of 0.5 or more (measured: FasterRCNN 0.571 in 41 to 49 s,
-MaskRCNN 0.632 in 72 to 88 s), and FasterRCNN's model folder then runs through Detect Objects on new scenes and finds
-each shape once, with its class; MaskRCNN's, at threshold 0.5, finds 38 of the 40 shapes of eight scenes, each with
-its class, but not once each.  Fewer steps than these (FasterRCNN 4 epochs; MaskRCNN 5) fell short of 0.5 (README)."""
+"""FasterRCNN and MaskRCNN resnet18 (arcgis.learn's one-feature-map R-CNN) learn the synthetic shapes from random
+weights: 120 64-pixel chips of two or three squares and discs (half-sides and radii 8 to 13 pixels: 25 to 40 pixels
+in the chip resized to 1.5 x, the size of the network's 32-pixel anchors), 5 epochs (MaskRCNN 6) of batches of 4 on
+two CPU threads, the proposal sampler at 16 regions per chip (MaskRCNN 4: its mask head works on the positive ones),
+half of them positive at most (ARGUMENTS), the epoch kept by its validation mAP.  The kept epoch reaches a
+validation mAP (IoU 0.5; MaskRCNN: of the masks, detections scoring 0.5 or more) of 0.5 or more (measured:
+FasterRCNN 0.571 in 36 to 49 s, MaskRCNN 0.632 in 64 s in the full suite to 92 s alone), and FasterRCNN's model
+folder then runs through Detect Objects on new scenes and finds each shape once, with its class; MaskRCNN's, at
+threshold 0.5, finds 38 of the 40 shapes of eight scenes, each with its class, but not once each.  Fewer steps than
+these (FasterRCNN 4 epochs; MaskRCNN 5) fell short of 0.5 (README)."""
 
 from __future__ import annotations
 
