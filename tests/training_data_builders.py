@@ -157,6 +157,16 @@ def shapes_under_boxes(boxes: list[tuple[float, float, float, float]],
     return owners
 
 
+def shapes_found_with_class(objects: list[tuple[int, tuple[float, float, float, float]]],
+                            truth: list[tuple[int, tuple[int, int, int, int]]]) -> tuple[int, int]:
+    """Of detected ``objects`` (class value, pixel box) on a scene's ``truth`` (:func:`shape_boxes`): how many shapes
+    hold the centre of an object of their own class, and how many objects centred on one shape have another class."""
+    owners = shapes_under_boxes([box for _, box in objects], truth)
+    on_one = [(value, o[0]) for (value, _), o in zip(objects, owners) if len(o) == 1]
+    return (len({shape[1] for value, shape in on_one if shape[0] == value}),
+            sum(1 for value, shape in on_one if shape[0] != value))
+
+
 def write_rcnn_masks(folder: Path, count: int = 8, chip: int = 64, seed: int = 0,
                      radii: tuple[int, int] = (5, 11)) -> Path:
     """An RCNN_Masks folder: for each chip and each class present, ``labels/<value>/<chip>.tif`` numbering that

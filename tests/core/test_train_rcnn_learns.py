@@ -28,6 +28,7 @@ from dltools.core.tools.train.pipeline import TrainRequest, train_model  # noqa:
 from training_data_builders import (  # noqa: E402
     pixel_box,
     shape_boxes,
+    shapes_found_with_class,
     shapes_scene,
     shapes_under_boxes,
     write_pascal_voc,
@@ -119,10 +120,8 @@ def test_mask_rcnn_folder_finds_the_shapes_of_new_scenes_with_their_classes(lear
     found_shapes, wrong_class, objects = 0, 0, []
     for seed in range(1, 9):
         truth, boxes = _detect_on_scene(learned_masks, tmp_path / f"scene{seed}.tif", seed, MASK_SCENE_ARGUMENTS)
-        owners = shapes_under_boxes([box for _, box in boxes], truth)
-        on_one = [(value, o[0]) for (value, _), o in zip(boxes, owners) if len(o) == 1]
-        found_shapes += len({shape[1] for value, shape in on_one if shape[0] == value})
-        wrong_class += sum(1 for value, shape in on_one if shape[0] != value)
+        found, wrong = shapes_found_with_class(boxes, truth)
+        found_shapes, wrong_class = found_shapes + found, wrong_class + wrong
         objects.append(len(boxes))
     print(f"MaskRCNN on 8 scenes: {found_shapes} of 40 shapes found, objects per scene {objects}")
     assert wrong_class == 0
