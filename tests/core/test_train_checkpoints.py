@@ -93,3 +93,20 @@ def test_without_hard_links_each_checkpoint_is_a_new_file_and_the_best_a_copy_of
     assert _epoch(tmp_path / LAST) == 2
     best = torch.load(str(tmp_path / BEST), weights_only=True)
     assert set(best) == {"model", "epoch"} and _epoch(tmp_path / BEST) == 1
+
+
+def test_a_slot_with_a_name_outside_the_folder_is_not_written_over(tmp_path):
+    """A folder copied with hard links (``cp -al``) shares its slots with the original: resuming in the copy writes
+    new files there and leaves the original's checkpoints as they were."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    files = CheckpointFiles(original)
+    for epoch in (1, 2, 3):
+        files.write(torch, _payload(epoch), best=epoch == 1)
+    copy.mkdir()
+    for p in original.iterdir():
+        os.link(p, copy / p.name)
+    CheckpointFiles(copy).write(torch, _payload(4), best=True)
+    assert (_epoch(copy / LAST), _epoch(copy / BEST)) == (4, 4)
+    assert (_epoch(original / LAST), _epoch(original / BEST)) == (3, 1)
+    assert sorted(_epoch(p) for p in original.glob("slot-*.pth")) == [1, 2, 3]

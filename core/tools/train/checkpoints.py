@@ -9,7 +9,8 @@ bytes live in up to three *slot* files (``slot-0.pth`` ..), and ``last.pth`` and
 links) for two of them.  Each epoch's checkpoint is written over a slot that neither name points to, then
 ``last.pth`` (and, for a new best epoch, ``best.pth``) is pointed at it, atomically: a training interrupted in the
 middle of a write leaves both names on complete checkpoints.  With the best epoch also the last (a score still
-rising), two slots take turns.  Where the file system has no hard links (FAT, some network shares), each
+rising), two slots take turns.  A slot that also has a name outside these (a folder copied with hard links) is
+replaced by a new file, never written over.  Where the file system has no hard links (FAT, some network shares), each
 checkpoint is a new file renamed to ``last.pth`` and ``best.pth`` a copy of its weights, as before.
 """
 
@@ -64,6 +65,8 @@ class CheckpointFiles:
     def write(self, torch, payload: dict[str, Any], best: bool) -> None:  # noqa: ANN001
         """The checkpoint ``payload`` as ``last.pth``; with ``best``, also as ``best.pth``."""
         slot = self.free_slot()
+        if slot.exists() and os.stat(slot).st_nlink > 1:  # a name elsewhere too (a hard-linked copy of the
+            slot.unlink()  # folder): its bytes are not ours to write over; a new file here, theirs left as they are
         with open(slot, "r+b" if slot.exists() else "wb") as f:  # over the slot's bytes: its file cache reused
             torch.save(payload, f)
             f.truncate()
